@@ -14,6 +14,16 @@ pub extern "C" fn donut_selftest_digest(frame: u64) -> u64 {
     donut_shared::digest::frame_digest(frame)
 }
 
+/// Renders and packs absolute frame `frame` exactly as the worker does for
+/// a task, returning a checksum of the packed bytes so the work cannot be
+/// optimised away. A plain C-ABI export for benchmarks (bench/wasm-node.mjs).
+#[unsafe(no_mangle)]
+pub extern "C" fn donut_selftest_render_packed(frame: u64) -> u32 {
+    let mut packed = [0u8; donut_shared::PACKED_LEN];
+    donut_shared::render_packed(frame, &mut packed);
+    donut_shared::digest::fnv1a64(&packed) as u32
+}
+
 /// The protocol version this worker speaks.
 #[wasm_bindgen(js_name = protocolVersion)]
 pub fn protocol_version() -> u8 {
