@@ -1,0 +1,339 @@
+//! The HTTP application: shared state, the router, the embedded web client,
+//! the operations endpoints, and starting and stopping the server.
+//!
+//! Shared state is one [`App`] in an `Arc`, handed to handlers by axum's
+//! `State` extractor; there is no global mutable state. Background work is
+//! two tasks: the [`broadcaster`](crate::broadcaster) (the stream's clock)
+//! and the [`telemetry`](crate::telemetry) publisher.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::config::{ServeConfig, VerifyPolicy};
+use crate::core::{Core, CoreConfig};
+use crate::fleet::{Caps, Fleet, Role};
+use crate::limits::{CloseReason, GOING_AWAY};
+use crate::metrics::{Snapshot, Stats};
+use crate::scheduler::SchedulerConfig;
+use crate::telemetry::{self, TelemetryMsg};
+use crate::verifier::Verifier;
+use crate::{broadcaster, viewer_conn, worker_conn, ws};
+
+/// Largest message a viewer may send (viewers send nothing; this only
+/// bounds what is read before the connection is closed for sending).
+const MAX_VIEWER_INBOUND: usize = 1024;
+
+/// The web client, embedded at build time from `www/`.
+#[derive(rust_embed::Embed)]
+#[folder = "../www"]
+struct Assets;
+
+/// State shared by every handler and connection.
+pub struct App {
+    /// Configuration.
+    pub cfg: ServeConfig,
+    /// Scheduler, ring and broadcast.
+    pub core: Arc<Core>,
+    /// Connections and admission.
+    pub fleet: Arc<Fleet>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Result checking.
+    pub verifier: Verifier,
+    /// Latest telemetry.
+    pub telemetry: watch::Receiver<TelemetryMsg>,
+    /// Turns true when the server is stopping.
+    pub shutdown: watch::Receiver<bool>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// The close sent to every peer when the server stops.
+pub fn shutdown_reason() -> CloseReason {
+    CloseReason::new(GOING_AWAY, "server shutting down")
+}
+
+impl App {
+    /// Every figure now, for `/metrics` and `/api/stats`.
+    pub fn snapshot(&self) -> Snapshot {
+        let pos = self.core.position();
+        let s = &self.stats;
+        let buffered = pos.contiguous.saturating_sub(pos.head);
+        Snapshot {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            workers: self.fleet.workers(),
+            viewers: self.fleet.viewers(),
+            fps: if self.cfg.paced() { self.cfg.fps } else { 0 },
+            head: pos.head,
+            contiguous: pos.contiguous,
+            broadcast_cursor: pos.cursor,
+            buffered_frames: buffered,
+            buffered_secs: if self.cfg.paced() {
+                buffered as f64 / f64::from(self.cfg.fps)
+            } else {
+                0.0
+            },
+            fleet_fps: u64::from(self.telemetry.borrow().telemetry.fleet_fps),
+            ring_frames: pos.ring_frames,
+            ring_bytes: pos.ring_bytes,
+            outstanding_ranges: pos.outstanding,
+            tasks_dispatched: pos.sched.dispatched,
+            tasks_hedged: pos.sched.hedged,
+            tasks_reassigned: pos.sched.reassigned,
+            tasks_expired: pos.sched.expired,
+            frames_accepted: s.frames_accepted.get(),
+            results_accepted: s.results_accepted.get(),
+            results_duplicate: s.results_duplicate.get(),
+            broadcast_batches: s.broadcast_batches.get(),
+            broadcast_bytes: s.broadcast_bytes.get(),
+            viewer_bytes_sent: s.viewer_bytes_sent.get(),
+            viewer_lag_events: s.viewer_lag_events.get(),
+            viewer_batches_skipped: s.viewer_batches_skipped.get(),
+            viewers_dropped_slow: s.viewers_dropped_slow.get(),
+            verify_policy: match self.verifier.policy() {
+                VerifyPolicy::Full => "full",
+                VerifyPolicy::Sample => "sample",
+                VerifyPolicy::Off => "off-benchmark-only",
+            },
+            batches_verified: s.batches_verified.get(),
+            frames_checked: s.frames_checked.get(),
+            batches_rejected: s.batches_rejected.get(),
+            strikes: s.strikes.get(),
+            workers_banned: s.workers_banned.get(),
+            protocol_errors: s.protocol_errors.get(),
+            connections_refused: s.connections_refused.get(),
+            idle_reaped: s.idle_reaped.get(),
+        }
+    }
+}
+
+/// The router over an [`App`].
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/ws/worker", get(worker_ws))
+        .route("/ws/viewer", get(viewer_ws))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/api/stats", get(stats))
+        .fallback(get(asset))
+        .with_state(app)
+}
+
+async fn worker_ws(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_WORKER_MESSAGE_LEN)
+        .max_frame_size(MAX_WORKER_MESSAGE_LEN)
+        .on_upgrade(move |mut socket| async move {
+            match admit(&app, Role::Worker, peer) {
+                Ok(a) => worker_conn::run(socket, app, a).await,
+                Err(reason) => ws::close(&mut socket, &reason).await,
+            }
+        })
+}
+
+async fn viewer_ws(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_VIEWER_INBOUND)
+        .max_frame_size(MAX_VIEWER_INBOUND)
+        .on_upgrade(move |mut socket| async move {
+            match admit(&app, Role::Viewer, peer) {
+                Ok(a) => viewer_conn::run(socket, app, a).await,
+                Err(reason) => ws::close(&mut socket, &reason).await,
+            }
+        })
+}
+
+/// Admission after the upgrade, so a refusal is a close frame with a
+/// reason rather than a bare HTTP status.
+fn admit(
+    app: &Arc<App>,
+    role: Role,
+    peer: SocketAddr,
+) -> Result<crate::fleet::Admission, CloseReason> {
+    if *app.shutdown.borrow() {
+        return Err(shutdown_reason());
+    }
+    app.fleet.admit(role, peer.ip()).inspect_err(|r| {
+        app.stats.connections_refused.inc();
+        info!(ip = %peer.ip(), ?role, reason = %r.reason, "connection refused");
+    })
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.snapshot().prometheus(),
+    )
+        .into_response()
+}
+
+async fn stats(State(app): State<Arc<App>>) -> Response {
+    match serde_json::to_string_pretty(&app.snapshot()) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn asset(uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let path = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_owned()
+    };
+    match Assets::get(&path) {
+        Some(file) => (
+            [
+                (header::CONTENT_TYPE, file.metadata.mimetype().to_owned()),
+                (header::CACHE_CONTROL, "no-cache".to_owned()),
+            ],
+            file.data,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `cfg.listen` and starts serving.
+    pub async fn start(cfg: ServeConfig) -> anyhow::Result<Self> {
+        cfg.validate().map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("binding {}", cfg.listen))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        let stats = Arc::new(Stats::default());
+        let fps = if cfg.paced() { cfg.fps } else { 0 };
+        let core = Arc::new(Core::new(
+            CoreConfig {
+                fps,
+                lead_frames: cfg.lead_frames(),
+                viewer_lead_frames: cfg.viewer_lead_frames(),
+                ring_frames: cfg.ring_capacity(),
+                start_frame: cfg.start_frame,
+                batch_frames: cfg.batch_frames,
+                viewer_queue: cfg.viewer_queue,
+                scheduler: SchedulerConfig {
+                    task_target: Duration::from_millis(cfg.task_ms.max(1)),
+                    first_task_frames: cfg.first_task_frames,
+                    first_task_timeout: Duration::from_millis(cfg.first_task_timeout_ms.max(1)),
+                    min_new_frames: u32::try_from(cfg.lead_frames() / 4)
+                        .unwrap_or(u32::MAX)
+                        .clamp(1, donut_shared::wire::MAX_TASK_FRAMES),
+                    ..SchedulerConfig::default()
+                },
+            },
+            Arc::clone(&stats),
+        ));
+        let fleet = Arc::new(Fleet::new(Caps {
+            workers: cfg.max_workers,
+            viewers: cfg.max_viewers,
+            per_ip: cfg.max_per_ip,
+        }));
+        let verifier = Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (telemetry_tx, telemetry_rx) = watch::channel(TelemetryMsg::new(Telemetry {
+            fps,
+            ..Telemetry::default()
+        }));
+        let app = Arc::new(App {
+            cfg: cfg.clone(),
+            core: Arc::clone(&core),
+            fleet: Arc::clone(&fleet),
+            stats: Arc::clone(&stats),
+            verifier,
+            telemetry: telemetry_rx,
+            shutdown: shutdown_rx.clone(),
+            started: Instant::now(),
+        });
+        let tasks = vec![
+            tokio::spawn(broadcaster::run(Arc::clone(&core), shutdown_rx.clone())),
+            tokio::spawn(telemetry::run(
+                telemetry::Sources {
+                    core,
+                    fleet,
+                    stats,
+                    fps,
+                },
+                telemetry_tx,
+                shutdown_rx.clone(),
+            )),
+        ];
+        let mut stop = shutdown_rx;
+        let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        info!(
+            %addr,
+            fps,
+            ring_frames = cfg.ring_capacity(),
+            verify = ?cfg.verify,
+            "serving"
+        );
+        Ok(Self {
+            addr,
+            app,
+            shutdown: shutdown_tx,
+            http,
+            tasks,
+        })
+    }
+
+    /// The shared state, for tests and benchmarks that look inside.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Closes every socket with "server shutting down" and stops, waiting
+    /// at most `grace` for peers to go.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + grace;
+        while self.app.fleet.workers() + self.app.fleet.viewers() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let _ = tokio::time::timeout(left.max(Duration::from_millis(100)), self.http).await;
+        for t in self.tasks {
+            t.abort();
+        }
+        info!("stopped");
+    }
+}

@@ -1,0 +1,32 @@
+//! The broadcaster task: the stream's clock.
+//!
+//! It wakes on a short tick, or at once when a result makes new frames
+//! contiguous, and calls [`Core::tick`](crate::core::Core::tick), which
+//! advances the playback head, publishes due batches (encoded once, shared
+//! by every viewer), expires overdue tasks and dispatches work. Keeping one
+//! clock for all of this means the head, the broadcast and the hedging
+//! deadlines never disagree about "now".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::core::Core;
+
+/// How often the clock ticks without being woken.
+pub const TICK: Duration = Duration::from_millis(5);
+
+/// Runs until `shutdown` turns true.
+pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = core.frames_ready.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        core.tick();
+    }
+}

@@ -1,0 +1,265 @@
+//! Command-line and environment configuration (clap with `env`).
+//!
+//! Every knob of the server has a flag and a `DONUT_*` environment variable,
+//! so the same binary is configured the same way on a laptop, in a container
+//! and in the tests. Defaults are what a public deployment wants; the
+//! benchmarks turn pacing and verification off explicitly.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Distributed Donut: a browser render farm for a1k0n's spinning donut.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The subcommands of `donut`.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server: HTTP, the embedded web client and both WebSocket endpoints.
+    Serve(ServeConfig),
+    /// Contribute this machine's cores as a native worker.
+    Work(WorkConfig),
+    /// Write frames to stdout as plain text, 1760 bytes each (80×22 with newlines).
+    Render {
+        /// First absolute frame number.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// How many frames to write.
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+    },
+}
+
+/// How results are checked before they may enter the frame ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VerifyPolicy {
+    /// Re-render every frame of every result natively.
+    Full,
+    /// Re-render frames at positions the worker cannot predict, at a rate
+    /// that adapts to the worker's record (never zero).
+    Sample,
+    /// Check nothing. For benchmarks only: one bad worker corrupts everyone's stream.
+    #[value(name = "off-benchmark-only", alias = "off")]
+    Off,
+}
+
+/// Configuration of `donut serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "DONUT_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Playback rate in frames per second; 0 turns pacing off (the head
+    /// advances as fast as frames arrive, for benchmarks).
+    #[arg(long, env = "DONUT_FPS", default_value_t = 60)]
+    pub fps: u16,
+    /// Same as `--fps 0`.
+    #[arg(long, env = "DONUT_NO_PACING")]
+    pub no_pacing: bool,
+    /// Seconds of frames kept rendered ahead of the playback head.
+    #[arg(long, env = "DONUT_LEAD_SECS", default_value_t = 3.0)]
+    pub lead_secs: f64,
+    /// Seconds of frames sent to viewers ahead of the playback head (their
+    /// jitter buffer, and what a new viewer receives at once).
+    #[arg(long, env = "DONUT_VIEWER_LEAD_SECS", default_value_t = 1.0)]
+    pub viewer_lead_secs: f64,
+    /// Capacity of the frame ring in frames (880 bytes each, allocated at
+    /// start). Must hold the lead; 0 picks `max(2 × lead, 600)` frames, or
+    /// 65,536 with pacing off.
+    #[arg(long, env = "DONUT_RING_FRAMES", default_value_t = 0)]
+    pub ring_frames: usize,
+    /// First absolute frame number of the stream.
+    #[arg(long, env = "DONUT_START_FRAME", default_value_t = 0)]
+    pub start_frame: u64,
+    /// Target duration of one task in milliseconds: each worker's measured
+    /// pace turns this into the size of the ranges it is given.
+    #[arg(long, env = "DONUT_TASK_MS", default_value_t = 100)]
+    pub task_ms: u64,
+    /// Frames in a worker's first task, before its pace is known.
+    #[arg(long, env = "DONUT_FIRST_TASK_FRAMES", default_value_t = 30)]
+    pub first_task_frames: u32,
+    /// Milliseconds before a task of a worker whose pace is unknown is
+    /// hedged to another worker (later tasks use the worker's own pace).
+    #[arg(long, env = "DONUT_FIRST_TASK_TIMEOUT_MS", default_value_t = 2000)]
+    pub first_task_timeout_ms: u64,
+    /// Most frames in one viewer batch.
+    #[arg(long, env = "DONUT_BATCH_FRAMES", default_value_t = 600)]
+    pub batch_frames: u32,
+    /// Batches a viewer may fall behind before it is skipped ahead to live.
+    #[arg(long, env = "DONUT_VIEWER_QUEUE", default_value_t = 64)]
+    pub viewer_queue: usize,
+    /// Most worker connections.
+    #[arg(long, env = "DONUT_MAX_WORKERS", default_value_t = 1000)]
+    pub max_workers: usize,
+    /// Most viewer connections.
+    #[arg(long, env = "DONUT_MAX_VIEWERS", default_value_t = 10_000)]
+    pub max_viewers: usize,
+    /// Most connections (both roles) from one IP address; 0 = no limit.
+    #[arg(long, env = "DONUT_MAX_PER_IP", default_value_t = 64)]
+    pub max_per_ip: usize,
+    /// Seconds between pings to an idle peer.
+    #[arg(long, env = "DONUT_PING_SECS", default_value_t = 10)]
+    pub ping_secs: u64,
+    /// Seconds of silence (no message, no pong) before a peer is reaped.
+    #[arg(long, env = "DONUT_IDLE_SECS", default_value_t = 30)]
+    pub idle_secs: u64,
+    /// Seconds a send to one peer may take before it is dropped.
+    #[arg(long, env = "DONUT_SEND_TIMEOUT_SECS", default_value_t = 10)]
+    pub send_timeout_secs: u64,
+    /// Verification policy for worker results.
+    #[arg(long, env = "DONUT_VERIFY", value_enum, default_value_t = VerifyPolicy::Sample)]
+    pub verify: VerifyPolicy,
+    /// Lowest fraction of a batch's frames checked for a long-honest worker
+    /// under `sample` (at least one frame of every batch is always checked).
+    #[arg(long, env = "DONUT_SAMPLE_FLOOR", default_value_t = 0.05)]
+    pub sample_floor: f64,
+    /// Consecutive clean batches after which a worker's checking rate has
+    /// decayed from 1 to the floor under `sample`.
+    #[arg(long, env = "DONUT_SAMPLE_TRUST_BATCHES", default_value_t = 20)]
+    pub sample_trust_batches: u32,
+    /// Strikes (failed checks or protocol violations) before a worker is cut off.
+    #[arg(long, env = "DONUT_MAX_STRIKES", default_value_t = 3)]
+    pub max_strikes: u32,
+    /// Seconds a cut-off worker's IP is refused; 0 disables bans.
+    #[arg(long, env = "DONUT_BAN_SECS", default_value_t = 60)]
+    pub ban_secs: u64,
+}
+
+impl ServeConfig {
+    /// Whether the playback head is paced in real time.
+    pub fn paced(&self) -> bool {
+        self.fps > 0 && !self.no_pacing
+    }
+
+    /// Frames rendered ahead of playback.
+    pub fn lead_frames(&self) -> u64 {
+        if self.paced() {
+            secs_to_frames(self.lead_secs, self.fps).max(1)
+        } else {
+            self.ring_capacity() as u64
+        }
+    }
+
+    /// Frames sent to viewers ahead of playback.
+    pub fn viewer_lead_frames(&self) -> u64 {
+        if self.paced() {
+            secs_to_frames(self.viewer_lead_secs, self.fps).clamp(1, self.lead_frames())
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// The ring capacity in frames, resolving the `0 = automatic` default.
+    pub fn ring_capacity(&self) -> usize {
+        if self.ring_frames > 0 {
+            self.ring_frames
+        } else if self.paced() {
+            let lead = secs_to_frames(self.lead_secs, self.fps).max(1);
+            usize::try_from(lead.saturating_mul(2))
+                .unwrap_or(usize::MAX)
+                .max(600)
+        } else {
+            65_536
+        }
+    }
+
+    /// Checks the combination of values, with a message saying what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.lead_secs.is_finite() && self.lead_secs > 0.0) {
+            return Err("--lead-secs must be a positive number".into());
+        }
+        if !(self.viewer_lead_secs.is_finite() && self.viewer_lead_secs > 0.0) {
+            return Err("--viewer-lead-secs must be a positive number".into());
+        }
+        if !(0.0..=1.0).contains(&self.sample_floor) {
+            return Err("--sample-floor must be within 0..=1".into());
+        }
+        if self.batch_frames == 0 || self.batch_frames > donut_shared::wire::MAX_BATCH_FRAMES {
+            return Err(format!(
+                "--batch-frames must be within 1..={}",
+                donut_shared::wire::MAX_BATCH_FRAMES
+            ));
+        }
+        if self.first_task_frames == 0
+            || self.first_task_frames > donut_shared::wire::MAX_TASK_FRAMES
+        {
+            return Err(format!(
+                "--first-task-frames must be within 1..={}",
+                donut_shared::wire::MAX_TASK_FRAMES
+            ));
+        }
+        if self.viewer_queue == 0 {
+            return Err("--viewer-queue must be at least 1".into());
+        }
+        if self.max_strikes == 0 {
+            return Err("--max-strikes must be at least 1".into());
+        }
+        let cap = self.ring_capacity() as u64;
+        if self.paced() && self.lead_frames() > cap {
+            return Err(format!(
+                "--ring-frames {cap} cannot hold --lead-secs {} at {} fps ({} frames)",
+                self.lead_secs,
+                self.fps,
+                self.lead_frames()
+            ));
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests and benchmarks: listen on an ephemeral
+    /// loopback port, everything else at its default.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from(["donut", "serve", "--listen", "127.0.0.1:0"]);
+        match cli.command {
+            Some(Command::Serve(c)) => c,
+            _ => unreachable!("the literal arguments above always parse as `serve`"),
+        }
+    }
+}
+
+fn secs_to_frames(secs: f64, fps: u16) -> u64 {
+    // Saturating float-to-int cast: absurd values clamp instead of wrapping.
+    (secs * f64::from(fps)).ceil() as u64
+}
+
+/// Configuration of `donut work`.
+#[derive(Args, Debug, Clone)]
+pub struct WorkConfig {
+    /// The server to work for: `ws://host:port` (the `/ws/worker` path is
+    /// added when missing).
+    #[arg(long, env = "DONUT_SERVER", default_value = "ws://127.0.0.1:8080")]
+    pub server: String,
+    /// Render threads; 0 uses every available core.
+    #[arg(long, env = "DONUT_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Tasks kept outstanding at once; 0 picks twice the thread count.
+    #[arg(long, env = "DONUT_SLOTS", default_value_t = 0)]
+    pub slots: u16,
+    /// Longest wait between reconnection attempts, in milliseconds.
+    #[arg(long, env = "DONUT_MAX_BACKOFF_MS", default_value_t = 10_000)]
+    pub max_backoff_ms: u64,
+    /// Stop after this many connection attempts in a row fail; 0 = never.
+    #[arg(long, env = "DONUT_MAX_ATTEMPTS", default_value_t = 0)]
+    pub max_attempts: u32,
+    /// Fraction of finished tasks silently dropped instead of returned. For
+    /// churn benchmarks and tests only.
+    #[arg(long, env = "DONUT_DROP_FRACTION", default_value_t = 0.0, hide = true)]
+    pub drop_fraction: f64,
+}
+
+impl WorkConfig {
+    /// A worker configuration for `server` (a `ws://` URL) with defaults.
+    pub fn for_server(server: &str) -> Self {
+        let cli = Cli::parse_from(["donut", "work", "--server", server]);
+        match cli.command {
+            Some(Command::Work(c)) => c,
+            _ => unreachable!("the literal arguments above always parse as `work`"),
+        }
+    }
+}

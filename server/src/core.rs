@@ -1,0 +1,359 @@
+//! The stream's core: scheduler, frame ring, playback head and broadcast
+//! cursor behind one short-held lock.
+//!
+//! Four positions describe the stream, always in this order:
+//!
+//! ```text
+//!   ring.base == head  <=  cursor (broadcast)  <=  contiguous  <=  frontier
+//!   (oldest kept)          (sent to viewers)       (all below     (never handed
+//!                                                    accepted)      out yet)
+//! ```
+//!
+//! Invariants:
+//! - the head never passes `contiguous`: playback never shows a frame that
+//!   has not been received and accepted;
+//! - every frame in `[head, contiguous)` is in the ring (the ring's base is
+//!   the head, and nothing is dispatched at or beyond `head + capacity`);
+//! - `cursor >= head` after every tick: a frame is broadcast before the head
+//!   (and so the ring) leaves it behind, so viewers see every frame;
+//! - frame numbers are absolute `u64` and only grow.
+//!
+//! With pacing, the head advances at the configured fps, stalling (never
+//! skipping) when the frame in front of it is missing; workers render up to
+//! `lead` frames ahead and viewers are sent up to `viewer lead` frames ahead.
+//! Without pacing the head follows the broadcast cursor and everything moves
+//! as fast as frames arrive.
+//!
+//! Each batch is encoded once into a `Bytes` and published on a tokio
+//! broadcast channel; publishing happens under the same lock a new viewer
+//! takes to subscribe and copy its catch-up frames, so a viewer sees every
+//! frame exactly once, in order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use donut_shared::PACKED_LEN;
+use donut_shared::wire::{Codec, FRAMES_HEADER_LEN, Frames, Task};
+use tokio::sync::{Notify, broadcast, mpsc};
+
+use crate::metrics::Stats;
+use crate::ring::FrameRing;
+use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
+
+/// One encoded broadcast batch, shared by every viewer.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// First frame.
+    pub start: u64,
+    /// Number of frames.
+    pub count: u32,
+    /// The encoded `Frames` message.
+    pub msg: Bytes,
+}
+
+/// Static settings of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Playback rate; 0 = unpaced.
+    pub fps: u16,
+    /// Frames rendered ahead of the head.
+    pub lead_frames: u64,
+    /// Frames sent to viewers ahead of the head.
+    pub viewer_lead_frames: u64,
+    /// Ring capacity in frames.
+    pub ring_frames: usize,
+    /// First frame of the stream.
+    pub start_frame: u64,
+    /// Most frames per broadcast batch.
+    pub batch_frames: u32,
+    /// Batches retained for viewers that fall behind.
+    pub viewer_queue: usize,
+    /// Scheduler tunables.
+    pub scheduler: SchedulerConfig,
+}
+
+/// Positions of the stream, for telemetry and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Position {
+    /// The playback head.
+    pub head: u64,
+    /// Every frame below is accepted.
+    pub contiguous: u64,
+    /// Broadcast has reached here.
+    pub cursor: u64,
+    /// Ring capacity in frames.
+    pub ring_frames: u64,
+    /// Bytes the ring allocated.
+    pub ring_bytes: u64,
+    /// Ranges not yet accepted.
+    pub outstanding: u64,
+    /// Scheduler counters.
+    pub sched: SchedulerStats,
+}
+
+struct Inner {
+    sched: Scheduler,
+    ring: FrameRing,
+    senders: HashMap<WorkerId, mpsc::UnboundedSender<Task>>,
+    head: u64,
+    contiguous: u64,
+    cursor: u64,
+    /// Fractional frames of playback time not yet applied to the head.
+    carry: f64,
+    last_tick: Instant,
+}
+
+/// See the module docs.
+pub struct Core {
+    cfg: CoreConfig,
+    stats: Arc<Stats>,
+    inner: Mutex<Inner>,
+    tx: broadcast::Sender<Batch>,
+    /// Woken when new frames become contiguous, so the broadcaster
+    /// publishes at once instead of at its next tick.
+    pub frames_ready: Notify,
+}
+
+impl Core {
+    /// A core with an empty ring starting at `cfg.start_frame`.
+    pub fn new(cfg: CoreConfig, stats: Arc<Stats>) -> Self {
+        let (tx, _) = broadcast::channel(cfg.viewer_queue.max(1));
+        let start = cfg.start_frame;
+        let inner = Inner {
+            sched: Scheduler::new(cfg.scheduler.clone(), start),
+            ring: FrameRing::new(cfg.ring_frames, start),
+            senders: HashMap::new(),
+            head: start,
+            contiguous: start,
+            cursor: start,
+            carry: 0.0,
+            last_tick: Instant::now(),
+        };
+        Self {
+            cfg,
+            stats,
+            inner: Mutex::new(inner),
+            tx,
+            frames_ready: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the state consistent before any call
+        // that could panic, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn paced(&self) -> bool {
+        self.cfg.fps > 0
+    }
+
+    /// Sends every task the scheduler hands out now.
+    fn dispatch(&self, inner: &mut Inner, now: Instant) {
+        let limit = inner
+            .head
+            .saturating_add(self.cfg.lead_frames)
+            .min(inner.ring.limit());
+        for (id, task) in inner.sched.dispatch(now, limit) {
+            if let Some(tx) = inner.senders.get(&id) {
+                // A closed channel means the worker is leaving; its removal
+                // hands the range to someone else.
+                let _ = tx.send(task);
+            }
+        }
+    }
+
+    /// Registers a worker connection; its tasks arrive on `tx`.
+    pub fn add_worker(&self, id: WorkerId, tx: mpsc::UnboundedSender<Task>) {
+        let mut inner = self.lock();
+        inner.sched.add_worker(id);
+        inner.senders.insert(id, tx);
+        self.dispatch(&mut inner, Instant::now());
+    }
+
+    /// Records a worker's `Hello`.
+    pub fn hello(&self, id: WorkerId, slots: u16) {
+        let mut inner = self.lock();
+        inner.sched.set_slots(id, slots);
+        self.dispatch(&mut inner, Instant::now());
+    }
+
+    /// Forgets a worker; its ranges go to others.
+    pub fn remove_worker(&self, id: WorkerId) {
+        let mut inner = self.lock();
+        inner.sched.remove_worker(id);
+        inner.senders.remove(&id);
+        self.dispatch(&mut inner, Instant::now());
+    }
+
+    /// A worker's measured pace in frames per second.
+    pub fn worker_fps(&self, id: WorkerId) -> Option<f64> {
+        self.lock().sched.worker_fps(id)
+    }
+
+    /// Classifies a result header (see [`Claim`]).
+    pub fn claim(&self, id: WorkerId, task_id: u32, start: u64, count: u32) -> Claim {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let claim = inner.sched.claim(id, task_id, start, count, now);
+        if matches!(claim, Claim::Done) {
+            // A slot was freed.
+            self.dispatch(&mut inner, now);
+        }
+        claim
+    }
+
+    /// Stores a verified result. Returns whether it was the first answer
+    /// (false: someone else's copy won, nothing changed).
+    pub fn accept(&self, id: WorkerId, task_id: u32, start: u64, frames: &[u8]) -> bool {
+        let now = Instant::now();
+        let count = (frames.len() / PACKED_LEN) as u32;
+        let mut inner = self.lock();
+        if !inner.sched.is_wanted(start, count) {
+            inner.sched.complete(id, task_id, start, count, now);
+            self.dispatch(&mut inner, now);
+            return false;
+        }
+        for (k, packed) in frames.as_chunks::<PACKED_LEN>().0.iter().enumerate() {
+            // Wanted ranges lie within [head, head + capacity) by
+            // construction, so this cannot fail; if it did, the frame would
+            // simply stay missing and the range be re-rendered.
+            let _ = inner.ring.insert(start + k as u64, packed);
+        }
+        inner.sched.complete(id, task_id, start, count, now);
+        let before = inner.contiguous;
+        while inner.ring.contains(inner.contiguous) {
+            inner.contiguous += 1;
+        }
+        let advanced = inner.contiguous > before;
+        self.dispatch(&mut inner, now);
+        drop(inner);
+        self.stats.results_accepted.inc();
+        self.stats.frames_accepted.add(u64::from(count));
+        if advanced {
+            self.frames_ready.notify_one();
+        }
+        true
+    }
+
+    /// Drops a worker's hold on a task after a failed check or bad header.
+    pub fn reject(&self, id: WorkerId, task_id: u32) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.sched.reject(id, task_id);
+        self.dispatch(&mut inner, now);
+    }
+
+    /// Advances playback, expires overdue holders, dispatches and publishes.
+    /// Called by the broadcaster on every tick and whenever frames are ready.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if self.paced() {
+            let dt = now.saturating_duration_since(inner.last_tick).as_secs_f64();
+            inner.carry += dt * f64::from(self.cfg.fps);
+            let step = inner.carry.floor();
+            inner.carry -= step;
+            let target = inner.head.saturating_add(step as u64);
+            if target > inner.contiguous {
+                // Stalled on a missing frame: the clock waits, nothing is skipped.
+                inner.head = inner.contiguous;
+                inner.carry = 0.0;
+            } else {
+                inner.head = target;
+            }
+        }
+        inner.last_tick = now;
+        self.publish(&mut inner);
+        if !self.paced() {
+            inner.head = inner.cursor;
+        }
+        let head = inner.head;
+        inner.ring.advance_base(head);
+        inner.sched.expire(now);
+        self.dispatch(&mut inner, now);
+    }
+
+    /// Publishes every batch due now.
+    fn publish(&self, inner: &mut Inner) {
+        let (end, min_batch) = if self.paced() {
+            let end = inner
+                .contiguous
+                .min(inner.head.saturating_add(self.cfg.viewer_lead_frames));
+            // Batch about a quarter second, unless viewers are running low.
+            (end, u64::from(self.cfg.fps / 4).max(1))
+        } else {
+            (inner.contiguous, 1)
+        };
+        while inner.cursor < end {
+            let pending = end - inner.cursor;
+            let urgent = inner.cursor < inner.head.saturating_add(min_batch);
+            if pending < min_batch && !urgent {
+                break;
+            }
+            let count = pending.min(u64::from(self.cfg.batch_frames)) as u32;
+            let Some(msg) = encode(&inner.ring, inner.cursor, count) else {
+                break;
+            };
+            self.stats.broadcast_batches.inc();
+            self.stats.broadcast_bytes.add(msg.len() as u64);
+            // No receivers is fine: nobody is watching.
+            let _ = self.tx.send(Batch {
+                start: inner.cursor,
+                count,
+                msg,
+            });
+            inner.cursor += u64::from(count);
+        }
+    }
+
+    /// Subscribes a viewer to the broadcast and returns, atomically with it,
+    /// the already-broadcast frames from the head on that it needs to start
+    /// playing at once. Every later frame arrives on the receiver.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Batch>, Vec<Batch>) {
+        let inner = self.lock();
+        let rx = self.tx.subscribe();
+        let mut catchup = Vec::new();
+        let mut from = inner.head;
+        while from < inner.cursor {
+            let count = (inner.cursor - from).min(u64::from(self.cfg.batch_frames)) as u32;
+            match encode(&inner.ring, from, count) {
+                Some(msg) => catchup.push(Batch {
+                    start: from,
+                    count,
+                    msg,
+                }),
+                None => break,
+            }
+            from += u64::from(count);
+        }
+        (rx, catchup)
+    }
+
+    /// The stream's positions now.
+    pub fn position(&self) -> Position {
+        let inner = self.lock();
+        Position {
+            head: inner.head,
+            contiguous: inner.contiguous,
+            cursor: inner.cursor,
+            ring_frames: inner.ring.capacity() as u64,
+            ring_bytes: inner.ring.allocated_bytes() as u64,
+            outstanding: inner.sched.outstanding_ranges() as u64,
+            sched: inner.sched.stats(),
+        }
+    }
+}
+
+/// Encodes frames `start .. start + count` from the ring as one `Frames`
+/// message, or `None` if any is missing.
+fn encode(ring: &FrameRing, start: u64, count: u32) -> Option<Bytes> {
+    let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + count as usize * PACKED_LEN);
+    msg.extend_from_slice(&Frames::header(start, count, Codec::Nibble));
+    if !ring.copy_range(start, u64::from(count), &mut msg) {
+        return None;
+    }
+    Some(Bytes::from(msg))
+}

@@ -1,0 +1,38 @@
+//! The Distributed Donut server: schedules frame ranges over a fleet of
+//! browser and native workers, verifies and orders their results in a ring,
+//! and broadcasts frames to every viewer.
+//!
+//! Data flow (one concept per module):
+//!
+//! ```text
+//!  worker ──Result──▶ worker_conn ─decode─▶ scheduler.claim ─▶ verifier ─▶ core.accept ─▶ ring
+//!                                                                                        │
+//!  viewer ◀─Frames── viewer_conn ◀── broadcast channel (Bytes, encoded once) ◀── core.tick (broadcaster)
+//!  worker ◀─Task──── worker_conn ◀── core.dispatch ◀── scheduler (pace-sized, hedged)
+//! ```
+//!
+//! - [`config`]: flags and environment variables.
+//! - [`app`]: shared state, router, embedded web client, start/stop.
+//! - [`core`]: the stream's positions and invariants around [`ring`] and [`scheduler`].
+//! - [`broadcaster`], [`telemetry`]: the two background tasks.
+//! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints.
+//! - [`verifier`]: native re-rendering of results.
+//! - [`fleet`], [`limits`]: admission, caps, bans, close codes.
+//! - [`metrics`]: `/metrics` and `/api/stats`.
+//! - [`native_worker`]: `donut work`.
+
+pub mod app;
+pub mod broadcaster;
+pub mod config;
+pub mod core;
+pub mod fleet;
+pub mod limits;
+pub mod metrics;
+pub mod native_worker;
+pub mod ring;
+pub mod scheduler;
+pub mod telemetry;
+pub mod verifier;
+pub mod viewer_conn;
+pub mod worker_conn;
+pub mod ws;

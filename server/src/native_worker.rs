@@ -1,0 +1,154 @@
+//! `donut work`: a native worker that renders with the shared crate over the
+//! same protocol as the browser's wasm worker.
+//!
+//! It is how a machine without a browser contributes, how the integration
+//! tests and benchmarks drive the server, and the reference client of the
+//! worker protocol: say `Hello{slots}`, then for each `Task` render the range
+//! with [`render_packed`] straight into the `Result` message buffer (after
+//! its header) and send it. Rendering runs on blocking threads, at most
+//! `threads` at once; `slots` (twice that by default) keeps the next task
+//! queued while the current one renders. A lost connection is retried with
+//! exponential backoff.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use donut_shared::wire::{MAX_SLOTS, RESULT_HEADER_LEN, Task, TaskResult, ToWorker};
+use donut_shared::{PACKED_LEN, render_packed};
+use futures_util::{SinkExt, StreamExt};
+use rand::RngExt;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{info, warn};
+
+use crate::config::WorkConfig;
+
+/// The `/ws/worker` URL for a `--server` value.
+pub fn worker_url(server: &str) -> String {
+    let base = server.trim_end_matches('/');
+    if base.ends_with("/ws/worker") {
+        base.to_owned()
+    } else {
+        format!("{base}/ws/worker")
+    }
+}
+
+/// Renders a task into a complete `Result` message.
+pub fn render_result(task: &Task) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(RESULT_HEADER_LEN + task.count as usize * PACKED_LEN);
+    msg.extend_from_slice(&TaskResult::header(task.task_id, task.start, task.count));
+    msg.resize(RESULT_HEADER_LEN + task.count as usize * PACKED_LEN, 0);
+    let frames = &mut msg[RESULT_HEADER_LEN..];
+    for (k, out) in frames
+        .as_chunks_mut::<PACKED_LEN>()
+        .0
+        .iter_mut()
+        .enumerate()
+    {
+        render_packed(task.start.saturating_add(k as u64), out);
+    }
+    msg
+}
+
+/// Works for the server until `max_attempts` connections in a row fail
+/// (forever if 0).
+pub async fn run(cfg: WorkConfig) -> anyhow::Result<()> {
+    let threads = if cfg.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.threads
+    };
+    let slots = if cfg.slots == 0 {
+        u16::try_from(threads * 2).unwrap_or(MAX_SLOTS)
+    } else {
+        cfg.slots
+    }
+    .clamp(1, MAX_SLOTS);
+    let url = worker_url(&cfg.server);
+    let max_backoff = Duration::from_millis(cfg.max_backoff_ms.max(100));
+    let mut backoff = Duration::from_millis(100);
+    let mut failures = 0u32;
+    loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((socket, _)) => {
+                info!(%url, threads, slots, "connected");
+                failures = 0;
+                backoff = Duration::from_millis(100);
+                match session(socket, threads, slots, cfg.drop_fraction).await {
+                    Ok(reason) => info!(%reason, "server closed the connection"),
+                    Err(e) => warn!(error = %e, "connection lost"),
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                warn!(%url, error = %e, failures, "connect failed");
+                if cfg.max_attempts > 0 && failures >= cfg.max_attempts {
+                    bail!("giving up after {failures} failed connection attempts to {url}");
+                }
+            }
+        }
+        // Jitter spreads reconnecting workers after a server restart.
+        let jitter = rand::rng().random_range(0.5..1.0);
+        tokio::time::sleep(backoff.mul_f64(jitter)).await;
+        backoff = (backoff * 2).min(max_backoff);
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One connection: returns the server's close reason, or an error.
+async fn session(
+    socket: Socket,
+    threads: usize,
+    slots: u16,
+    drop_fraction: f64,
+) -> anyhow::Result<String> {
+    let (mut sink, mut stream) = socket.split();
+    let mut hello = [0u8; donut_shared::wire::HELLO_LEN];
+    donut_shared::wire::Hello { slots }
+        .encode(&mut hello)
+        .context("encoding hello")?;
+    sink.send(Message::binary(hello.to_vec()))
+        .await
+        .context("sending hello")?;
+    let permits = Arc::new(Semaphore::new(threads.max(1)));
+    let (done_tx, mut done_rx) = mpsc::channel::<Vec<u8>>(usize::from(slots));
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else { bail!("connection ended") };
+                match msg.context("reading from server")? {
+                    Message::Binary(bytes) => match ToWorker::decode(&bytes) {
+                        Ok(ToWorker::Task(task)) => {
+                            let permits = Arc::clone(&permits);
+                            let done = done_tx.clone();
+                            tokio::spawn(async move {
+                                let Ok(_permit) = permits.acquire_owned().await else { return };
+                                if let Ok(msg) = tokio::task::spawn_blocking(move || render_result(&task)).await {
+                                    let _ = done.send(msg).await;
+                                }
+                            });
+                        }
+                        Ok(ToWorker::Telemetry(_)) => {}
+                        Err(e) => bail!("bad message from server: {e}"),
+                    },
+                    Message::Close(frame) => {
+                        return Ok(frame.map_or_else(
+                            || "no reason".to_owned(),
+                            |f| format!("{} {}", u16::from(f.code), f.reason),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            Some(result) = done_rx.recv() => {
+                if drop_fraction > 0.0 && rand::rng().random_bool(drop_fraction.min(1.0)) {
+                    continue;
+                }
+                sink.send(Message::binary(result)).await.context("sending result")?;
+            }
+        }
+    }
+}

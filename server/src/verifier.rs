@@ -1,0 +1,252 @@
+//! The verifier: no result enters the frame ring until the server has
+//! re-rendered (some of) its frames natively with the same `no_std` crate the
+//! workers run, and found every checked byte identical.
+//!
+//! Policies ([`VerifyPolicy`]):
+//! - `full`: every frame of every result is re-rendered.
+//! - `sample` (default): after a result arrives, positions are drawn from a
+//!   CSPRNG (`rand`'s thread RNG, ChaCha12 seeded by the OS), so a worker
+//!   cannot know which of its frames will be checked. How many depends on the
+//!   worker's [`Trust`]: a new worker, or one that has just failed, is checked
+//!   in full; each clean batch lowers its rate linearly down to a floor, and
+//!   at least one frame of every batch is always checked.
+//! - `off`: nothing is checked; named `off-benchmark-only` on the command line.
+//!
+//! Rendering is CPU work, so it never runs on the async executor threads: it
+//! goes to tokio's blocking pool, with a semaphore of one permit per core so a
+//! flood of results queues instead of multiplying threads. A worker's results
+//! are verified one at a time (its connection awaits the verdict before
+//! reading its next message), which is also the flood control: a worker can
+//! only make the server check as fast as the server chooses.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use donut_shared::{PACKED_LEN, render_packed};
+use rand::seq::index;
+use tokio::sync::Semaphore;
+
+use crate::config::VerifyPolicy;
+
+/// A worker's verification record under `sample`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Trust {
+    /// Consecutive batches that passed verification since its last failure.
+    pub clean_batches: u32,
+}
+
+/// The outcome of checking one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Frames re-rendered.
+    pub checked: u32,
+    /// The first checked frame (absolute number) that differed, if any.
+    pub bad_frame: Option<u64>,
+}
+
+impl Verdict {
+    /// Whether every checked frame matched.
+    pub fn passed(&self) -> bool {
+        self.bad_frame.is_none()
+    }
+}
+
+/// Checks results against native renders. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    policy: VerifyPolicy,
+    floor: f64,
+    trust_batches: u32,
+    permits: Arc<Semaphore>,
+}
+
+impl Verifier {
+    /// A verifier with `policy`; under `sample`, the rate decays from 1 to
+    /// `floor` over `trust_batches` clean batches.
+    pub fn new(policy: VerifyPolicy, floor: f64, trust_batches: u32) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            policy,
+            floor: floor.clamp(0.0, 1.0),
+            trust_batches,
+            permits: Arc::new(Semaphore::new(cores)),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> VerifyPolicy {
+        self.policy
+    }
+
+    /// The fraction of a batch checked for a worker with this record.
+    pub fn rate(&self, trust: Trust) -> f64 {
+        match self.policy {
+            VerifyPolicy::Full => 1.0,
+            VerifyPolicy::Off => 0.0,
+            VerifyPolicy::Sample => {
+                if self.trust_batches == 0 {
+                    return self.floor;
+                }
+                let progress = f64::from(trust.clean_batches) / f64::from(self.trust_batches);
+                (1.0 - progress).max(self.floor)
+            }
+        }
+    }
+
+    /// Chooses which frames of a `count`-frame batch to check, after the
+    /// batch has arrived, from a CSPRNG. Sorted, without repeats.
+    pub fn positions(&self, trust: Trust, count: u32) -> Vec<u32> {
+        let rate = self.rate(trust);
+        if rate <= 0.0 || count == 0 {
+            return Vec::new();
+        }
+        let k = ((rate * f64::from(count)).ceil() as u32).clamp(1, count);
+        if k == count {
+            return (0..count).collect();
+        }
+        let mut rng = rand::rng();
+        let mut picked: Vec<u32> = index::sample(&mut rng, count as usize, k as usize)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
+        picked.sort_unstable();
+        picked
+    }
+
+    /// Checks the packed `frames` of the batch starting at `start` at the
+    /// chosen positions, off the async executor. `frames` must hold whole
+    /// packed frames (the decoder guarantees it).
+    pub async fn verify(&self, trust: Trust, start: u64, frames: Bytes) -> Verdict {
+        let count = (frames.len() / PACKED_LEN) as u32;
+        let positions = self.positions(trust, count);
+        if positions.is_empty() {
+            return Verdict {
+                checked: 0,
+                bad_frame: None,
+            };
+        }
+        // The semaphore is never closed, so acquiring only fails if it were.
+        let permit = self.permits.clone().acquire_owned().await.ok();
+        let checked = positions.len() as u32;
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            check_positions(start, &frames, &positions)
+        });
+        match job.await {
+            Ok(bad_frame) => Verdict { checked, bad_frame },
+            // The check panicked or was cancelled: treat as failed, never as passed.
+            Err(_) => Verdict {
+                checked,
+                bad_frame: Some(start),
+            },
+        }
+    }
+}
+
+/// Re-renders the frames at `positions` and compares; returns the absolute
+/// number of the first one that differs.
+pub fn check_positions(start: u64, frames: &[u8], positions: &[u32]) -> Option<u64> {
+    let packed = frames.as_chunks::<PACKED_LEN>().0;
+    let mut expected = [0u8; PACKED_LEN];
+    for &p in positions {
+        let frame = start.checked_add(u64::from(p))?;
+        let Some(got) = packed.get(p as usize) else {
+            return Some(frame);
+        };
+        render_packed(frame, &mut expected);
+        if &expected != got {
+            return Some(frame);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(start: u64, count: u32) -> Vec<u8> {
+        let mut out = vec![0u8; count as usize * PACKED_LEN];
+        for (k, chunk) in out.as_chunks_mut::<PACKED_LEN>().0.iter_mut().enumerate() {
+            render_packed(start + k as u64, chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn sample_rate_decays_to_floor_and_resets() {
+        let v = Verifier::new(VerifyPolicy::Sample, 0.05, 20);
+        assert_eq!(v.rate(Trust { clean_batches: 0 }), 1.0);
+        assert!((v.rate(Trust { clean_batches: 10 }) - 0.5).abs() < 1e-9);
+        assert_eq!(
+            v.rate(Trust {
+                clean_batches: 1000
+            }),
+            0.05
+        );
+        // Never zero: one frame of a small batch at the floor.
+        assert_eq!(
+            v.positions(
+                Trust {
+                    clean_batches: 1000
+                },
+                10
+            )
+            .len(),
+            1
+        );
+        assert_eq!(v.positions(Trust { clean_batches: 0 }, 10).len(), 10);
+    }
+
+    #[test]
+    fn positions_are_distinct_sorted_and_vary() {
+        let v = Verifier::new(VerifyPolicy::Sample, 0.05, 20);
+        let trusted = Trust {
+            clean_batches: 1000,
+        };
+        let a = v.positions(trusted, 600);
+        assert_eq!(a.len(), 30);
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert!(a.iter().all(|&p| p < 600));
+        let differ = (0..10).any(|_| v.positions(trusted, 600) != a);
+        assert!(differ, "positions must not be predictable");
+    }
+
+    #[test]
+    fn catches_one_flipped_byte() {
+        let mut frames = batch(1000, 8);
+        assert_eq!(
+            check_positions(1000, &frames, &[0, 1, 2, 3, 4, 5, 6, 7]),
+            None
+        );
+        frames[5 * PACKED_LEN + 17] ^= 0x01;
+        assert_eq!(
+            check_positions(1000, &frames, &[0, 1, 2, 3, 4, 5, 6, 7]),
+            Some(1005)
+        );
+        // Right frames under the wrong numbers are wrong too.
+        assert_eq!(check_positions(1001, &batch(1000, 1), &[0]), Some(1001));
+    }
+
+    #[tokio::test]
+    async fn full_policy_checks_everything_off_the_executor() {
+        let v = Verifier::new(VerifyPolicy::Full, 0.05, 20);
+        let good = Bytes::from(batch(7, 12));
+        let verdict = v.verify(Trust::default(), 7, good).await;
+        assert_eq!(
+            verdict,
+            Verdict {
+                checked: 12,
+                bad_frame: None
+            }
+        );
+        let off = Verifier::new(VerifyPolicy::Off, 0.05, 20);
+        let mut bad = batch(7, 12);
+        bad[3] ^= 1;
+        assert!(
+            off.verify(Trust::default(), 7, Bytes::from(bad))
+                .await
+                .passed()
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! One viewer connection (`/ws/viewer`): the frame stream and telemetry out,
+//! nothing in.
+//!
+//! On connect the viewer subscribes to the broadcast and, atomically with
+//! that, receives the frames from the playback head to the broadcast cursor,
+//! so it can start playing at once. Afterwards it forwards each shared,
+//! already-encoded batch (a `Bytes` clone, no copy, no re-encoding).
+//!
+//! A viewer that cannot keep up never slows anyone down: the broadcast
+//! channel retains a bounded number of batches, and one that falls further
+//! behind is told `Lagged` by the channel, counted, and skipped ahead to live
+//! (resubscribed with a fresh catch-up). A viewer whose socket stops taking
+//! bytes altogether is dropped when a send exceeds the send timeout, so the
+//! memory it can pin is the channel's bounded retention plus its socket
+//! buffers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use bytes::Bytes;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, warn};
+
+use crate::app::App;
+use crate::core::Batch;
+use crate::fleet::Admission;
+use crate::limits::{CloseReason, NORMAL, UNSUPPORTED};
+use crate::ws;
+
+/// Runs a viewer connection to its end.
+pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
+    let id = admission.id;
+    debug!(viewer = id, ip = %admission.ip, "viewer connected");
+    let send_limit = Duration::from_secs(app.cfg.send_timeout_secs.max(1));
+    let idle = Duration::from_secs(app.cfg.idle_secs.max(1));
+    let mut telemetry = app.telemetry.clone();
+    let mut shutdown = app.shutdown.clone();
+    let mut ping = tokio::time::interval(Duration::from_secs(app.cfg.ping_secs.max(1)));
+    ping.reset();
+    let mut last_heard = Instant::now();
+
+    // Telemetry first, so the page can show the fleet before any frame.
+    let first = telemetry.borrow_and_update().viewer_msg.clone();
+    let (mut rx, catchup) = app.core.subscribe();
+    let mut ok = send_bytes(&mut socket, &app, first, send_limit).await;
+    ok = ok && send_batches(&mut socket, &app, catchup, send_limit).await;
+
+    let close: Option<CloseReason> = if !ok {
+        None
+    } else {
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Ok(b) => {
+                        if !send_bytes(&mut socket, &app, b.msg, send_limit).await {
+                            app.stats.viewers_dropped_slow.inc();
+                            warn!(viewer = id, "viewer too slow to take a batch; dropped");
+                            break None;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        app.stats.viewer_lag_events.inc();
+                        app.stats.viewer_batches_skipped.add(n);
+                        warn!(viewer = id, skipped = n, "viewer lagging; skipped ahead to live");
+                        let (fresh, catchup) = app.core.subscribe();
+                        rx = fresh;
+                        if !send_batches(&mut socket, &app, catchup, send_limit).await {
+                            break None;
+                        }
+                    }
+                    Err(RecvError::Closed) => break Some(crate::app::shutdown_reason()),
+                },
+                Ok(()) = telemetry.changed() => {
+                    let msg = telemetry.borrow_and_update().viewer_msg.clone();
+                    if !send_bytes(&mut socket, &app, msg, send_limit).await {
+                        break None;
+                    }
+                }
+                msg = socket.recv() => match msg {
+                    None | Some(Ok(Message::Close(_))) | Some(Err(_)) => break None,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
+                    Some(Ok(Message::Binary(_) | Message::Text(_))) => {
+                        app.stats.protocol_errors.inc();
+                        break Some(CloseReason::new(
+                            UNSUPPORTED,
+                            "viewers send nothing; workers connect to /ws/worker",
+                        ));
+                    }
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > idle {
+                        app.stats.idle_reaped.inc();
+                        break Some(CloseReason::new(NORMAL, "idle timeout"));
+                    }
+                    if !ws::send_timed(&mut socket, Message::Ping(Bytes::new()), send_limit).await {
+                        break None;
+                    }
+                }
+                _ = shutdown.changed() => break Some(crate::app::shutdown_reason()),
+            }
+        }
+    };
+    if let Some(reason) = &close {
+        debug!(viewer = id, code = reason.code, reason = %reason.reason, "closing viewer");
+        ws::close(&mut socket, reason).await;
+    }
+    drop(admission);
+    debug!(viewer = id, "viewer disconnected");
+}
+
+async fn send_bytes(socket: &mut WebSocket, app: &App, msg: Bytes, limit: Duration) -> bool {
+    let len = msg.len() as u64;
+    let ok = ws::send_timed(socket, Message::Binary(msg), limit).await;
+    if ok {
+        app.stats.viewer_bytes_sent.add(len);
+    }
+    ok
+}
+
+async fn send_batches(
+    socket: &mut WebSocket,
+    app: &App,
+    batches: Vec<Batch>,
+    limit: Duration,
+) -> bool {
+    for b in batches {
+        if !send_bytes(socket, app, b.msg, limit).await {
+            return false;
+        }
+    }
+    true
+}

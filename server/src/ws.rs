@@ -1,0 +1,43 @@
+//! Small helpers shared by both WebSocket endpoints: timed sends, clean
+//! closes, and recognising an over-size inbound message.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+
+use crate::limits::CloseReason;
+
+/// Sends `msg`, giving up after `limit` (a peer that stops reading must not
+/// hold its task forever). Returns false if the peer is gone or too slow.
+pub async fn send_timed(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, socket.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// Sends a close frame with a code and reason, best effort and bounded in time.
+pub async fn close(socket: &mut WebSocket, reason: &CloseReason) {
+    let frame = CloseFrame {
+        code: reason.code,
+        reason: reason.reason.as_str().into(),
+    };
+    let limit = Duration::from_secs(2);
+    let _ = tokio::time::timeout(limit, socket.send(Message::Close(Some(frame)))).await;
+    // Give the peer a moment to answer the close before the socket drops.
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Whether a receive error is the message-size limit (checked by the
+/// WebSocket codec from the frame header, before the payload is read).
+pub fn is_size_limit(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long") || text.contains("too big")
+}

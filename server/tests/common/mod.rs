@@ -1,0 +1,232 @@
+//! Helpers shared by the integration tests: start the real server in-process
+//! on 127.0.0.1:0, run real native workers, and real viewer clients that
+//! check every frame they receive against the shared crate's native render.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use donut_server::app::Server;
+use donut_server::config::{ServeConfig, WorkConfig};
+use donut_shared::wire::{
+    Codec, FromWorker, HELLO_LEN, Hello, Task, Telemetry, ToViewer, ToWorker,
+};
+use donut_shared::{PACKED_LEN, render_packed};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// A client socket.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Generous limit so a broken test fails instead of hanging.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// A test configuration: loopback, ephemeral port, full verification.
+pub fn config() -> ServeConfig {
+    let mut c = ServeConfig::for_tests();
+    c.verify = donut_server::config::VerifyPolicy::Full;
+    c.ban_secs = 0;
+    c
+}
+
+/// Starts the real server in-process.
+pub async fn start(cfg: ServeConfig) -> Server {
+    Server::start(cfg).await.expect("server starts")
+}
+
+/// Runs a real native worker against `addr`.
+pub fn worker(addr: SocketAddr, threads: usize) -> JoinHandle<()> {
+    let mut cfg = WorkConfig::for_server(&format!("ws://{addr}"));
+    cfg.threads = threads;
+    cfg.max_backoff_ms = 200;
+    tokio::spawn(async move {
+        let _ = donut_server::native_worker::run(cfg).await;
+    })
+}
+
+/// Opens a WebSocket to `path` on `addr`.
+pub async fn connect(addr: SocketAddr, path: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .await
+        .expect("websocket connects");
+    ws
+}
+
+/// Reads until the server closes; returns its close frame (code, reason).
+pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
+    let wait = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
+                    return (u16::from(code), reason.to_string());
+                }
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => {}
+                Err(e) => panic!("socket error before a close frame: {e}"),
+            }
+        }
+        panic!("connection ended without a close frame");
+    };
+    tokio::time::timeout(HANG, wait)
+        .await
+        .expect("server closes in time")
+}
+
+/// Sends a worker `Hello`.
+pub async fn hello(ws: &mut Ws, slots: u16) {
+    let mut buf = [0u8; HELLO_LEN];
+    Hello { slots }.encode(&mut buf).expect("encode hello");
+    ws.send(Message::binary(buf.to_vec()))
+        .await
+        .expect("send hello");
+}
+
+/// Waits for the next task on a raw worker socket.
+pub async fn next_task(ws: &mut Ws) -> Task {
+    let wait = async {
+        while let Some(msg) = ws.next().await {
+            if let Message::Binary(b) = msg.expect("worker socket")
+                && let Ok(ToWorker::Task(t)) = ToWorker::decode(&b)
+            {
+                return t;
+            }
+        }
+        panic!("worker socket closed while waiting for a task");
+    };
+    tokio::time::timeout(HANG, wait)
+        .await
+        .expect("a task in time")
+}
+
+/// The correct `Result` message for a task.
+pub fn result_for(task: &Task) -> Vec<u8> {
+    donut_server::native_worker::render_result(task)
+}
+
+/// What a checking viewer saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// First frame received.
+    pub first: Option<u64>,
+    /// One past the last frame received.
+    pub next: u64,
+    /// Frames received and checked.
+    pub frames: u64,
+    /// Telemetry messages received.
+    pub telemetry: Vec<Telemetry>,
+}
+
+/// A viewer client that checks every frame: in order, no gaps, byte-identical
+/// to the native render.
+pub struct Viewer {
+    pub ws: Ws,
+    pub seen: Seen,
+}
+
+impl Viewer {
+    /// Connects to `/ws/viewer`.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            ws: connect(addr, "/ws/viewer").await,
+            seen: Seen::default(),
+        }
+    }
+
+    /// Handles one message; returns the frames batch range if it was one.
+    pub fn check(&mut self, bytes: &[u8]) -> Option<(u64, u32)> {
+        match ToViewer::decode(bytes).expect("server sends valid viewer messages") {
+            ToViewer::Telemetry(t) => {
+                self.seen.telemetry.push(t);
+                None
+            }
+            ToViewer::Frames(f) => {
+                assert_eq!(f.codec, Codec::Nibble);
+                match self.seen.first {
+                    None => self.seen.first = Some(f.start),
+                    Some(_) => assert_eq!(
+                        f.start, self.seen.next,
+                        "gap or reordering: expected frame {}, batch starts at {}",
+                        self.seen.next, f.start
+                    ),
+                }
+                let mut expected = [0u8; PACKED_LEN];
+                for (k, got) in f.payload.chunks_exact(PACKED_LEN).enumerate() {
+                    let n = f.start + k as u64;
+                    render_packed(n, &mut expected);
+                    assert_eq!(
+                        got,
+                        &expected[..],
+                        "frame {n} differs from the native render"
+                    );
+                }
+                self.seen.next = f.start + u64::from(f.count);
+                self.seen.frames += u64::from(f.count);
+                Some((f.start, f.count))
+            }
+        }
+    }
+
+    /// Receives until at least `frames` frames have been checked.
+    pub async fn receive(&mut self, frames: u64) {
+        let wait = async {
+            while self.seen.frames < frames {
+                match self.ws.next().await {
+                    Some(Ok(Message::Binary(b))) => {
+                        self.check(&b);
+                    }
+                    Some(Ok(Message::Close(f))) => panic!("viewer closed by server: {f:?}"),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => panic!("viewer socket error: {e}"),
+                    None => panic!("viewer socket ended"),
+                }
+            }
+        };
+        tokio::time::timeout(HANG, wait)
+            .await
+            .expect("frames arrive in time");
+    }
+}
+
+/// Fetches `/api/stats` as JSON.
+pub async fn stats(addr: SocketAddr) -> serde_json::Value {
+    let body = http_get(addr, "/api/stats").await;
+    serde_json::from_str(&body).expect("stats are JSON")
+}
+
+/// A minimal HTTP/1.1 GET over a real socket; returns the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write request");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.expect("read response");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_owned()
+}
+
+/// Polls `f` on the stats until it holds (or the hang limit).
+pub async fn wait_stats(addr: SocketAddr, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    let wait = async {
+        loop {
+            if f(&stats(addr).await) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(HANG, wait)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for: {what}"));
+}
+
+/// Decodes a worker message, for tests that forge them.
+pub fn decode_worker(b: &[u8]) -> FromWorker<'_> {
+    FromWorker::decode(b).expect("valid worker message")
+}
