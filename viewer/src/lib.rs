@@ -1,7 +1,26 @@
-//! The Distributed Donut viewer, compiled to wasm: decodes broadcast batches
-//! with the shared crate and plays them on a canvas.
+//! The Distributed Donut viewer, compiled to wasm: receives the server's
+//! broadcast batches, decodes them with the shared crate and plays them on a
+//! `<canvas>` at the show's 60 fps, with the live telemetry panel.
+//!
+//! - [`jitter`]: frames keyed by absolute frame number, bounded.
+//! - [`clock`]: the server-synchronised playback clock, rate meter, history.
+//! - [`player`]: which frame is due on each refresh (plain Rust, tested
+//!   natively and under wasm-bindgen-test).
+//! - [`screen`], [`panel`]: canvas drawing and the DOM panel.
+//! - [`app`]: the WebSocket, the animation loop and the page's handle,
+//!   [`DonutViewer`].
 
 use wasm_bindgen::prelude::*;
+
+pub mod app;
+pub mod backoff;
+pub mod clock;
+pub mod jitter;
+pub mod panel;
+pub mod player;
+pub mod screen;
+
+pub use app::DonutViewer;
 
 /// The protocol version this viewer speaks.
 #[wasm_bindgen(js_name = protocolVersion)]

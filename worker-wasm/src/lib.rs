@@ -1,10 +1,26 @@
 //! The Distributed Donut Web Worker, compiled to wasm.
 //!
+//! A page starts a dedicated Web Worker (`www/worker.js`) that loads this
+//! crate and constructs a [`WorkerAgent`]. The agent connects to the
+//! server's `/ws/worker`, renders the frame ranges it is assigned with the
+//! shared crate and sends them back, packed, in `Result` messages.
+//!
+//! - [`task_loop`]: the protocol as plain Rust (decode, queue, render one
+//!   frame per step into the reply); unit-tested natively.
+//! - [`backoff`]: reconnect delays.
+//! - [`agent`]: the browser glue (WebSocket, yielding pump, page messages).
+//!
 //! Besides the worker itself it exports `donut_selftest_digest`, a plain
 //! numeric C-ABI function the test suite calls from an embedded wasm runtime
 //! to prove this very artifact renders the same bytes as the native build.
 
 use wasm_bindgen::prelude::*;
+
+pub mod agent;
+pub mod backoff;
+pub mod task_loop;
+
+pub use agent::WorkerAgent;
 
 /// Digest of absolute frame `frame` as this build renders it (see
 /// `donut_shared::digest::frame_digest`). A plain C-ABI export, so the

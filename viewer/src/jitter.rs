@@ -1,0 +1,241 @@
+//! The jitter buffer: received frames keyed by absolute frame number.
+//!
+//! Batches arrive in bursts and possibly out of order (a reconnect, a
+//! backfill), while playback wants exactly one frame every 1/60 s. Frames
+//! are stored packed (880 bytes) in a fixed ring of slots, frame `n` in slot
+//! `n % capacity`, each tagged with its frame number so a stale frame from a
+//! previous lap is never mistaken for the one wanted. The buffer keeps a
+//! *floor*, the oldest frame still wanted (a little behind the play
+//! position): anything below it is stale and dropped, and nothing at or past
+//! `floor + capacity` is stored, because it would overwrite a frame still
+//! needed. Memory is bounded by construction: `capacity × 880` bytes.
+
+use donut_shared::PACKED_LEN;
+
+/// Marks an empty slot.
+const EMPTY: u64 = u64::MAX;
+
+/// Why a frame was not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// It is below the floor: already played or too old to matter.
+    Stale,
+    /// It is so far ahead it would overwrite a frame still needed.
+    TooFarAhead,
+}
+
+/// A bounded buffer of packed frames keyed by absolute frame number.
+pub struct JitterBuffer {
+    frames: Vec<[u8; PACKED_LEN]>,
+    tags: Vec<u64>,
+    floor: Option<u64>,
+    stored: usize,
+}
+
+impl JitterBuffer {
+    /// An empty buffer of `capacity` frames (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            frames: vec![[0u8; PACKED_LEN]; capacity],
+            tags: vec![EMPTY; capacity],
+            floor: None,
+            stored: 0,
+        }
+    }
+
+    /// Capacity in frames.
+    pub fn capacity(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// Frames held.
+    pub fn len(&self) -> usize {
+        self.stored
+    }
+
+    /// Whether no frame is held.
+    pub fn is_empty(&self) -> bool {
+        self.stored == 0
+    }
+
+    /// The oldest frame still wanted, once known.
+    pub fn floor(&self) -> Option<u64> {
+        self.floor
+    }
+
+    fn slot(&self, frame: u64) -> usize {
+        (frame % self.tags.len() as u64) as usize
+    }
+
+    /// Stores a packed frame. Before any floor is set, the first frame
+    /// stored becomes the floor.
+    pub fn insert(&mut self, frame: u64, packed: &[u8; PACKED_LEN]) -> Result<(), Rejected> {
+        if frame == EMPTY {
+            return Err(Rejected::TooFarAhead);
+        }
+        let floor = *self.floor.get_or_insert(frame);
+        if frame < floor {
+            return Err(Rejected::Stale);
+        }
+        if frame - floor >= self.tags.len() as u64 {
+            return Err(Rejected::TooFarAhead);
+        }
+        let i = self.slot(frame);
+        if self.tags[i] == EMPTY {
+            self.stored += 1;
+        }
+        self.tags[i] = frame;
+        self.frames[i] = *packed;
+        Ok(())
+    }
+
+    /// The packed frame `frame`, if held.
+    pub fn get(&self, frame: u64) -> Option<&[u8; PACKED_LEN]> {
+        let i = self.slot(frame);
+        (self.tags[i] == frame).then(|| &self.frames[i])
+    }
+
+    /// Raises the floor to `floor` (it never moves down), dropping every
+    /// frame below it. Cost is bounded by the capacity.
+    pub fn advance(&mut self, floor: u64) {
+        let old = match self.floor {
+            Some(old) if floor <= old => return,
+            Some(old) => old,
+            None => {
+                self.floor = Some(floor);
+                return;
+            }
+        };
+        self.floor = Some(floor);
+        let cap = self.tags.len() as u64;
+        if floor - old >= cap {
+            self.clear_slots();
+            return;
+        }
+        for frame in old..floor {
+            let i = self.slot(frame);
+            if self.tags[i] == frame {
+                self.tags[i] = EMPTY;
+                self.stored -= 1;
+            }
+        }
+    }
+
+    /// Forgets every frame and the floor (after a long disconnect, when the
+    /// stream may have moved anywhere).
+    pub fn reset(&mut self) {
+        self.clear_slots();
+        self.floor = None;
+    }
+
+    fn clear_slots(&mut self) {
+        self.tags.fill(EMPTY);
+        self.stored = 0;
+    }
+
+    /// How many consecutive frames from `from` on are held (buffer depth
+    /// ahead of the play position), up to the capacity.
+    pub fn run_from(&self, from: u64) -> usize {
+        (0..self.tags.len() as u64)
+            .take_while(|k| from.checked_add(*k).is_some_and(|f| self.get(f).is_some()))
+            .count()
+    }
+
+    /// The held frame nearest below or at `frame`, searching back at most
+    /// `within` frames: what to keep showing when `frame` is missing.
+    pub fn latest_at_or_before(&self, frame: u64, within: u64) -> Option<u64> {
+        let lowest = frame.saturating_sub(within).max(self.floor.unwrap_or(0));
+        (lowest..=frame).rev().find(|f| self.get(*f).is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn packed(frame: u64) -> [u8; PACKED_LEN] {
+        let mut out = [0u8; PACKED_LEN];
+        donut_shared::render_packed(frame, &mut out);
+        out
+    }
+
+    #[test]
+    fn stores_and_returns_frames_by_number() {
+        let mut b = JitterBuffer::new(16);
+        let base = 5_000_000_000u64;
+        for f in base..base + 10 {
+            assert_eq!(b.insert(f, &packed(f)), Ok(()));
+        }
+        assert_eq!(b.len(), 10);
+        assert_eq!(b.floor(), Some(base));
+        for f in base..base + 10 {
+            assert_eq!(b.get(f), Some(&packed(f)), "frame {f}");
+        }
+        assert_eq!(b.get(base + 10), None);
+        assert_eq!(b.get(base + 16), None, "same slot as base, other lap");
+        assert_eq!(b.run_from(base), 10);
+        assert_eq!(b.run_from(base + 3), 7);
+    }
+
+    #[test]
+    fn out_of_order_batches_fill_the_gap() {
+        let mut b = JitterBuffer::new(64);
+        b.advance(100);
+        for f in 120..130 {
+            assert!(b.insert(f, &packed(f)).is_ok());
+        }
+        assert_eq!(b.run_from(100), 0);
+        for f in 100..120 {
+            assert!(b.insert(f, &packed(f)).is_ok());
+        }
+        assert_eq!(b.run_from(100), 30);
+    }
+
+    #[test]
+    fn rejects_stale_and_overwriting_frames() {
+        let mut b = JitterBuffer::new(8);
+        b.advance(100);
+        assert_eq!(b.insert(99, &packed(99)), Err(Rejected::Stale));
+        assert_eq!(b.insert(108, &packed(108)), Err(Rejected::TooFarAhead));
+        assert_eq!(b.insert(107, &packed(107)), Ok(()));
+        assert_eq!(b.insert(u64::MAX, &packed(0)), Err(Rejected::TooFarAhead));
+        assert_eq!(b.get(99), None);
+    }
+
+    #[test]
+    fn advancing_drops_old_frames_and_never_goes_back() {
+        let mut b = JitterBuffer::new(8);
+        for f in 10..18 {
+            assert!(b.insert(f, &packed(f)).is_ok());
+        }
+        b.advance(14);
+        assert_eq!(b.len(), 4);
+        assert_eq!(b.get(13), None);
+        assert!(b.get(14).is_some());
+        b.advance(12);
+        assert_eq!(b.floor(), Some(14));
+        assert!(b.insert(21, &packed(21)).is_ok(), "room freed ahead");
+        // A jump past the whole capacity (a backgrounded tab) empties it.
+        b.advance(1_000);
+        assert!(b.is_empty());
+        assert_eq!(b.insert(1_003, &packed(1_003)), Ok(()));
+        b.reset();
+        assert_eq!(b.floor(), None);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn latest_at_or_before_finds_what_to_hold() {
+        let mut b = JitterBuffer::new(32);
+        for f in [40, 41, 45] {
+            assert!(b.insert(f, &packed(f)).is_ok());
+        }
+        assert_eq!(b.latest_at_or_before(44, 10), Some(41));
+        assert_eq!(b.latest_at_or_before(45, 10), Some(45));
+        assert_eq!(b.latest_at_or_before(52, 5), None);
+        assert_eq!(b.latest_at_or_before(39, 5), None);
+    }
+}

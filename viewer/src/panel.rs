@@ -1,0 +1,104 @@
+//! The telemetry panel: plain DOM text the viewer fills in.
+//!
+//! The page declares the panel in HTML with `data-stat` attributes; the
+//! viewer finds them once and sets their text. Keeping the numbers in wasm
+//! keeps the shim free of logic, and a missing element is simply skipped.
+
+use web_sys::{Document, Element};
+
+/// Every statistic the panel shows, by its `data-stat` name.
+pub const STATS: [&str; 9] = [
+    "workers",
+    "viewers",
+    "fleet-fps",
+    "buffer",
+    "verified",
+    "rejected",
+    "mine",
+    "playback",
+    "connection",
+];
+
+/// The panel's elements.
+pub struct Panel {
+    elements: Vec<(&'static str, Element)>,
+}
+
+impl Panel {
+    /// Finds the `[data-stat=NAME]` elements in `doc`.
+    pub fn find(doc: &Document) -> Self {
+        let elements = STATS
+            .iter()
+            .filter_map(|name| {
+                doc.query_selector(&format!("[data-stat=\"{name}\"]"))
+                    .ok()
+                    .flatten()
+                    .map(|e| (*name, e))
+            })
+            .collect();
+        Self { elements }
+    }
+
+    /// Sets the text of stat `name`, if the element exists and changed.
+    pub fn set(&self, name: &str, text: &str) {
+        for (n, e) in &self.elements {
+            if *n == name && e.text_content().as_deref() != Some(text) {
+                e.set_text_content(Some(text));
+            }
+        }
+    }
+
+    /// Sets an attribute on stat `name` (for styling, e.g. `data-state`).
+    pub fn set_attr(&self, name: &str, attr: &str, value: &str) {
+        for (n, e) in &self.elements {
+            if *n == name {
+                let _ = e.set_attribute(attr, value);
+            }
+        }
+    }
+}
+
+/// `n` with thousands separators: `1234567` → `"1,234,567"`.
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Buffer depth as seconds at `fps`: `"4.0 s (240)"`.
+pub fn buffer_text(frames: u32, fps: u16) -> String {
+    let fps = if fps == 0 { 60.0 } else { f64::from(fps) };
+    format!(
+        "{:.1} s ({})",
+        f64::from(frames) / fps,
+        group(u64::from(frames))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1_000), "1,000");
+        assert_eq!(group(1_234_567), "1,234,567");
+        assert_eq!(group(u64::MAX), "18,446,744,073,709,551,615");
+    }
+
+    #[test]
+    fn buffer_in_seconds() {
+        assert_eq!(buffer_text(240, 60), "4.0 s (240)");
+        assert_eq!(buffer_text(90, 0), "1.5 s (90)");
+    }
+}

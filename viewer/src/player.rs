@@ -1,0 +1,326 @@
+//! The player's logic as plain Rust: what the viewer receives goes into the
+//! jitter buffer, and on every display refresh [`Player::tick`] says which
+//! frame to draw, if a new one is due.
+//!
+//! Rules:
+//! - the frame due is the server-synchronised clock's frame
+//!   ([`crate::clock::PlaybackClock`]), so playback holds the show's rate on
+//!   any display and is live again at once after the tab was hidden;
+//! - if the due frame has not arrived, the last frame shown stays up (a
+//!   *miss* is counted) rather than skipping ahead or going blank;
+//! - playback never steps backwards for a small correction of the clock;
+//! - frames older than a little behind the due frame are dropped, so memory
+//!   stays bounded and stale frames are never replayed.
+
+use donut_shared::wire::{Codec, Frames, Telemetry, ToViewer};
+use donut_shared::{FRAME_LEN, PACKED_LEN};
+
+use crate::clock::PlaybackClock;
+use crate::jitter::JitterBuffer;
+
+/// Frames the jitter buffer holds: about 34 s at 60 fps (1.8 MB).
+pub const BUFFER_FRAMES: usize = 2048;
+/// Frames kept behind the due frame (a clock correction may step back).
+pub const KEEP_BEHIND: u64 = 60;
+/// How far back a held frame is looked for when the due frame is missing.
+const HOLD_SEARCH: u64 = 600;
+
+/// Counters for the panel and the tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlayerStats {
+    /// Frames received and stored.
+    pub frames_received: u64,
+    /// Frames received but dropped (stale or too far ahead).
+    pub frames_dropped: u64,
+    /// `Frames` messages received.
+    pub batches: u64,
+    /// Distinct due frames that had not arrived in time.
+    pub misses: u64,
+    /// Frames drawn.
+    pub frames_shown: u64,
+}
+
+/// What a message meant for the page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A batch of frames was buffered.
+    Frames {
+        /// Its first frame.
+        start: u64,
+        /// Its frame count.
+        count: u32,
+    },
+    /// Fleet statistics (also kept in [`Player::telemetry`]).
+    Telemetry(Telemetry),
+}
+
+/// Jitter buffer, clock and what is on screen.
+pub struct Player {
+    buffer: JitterBuffer,
+    clock: PlaybackClock,
+    shown: Option<u64>,
+    last_miss: Option<u64>,
+    telemetry: Option<Telemetry>,
+    stats: PlayerStats,
+}
+
+impl Default for Player {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Player {
+    /// An empty player.
+    pub fn new() -> Self {
+        Self::with_capacity(BUFFER_FRAMES)
+    }
+
+    /// An empty player whose buffer holds `frames` frames.
+    pub fn with_capacity(frames: usize) -> Self {
+        Self {
+            buffer: JitterBuffer::new(frames),
+            clock: PlaybackClock::new(),
+            shown: None,
+            last_miss: None,
+            telemetry: None,
+            stats: PlayerStats::default(),
+        }
+    }
+
+    /// Handles one binary message from `/ws/viewer` received at `now_ms`.
+    pub fn on_message(
+        &mut self,
+        bytes: &[u8],
+        now_ms: f64,
+    ) -> Result<Received, donut_shared::wire::DecodeError> {
+        match ToViewer::decode(bytes)? {
+            ToViewer::Frames(f) => {
+                self.on_frames(&f, now_ms);
+                Ok(Received::Frames {
+                    start: f.start,
+                    count: f.count,
+                })
+            }
+            ToViewer::Telemetry(t) => {
+                self.clock.sync(t.head, t.fps, now_ms);
+                self.telemetry = Some(t);
+                self.trim(now_ms);
+                Ok(Received::Telemetry(t))
+            }
+        }
+    }
+
+    fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) {
+        self.stats.batches += 1;
+        self.clock.anchor_if_unset(f.start, now_ms);
+        // Keep the floor moving even while no frame is drawn (hidden tab).
+        self.trim(now_ms);
+        match f.codec {
+            Codec::Nibble => {
+                let (frames, _) = f.payload.as_chunks::<PACKED_LEN>();
+                for (i, packed) in frames.iter().enumerate() {
+                    let n = f.start.saturating_add(i as u64);
+                    match self.buffer.insert(n, packed) {
+                        Ok(()) => self.stats.frames_received += 1,
+                        Err(_) => self.stats.frames_dropped += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    fn trim(&mut self, now_ms: f64) {
+        if let Some(due) = self.clock.frame_at(now_ms) {
+            self.buffer.advance(due.saturating_sub(KEEP_BEHIND));
+        }
+    }
+
+    /// Called on every display refresh: the frame to draw now, if it differs
+    /// from the one on screen.
+    pub fn tick(&mut self, now_ms: f64) -> Option<u64> {
+        let due = self.clock.frame_at(now_ms)?;
+        self.trim(now_ms);
+        if let Some(shown) = self.shown
+            && due <= shown
+            && shown - due <= KEEP_BEHIND
+        {
+            return None;
+        }
+        let pick = if self.buffer.get(due).is_some() {
+            Some(due)
+        } else {
+            if self.last_miss != Some(due) {
+                self.last_miss = Some(due);
+                self.stats.misses += 1;
+            }
+            // Nothing on screen yet, or a long way behind: show the newest
+            // frame we have before the due one.
+            self.buffer
+                .latest_at_or_before(due, HOLD_SEARCH)
+                .filter(|f| self.shown.is_none_or(|s| *f > s))
+        };
+        let frame = pick?;
+        self.shown = Some(frame);
+        self.stats.frames_shown += 1;
+        Some(frame)
+    }
+
+    /// The frame on screen.
+    pub fn shown(&self) -> Option<u64> {
+        self.shown
+    }
+
+    /// Unpacks buffered frame `frame` into ASCII.
+    pub fn frame_text(&self, frame: u64, out: &mut [u8; FRAME_LEN]) -> bool {
+        self.buffer
+            .get(frame)
+            .is_some_and(|p| donut_shared::unpack(p, out).is_ok())
+    }
+
+    /// Frames buffered from the due frame on, without a gap.
+    pub fn buffered_ahead(&self, now_ms: f64) -> usize {
+        self.clock
+            .frame_at(now_ms)
+            .map_or(0, |due| self.buffer.run_from(due))
+    }
+
+    /// The latest telemetry.
+    pub fn telemetry(&self) -> Option<Telemetry> {
+        self.telemetry
+    }
+
+    /// The playback clock.
+    pub fn clock(&self) -> &PlaybackClock {
+        &self.clock
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> PlayerStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use donut_shared::wire::Frames;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn batch(start: u64, count: u32) -> Vec<u8> {
+        let mut msg = Frames::header(start, count, Codec::Nibble).to_vec();
+        for f in start..start + u64::from(count) {
+            let mut p = [0u8; PACKED_LEN];
+            donut_shared::render_packed(f, &mut p);
+            msg.extend_from_slice(&p);
+        }
+        msg
+    }
+
+    fn telemetry(head: u64) -> [u8; donut_shared::wire::TELEMETRY_LEN] {
+        Telemetry {
+            head,
+            fps: 60,
+            ..Telemetry::default()
+        }
+        .to_bytes()
+    }
+
+    /// Ticks at `hz` for `ms` from `t0`, returning the frames drawn.
+    fn play(p: &mut Player, t0: f64, ms: f64, hz: f64) -> Vec<u64> {
+        let steps = (ms * hz / 1000.0) as usize;
+        (0..steps)
+            .filter_map(|i| p.tick(t0 + i as f64 * 1000.0 / hz))
+            .collect()
+    }
+
+    #[test]
+    fn plays_every_frame_once_at_60_fps_on_any_display() {
+        for hz in [60.0, 75.0, 120.0, 144.0, 240.0] {
+            let mut p = Player::new();
+            assert!(p.on_message(&telemetry(1_000), 0.0).is_ok());
+            assert!(p.on_message(&batch(1_000, 600), 0.0).is_ok());
+            let shown = play(&mut p, 0.0, 5_000.0, hz);
+            let want: Vec<u64> = (1_000..1_300).collect();
+            assert_eq!(shown, want, "{hz} Hz");
+            assert_eq!(p.stats().misses, 0);
+        }
+    }
+
+    #[test]
+    fn a_30_hz_display_shows_every_other_frame_in_time() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&batch(0, 600), 0.0).is_ok());
+        let shown = play(&mut p, 0.0, 1_000.0, 30.0);
+        assert_eq!(shown.len(), 30);
+        assert_eq!(shown.last(), Some(&58));
+    }
+
+    #[test]
+    fn holds_the_last_frame_when_the_next_is_late_then_resumes() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&batch(0, 10), 0.0).is_ok());
+        let shown = play(&mut p, 0.0, 500.0, 60.0);
+        assert_eq!(shown, (0..10).collect::<Vec<_>>(), "held at 9");
+        assert!(p.stats().misses > 0);
+        assert_eq!(p.shown(), Some(9));
+        assert!(p.on_message(&batch(10, 600), 500.0).is_ok());
+        assert_eq!(p.tick(500.0), Some(30), "back on the clock");
+    }
+
+    #[test]
+    fn catches_up_to_live_after_the_background() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&batch(0, 600), 0.0).is_ok());
+        assert_eq!(p.tick(0.0), Some(0));
+        // Hidden for a minute: no ticks, but batches keep arriving.
+        for s in 1..=60u64 {
+            let now = s as f64 * 1000.0;
+            assert!(p.on_message(&telemetry(s * 60), now).is_ok());
+            assert!(p.on_message(&batch(s * 60 + 540, 60), now).is_ok());
+        }
+        assert_eq!(p.tick(60_000.0), Some(3_600), "live, not frame 1");
+        assert_eq!(p.tick(60_017.0), Some(3_601));
+    }
+
+    #[test]
+    fn plays_frames_that_arrived_out_of_order() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(100), 0.0).is_ok());
+        assert!(p.on_message(&batch(160, 60), 0.0).is_ok());
+        assert!(p.on_message(&batch(100, 60), 0.0).is_ok());
+        let shown = play(&mut p, 0.0, 2_000.0, 60.0);
+        assert_eq!(shown, (100..220).collect::<Vec<_>>());
+        let mut text = [0u8; FRAME_LEN];
+        assert!(p.frame_text(219, &mut text));
+        let mut want = [0u8; FRAME_LEN];
+        donut_shared::render(219, &mut want);
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn never_steps_back_for_a_small_correction() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&batch(0, 600), 0.0).is_ok());
+        assert_eq!(p.tick(1_000.0), Some(60));
+        // The server says it is at 50: the clock follows, the screen holds.
+        assert!(p.on_message(&telemetry(50), 1_000.0).is_ok());
+        assert_eq!(p.tick(1_000.0), None);
+        assert_eq!(p.tick(1_200.0), Some(62));
+    }
+
+    #[test]
+    fn garbage_is_an_error_and_changes_nothing() {
+        let mut p = Player::new();
+        for bad in [&[][..], &[1, 0x20, 0], &[1, 0x10], &[9, 0x30]] {
+            assert!(p.on_message(bad, 0.0).is_err());
+        }
+        assert_eq!(p.stats(), PlayerStats::default());
+        assert_eq!(p.tick(0.0), None);
+    }
+}

@@ -1,0 +1,281 @@
+//! Drawing on canvases: the donut, and the panel's rate chart.
+//!
+//! The donut canvas is sized in *device* pixels (CSS size × devicePixelRatio)
+//! and the font size is a whole number of device pixels, so glyphs are crisp
+//! on any screen; the 79 × 22 grid is scaled to the largest size that fits
+//! the canvas and centred. Each glyph is placed at its own cell centre (not
+//! by the font's advance), so the grid is exact whatever monospace font the
+//! platform picks, and the [`Layout`] it reports tells a test exactly where
+//! each character is. Brighter luminance glyphs get brighter colours.
+
+use donut_shared::frame::{ALPHABET, NEWLINE_CODE, SPACE_CODE, symbol_code};
+use donut_shared::{FRAME_LEN, HEIGHT, WIDTH};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
+
+use crate::clock::History;
+
+/// Visible columns of a frame (the last column is the newline).
+pub const COLS: usize = WIDTH - 1;
+/// Rows of a frame.
+pub const ROWS: usize = HEIGHT;
+/// Line height as a multiple of the font size: monospace glyphs are about
+/// 0.6 em wide, so cells come out about twice as tall as wide, the aspect
+/// the donut's projection assumes.
+const LINE: f64 = 1.2;
+/// Canvas background.
+pub const BACKGROUND: &str = "#0b0d12";
+/// The font stack for the glyphs.
+const FONT_FAMILY: &str = "\"DejaVu Sans Mono\", ui-monospace, Menlo, Consolas, monospace";
+
+/// Where the grid is drawn, in device pixels of the canvas.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Layout {
+    /// Left edge of column 0.
+    pub origin_x: f64,
+    /// Top edge of row 0.
+    pub origin_y: f64,
+    /// Width of a cell.
+    pub cell_w: f64,
+    /// Height of a cell.
+    pub cell_h: f64,
+    /// Font size.
+    pub font_px: f64,
+    /// devicePixelRatio the canvas was sized for.
+    pub dpr: f64,
+}
+
+/// Computes the largest grid that fits a `width × height` device-pixel
+/// canvas, given the font's advance per pixel of font size (`em_advance`).
+pub fn fit(width: f64, height: f64, em_advance: f64, dpr: f64) -> Layout {
+    let em_advance = if em_advance.is_finite() && em_advance > 0.1 {
+        em_advance
+    } else {
+        0.6
+    };
+    let by_width = width / (COLS as f64 * em_advance);
+    let by_height = height / (ROWS as f64 * LINE);
+    let font_px = by_width.min(by_height).floor().max(4.0);
+    let cell_w = font_px * em_advance;
+    let cell_h = (font_px * LINE).round();
+    Layout {
+        origin_x: ((width - COLS as f64 * cell_w) / 2.0).round().max(0.0),
+        origin_y: ((height - ROWS as f64 * cell_h) / 2.0).round().max(0.0),
+        cell_w,
+        cell_h,
+        font_px,
+        dpr,
+    }
+}
+
+/// A colour per symbol code, dim to bright.
+fn colour(code: u8) -> String {
+    let level = f64::from(code.saturating_sub(1)) / 11.0;
+    let light = 38.0 + 52.0 * level;
+    format!("hsl(38, 95%, {light:.0}%)")
+}
+
+/// The donut canvas.
+pub struct Screen {
+    canvas: HtmlCanvasElement,
+    ctx: CanvasRenderingContext2d,
+    layout: Layout,
+    size: (u32, u32),
+    colours: Vec<String>,
+}
+
+/// The 2D context of `canvas`.
+pub fn context(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d, JsValue> {
+    canvas
+        .get_context("2d")?
+        .ok_or_else(|| JsValue::from_str("no 2d context"))?
+        .dyn_into::<CanvasRenderingContext2d>()
+        .map_err(|_| JsValue::from_str("not a 2d context"))
+}
+
+impl Screen {
+    /// Wraps the donut canvas.
+    pub fn new(canvas: HtmlCanvasElement) -> Result<Self, JsValue> {
+        let ctx = context(&canvas)?;
+        Ok(Self {
+            canvas,
+            ctx,
+            layout: Layout::default(),
+            size: (0, 0),
+            colours: (0..=12).map(colour).collect(),
+        })
+    }
+
+    /// The current layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The canvas element.
+    pub fn canvas(&self) -> &HtmlCanvasElement {
+        &self.canvas
+    }
+
+    /// Resizes the backing store to the element's size × `dpr`. Returns
+    /// whether anything changed (and so a redraw is needed).
+    pub fn fit(&mut self, dpr: f64) -> bool {
+        let dpr = if dpr.is_finite() && dpr > 0.0 {
+            dpr
+        } else {
+            1.0
+        };
+        let w = (f64::from(self.canvas.client_width()) * dpr)
+            .round()
+            .max(1.0) as u32;
+        let h = (f64::from(self.canvas.client_height()) * dpr)
+            .round()
+            .max(1.0) as u32;
+        if (w, h) == self.size && dpr == self.layout.dpr {
+            return false;
+        }
+        self.size = (w, h);
+        self.canvas.set_width(w);
+        self.canvas.set_height(h);
+        self.ctx.set_font(&format!("100px {FONT_FAMILY}"));
+        let advance = self
+            .ctx
+            .measure_text("M")
+            .map(|m| m.width() / 100.0)
+            .unwrap_or(0.6);
+        self.layout = fit(f64::from(w), f64::from(h), advance, dpr);
+        true
+    }
+
+    /// Draws a frame of ASCII text.
+    pub fn draw(&self, text: &[u8; FRAME_LEN]) {
+        let ctx = &self.ctx;
+        let l = self.layout;
+        ctx.set_fill_style_str(BACKGROUND);
+        ctx.fill_rect(0.0, 0.0, f64::from(self.size.0), f64::from(self.size.1));
+        ctx.set_font(&format!("{}px {FONT_FAMILY}", l.font_px));
+        ctx.set_text_align("center");
+        ctx.set_text_baseline("middle");
+        let mut codes = [SPACE_CODE; FRAME_LEN];
+        for (c, b) in codes.iter_mut().zip(text) {
+            *c = symbol_code(*b).unwrap_or(SPACE_CODE);
+        }
+        let mut glyph = [0u8; 4];
+        for code in 1..NEWLINE_CODE {
+            let s = char::from(ALPHABET[usize::from(code)]).encode_utf8(&mut glyph);
+            ctx.set_fill_style_str(&self.colours[usize::from(code)]);
+            for row in 0..ROWS {
+                for col in 0..COLS {
+                    if codes[row * WIDTH + col] == code {
+                        let x = l.origin_x + (col as f64 + 0.5) * l.cell_w;
+                        let y = l.origin_y + (row as f64 + 0.5) * l.cell_h;
+                        let _ = ctx.fill_text(s, x, y);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The panel's chart of the fleet's frames/s over the last minute.
+pub struct Chart {
+    canvas: HtmlCanvasElement,
+    ctx: CanvasRenderingContext2d,
+}
+
+impl Chart {
+    /// Wraps the chart canvas.
+    pub fn new(canvas: HtmlCanvasElement) -> Result<Self, JsValue> {
+        let ctx = context(&canvas)?;
+        Ok(Self { canvas, ctx })
+    }
+
+    /// Draws `history` scaled to its peak.
+    pub fn draw(&self, history: &History, dpr: f64) {
+        let dpr = if dpr.is_finite() && dpr > 0.0 {
+            dpr
+        } else {
+            1.0
+        };
+        let w = (f64::from(self.canvas.client_width()) * dpr)
+            .round()
+            .max(1.0);
+        let h = (f64::from(self.canvas.client_height()) * dpr)
+            .round()
+            .max(1.0);
+        if self.canvas.width() != w as u32 || self.canvas.height() != h as u32 {
+            self.canvas.set_width(w as u32);
+            self.canvas.set_height(h as u32);
+        }
+        let ctx = &self.ctx;
+        ctx.clear_rect(0.0, 0.0, w, h);
+        let peak = f64::from(history.peak());
+        let n = History::LEN as f64 - 1.0;
+        let pad = 2.0 * dpr;
+        let offset = (History::LEN - history.samples().len()) as f64;
+        let point = |i: usize, v: u32| {
+            let x = (offset + i as f64) / n * (w - 2.0 * pad) + pad;
+            let y = h - pad - f64::from(v) / peak * (h - 2.0 * pad);
+            (x, y)
+        };
+        ctx.begin_path();
+        for (i, v) in history.samples().enumerate() {
+            let (x, y) = point(i, v);
+            if i == 0 {
+                ctx.move_to(x, y);
+            } else {
+                ctx.line_to(x, y);
+            }
+        }
+        ctx.set_stroke_style_str("hsl(38, 95%, 60%)");
+        ctx.set_line_width(1.5 * dpr);
+        ctx.stroke();
+        ctx.set_fill_style_str("rgba(200, 200, 210, 0.8)");
+        ctx.set_font(&format!("{}px sans-serif", (10.0 * dpr).round()));
+        ctx.set_text_align("left");
+        ctx.set_text_baseline("top");
+        let _ = ctx.fill_text(
+            &format!("peak {}", crate::panel::group(u64::from(history.peak()))),
+            pad,
+            pad,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn grid_fits_and_is_centred() {
+        for (w, h) in [
+            (800.0, 600.0),
+            (2560.0, 1440.0),
+            (390.0, 844.0),
+            (100.0, 50.0),
+        ] {
+            let l = fit(w, h, 0.6, 1.0);
+            assert!(l.font_px >= 4.0);
+            if l.font_px > 4.0 {
+                assert!(l.origin_x + COLS as f64 * l.cell_w <= w + 0.5, "{w}x{h}");
+                assert!(l.origin_y + ROWS as f64 * l.cell_h <= h + 0.5, "{w}x{h}");
+                let slack_x = w - COLS as f64 * l.cell_w;
+                assert!((l.origin_x - slack_x / 2.0).abs() <= 0.5);
+            }
+            assert_eq!(l.font_px.fract(), 0.0, "whole device pixels");
+        }
+    }
+
+    #[test]
+    fn bad_font_metrics_fall_back() {
+        let l = fit(800.0, 600.0, f64::NAN, 2.0);
+        assert!(l.cell_w > 0.0 && l.cell_w.is_finite());
+    }
+
+    #[test]
+    fn colours_brighten_with_luminance() {
+        assert_eq!(colour(1), "hsl(38, 95%, 38%)");
+        assert_eq!(colour(12), "hsl(38, 95%, 90%)");
+    }
+}
