@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use crate::app::App;
 use crate::core::Batch;
 use crate::fleet::Admission;
-use crate::limits::{CloseReason, NORMAL, UNSUPPORTED};
+use crate::limits::{CloseReason, NORMAL, TOO_BIG, UNSUPPORTED};
 use crate::ws;
 
 /// Runs a viewer connection to its end.
@@ -78,7 +78,17 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                     }
                 }
                 msg = socket.recv() => match msg {
-                    None | Some(Ok(Message::Close(_))) | Some(Err(_)) => break None,
+                    None | Some(Ok(Message::Close(_))) => break None,
+                    Some(Err(e)) => {
+                        if ws::is_size_limit(&e) {
+                            app.stats.protocol_errors.inc();
+                            break Some(CloseReason::new(
+                                TOO_BIG,
+                                "message exceeds the viewer limit; viewers send nothing",
+                            ));
+                        }
+                        break None;
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
                     Some(Ok(Message::Binary(_) | Message::Text(_))) => {
                         app.stats.protocol_errors.inc();

@@ -33,7 +33,15 @@ struct Conn {
     trust: Trust,
     strikes: u32,
     contributed: u64,
+    /// Tasks sent to this worker.
+    tasks_sent: u64,
+    /// Results that needed no work (repeats, late copies).
+    needless: u64,
 }
+
+/// Answers beyond the tasks given that a worker may send before it counts as
+/// a flood (a hedged or expired task legitimately gets one late answer).
+const NEEDLESS_ALLOWANCE: u64 = 16;
 
 /// Runs a worker connection to its end.
 pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
@@ -48,6 +56,8 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
         trust: Trust::default(),
         strikes: 0,
         contributed: 0,
+        tasks_sent: 0,
+        needless: 0,
     };
     let mut telemetry = app.telemetry.clone();
     let mut shutdown = app.shutdown.clone();
@@ -87,6 +97,7 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
             },
             Some(task) = task_rx.recv() => {
+                conn.tasks_sent += 1;
                 let msg = Message::Binary(Bytes::copy_from_slice(&task.to_bytes()));
                 if !ws::send_timed(&mut socket, msg, send_limit).await {
                     break None;
@@ -151,6 +162,13 @@ impl Conn {
             Claim::Fresh => {}
             Claim::Done | Claim::Stale => {
                 stats.results_duplicate.inc();
+                self.needless += 1;
+                if self.needless > self.tasks_sent + NEEDLESS_ALLOWANCE {
+                    return self.cut_off(format!(
+                        "flooding: {} answers needing no work for {} tasks",
+                        self.needless, self.tasks_sent
+                    ));
+                }
                 return None;
             }
             Claim::Mismatch => {
@@ -194,13 +212,19 @@ impl Conn {
         if self.strikes < app.cfg.max_strikes {
             return None;
         }
+        self.cut_off(why)
+    }
+
+    /// Cuts the worker off now and bans its address for the cooldown.
+    fn cut_off(&mut self, why: String) -> Option<CloseReason> {
+        let app = &self.app;
         app.stats.workers_banned.inc();
         app.fleet
             .ban(self.admission.ip, Duration::from_secs(app.cfg.ban_secs));
         warn!(worker = self.id, ip = %self.admission.ip, "worker cut off and address banned");
         Some(CloseReason::new(
             POLICY,
-            format!("cut off after {} strikes: {why}", self.strikes),
+            format!("cut off ({} strikes): {why}", self.strikes),
         ))
     }
 }

@@ -24,11 +24,19 @@ pub async fn close(socket: &mut WebSocket, reason: &CloseReason) {
     };
     let limit = Duration::from_secs(2);
     let _ = tokio::time::timeout(limit, socket.send(Message::Close(Some(frame)))).await;
-    // Give the peer a moment to answer the close before the socket drops.
+    // Give the peer a moment to read the close and answer it before the
+    // socket drops: dropping a socket with unread input (say, the rest of an
+    // over-size message) makes the kernel send a reset, which can destroy
+    // the close frame before the peer reads it.
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while let Some(Ok(m)) = socket.recv().await {
-            if matches!(m, Message::Close(_)) {
-                break;
+        loop {
+            match socket.recv().await {
+                Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
             }
         }
     })
