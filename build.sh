@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# Distributed Donut: set up, build, run and test.
+#
+#   ./build.sh [run] [SERVER ARGS...]  set up, build, serve on :8080 (default)
+#   ./build.sh build                   set up and build only
+#   ./build.sh test                    set up (incl. Chromium) and run every check
+#   ./build.sh help                    this text
+#
+# Setup installs only what is missing, so a second run is fast:
+#   - the wasm32-unknown-unknown Rust target      (rustup)
+#   - wasm-pack                                   (cargo install --locked)
+#   - wasm-bindgen-cli, exactly the version that Cargo.lock pins
+#   - Chromium + chromedriver for `test`          (Debian apt, as root)
+# The wasm packages are rebuilt only when their inputs change. CARGO_TARGET_DIR
+# is respected throughout.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+
+say() { printf '==> %s\n' "$*"; }
+die() {
+    printf '==> ERROR: %s\n' "$*" >&2
+    exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+usage() {
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+# ---------------------------------------------------------------- setup ----
+
+ensure_rust() {
+    if ! have cargo && [ -f "$HOME/.cargo/env" ]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    have cargo || die "cargo not found: install Rust with rustup (https://rustup.rs), then re-run"
+    have rustup || die "rustup not found: it is needed to add the wasm32 target (https://rustup.rs)"
+    case ":$PATH:" in
+        *":$HOME/.cargo/bin:"*) ;;
+        *) export PATH="$HOME/.cargo/bin:$PATH" ;;
+    esac
+}
+
+ensure_wasm_target() {
+    if rustup target list --installed | grep -qx 'wasm32-unknown-unknown'; then
+        return
+    fi
+    say "installing the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown || die "rustup target add wasm32-unknown-unknown failed"
+}
+
+ensure_wasm_pack() {
+    if have wasm-pack; then
+        return
+    fi
+    say "installing wasm-pack (cargo install wasm-pack --locked; a few minutes, once)"
+    cargo install wasm-pack --locked || die "cargo install wasm-pack failed"
+}
+
+# The wasm-bindgen version Cargo.lock pins; the CLI must match it exactly.
+locked_wasm_bindgen_version() {
+    awk '
+        $0 == "name = \"wasm-bindgen\"" { want = 1; next }
+        want && /^version = / { gsub(/"/, "", $3); print $3; exit }
+        /^$/ { want = 0 }
+    ' Cargo.lock
+}
+
+ensure_wasm_bindgen() {
+    local want have_version=""
+    want="$(locked_wasm_bindgen_version)"
+    [ -n "$want" ] || die "could not read the wasm-bindgen version from Cargo.lock"
+    if have wasm-bindgen; then
+        have_version="$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')"
+    fi
+    if [ "$have_version" = "$want" ]; then
+        return
+    fi
+    say "installing wasm-bindgen-cli $want${have_version:+ (found $have_version)} (a few minutes, once)"
+    cargo install wasm-bindgen-cli --version "=$want" --locked --force \
+        || die "cargo install wasm-bindgen-cli $want failed"
+}
+
+ensure_chromium() {
+    if have chromium && have chromedriver; then
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] \
+        || die "Chromium and chromedriver are needed for the browser tests: run as root, or apt-get install chromium chromium-driver"
+    have apt-get || die "Chromium and chromedriver are missing and apt-get is not available to install them"
+    say "installing Chromium and chromedriver from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update || die "apt-get update failed"
+    apt-get install -y chromium chromium-driver || die "apt-get install chromium chromium-driver failed"
+    have chromium && have chromedriver || die "chromium/chromedriver still not on PATH after apt-get install"
+}
+
+setup() {
+    ensure_rust
+    ensure_wasm_target
+    ensure_wasm_pack
+    ensure_wasm_bindgen
+}
+
+# ---------------------------------------------------------------- build ----
+
+# A digest of everything a wasm package is built from, to skip rebuilding it
+# when nothing changed.
+inputs_digest() {
+    local crate="$1"
+    {
+        find "$crate" shared -type f \( -path '*/src/*' -o -name Cargo.toml -o -name build.rs \) \
+            -not -path '*/target/*' -print0 | sort -z | xargs -0 sha256sum
+        sha256sum Cargo.toml Cargo.lock
+        if [ -d .cargo ]; then find .cargo -type f -print0 | sort -z | xargs -0 sha256sum; fi
+        printf 'RUSTFLAGS=%s\n' "${RUSTFLAGS:-}"
+        wasm-pack --version
+        wasm-bindgen --version
+        rustc --version
+    } | sha256sum | awk '{print $1}'
+}
+
+# build_wasm CRATE OUT_SUBDIR OUT_NAME
+build_wasm() {
+    local crate="$1" sub="$2" name="$3"
+    local out="www/pkg/$sub" stamp digest
+    [ -f "$crate/Cargo.toml" ] || die "$crate/Cargo.toml is missing"
+    stamp="$out/.build-inputs"
+    digest="$(inputs_digest "$crate")"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] \
+        && [ -f "$out/${name}_bg.wasm" ] && [ -f "$out/${name}.js" ]; then
+        say "wasm package $crate is up to date ($out)"
+        return
+    fi
+    say "building wasm package $crate -> $out"
+    rm -f "$stamp"
+    wasm-pack build "$crate" --release --target web \
+        --out-dir "../$out" --out-name "$name" \
+        || die "wasm-pack build $crate failed"
+    [ -f "$out/${name}_bg.wasm" ] || die "wasm-pack did not produce $out/${name}_bg.wasm"
+    printf '%s\n' "$digest" >"$stamp"
+}
+
+build_wasm_packages() {
+    build_wasm worker-wasm worker donut_worker
+    build_wasm viewer viewer donut_viewer
+}
+
+build_server() {
+    say "building the server (cargo build --release -p donut-server)"
+    cargo build --release -p donut-server --bin donut || die "building the server failed"
+}
+
+# ----------------------------------------------------------------- test ----
+
+run_tests() {
+    say "checking formatting (cargo fmt --all -- --check)"
+    cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
+    say "linting (cargo clippy --workspace --all-targets -- -D warnings)"
+    cargo clippy --workspace --all-targets -- -D warnings || die "clippy found problems"
+    say "testing (cargo test --workspace)"
+    cargo test --workspace || die "tests failed"
+    say "all checks passed"
+}
+
+# ----------------------------------------------------------------- main ----
+
+cmd="${1:-run}"
+case "$cmd" in
+    -h | --help) cmd=help ;;
+    -*) cmd=run ;; # `./build.sh --port 9000` passes the flags to the server
+    *) if [ $# -gt 0 ]; then shift; fi ;;
+esac
+
+case "$cmd" in
+    run)
+        setup
+        build_wasm_packages
+        build_server
+        say "serving on http://localhost:8080 (Ctrl-C to stop)"
+        exec cargo run --release -p donut-server --bin donut -- serve "$@"
+        ;;
+    build)
+        setup
+        build_wasm_packages
+        build_server
+        say "built: wasm packages in www/pkg, server binary via cargo run --release -p donut-server --bin donut"
+        ;;
+    test)
+        setup
+        ensure_chromium
+        build_wasm_packages
+        run_tests
+        ;;
+    help | -h | --help)
+        usage
+        ;;
+    *)
+        usage >&2
+        die "unknown command '$cmd' (expected run, build, test or help)"
+        ;;
+esac
