@@ -21,7 +21,10 @@ function setContributing(on) {
   viewer.setContributing(on);
   if (on && !worker) {
     worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-    worker.onmessage = (e) => viewer.workerStats(e.data);
+    worker.onmessage = (e) => {
+      window.donutWorkerStats = e.data;
+      viewer.workerStats(e.data);
+    };
   }
   if (worker) worker.postMessage({ contribute: on });
 }

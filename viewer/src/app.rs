@@ -211,7 +211,7 @@ impl DonutViewer {
     }
 
     /// Player counters: `{framesReceived, framesDropped, batches, misses,
-    /// framesShown, head, workers, viewers}`.
+    /// framesShown, gaps, head, workers, viewers}`.
     pub fn stats(&self) -> JsValue {
         let v = self.inner.borrow();
         let s = v.player.stats();
@@ -222,6 +222,7 @@ impl DonutViewer {
             ("batches", s.batches as f64),
             ("misses", s.misses as f64),
             ("framesShown", s.frames_shown as f64),
+            ("gaps", s.gaps as f64),
             ("head", t.head as f64),
             ("workers", f64::from(t.workers)),
             ("viewers", f64::from(t.viewers)),

@@ -38,6 +38,10 @@ pub struct PlayerStats {
     pub misses: u64,
     /// Frames drawn.
     pub frames_shown: u64,
+    /// Holes in the received stream: batches that started past the end of
+    /// everything received before (the server skipped frames). Counted
+    /// whether or not the tab is drawing.
+    pub gaps: u64,
 }
 
 /// What a message meant for the page.
@@ -60,6 +64,8 @@ pub struct Player {
     clock: PlaybackClock,
     shown: Option<u64>,
     last_miss: Option<u64>,
+    /// One past the highest frame received.
+    received_end: Option<u64>,
     telemetry: Option<Telemetry>,
     stats: PlayerStats,
 }
@@ -83,6 +89,7 @@ impl Player {
             clock: PlaybackClock::new(),
             shown: None,
             last_miss: None,
+            received_end: None,
             telemetry: None,
             stats: PlayerStats::default(),
         }
@@ -113,6 +120,12 @@ impl Player {
 
     fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) {
         self.stats.batches += 1;
+        let end = f.start.saturating_add(u64::from(f.count));
+        match self.received_end {
+            Some(prev) if f.start > prev => self.stats.gaps += 1,
+            _ => {}
+        }
+        self.received_end = Some(self.received_end.map_or(end, |prev| prev.max(end)));
         self.clock.anchor_if_unset(f.start, now_ms);
         // Keep the floor moving even while no frame is drawn (hidden tab).
         self.trim(now_ms);
@@ -267,7 +280,10 @@ mod tests {
         assert_eq!(shown, (0..10).collect::<Vec<_>>(), "held at 9");
         assert!(p.stats().misses > 0);
         assert_eq!(p.shown(), Some(9));
+        assert_eq!(p.stats().gaps, 0);
         assert!(p.on_message(&batch(10, 600), 500.0).is_ok());
+        assert!(p.on_message(&batch(700, 10), 500.0).is_ok());
+        assert_eq!(p.stats().gaps, 1, "frames 610..700 never came");
         assert_eq!(p.tick(500.0), Some(30), "back on the clock");
     }
 
@@ -295,6 +311,7 @@ mod tests {
         assert!(p.on_message(&batch(100, 60), 0.0).is_ok());
         let shown = play(&mut p, 0.0, 2_000.0, 60.0);
         assert_eq!(shown, (100..220).collect::<Vec<_>>());
+        assert_eq!(p.stats().gaps, 0, "a late batch filling in is not a gap");
         let mut text = [0u8; FRAME_LEN];
         assert!(p.frame_text(219, &mut text));
         let mut want = [0u8; FRAME_LEN];

@@ -347,6 +347,10 @@ impl Agent {
         set("rendered", JsValue::from_f64(stats.frames_rendered as f64));
         set("results", JsValue::from_f64(stats.results_sent as f64));
         set("contributed", JsValue::from_f64(stats.contributed as f64));
+        set(
+            "pending",
+            JsValue::from_f64(self.tasks.pending_tasks() as f64),
+        );
         let _ = self.scope.post_message(&msg);
     }
 }

@@ -1,0 +1,676 @@
+//! End-to-end tests in real headless Chromium, driven from Rust over
+//! chromedriver's W3C WebDriver protocol (fantoccini).
+//!
+//! Every test starts the real `donut` binary on a free loopback port (so the
+//! page, the worker script and both wasm packages are the ones the binary
+//! serves), its own chromedriver and a fresh Chromium profile, and checks
+//! what the server counted and what the pages report. The tests fail, never
+//! skip, when Chromium, chromedriver or the wasm packages are missing: run
+//! `./build.sh` (or `./build.sh test`) first.
+//!
+//! They run one at a time (a process-wide lock): each one starts a browser,
+//! and the machine has two cores.
+
+use std::future::Future;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use donut_shared::{FRAME_LEN, HEIGHT, WIDTH};
+use fantoccini::wd::WindowHandle;
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+
+/// Generous limit so a broken test fails instead of hanging.
+const HANG: Duration = Duration::from_secs(90);
+/// Poll interval while waiting for a condition.
+const POLL: Duration = Duration::from_millis(200);
+
+/// One browser test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const HOW_TO_FIX: &str = "run ./build.sh (it installs Chromium and chromedriver and builds the wasm packages into www/pkg)";
+
+fn chromium() -> PathBuf {
+    std::env::var_os("DONUT_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+fn chromedriver() -> PathBuf {
+    std::env::var_os("DONUT_CHROMEDRIVER")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromedriver"), PathBuf::from)
+}
+
+fn www() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../www")
+}
+
+/// Fails the test, with instructions, if anything the browser tests need
+/// is missing.
+fn require_prerequisites() {
+    let mut missing = Vec::new();
+    for p in [chromium(), chromedriver()] {
+        if !p.is_file() {
+            missing.push(p.display().to_string());
+        }
+    }
+    for p in [
+        "pkg/worker/donut_worker.js",
+        "pkg/worker/donut_worker_bg.wasm",
+        "pkg/viewer/donut_viewer.js",
+        "pkg/viewer/donut_viewer_bg.wasm",
+    ] {
+        let p = www().join(p);
+        if !p.is_file() {
+            missing.push(p.display().to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing {}: {HOW_TO_FIX}",
+        missing.join(", ")
+    );
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + HANG;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} never listened on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback; returns the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
+    s.set_read_timeout(Some(HANG)).expect("set a read timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send the request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read the response");
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "GET {path}: {head}"
+    );
+    body.to_owned()
+}
+
+/// The real server binary.
+struct Server {
+    port: u16,
+    _proc: Proc,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_donut"))
+            .args(["serve", "--listen", &listen, "--verify", "full"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the donut binary");
+        let proc = Proc(child);
+        wait_for_port(port, "the server");
+        Self { port, _proc: proc }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn stats(&self) -> Value {
+        serde_json::from_str(&http_get(self.port, "/api/stats")).expect("/api/stats is JSON")
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        let v = self.stats();
+        v[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("/api/stats has no counter {name}: {v}"))
+    }
+
+    /// A native worker (`donut work`), for tests about pure viewers.
+    fn native_worker(&self) -> Proc {
+        let server = format!("ws://127.0.0.1:{}", self.port);
+        let child = Command::new(env!("CARGO_BIN_EXE_donut"))
+            .args(["work", "--server", &server, "--threads", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a native worker");
+        Proc(child)
+    }
+}
+
+/// Headless Chromium behind its own chromedriver and a fresh profile.
+struct Browser {
+    client: Client,
+    tabs: Vec<WindowHandle>,
+    _driver: Proc,
+    profile: PathBuf,
+}
+
+impl Browser {
+    async fn launch(device_scale: f64) -> Self {
+        require_prerequisites();
+        let port = free_port();
+        let driver = Proc(
+            Command::new(chromedriver())
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("start chromedriver ({e}): {HOW_TO_FIX}")),
+        );
+        wait_for_port(port, "chromedriver");
+        let profile =
+            std::env::temp_dir().join(format!("donut-browser-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        let args = [
+            "--headless".to_owned(),
+            "--no-sandbox".to_owned(),
+            "--disable-gpu".to_owned(),
+            "--no-first-run".to_owned(),
+            "--disable-background-networking".to_owned(),
+            "--disable-component-update".to_owned(),
+            "--disable-sync".to_owned(),
+            "--disable-dev-shm-usage".to_owned(),
+            "--window-size=1280,720".to_owned(),
+            format!("--force-device-scale-factor={device_scale}"),
+            format!("--user-data-dir={}", profile.display()),
+        ];
+        let caps = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium().display().to_string(),
+                "args": args,
+            },
+        });
+        let serde_json::Value::Object(caps) = caps else {
+            unreachable!("a JSON object literal")
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("start headless Chromium ({e}): {HOW_TO_FIX}"));
+        Self {
+            client,
+            tabs: Vec::new(),
+            _driver: driver,
+            profile,
+        }
+    }
+
+    /// Opens `url` in a new tab (the first in the initial window) and waits
+    /// for the viewer to be running there. Returns the tab's index.
+    async fn open(&mut self, url: &str) -> usize {
+        let handle = if self.tabs.is_empty() {
+            self.client.window().await.expect("the initial window")
+        } else {
+            // A window rather than a background tab: headless Chromium
+            // does not run a background tab's requestAnimationFrame, and
+            // these tests watch every page play.
+            let w = self.client.new_window(false).await.expect("open a window");
+            w.handle
+        };
+        self.client
+            .switch_to_window(handle.clone())
+            .await
+            .expect("switch to the new tab");
+        self.client.goto(url).await.expect("load the page");
+        self.tabs.push(handle);
+        let tab = self.tabs.len() - 1;
+        eventually(&format!("the viewer to start in tab {tab}"), async || {
+            self.js("return typeof window.donutViewer === 'object' && window.donutViewer !== null")
+                .await
+                .as_bool()
+                .filter(|ok| *ok)
+        })
+        .await;
+        tab
+    }
+
+    async fn focus(&self, tab: usize) {
+        self.client
+            .switch_to_window(self.tabs[tab].clone())
+            .await
+            .expect("switch tabs");
+    }
+
+    /// Closes tab `tab` (and focuses the first remaining one).
+    async fn close(&mut self, tab: usize) {
+        self.focus(tab).await;
+        self.client.close_window().await.expect("close the tab");
+        self.tabs.remove(tab);
+        if !self.tabs.is_empty() {
+            self.focus(0).await;
+        }
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("script failed ({e}): {script}"))
+    }
+
+    /// The viewer's counters in tab `tab`.
+    async fn viewer_stats(&self, tab: usize) -> Value {
+        self.focus(tab).await;
+        self.js("return window.donutViewer.stats()").await
+    }
+
+    /// The frame on screen in tab `tab`.
+    async fn current_frame(&self, tab: usize) -> Option<u64> {
+        self.focus(tab).await;
+        self.js("return window.donutViewer.currentFrame() ?? null")
+            .await
+            .as_f64()
+            .map(|f| f as u64)
+    }
+
+    /// Waits until tab `tab` shows a frame at least `frames` past `from`.
+    async fn wait_playing_past(&self, tab: usize, from: u64, frames: u64) -> u64 {
+        eventually(
+            &format!("tab {tab} to play {frames} frames past {from}"),
+            async || {
+                self.current_frame(tab)
+                    .await
+                    .filter(|f| *f >= from + frames)
+            },
+        )
+        .await
+    }
+
+    async fn quit(self) {
+        let _ = self.client.close().await;
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Polls `f` until it returns `Some`, failing after [`HANG`].
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + HANG;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Runs one browser test at a time, on a multi-threaded runtime.
+fn serial<F: Future<Output = ()>>(test: F) {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(test);
+}
+
+fn num(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key} in {v}")) as u64
+}
+
+#[test]
+fn three_tabs_render_for_the_fleet_and_every_frame_verifies() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::launch(1.0).await;
+        for _ in 0..3 {
+            browser.open(&server.url("/")).await;
+        }
+        // All three tabs are workers in the fleet.
+        eventually("three browser workers", async || {
+            (server.stat("workers") == 3).then_some(())
+        })
+        .await;
+        // Every tab's own wasm worker has frames accepted by the server.
+        for tab in 0..3 {
+            let accepted = eventually(&format!("tab {tab}'s frames to be accepted"), async || {
+                browser.focus(tab).await;
+                let s = browser.js("return window.donutWorkerStats ?? null").await;
+                (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then(|| num(&s, "contributed"))
+            })
+            .await;
+            assert!(accepted > 0);
+        }
+        // There is no native worker here: everything accepted came from the
+        // browsers' wasm, and the server re-rendered every frame natively.
+        let stats = eventually("a few seconds of browser frames", async || {
+            let s = server.stats();
+            (num(&s, "frames_accepted") >= 600 && num(&s, "batches_verified") >= 10).then_some(s)
+        })
+        .await;
+        eprintln!("server after three browser workers: {stats}");
+        assert_eq!(stats["verify_policy"], "full");
+        assert_eq!(
+            num(&stats, "batches_rejected"),
+            0,
+            "wasm frames differ from native: {stats}"
+        );
+        assert_eq!(num(&stats, "strikes"), 0, "{stats}");
+        assert_eq!(num(&stats, "workers_banned"), 0, "{stats}");
+        assert_eq!(num(&stats, "protocol_errors"), 0, "{stats}");
+        assert!(
+            num(&stats, "frames_checked") >= num(&stats, "frames_accepted"),
+            "full verification checks every accepted frame: {stats}"
+        );
+        // And the tabs play what they rendered.
+        for tab in 0..3 {
+            let now = browser.current_frame(tab).await.unwrap_or(0);
+            browser.wait_playing_past(tab, now, 30).await;
+        }
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn a_contribute_0_tab_plays_frames_but_is_never_sent_work() {
+    serial(async {
+        let server = Server::start(&[]);
+        let _native = server.native_worker();
+        eventually("the native worker", async || {
+            (server.stat("workers") == 1).then_some(())
+        })
+        .await;
+        let mut browser = Browser::launch(1.0).await;
+        let tab = browser.open(&server.url("/?contribute=0")).await;
+        let first = eventually("the pure viewer to show a frame", async || {
+            browser.current_frame(tab).await
+        })
+        .await;
+        browser.wait_playing_past(tab, first, 120).await;
+        let fps = browser.js("return window.donutViewer.playbackFps()").await;
+        assert!(fps.as_f64().unwrap_or(0.0) > 0.0, "playback fps {fps}");
+        // The page never started a worker, so the server never had one to
+        // give work to: the fleet is still just the native worker.
+        assert_eq!(
+            browser.js("return window.donutWorkerStats ?? null").await,
+            Value::Null
+        );
+        assert_eq!(
+            browser
+                .js("return document.getElementById('contribute').checked")
+                .await,
+            false
+        );
+        let stats = server.stats();
+        assert_eq!(num(&stats, "workers"), 1, "{stats}");
+        assert_eq!(num(&stats, "viewers"), 1, "{stats}");
+        let text = browser
+            .js("return document.querySelector('[data-stat=mine]').textContent")
+            .await;
+        assert!(
+            text.as_str().unwrap_or("").contains("off"),
+            "panel says {text}"
+        );
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn the_canvas_shows_the_frame_the_viewer_reports() {
+    serial(async {
+        let server = Server::start(&[]);
+        let _native = server.native_worker();
+        // A device pixel ratio of 2: glyphs must land on the grid the
+        // viewer reports at any ratio.
+        let mut browser = Browser::launch(2.0).await;
+        let tab = browser.open(&server.url("/?contribute=0")).await;
+        let first = eventually("a frame on screen", async || {
+            browser.current_frame(tab).await
+        })
+        .await;
+        browser.wait_playing_past(tab, first, 60).await;
+        // Freeze the picture so the screenshot and the report agree, and
+        // let one more display refresh pass.
+        browser.js("window.donutViewer.setPaused(true)").await;
+        browser
+            .client
+            .execute_async("const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done(null)))", Vec::new())
+            .await
+            .expect("wait for a refresh");
+        let shown = browser.js(
+            "const v = window.donutViewer; const r = document.getElementById('donut').getBoundingClientRect();\
+             return {frame: v.currentFrame(), text: v.currentText(), layout: v.layout(),\
+                     left: r.left, top: r.top, dpr: window.devicePixelRatio}",
+        ).await;
+        let png_bytes = browser.client.screenshot().await.expect("a screenshot");
+        browser.js("window.donutViewer.setPaused(false)").await;
+        browser.quit().await;
+
+        let frame = num(&shown, "frame");
+        let text = shown["text"].as_str().expect("the viewer reports its text");
+        let mut want = [0u8; FRAME_LEN];
+        donut_shared::render(frame, &mut want);
+        assert_eq!(
+            text.as_bytes(),
+            &want[..],
+            "the viewer's text of frame {frame} is not the native render"
+        );
+
+        let img = decode_png(&png_bytes);
+        if let Some(path) = std::env::var_os("DONUT_SCREENSHOT_OUT") {
+            let _ = std::fs::write(path, &png_bytes);
+        }
+        let dpr = shown["dpr"].as_f64().expect("dpr");
+        assert_eq!(dpr, 2.0);
+        let l = &shown["layout"];
+        let grid = Grid {
+            x: (shown["left"].as_f64().unwrap_or(0.0) + l["x"].as_f64().unwrap_or(0.0)) * dpr,
+            y: (shown["top"].as_f64().unwrap_or(0.0) + l["y"].as_f64().unwrap_or(0.0)) * dpr,
+            w: l["cellWidth"].as_f64().expect("cell width") * dpr,
+            h: l["cellHeight"].as_f64().expect("cell height") * dpr,
+        };
+        assert!(
+            grid.w >= 4.0 && grid.h >= 8.0,
+            "glyphs too small to check: {l}"
+        );
+
+        // Not blank: a good share of the grid is lit.
+        let ink = cell_ink(&img, &grid);
+        let lit = ink.iter().filter(|i| **i > 0).count();
+        assert!(
+            lit > 200,
+            "only {lit} lit cells: the canvas is (nearly) blank"
+        );
+
+        // The glyphs drawn are the frame reported: lit exactly where the
+        // frame has a glyph. Faint glyphs ('.', ',') may fall under the
+        // threshold at small sizes, so a few misses are tolerated; a wrong
+        // frame disagrees in hundreds of cells.
+        let agree = |t: &[u8]| -> usize {
+            (0..HEIGHT * (WIDTH - 1))
+                .filter(|&i| {
+                    let (r, c) = (i / (WIDTH - 1), i % (WIDTH - 1));
+                    (t[r * WIDTH + c] != b' ') == (ink[i] > 0)
+                })
+                .count()
+        };
+        let cells = HEIGHT * (WIDTH - 1);
+        let same = agree(&want);
+        eprintln!(
+            "frame {frame}: {lit} lit cells, {same}/{cells} cells agree with the native render"
+        );
+        assert!(
+            same * 100 >= cells * 98,
+            "only {same}/{cells} cells match frame {frame}"
+        );
+        let mut other = [0u8; FRAME_LEN];
+        donut_shared::render(frame + 15, &mut other);
+        let wrong = agree(&other);
+        eprintln!(
+            "frame {}: {wrong}/{cells} cells agree (a different frame)",
+            frame + 15
+        );
+        assert!(
+            wrong + 100 < same,
+            "frame {frame} is not told apart from frame {}: {wrong} vs {same}",
+            frame + 15
+        );
+        // Spaces are never inked: nothing is drawn where the frame is empty.
+        let stray = (0..cells)
+            .filter(|&i| want[(i / (WIDTH - 1)) * WIDTH + i % (WIDTH - 1)] == b' ' && ink[i] > 0)
+            .count();
+        assert_eq!(stray, 0, "{stray} empty cells have ink");
+    });
+}
+
+#[test]
+fn closing_a_contributing_tab_mid_batch_does_not_interrupt_the_others() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::launch(1.0).await;
+        for _ in 0..3 {
+            browser.open(&server.url("/")).await;
+        }
+        eventually("three browser workers", async || {
+            (server.stat("workers") == 3).then_some(())
+        })
+        .await;
+        // Let the stream settle: every tab plays, a few seconds buffered.
+        for tab in 0..3 {
+            let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+            browser.wait_playing_past(tab, f, 60).await;
+        }
+        // Catch tab 2 with work in hand, then close it.
+        eventually("tab 2 to hold a task", async || {
+            browser.focus(2).await;
+            let s = browser.js("return window.donutWorkerStats ?? null").await;
+            (s["pending"].as_f64().unwrap_or(0.0) >= 1.0).then_some(())
+        })
+        .await;
+        let before: Vec<Value> = vec![browser.viewer_stats(0).await, browser.viewer_stats(1).await];
+        let from: Vec<u64> = vec![
+            browser.current_frame(0).await.unwrap_or(0),
+            browser.current_frame(1).await.unwrap_or(0),
+        ];
+        browser.close(2).await;
+        eventually("the server to notice the closed tab", async || {
+            (server.stat("workers") == 2).then_some(())
+        })
+        .await;
+        // The other two play on: five more seconds of frames, and no due
+        // frame was ever missing from their buffers.
+        for tab in 0..2 {
+            browser.wait_playing_past(tab, from[tab], 300).await;
+            let after = browser.viewer_stats(tab).await;
+            eprintln!("tab {tab}: before closing {} after {after}", before[tab]);
+            for counter in ["misses", "gaps"] {
+                assert_eq!(
+                    num(&after, counter),
+                    num(&before[tab], counter),
+                    "tab {tab} had a gap ({counter}): before {} after {after}",
+                    before[tab]
+                );
+            }
+            assert!(
+                num(&after, "framesShown") >= num(&before[tab], "framesShown") + 120,
+                "tab {tab} was not drawing: before {} after {after}",
+                before[tab]
+            );
+        }
+        let stats = server.stats();
+        assert_eq!(num(&stats, "batches_rejected"), 0, "{stats}");
+        browser.quit().await;
+    });
+}
+
+/// An RGBA screenshot.
+struct Image {
+    width: usize,
+    height: usize,
+    rgba: Vec<u8>,
+}
+
+fn decode_png(bytes: &[u8]) -> Image {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG screenshot");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a sane PNG size")];
+    let info = reader.next_frame(&mut buf).expect("PNG pixels");
+    let channels = match info.color_type {
+        png::ColorType::Rgba => 4,
+        png::ColorType::Rgb => 3,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    let (width, height) = (info.width as usize, info.height as usize);
+    let mut rgba = Vec::with_capacity(width * height * 4);
+    for px in buf[..width * height * channels].chunks_exact(channels) {
+        rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
+    }
+    Image {
+        width,
+        height,
+        rgba,
+    }
+}
+
+/// The glyph grid in screenshot pixels.
+struct Grid {
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+}
+
+/// For every visible cell (row-major, 79 per row), how many pixels in its
+/// middle are clearly brighter than the background.
+fn cell_ink(img: &Image, g: &Grid) -> Vec<u32> {
+    let mut out = Vec::with_capacity(HEIGHT * (WIDTH - 1));
+    for r in 0..HEIGHT {
+        for c in 0..WIDTH - 1 {
+            // The middle of the cell: glyphs are centred, neighbours' edges
+            // and antialiasing stay out.
+            let x0 = (g.x + (c as f64 + 0.2) * g.w).round() as usize;
+            let x1 = (g.x + (c as f64 + 0.8) * g.w).round() as usize;
+            let y0 = (g.y + (r as f64 + 0.2) * g.h).round() as usize;
+            let y1 = (g.y + (r as f64 + 0.8) * g.h).round() as usize;
+            let mut n = 0;
+            for y in y0..y1.min(img.height) {
+                for x in x0..x1.min(img.width) {
+                    let p = &img.rgba[(y * img.width + x) * 4..][..3];
+                    // Background is #0b0d12; glyphs are amber, 38%+ light.
+                    if u32::from(p[0]) + u32::from(p[1]) > 120 {
+                        n += 1;
+                    }
+                }
+            }
+            out.push(n);
+        }
+    }
+    out
+}
