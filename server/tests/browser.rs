@@ -456,6 +456,8 @@ fn the_canvas_shows_the_frame_the_viewer_reports() {
         })
         .await;
         browser.wait_playing_past(tab, first, 60).await;
+        let fps = browser.js("return window.donutViewer.playbackFps()").await;
+        eprintln!("playback at device pixel ratio 2: {fps} frames/s");
         // Freeze the picture so the screenshot and the report agree, and
         // let one more display refresh pass.
         browser.js("window.donutViewer.setPaused(true)").await;

@@ -3,12 +3,12 @@
 //! The donut canvas is sized in *device* pixels (CSS size × devicePixelRatio)
 //! and the font size is a whole number of device pixels, so glyphs are crisp
 //! on any screen; the 79 × 22 grid is scaled to the largest size that fits
-//! the canvas and centred. Each glyph is placed at its own cell centre (not
-//! by the font's advance), so the grid is exact whatever monospace font the
-//! platform picks, and the [`Layout`] it reports tells a test exactly where
-//! each character is. Brighter luminance glyphs get brighter colours.
+//! the canvas and centred. The cell width is the monospace font's measured
+//! advance at the size drawn, so a row drawn as one run of text keeps every
+//! glyph in its cell, and the [`Layout`] the viewer reports tells a test
+//! exactly where each character is. Brighter glyphs get brighter colours.
 
-use donut_shared::frame::{ALPHABET, NEWLINE_CODE, SPACE_CODE, symbol_code};
+use donut_shared::frame::{ALPHABET, NEWLINE_CODE, symbol_code};
 use donut_shared::{FRAME_LEN, HEIGHT, WIDTH};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
@@ -142,35 +142,60 @@ impl Screen {
             .measure_text("M")
             .map(|m| m.width() / 100.0)
             .unwrap_or(0.6);
-        self.layout = fit(f64::from(w), f64::from(h), advance, dpr);
+        let mut layout = fit(f64::from(w), f64::from(h), advance, dpr);
+        // Fonts hint their advance at each size: use the advance at the
+        // size drawn, so runs of text keep to the grid.
+        self.ctx
+            .set_font(&format!("{}px {FONT_FAMILY}", layout.font_px));
+        if let Ok(m) = self.ctx.measure_text("M")
+            && m.width() > 0.0
+            && m.width() * COLS as f64 <= f64::from(w)
+        {
+            layout.cell_w = m.width();
+            layout.origin_x = ((f64::from(w) - COLS as f64 * layout.cell_w) / 2.0).round();
+        }
+        self.layout = layout;
         true
     }
 
-    /// Draws a frame of ASCII text.
+    /// Draws a frame of ASCII text: one `fillText` per row and glyph
+    /// colour (a few hundred calls, not one per glyph), each a run with the
+    /// other cells blanked, so every glyph lands on its cell because the
+    /// cell width is the font's own advance at this size.
     pub fn draw(&self, text: &[u8; FRAME_LEN]) {
         let ctx = &self.ctx;
         let l = self.layout;
         ctx.set_fill_style_str(BACKGROUND);
         ctx.fill_rect(0.0, 0.0, f64::from(self.size.0), f64::from(self.size.1));
         ctx.set_font(&format!("{}px {FONT_FAMILY}", l.font_px));
-        ctx.set_text_align("center");
+        ctx.set_text_align("left");
         ctx.set_text_baseline("middle");
-        let mut codes = [SPACE_CODE; FRAME_LEN];
-        for (c, b) in codes.iter_mut().zip(text) {
-            *c = symbol_code(*b).unwrap_or(SPACE_CODE);
-        }
-        let mut glyph = [0u8; 4];
+        let mut run = String::with_capacity(COLS);
         for code in 1..NEWLINE_CODE {
-            let s = char::from(ALPHABET[usize::from(code)]).encode_utf8(&mut glyph);
-            ctx.set_fill_style_str(&self.colours[usize::from(code)]);
+            let glyph = char::from(ALPHABET[usize::from(code)]);
+            let mut styled = false;
             for row in 0..ROWS {
-                for col in 0..COLS {
-                    if codes[row * WIDTH + col] == code {
-                        let x = l.origin_x + (col as f64 + 0.5) * l.cell_w;
-                        let y = l.origin_y + (row as f64 + 0.5) * l.cell_h;
-                        let _ = ctx.fill_text(s, x, y);
-                    }
+                let cells = &text[row * WIDTH..row * WIDTH + COLS];
+                let is_code = |b: &u8| symbol_code(*b) == Some(code);
+                let (Some(first), Some(last)) = (
+                    cells.iter().position(is_code),
+                    cells.iter().rposition(is_code),
+                ) else {
+                    continue;
+                };
+                run.clear();
+                run.extend(
+                    cells[first..=last]
+                        .iter()
+                        .map(|b| if is_code(b) { glyph } else { ' ' }),
+                );
+                if !styled {
+                    ctx.set_fill_style_str(&self.colours[usize::from(code)]);
+                    styled = true;
                 }
+                let x = l.origin_x + first as f64 * l.cell_w;
+                let y = l.origin_y + (row as f64 + 0.5) * l.cell_h;
+                let _ = ctx.fill_text(&run, x, y);
             }
         }
     }
