@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use donut_shared::{FRAME_LEN, HEIGHT, WIDTH};
 use fantoccini::wd::WindowHandle;
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 /// Generous limit so a broken test fails instead of hanging.
@@ -126,7 +126,10 @@ struct Server {
 
 impl Server {
     fn start(extra: &[&str]) -> Self {
-        let port = free_port();
+        Self::start_on(free_port(), extra)
+    }
+
+    fn start_on(port: u16, extra: &[&str]) -> Self {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_donut"))
             .args(["serve", "--listen", &listen, "--verify", "full"])
@@ -608,6 +611,126 @@ fn closing_a_contributing_tab_mid_batch_does_not_interrupt_the_others() {
         }
         let stats = server.stats();
         assert_eq!(num(&stats, "batches_rejected"), 0, "{stats}");
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn the_switch_stops_and_resumes_contributing_and_is_remembered() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::launch(1.0).await;
+        let tab = browser.open(&server.url("/")).await;
+        eventually("the tab to join the fleet", async || {
+            (server.stat("workers") == 1).then_some(())
+        })
+        .await;
+        let switch = async || {
+            browser
+                .client
+                .find(Locator::Css("label.switch"))
+                .await
+                .expect("the contribute switch")
+                .click()
+                .await
+                .expect("click the switch");
+        };
+        // Off: the worker hangs up and the server sees it go.
+        switch().await;
+        eventually("the worker to leave the fleet", async || {
+            (server.stat("workers") == 0).then_some(())
+        })
+        .await;
+        let w = browser.js("return window.donutWorkerStats").await;
+        assert_eq!(w["state"], "stopped", "{w}");
+        assert_eq!(w["contributing"], false, "{w}");
+        // The choice survives a reload: the page comes back watching only.
+        browser.client.refresh().await.expect("reload");
+        eventually("the viewer after the reload", async || {
+            browser
+                .js("return typeof window.donutViewer === 'object'")
+                .await
+                .as_bool()
+                .filter(|b| *b)
+        })
+        .await;
+        assert_eq!(
+            browser
+                .js("return document.getElementById('contribute').checked")
+                .await,
+            false
+        );
+        assert_eq!(
+            browser.js("return window.donutWorkerStats ?? null").await,
+            Value::Null
+        );
+        assert_eq!(
+            browser
+                .js("return localStorage.getItem('donut.contribute')")
+                .await,
+            "0"
+        );
+        // On again: a worker joins and its frames are accepted.
+        switch().await;
+        eventually("the worker to rejoin", async || {
+            (server.stat("workers") == 1).then_some(())
+        })
+        .await;
+        eventually("frames from the rejoined worker", async || {
+            let s = browser.js("return window.donutWorkerStats ?? null").await;
+            (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+        })
+        .await;
+        let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+        browser.wait_playing_past(tab, f, 60).await;
+        assert_eq!(num(&server.stats(), "batches_rejected"), 0);
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn viewer_and_worker_reconnect_after_the_server_restarts() {
+    serial(async {
+        let port = free_port();
+        let server = Server::start_on(port, &[]);
+        let mut browser = Browser::launch(1.0).await;
+        let tab = browser.open(&server.url("/")).await;
+        let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+        // Play a while, so the old stream is well past the new one's start.
+        let old = browser.wait_playing_past(tab, f, 240).await;
+        drop(server);
+        eventually("the page to notice the server is gone", async || {
+            let state = browser
+                .js("return window.donutViewer.connectionState()")
+                .await;
+            let worker = browser.js("return window.donutWorkerStats.state").await;
+            (state == "reconnecting" && worker == "reconnecting").then_some(())
+        })
+        .await;
+        // A new server on the same address: the page finds it on its own,
+        // contributes again, and plays the new stream from its start.
+        let server = Server::start_on(port, &[]);
+        eventually("the worker to reconnect", async || {
+            (server.stat("workers") == 1).then_some(())
+        })
+        .await;
+        eventually("the viewer to reconnect", async || {
+            (server.stat("viewers") == 1).then_some(())
+        })
+        .await;
+        eventually("the new stream on screen", async || {
+            browser.current_frame(tab).await.filter(|f| *f < old)
+        })
+        .await;
+        let shown = browser.current_frame(tab).await.unwrap_or(0);
+        browser.wait_playing_past(tab, shown, 60).await;
+        assert_eq!(
+            browser
+                .js("return window.donutViewer.connectionState()")
+                .await,
+            "live"
+        );
+        assert_eq!(num(&server.stats(), "batches_rejected"), 0);
         browser.quit().await;
     });
 }

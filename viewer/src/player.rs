@@ -110,7 +110,14 @@ impl Player {
                 })
             }
             ToViewer::Telemetry(t) => {
-                self.clock.sync(t.head, t.fps, now_ms);
+                let behind = self.buffer.floor().is_some_and(|floor| t.head < floor);
+                if self.clock.sync(t.head, t.fps, now_ms) && behind {
+                    // The stream went back (a restarted server): start over.
+                    self.buffer.reset();
+                    self.shown = None;
+                    self.last_miss = None;
+                    self.received_end = None;
+                }
                 self.telemetry = Some(t);
                 self.trim(now_ms);
                 Ok(Received::Telemetry(t))
@@ -329,6 +336,18 @@ mod tests {
         assert!(p.on_message(&telemetry(50), 1_000.0).is_ok());
         assert_eq!(p.tick(1_000.0), None);
         assert_eq!(p.tick(1_200.0), Some(62));
+    }
+
+    #[test]
+    fn follows_a_restarted_server_back_to_its_first_frames() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(50_000), 0.0).is_ok());
+        assert!(p.on_message(&batch(50_000, 600), 0.0).is_ok());
+        assert_eq!(p.tick(1_000.0), Some(50_060));
+        assert!(p.on_message(&telemetry(0), 2_000.0).is_ok());
+        assert!(p.on_message(&batch(0, 120), 2_000.0).is_ok());
+        assert_eq!(p.tick(2_000.0), Some(0));
+        assert_eq!(p.tick(2_500.0), Some(30));
     }
 
     #[test]
