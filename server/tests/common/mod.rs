@@ -35,6 +35,11 @@ pub fn config() -> ServeConfig {
 
 /// Starts the real server in-process.
 pub async fn start(cfg: ServeConfig) -> Server {
+    // `RUST_LOG=info cargo test` shows the server's logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     Server::start(cfg).await.expect("server starts")
 }
 

@@ -1,0 +1,236 @@
+//! Hostile workers against native verification: forged bytes, wrong frame
+//! numbers, replays, tasks never given, wrong lengths and floods. Each ends
+//! with the offender cut off, and the viewers' stream gap-free and identical
+//! to the native render throughout (the checking viewer compares every frame).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use donut_server::config::{ServeConfig, VerifyPolicy};
+use donut_shared::PACKED_LEN;
+use donut_shared::wire::{RESULT_HEADER_LEN, Task, TaskResult, ToWorker};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+type Forge = Box<dyn FnMut(&Task) -> Vec<Vec<u8>> + Send>;
+
+/// Runs a hostile worker until the server closes it; returns the close and
+/// how many results it sent.
+async fn cheat(addr: std::net::SocketAddr, mut forge: Forge) -> ((u16, String), usize) {
+    let mut ws = connect(addr, "/ws/worker").await;
+    hello(&mut ws, 2).await;
+    let mut sent = 0;
+    let run = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Binary(b)) => {
+                    if let Ok(ToWorker::Task(t)) = ToWorker::decode(&b) {
+                        for m in forge(&t) {
+                            if ws.send(Message::binary(m)).await.is_err() {
+                                break;
+                            }
+                            sent += 1;
+                        }
+                    }
+                }
+                Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
+                    return (u16::from(code), reason.to_string());
+                }
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => {}
+                Err(e) => return (0, e.to_string()),
+            }
+        }
+        (0, "ended without close".to_owned())
+    };
+    let close = tokio::time::timeout(HANG, run)
+        .await
+        .expect("cheater is cut off in time");
+    (close, sent)
+}
+
+/// Changes one symbol of frame `index` to another valid symbol.
+fn flip(result: &mut [u8], index: usize) {
+    let at = RESULT_HEADER_LEN + index * PACKED_LEN + 300;
+    let b = result[at];
+    let hi = ((b >> 4) + 1) % 14;
+    result[at] = (hi << 4) | (b & 0x0f);
+}
+
+fn trust_config(policy: VerifyPolicy) -> ServeConfig {
+    let mut cfg = config();
+    cfg.verify = policy;
+    cfg.ban_secs = 60;
+    cfg.max_strikes = 3;
+    cfg
+}
+
+/// The shape of every test: an honest worker and a checking viewer run
+/// while `forge` cheats; the cheater must be cut off with a policy close.
+async fn cut_off_while_stream_stays_correct(
+    cfg: ServeConfig,
+    forge: Forge,
+) -> (serde_json::Value, (u16, String), usize) {
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let mut viewer = Viewer::connect(addr).await;
+    // The honest worker connects first: the ban that ends each test covers
+    // the address they share, and refuses only new connections.
+    let honest = worker(addr, 1);
+    wait_stats(addr, "the honest worker is connected", |s| {
+        s["workers"] == 1
+    })
+    .await;
+    let cheater = tokio::spawn(cheat(addr, forge));
+    let (close, sent) = cheater.await.expect("cheater task");
+    viewer.receive(240).await;
+    assert_eq!(viewer.seen.first, Some(0));
+    let s = stats(addr).await;
+    honest.abort();
+    server.shutdown(Duration::from_secs(3)).await;
+    (s, close, sent)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_policy_catches_every_flipped_byte() {
+    let forge: Forge = Box::new(|t| {
+        let mut r = result_for(t);
+        flip(&mut r, t.count as usize / 2);
+        vec![r]
+    });
+    let (s, (code, reason), _) =
+        cut_off_while_stream_stays_correct(trust_config(VerifyPolicy::Full), forge).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("failed verification"), "{reason}");
+    // Every forged batch it got to send was rejected: three strikes, three rejections.
+    assert_eq!(s["batches_rejected"], 3, "{s}");
+    assert_eq!(s["strikes"], 3, "{s}");
+    assert_eq!(s["workers_banned"], 1, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_policy_catches_a_persistent_cheater_within_a_few_batches() {
+    let forge: Forge = Box::new(|t| {
+        let mut r = result_for(t);
+        // One forged frame at a position of its choosing in every batch.
+        flip(&mut r, t.count as usize - 1);
+        vec![r]
+    });
+    let (s, (code, reason), sent) =
+        cut_off_while_stream_stays_correct(trust_config(VerifyPolicy::Sample), forge).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert_eq!(s["batches_rejected"], 3, "{s}");
+    assert!(sent <= 5, "caught within a few batches, sent {sent}");
+    assert_eq!(s["workers_banned"], 1, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_frames_for_the_wrong_numbers_are_rejected() {
+    let forge: Forge = Box::new(|t| {
+        // Real donut frames, but rendered one frame later than asked.
+        let shifted = Task {
+            start: t.start + 1,
+            ..*t
+        };
+        let mut r = result_for(&shifted);
+        r[..RESULT_HEADER_LEN].copy_from_slice(&TaskResult::header(t.task_id, t.start, t.count));
+        vec![r]
+    });
+    let (s, (code, reason), _) =
+        cut_off_while_stream_stays_correct(trust_config(VerifyPolicy::Sample), forge).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("failed verification"), "{reason}");
+    assert_eq!(s["batches_rejected"], 3, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_another_tasks_result_is_a_strike() {
+    let mut previous: Option<Vec<u8>> = None;
+    let forge: Forge = Box::new(move |t| {
+        let honest = result_for(t);
+        let out = match previous.take() {
+            // Answer this task with the last task's (valid, verified) frames
+            // and range, under this task's id.
+            Some(mut old) => {
+                old[2..6].copy_from_slice(&t.task_id.to_be_bytes());
+                vec![old]
+            }
+            None => vec![honest.clone()],
+        };
+        previous = Some(honest);
+        out
+    });
+    let (s, (code, reason), _) =
+        cut_off_while_stream_stays_correct(trust_config(VerifyPolicy::Full), forge).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("does not match"), "{reason}");
+    assert_eq!(s["strikes"], 3, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answering_tasks_never_given_is_a_strike() {
+    let forge: Forge = Box::new(|t| {
+        let fake = Task {
+            task_id: t.task_id + 1000,
+            ..*t
+        };
+        vec![result_for(&fake)]
+    });
+    let (s, (code, reason), _) =
+        cut_off_while_stream_stays_correct(trust_config(VerifyPolicy::Full), forge).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("never given"), "{reason}");
+    assert_eq!(s["strikes"], 3, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_length_is_closed_at_once() {
+    let forge: Forge = Box::new(|t| {
+        let mut r = result_for(t);
+        r.truncate(r.len() - PACKED_LEN);
+        vec![r]
+    });
+    let (s, (code, reason), sent) =
+        cut_off_while_stream_stays_correct(trust_config(VerifyPolicy::Full), forge).await;
+    assert_eq!(code, 1002, "{reason}");
+    assert!(reason.contains("header implies"), "{reason}");
+    assert!(sent >= 1);
+    assert_eq!(s["protocol_errors"], 1, "{s}");
+    assert_eq!(s["batches_rejected"], 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_results_is_cut_off_while_others_carry_on() {
+    let forge: Forge = Box::new(|t| {
+        let r = result_for(t);
+        vec![r; 500]
+    });
+    let (s, (code, reason), _) =
+        cut_off_while_stream_stays_correct(trust_config(VerifyPolicy::Full), forge).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("flooding"), "{reason}");
+    assert_eq!(s["workers_banned"], 1, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_address_is_refused_for_the_cooldown() {
+    let server = start(trust_config(VerifyPolicy::Full)).await;
+    let addr = server.addr;
+    let forge: Forge = Box::new(|t| {
+        let mut r = result_for(t);
+        flip(&mut r, 0);
+        vec![r]
+    });
+    let ((code, _), _) = cheat(addr, forge).await;
+    assert_eq!(code, 1008);
+    let mut again = connect(addr, "/ws/worker").await;
+    let (code, reason) = expect_close(&mut again).await;
+    assert_eq!(code, 1008);
+    assert!(reason.contains("banned"), "{reason}");
+    let s = stats(addr).await;
+    assert_eq!(s["connections_refused"], 1, "{s}");
+    server.shutdown(Duration::from_secs(3)).await;
+}
