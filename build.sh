@@ -162,8 +162,22 @@ run_tests() {
     say "linting (cargo clippy --workspace --all-targets -- -D warnings)"
     cargo clippy --workspace --all-targets -- -D warnings || die "clippy found problems"
     say "testing (cargo test --workspace)"
-    cargo test --workspace || die "tests failed"
+    local log status passed failed ignored
+    log="$(mktemp)"
+    set +e
+    cargo test --workspace 2>&1 | tee "$log"
+    status="${PIPESTATUS[0]}"
+    set -e
+    # One closing line that totals every test binary (the last cargo line is
+    # usually an empty doc-test run, which would read as "0 passed").
+    total() { grep -E '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+    passed="$(total passed)"
+    failed="$(total failed)"
+    ignored="$(total ignored)"
+    rm -f "$log"
+    [ "$status" -eq 0 ] || die "tests failed (cargo test exit $status; $passed passed, $failed failed)"
     say "all checks passed"
+    echo "tests: $passed passed, $failed failed, $ignored skipped"
 }
 
 # ----------------------------------------------------------------- main ----
