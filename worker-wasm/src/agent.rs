@@ -31,8 +31,10 @@ use crate::task_loop::{Inbound, TaskLoop};
 pub const SLICE_MS: f64 = 8.0;
 /// Shortest interval between two stats messages to the page.
 const STATS_INTERVAL_MS: f64 = 250.0;
-/// Close code for a protocol violation by the server (RFC 6455).
-const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code for a protocol violation by the server. Browsers only let a
+/// page close with 1000 or 3000..=4999 (1002 would throw and leave the
+/// socket open), so this is an application code.
+const CLOSE_PROTOCOL_ERROR: u16 = 4002;
 /// Close code for a normal close.
 const CLOSE_NORMAL: u16 = 1000;
 
@@ -68,10 +70,19 @@ struct Socket {
 
 impl Socket {
     fn close(&self, code: u16, reason: &str) {
+        if code != 1000 {
+            web_sys::console::warn_1(&JsValue::from_str(&format!(
+                "donut worker: closing the connection: {reason}"
+            )));
+        }
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
-        let _ = self.ws.close_with_code_and_reason(code, reason);
+        // A reason over 123 bytes or a reserved code makes `close` throw;
+        // never leave the socket open because of that.
+        if self.ws.close_with_code_and_reason(code, reason).is_err() {
+            let _ = self.ws.close();
+        }
     }
 }
 

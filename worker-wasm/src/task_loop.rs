@@ -38,7 +38,7 @@ pub enum Inbound {
 pub enum Refused {
     /// It did not decode.
     Decode(DecodeError),
-    /// The server sent more tasks than this worker has slots for.
+    /// The server queued more than [`MAX_SLOTS`] tasks on this worker.
     TooManyTasks,
 }
 
@@ -46,16 +46,17 @@ impl core::fmt::Display for Refused {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Decode(e) => write!(f, "{e}"),
-            Self::TooManyTasks => write!(f, "more tasks than the {SLOTS} slots announced"),
+            Self::TooManyTasks => write!(f, "more than {MAX_SLOTS} tasks queued"),
         }
     }
 }
 
-/// A task being rendered: its reply, filled one frame at a time.
+/// A task queued or being rendered: its reply, filled one frame at a time.
 #[derive(Debug)]
 struct Job {
     task: Task,
-    /// `Result` header followed by `task.count` packed frames.
+    /// `Result` header followed by `task.count` packed frames; allocated
+    /// when rendering starts, so queued tasks cost no memory.
     reply: Vec<u8>,
     /// Frames rendered so far.
     done: u32,
@@ -63,16 +64,20 @@ struct Job {
 
 impl Job {
     fn new(task: Task) -> Self {
-        let mut reply = vec![0u8; RESULT_HEADER_LEN + task.count as usize * PACKED_LEN];
-        reply[..RESULT_HEADER_LEN].copy_from_slice(&TaskResult::header(
-            task.task_id,
-            task.start,
-            task.count,
-        ));
         Self {
             task,
-            reply,
+            reply: Vec::new(),
             done: 0,
+        }
+    }
+
+    /// Allocates the reply and writes its header, once.
+    fn start(&mut self) {
+        if self.reply.is_empty() {
+            let t = self.task;
+            self.reply = vec![0u8; RESULT_HEADER_LEN + t.count as usize * PACKED_LEN];
+            self.reply[..RESULT_HEADER_LEN]
+                .copy_from_slice(&TaskResult::header(t.task_id, t.start, t.count));
         }
     }
 }
@@ -118,7 +123,10 @@ impl TaskLoop {
     pub fn on_message(&mut self, bytes: &[u8]) -> Result<Inbound, Refused> {
         match ToWorker::decode(bytes).map_err(Refused::Decode)? {
             ToWorker::Task(task) => {
-                if self.jobs.len() >= usize::from(SLOTS.min(MAX_SLOTS)) {
+                // The server may send more than the slots announced (it frees
+                // a slot when it gives up waiting on a task); queue them,
+                // within the protocol's cap.
+                if self.jobs.len() >= usize::from(MAX_SLOTS) {
                     return Err(Refused::TooManyTasks);
                 }
                 self.jobs.push_back(Job::new(task));
@@ -146,6 +154,7 @@ impl TaskLoop {
     /// `Result` message when that frame completed its task.
     pub fn step(&mut self) -> Option<Vec<u8>> {
         let job = self.jobs.front_mut()?;
+        job.start();
         let offset = RESULT_HEADER_LEN + job.done as usize * PACKED_LEN;
         let frame = job.task.start.wrapping_add(u64::from(job.done));
         if let Some(slot) = job
@@ -268,13 +277,20 @@ mod tests {
     }
 
     #[test]
-    fn refuses_more_tasks_than_slots() {
+    fn queues_extra_tasks_up_to_the_protocol_cap() {
         let mut l = TaskLoop::new();
-        for id in 0..u32::from(SLOTS) {
-            assert!(l.on_message(&task(id, 0, 1)).is_ok());
+        for id in 0..u32::from(MAX_SLOTS) {
+            assert!(l.on_message(&task(id, 0, 600)).is_ok());
         }
         assert_eq!(l.on_message(&task(99, 0, 1)), Err(Refused::TooManyTasks));
-        assert_eq!(l.pending_tasks(), usize::from(SLOTS));
+        assert_eq!(l.pending_tasks(), usize::from(MAX_SLOTS));
+        // Only the task being rendered holds a reply buffer.
+        assert!(l.jobs.iter().skip(1).all(|j| j.reply.is_empty()));
+        assert!(l.step().is_none());
+        assert_eq!(
+            l.jobs.front().map(|j| j.reply.len()),
+            Some(RESULT_HEADER_LEN + 600 * PACKED_LEN)
+        );
     }
 
     #[test]
