@@ -10,7 +10,7 @@
 #   - the wasm32-unknown-unknown Rust target      (rustup)
 #   - wasm-pack                                   (cargo install --locked)
 #   - wasm-bindgen-cli, exactly the version that Cargo.lock pins
-#   - Chromium + chromedriver for `test`          (Debian apt, as root)
+#   - Chromium, chromedriver, Node.js for `test`  (Debian apt, as root)
 # The wasm packages are rebuilt only when their inputs change. CARGO_TARGET_DIR
 # is respected throughout.
 set -euo pipefail
@@ -96,6 +96,19 @@ ensure_chromium() {
     apt-get update || die "apt-get update failed"
     apt-get install -y chromium chromium-driver || die "apt-get install chromium chromium-driver failed"
     have chromium && have chromedriver || die "chromium/chromedriver still not on PATH after apt-get install"
+}
+
+# The wasm determinism test runs the shipped worker wasm in Node's V8.
+ensure_node() {
+    if have node; then
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] && have apt-get \
+        || die "Node.js is needed by the tests (they run the worker wasm in V8): install nodejs"
+    say "installing Node.js from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update || die "apt-get update failed"
+    apt-get install -y nodejs || die "apt-get install nodejs failed"
 }
 
 setup() {
@@ -206,6 +219,7 @@ case "$cmd" in
     test)
         setup
         ensure_chromium
+        ensure_node
         build_wasm_packages
         run_tests
         ;;
