@@ -25,6 +25,10 @@ function setContributing(on) {
       window.donutWorkerStats = e.data;
       viewer.workerStats(e.data);
     };
+    worker.onerror = (e) => {
+      console.error('donut worker failed to start', e.message);
+      viewer.workerStats({ state: 'failed' });
+    };
   }
   if (worker) worker.postMessage({ contribute: on });
 }

@@ -397,6 +397,15 @@ fn three_tabs_render_for_the_fleet_and_every_frame_verifies() {
             let now = browser.current_frame(tab).await.unwrap_or(0);
             browser.wait_playing_past(tab, now, 30).await;
         }
+        // `DONUT_README_SCREENSHOT=docs/screenshot.png` also saves the page
+        // after half a minute of this, for the README.
+        if let Some(path) = std::env::var_os("DONUT_README_SCREENSHOT") {
+            let now = browser.current_frame(0).await.unwrap_or(0);
+            browser.wait_playing_past(0, now, 1_800).await;
+            browser.focus(0).await;
+            let png = browser.client.screenshot().await.expect("a screenshot");
+            std::fs::write(&path, png).expect("write the screenshot");
+        }
         browser.quit().await;
     });
 }

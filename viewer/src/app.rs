@@ -342,19 +342,15 @@ impl Inner {
 
     fn update_contribution(&self) {
         let c = &self.contribution;
-        let text = if c.on {
-            format!(
-                "{} frames accepted · {} rendered ({})",
+        let text = match (c.on, c.state.as_str()) {
+            (false, _) => "off (watching only)".to_owned(),
+            (true, "connected") => format!(
+                "{} frames ({} rendered)",
                 group(c.contributed as u64),
-                group(c.rendered as u64),
-                if c.state.is_empty() {
-                    "starting"
-                } else {
-                    &c.state
-                }
-            )
-        } else {
-            "off (watching only)".to_owned()
+                group(c.rendered as u64)
+            ),
+            (true, "") => "starting…".to_owned(),
+            (true, state) => format!("{state} · {} frames", group(c.contributed as u64)),
         };
         self.panel.set("mine", &text);
     }
