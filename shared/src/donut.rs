@@ -19,7 +19,7 @@
 //! - the hot loop is only `f32` add, multiply, divide and truncating casts,
 //!   which IEEE-754 defines exactly, and Rust never fuses multiply-adds.
 
-use crate::frame::{ALPHABET, NEWLINE_CODE, PACKED_LEN};
+use crate::frame::{ALPHABET, NEWLINE_CODE, PACKED_LEN, SPACE_CODE};
 
 include!(concat!(env!("OUT_DIR"), "/tables.rs"));
 
@@ -98,18 +98,22 @@ pub fn render_packed(frame: u64, out: &mut [u8; PACKED_LEN]) {
 }
 
 /// Per-theta constants: everything in the projection that does not depend
-/// on phi, hoisted out of the inner loop.
+/// on phi, hoisted out of the inner loop. The screen scale factors (30 for x,
+/// 15 for y, 8 for luminance) are folded in here too.
 struct Ring {
-    /// Denominator of the perspective divide: D = 1 / (sin φ · k_depth + depth0).
+    /// Perspective divide: depth = 1 / (sin φ · k_depth + depth0).
     k_depth: f32,
     depth0: f32,
-    /// t = sin φ · k_t - t0.
+    /// t = sin φ · k_t - t0 (donut.c's `t`).
     k_t: f32,
     t0: f32,
-    /// x and y numerators: cos φ · k_x - t · sin B, cos φ · k_y + t · cos B.
+    /// x = 40 + depth · (cos φ · k_x - t · kt_x).
     k_x: f32,
+    kt_x: f32,
+    /// y = 12 + depth · (cos φ · k_y + t · kt_y).
     k_y: f32,
-    /// Luminance: lum0 - sin φ · k_lum_sin - cos φ · k_lum_cos.
+    kt_y: f32,
+    /// Luminance × 8: lum0 - sin φ · k_lum_sin - cos φ · k_lum_cos.
     lum0: f32,
     k_lum_sin: f32,
     k_lum_cos: f32,
@@ -129,14 +133,34 @@ impl Ring {
             depth0: fg + 5.0,
             k_t: h * g,
             t0: fe,
-            k_x: h * m,
-            k_y: h * n,
-            lum0: fe * m - fg,
-            k_lum_sin: d * g * m + d * e,
-            k_lum_cos: d * n,
+            k_x: 30.0 * h * m,
+            kt_x: 30.0 * n,
+            k_y: 15.0 * h * n,
+            kt_y: 15.0 * m,
+            lum0: 8.0 * (fe * m - fg),
+            k_lum_sin: 8.0 * (d * g * m + d * e),
+            k_lum_cos: 8.0 * (d * n),
         }
     }
 }
+
+/// Independent z-buffers the scatter rotates through.
+const LANES: usize = 4;
+
+/// The low bits of a z-buffer key that carry the glyph code.
+const CODE_MASK: u32 = 0xf;
+
+/// The z-buffer is a grid padded around the visible window, wide enough for
+/// every sample: depth ≤ 1/2 and |numerator| ≤ 30·3 put x within 40 ± 45
+/// and y within 12 ± 22.5. Off-screen samples land in the padding, so the
+/// hot loop needs no visibility test; x and y are still clamped to the grid,
+/// which makes indexing in bounds whatever the arithmetic did.
+const GRID_X0: i32 = -8;
+const GRID_X1: i32 = 88;
+const GRID_Y0: i32 = -12;
+const GRID_Y1: i32 = 36;
+const GRID_W: usize = (GRID_X1 - GRID_X0 + 1) as usize;
+const GRID_LEN: usize = GRID_W * (GRID_Y1 - GRID_Y0 + 1) as usize;
 
 /// Renders frame `frame` as symbol codes (see [`crate::frame`]).
 ///
@@ -152,80 +176,113 @@ pub(crate) fn render_codes(frame: u64, out: &mut [u8; FRAME_LEN]) {
     let n = angles.sin_b as f32;
     let m = angles.cos_b as f32;
 
-    // One spare cell takes every off-screen sample, so the scatter needs no
-    // branch; it is never read.
-    let mut zbuf = [0u32; FRAME_LEN + 1];
+    // Samples go round-robin into LANES independent z-buffers, merged with
+    // `max` at the end (max is associative, so the result is the same as one
+    // buffer). Neighbouring samples often land in the same cell; with one
+    // buffer each would wait for the previous one's store.
+    let mut zbuf = [[0u32; GRID_LEN]; LANES];
     let mut cells = [0u32; PHI_STEPS];
     let mut keys = [0u32; PHI_STEPS];
 
     for j in 0..THETA_STEPS {
-        let ring = Ring::new(j, e, g, m, n);
-        project_ring(&ring, m, n, &mut cells, &mut keys);
-        for (&cell, &key) in cells.iter().zip(&keys) {
-            let z = &mut zbuf[cell as usize];
-            *z = (*z).max(key);
+        project_ring(&Ring::new(j, e, g, m, n), &mut cells, &mut keys);
+        let (cell_groups, cell_rest) = cells.as_chunks::<LANES>();
+        let (key_groups, key_rest) = keys.as_chunks::<LANES>();
+        for (cs, ks) in cell_groups.iter().zip(key_groups) {
+            for lane in 0..LANES {
+                depth_test(&mut zbuf[lane], cs[lane], ks[lane]);
+            }
+        }
+        for (lane, (&cell, &key)) in cell_rest.iter().zip(key_rest).enumerate() {
+            depth_test(&mut zbuf[lane], cell, key);
         }
     }
 
-    for (o, &z) in out.iter_mut().zip(&zbuf) {
-        *o = (z & CODE_MASK) as u8;
+    // donut.c draws where 0 < x < 80 and 0 < y < 22; its column 0 is the
+    // previous row's newline, so its column x is our column x - 1, and its
+    // row 0 is never drawn.
+    out.fill(SPACE_CODE);
+    for row in 1..HEIGHT {
+        let base = grid_cell(1, row as i32);
+        let line = &mut out[row * WIDTH..row * WIDTH + WIDTH - 1];
+        for (col, o) in line.iter_mut().enumerate() {
+            let z = zbuf.iter().fold(0, |acc, lane| acc.max(lane[base + col]));
+            *o = (z & CODE_MASK) as u8;
+        }
     }
     for row in 0..HEIGHT {
         out[row * WIDTH + WIDTH - 1] = NEWLINE_CODE;
     }
 }
 
-/// The low bits of a z-buffer key that carry the glyph code.
-const CODE_MASK: u32 = 0xf;
-
-/// Projects every phi sample of one theta ring into its cell (or the spare
-/// cell `FRAME_LEN` when off screen) and z-buffer key. Plain arithmetic over
-/// arrays, so the compiler vectorises it.
+/// Keeps the nearer of the cell's sample and this one.
 #[inline(always)]
-#[allow(clippy::manual_clamp, reason = "clamp propagates NaN; max/min drop it")]
-fn project_ring(
-    ring: &Ring,
-    m: f32,
-    n: f32,
-    cells: &mut [u32; PHI_STEPS],
-    keys: &mut [u32; PHI_STEPS],
-) {
+fn depth_test(zbuf: &mut [u32; GRID_LEN], cell: u32, key: u32) {
+    debug_assert!((cell as usize) < GRID_LEN);
+    // SAFETY: `project_ring` clamps x and y to the grid before computing
+    // `cell`, so it is always below GRID_LEN. (The hot loop's bounds check
+    // cost a tenth of the frame in wasm.)
+    let z = unsafe { zbuf.get_unchecked_mut(cell as usize) };
+    *z = (*z).max(key);
+}
+
+/// The grid index of donut.c screen position (x, y), both within the grid.
+#[inline(always)]
+fn grid_cell(x: i32, y: i32) -> usize {
+    (x - GRID_X0) as usize + GRID_W * (y - GRID_Y0) as usize
+}
+
+/// Projects every phi sample of one theta ring into its grid cell and
+/// z-buffer key. Plain arithmetic over arrays, so the compiler vectorises it.
+#[inline(always)]
+fn project_ring(ring: &Ring, cells: &mut [u32; PHI_STEPS], keys: &mut [u32; PHI_STEPS]) {
     for i in 0..PHI_STEPS {
         let c = PHI_SIN[i];
         let l = PHI_COS[i];
         let depth = 1.0 / (c * ring.k_depth + ring.depth0);
         let t = c * ring.k_t - ring.t0;
-        let x = 40.0 + 30.0 * depth * (l * ring.k_x - t * n);
-        let y = 12.0 + 15.0 * depth * (l * ring.k_y + t * m);
-        let lum = 8.0 * (ring.lum0 - c * ring.k_lum_sin - l * ring.k_lum_cos);
-        // donut.c truncates x and y to ints and draws when 0 < x < 80 and
-        // 0 < y < 22, which for truncation toward zero is exactly these float
-        // tests. Its column 0 is the previous row's newline, so its column x
-        // is our column x - 1.
-        let visible = x >= 1.0 && x < WIDTH as f32 && y >= 1.0 && y < HEIGHT as f32;
-        let cell = (trunc(x) - 1) + WIDTH as i32 * trunc(y);
-        cells[i] = if visible {
-            cell as u32
-        } else {
-            FRAME_LEN as u32
-        };
-        // donut.c's glyph index is max(trunc(lum), 0), at most 11 since
+        let x = 40.0 + depth * (l * ring.k_x - t * ring.kt_x);
+        let y = 12.0 + depth * (l * ring.k_y + t * ring.kt_y);
+        let lum = ring.lum0 - c * ring.k_lum_sin - l * ring.k_lum_cos;
+        // donut.c truncates x, y and lum toward zero with `(int)`.
+        let xi = trunc(clamp(x, GRID_X0 as f32, GRID_X1 as f32));
+        let yi = trunc(clamp(y, GRID_Y0 as f32, GRID_Y1 as f32));
+        cells[i] = ((xi - GRID_X0) + GRID_W as i32 * (yi - GRID_Y0)) as u32;
+        // donut.c's glyph index is max(lum, 0), at most 11 since
         // |lum| <= 8·√2; the code is one more (0 is the blank).
-        let level = trunc(lum.max(0.0).min((LUMINANCE_LEVELS - 1) as f32));
+        let level = trunc(clamp(lum, 0.0, (LUMINANCE_LEVELS - 1) as f32));
         keys[i] = (depth.to_bits() & !CODE_MASK) | (level + 1) as u32;
     }
 }
 
-/// `v` truncated toward zero, like C's `(int)v`, for the small values the
-/// projection produces (clamped to ±2^20 first).
+/// `v` truncated toward zero, like C's `(int)v`, for a `v` already clamped
+/// to a small range (so every form of truncation agrees).
 ///
-/// Rust's saturating `as i32` does not vectorise on baseline x86_64; after the
-/// clamp the plain truncating conversion is both defined and identical.
+/// The choice per target is only about vectorising: wasm's saturating
+/// truncation (`as`) has a SIMD instruction, while on baseline x86_64 only
+/// the plain truncating conversion does.
 #[inline(always)]
-#[allow(clippy::manual_clamp, reason = "clamp propagates NaN; max/min drop it")]
 fn trunc(v: f32) -> i32 {
-    // `max`/`min` return the non-NaN operand, so `v` is finite and in range.
-    let v = v.max(-1_048_576.0).min(1_048_576.0);
-    // SAFETY: `v` is finite and within i32's range, as to_int_unchecked needs.
-    unsafe { v.to_int_unchecked::<i32>() }
+    #[cfg(target_arch = "wasm32")]
+    {
+        v as i32
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        // SAFETY: every caller passes the result of `clamp` with bounds
+        // within ±2^10: finite and well within i32's range, as
+        // to_int_unchecked requires.
+        unsafe { v.to_int_unchecked::<i32>() }
+    }
+}
+
+/// `v` limited to `lo..=hi`, with NaN mapped to `lo`.
+///
+/// Written as compare-and-select rather than `f32::clamp` or `max`/`min`:
+/// those carry IEEE maxNum NaN semantics that wasm SIMD lacks, which made
+/// LLVM give up vectorising the whole projection loop for wasm32.
+#[inline(always)]
+fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v >= lo { v } else { lo };
+    if v <= hi { v } else { hi }
 }
