@@ -162,14 +162,22 @@ const GRID_Y1: i32 = 36;
 const GRID_W: usize = (GRID_X1 - GRID_X0 + 1) as usize;
 const GRID_LEN: usize = GRID_W * (GRID_Y1 - GRID_Y0 + 1) as usize;
 
-/// Renders frame `frame` as symbol codes (see [`crate::frame`]).
+/// Renders frame `frame` as symbol codes (see [`crate::frame`]), with the
+/// widest vector instructions this CPU has (see [`crate::simd`]).
+pub(crate) fn render_codes(frame: u64, out: &mut [u8; FRAME_LEN]) {
+    crate::simd::dispatch(frame, out);
+}
+
+/// The renderer's body. `#[inline(always)]` so that each per-CPU entry point
+/// in [`crate::simd`] compiles its own copy with its target features.
 ///
 /// The z-buffer holds one `u32` key per cell: the sample's inverse depth
 /// (a positive `f32`, whose bit pattern orders like the value) with its low
 /// four mantissa bits replaced by the glyph code. The nearest sample wins with
 /// a single integer `max`, and the code rides along for free; depths within
 /// 2^-19 of each other are treated as a tie broken by the brighter glyph.
-pub(crate) fn render_codes(frame: u64, out: &mut [u8; FRAME_LEN]) {
+#[inline(always)]
+pub(crate) fn render_codes_portable(frame: u64, out: &mut [u8; FRAME_LEN]) {
     let angles = FrameAngles::for_frame(frame);
     let e = angles.sin_a as f32;
     let g = angles.cos_a as f32;

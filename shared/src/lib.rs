@@ -23,6 +23,7 @@ extern crate alloc;
 pub mod digest;
 pub mod donut;
 pub mod frame;
+mod simd;
 pub mod wire;
 
 pub use donut::{FRAME_LEN, HEIGHT, WIDTH, render, render_packed};
