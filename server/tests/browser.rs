@@ -744,6 +744,62 @@ fn viewer_and_worker_reconnect_after_the_server_restarts() {
     });
 }
 
+#[test]
+fn a_tab_back_from_the_background_jumps_to_live_instead_of_replaying() {
+    serial(async {
+        let server = Server::start(&[]);
+        let _native = server.native_worker();
+        let mut browser = Browser::launch(1.0).await;
+        let tab = browser.open(&server.url("/?contribute=0")).await;
+        let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+        browser.wait_playing_past(tab, f, 60).await;
+        let hidden = browser.viewer_stats(tab).await;
+        let hidden_frame = browser.current_frame(tab).await.unwrap_or(0);
+        // Minimise the window: the page is hidden, as a background tab is,
+        // and its animation loop stops (its socket keeps receiving).
+        browser
+            .client
+            .minimize_window()
+            .await
+            .expect("minimise the window");
+        eventually("the page to be hidden", async || {
+            (browser.js("return document.visibilityState").await == "hidden").then_some(())
+        })
+        .await;
+        // Five seconds of the show go by on the server meanwhile.
+        let head = server.stat("head");
+        eventually("the server to play on", async || {
+            (server.stat("head") >= head + 300).then_some(())
+        })
+        .await;
+        let live = server.stat("head");
+        browser
+            .client
+            .set_window_size(1280, 720)
+            .await
+            .expect("restore the window");
+        eventually("the page to be visible again", async || {
+            (browser.js("return document.visibilityState").await == "visible").then_some(())
+        })
+        .await;
+        let back = eventually("the tab to reach the live frame", async || {
+            browser.current_frame(tab).await.filter(|f| *f >= live)
+        })
+        .await;
+        let after = browser.viewer_stats(tab).await;
+        let drawn = num(&after, "framesShown") - num(&hidden, "framesShown");
+        eprintln!(
+            "hidden at frame {hidden_frame}, live again at {back} (server head {live}) after drawing {drawn} frames"
+        );
+        assert!(
+            drawn < (back - hidden_frame) / 2,
+            "the tab replayed what it missed: {drawn} frames drawn to get from {hidden_frame} to {back}"
+        );
+        browser.wait_playing_past(tab, back, 60).await;
+        browser.quit().await;
+    });
+}
+
 /// An RGBA screenshot.
 struct Image {
     width: usize,
