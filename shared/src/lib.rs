@@ -14,12 +14,14 @@
 //! - [`frame`]: the 14-symbol alphabet and nibble packing (880 bytes a frame).
 //! - [`wire`]: every message the server, browsers and native workers
 //!   exchange, with allocation-free encode and zero-copy decode.
+//! - [`codec`]: context-modelled range coding of frame batches for viewers.
 //! - [`digest`]: a small stable hash used by tests and the selftest export.
 #![no_std]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod codec;
 pub mod digest;
 pub mod donut;
 pub mod frame;

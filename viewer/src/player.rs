@@ -12,8 +12,8 @@
 //! - frames older than a little behind the due frame are dropped, so memory
 //!   stays bounded and stale frames are never replayed.
 
-use donut_shared::wire::{Codec, Frames, Telemetry, ToViewer};
-use donut_shared::{FRAME_LEN, PACKED_LEN};
+use donut_shared::FRAME_LEN;
+use donut_shared::wire::{DecodeError, Frames, Telemetry, ToViewer};
 
 use crate::clock::PlaybackClock;
 use crate::jitter::JitterBuffer;
@@ -96,14 +96,10 @@ impl Player {
     }
 
     /// Handles one binary message from `/ws/viewer` received at `now_ms`.
-    pub fn on_message(
-        &mut self,
-        bytes: &[u8],
-        now_ms: f64,
-    ) -> Result<Received, donut_shared::wire::DecodeError> {
+    pub fn on_message(&mut self, bytes: &[u8], now_ms: f64) -> Result<Received, DecodeError> {
         match ToViewer::decode(bytes)? {
             ToViewer::Frames(f) => {
-                self.on_frames(&f, now_ms);
+                self.on_frames(&f, now_ms)?;
                 Ok(Received::Frames {
                     start: f.start,
                     count: f.count,
@@ -125,7 +121,7 @@ impl Player {
         }
     }
 
-    fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) {
+    fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) -> Result<(), DecodeError> {
         self.stats.batches += 1;
         let end = f.start.saturating_add(u64::from(f.count));
         match self.received_end {
@@ -136,18 +132,12 @@ impl Player {
         self.clock.anchor_if_unset(f.start, now_ms);
         // Keep the floor moving even while no frame is drawn (hidden tab).
         self.trim(now_ms);
-        match f.codec {
-            Codec::Nibble => {
-                let (frames, _) = f.payload.as_chunks::<PACKED_LEN>();
-                for (i, packed) in frames.iter().enumerate() {
-                    let n = f.start.saturating_add(i as u64);
-                    match self.buffer.insert(n, packed) {
-                        Ok(()) => self.stats.frames_received += 1,
-                        Err(_) => self.stats.frames_dropped += 1,
-                    }
-                }
-            }
-        }
+        // The codec lives in the shared crate; whatever the server chose
+        // (nibble packing or the context coder) arrives here as packed frames.
+        f.decode_frames(|n, packed| match self.buffer.insert(n, packed) {
+            Ok(()) => self.stats.frames_received += 1,
+            Err(_) => self.stats.frames_dropped += 1,
+        })
     }
 
     fn trim(&mut self, now_ms: f64) {
@@ -224,7 +214,8 @@ impl Player {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use donut_shared::wire::Frames;
+    use donut_shared::PACKED_LEN;
+    use donut_shared::wire::{Codec, Frames};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

@@ -74,7 +74,11 @@ fn build_fresh_wasm() -> PathBuf {
 
 /// The digest of every frame in `frames` as rendered by the wasm at `path`.
 fn wasm_digests(path: &Path, frames: &[u64]) -> Vec<u64> {
-    assert!(path.exists(), "{} is missing; run ./build.sh", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; run ./build.sh",
+        path.display()
+    );
     let mut node = Command::new("node")
         .args(["-e", NODE_HARNESS])
         .env("WASM", path)
@@ -88,9 +92,20 @@ fn wasm_digests(path: &Path, frames: &[u64]) -> Vec<u64> {
     let mut stdin = node.stdin.take().expect("piped stdin");
     let writer = std::thread::spawn(move || stdin.write_all(&input));
     let output = node.wait_with_output().expect("waiting for node");
-    writer.join().expect("writer thread").expect("writing frames to node");
-    assert!(output.status.success(), "node failed running {}", path.display());
-    assert_eq!(output.stdout.len(), frames.len() * 8, "node returned a short answer");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("writing frames to node");
+    assert!(
+        output.status.success(),
+        "node failed running {}",
+        path.display()
+    );
+    assert_eq!(
+        output.stdout.len(),
+        frames.len() * 8,
+        "node returned a short answer"
+    );
     output
         .stdout
         .chunks_exact(8)

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use donut_server::app::Server;
 use donut_server::config::{ServeConfig, WorkConfig};
-use donut_shared::wire::{
-    Codec, FromWorker, HELLO_LEN, Hello, Task, Telemetry, ToViewer, ToWorker,
-};
+use donut_shared::wire::{FromWorker, HELLO_LEN, Hello, Task, Telemetry, ToViewer, ToWorker};
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -149,7 +147,6 @@ impl Viewer {
                 None
             }
             ToViewer::Frames(f) => {
-                assert_eq!(f.codec, Codec::Nibble);
                 match self.seen.first {
                     None => self.seen.first = Some(f.start),
                     Some(_) => assert_eq!(
@@ -159,15 +156,11 @@ impl Viewer {
                     ),
                 }
                 let mut expected = [0u8; PACKED_LEN];
-                for (k, got) in f.payload.chunks_exact(PACKED_LEN).enumerate() {
-                    let n = f.start + k as u64;
+                f.decode_frames(|n, got| {
                     render_packed(n, &mut expected);
-                    assert_eq!(
-                        got,
-                        &expected[..],
-                        "frame {n} differs from the native render"
-                    );
-                }
+                    assert_eq!(got, &expected, "frame {n} differs from the native render");
+                })
+                .expect("server sends decodable batches");
                 self.seen.next = f.start + u64::from(f.count);
                 self.seen.frames += u64::from(f.count);
                 Some((f.start, f.count))

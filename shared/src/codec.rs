@@ -1,0 +1,491 @@
+//! `Codec::Context`: lossless, context-modelled range coding of a batch of
+//! frames, about nine times smaller than nibble packing.
+//!
+//! Frames of the donut are highly structured: most cells are blank, a cell
+//! usually shows what it showed one frame earlier, and changes cluster along
+//! the moving edges of the shading. Each cell of each frame is coded, in
+//! order, as
+//!
+//! 1. one binary decision, "same symbol as this cell in the previous frame",
+//!    whose probability is learnt per context (the previous symbol here, the
+//!    symbol just coded to the left, and whether the left and upper
+//!    neighbours changed), then
+//! 2. only when it changed, the new 4-bit symbol code as four binary
+//!    decisions down a tree, learnt per context (previous symbol, left
+//!    symbol).
+//!
+//! Decisions go through an adaptive binary range coder (the LZMA design:
+//! 32-bit range, 12-bit probabilities adapting by 1/16 of their error). The
+//! first frame of a batch has no previous frame, so it is predicted from
+//! itself, each row from the row above: every batch decodes on its own and a
+//! viewer joining mid-stream needs nothing older.
+//! Models start afresh in every batch; the server encodes each batch once and
+//! sends the same bytes to every viewer.
+//!
+//! Decoding never panics and never allocates: garbage input yields
+//! [`CodecError`], and output is bounded by the `count` the caller passes
+//! (capped by the wire protocol before this runs).
+
+use core::fmt;
+
+use crate::donut::{FRAME_LEN, WIDTH};
+use crate::frame::{ALPHABET, NEWLINE_CODE, PACKED_LEN, SPACE_CODE};
+
+/// Distinct symbol codes.
+const SYMBOLS: usize = ALPHABET.len();
+/// Probability precision in bits.
+const PROB_BITS: u32 = 12;
+/// An even chance.
+const PROB_HALF: u16 = 1 << (PROB_BITS - 1);
+/// The range is renormalised whenever it drops below this.
+const TOP: u32 = 1 << 24;
+/// Contexts of the "same as before" decision: previous symbol × left symbol
+/// × left changed × up changed.
+const SAME_CONTEXTS: usize = SYMBOLS * SYMBOLS * 4;
+/// Contexts of the symbol tree: previous symbol × left symbol, 16 nodes each.
+const TREE_CONTEXTS: usize = SYMBOLS * SYMBOLS * 16;
+
+/// Why a `Codec::Context` payload could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodecError {
+    /// The payload ended before `count` frames were decoded.
+    Truncated,
+    /// A decoded symbol code is 14 or 15.
+    InvalidSymbol,
+    /// Bytes remain after `count` frames.
+    TrailingBytes,
+    /// The input to the encoder is not a whole number of valid packed frames.
+    InvalidInput,
+}
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Truncated => "context-coded payload is truncated",
+            Self::InvalidSymbol => "context-coded payload decodes to an invalid symbol",
+            Self::TrailingBytes => "context-coded payload has trailing bytes",
+            Self::InvalidInput => "frames to encode are not valid packed frames",
+        })
+    }
+}
+
+impl core::error::Error for CodecError {}
+
+/// The adaptive probabilities, identical on both sides.
+struct Model {
+    same: [Prob; SAME_CONTEXTS],
+    tree: [Prob; TREE_CONTEXTS],
+}
+
+impl Model {
+    fn new() -> Self {
+        Self {
+            same: [Prob::NEW; SAME_CONTEXTS],
+            tree: [Prob::NEW; TREE_CONTEXTS],
+        }
+    }
+}
+
+/// The neighbourhood the contexts are drawn from, carried along as a frame
+/// is walked cell by cell (left to right, top to bottom), so encoder and
+/// decoder derive identical contexts with a handful of register operations.
+struct Walk {
+    /// The symbol just coded (for the first cell, a newline).
+    left: usize,
+    /// Whether it differs from the previous frame.
+    left_changed: bool,
+    /// For each column, whether the cell above changed.
+    up_changed: [bool; WIDTH],
+}
+
+impl Walk {
+    fn new() -> Self {
+        Self {
+            left: usize::from(NEWLINE_CODE),
+            left_changed: false,
+            up_changed: [false; WIDTH],
+        }
+    }
+
+    /// Context of the "same as before" decision for a cell whose previous
+    /// symbol is `prev`, in column `col`.
+    #[inline(always)]
+    fn same_ctx(&self, prev: usize, col: usize) -> usize {
+        ((prev * SYMBOLS + self.left) * 2 + usize::from(self.left_changed)) * 2
+            + usize::from(self.up_changed[col])
+    }
+
+    /// First of the 16 tree probabilities for a changed cell.
+    #[inline(always)]
+    fn tree_base(&self, prev: usize) -> usize {
+        (prev * SYMBOLS + self.left) * 16
+    }
+
+    /// Records the symbol coded in column `col`.
+    #[inline(always)]
+    fn step(&mut self, col: usize, sym: u8, changed: bool) {
+        self.left = usize::from(sym);
+        self.left_changed = changed;
+        self.up_changed[col] = changed;
+    }
+}
+
+/// The frame every batch's first frame is coded against.
+fn blank_frame() -> [u8; FRAME_LEN] {
+    let mut f = [SPACE_CODE; FRAME_LEN];
+    for row in 0..FRAME_LEN / WIDTH {
+        f[row * WIDTH + WIDTH - 1] = NEWLINE_CODE;
+    }
+    f
+}
+
+/// The first frame of a batch has no previous frame; it is predicted from
+/// itself instead: each row from the row above (the top row from blank).
+#[cfg(feature = "alloc")]
+fn predict_from_rows_above(cur: &[u8; FRAME_LEN], prev: &mut [u8; FRAME_LEN]) {
+    prev[WIDTH..].copy_from_slice(&cur[..FRAME_LEN - WIDTH]);
+}
+
+#[cfg(feature = "alloc")]
+fn unpack_codes(packed: &[u8], out: &mut [u8; FRAME_LEN]) {
+    for (byte, pair) in packed.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = byte >> 4;
+        pair[1] = byte & 0x0f;
+    }
+}
+
+fn pack_codes(codes: &[u8; FRAME_LEN], out: &mut [u8; PACKED_LEN]) {
+    for (pair, byte) in codes.chunks_exact(2).zip(out.iter_mut()) {
+        *byte = (pair[0] << 4) | pair[1];
+    }
+}
+
+/// An adaptive probability that the next decision is 0, in 12 bits, with
+/// how many decisions it has seen: it learns fast at first (moving halfway,
+/// then a third...) and settles at 1/16, so a batch's many rarely-seen
+/// contexts cost little.
+#[derive(Clone, Copy)]
+struct Prob {
+    p: u16,
+    seen: u8,
+}
+
+/// Adaptation shift by decisions seen.
+const RATE: [u8; 8] = [1, 2, 2, 3, 3, 3, 4, 4];
+
+impl Prob {
+    const NEW: Self = Self {
+        p: PROB_HALF,
+        seen: 0,
+    };
+
+    #[inline(always)]
+    fn get(&self) -> u32 {
+        u32::from(self.p)
+    }
+
+    #[inline(always)]
+    fn adapt(&mut self, bit: bool) {
+        let shift = RATE[usize::from(self.seen)];
+        if bit {
+            self.p -= self.p >> shift;
+        } else {
+            self.p += ((1 << PROB_BITS) - self.p) >> shift;
+        }
+        self.seen = (self.seen + 1).min(RATE.len() as u8 - 1);
+    }
+}
+
+/// Encodes whole packed frames (`packed.len()` a multiple of [`PACKED_LEN`],
+/// every nibble a valid code) as a `Codec::Context` payload appended to `out`.
+#[cfg(feature = "alloc")]
+pub fn encode(packed: &[u8], out: &mut alloc::vec::Vec<u8>) -> Result<(), CodecError> {
+    let (frames, rest) = packed.as_chunks::<PACKED_LEN>();
+    if !rest.is_empty()
+        || frames
+            .iter()
+            .any(|f| crate::frame::validate_packed(f).is_err())
+    {
+        return Err(CodecError::InvalidInput);
+    }
+    let mut model = Model::new();
+    let mut enc = Encoder::new(out);
+    let mut prev = blank_frame();
+    let mut cur = [0u8; FRAME_LEN];
+    for (index, frame) in frames.iter().enumerate() {
+        unpack_codes(frame, &mut cur);
+        if index == 0 {
+            predict_from_rows_above(&cur, &mut prev);
+        }
+        let mut walk = Walk::new();
+        for (k, (&sym, &p)) in cur.iter().zip(&prev).enumerate() {
+            let col = k % WIDTH;
+            let changed = sym != p;
+            enc.bit(&mut model.same[walk.same_ctx(usize::from(p), col)], changed);
+            if changed {
+                let base = walk.tree_base(usize::from(p));
+                let mut node = 1;
+                for shift in (0..4).rev() {
+                    let bit = (sym >> shift) & 1 == 1;
+                    enc.bit(&mut model.tree[base + node], bit);
+                    node = node * 2 + usize::from(bit);
+                }
+            }
+            walk.step(col, sym, changed);
+        }
+        prev = cur;
+    }
+    enc.finish();
+    Ok(())
+}
+
+/// Decodes a `Codec::Context` payload of exactly `count` frames, handing
+/// each packed frame to `sink` in order.
+pub fn decode(
+    payload: &[u8],
+    count: u32,
+    mut sink: impl FnMut(u32, &[u8; PACKED_LEN]),
+) -> Result<(), CodecError> {
+    let mut model = Model::new();
+    let mut dec = Decoder::new(payload)?;
+    let mut prev = blank_frame();
+    let mut cur = [0u8; FRAME_LEN];
+    let mut packed = [0u8; PACKED_LEN];
+    for index in 0..count {
+        let mut walk = Walk::new();
+        for row in 0..FRAME_LEN / WIDTH {
+            let cur_row = &mut cur[row * WIDTH..(row + 1) * WIDTH];
+            let prev_row = &prev[row * WIDTH..(row + 1) * WIDTH];
+            for (col, (c, &p)) in cur_row.iter_mut().zip(prev_row).enumerate() {
+                let changed = dec.bit(&mut model.same[walk.same_ctx(usize::from(p), col)])?;
+                let sym = if changed {
+                    let base = walk.tree_base(usize::from(p));
+                    let mut node = 1;
+                    for _ in 0..4 {
+                        node = node * 2 + usize::from(dec.bit(&mut model.tree[base + node])?);
+                    }
+                    let sym = node - 16;
+                    if sym >= SYMBOLS {
+                        return Err(CodecError::InvalidSymbol);
+                    }
+                    sym as u8
+                } else {
+                    p
+                };
+                *c = sym;
+                walk.step(col, sym, changed);
+            }
+            if index == 0 && row + 1 < FRAME_LEN / WIDTH {
+                // Mirror of `predict_from_rows_above`, one row at a time.
+                prev[(row + 1) * WIDTH..(row + 2) * WIDTH]
+                    .copy_from_slice(&cur[row * WIDTH..(row + 1) * WIDTH]);
+            }
+        }
+        pack_codes(&cur, &mut packed);
+        sink(index, &packed);
+        prev = cur;
+    }
+    dec.finish()
+}
+
+/// The LZMA-style range encoder.
+#[cfg(feature = "alloc")]
+struct Encoder<'a> {
+    out: &'a mut alloc::vec::Vec<u8>,
+    low: u64,
+    range: u32,
+    cache: u8,
+    cache_size: u64,
+}
+
+#[cfg(feature = "alloc")]
+impl<'a> Encoder<'a> {
+    fn new(out: &'a mut alloc::vec::Vec<u8>) -> Self {
+        Self {
+            out,
+            low: 0,
+            range: u32::MAX,
+            cache: 0,
+            cache_size: 1,
+        }
+    }
+
+    fn bit(&mut self, prob: &mut Prob, bit: bool) {
+        let bound = (self.range >> PROB_BITS) * prob.get();
+        if bit {
+            self.low += u64::from(bound);
+            self.range -= bound;
+        } else {
+            self.range = bound;
+        }
+        prob.adapt(bit);
+        while self.range < TOP {
+            self.range <<= 8;
+            self.shift_low();
+        }
+    }
+
+    fn shift_low(&mut self) {
+        if self.low < 0xff00_0000 || self.low > 0xffff_ffff {
+            let carry = (self.low >> 32) as u8;
+            let mut byte = self.cache;
+            loop {
+                self.out.push(byte.wrapping_add(carry));
+                byte = 0xff;
+                self.cache_size -= 1;
+                if self.cache_size == 0 {
+                    break;
+                }
+            }
+            self.cache = (self.low >> 24) as u8;
+        }
+        self.cache_size += 1;
+        self.low = (self.low & 0x00ff_ffff) << 8;
+    }
+
+    fn finish(mut self) {
+        for _ in 0..5 {
+            self.shift_low();
+        }
+    }
+}
+
+/// The matching range decoder over untrusted bytes.
+struct Decoder<'a> {
+    input: &'a [u8],
+    pos: usize,
+    range: u32,
+    code: u32,
+}
+
+impl<'a> Decoder<'a> {
+    fn new(input: &'a [u8]) -> Result<Self, CodecError> {
+        // The encoder's first byte is always 0 (its initial cache).
+        let Some((&0, rest)) = input.split_first() else {
+            return Err(CodecError::Truncated);
+        };
+        let head: [u8; 4] = rest
+            .get(..4)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(CodecError::Truncated)?;
+        Ok(Self {
+            input,
+            pos: 5,
+            range: u32::MAX,
+            code: u32::from_be_bytes(head),
+        })
+    }
+
+    #[inline(always)]
+    fn bit(&mut self, prob: &mut Prob) -> Result<bool, CodecError> {
+        let bound = (self.range >> PROB_BITS) * prob.get();
+        let bit = self.code >= bound;
+        if bit {
+            self.code -= bound;
+            self.range -= bound;
+        } else {
+            self.range = bound;
+        }
+        prob.adapt(bit);
+        while self.range < TOP {
+            let byte = *self.input.get(self.pos).ok_or(CodecError::Truncated)?;
+            self.pos += 1;
+            self.range <<= 8;
+            self.code = (self.code << 8) | u32::from(byte);
+        }
+        Ok(bit)
+    }
+
+    fn finish(self) -> Result<(), CodecError> {
+        match self.pos == self.input.len() {
+            true => Ok(()),
+            false => Err(CodecError::TrailingBytes),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+
+    fn packed_run(start: u64, count: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        for n in start..start + count {
+            let mut p = [0u8; PACKED_LEN];
+            crate::render_packed(n, &mut p);
+            out.extend_from_slice(&p);
+        }
+        out
+    }
+
+    #[test]
+    fn round_trips_rendered_batches() {
+        for (start, count) in [(0, 1), (0, 60), (1_000_000, 37), (u64::MAX - 60, 60)] {
+            let packed = packed_run(start, count);
+            let mut enc = Vec::new();
+            encode(&packed, &mut enc).expect("valid frames encode");
+            let mut back = Vec::new();
+            decode(&enc, count as u32, |i, f| {
+                assert_eq!(i as usize, back.len() / PACKED_LEN);
+                back.extend_from_slice(f);
+            })
+            .expect("own output decodes");
+            assert_eq!(back, packed, "batch at {start}");
+        }
+    }
+
+    #[test]
+    fn round_trips_arbitrary_valid_symbols() {
+        // Not donut-shaped at all, newlines anywhere: still lossless.
+        let mut state = 7u32;
+        let packed: Vec<u8> = (0..PACKED_LEN * 3)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let hi = (state >> 16) as u8 % 14;
+                let lo = (state >> 24) as u8 % 14;
+                (hi << 4) | lo
+            })
+            .collect();
+        let mut enc = Vec::new();
+        encode(&packed, &mut enc).expect("valid symbols encode");
+        let mut back = Vec::new();
+        decode(&enc, 3, |_, f| back.extend_from_slice(f)).expect("decodes");
+        assert_eq!(back, packed);
+    }
+
+    #[test]
+    fn rejects_bad_input_and_garbage() {
+        let mut out = Vec::new();
+        assert_eq!(encode(&[0u8; 10], &mut out), Err(CodecError::InvalidInput));
+        assert_eq!(
+            encode(&[0xffu8; PACKED_LEN], &mut out),
+            Err(CodecError::InvalidInput)
+        );
+        let packed = packed_run(5, 10);
+        let mut enc = Vec::new();
+        encode(&packed, &mut enc).expect("encodes");
+        assert_eq!(
+            decode(&enc[..enc.len() - 3], 10, |_, _| {}),
+            Err(CodecError::Truncated)
+        );
+        let mut longer = enc.clone();
+        longer.push(0);
+        assert_eq!(
+            decode(&longer, 10, |_, _| {}),
+            Err(CodecError::TrailingBytes)
+        );
+        assert_eq!(decode(&enc, 11, |_, _| {}), Err(CodecError::Truncated));
+        assert!(decode(&[], 1, |_, _| {}).is_err());
+    }
+
+    #[test]
+    fn is_much_smaller_than_nibble_packing() {
+        let packed = packed_run(10_000, 60);
+        let mut enc = Vec::new();
+        encode(&packed, &mut enc).expect("encodes");
+        // Nibble packing is 880 bytes a frame; this codec must stay under the
+        // product's 100-byte budget on real frames.
+        assert!(enc.len() < 60 * 100, "{} bytes for 60 frames", enc.len());
+    }
+}
