@@ -581,18 +581,33 @@ fn closing_a_contributing_tab_mid_batch_does_not_interrupt_the_others() {
             let f = eventually("a frame", async || browser.current_frame(tab).await).await;
             browser.wait_playing_past(tab, f, 60).await;
         }
-        // Catch tab 2 with work in hand, then close it.
-        eventually("tab 2 to hold a task", async || {
-            browser.focus(2).await;
-            let s = browser.js("return window.donutWorkerStats ?? null").await;
-            (s["pending"].as_f64().unwrap_or(0.0) >= 1.0).then_some(())
-        })
-        .await;
         let before: Vec<Value> = vec![browser.viewer_stats(0).await, browser.viewer_stats(1).await];
         let from: Vec<u64> = vec![
             browser.current_frame(0).await.unwrap_or(0),
             browser.current_frame(1).await.unwrap_or(0),
         ];
+        // Catch tab 2 with a task in hand (its worker posts `pending` as
+        // tasks arrive and leave; the page polls it every millisecond), then
+        // close it at once.
+        browser.focus(2).await;
+        eventually("tab 2 to hold a task", async || {
+            let caught = browser
+                .client
+                .execute_async(
+                    "const done = arguments[0]; const t0 = performance.now();\
+                     const t = setInterval(() => {\
+                       const s = window.donutWorkerStats;\
+                       if ((s && s.pending >= 1) || performance.now() - t0 > 5000) {\
+                         clearInterval(t); done(Boolean(s && s.pending >= 1));\
+                       }\
+                     }, 1);",
+                    Vec::new(),
+                )
+                .await
+                .expect("watch tab 2's worker");
+            caught.as_bool().filter(|c| *c)
+        })
+        .await;
         browser.close(2).await;
         eventually("the server to notice the closed tab", async || {
             (server.stat("workers") == 2).then_some(())

@@ -265,6 +265,7 @@ impl Agent {
             Ok(Inbound::Task(_)) => {
                 self.backoff.reset();
                 self.schedule_pump();
+                self.post_stats(true);
             }
             Ok(Inbound::Telemetry(_)) => {
                 self.backoff.reset();
@@ -326,10 +327,12 @@ impl Agent {
         }
         let started = js_sys::Date::now();
         while self.tasks.has_work() {
-            if let Some(reply) = self.tasks.step()
-                && let Some(s) = &self.socket
-            {
-                let _ = s.ws.send_with_u8_array(&reply);
+            if let Some(reply) = self.tasks.step() {
+                if let Some(s) = &self.socket {
+                    let _ = s.ws.send_with_u8_array(&reply);
+                }
+                // The page sees `pending` change as it happens.
+                self.post_stats(true);
             }
             if js_sys::Date::now() - started >= SLICE_MS {
                 break;
@@ -341,7 +344,8 @@ impl Agent {
         self.post_stats(false);
     }
 
-    /// Tells the page this tab's counters (rate-limited unless `now`).
+    /// Tells the page this tab's counters: at once when a task arrives or
+    /// is sent (`now`), otherwise at most every [`STATS_INTERVAL_MS`].
     fn post_stats(&mut self, now: bool) {
         let t = js_sys::Date::now();
         if !now && t - self.last_stats_ms < STATS_INTERVAL_MS {
