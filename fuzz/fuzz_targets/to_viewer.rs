@@ -9,6 +9,11 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     match ToViewer::decode(data) {
         Ok(message) => {
+            if let ToViewer::Frames(frames) = message {
+                // The payload itself (context-coded batches are only checked
+                // when decoded) must decode or fail cleanly.
+                let _ = frames.decode_frames(|_, _| {});
+            }
             let mut out = vec![0u8; MAX_VIEWER_MESSAGE_LEN];
             let n = match message {
                 ToViewer::Frames(frames) => frames.encode(&mut out),
