@@ -117,7 +117,7 @@ pub struct ServeConfig {
     pub verify: VerifyPolicy,
     /// Lowest fraction of a batch's frames checked for a long-honest worker
     /// under `sample` (at least one frame of every batch is always checked).
-    #[arg(long, env = "DONUT_SAMPLE_FLOOR", default_value_t = 0.05)]
+    #[arg(long, env = "DONUT_SAMPLE_FLOOR", default_value_t = 0.1)]
     pub sample_floor: f64,
     /// Consecutive clean batches after which a worker's checking rate has
     /// decayed from 1 to the floor under `sample`.

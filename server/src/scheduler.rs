@@ -50,6 +50,8 @@ pub struct SchedulerConfig {
     pub min_expire: Duration,
     /// Most workers holding one range at once.
     pub max_copies: usize,
+    /// Only this many of the lowest outstanding ranges are hedged.
+    pub hedge_window: usize,
     /// New frames are handed out only once this many (or a worker's whole
     /// range) fit in the window, so a full window does not degenerate into
     /// one-frame tasks as the head creeps forward.
@@ -67,6 +69,7 @@ impl Default for SchedulerConfig {
             min_hedge: Duration::from_millis(15),
             min_expire: Duration::from_millis(500),
             max_copies: 2,
+            hedge_window: 4,
             min_new_frames: 1,
         }
     }
@@ -295,19 +298,26 @@ impl Scheduler {
             self.stats.reassigned += 1;
             return Some((start, count.min(want)));
         }
-        // 2. A copy of an overdue range this worker does not hold.
+        // 2. A copy of an overdue range this worker does not hold, among
+        // the few nearest the head: those are what playback waits on next,
+        // while a late range further ahead will usually still arrive before
+        // it is needed, and copying it would only waste the fleet's time.
         let workers = &self.workers;
-        let overdue = self.ranges.iter().find(|(_, e)| {
-            !e.holders.is_empty()
-                && e.holders.len() < self.cfg.max_copies
-                && e.holders.iter().all(|&(w, t)| {
-                    w != id
-                        && workers
-                            .get(&w)
-                            .and_then(|ws| ws.live.get(&t))
-                            .is_none_or(|a| a.hedge_at <= now)
-                })
-        });
+        let overdue = self
+            .ranges
+            .iter()
+            .take(self.cfg.hedge_window)
+            .find(|(_, e)| {
+                !e.holders.is_empty()
+                    && e.holders.len() < self.cfg.max_copies
+                    && e.holders.iter().all(|&(w, t)| {
+                        w != id
+                            && workers
+                                .get(&w)
+                                .and_then(|ws| ws.live.get(&t))
+                                .is_none_or(|a| a.hedge_at <= now)
+                    })
+            });
         if let Some((&start, e)) = overdue {
             self.stats.hedged += 1;
             return Some((start, e.count));
@@ -614,5 +624,98 @@ mod tests {
         assert_ne!(b.task_id, a.task_id);
         // The expired answer is still usable if it arrives first.
         assert_eq!(s.claim(1, a.task_id, a.start, a.count, t0), Claim::Fresh);
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One step a (possibly hostile) fleet can cause.
+        #[derive(Debug, Clone)]
+        enum Op {
+            Add(u8),
+            Slots(u8, u16),
+            Remove(u8),
+            /// Answer a real task (by index into those handed out) or a forged header.
+            Answer {
+                worker: u8,
+                pick: usize,
+                forged: Option<(u32, u64, u32)>,
+                ok: bool,
+            },
+            Advance(u16),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..4).prop_map(Op::Add),
+                (0u8..4, 0u16..80).prop_map(|(w, s)| Op::Slots(w, s)),
+                (0u8..4).prop_map(Op::Remove),
+                (
+                    0u8..4,
+                    any::<usize>(),
+                    proptest::option::of((any::<u32>(), any::<u64>(), any::<u32>())),
+                    any::<bool>()
+                )
+                    .prop_map(|(worker, pick, forged, ok)| Op::Answer {
+                        worker,
+                        pick,
+                        forged,
+                        ok
+                    }),
+                (0u16..3000).prop_map(Op::Advance),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the fleet does, the scheduler never panics, never
+            /// hands out a frame at or past the limit, and its outstanding
+            /// ranges never overlap.
+            #[test]
+            fn invariants_hold_under_any_fleet(ops in proptest::collection::vec(op(), 1..200)) {
+                let mut s = sched();
+                let mut now = Instant::now();
+                let limit = 5_000;
+                let mut handed: Vec<(WorkerId, Task)> = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Add(w) => s.add_worker(u64::from(w)),
+                        Op::Slots(w, n) => s.set_slots(u64::from(w), n),
+                        Op::Remove(w) => s.remove_worker(u64::from(w)),
+                        Op::Answer { worker, pick, forged, ok } => {
+                            let (id, t) = match (forged, handed.is_empty()) {
+                                (Some(_), _) | (None, true) => {
+                                    let (task_id, start, count) = forged.unwrap_or((0, 0, 1));
+                                    (u64::from(worker), Task { task_id, start, count })
+                                }
+                                (None, false) => handed[pick % handed.len()],
+                            };
+                            if s.claim(id, t.task_id, t.start, t.count, now) == Claim::Fresh {
+                                if ok {
+                                    s.complete(id, t.task_id, t.start, t.count, now);
+                                } else {
+                                    s.reject(id, t.task_id);
+                                }
+                            }
+                        }
+                        Op::Advance(ms) => {
+                            now += Duration::from_millis(u64::from(ms));
+                            s.expire(now);
+                        }
+                    }
+                    for (id, t) in s.dispatch(now, limit) {
+                        prop_assert!(t.count >= 1 && t.count <= MAX_TASK_FRAMES);
+                        prop_assert!(t.start + u64::from(t.count) <= limit);
+                        handed.push((id, t));
+                    }
+                    let mut end = 0;
+                    for (&start, e) in &s.ranges {
+                        prop_assert!(start >= end, "overlapping ranges");
+                        end = start + u64::from(e.count);
+                    }
+                    prop_assert!(end <= s.frontier);
+                }
+            }
+        }
     }
 }

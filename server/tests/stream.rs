@@ -72,7 +72,10 @@ async fn paced_stream_and_a_viewer_joining_mid_stream_plays_at_once() {
     let head = head.expect("telemetry before frames");
     assert!(head > 0, "the stream was live when the viewer joined");
     let (start, count) = first_batch;
-    assert!(start >= head, "catch-up starts at the playback head");
+    assert!(
+        start + u64::from(count) > head,
+        "catch-up holds the frames from the playback head"
+    );
     assert!(
         start <= head + 90 && count >= 15,
         "catch-up covers the frames to play now: head {head}, batch {start}+{count}"
