@@ -16,11 +16,13 @@
 //!   exchange, with allocation-free encode and zero-copy decode.
 //! - [`codec`]: context-modelled range coding of frame batches for viewers.
 //! - [`digest`]: a small stable hash used by tests and the selftest export.
+//! - [`backoff`]: reconnect delays and endpoint URLs for the browser clients.
 #![no_std]
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod backoff;
 pub mod codec;
 pub mod digest;
 pub mod donut;

@@ -13,12 +13,12 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use donut_shared::FRAME_LEN;
+use donut_shared::backoff::{Backoff, write_endpoint_url};
 use js_sys::{ArrayBuffer, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, HtmlCanvasElement, MessageEvent, WebSocket, Window};
 
-use crate::backoff::{Backoff, endpoint_url};
 use crate::clock::{History, RateMeter};
 use crate::panel::{Panel, buffer_text, group};
 use crate::player::{Player, Received};
@@ -119,7 +119,14 @@ impl DonutViewer {
         let window = web_sys::window().ok_or("no window")?;
         let document = window.document().ok_or("no document")?;
         let location = window.location();
-        let url = endpoint_url(&location.protocol()?, &location.host()?, "/ws/viewer");
+        let mut url = String::new();
+        write_endpoint_url(
+            &mut url,
+            &location.protocol()?,
+            &location.host()?,
+            "/ws/viewer",
+        )
+        .map_err(|_| "bad viewer URL")?;
         let screen = Screen::new(canvas)?;
         let chart = chart.map(Chart::new).transpose()?;
         let inner = Rc::new_cyclic(|me| {

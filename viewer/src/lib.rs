@@ -13,7 +13,6 @@
 use wasm_bindgen::prelude::*;
 
 pub mod app;
-pub mod backoff;
 pub mod clock;
 pub mod jitter;
 pub mod panel;

@@ -16,6 +16,7 @@
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
+use donut_shared::backoff::{Backoff, write_endpoint_url};
 use js_sys::{ArrayBuffer, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -24,7 +25,6 @@ use web_sys::{
     WebSocket,
 };
 
-use crate::backoff::{Backoff, endpoint_url};
 use crate::task_loop::{Inbound, TaskLoop};
 
 /// Longest stretch of rendering between two yields to the event loop.
@@ -123,7 +123,14 @@ impl WorkerAgent {
         console_error_panic_hook::set_once();
         let scope: DedicatedWorkerGlobalScope = js_sys::global().dyn_into()?;
         let location = scope.location();
-        let url = endpoint_url(&location.protocol(), &location.host(), "/ws/worker");
+        let mut url = String::new();
+        write_endpoint_url(
+            &mut url,
+            &location.protocol(),
+            &location.host(),
+            "/ws/worker",
+        )
+        .map_err(|_| "bad worker URL")?;
         let pump = MessageChannel::new()?;
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Agent {

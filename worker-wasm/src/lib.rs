@@ -7,7 +7,6 @@
 //!
 //! - [`task_loop`]: the protocol as plain Rust (decode, queue, render one
 //!   frame per step into the reply); unit-tested natively.
-//! - [`backoff`]: reconnect delays.
 //! - [`agent`]: the browser glue (WebSocket, yielding pump, page messages).
 //!
 //! Besides the worker itself it exports `donut_selftest_digest`, a plain
@@ -17,7 +16,6 @@
 use wasm_bindgen::prelude::*;
 
 pub mod agent;
-pub mod backoff;
 pub mod task_loop;
 
 pub use agent::WorkerAgent;
