@@ -207,7 +207,7 @@ case "$cmd" in
         setup
         build_wasm_packages
         build_server
-        say "serving on http://localhost:8080 (Ctrl-C to stop)"
+        say "starting the server: donut serve $* (default http://localhost:8080; Ctrl-C stops it)"
         exec cargo run --release -p donut-server --bin donut -- serve "$@"
         ;;
     build)
