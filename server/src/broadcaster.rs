@@ -2,8 +2,10 @@
 //!
 //! It wakes on a short tick, or at once when a result makes new frames
 //! contiguous, and calls [`Core::tick`](crate::core::Core::tick), which
-//! advances the playback head, publishes due batches (encoded once, shared
-//! by every viewer), expires overdue tasks and dispatches work. Keeping one
+//! advances the playback head, takes the frames due for broadcast, expires
+//! overdue tasks and dispatches work. It then encodes each due batch once
+//! (on the blocking pool, outside the core's lock) and publishes it, shared
+//! by every viewer. Keeping one
 //! clock for all of this means the head, the broadcast and the hedging
 //! deadlines never disagree about "now".
 
@@ -27,6 +29,15 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             _ = core.frames_ready.notified() => {}
             _ = shutdown.changed() => return,
         }
-        core.tick();
+        for due in core.tick() {
+            // Encoding is CPU work: keep it off the executor threads so
+            // sockets keep moving while a large batch is coded.
+            let Ok(Some(batch)) = tokio::task::spawn_blocking(move || due.encode()).await else {
+                // Cannot happen for frames validated on the way in; if it
+                // did, viewers would see a gap rather than wrong frames.
+                continue;
+            };
+            core.publish(batch);
+        }
     }
 }

@@ -251,9 +251,12 @@ impl Core {
         self.dispatch(&mut inner, now);
     }
 
-    /// Advances playback, expires overdue holders, dispatches and publishes.
+    /// Advances playback, expires overdue holders, dispatches, and takes the
+    /// frames due for broadcast (copied out of the ring, so the cursor and
+    /// the ring's base may move on). The caller encodes them outside the
+    /// lock and hands each to [`Core::publish`], in order.
     /// Called by the broadcaster on every tick and whenever frames are ready.
-    pub fn tick(&self) {
+    pub fn tick(&self) -> Vec<Due> {
         let now = Instant::now();
         let mut inner = self.lock();
         if self.paced() {
@@ -271,7 +274,7 @@ impl Core {
             }
         }
         inner.last_tick = now;
-        self.publish(&mut inner);
+        let due = self.take_due(&mut inner);
         if !self.paced() {
             inner.head = inner.cursor;
         }
@@ -279,10 +282,11 @@ impl Core {
         inner.ring.advance_base(head);
         inner.sched.expire(now);
         self.dispatch(&mut inner, now);
+        due
     }
 
-    /// Publishes every batch due now.
-    fn publish(&self, inner: &mut Inner) {
+    /// Copies out every batch due now and moves the cursor past it.
+    fn take_due(&self, inner: &mut Inner) -> Vec<Due> {
         let (end, min_batch) = if self.paced() {
             let end = inner
                 .contiguous
@@ -292,6 +296,7 @@ impl Core {
         } else {
             (inner.contiguous, 1)
         };
+        let mut due = Vec::new();
         while inner.cursor < end {
             let pending = end - inner.cursor;
             let urgent = inner.cursor < inner.head.saturating_add(min_batch);
@@ -299,21 +304,32 @@ impl Core {
                 break;
             }
             let count = pending.min(u64::from(self.cfg.batch_frames)) as u32;
-            let Some(msg) = encode(&inner.ring, inner.cursor, count) else {
+            let mut packed = Vec::with_capacity(count as usize * PACKED_LEN);
+            if !inner
+                .ring
+                .copy_range(inner.cursor, u64::from(count), &mut packed)
+            {
                 break;
-            };
-            self.stats.broadcast_batches.inc();
-            self.stats.broadcast_bytes.add(msg.len() as u64);
-            let batch = Batch {
+            }
+            due.push(Due {
                 start: inner.cursor,
                 count,
-                msg,
-            };
-            inner.published.push_back(batch.clone());
-            // No receivers is fine: nobody is watching.
-            let _ = self.tx.send(batch);
+                packed,
+            });
             inner.cursor += u64::from(count);
         }
+        due
+    }
+
+    /// Publishes an encoded batch to every viewer and keeps it for joiners.
+    /// Batches must be published in the order [`Core::tick`] returned them.
+    pub fn publish(&self, batch: Batch) {
+        self.stats.broadcast_batches.inc();
+        self.stats.broadcast_bytes.add(batch.msg.len() as u64);
+        let mut inner = self.lock();
+        inner.published.push_back(batch.clone());
+        // No receivers is fine: nobody is watching.
+        let _ = self.tx.send(batch);
         let head = inner.head;
         while inner
             .published
@@ -358,17 +374,30 @@ impl Core {
     }
 }
 
-/// Encodes frames `start .. start + count` from the ring as one `Frames`
-/// message with the context coder (about 90 bytes a frame instead of 880;
-/// see `donut_shared::codec`), or `None` if any is missing.
-fn encode(ring: &FrameRing, start: u64, count: u32) -> Option<Bytes> {
-    let mut packed = Vec::with_capacity(count as usize * PACKED_LEN);
-    if !ring.copy_range(start, u64::from(count), &mut packed) {
-        return None;
+/// Frames taken from the ring for broadcast, not yet encoded.
+#[derive(Debug)]
+pub struct Due {
+    /// First frame.
+    pub start: u64,
+    /// Number of frames.
+    pub count: u32,
+    /// Their packed bytes.
+    pub packed: Vec<u8>,
+}
+
+impl Due {
+    /// Encodes the batch as one `Frames` message with the context coder
+    /// (about 90 bytes a frame instead of 880; see `donut_shared::codec`).
+    /// CPU work: callers run it off the lock and off the async executor.
+    pub fn encode(self) -> Option<Batch> {
+        let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + self.packed.len() / 8);
+        msg.extend_from_slice(&Frames::header(self.start, self.count, Codec::Context));
+        // Ring frames were validated on the way in, so this cannot fail.
+        codec::encode(&self.packed, &mut msg).ok()?;
+        Some(Batch {
+            start: self.start,
+            count: self.count,
+            msg: Bytes::from(msg),
+        })
     }
-    let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + packed.len() / 8);
-    msg.extend_from_slice(&Frames::header(start, count, Codec::Context));
-    // Ring frames were validated on the way in, so this cannot fail.
-    codec::encode(&packed, &mut msg).ok()?;
-    Some(Bytes::from(msg))
 }
