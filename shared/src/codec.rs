@@ -15,7 +15,8 @@
 //!    symbol).
 //!
 //! Decisions go through an adaptive binary range coder (the LZMA design:
-//! 32-bit range, 12-bit probabilities adapting by 1/16 of their error). The
+//! 32-bit range, 12-bit probabilities adapting fast at first, then by 1/16 of
+//! their error). The
 //! first frame of a batch has no previous frame, so it is predicted from
 //! itself, each row from the row above: every batch decodes on its own and a
 //! viewer joining mid-stream needs nothing older.
@@ -146,23 +147,9 @@ fn predict_from_rows_above(cur: &[u8; FRAME_LEN], prev: &mut [u8; FRAME_LEN]) {
     prev[WIDTH..].copy_from_slice(&cur[..FRAME_LEN - WIDTH]);
 }
 
-#[cfg(feature = "alloc")]
-fn unpack_codes(packed: &[u8], out: &mut [u8; FRAME_LEN]) {
-    for (byte, pair) in packed.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = byte >> 4;
-        pair[1] = byte & 0x0f;
-    }
-}
-
-fn pack_codes(codes: &[u8; FRAME_LEN], out: &mut [u8; PACKED_LEN]) {
-    for (pair, byte) in codes.chunks_exact(2).zip(out.iter_mut()) {
-        *byte = (pair[0] << 4) | pair[1];
-    }
-}
-
 /// An adaptive probability that the next decision is 0, in 12 bits, with
 /// how many decisions it has seen: it learns fast at first (moving halfway,
-/// then a third...) and settles at 1/16, so a batch's many rarely-seen
+/// then a quarter, then an eighth) and settles at 1/16, so a batch's many rarely-seen
 /// contexts cost little.
 #[derive(Clone, Copy)]
 struct Prob {
@@ -213,7 +200,7 @@ pub fn encode(packed: &[u8], out: &mut alloc::vec::Vec<u8>) -> Result<(), CodecE
     let mut prev = blank_frame();
     let mut cur = [0u8; FRAME_LEN];
     for (index, frame) in frames.iter().enumerate() {
-        unpack_codes(frame, &mut cur);
+        crate::frame::unpack_codes(frame, &mut cur);
         if index == 0 {
             predict_from_rows_above(&cur, &mut prev);
         }
@@ -281,7 +268,7 @@ pub fn decode(
                     .copy_from_slice(&cur[row * WIDTH..(row + 1) * WIDTH]);
             }
         }
-        pack_codes(&cur, &mut packed);
+        crate::frame::pack_codes(&cur, &mut packed);
         sink(index, &packed);
         prev = cur;
     }

@@ -107,6 +107,15 @@ pub(crate) fn pack_codes(codes: &[u8; FRAME_LEN], out: &mut [u8; PACKED_LEN]) {
     }
 }
 
+/// Unpacks a packed frame into symbol codes, without validating them.
+#[cfg(feature = "alloc")]
+pub(crate) fn unpack_codes(packed: &[u8; PACKED_LEN], out: &mut [u8; FRAME_LEN]) {
+    for (byte, pair) in packed.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = byte >> 4;
+        pair[1] = byte & 0x0f;
+    }
+}
+
 /// Unpacks 880 untrusted bytes into an ASCII frame.
 pub fn unpack(packed: &[u8; PACKED_LEN], out: &mut [u8; FRAME_LEN]) -> Result<(), FrameError> {
     validate_packed(packed)?;
