@@ -66,6 +66,24 @@ impl Socket {
     }
 }
 
+/// Start-up milestones on this page's `performance.now()` clock (0 is the
+/// navigation start), for the start-up benchmark (`server/benches/startup.rs`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Milestones {
+    /// The viewer was constructed (the wasm is fetched and instantiated).
+    created: f64,
+    /// The first socket opened.
+    socket_open: Option<f64>,
+    /// The first `Frames` message arrived.
+    first_frames: Option<f64>,
+    /// The first display refresh (`requestAnimationFrame` callback).
+    first_refresh: Option<f64>,
+    /// The refresh that drew the first frame started (its callback ran).
+    paint_refresh: Option<f64>,
+    /// The first frame was drawn on the canvas.
+    first_paint: Option<f64>,
+}
+
 /// What this tab's own Web Worker last reported.
 #[derive(Default)]
 struct Contribution {
@@ -94,6 +112,10 @@ struct Inner {
     reconnect_timer: Option<i32>,
     contribution: Contribution,
     last_panel_ms: f64,
+    milestones: Milestones,
+    /// The last `Frames` message as received, kept (not copied: the buffer
+    /// is moved here) for [`DonutViewer::bench_decode`].
+    last_frames: Vec<u8>,
     me: Weak<RefCell<Inner>>,
     on_reconnect: Option<Closure<dyn FnMut()>>,
     on_frame: Option<Handler<f64>>,
@@ -129,6 +151,7 @@ impl DonutViewer {
         .map_err(|_| "bad viewer URL")?;
         let screen = Screen::new(canvas)?;
         let chart = chart.map(Chart::new).transpose()?;
+        let created = window.performance().map_or(0.0, |p| p.now());
         let inner = Rc::new_cyclic(|me| {
             RefCell::new(Inner {
                 window,
@@ -149,6 +172,11 @@ impl DonutViewer {
                 reconnect_timer: None,
                 contribution: Contribution::default(),
                 last_panel_ms: f64::NEG_INFINITY,
+                milestones: Milestones {
+                    created,
+                    ..Milestones::default()
+                },
+                last_frames: Vec::new(),
                 me: me.clone(),
                 on_reconnect: None,
                 on_frame: None,
@@ -247,6 +275,74 @@ impl DonutViewer {
         ])
     }
 
+    /// `performance.now()` when the first frame was drawn on the canvas (0
+    /// is the navigation start), if one was.
+    #[wasm_bindgen(js_name = firstPaintMs)]
+    pub fn first_paint_ms(&self) -> Option<f64> {
+        self.inner.borrow().milestones.first_paint
+    }
+
+    /// Start-up milestones in `performance.now()` milliseconds: `{created,
+    /// socketOpen, firstFrames, firstRefresh, paintRefresh, firstPaint}`
+    /// (the viewer constructed, i.e. the wasm instantiated; the first
+    /// socket open; the first `Frames` message; the first display refresh;
+    /// the refresh that drew the first frame began; that frame drawn).
+    /// Missing ones are `NaN`.
+    pub fn milestones(&self) -> JsValue {
+        let m = self.inner.borrow().milestones;
+        let or_nan = |t: Option<f64>| t.unwrap_or(f64::NAN);
+        object(&[
+            ("created", m.created),
+            ("socketOpen", or_nan(m.socket_open)),
+            ("firstFrames", or_nan(m.first_frames)),
+            ("firstRefresh", or_nan(m.first_refresh)),
+            ("paintRefresh", or_nan(m.paint_refresh)),
+            ("firstPaint", or_nan(m.first_paint)),
+        ])
+    }
+
+    /// Benchmark: decodes the last `Frames` message received, exactly as
+    /// the player does (message header, then the batch's codec into packed
+    /// frames), `reps` times. Returns `{msPerDecode, frames, bytes, codec}`,
+    /// or `null` if no batch has arrived yet or it no longer decodes.
+    #[wasm_bindgen(js_name = benchDecode)]
+    pub fn bench_decode(&self, reps: u32) -> JsValue {
+        let v = self.inner.borrow();
+        let bytes = v.last_frames.as_slice();
+        let Ok(donut_shared::wire::ToViewer::Frames(f)) =
+            donut_shared::wire::ToViewer::decode(bytes)
+        else {
+            return JsValue::NULL;
+        };
+        let (frames, codec) = (f.count, f.codec as u8);
+        let reps = reps.max(1);
+        let mut sink = 0u8;
+        let start = v.now();
+        for _ in 0..reps {
+            let Ok(donut_shared::wire::ToViewer::Frames(f)) =
+                donut_shared::wire::ToViewer::decode(bytes)
+            else {
+                return JsValue::NULL;
+            };
+            let decoded = f.decode_frames(|n, packed| {
+                sink ^= packed[0] ^ (n as u8);
+            });
+            if decoded.is_err() {
+                return JsValue::NULL;
+            }
+        }
+        let elapsed = v.now() - start;
+        // Keep the work observable so it cannot be optimised away.
+        std::hint::black_box(sink);
+        object(&[
+            ("msPerDecode", elapsed / f64::from(reps)),
+            ("frames", f64::from(frames)),
+            ("bytes", bytes.len() as f64),
+            ("codec", f64::from(codec)),
+            ("reps", f64::from(reps)),
+        ])
+    }
+
     /// Whether this tab contributes (the page's switch), for the panel.
     #[wasm_bindgen(js_name = setContributing)]
     pub fn set_contributing(&self, on: bool) {
@@ -307,6 +403,8 @@ impl Inner {
     /// One display refresh: resize if needed, draw the due frame if new.
     fn animate(&mut self, now: f64) {
         self.request_frame();
+        let started = self.now();
+        self.milestones.first_refresh.get_or_insert(started);
         let resized = self.screen.fit(self.window.device_pixel_ratio());
         if !self.paused
             && let Some(frame) = self.player.tick(now)
@@ -315,6 +413,10 @@ impl Inner {
             self.text_frame = Some(frame);
             self.shown_meter.record(now);
             self.screen.draw(&self.text);
+            if self.milestones.first_paint.is_none() {
+                self.milestones.paint_refresh = Some(started);
+                self.milestones.first_paint = Some(self.now());
+            }
             let _ = self
                 .screen
                 .canvas()
@@ -398,6 +500,9 @@ impl Inner {
         let on_open: Handler<Event> = Closure::new(move |_: Event| {
             with_current(&me, generation, |v| {
                 v.link = Link::Live;
+                if v.milestones.socket_open.is_none() {
+                    v.milestones.socket_open = Some(v.now());
+                }
             });
         });
         let me = self.me.clone();
@@ -434,7 +539,13 @@ impl Inner {
                 self.backoff.reset();
                 self.on_telemetry(&t);
             }
-            Ok(Received::Frames { .. }) => self.backoff.reset(),
+            Ok(Received::Frames { .. }) => {
+                self.backoff.reset();
+                if self.milestones.first_frames.is_none() {
+                    self.milestones.first_frames = Some(now);
+                }
+                self.last_frames = bytes;
+            }
             Err(err) => self.drop_and_retry(&err.to_string()),
         }
     }

@@ -66,6 +66,18 @@ impl PlaybackClock {
         }
     }
 
+    /// Moves the anchor forward so that `frame` is current at `now_ms`, if
+    /// the clock is behind it or not anchored. Returns whether it moved.
+    pub fn catch_up_to(&mut self, frame: u64, now_ms: f64) -> bool {
+        match self.position(now_ms) {
+            Some(p) if p >= frame as f64 => false,
+            _ => {
+                self.anchor = Some((frame as f64, now_ms));
+                true
+            }
+        }
+    }
+
     /// Applies the server's `head` and `fps` (0 = unpaced: keep the default
     /// rate) received at `now_ms`. Returns whether the clock re-anchored.
     pub fn sync(&mut self, head: u64, fps: u16, now_ms: f64) -> bool {

@@ -123,13 +123,21 @@ impl Player {
 
     fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) -> Result<(), DecodeError> {
         self.stats.batches += 1;
+        let first = self.received_end.is_none();
         let end = f.start.saturating_add(u64::from(f.count));
         match self.received_end {
             Some(prev) if f.start > prev => self.stats.gaps += 1,
             _ => {}
         }
         self.received_end = Some(self.received_end.map_or(end, |prev| prev.max(end)));
-        self.clock.anchor_if_unset(f.start, now_ms);
+        if first {
+            // The first batch after (re)subscribing is the server's catch-up,
+            // which begins at or just before its playback head; the telemetry
+            // sent before it can be up to a second old. Never start behind
+            // the first frame received: the picture would wait for the clock
+            // to reach it (a slow start-up), then jump at the next telemetry.
+            self.clock.catch_up_to(f.start, now_ms);
+        }
         // Keep the floor moving even while no frame is drawn (hidden tab).
         self.trim(now_ms);
         // The codec lives in the shared crate; whatever the server chose
@@ -260,6 +268,22 @@ mod tests {
     }
 
     #[test]
+    fn starts_on_the_first_frame_received_even_after_stale_telemetry() {
+        let mut p = Player::new();
+        // Telemetry a second old, then the catch-up from the real head.
+        assert!(p.on_message(&telemetry(940), 0.0).is_ok());
+        assert!(p.on_message(&batch(1_000, 60), 0.0).is_ok());
+        assert_eq!(p.tick(0.0), Some(1_000), "painted at once");
+        assert_eq!(p.tick(1000.0 / 60.0), Some(1_001));
+        // Later batches run ahead of the clock and must not move it.
+        assert!(p.on_message(&batch(1_060, 60), 20.0).is_ok());
+        assert_eq!(p.tick(2000.0 / 60.0), Some(1_002));
+        // Fresh telemetry agrees with the clock: no jump.
+        assert!(p.on_message(&telemetry(1_003), 50.0).is_ok());
+        assert_eq!(p.tick(3000.0 / 60.0), Some(1_003));
+    }
+
+    #[test]
     fn a_30_hz_display_shows_every_other_frame_in_time() {
         let mut p = Player::new();
         assert!(p.on_message(&telemetry(0), 0.0).is_ok());
@@ -305,11 +329,16 @@ mod tests {
     fn plays_frames_that_arrived_out_of_order() {
         let mut p = Player::new();
         assert!(p.on_message(&telemetry(100), 0.0).is_ok());
+        assert!(p.on_message(&batch(100, 30), 0.0).is_ok());
         assert!(p.on_message(&batch(160, 60), 0.0).is_ok());
-        assert!(p.on_message(&batch(100, 60), 0.0).is_ok());
+        assert!(p.on_message(&batch(130, 30), 0.0).is_ok());
         let shown = play(&mut p, 0.0, 2_000.0, 60.0);
         assert_eq!(shown, (100..220).collect::<Vec<_>>());
-        assert_eq!(p.stats().gaps, 0, "a late batch filling in is not a gap");
+        assert_eq!(
+            p.stats().gaps,
+            1,
+            "160 came before 130..160: a hole when it arrived, filled in time"
+        );
         let mut text = [0u8; FRAME_LEN];
         assert!(p.frame_text(219, &mut text));
         let mut want = [0u8; FRAME_LEN];

@@ -1,0 +1,323 @@
+//! Start-up and viewer-decode benchmark in real headless Chromium (issue 6).
+//!
+//! `cargo bench -p donut-server --bench startup`
+//!
+//! Starts the real `donut` binary (the release build cargo made for this
+//! bench, or `$DONUT_BIN`) on a free loopback port, feeds it with one native
+//! worker (`donut work`) until the stream is live, then, `$DONUT_RUNS` times
+//! (default 20):
+//!
+//! - **cold**: a fresh Chromium with a fresh profile (empty HTTP cache, no
+//!   V8 code cache) opens the page with `?contribute=0` (a pure viewer, so
+//!   the tab's own worker does not compete for the two cores);
+//! - **warm**: the same browser then opens the page again in a new window
+//!   (HTTP and code caches warm: a returning visitor).
+//!
+//! Times come from inside the page, on its `performance.now()` clock, whose
+//! zero is the navigation start: the viewer wasm's `responseEnd` (resource
+//! timing), the viewer constructed (wasm instantiated), the socket open, the
+//! first `Frames` message and the first frame painted
+//! (`donutViewer.milestones()`).
+//!
+//! Then, on the last cold page, `donutViewer.benchDecode(reps)` re-decodes
+//! the last `Frames` message the page received from the server (a real
+//! context-coded batch) in the shipped viewer wasm, and the bench reports
+//! milliseconds per 60 frames.
+//!
+//! Environment: `DONUT_BIN`, `DONUT_RUNS`, `DONUT_CHROMIUM`,
+//! `DONUT_CHROMEDRIVER`. It needs `www/pkg` built before the server binary
+//! (`./build.sh` does both).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+
+/// Limit on any wait, so a broken setup fails instead of hanging.
+const HANG: Duration = Duration::from_secs(60);
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_for_port(port: u16, what: &str) -> Result<()> {
+    let deadline = Instant::now() + HANG;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} never listened on port {port}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `GET /api/stats` over a plain HTTP/1.0 request.
+fn stats(port: u16) -> Result<Value> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(HANG))?;
+    write!(s, "GET /api/stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let body = resp.split_once("\r\n\r\n").ok_or("not an HTTP response")?.1;
+    Ok(serde_json::from_str(body)?)
+}
+
+async fn launch_browser() -> Result<(Client, Proc, PathBuf)> {
+    let port = free_port()?;
+    let driver = Proc(
+        Command::new(env_path("DONUT_CHROMEDRIVER", "/usr/bin/chromedriver"))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for_port(port, "chromedriver")?;
+    let profile = std::env::temp_dir().join(format!("donut-startup-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let args = [
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--no-first-run".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--window-size=1280,720".to_owned(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": env_path("DONUT_CHROMIUM", "/usr/bin/chromium").display().to_string(),
+            "args": args,
+        },
+    });
+    let Value::Object(caps) = caps else {
+        return Err("capabilities are not an object".into());
+    };
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await?;
+    Ok((client, driver, profile))
+}
+
+/// What one page load measured, in ms since its navigation start.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    html: f64,
+    wasm: f64,
+    created: f64,
+    socket_open: f64,
+    first_frames: f64,
+    first_refresh: f64,
+    paint_refresh: f64,
+    first_paint: f64,
+}
+
+const PROBE: &str = r#"
+const v = window.donutViewer;
+if (!v || v.firstPaintMs() == null) return null;
+const m = v.milestones();
+const nav = performance.getEntriesByType('navigation')[0];
+const wasm = performance.getEntriesByType('resource')
+  .find((e) => e.name.endsWith('/donut_viewer_bg.wasm'));
+return {
+  html: nav ? nav.responseEnd : NaN,
+  wasm: wasm ? wasm.responseEnd : NaN,
+  created: m.created, socketOpen: m.socketOpen,
+  firstFrames: m.firstFrames, firstRefresh: m.firstRefresh,
+  paintRefresh: m.paintRefresh, firstPaint: m.firstPaint,
+};
+"#;
+
+/// Loads `url` in the current window and waits for the first paint.
+async fn measure(client: &Client, url: &str) -> Result<Sample> {
+    client.goto(url).await?;
+    let deadline = Instant::now() + HANG;
+    loop {
+        let v = client.execute(PROBE, Vec::new()).await?;
+        if !v.is_null() {
+            let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            return Ok(Sample {
+                html: f("html"),
+                wasm: f("wasm"),
+                created: f("created"),
+                socket_open: f("socketOpen"),
+                first_frames: f("firstFrames"),
+                first_refresh: f("firstRefresh"),
+                paint_refresh: f("paintRefresh"),
+                first_paint: f("firstPaint"),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err("the page never painted a frame".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn summary(name: &str, mut xs: Vec<f64>) -> String {
+    xs.retain(|x| x.is_finite());
+    xs.sort_by(f64::total_cmp);
+    if xs.is_empty() {
+        return format!("| {name} | – | – | – | – |");
+    }
+    let pct = |p: f64| xs[((xs.len() as f64 - 1.0) * p).round() as usize];
+    format!(
+        "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        pct(0.5),
+        pct(0.9),
+        xs[0],
+        xs[xs.len() - 1]
+    )
+}
+
+fn table(title: &str, samples: &[Sample]) {
+    println!(
+        "\n{title} ({} page loads), ms since navigation start:\n",
+        samples.len()
+    );
+    println!("| milestone | median | p90 | min | max |");
+    println!("|---|---:|---:|---:|---:|");
+    let col = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<_>>();
+    println!("{}", summary("HTML received", col(|s| s.html)));
+    println!("{}", summary("viewer wasm received", col(|s| s.wasm)));
+    println!(
+        "{}",
+        summary("wasm instantiated, viewer created", col(|s| s.created))
+    );
+    println!("{}", summary("socket open", col(|s| s.socket_open)));
+    println!(
+        "{}",
+        summary("first display refresh", col(|s| s.first_refresh))
+    );
+    println!(
+        "{}",
+        summary("first Frames message", col(|s| s.first_frames))
+    );
+    println!(
+        "{}",
+        summary("refresh that paints begins", col(|s| s.paint_refresh))
+    );
+    println!(
+        "{}",
+        summary("**first frame painted**", col(|s| s.first_paint))
+    );
+}
+
+async fn run() -> Result<()> {
+    let bin = std::env::var_os("DONUT_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_donut")), PathBuf::from);
+    let runs: usize = std::env::var("DONUT_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let port = free_port()?;
+    let listen = format!("127.0.0.1:{port}");
+    let _server = Proc(
+        Command::new(&bin)
+            .args(["serve", "--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    wait_for_port(port, "the server")?;
+    let _worker = Proc(
+        Command::new(&bin)
+            .args([
+                "work",
+                "--server",
+                &format!("ws://{listen}"),
+                "--threads",
+                "1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + HANG;
+    while stats(port)?["broadcast_batches"].as_u64().unwrap_or(0) < 2 {
+        if Instant::now() > deadline {
+            return Err(format!("the stream never went live: {}", stats(port)?).into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "server {} on {listen}, one native worker, stream live",
+        bin.display()
+    );
+    let url = format!("http://{listen}/?contribute=0");
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    let mut decode = Value::Null;
+    for i in 0..runs {
+        let (client, _driver, profile) = launch_browser().await?;
+        let c = measure(&client, &url).await?;
+        let w = client.new_window(false).await?;
+        client.switch_to_window(w.handle).await?;
+        let h = measure(&client, &url).await?;
+        println!(
+            "run {i:2}: cold first paint {:6.1} ms, warm {:6.1} ms",
+            c.first_paint, h.first_paint
+        );
+        cold.push(c);
+        warm.push(h);
+        if i + 1 == runs {
+            // Let a few batches arrive, then re-decode the last one.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let _ = client
+                .execute("return window.donutViewer.benchDecode(200)", Vec::new())
+                .await?;
+            decode = client
+                .execute("return window.donutViewer.benchDecode(2000)", Vec::new())
+                .await?;
+        }
+        let _ = client.close().await;
+        let _ = std::fs::remove_dir_all(&profile);
+    }
+    table("Cold: fresh Chromium, fresh profile, empty cache", &cold);
+    table("Warm: same browser, new window, HTTP cache warm", &warm);
+    let ms = decode["msPerDecode"]
+        .as_f64()
+        .ok_or("benchDecode returned nothing")?;
+    let frames = decode["frames"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\nviewer decode in Chromium (shipped wasm): {ms:.4} ms per batch of {frames} frames \
+         ({} bytes, codec {}), {:.4} ms per 60 frames, {} reps",
+        decode["bytes"],
+        decode["codec"],
+        ms * 60.0 / frames,
+        decode["reps"]
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`; nothing here takes arguments.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
