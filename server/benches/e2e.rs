@@ -7,6 +7,7 @@
 //! cargo bench -p donut-server --bench e2e -- throughput   # N = 1, 2, 4, 8, real and replayed frames
 //! cargo bench -p donut-server --bench e2e -- churn        # 8 workers, 0% and 25% of results dropped
 //! cargo bench -p donut-server --bench e2e -- fanout 1000 60   # K viewers for S seconds, paced, server as a subprocess
+//! DONUT_CODEC=nibble cargo bench -p donut-server --bench e2e -- throughput   # plain 880-byte frames to viewers
 //! ```
 //!
 //! Frames: "real" workers are `donut work`'s code (render + pack on
@@ -21,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use donut_server::app::Server;
-use donut_server::config::{ServeConfig, VerifyPolicy, WorkConfig};
+use donut_server::config::{BatchCodec, ServeConfig, VerifyPolicy, WorkConfig};
 use donut_shared::wire::{HELLO_LEN, Hello, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker};
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
@@ -54,8 +55,17 @@ enum Frames {
     Replayed,
 }
 
+/// The viewer codec under test: `DONUT_CODEC=nibble` or `context` (default).
+fn codec() -> BatchCodec {
+    match std::env::var("DONUT_CODEC").as_deref() {
+        Ok("nibble") => BatchCodec::Nibble,
+        _ => BatchCodec::Context,
+    }
+}
+
 fn serve_config(verify: VerifyPolicy) -> ServeConfig {
     let mut cfg = ServeConfig::for_tests();
+    cfg.codec = codec();
     cfg.no_pacing = true;
     cfg.verify = verify;
     cfg.ring_frames = 1 << 16;
@@ -370,8 +380,9 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "machine: {} cores; table {TABLE} frames, timed after {WARMUP}",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        "machine: {} cores; table {TABLE} frames, timed after {WARMUP}; viewer codec {:?}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        codec()
     );
     match what.as_str() {
         "fanout" => {

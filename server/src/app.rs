@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::{ServeConfig, VerifyPolicy};
+use crate::config::{BatchCodec, ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
 use crate::fleet::{Caps, Fleet, Role};
 use crate::limits::{CloseReason, GOING_AWAY};
@@ -244,6 +244,10 @@ impl Server {
                 ring_frames: cfg.ring_capacity(),
                 start_frame: cfg.start_frame,
                 batch_frames: cfg.batch_frames,
+                codec: match cfg.codec {
+                    BatchCodec::Context => donut_shared::wire::Codec::Context,
+                    BatchCodec::Nibble => donut_shared::wire::Codec::Nibble,
+                },
                 viewer_queue: cfg.viewer_queue,
                 scheduler: SchedulerConfig {
                     task_target: Duration::from_millis(cfg.task_ms.max(1)),

@@ -49,6 +49,15 @@ pub enum VerifyPolicy {
     Off,
 }
 
+/// How broadcast batches are encoded for viewers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BatchCodec {
+    /// Context-modelled range coding: about 90 bytes a frame, costs CPU.
+    Context,
+    /// Plain 880-byte nibble packing: 10x the bytes, almost no CPU.
+    Nibble,
+}
+
 /// Configuration of `donut serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ServeConfig {
@@ -88,6 +97,9 @@ pub struct ServeConfig {
     /// hedged to another worker (later tasks use the worker's own pace).
     #[arg(long, env = "DONUT_FIRST_TASK_TIMEOUT_MS", default_value_t = 2000)]
     pub first_task_timeout_ms: u64,
+    /// Encoding of viewer batches.
+    #[arg(long, env = "DONUT_CODEC", value_enum, default_value_t = BatchCodec::Context)]
+    pub codec: BatchCodec,
     /// Most frames in one viewer batch.
     #[arg(long, env = "DONUT_BATCH_FRAMES", default_value_t = 600)]
     pub batch_frames: u32,

@@ -69,6 +69,8 @@ pub struct CoreConfig {
     pub start_frame: u64,
     /// Most frames per broadcast batch.
     pub batch_frames: u32,
+    /// How batches are encoded.
+    pub codec: Codec,
     /// Batches retained for viewers that fall behind.
     pub viewer_queue: usize,
     /// Scheduler tunables.
@@ -314,6 +316,7 @@ impl Core {
             due.push(Due {
                 start: inner.cursor,
                 count,
+                codec: self.cfg.codec,
                 packed,
             });
             inner.cursor += u64::from(count);
@@ -381,19 +384,34 @@ pub struct Due {
     pub start: u64,
     /// Number of frames.
     pub count: u32,
+    /// How to encode them.
+    pub codec: Codec,
     /// Their packed bytes.
     pub packed: Vec<u8>,
 }
 
 impl Due {
-    /// Encodes the batch as one `Frames` message with the context coder
-    /// (about 90 bytes a frame instead of 880; see `donut_shared::codec`).
+    /// Encodes the batch as one `Frames` message: with the context coder
+    /// (about 90 bytes a frame instead of 880; see `donut_shared::codec`)
+    /// or as plain nibble-packed frames.
     /// CPU work: callers run it off the lock and off the async executor.
     pub fn encode(self) -> Option<Batch> {
-        let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + self.packed.len() / 8);
-        msg.extend_from_slice(&Frames::header(self.start, self.count, Codec::Context));
-        // Ring frames were validated on the way in, so this cannot fail.
-        codec::encode(&self.packed, &mut msg).ok()?;
+        let header = Frames::header(self.start, self.count, self.codec);
+        let msg = match self.codec {
+            Codec::Context => {
+                let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + self.packed.len() / 8);
+                msg.extend_from_slice(&header);
+                // Ring frames were validated on the way in, so this cannot fail.
+                codec::encode(&self.packed, &mut msg).ok()?;
+                msg
+            }
+            Codec::Nibble => {
+                let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + self.packed.len());
+                msg.extend_from_slice(&header);
+                msg.extend_from_slice(&self.packed);
+                msg
+            }
+        };
         Some(Batch {
             start: self.start,
             count: self.count,

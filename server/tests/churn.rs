@@ -90,6 +90,8 @@ async fn dropping_a_quarter_of_results_keeps_the_stream_whole() {
     let mut cfg = churn_config();
     cfg.no_pacing = true;
     cfg.ring_frames = 8192;
+    // Plain nibble batches here; the other tests cover the context coder.
+    cfg.codec = donut_server::config::BatchCodec::Nibble;
     let server = start(cfg).await;
     let addr = server.addr;
     let mut viewer = Viewer::connect(addr).await;
