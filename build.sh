@@ -57,7 +57,10 @@ ensure_wasm_pack() {
         return
     fi
     say "installing wasm-pack (cargo install wasm-pack --locked; a few minutes, once)"
-    cargo install wasm-pack --locked || die "cargo install wasm-pack failed"
+    cargo install wasm-pack --locked \
+        || { say "--locked install failed; retrying with fresh dependency resolution"
+             cargo install wasm-pack; } \
+        || die "cargo install wasm-pack failed"
 }
 
 # The wasm-bindgen version Cargo.lock pins; the CLI must match it exactly.
@@ -80,7 +83,13 @@ ensure_wasm_bindgen() {
         return
     fi
     say "installing wasm-bindgen-cli $want${have_version:+ (found $have_version)} (a few minutes, once)"
+    # --locked first (the CLI's own tested dependency versions); some of
+    # those (e.g. webpki-roots 1.0.11 for 0.2.130) are missing from the
+    # crates.io mirror this kind of machine reaches, so fall back to
+    # resolving afresh, still pinned to the exact CLI version.
     cargo install wasm-bindgen-cli --version "=$want" --locked --force \
+        || { say "--locked install failed; retrying with fresh dependency resolution"
+             cargo install wasm-bindgen-cli --version "=$want" --force; } \
         || die "cargo install wasm-bindgen-cli $want failed"
 }
 
@@ -189,6 +198,12 @@ run_tests() {
     ignored="$(total ignored)"
     rm -f "$log"
     [ "$status" -eq 0 ] || die "tests failed (cargo test exit $status; $passed passed, $failed failed)"
+    # The same unit tests of the two browser crates, compiled to wasm32 and
+    # run by wasm-bindgen-test-runner (from wasm-bindgen-cli) in Node.
+    say "testing the wasm crates as wasm (wasm-bindgen-test in Node)"
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+        cargo test --target wasm32-unknown-unknown -p donut-viewer -p donut-worker-wasm --lib \
+        || die "wasm-bindgen tests failed"
     say "all checks passed"
     echo "tests: $passed passed, $failed failed, $ignored skipped"
 }
