@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
+/// Rounds of `benchDecode` (each of 1000 decodes).
+const DECODE_ROUNDS: usize = 7;
 /// Limit on any wait, so a broken setup fails instead of hanging.
 const HANG: Duration = Duration::from_secs(60);
 
@@ -181,16 +183,16 @@ async fn measure(client: &Client, url: &str) -> Result<Sample> {
 fn summary(name: &str, mut xs: Vec<f64>) -> String {
     xs.retain(|x| x.is_finite());
     xs.sort_by(f64::total_cmp);
-    if xs.is_empty() {
+    let (Some(&min), Some(&max)) = (xs.first(), xs.last()) else {
         return format!("| {name} | – | – | – | – |");
-    }
+    };
     let pct = |p: f64| xs[((xs.len() as f64 - 1.0) * p).round() as usize];
+    // Milliseconds since navigation to 0.1 ms; decode times finer.
+    let prec = if max < 10.0 { 3 } else { 1 };
     format!(
-        "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        "| {name} | {:.prec$} | {:.prec$} | {min:.prec$} | {max:.prec$} |",
         pct(0.5),
         pct(0.9),
-        xs[0],
-        xs[xs.len() - 1]
     )
 }
 
@@ -270,7 +272,7 @@ async fn run() -> Result<()> {
     );
     let url = format!("http://{listen}/?contribute=0");
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
-    let mut decode = Value::Null;
+    let mut decode = Vec::new();
     for i in 0..runs {
         let (client, _driver, profile) = launch_browser().await?;
         let c = measure(&client, &url).await?;
@@ -284,31 +286,51 @@ async fn run() -> Result<()> {
         cold.push(c);
         warm.push(h);
         if i + 1 == runs {
-            // Let a few batches arrive, then re-decode the last one.
+            // Let a few batches arrive, warm up, then re-decode the last one
+            // in several rounds.
             tokio::time::sleep(Duration::from_secs(2)).await;
             let _ = client
                 .execute("return window.donutViewer.benchDecode(200)", Vec::new())
                 .await?;
-            decode = client
-                .execute("return window.donutViewer.benchDecode(2000)", Vec::new())
-                .await?;
+            for _ in 0..DECODE_ROUNDS {
+                decode.push(
+                    client
+                        .execute("return window.donutViewer.benchDecode(1000)", Vec::new())
+                        .await?,
+                );
+            }
         }
         let _ = client.close().await;
         let _ = std::fs::remove_dir_all(&profile);
     }
     table("Cold: fresh Chromium, fresh profile, empty cache", &cold);
     table("Warm: same browser, new window, HTTP cache warm", &warm);
-    let ms = decode["msPerDecode"]
+    let last = decode.last().ok_or("benchDecode never ran")?;
+    let frames = last["frames"]
         .as_f64()
         .ok_or("benchDecode returned nothing")?;
-    let frames = decode["frames"].as_f64().unwrap_or(f64::NAN);
+    let per60: Vec<f64> = decode
+        .iter()
+        .filter_map(|d| d["msPerDecode"].as_f64())
+        .map(|ms| ms * 60.0 / frames)
+        .collect();
     println!(
-        "\nviewer decode in Chromium (shipped wasm): {ms:.4} ms per batch of {frames} frames \
-         ({} bytes, codec {}), {:.4} ms per 60 frames, {} reps",
-        decode["bytes"],
-        decode["codec"],
-        ms * 60.0 / frames,
-        decode["reps"]
+        "\nViewer decode in Chromium (shipped wasm), the last Frames message the page \
+         received: {frames} frames, {} bytes, codec {}; {} rounds of {} decodes:\n",
+        last["bytes"],
+        last["codec"],
+        per60.len(),
+        last["reps"]
+    );
+    println!("| decode | median | p90 | min | max |");
+    println!("|---|---:|---:|---:|---:|");
+    println!("{}", summary("ms per 60 frames", per60.clone()));
+    println!(
+        "{}",
+        summary(
+            "µs per frame",
+            per60.iter().map(|ms| ms * 1000.0 / 60.0).collect()
+        )
     );
     Ok(())
 }
