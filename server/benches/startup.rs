@@ -130,6 +130,9 @@ async fn launch_browser() -> Result<(Client, Proc, PathBuf)> {
 struct Sample {
     html: f64,
     wasm: f64,
+    /// Resource-timing entries for the viewer wasm (1 unless the preload
+    /// was not reused).
+    wasm_fetches: f64,
     created: f64,
     socket_open: f64,
     first_frames: f64,
@@ -143,11 +146,12 @@ const v = window.donutViewer;
 if (!v || v.firstPaintMs() == null) return null;
 const m = v.milestones();
 const nav = performance.getEntriesByType('navigation')[0];
-const wasm = performance.getEntriesByType('resource')
-  .find((e) => e.name.endsWith('/donut_viewer_bg.wasm'));
+const wasms = performance.getEntriesByType('resource')
+  .filter((e) => e.name.endsWith('/donut_viewer_bg.wasm'));
+const wasm = wasms[0];
 return {
   html: nav ? nav.responseEnd : NaN,
-  wasm: wasm ? wasm.responseEnd : NaN,
+  wasm: wasm ? wasm.responseEnd : NaN, wasmFetches: wasms.length,
   created: m.created, socketOpen: m.socketOpen,
   firstFrames: m.firstFrames, firstRefresh: m.firstRefresh,
   paintRefresh: m.paintRefresh, firstPaint: m.firstPaint,
@@ -165,6 +169,7 @@ async fn measure(client: &Client, url: &str) -> Result<Sample> {
             return Ok(Sample {
                 html: f("html"),
                 wasm: f("wasm"),
+                wasm_fetches: f("wasmFetches"),
                 created: f("created"),
                 socket_open: f("socketOpen"),
                 first_frames: f("firstFrames"),
@@ -226,6 +231,12 @@ fn table(title: &str, samples: &[Sample]) {
     println!(
         "{}",
         summary("**first frame painted**", col(|s| s.first_paint))
+    );
+    let fetches = col(|s| s.wasm_fetches);
+    println!(
+        "\nviewer wasm fetched {}..={} times a page load",
+        fetches.iter().copied().fold(f64::INFINITY, f64::min),
+        fetches.iter().copied().fold(0.0, f64::max)
     );
 }
 
