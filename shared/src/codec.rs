@@ -186,7 +186,7 @@ fn blank_frame() -> [u8; FRAME_LEN] {
 /// the decoder's mirror of [`predict_from_rows_above`].
 #[inline(always)]
 fn predict_row_below(cur: &[u8; FRAME_LEN], prev: &mut [u8; FRAME_LEN], k: usize) {
-    if k % WIDTH == 0 && k < FRAME_LEN {
+    if k.is_multiple_of(WIDTH) && k < FRAME_LEN {
         prev[k..k + WIDTH].copy_from_slice(&cur[k - WIDTH..k]);
     }
 }
