@@ -503,7 +503,18 @@ impl Scheduler {
         if !self.is_wanted(start, count) {
             return false;
         }
-        self.ranges.remove(&start);
+        if let Some(entry) = self.ranges.remove(&start) {
+            // Free the other holders' slots now: a copy that was lost (a
+            // dropped result) must not hold a slot until it expires. A copy
+            // still rendering just finishes later as a harmless duplicate.
+            for (w, t) in entry.holders {
+                if let Some(ws) = self.workers.get_mut(&w)
+                    && let Some(a) = ws.live.remove(&t)
+                {
+                    ws.remember(t, &a);
+                }
+            }
+        }
         self.unassigned.remove(&start);
         true
     }
@@ -570,7 +581,8 @@ mod tests {
         assert_eq!(s.stats().hedged, 1);
         assert_eq!(s.claim(2, b.task_id, b.start, b.count, late), Claim::Fresh);
         assert!(s.complete(2, b.task_id, b.start, b.count, late));
-        // The original answer arrives late: harmless.
+        // The original holder's slot was freed; its answer arrives late: harmless.
+        assert_eq!(s.workers[&1].live.len(), 0);
         assert_eq!(s.claim(1, a.task_id, a.start, a.count, late), Claim::Done);
         assert_eq!(s.claim(1, a.task_id, a.start, a.count, late), Claim::Done);
     }
