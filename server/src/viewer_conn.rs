@@ -54,8 +54,6 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                 batch = rx.recv() => match batch {
                     Ok(b) => {
                         if !send_bytes(&mut socket, &app, b.msg, send_limit).await {
-                            app.stats.viewers_dropped_slow.inc();
-                            warn!(viewer = id, "viewer too slow to take a batch; dropped");
                             break None;
                         }
                     }
@@ -121,11 +119,18 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
 
 async fn send_bytes(socket: &mut WebSocket, app: &App, msg: Bytes, limit: Duration) -> bool {
     let len = msg.len() as u64;
-    let ok = ws::send_timed(socket, Message::Binary(msg), limit).await;
-    if ok {
-        app.stats.viewer_bytes_sent.add(len);
+    match ws::send_outcome(socket, Message::Binary(msg), limit).await {
+        ws::Sent::Ok => {
+            app.stats.viewer_bytes_sent.add(len);
+            true
+        }
+        ws::Sent::Gone => false,
+        ws::Sent::TimedOut => {
+            app.stats.viewers_dropped_slow.inc();
+            warn!("viewer took no bytes for {limit:?}; dropped");
+            false
+        }
     }
-    ok
 }
 
 async fn send_batches(

@@ -7,13 +7,30 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 
 use crate::limits::CloseReason;
 
+/// How a timed send ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Written.
+    Ok,
+    /// The peer is gone (closed or reset).
+    Gone,
+    /// The peer stopped taking bytes for longer than the limit.
+    TimedOut,
+}
+
 /// Sends `msg`, giving up after `limit` (a peer that stops reading must not
-/// hold its task forever). Returns false if the peer is gone or too slow.
+/// hold its task forever).
+pub async fn send_outcome(socket: &mut WebSocket, msg: Message, limit: Duration) -> Sent {
+    match tokio::time::timeout(limit, socket.send(msg)).await {
+        Ok(Ok(())) => Sent::Ok,
+        Ok(Err(_)) => Sent::Gone,
+        Err(_) => Sent::TimedOut,
+    }
+}
+
+/// [`send_outcome`], as "was it written".
 pub async fn send_timed(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(limit, socket.send(msg)).await,
-        Ok(Ok(()))
-    )
+    send_outcome(socket, msg, limit).await == Sent::Ok
 }
 
 /// Sends a close frame with a code and reason, best effort and bounded in time.
