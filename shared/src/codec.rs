@@ -181,21 +181,14 @@ fn blank_frame() -> [u8; FRAME_LEN] {
     f
 }
 
-/// In the first frame of a batch, once row `r` is complete (the decoder has
-/// just finished cell `k - 1`), it becomes the prediction for row `r + 1`:
-/// the decoder's mirror of [`predict_from_rows_above`].
+/// The first frame of a batch has no previous frame, so it is predicted from
+/// itself: once row `r` is complete (cell `k - 1` was just coded), it becomes
+/// the prediction for row `r + 1`; row 0 is predicted from blank.
 #[inline(always)]
 fn predict_row_below(cur: &[u8; FRAME_LEN], prev: &mut [u8; FRAME_LEN], k: usize) {
     if k.is_multiple_of(WIDTH) && k < FRAME_LEN {
         prev[k..k + WIDTH].copy_from_slice(&cur[k - WIDTH..k]);
     }
-}
-
-/// The first frame of a batch has no previous frame; it is predicted from
-/// itself instead: each row from the row above (the top row from blank).
-#[cfg(feature = "alloc")]
-fn predict_from_rows_above(cur: &[u8; FRAME_LEN], prev: &mut [u8; FRAME_LEN]) {
-    prev[WIDTH..].copy_from_slice(&cur[..FRAME_LEN - WIDTH]);
 }
 
 /// An adaptive probability that the next decision is 0, in 12 bits, with
@@ -252,43 +245,7 @@ pub fn encode(packed: &[u8], out: &mut alloc::vec::Vec<u8>) -> Result<(), CodecE
     let mut cur = [0u8; FRAME_LEN];
     for (index, frame) in frames.iter().enumerate() {
         crate::frame::unpack_codes(frame, &mut cur);
-        if index == 0 {
-            predict_from_rows_above(&cur, &mut prev);
-        }
-        let mut walk = Walk::new();
-        let mut k = 0;
-        // Cells before this index were already offered as a quiet run.
-        let mut no_run_before = 0;
-        while k < FRAME_LEN {
-            let col = k % WIDTH;
-            let p = prev[k];
-            if k >= no_run_before && walk.quiet(p, col) {
-                let len = walk.quiet_run(&prev, k);
-                if len >= MIN_RUN {
-                    let clean = cur[k..k + len].iter().all(|&s| s == SPACE_CODE);
-                    enc.bit(&mut model.run[run_ctx(len)], !clean);
-                    if clean {
-                        k += len;
-                        continue;
-                    }
-                    no_run_before = k + len;
-                }
-            }
-            let sym = cur[k];
-            let changed = sym != p;
-            enc.bit(&mut model.same[walk.same_ctx(usize::from(p), col)], changed);
-            if changed {
-                let base = walk.tree_base(usize::from(p));
-                let mut node = 1;
-                for shift in (0..4).rev() {
-                    let bit = (sym >> shift) & 1 == 1;
-                    enc.bit(&mut model.tree[base + node], bit);
-                    node = node * 2 + usize::from(bit);
-                }
-            }
-            walk.step(col, sym, changed);
-            k += 1;
-        }
+        code_frame(&mut enc, &mut model, &mut prev, &mut cur, index == 0)?;
         prev = cur;
     }
     enc.finish();
@@ -308,53 +265,101 @@ pub fn decode(
     let mut cur = [0u8; FRAME_LEN];
     let mut packed = [0u8; PACKED_LEN];
     for index in 0..count {
-        let mut walk = Walk::new();
-        let mut k = 0;
-        let mut no_run_before = 0;
-        while k < FRAME_LEN {
-            let col = k % WIDTH;
-            let p = prev[k];
-            if k >= no_run_before && walk.quiet(p, col) {
-                let len = walk.quiet_run(&prev, k);
-                if len >= MIN_RUN {
-                    if !dec.bit(&mut model.run[run_ctx(len)])? {
-                        cur[k..k + len].fill(SPACE_CODE);
-                        k += len;
-                        if index == 0 {
-                            predict_row_below(&cur, &mut prev, k);
-                        }
-                        continue;
-                    }
-                    no_run_before = k + len;
-                }
-            }
-            let changed = dec.bit(&mut model.same[walk.same_ctx(usize::from(p), col)])?;
-            let sym = if changed {
-                let base = walk.tree_base(usize::from(p));
-                let mut node = 1;
-                for _ in 0..4 {
-                    node = node * 2 + usize::from(dec.bit(&mut model.tree[base + node])?);
-                }
-                let sym = node - 16;
-                if sym >= SYMBOLS {
-                    return Err(CodecError::InvalidSymbol);
-                }
-                sym as u8
-            } else {
-                p
-            };
-            cur[k] = sym;
-            walk.step(col, sym, changed);
-            k += 1;
-            if index == 0 {
-                predict_row_below(&cur, &mut prev, k);
-            }
-        }
+        code_frame(&mut dec, &mut model, &mut prev, &mut cur, index == 0)?;
         crate::frame::pack_codes(&cur, &mut packed);
         sink(index, &packed);
         prev = cur;
     }
     dec.finish()
+}
+
+/// One side of the range coder. Encoder and decoder walk a frame through the
+/// very same [`code_frame`], so their contexts can never drift apart: the
+/// encoder codes the bit it is handed, the decoder never asks for it and
+/// returns the bit it reads instead.
+trait BitCoder {
+    fn code(&mut self, prob: &mut Prob, bit: impl FnOnce() -> bool) -> Result<bool, CodecError>;
+}
+
+/// Codes one frame against `prev`. For the encoder `cur` holds the frame;
+/// for the decoder it receives it. In the first frame of a batch (`first`),
+/// each finished row becomes the prediction for the next one.
+#[inline(always)]
+fn code_frame(
+    coder: &mut impl BitCoder,
+    model: &mut Model,
+    prev: &mut [u8; FRAME_LEN],
+    cur: &mut [u8; FRAME_LEN],
+    first: bool,
+) -> Result<(), CodecError> {
+    let mut walk = Walk::new();
+    let mut k = 0;
+    // Cells before this index were already offered as a quiet run.
+    let mut no_run_before = 0;
+    while k < FRAME_LEN {
+        let col = k % WIDTH;
+        let p = prev[k];
+        if k >= no_run_before && walk.quiet(p, col) {
+            let len = walk.quiet_run(prev, k);
+            if len >= MIN_RUN {
+                let dirty = coder.code(&mut model.run[run_ctx(len)], || {
+                    cur[k..k + len].iter().any(|&s| s != SPACE_CODE)
+                })?;
+                if !dirty {
+                    cur[k..k + len].fill(SPACE_CODE);
+                    k += len;
+                    if first {
+                        predict_row_below(cur, prev, k);
+                    }
+                    continue;
+                }
+                no_run_before = k + len;
+            }
+        }
+        let known = cur[k];
+        let changed = coder.code(&mut model.same[walk.same_ctx(usize::from(p), col)], || {
+            known != p
+        })?;
+        let sym = if changed {
+            let base = walk.tree_base(usize::from(p));
+            let mut node = 1;
+            for shift in (0..4).rev() {
+                let bit = coder.code(&mut model.tree[base + node], || (known >> shift) & 1 == 1)?;
+                node = node * 2 + usize::from(bit);
+            }
+            let sym = node - 16;
+            if sym >= SYMBOLS {
+                return Err(CodecError::InvalidSymbol);
+            }
+            sym as u8
+        } else {
+            p
+        };
+        cur[k] = sym;
+        walk.step(col, sym, changed);
+        k += 1;
+        if first {
+            predict_row_below(cur, prev, k);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(feature = "alloc")]
+impl BitCoder for Encoder<'_> {
+    #[inline(always)]
+    fn code(&mut self, prob: &mut Prob, bit: impl FnOnce() -> bool) -> Result<bool, CodecError> {
+        let bit = bit();
+        self.bit(prob, bit);
+        Ok(bit)
+    }
+}
+
+impl BitCoder for Decoder<'_> {
+    #[inline(always)]
+    fn code(&mut self, prob: &mut Prob, _: impl FnOnce() -> bool) -> Result<bool, CodecError> {
+        self.bit(prob)
+    }
 }
 
 /// The LZMA-style range encoder.
