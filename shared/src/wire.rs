@@ -12,6 +12,8 @@
 //! | `0x20` | `Frames`    | server → viewer   | `start:u64 count:u32 codec:u8` + payload          |
 //! | `0x30` | `Telemetry` | server → both     | fixed 62-byte body, see [`Telemetry`]             |
 //!
+//! A `Frames` payload is `codec` 0 (nibble: count × 880 packed bytes) or 1
+//! (context: [`crate::codec`], about 90 bytes a frame, what servers send).
 //! Frame numbers are absolute `u64`s; a task or batch covers the frames
 //! `start .. start + count`. The version byte comes first so a peer from
 //! another release is told exactly that, not handed a confusing tag error.
