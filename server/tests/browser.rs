@@ -665,8 +665,13 @@ fn the_switch_stops_and_resumes_contributing_and_is_remembered() {
             (server.stat("workers") == 0).then_some(())
         })
         .await;
-        let w = browser.js("return window.donutWorkerStats").await;
-        assert_eq!(w["state"], "stopped", "{w}");
+        // The server can see the socket close before the page has the
+        // worker's last stats message; wait for the page to catch up.
+        let w = eventually("the page to show the worker stopped", async || {
+            let w = browser.js("return window.donutWorkerStats").await;
+            (w["state"] == "stopped").then_some(w)
+        })
+        .await;
         assert_eq!(w["contributing"], false, "{w}");
         // The choice survives a reload: the page comes back watching only.
         browser.client.refresh().await.expect("reload");
