@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 use crate::app::App;
 use crate::core::Batch;
 use crate::fleet::Admission;
-use crate::limits::{CloseReason, NORMAL, TOO_BIG, UNSUPPORTED};
+use crate::limits::{CloseReason, TOO_BIG, UNSUPPORTED};
 use crate::ws;
 
 /// Runs a viewer connection to its end.
@@ -97,12 +97,9 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                     }
                 },
                 _ = ping.tick() => {
-                    if last_heard.elapsed() > idle {
-                        app.stats.idle_reaped.inc();
-                        break Some(CloseReason::new(NORMAL, "idle timeout"));
-                    }
-                    if !ws::send_timed(&mut socket, Message::Ping(Bytes::new()), send_limit).await {
-                        break None;
+                    let tick = ws::keep_alive(&mut socket, last_heard, idle, send_limit, &app.stats.idle_reaped);
+                    if let Err(close) = tick.await {
+                        break close;
                     }
                 }
                 _ = shutdown.changed() => break Some(crate::app::shutdown_reason()),

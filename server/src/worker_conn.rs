@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::app::App;
 use crate::fleet::Admission;
-use crate::limits::{CloseReason, NORMAL, POLICY, UNSUPPORTED};
+use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
 use crate::scheduler::Claim;
 use crate::verifier::Trust;
 use crate::ws;
@@ -112,12 +112,9 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                 }
             }
             _ = ping.tick() => {
-                if last_heard.elapsed() > idle {
-                    app.stats.idle_reaped.inc();
-                    break Some(CloseReason::new(NORMAL, "idle timeout"));
-                }
-                if !ws::send_timed(&mut socket, Message::Ping(Bytes::new()), send_limit).await {
-                    break None;
+                let tick = ws::keep_alive(&mut socket, last_heard, idle, send_limit, &app.stats.idle_reaped);
+                if let Err(close) = tick.await {
+                    break close;
                 }
             }
             _ = shutdown.changed() => break Some(crate::app::shutdown_reason()),

@@ -1,11 +1,13 @@
 //! Small helpers shared by both WebSocket endpoints: timed sends, clean
 //! closes, and recognising an over-size inbound message.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use bytes::Bytes;
 
-use crate::limits::CloseReason;
+use crate::limits::{CloseReason, NORMAL};
+use crate::metrics::Counter;
 
 /// How a timed send ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,26 @@ pub async fn send_outcome(socket: &mut WebSocket, msg: Message, limit: Duration)
 /// [`send_outcome`], as "was it written".
 pub async fn send_timed(socket: &mut WebSocket, msg: Message, limit: Duration) -> bool {
     send_outcome(socket, msg, limit).await == Sent::Ok
+}
+
+/// One keep-alive tick of a connection: reaps a peer silent for longer
+/// than `idle` (`Err(Some(reason))`, counted in `reaped`), otherwise pings
+/// it (`Err(None)` when the ping cannot be sent: the peer is gone).
+pub async fn keep_alive(
+    socket: &mut WebSocket,
+    last_heard: Instant,
+    idle: Duration,
+    send_limit: Duration,
+    reaped: &Counter,
+) -> Result<(), Option<CloseReason>> {
+    if last_heard.elapsed() > idle {
+        reaped.inc();
+        return Err(Some(CloseReason::new(NORMAL, "idle timeout")));
+    }
+    match send_timed(socket, Message::Ping(Bytes::new()), send_limit).await {
+        true => Ok(()),
+        false => Err(None),
+    }
 }
 
 /// Sends a close frame with a code and reason, best effort and bounded in time.
