@@ -119,17 +119,7 @@ impl Screen {
     /// Resizes the backing store to the element's size × `dpr`. Returns
     /// whether anything changed (and so a redraw is needed).
     pub fn fit(&mut self, dpr: f64) -> bool {
-        let dpr = if dpr.is_finite() && dpr > 0.0 {
-            dpr
-        } else {
-            1.0
-        };
-        let w = (f64::from(self.canvas.client_width()) * dpr)
-            .round()
-            .max(1.0) as u32;
-        let h = (f64::from(self.canvas.client_height()) * dpr)
-            .round()
-            .max(1.0) as u32;
+        let (w, h, dpr) = backing_size(&self.canvas, dpr);
         if (w, h) == self.size && dpr == self.layout.dpr {
             return false;
         }
@@ -216,20 +206,11 @@ impl Chart {
 
     /// Draws `history` scaled to its peak.
     pub fn draw(&self, history: &History, dpr: f64) {
-        let dpr = if dpr.is_finite() && dpr > 0.0 {
-            dpr
-        } else {
-            1.0
-        };
-        let w = (f64::from(self.canvas.client_width()) * dpr)
-            .round()
-            .max(1.0);
-        let h = (f64::from(self.canvas.client_height()) * dpr)
-            .round()
-            .max(1.0);
-        if self.canvas.width() != w as u32 || self.canvas.height() != h as u32 {
-            self.canvas.set_width(w as u32);
-            self.canvas.set_height(h as u32);
+        let (wi, hi, dpr) = backing_size(&self.canvas, dpr);
+        let (w, h) = (f64::from(wi), f64::from(hi));
+        if self.canvas.width() != wi || self.canvas.height() != hi {
+            self.canvas.set_width(wi);
+            self.canvas.set_height(hi);
         }
         let ctx = &self.ctx;
         ctx.clear_rect(0.0, 0.0, w, h);
@@ -264,6 +245,19 @@ impl Chart {
             pad,
         );
     }
+}
+
+/// The backing-store size of `canvas` in device pixels (its CSS size ×
+/// `dpr`, at least 1×1) and the device pixel ratio used, 1 when `dpr` is
+/// not a positive number.
+fn backing_size(canvas: &HtmlCanvasElement, dpr: f64) -> (u32, u32, f64) {
+    let dpr = if dpr.is_finite() && dpr > 0.0 {
+        dpr
+    } else {
+        1.0
+    };
+    let px = |css: i32| (f64::from(css) * dpr).round().max(1.0) as u32;
+    (px(canvas.client_width()), px(canvas.client_height()), dpr)
 }
 
 #[cfg(test)]
