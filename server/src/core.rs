@@ -306,10 +306,13 @@ impl Core {
                 break;
             }
             let count = pending.min(u64::from(self.cfg.batch_frames)) as u32;
-            let mut packed = Vec::with_capacity(count as usize * PACKED_LEN);
+            // Room for the header first: a nibble batch is then encoded in
+            // place, with this one copy out of the ring and no other.
+            let mut buf = Vec::with_capacity(FRAMES_HEADER_LEN + count as usize * PACKED_LEN);
+            buf.resize(FRAMES_HEADER_LEN, 0);
             if !inner
                 .ring
-                .copy_range(inner.cursor, u64::from(count), &mut packed)
+                .copy_range(inner.cursor, u64::from(count), &mut buf)
             {
                 break;
             }
@@ -317,7 +320,7 @@ impl Core {
                 start: inner.cursor,
                 count,
                 codec: self.cfg.codec,
-                packed,
+                buf,
             });
             inner.cursor += u64::from(count);
         }
@@ -386,29 +389,35 @@ pub struct Due {
     pub count: u32,
     /// How to encode them.
     pub codec: Codec,
-    /// Their packed bytes.
-    pub packed: Vec<u8>,
+    /// `FRAMES_HEADER_LEN` bytes of room for the header, then the frames'
+    /// packed bytes.
+    buf: Vec<u8>,
 }
 
 impl Due {
+    /// The frames' packed bytes.
+    pub fn packed(&self) -> &[u8] {
+        &self.buf[FRAMES_HEADER_LEN..]
+    }
+
     /// Encodes the batch as one `Frames` message: with the context coder
     /// (about 90 bytes a frame instead of 880; see `donut_shared::codec`)
-    /// or as plain nibble-packed frames.
+    /// or as plain nibble-packed frames (written in place, no copy).
     /// CPU work: callers run it off the lock and off the async executor.
     pub fn encode(self) -> Option<Batch> {
         let header = Frames::header(self.start, self.count, self.codec);
         let msg = match self.codec {
             Codec::Context => {
-                let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + self.packed.len() / 8);
+                let packed = self.packed();
+                let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + packed.len() / 8);
                 msg.extend_from_slice(&header);
                 // Ring frames were validated on the way in, so this cannot fail.
-                codec::encode(&self.packed, &mut msg).ok()?;
+                codec::encode(packed, &mut msg).ok()?;
                 msg
             }
             Codec::Nibble => {
-                let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + self.packed.len());
-                msg.extend_from_slice(&header);
-                msg.extend_from_slice(&self.packed);
+                let mut msg = self.buf;
+                msg[..FRAMES_HEADER_LEN].copy_from_slice(&header);
                 msg
             }
         };

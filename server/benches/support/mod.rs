@@ -1,0 +1,230 @@
+//! Pieces the loopback benches share: the table of frames rendered before a
+//! run, a worker that replays it, a viewer that checks every frame against
+//! it, and the real `donut` binary run as a subprocess whose CPU time and
+//! memory can be read from `/proc`.
+//!
+//! Each bench binary compiles this module on its own (`mod support;`), and
+//! not every bench uses every piece.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use donut_shared::wire::{HELLO_LEN, Hello, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker};
+use donut_shared::{PACKED_LEN, render_packed};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Frames rendered up front by default; the viewer checks every frame
+/// against them, so this is the length of a run.
+pub const TABLE: u64 = 1 << 18;
+/// Frames received before timing starts.
+pub const WARMUP: u64 = 1 << 14;
+
+/// Frames `0..frames`, packed, rendered on every core.
+pub fn table(frames: u64) -> Arc<Vec<u8>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut buf = vec![0u8; frames as usize * PACKED_LEN];
+    let per = (frames as usize).div_ceil(threads);
+    std::thread::scope(|s| {
+        for (t, chunk) in buf.chunks_mut(per * PACKED_LEN).enumerate() {
+            s.spawn(move || {
+                for (k, out) in chunk.as_chunks_mut::<PACKED_LEN>().0.iter_mut().enumerate() {
+                    render_packed((t * per + k) as u64, out);
+                }
+            });
+        }
+    });
+    Arc::new(buf)
+}
+
+/// A worker that answers from the table, dropping every
+/// `1 / drop_fraction`-th result (deterministically) to simulate churn.
+pub async fn replay_worker(addr: SocketAddr, table: Arc<Vec<u8>>, drop_fraction: f64) {
+    let Ok((ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/worker")).await
+    else {
+        return;
+    };
+    let (mut sink, mut stream) = ws.split();
+    let mut hello = [0u8; HELLO_LEN];
+    let _ = Hello { slots: 2 }.encode(&mut hello);
+    if sink.send(Message::binary(hello.to_vec())).await.is_err() {
+        return;
+    }
+    let mut dropped = 0.0f64;
+    while let Some(Ok(msg)) = stream.next().await {
+        let Message::Binary(b) = msg else { continue };
+        let Ok(ToWorker::Task(t)) = ToWorker::decode(&b) else {
+            continue;
+        };
+        dropped += drop_fraction;
+        if dropped >= 1.0 {
+            dropped -= 1.0;
+            continue;
+        }
+        let from = t.start as usize * PACKED_LEN;
+        let to = from + t.count as usize * PACKED_LEN;
+        let out = match table.get(from..to) {
+            Some(frames) => {
+                let mut out = Vec::with_capacity(RESULT_HEADER_LEN + frames.len());
+                out.extend_from_slice(&TaskResult::header(t.task_id, t.start, t.count));
+                out.extend_from_slice(frames);
+                out
+            }
+            // Past the end of the table (the last task of a run): render.
+            None => donut_server::native_worker::render_result(&t),
+        };
+        if sink.send(Message::binary(out)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The timed part of a viewer's run.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// Frames received and checked in it.
+    pub frames: u64,
+    /// Its length, seconds.
+    pub secs: f64,
+}
+
+impl Window {
+    /// Frames per second.
+    pub fn fps(&self) -> f64 {
+        self.frames as f64 / self.secs
+    }
+}
+
+/// Receives every frame of the table, checking order and every byte; times
+/// frames `WARMUP..` to the table's end. `on_warm` runs once, when the timed
+/// window opens.
+pub async fn checking_viewer(
+    addr: SocketAddr,
+    table: Arc<Vec<u8>>,
+    mut on_warm: impl FnMut(),
+) -> Window {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/viewer"))
+        .await
+        .expect("viewer connects");
+    let end = (table.len() / PACKED_LEN) as u64;
+    let mut next = 0u64;
+    let mut t0 = None;
+    while next < end {
+        let Some(Ok(Message::Binary(b))) = ws.next().await else {
+            continue;
+        };
+        let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b) else {
+            continue;
+        };
+        assert_eq!(f.start, next, "gap or reordering");
+        f.decode_frames(|n, got| {
+            if let Some(want) = table.get(n as usize * PACKED_LEN..(n as usize + 1) * PACKED_LEN) {
+                assert_eq!(&got[..], want, "wrong frame {n}");
+            }
+        })
+        .expect("decodable batch");
+        next = f.start + u64::from(f.count);
+        if t0.is_none() && next >= WARMUP {
+            t0 = Some((Instant::now(), next));
+            on_warm();
+        }
+    }
+    let (t, from) = t0.expect("warm-up passed");
+    Window {
+        frames: next - from,
+        secs: t.elapsed().as_secs_f64(),
+    }
+}
+
+/// The real `donut serve` (the binary cargo built for the bench, or
+/// `DONUT_BIN`) on a free loopback port; killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `donut serve --listen 127.0.0.1:0 <args>` and waits for its
+    /// "listening on" line.
+    pub fn start(args: &[&str]) -> Self {
+        let bin =
+            std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned());
+        let mut child = Command::new(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {bin} (set DONUT_BIN): {e}"));
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let addr = line
+            .trim()
+            .trim_start_matches("listening on ")
+            .parse()
+            .unwrap_or_else(|_| panic!("server address, got {line:?}"));
+        Self { child, addr }
+    }
+
+    /// The process id (for `perf record -p`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+
+    /// CPU time used so far by all its threads, nanoseconds.
+    pub fn cpu_ns(&self) -> u64 {
+        cpu_ns(self.pid())
+    }
+
+    /// `GET /api/stats`, if it answers.
+    pub fn stats(&self) -> Option<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://{}/api/stats", self.addr)])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+/// CPU time used so far by all threads of process `pid` (threads that have
+/// already exited are not counted), nanoseconds: the first field of each
+/// thread's `/proc/<pid>/task/<tid>/schedstat`.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
