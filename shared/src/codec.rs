@@ -1,38 +1,43 @@
 //! `Codec::Context`: lossless, context-modelled range coding of a batch of
-//! frames, about nine times smaller than nibble packing.
+//! frames, about ten times smaller than nibble packing.
 //!
 //! Frames of the donut are highly structured: most cells are blank, a cell
-//! usually shows what it showed one frame earlier, and changes cluster along
-//! the moving edges of the shading. Each cell of each frame is coded, in
-//! order, as
+//! usually shows what it showed one frame earlier, and when it changes its
+//! glyph usually moves one step lighter or darker (the shading drifts
+//! smoothly as the donut turns), in the same direction as its changed
+//! neighbours. Each cell of each frame is coded, in order, as
 //!
 //! 1. one binary decision, "same symbol as this cell in the previous frame",
 //!    whose probability is learnt per context (the previous symbol here, the
-//!    symbol just coded to the left, and whether the left and upper
-//!    neighbours changed), then
-//! 2. only when it changed, the new 4-bit symbol code as four binary
-//!    decisions down a tree, learnt per context (previous symbol, left
-//!    symbol).
+//!    symbol just coded to the left, whether that one changed, and how the
+//!    symbol just coded above compares with the previous symbol here), then
+//! 2. only when it changed, a *step*: "one step" (learnt per previous and
+//!    left symbol) and its direction (learnt per direction the left and
+//!    upper neighbours moved, and whether they are lighter or darker than
+//!    this cell was); else "two steps" and its direction; else "blank";
+//!    else the new 4-bit symbol code as four binary decisions down a tree.
+//!    Four in five changed cells move one step, so a changed cell costs
+//!    about two decisions after the first, not four.
 //!
 //! Blank margins are cheaper still: where a cell is *quiet* (blank before,
 //! blank to its left, nothing changed to its left or above), the run of
 //! cells in its row that would all stay quiet is offered first as one
 //! decision, "all unchanged", and skipped when it is. About two thirds of a
-//! frame's cells go by that way, in some 40 runs.
+//! frame's cells go by that way, in some 45 runs.
 //!
 //! Decisions go through an adaptive binary range coder (the LZMA design:
 //! 32-bit range, 12-bit probabilities adapting fast at first, then by 1/16 of
-//! their error). The
-//! first frame of a batch has no previous frame, so it is predicted from
-//! itself, each row from the row above: every batch decodes on its own and a
-//! viewer joining mid-stream needs nothing older.
-//! Models start afresh in every batch; the server encodes each batch once and
-//! sends the same bytes to every viewer.
+//! their error). The first frame of a batch has no previous frame, so it is
+//! predicted from itself, each row from the row above: every batch decodes on
+//! its own and a viewer joining mid-stream needs nothing older. Models start
+//! afresh in every batch; the server encodes each batch once and sends the
+//! same bytes to every viewer.
 //!
 //! Decoding never panics and never allocates: garbage input yields
 //! [`CodecError`], and output is bounded by the `count` the caller passes
 //! (capped by the wire protocol before this runs).
 
+use core::cmp::Ordering;
 use core::fmt;
 
 use crate::donut::{FRAME_LEN, WIDTH};
@@ -47,14 +52,36 @@ const PROB_HALF: u16 = 1 << (PROB_BITS - 1);
 /// The range is renormalised whenever it drops below this.
 const TOP: u32 = 1 << 24;
 /// Contexts of the "same as before" decision: previous symbol × left symbol
-/// × left changed × up changed.
-const SAME_CONTEXTS: usize = SYMBOLS * SYMBOLS * 4;
-/// Contexts of the symbol tree: previous symbol × left symbol, 16 nodes each.
-const TREE_CONTEXTS: usize = SYMBOLS * SYMBOLS * 16;
+/// × left changed × how the symbol above compares with the previous one.
+const SAME_CONTEXTS: usize = SYMBOLS * SYMBOLS * 2 * 3;
+/// Contexts of the step decisions ("one step", "two steps", "blank") and of
+/// the escape's symbol tree: previous symbol × left symbol (the tree uses 16
+/// nodes of each).
+const PAIR_CONTEXTS: usize = SYMBOLS * SYMBOLS;
+/// Contexts of a step's direction: how the left and upper neighbours
+/// changed × how they compare with the previous symbol here.
+const DIRECTION_CONTEXTS: usize = CLASSES * CLASSES * 3 * 3;
 /// Shortest quiet run offered as a whole.
 const MIN_RUN: usize = 4;
 /// Contexts of the "quiet run all unchanged" decision, by run length.
 const RUN_CONTEXTS: usize = 8;
+
+/// How a coded cell changed from the previous frame, as its neighbours'
+/// contexts see it.
+type Class = u8;
+/// Unchanged.
+const SAME: Class = 0;
+/// One or two steps lighter (a higher symbol code).
+const UP: Class = 1;
+/// One or two steps darker.
+const DOWN: Class = 2;
+/// Became blank, or anything else.
+const OTHER: Class = 3;
+/// Distinct classes.
+const CLASSES: usize = 4;
+
+// The quiet-run scan tests "blank and unchanged above" as one OR of zeros.
+const _: () = assert!(SPACE_CODE == 0 && SAME == 0);
 
 /// The context of a quiet run of `len` cells: its length, bucketed.
 #[inline(always)]
@@ -62,12 +89,23 @@ fn run_ctx(len: usize) -> usize {
     (len / 8).min(RUN_CONTEXTS - 1)
 }
 
+/// `a` compared with `b`, as 0 (less), 1 (equal) or 2 (greater).
+#[inline(always)]
+fn cmp3(a: u8, b: u8) -> usize {
+    match a.cmp(&b) {
+        Ordering::Less => 0,
+        Ordering::Equal => 1,
+        Ordering::Greater => 2,
+    }
+}
+
 /// Why a `Codec::Context` payload could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CodecError {
     /// The payload ended before `count` frames were decoded.
     Truncated,
-    /// A decoded symbol code is 14 or 15.
+    /// A decoded symbol code is 14 or 15, or a step leads out of the
+    /// alphabet.
     InvalidSymbol,
     /// Bytes remain after `count` frames.
     TrailingBytes,
@@ -91,7 +129,11 @@ impl core::error::Error for CodecError {}
 /// The adaptive probabilities, identical on both sides.
 struct Model {
     same: [Prob; SAME_CONTEXTS],
-    tree: [Prob; TREE_CONTEXTS],
+    one_step: [Prob; PAIR_CONTEXTS],
+    two_steps: [Prob; PAIR_CONTEXTS],
+    direction: [Prob; DIRECTION_CONTEXTS],
+    blank: [Prob; PAIR_CONTEXTS],
+    tree: [Prob; PAIR_CONTEXTS * 16],
     run: [Prob; RUN_CONTEXTS],
 }
 
@@ -99,7 +141,11 @@ impl Model {
     fn new() -> Self {
         Self {
             same: [Prob::NEW; SAME_CONTEXTS],
-            tree: [Prob::NEW; TREE_CONTEXTS],
+            one_step: [Prob::NEW; PAIR_CONTEXTS],
+            two_steps: [Prob::NEW; PAIR_CONTEXTS],
+            direction: [Prob::NEW; DIRECTION_CONTEXTS],
+            blank: [Prob::NEW; PAIR_CONTEXTS],
+            tree: [Prob::NEW; PAIR_CONTEXTS * 16],
             run: [Prob::NEW; RUN_CONTEXTS],
         }
     }
@@ -110,34 +156,46 @@ impl Model {
 /// decoder derive identical contexts with a handful of register operations.
 struct Walk {
     /// The symbol just coded (for the first cell, a newline).
-    left: usize,
-    /// Whether it differs from the previous frame.
-    left_changed: bool,
-    /// For each column, whether the cell above changed.
-    up_changed: [bool; WIDTH],
+    left: u8,
+    /// How it changed.
+    left_class: Class,
+    /// For each column, how the cell above changed.
+    up_class: [Class; WIDTH],
 }
 
 impl Walk {
     fn new() -> Self {
         Self {
-            left: usize::from(NEWLINE_CODE),
-            left_changed: false,
-            up_changed: [false; WIDTH],
+            left: NEWLINE_CODE,
+            left_class: SAME,
+            up_class: [SAME; WIDTH],
         }
     }
 
     /// Context of the "same as before" decision for a cell whose previous
-    /// symbol is `prev`, in column `col`.
+    /// symbol is `prev`, with `up_cmp` = [`cmp3`]`(up, prev)`.
     #[inline(always)]
-    fn same_ctx(&self, prev: usize, col: usize) -> usize {
-        ((prev * SYMBOLS + self.left) * 2 + usize::from(self.left_changed)) * 2
-            + usize::from(self.up_changed[col])
+    fn same_ctx(&self, prev: u8, up_cmp: usize) -> usize {
+        ((usize::from(prev) * SYMBOLS + usize::from(self.left)) * 2
+            + usize::from(self.left_class != SAME))
+            * 3
+            + up_cmp
     }
 
-    /// First of the 16 tree probabilities for a changed cell.
+    /// Context of the step decisions, and the first of the 16 tree
+    /// probabilities divided by 16.
     #[inline(always)]
-    fn tree_base(&self, prev: usize) -> usize {
-        (prev * SYMBOLS + self.left) * 16
+    fn pair_ctx(&self, prev: u8) -> usize {
+        usize::from(prev) * SYMBOLS + usize::from(self.left)
+    }
+
+    /// Context of a step's direction in column `col`.
+    #[inline(always)]
+    fn direction_ctx(&self, prev: u8, col: usize, up_cmp: usize) -> usize {
+        ((usize::from(self.left_class) * CLASSES + usize::from(self.up_class[col])) * 3
+            + cmp3(self.left, prev))
+            * 3
+            + up_cmp
     }
 
     /// Whether a cell is *quiet*: blank before, blank to its left, and
@@ -146,29 +204,42 @@ impl Walk {
     #[inline(always)]
     fn quiet(&self, prev: u8, col: usize) -> bool {
         prev == SPACE_CODE
-            && self.left == usize::from(SPACE_CODE)
-            && !self.left_changed
-            && !self.up_changed[col]
+            && self.left == SPACE_CODE
+            && self.left_class == SAME
+            && self.up_class[col] == SAME
     }
 
     /// How many cells from quiet cell `k` on, within its row, would stay
     /// quiet if none of them changed.
     #[inline(always)]
     fn quiet_run(&self, prev: &[u8; FRAME_LEN], k: usize) -> usize {
-        let row_end = (k / WIDTH + 1) * WIDTH;
-        let mut end = k + 1;
-        while end < row_end && prev[end] == SPACE_CODE && !self.up_changed[end % WIDTH] {
-            end += 1;
+        let col = k % WIDTH;
+        let row = &prev[k - col..k - col + WIDTH];
+        let mut c = col + 1;
+        // Eight cells at a time: a cell ends the run if its previous symbol
+        // or the class of the cell above is non-zero.
+        while let (Some(p), Some(u)) = (
+            row.get(c..).and_then(|s| s.first_chunk::<8>()),
+            self.up_class.get(c..).and_then(|s| s.first_chunk::<8>()),
+        ) {
+            let stop = u64::from_le_bytes(*p) | u64::from_le_bytes(*u);
+            if stop != 0 {
+                return c + (stop.trailing_zeros() / 8) as usize - col;
+            }
+            c += 8;
         }
-        end - k
+        while c < WIDTH && row[c] | self.up_class[c] == 0 {
+            c += 1;
+        }
+        c - col
     }
 
     /// Records the symbol coded in column `col`.
     #[inline(always)]
-    fn step(&mut self, col: usize, sym: u8, changed: bool) {
-        self.left = usize::from(sym);
-        self.left_changed = changed;
-        self.up_changed[col] = changed;
+    fn step(&mut self, col: usize, sym: u8, class: Class) {
+        self.left = sym;
+        self.left_class = class;
+        self.up_class[col] = class;
     }
 }
 
@@ -192,38 +263,36 @@ fn predict_row_below(cur: &[u8; FRAME_LEN], prev: &mut [u8; FRAME_LEN], k: usize
 }
 
 /// An adaptive probability that the next decision is 0, in 12 bits, with
-/// how many decisions it has seen: it learns fast at first (moving halfway,
-/// then a quarter, then an eighth) and settles at 1/16, so a batch's many rarely-seen
-/// contexts cost little.
+/// how many decisions it has seen (in the low three bits, so a decision
+/// loads and stores one `u16`): it learns fast at first (moving halfway,
+/// then a quarter, then an eighth) and settles at 1/16, so a batch's many
+/// rarely-seen contexts cost little.
 #[derive(Clone, Copy)]
-struct Prob {
-    p: u16,
-    seen: u8,
-}
+struct Prob(u16);
 
 /// Adaptation shift by decisions seen.
 const RATE: [u8; 8] = [1, 2, 2, 3, 3, 3, 4, 4];
 
 impl Prob {
-    const NEW: Self = Self {
-        p: PROB_HALF,
-        seen: 0,
-    };
+    const NEW: Self = Self(PROB_HALF << 3);
 
     #[inline(always)]
-    fn get(&self) -> u32 {
-        u32::from(self.p)
+    fn get(self) -> u32 {
+        u32::from(self.0 >> 3)
     }
 
     #[inline(always)]
     fn adapt(&mut self, bit: bool) {
-        let shift = RATE[usize::from(self.seen)];
+        let seen = self.0 & 7;
+        let shift = RATE[usize::from(seen)];
+        // Stays within 1..4095: each move covers at most half the distance.
+        let mut p = self.0 >> 3;
         if bit {
-            self.p -= self.p >> shift;
+            p -= p >> shift;
         } else {
-            self.p += ((1 << PROB_BITS) - self.p) >> shift;
+            p += ((1 << PROB_BITS) - p) >> shift;
         }
-        self.seen = (self.seen + 1).min(RATE.len() as u8 - 1);
+        self.0 = (p << 3) | (seen + u16::from(seen < 7));
     }
 }
 
@@ -317,32 +386,76 @@ fn code_frame(
             }
         }
         let known = cur[k];
-        let changed = coder.code(&mut model.same[walk.same_ctx(usize::from(p), col)], || {
-            known != p
-        })?;
-        let sym = if changed {
-            let base = walk.tree_base(usize::from(p));
-            let mut node = 1;
-            for shift in (0..4).rev() {
-                let bit = coder.code(&mut model.tree[base + node], || (known >> shift) & 1 == 1)?;
-                node = node * 2 + usize::from(bit);
-            }
-            let sym = node - 16;
-            if sym >= SYMBOLS {
-                return Err(CodecError::InvalidSymbol);
-            }
-            sym as u8
+        let up_cmp = match k.checked_sub(WIDTH) {
+            Some(up) => cmp3(cur[up], p),
+            None => 1,
+        };
+        let changed = coder.code(&mut model.same[walk.same_ctx(p, up_cmp)], || known != p)?;
+        let (sym, class) = if changed {
+            code_change(coder, model, &walk, p, col, up_cmp, known)?
         } else {
-            p
+            (p, SAME)
         };
         cur[k] = sym;
-        walk.step(col, sym, changed);
+        walk.step(col, sym, class);
         k += 1;
         if first {
             predict_row_below(cur, prev, k);
         }
     }
     Ok(())
+}
+
+/// Codes the new symbol of a cell that changed from `prev`: one step or
+/// two (then the direction), blank, or escaped through the symbol tree.
+/// `known` is the new symbol for the encoder (ignored by the decoder).
+#[inline(always)]
+fn code_change(
+    coder: &mut impl BitCoder,
+    model: &mut Model,
+    walk: &Walk,
+    prev: u8,
+    col: usize,
+    up_cmp: usize,
+    known: u8,
+) -> Result<(u8, Class), CodecError> {
+    let ctx = walk.pair_ctx(prev);
+    // Blank is coded as blank even where it is also one or two steps down.
+    let delta = match known {
+        SPACE_CODE => 0,
+        _ => i32::from(known) - i32::from(prev),
+    };
+    let one = coder.code(&mut model.one_step[ctx], || delta.abs() == 1)?;
+    let steps = if one {
+        1
+    } else if coder.code(&mut model.two_steps[ctx], || delta.abs() == 2)? {
+        2
+    } else if coder.code(&mut model.blank[ctx], || known == SPACE_CODE)? {
+        return Ok((SPACE_CODE, OTHER));
+    } else {
+        let base = ctx * 16;
+        let mut node = 1;
+        for shift in (0..4).rev() {
+            let bit = coder.code(&mut model.tree[base + node], || (known >> shift) & 1 == 1)?;
+            node = node * 2 + usize::from(bit);
+        }
+        return match u8::try_from(node - 16) {
+            Ok(sym) if usize::from(sym) < SYMBOLS => Ok((sym, OTHER)),
+            _ => Err(CodecError::InvalidSymbol),
+        };
+    };
+    let down = coder.code(
+        &mut model.direction[walk.direction_ctx(prev, col, up_cmp)],
+        || delta < 0,
+    )?;
+    let (sym, class) = match down {
+        true => (prev.checked_sub(steps), DOWN),
+        false => (Some(prev + steps), UP),
+    };
+    match sym {
+        Some(sym) if usize::from(sym) < SYMBOLS => Ok((sym, class)),
+        _ => Err(CodecError::InvalidSymbol),
+    }
 }
 
 #[cfg(feature = "alloc")]
