@@ -67,6 +67,43 @@ pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
     }
 }
 
+/// Seconds the fleet's frames/s is averaged over. Results arrive as whole
+/// tasks (about 100 ms of frames each, several per second at 60 fps), so a
+/// one-second sample swings by a task or two either way.
+pub const FLEET_FPS_WINDOW: usize = 5;
+
+/// Frames accepted over the last [`FLEET_FPS_WINDOW`] seconds, as a rate.
+#[derive(Debug)]
+struct FleetRate {
+    /// (when, frames accepted so far), oldest first.
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl FleetRate {
+    fn new(now: Instant, frames: u64) -> Self {
+        let mut samples = std::collections::VecDeque::with_capacity(FLEET_FPS_WINDOW + 1);
+        samples.push_back((now, frames));
+        Self { samples }
+    }
+
+    /// Records a sample and returns frames per second since the oldest kept.
+    fn update(&mut self, now: Instant, frames: u64) -> u32 {
+        self.samples.push_back((now, frames));
+        if self.samples.len() > FLEET_FPS_WINDOW + 1 {
+            self.samples.pop_front();
+        }
+        let Some(&(t0, f0)) = self.samples.front() else {
+            return 0;
+        };
+        let dt = now.saturating_duration_since(t0).as_secs_f64();
+        if dt > 0.0 {
+            (frames.saturating_sub(f0) as f64 / dt).round() as u32
+        } else {
+            0
+        }
+    }
+}
+
 /// Publishes telemetry every [`INTERVAL`] until `shutdown` turns true.
 pub async fn run(
     src: Sources,
@@ -74,21 +111,37 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(INTERVAL);
-    let mut last = (Instant::now(), src.stats.frames_accepted.get());
+    let mut rate = FleetRate::new(Instant::now(), src.stats.frames_accepted.get());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = Instant::now();
-        let frames = src.stats.frames_accepted.get();
-        let dt = now.saturating_duration_since(last.0).as_secs_f64();
-        let rate = if dt > 0.0 {
-            (frames.saturating_sub(last.1) as f64 / dt).round() as u32
-        } else {
-            0
-        };
-        last = (now, frames);
-        tx.send_replace(TelemetryMsg::new(compute(&src, rate)));
+        let fleet_fps = rate.update(Instant::now(), src.stats.frames_accepted.get());
+        tx.send_replace(TelemetryMsg::new(compute(&src, fleet_fps)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_rate_averages_lumpy_arrivals_over_the_window() {
+        let t0 = Instant::now();
+        let mut rate = FleetRate::new(t0, 0);
+        // 60 frames/s delivered as 90- and 30-frame seconds alternately.
+        let mut frames = 0;
+        let mut last = 0;
+        for s in 1..=10u64 {
+            frames += if s % 2 == 1 { 90 } else { 30 };
+            last = rate.update(t0 + Duration::from_secs(s), frames);
+        }
+        // The last 5 s hold 30 + 90 + 30 + 90 + 30 frames.
+        assert_eq!(last, 54);
+        assert_eq!(rate.samples.len(), FLEET_FPS_WINDOW + 1);
+        // Before the window fills, the rate covers what there is.
+        let mut young = FleetRate::new(t0, 0);
+        assert_eq!(young.update(t0 + Duration::from_secs(2), 120), 60);
     }
 }
