@@ -26,8 +26,8 @@
 //! frame's cells go by that way, in some 45 runs.
 //!
 //! Decisions go through an adaptive binary range coder (the LZMA design:
-//! 32-bit range, 12-bit probabilities adapting fast at first, then by 1/16 of
-//! their error). The first frame of a batch has no previous frame, so it is
+//! 32-bit range, 12-bit probabilities adapting fast at first, settling at
+//! 1/16 of their error). The first frame of a batch has no previous frame, so it is
 //! predicted from itself, each row from the row above: every batch decodes on
 //! its own and a viewer joining mid-stream needs nothing older. Models start
 //! afresh in every batch; the server encodes each batch once and sends the
@@ -263,36 +263,36 @@ fn predict_row_below(cur: &[u8; FRAME_LEN], prev: &mut [u8; FRAME_LEN], k: usize
 }
 
 /// An adaptive probability that the next decision is 0, in 12 bits, with
-/// how many decisions it has seen (in the low three bits, so a decision
-/// loads and stores one `u16`): it learns fast at first (moving halfway,
-/// then a quarter, then an eighth) and settles at 1/16, so a batch's many
-/// rarely-seen contexts cost little.
+/// how many decisions it has seen (up to 15, in the low four bits, so a
+/// decision loads and stores one `u16`): it learns fast at first (moving
+/// halfway, then a quarter for three decisions, then an eighth) and settles
+/// at 1/16 after fifteen, so a batch's many rarely-seen contexts cost little.
 #[derive(Clone, Copy)]
 struct Prob(u16);
 
 /// Adaptation shift by decisions seen.
-const RATE: [u8; 8] = [1, 2, 2, 3, 3, 3, 4, 4];
+const RATE: [u8; 16] = [1, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4];
 
 impl Prob {
-    const NEW: Self = Self(PROB_HALF << 3);
+    const NEW: Self = Self(PROB_HALF << 4);
 
     #[inline(always)]
     fn get(self) -> u32 {
-        u32::from(self.0 >> 3)
+        u32::from(self.0 >> 4)
     }
 
     #[inline(always)]
     fn adapt(&mut self, bit: bool) {
-        let seen = self.0 & 7;
+        let seen = self.0 & 15;
         let shift = RATE[usize::from(seen)];
         // Stays within 1..4095: each move covers at most half the distance.
-        let mut p = self.0 >> 3;
+        let mut p = self.0 >> 4;
         if bit {
             p -= p >> shift;
         } else {
             p += ((1 << PROB_BITS) - p) >> shift;
         }
-        self.0 = (p << 3) | (seen + u16::from(seen < 7));
+        self.0 = (p << 4) | (seen + u16::from(seen < 15));
     }
 }
 
