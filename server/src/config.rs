@@ -227,8 +227,7 @@ impl ServeConfig {
     /// A configuration for tests and benchmarks: listen on an ephemeral
     /// loopback port, everything else at its default.
     pub fn for_tests() -> Self {
-        let cli = Cli::parse_from(["donut", "serve", "--listen", "127.0.0.1:0"]);
-        match cli.command {
+        match defaults_only(&["serve", "--listen", "127.0.0.1:0"]) {
             Some(Command::Serve(c)) => c,
             _ => unreachable!("the literal arguments above always parse as `serve`"),
         }
@@ -268,10 +267,46 @@ pub struct WorkConfig {
 impl WorkConfig {
     /// A worker configuration for `server` (a `ws://` URL) with defaults.
     pub fn for_server(server: &str) -> Self {
-        let cli = Cli::parse_from(["donut", "work", "--server", server]);
-        match cli.command {
+        match defaults_only(&["work", "--server", server]) {
             Some(Command::Work(c)) => c,
             _ => unreachable!("the literal arguments above always parse as `work`"),
+        }
+    }
+}
+
+/// Parses `args` (after the program name) with every `DONUT_*` environment
+/// variable ignored, so that the environment of whoever runs the tests or
+/// benchmarks cannot change their configuration behind their back.
+fn defaults_only(args: &[&str]) -> Option<Command> {
+    use clap::{CommandFactory, FromArgMatches};
+    let without_env = |c: clap::Command| c.mut_args(|a| a.env(None));
+    let cmd = without_env(Cli::command()).mut_subcommands(without_env);
+    let matches = cmd.get_matches_from(std::iter::once("donut").chain(args.iter().copied()));
+    Cli::from_arg_matches(&matches).ok()?.command
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_configurations_ignore_the_environment() {
+        // SAFETY: no other test in this binary reads or writes the
+        // environment, and this variable is only read by clap.
+        unsafe { std::env::set_var("DONUT_CODEC", "nibble") };
+        unsafe { std::env::set_var("DONUT_THREADS", "7") };
+        let serve = ServeConfig::for_tests();
+        let work = WorkConfig::for_server("ws://127.0.0.1:1");
+        // The real command line still honours them.
+        let from_env = Cli::parse_from(["donut", "serve"]);
+        unsafe { std::env::remove_var("DONUT_CODEC") };
+        unsafe { std::env::remove_var("DONUT_THREADS") };
+        assert_eq!(serve.codec, BatchCodec::Context);
+        assert_eq!(work.threads, 0);
+        assert_eq!(work.server, "ws://127.0.0.1:1");
+        match from_env.command {
+            Some(Command::Serve(c)) => assert_eq!(c.codec, BatchCodec::Nibble),
+            other => panic!("parsed as {other:?}"),
         }
     }
 }
