@@ -12,7 +12,8 @@
 //!
 //! It checks two artifacts:
 //! - a fresh `cargo build --release --target wasm32-unknown-unknown` of the
-//!   worker crate (built by this test into `target/wasm-selftest`, so it can
+//!   worker crate (built by this test into `wasm-selftest` under the cargo
+//!   target directory, `$CARGO_TARGET_DIR` or `target/`, so it can
 //!   never silently pass on a stale or missing build), and
 //! - the shipped artifact `www/pkg/worker/donut_worker_bg.wasm` that the
 //!   server embeds and browsers load (post-processed by wasm-bindgen and
@@ -55,7 +56,11 @@ fn workspace_root() -> PathBuf {
 /// Builds the worker crate for wasm32 in release mode and returns its path.
 fn build_fresh_wasm() -> PathBuf {
     let root = workspace_root();
-    let target_dir = root.join("target").join("wasm-selftest");
+    // Under the caller's target directory, if it chose one, so that a
+    // custom CARGO_TARGET_DIR keeps the source tree free of build output.
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("wasm-selftest");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&root)
