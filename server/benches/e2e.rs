@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use donut_server::app::Server;
@@ -26,6 +26,7 @@ use donut_server::config::{BatchCodec, ServeConfig, VerifyPolicy, WorkConfig};
 use donut_shared::wire::{HELLO_LEN, Hello, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker};
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Frames rendered up front; the viewer checks every frame against them.
@@ -230,23 +231,228 @@ async fn churn(table: Arc<Vec<u8>>) {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
 }
 
-/// K viewers on a paced stream served by the real binary as a subprocess.
-async fn fanout(k: usize, secs: u64) {
+/// CPU time (user + system, all threads) of a process in seconds, from
+/// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime
+            // are fields 14 and 15 of the whole line.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Microseconds since the Unix epoch: the clock the server stamps its
+/// broadcasts with (same machine, same clock, another process).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `(start, unix_us)` from the server's `published` debug line (see
+/// `donut_server::broadcaster`), ANSI colours and all.
+fn parse_published(line: &str) -> Option<(u64, u64)> {
+    if !line.contains("published") {
+        return None;
+    }
+    let mut plain = String::with_capacity(line.len());
+    let mut in_escape = false;
+    for c in line.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (false, c) => plain.push(c),
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+        }
+    }
+    let field = |k: &str| {
+        plain
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("start=")?, field("unix_us=")?))
+}
+
+/// What one load-generator viewer saw.
+struct ViewerLog {
+    /// `(batch start, receive time in µs since the epoch)` of every
+    /// `Frames` message, in arrival order.
+    recv: Vec<(u64, u64)>,
+    /// Batches that did not start where the previous one ended.
+    gaps: u32,
+    /// The server closed the connection before the end.
+    closed: bool,
+}
+
+/// One viewer of the fan-out load generator: a minimal WebSocket client on
+/// a plain `TcpStream` (handshake, unmasked server frames, pongs), cheaper
+/// than a full client so the load generator leaves the cores to the
+/// server. It reads only each `Frames` header (start, count) to check
+/// continuity and stamp the arrival; payloads are not decoded. Runs until
+/// `stop` is set (checked after every read: the stream sends four batches
+/// a second).
+async fn fanout_viewer(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    gate: Arc<tokio::sync::Semaphore>,
+    connected: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    capacity: usize,
+) -> Option<ViewerLog> {
+    let permit = gate.acquire_owned().await.ok()?;
+    let Some((mut tcp, mut buf)) = ws_handshake(addr).await else {
+        failed.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    drop(permit);
+    connected.fetch_add(1, Ordering::Relaxed);
+    let mut log = ViewerLog {
+        recv: Vec::with_capacity(capacity),
+        gaps: 0,
+        closed: false,
+    };
+    let mut next: Option<u64> = None;
+    while !stop.load(Ordering::Relaxed) {
+        // Every complete frame in the buffer.
+        let mut used = 0;
+        while let Some((opcode, range)) = ws_frame(&buf[used..]) {
+            let payload = &buf[used + range.start..used + range.end];
+            match opcode {
+                0x2 => {
+                    if let Ok(ToViewer::Frames(f)) = ToViewer::decode(payload) {
+                        if next.is_some_and(|n| n != f.start) {
+                            log.gaps += 1;
+                        }
+                        next = Some(f.start + u64::from(f.count));
+                        log.recv.push((f.start, unix_us()));
+                    }
+                }
+                // A ping: answer with a pong, masked (client frames must
+                // be) with a zero key. Pings carry at most 125 bytes.
+                0x9 if payload.len() < 126 => {
+                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(payload);
+                    if tcp.write_all(&pong).await.is_err() {
+                        log.closed = true;
+                        return Some(log);
+                    }
+                }
+                0x8 => {
+                    log.closed = true;
+                    return Some(log);
+                }
+                _ => {}
+            }
+            used += range.end;
+        }
+        buf.drain(..used);
+        buf.reserve(4096);
+        match tcp.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => {
+                log.closed = true;
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    Some(log)
+}
+
+/// Opens `/ws/viewer`: the upgrade request, the `101` answer, and whatever
+/// frame bytes followed it.
+async fn ws_handshake(addr: SocketAddr) -> Option<(tokio::net::TcpStream, Vec<u8>)> {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    tcp.set_nodelay(true).ok()?;
+    let req = format!(
+        "GET /ws/viewer HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::with_capacity(8192);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                return None;
+            }
+            buf.drain(..end + 4);
+            return Some((tcp, buf));
+        }
+        if buf.len() > 4096 || tcp.read_buf(&mut buf).await.ok()? == 0 {
+            return None;
+        }
+    }
+}
+
+/// The first complete frame of `buf` from a server (unmasked, unfragmented):
+/// its opcode and its payload's byte range (which ends where the frame
+/// does).
+fn ws_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let (len, header) = match b1 & 0x7f {
+        126 => (
+            u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+            4,
+        ),
+        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?), 10),
+        n => (u64::from(n), 2),
+    };
+    let end = header + usize::try_from(len).ok()?;
+    (buf.len() >= end).then_some((b0 & 0x0f, header..end))
+}
+
+/// `v` sorted; the value at quantile `q`.
+fn quantile(v: &[u64], q: f64) -> u64 {
+    v.get(((v.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Connection ramp: the window starts this long after the last viewer's
+/// handshake completed (the server finishes upgrades and catch-ups).
+const SETTLE: Duration = Duration::from_secs(1);
+/// Viewers keep listening this long after the window, so every batch in
+/// the window has had time to arrive.
+const TAIL: Duration = Duration::from_secs(2);
+
+/// K viewers on a paced stream served by the real binary as a subprocess,
+/// held `secs` seconds after all have connected.
+///
+/// "Behind": the server logs when it publishes each batch (`unix_us`, on
+/// the same clock as this process). For every viewer and batch, the number
+/// of batches the server had published after it by the time the viewer
+/// received it: 0 = it arrived before the next broadcast, 1 = one
+/// broadcast behind. Counted over the batches published in the window
+/// `[all connected + SETTLE, + secs)`; the ramp before it and the tail
+/// after it are reported on their own lines, not dropped.
+fn fanout(k: usize, secs: u64, threads: usize) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let bin = std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned());
-    let mut child = Command::new(&bin)
+    let mut server = Command::new(&bin)
         .args([
             "serve",
             "--listen",
@@ -256,13 +462,15 @@ async fn fanout(k: usize, secs: u64) {
             "--max-viewers",
         ])
         .arg((k + 10).to_string())
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,donut_server::broadcaster=debug")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("run {bin} (set DONUT_BIN): {e}"));
-    let pid = child.id();
+    let pid = server.id();
     let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
+    if let Some(out) = server.stdout.take() {
         let _ = BufReader::new(out).read_line(&mut line);
     }
     let addr: SocketAddr = line
@@ -270,103 +478,293 @@ async fn fanout(k: usize, secs: u64) {
         .trim_start_matches("listening on ")
         .parse()
         .expect("server address");
-    let mut wcfg = WorkConfig::for_server(&format!("ws://{addr}"));
-    wcfg.threads = 1;
-    let worker = tokio::spawn(async move {
-        let _ = donut_server::native_worker::run(wcfg).await;
-    });
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss0 = rss_kib(pid);
-    // batch start -> (first arrival, last arrival, arrivals)
-    let arrivals = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
-        u64,
-        (Instant, Instant, usize),
-    >::new()));
-    let gaps = Arc::new(AtomicU64::new(0));
-    let connected = Arc::new(AtomicU64::new(0));
-    let stop = Instant::now() + Duration::from_secs(secs) + Duration::from_secs(k as u64 / 500);
-    let mut tasks = Vec::new();
-    for _ in 0..k {
-        let arrivals = Arc::clone(&arrivals);
-        let gaps = Arc::clone(&gaps);
-        let connected = Arc::clone(&connected);
-        tasks.push(tokio::spawn(async move {
-            let Ok((mut ws, _)) =
-                tokio_tungstenite::connect_async(format!("ws://{addr}/ws/viewer")).await
-            else {
-                return;
-            };
-            connected.fetch_add(1, Ordering::Relaxed);
-            let mut next: Option<u64> = None;
-            while Instant::now() < stop {
-                let Ok(Some(Ok(Message::Binary(b)))) =
-                    tokio::time::timeout(Duration::from_millis(500), ws.next()).await
-                else {
-                    continue;
-                };
-                let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b) else {
-                    continue;
-                };
-                if next.is_some_and(|n| n != f.start) {
-                    gaps.fetch_add(1, Ordering::Relaxed);
-                }
-                next = Some(f.start + u64::from(f.count));
-                let now = Instant::now();
-                if let Ok(mut a) = arrivals.lock() {
-                    let e = a.entry(f.start).or_insert((now, now, 0));
-                    e.1 = now;
-                    e.2 += 1;
+    // The server's log: publish times, and any warning (counted, shown).
+    let log_reader = server.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            let mut published = Vec::new();
+            let mut warnings = Vec::new();
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                match parse_published(&l) {
+                    Some(p) => published.push(p),
+                    None => warnings.push(l),
                 }
             }
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(secs / 2 + k as u64 / 1000)).await;
-    let rss_k = rss_kib(pid);
-    for t in tasks {
-        let _ = t.await;
-    }
-    let a = arrivals.lock().map(|a| a.clone()).unwrap_or_default();
-    let n = connected.load(Ordering::Relaxed) as usize;
-    let mut spreads: Vec<f64> = a
-        .values()
-        .filter(|(_, _, c)| *c == n)
-        .map(|(f, l, _)| l.duration_since(*f).as_secs_f64() * 1000.0)
+            (published, warnings)
+        })
+    });
+    // One native worker as its own process, so the load generator's CPU
+    // figure is the viewers' alone.
+    let mut worker = Command::new(&bin)
+        .args([
+            "work",
+            "--server",
+            &format!("ws://{addr}"),
+            "--threads",
+            "1",
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("worker");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_idle = status_kib(pid, "VmRSS:");
+    let me = std::process::id();
+    let connected = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let t_ramp = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let capacity = (secs as usize + 10) * 6;
+    let tasks: Vec<_> = (0..k)
+        .map(|_| {
+            rt.spawn(fanout_viewer(
+                addr,
+                Arc::clone(&stop),
+                Arc::clone(&gate),
+                Arc::clone(&connected),
+                Arc::clone(&failed),
+                capacity,
+            ))
+        })
         .collect();
-    spreads.sort_by(f64::total_cmp);
-    let full = spreads.len();
-    let p = |q: f64| {
-        spreads
-            .get(((full as f64 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    println!(
-        "fanout K={k}: connected {n}, batches seen by every viewer {full}/{}, gaps {}, spread first-to-last viewer ms p50 {:.1} p99 {:.1} max {:.1}, server RSS {} KiB idle -> {} KiB ({:.1} KiB/viewer)",
-        a.len(),
-        gaps.load(Ordering::Relaxed),
-        p(0.5),
-        p(0.99),
-        p(1.0),
-        rss0,
-        rss_k,
-        (rss_k.saturating_sub(rss0)) as f64 / n.max(1) as f64,
-    );
+    while connected.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < k as u64
+        && t_ramp.elapsed() < Duration::from_secs(300)
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let ramp_secs = t_ramp.elapsed().as_secs_f64();
+    let ready_us = unix_us();
+    let from_us = ready_us + SETTLE.as_micros() as u64;
+    let to_us = from_us + secs * 1_000_000;
+    std::thread::sleep(SETTLE);
+    let cpu0 = (cpu_secs(pid), cpu_secs(me), Instant::now());
+    let mut rss_max = 0;
+    for _ in 0..secs {
+        std::thread::sleep(Duration::from_secs(1));
+        rss_max = rss_max.max(status_kib(pid, "VmRSS:"));
+    }
+    let cpu1 = (cpu_secs(pid), cpu_secs(me), Instant::now());
+    let rss_end = status_kib(pid, "VmRSS:");
+    std::thread::sleep(TAIL);
+    stop.store(true, Ordering::Relaxed);
+    let wall = cpu1.2.duration_since(cpu0.2).as_secs_f64();
+    let server_cpu = (cpu1.0 - cpu0.0) / wall * 100.0;
+    let gen_cpu = (cpu1.1 - cpu0.1) / wall * 100.0;
     let stats = std::process::Command::new("curl")
         .args(["-s", &format!("http://{addr}/api/stats")])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stats) {
+    // Each viewer notices `stop` after its next read (a batch every 250 ms).
+    let (logs, stuck): (Vec<ViewerLog>, u64) = rt.block_on(async {
+        let mut logs = Vec::with_capacity(k);
+        let mut stuck = 0;
+        for t in tasks {
+            match tokio::time::timeout(Duration::from_secs(5), t).await {
+                Ok(Ok(Some(l))) => logs.push(l),
+                Ok(_) => {}
+                Err(_) => stuck += 1,
+            }
+        }
+        (logs, stuck)
+    });
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = server.wait();
+    let (published, warnings) = log_reader.and_then(|h| h.join().ok()).unwrap_or_default();
+    report_fanout(&FanoutRun {
+        k,
+        connected: connected.load(Ordering::Relaxed),
+        ramp_secs,
+        from_us,
+        to_us,
+        published,
+        logs,
+        rss: (rss_idle, rss_end, rss_max),
+        cpu: (server_cpu, gen_cpu),
+        threads,
+        warnings,
+        stats,
+        stuck,
+    });
+}
+
+struct FanoutRun {
+    k: usize,
+    connected: u64,
+    ramp_secs: f64,
+    from_us: u64,
+    to_us: u64,
+    published: Vec<(u64, u64)>,
+    logs: Vec<ViewerLog>,
+    rss: (u64, u64, u64),
+    cpu: (f64, f64),
+    threads: usize,
+    warnings: Vec<String>,
+    stats: String,
+    /// Viewers that did not end within 5 s of `stop` (nothing received).
+    stuck: u64,
+}
+
+/// Behind, latency and spread over one class of batches (ramp, window, tail).
+#[derive(Default)]
+struct Class {
+    viewer_batches: u64,
+    behind: [u64; 4],
+    behind_max: u64,
+    latency_us: Vec<u64>,
+}
+
+impl Class {
+    fn add(&mut self, behind: u64, latency_us: u64) {
+        self.viewer_batches += 1;
+        self.behind[behind.min(3) as usize] += 1;
+        self.behind_max = self.behind_max.max(behind);
+        self.latency_us.push(latency_us);
+    }
+
+    fn line(&mut self, name: &str) -> String {
+        self.latency_us.sort_unstable();
+        let ms = |q| quantile(&self.latency_us, q) as f64 / 1000.0;
+        format!(
+            "  {name}: {} viewer-batches; behind 0: {}, 1: {}, 2: {}, 3+: {}, max {}; publish->receive ms p50 {:.1} p99 {:.1} max {:.1}",
+            self.viewer_batches,
+            self.behind[0],
+            self.behind[1],
+            self.behind[2],
+            self.behind[3],
+            self.behind_max,
+            ms(0.5),
+            ms(0.99),
+            ms(1.0),
+        )
+    }
+}
+
+fn report_fanout(r: &FanoutRun) {
+    let mut published = r.published.clone();
+    published.sort_unstable();
+    let index: std::collections::HashMap<u64, usize> = published
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, _))| (start, i))
+        .collect();
+    let at: Vec<u64> = published.iter().map(|&(_, t)| t).collect();
+    let in_window = |i: usize| (r.from_us..r.to_us).contains(&at[i]);
+    let window_batches = (0..at.len()).filter(|&i| in_window(i)).count() as u64;
+    let (mut ramp, mut window, mut tail) = (Class::default(), Class::default(), Class::default());
+    // Per window batch: first and last arrival over all viewers.
+    let mut first_last = vec![(u64::MAX, 0u64); at.len()];
+    let (mut unmatched, mut early, mut gaps) = (0u64, 0u64, 0u64);
+    let mut per_viewer = Vec::with_capacity(r.logs.len());
+    let mut viewers_over_one = 0u64;
+    for log in &r.logs {
+        gaps += u64::from(log.gaps);
+        let mut seen = 0u64;
+        let mut over_one = false;
+        for &(start, recv) in &log.recv {
+            let Some(&i) = index.get(&start) else {
+                unmatched += 1;
+                continue;
+            };
+            // The newest batch published at or before the receive time.
+            let newest = at.partition_point(|&p| p <= recv);
+            if newest <= i {
+                // Received before its own publish stamp: impossible on one
+                // clock; counted so it would show.
+                early += 1;
+                continue;
+            }
+            let behind = (newest - 1 - i) as u64;
+            let latency = recv - at[i];
+            if at[i] < r.from_us {
+                ramp.add(behind, latency);
+            } else if at[i] < r.to_us {
+                window.add(behind, latency);
+                seen += 1;
+                over_one |= behind > 1;
+                let fl = &mut first_last[i];
+                *fl = (fl.0.min(recv), fl.1.max(recv));
+            } else {
+                tail.add(behind, latency);
+            }
+        }
+        viewers_over_one += u64::from(over_one);
+        per_viewer.push(seen);
+    }
+    per_viewer.sort_unstable();
+    let mut spread: Vec<u64> = (0..at.len())
+        .filter(|&i| in_window(i) && first_last[i].0 != u64::MAX)
+        .map(|i| first_last[i].1 - first_last[i].0)
+        .collect();
+    spread.sort_unstable();
+    let interval_ms = if window_batches > 1 {
+        let w: Vec<u64> = (0..at.len())
+            .filter(|&i| in_window(i))
+            .map(|i| at[i])
+            .collect();
+        (w[w.len() - 1] - w[0]) as f64 / 1000.0 / (w.len() - 1) as f64
+    } else {
+        0.0
+    };
+    let missed = window_batches * r.logs.len() as u64 - per_viewer.iter().sum::<u64>();
+    println!(
+        "fanout K={}: connected {} (ramp {:.1} s), held {} s after all connected + {:.0} s settle; load generator {} thread(s); load {}",
+        r.k,
+        r.connected,
+        r.ramp_secs,
+        (r.to_us - r.from_us) / 1_000_000,
+        SETTLE.as_secs_f64(),
+        r.threads,
+        loadavg(),
+    );
+    let closed = r.logs.iter().filter(|l| l.closed).count();
+    println!(
+        "  window: {window_batches} batches published (every {interval_ms:.0} ms); per viewer received min {} / median {} / max {}; missed viewer-batches {missed}; gaps {gaps}; closed early {closed}; stuck {}; unmatched {unmatched}; early {early}",
+        per_viewer.first().copied().unwrap_or(0),
+        quantile(&per_viewer, 0.5),
+        per_viewer.last().copied().unwrap_or(0),
+        r.stuck,
+    );
+    println!("{}", window.line("window"));
+    println!(
+        "  window: viewers ever more than one broadcast behind: {viewers_over_one}; spread first-to-last viewer ms p50 {:.1} p99 {:.1} max {:.1}",
+        quantile(&spread, 0.5) as f64 / 1000.0,
+        quantile(&spread, 0.99) as f64 / 1000.0,
+        quantile(&spread, 1.0) as f64 / 1000.0,
+    );
+    println!("{}", ramp.line("ramp (published before the window)"));
+    println!("{}", tail.line("tail (published after the window)"));
+    let (idle, end, max) = r.rss;
+    println!(
+        "  server RSS {:.1} MiB idle -> {:.1} MiB at window end (max {:.1}): {:.1} KiB per viewer; CPU over the window: server {:.0}%, load generator {:.0}% (100% = one core)",
+        idle as f64 / 1024.0,
+        end as f64 / 1024.0,
+        max as f64 / 1024.0,
+        end.saturating_sub(idle) as f64 / r.connected.max(1) as f64,
+        r.cpu.0,
+        r.cpu.1,
+    );
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stats) {
         println!(
             "  server: viewer_lag_events {} viewers_dropped_slow {} broadcast_batches {}",
             v["viewer_lag_events"], v["viewers_dropped_slow"], v["broadcast_batches"]
         );
     }
-    worker.abort();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    if !r.warnings.is_empty() {
+        println!(
+            "  server warnings: {} (first: {})",
+            r.warnings.len(),
+            r.warnings[0]
+        );
+    }
 }
 
 fn main() {
@@ -388,7 +786,13 @@ fn main() {
         "fanout" => {
             let k = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
             let secs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(60);
-            rt.block_on(fanout(k, secs));
+            // The load generator's own runtime: few OS threads.
+            let threads = std::env::var("DONUT_LOADGEN_THREADS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1);
+            drop(rt);
+            fanout(k, secs, threads);
         }
         other => {
             let t0 = Instant::now();

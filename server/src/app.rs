@@ -17,6 +17,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -155,10 +156,14 @@ async fn viewer_ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     // Viewers only receive: small buffers keep thousands of them cheap
-    // (the 128 KiB defaults cost about 140 KiB resident per viewer).
+    // (the 128 KiB defaults cost about 140 KiB resident per viewer). The
+    // write threshold is above a telemetry message (66 bytes framed) and
+    // below a batch, so a held telemetry update and the batch it rides
+    // with go out in one write (see `viewer_conn`); a batch alone is
+    // written at once.
     upgrade
         .read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(256)
         .max_message_size(MAX_VIEWER_INBOUND)
         .max_frame_size(MAX_VIEWER_INBOUND)
         .on_upgrade(move |mut socket| async move {
@@ -238,6 +243,14 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
+        // Every message is written whole, once: Nagle's algorithm would only
+        // hold a message behind an unacknowledged one (up to the peer's
+        // delayed-ACK time, 40 ms or more), never save a write.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY not set: {e}");
+            }
+        });
         let stats = Arc::new(Stats::default());
         let fps = if cfg.paced() { cfg.fps } else { 0 };
         let core = Arc::new(Core::new(

@@ -8,11 +8,17 @@
 //! by every viewer. Keeping one
 //! clock for all of this means the head, the broadcast and the hedging
 //! deadlines never disagree about "now".
+//!
+//! Each publish is logged at debug level with its wall-clock time
+//! (`unix_us`), so a load generator on the same machine can tell how many
+//! broadcasts behind the newest one each viewer was when a batch reached
+//! it (`cargo bench -p donut-server --bench e2e -- fanout`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tracing::debug;
 
 use crate::core::Core;
 
@@ -37,7 +43,21 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
                 // did, viewers would see a gap rather than wrong frames.
                 continue;
             };
+            debug!(
+                start = batch.start,
+                count = batch.count,
+                bytes = batch.msg.len(),
+                unix_us = unix_us(),
+                "published"
+            );
             core.publish(batch);
         }
     }
+}
+
+/// Wall-clock microseconds since the Unix epoch (0 if the clock is before it).
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use bytes::Bytes;
+use futures_util::SinkExt;
 
 use crate::limits::{CloseReason, NORMAL};
 use crate::metrics::Counter;
@@ -24,6 +25,27 @@ pub enum Sent {
 /// hold its task forever).
 pub async fn send_outcome(socket: &mut WebSocket, msg: Message, limit: Duration) -> Sent {
     match tokio::time::timeout(limit, socket.send(msg)).await {
+        Ok(Ok(())) => Sent::Ok,
+        Ok(Err(_)) => Sent::Gone,
+        Err(_) => Sent::TimedOut,
+    }
+}
+
+/// Sends `first` and then `msg` with one flush, giving up after `limit`:
+/// when `first` is smaller than the socket's write-buffer threshold (see
+/// the viewer upgrade in `app.rs`) both go out in one `write`, one TCP
+/// segment, one wake-up of the peer.
+pub async fn send_pair_outcome(
+    socket: &mut WebSocket,
+    first: Message,
+    msg: Message,
+    limit: Duration,
+) -> Sent {
+    let both = async {
+        socket.feed(first).await?;
+        socket.send(msg).await
+    };
+    match tokio::time::timeout(limit, both).await {
         Ok(Ok(())) => Sent::Ok,
         Ok(Err(_)) => Sent::Gone,
         Err(_) => Sent::TimedOut,
