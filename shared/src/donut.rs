@@ -180,7 +180,7 @@ const _: () = assert!(GRID_X0 + 9 <= 17 && 62 + 9 < GRID_X0 + GRID_W as i32 && 2
 const _: () = assert!(GRID_W.is_power_of_two() && GRID_X0 >= 1);
 
 /// One ring's projected samples, padded like the phi tables.
-type Samples = [u32; PHI_PADDED];
+pub(crate) type Samples = [u32; PHI_PADDED];
 
 /// Renders frame `frame` as symbol codes (see [`crate::frame`]), with the
 /// widest vector instructions this CPU has (see [`crate::simd`]).
@@ -198,35 +198,57 @@ pub(crate) fn render_codes(frame: u64, out: &mut [u8; FRAME_LEN]) {
 /// 2^-19 of each other are treated as a tie broken by the brighter glyph.
 #[inline(always)]
 pub(crate) fn render_codes_portable(frame: u64, out: &mut [u8; FRAME_LEN]) {
+    render_rings(frame, out, |zbuf, cells, keys| {
+        // The padding samples past PHI_STEPS are computed but never drawn.
+        scatter(zbuf, &cells[..PHI_STEPS], &keys[..PHI_STEPS]);
+    });
+}
+
+/// The z-buffers samples are scattered into.
+pub(crate) type ZBuffers = [[u32; GRID_LEN]; LANES];
+
+/// Projects ring after ring of frame `frame`, hands each ring's samples to
+/// `scatter_ring` to depth-test into the z-buffers, and writes the frame.
+#[inline(always)]
+pub(crate) fn render_rings(
+    frame: u64,
+    out: &mut [u8; FRAME_LEN],
+    mut scatter_ring: impl FnMut(&mut ZBuffers, &Samples, &Samples),
+) {
     let angles = FrameAngles::for_frame(frame);
     let e = angles.sin_a as f32;
     let g = angles.cos_a as f32;
     let n = angles.sin_b as f32;
     let m = angles.cos_b as f32;
 
-    // Samples go round-robin into LANES independent z-buffers, merged with
-    // `max` at the end (max is associative, so the result is the same as one
-    // buffer). Neighbouring samples often land in the same cell; with one
-    // buffer each would wait for the previous one's store.
     let mut zbuf = [[0u32; GRID_LEN]; LANES];
     let mut cells = [0u32; PHI_PADDED];
     let mut keys = [0u32; PHI_PADDED];
-
     for j in 0..THETA_STEPS {
         project_ring(&Ring::new(j, e, g, m, n), &mut cells, &mut keys);
-        // The padding samples past PHI_STEPS are computed but never drawn.
-        let (cell_groups, cell_rest) = cells[..PHI_STEPS].as_chunks::<LANES>();
-        let (key_groups, key_rest) = keys[..PHI_STEPS].as_chunks::<LANES>();
-        for (cs, ks) in cell_groups.iter().zip(key_groups) {
-            for lane in 0..LANES {
-                depth_test(&mut zbuf[lane], cs[lane], ks[lane]);
-            }
-        }
-        for (lane, (&cell, &key)) in cell_rest.iter().zip(key_rest).enumerate() {
-            depth_test(&mut zbuf[lane], cell, key);
-        }
+        scatter_ring(&mut zbuf, &cells, &keys);
     }
     merge(&zbuf, out);
+}
+
+/// Depth-tests samples `(cells[i], keys[i])` into the z-buffers.
+///
+/// Samples go round-robin into LANES independent z-buffers, merged with
+/// `max` at the end (max is associative, so the result is the same as one
+/// buffer). Neighbouring samples often land in the same cell; with one
+/// buffer each would wait for the previous one's store.
+#[inline(always)]
+pub(crate) fn scatter(zbuf: &mut ZBuffers, cells: &[u32], keys: &[u32]) {
+    let (cell_groups, cell_rest) = cells.as_chunks::<LANES>();
+    let (key_groups, key_rest) = keys.as_chunks::<LANES>();
+    for (cs, ks) in cell_groups.iter().zip(key_groups) {
+        for lane in 0..LANES {
+            depth_test(&mut zbuf[lane], cs[lane], ks[lane]);
+        }
+    }
+    for (lane, (&cell, &key)) in cell_rest.iter().zip(key_rest).enumerate() {
+        depth_test(&mut zbuf[lane], cell, key);
+    }
 }
 
 /// Writes the frame from the z-buffers: the nearest sample's glyph code in
