@@ -403,6 +403,18 @@ fn three_tabs_render_for_the_fleet_and_every_frame_verifies() {
             let now = browser.current_frame(0).await.unwrap_or(0);
             browser.wait_playing_past(0, now, 1_800).await;
             browser.focus(0).await;
+            // Headless Chromium's viewport is the window minus room for
+            // browser UI it does not draw; grow the window until the page
+            // itself is 1280x720, so the shot is not cropped.
+            let inner = browser.js("return window.innerHeight").await;
+            let chrome = 720 - inner.as_u64().unwrap_or(720).min(720) as u32;
+            browser
+                .client
+                .set_window_size(1280, 720 + chrome)
+                .await
+                .expect("resize the window");
+            let now = browser.current_frame(0).await.unwrap_or(0);
+            browser.wait_playing_past(0, now, 30).await;
             let png = browser.client.screenshot().await.expect("a screenshot");
             std::fs::write(&path, png).expect("write the screenshot");
         }
