@@ -68,7 +68,7 @@ impl Default for SchedulerConfig {
             expire_factor: 8.0,
             min_hedge: Duration::from_millis(15),
             min_expire: Duration::from_millis(500),
-            max_copies: 2,
+            max_copies: 3,
             hedge_window: 4,
             min_new_frames: 1,
         }
