@@ -23,32 +23,14 @@ use std::time::{Duration, Instant};
 
 use donut_server::app::Server;
 use donut_server::config::{BatchCodec, ServeConfig, VerifyPolicy, WorkConfig};
-use donut_shared::wire::{HELLO_LEN, Hello, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker};
-use donut_shared::{PACKED_LEN, render_packed};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use donut_shared::wire::ToViewer;
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Frames rendered up front; the viewer checks every frame against them.
-const TABLE: u64 = 1 << 18;
-/// Frames received before timing starts.
-const WARMUP: u64 = 1 << 14;
+mod support;
 
-fn table() -> Arc<Vec<u8>> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut buf = vec![0u8; TABLE as usize * PACKED_LEN];
-    let per = (TABLE as usize).div_ceil(threads);
-    std::thread::scope(|s| {
-        for (t, chunk) in buf.chunks_mut(per * PACKED_LEN).enumerate() {
-            s.spawn(move || {
-                for (k, out) in chunk.as_chunks_mut::<PACKED_LEN>().0.iter_mut().enumerate() {
-                    render_packed((t * per + k) as u64, out);
-                }
-            });
-        }
-    });
-    Arc::new(buf)
-}
+use support::{TABLE, WARMUP, checking_viewer, replay_worker, table};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Frames {
@@ -77,79 +59,6 @@ fn serve_config(verify: VerifyPolicy) -> ServeConfig {
     cfg
 }
 
-/// A worker that answers from the table (optionally dropping results).
-async fn replay_worker(addr: SocketAddr, table: Arc<Vec<u8>>, drop_fraction: f64) {
-    let Ok((ws, _)) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/worker")).await
-    else {
-        return;
-    };
-    let (mut sink, mut stream) = ws.split();
-    let mut hello = [0u8; HELLO_LEN];
-    let _ = Hello { slots: 2 }.encode(&mut hello);
-    if sink.send(Message::binary(hello.to_vec())).await.is_err() {
-        return;
-    }
-    let mut dropped = 0.0f64;
-    while let Some(Ok(msg)) = stream.next().await {
-        let Message::Binary(b) = msg else { continue };
-        let Ok(ToWorker::Task(t)) = ToWorker::decode(&b) else {
-            continue;
-        };
-        // Deterministic dropping: every 1/drop_fraction-th result.
-        dropped += drop_fraction;
-        if dropped >= 1.0 {
-            dropped -= 1.0;
-            continue;
-        }
-        let from = t.start as usize * PACKED_LEN;
-        let to = from + t.count as usize * PACKED_LEN;
-        let out = match table.get(from..to) {
-            Some(frames) => {
-                let mut out = Vec::with_capacity(RESULT_HEADER_LEN + frames.len());
-                out.extend_from_slice(&TaskResult::header(t.task_id, t.start, t.count));
-                out.extend_from_slice(frames);
-                out
-            }
-            // Past the end of the table (the last task of a run): render.
-            None => donut_server::native_worker::render_result(&t),
-        };
-        if sink.send(Message::binary(out)).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Receives until frame `TABLE`, checking order and every byte; returns
-/// frames per second over `WARMUP .. TABLE`.
-async fn checking_viewer(addr: SocketAddr, table: Arc<Vec<u8>>) -> f64 {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/viewer"))
-        .await
-        .expect("viewer connects");
-    let mut next = 0u64;
-    let mut t0 = None;
-    while next < TABLE {
-        let Some(Ok(Message::Binary(b))) = ws.next().await else {
-            continue;
-        };
-        let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b) else {
-            continue;
-        };
-        assert_eq!(f.start, next, "gap or reordering");
-        f.decode_frames(|n, got| {
-            if let Some(want) = table.get(n as usize * PACKED_LEN..(n as usize + 1) * PACKED_LEN) {
-                assert_eq!(&got[..], want, "wrong frame {n}");
-            }
-        })
-        .expect("decodable batch");
-        next = f.start + u64::from(f.count);
-        if t0.is_none() && next >= WARMUP {
-            t0 = Some((Instant::now(), next));
-        }
-    }
-    let (t, from) = t0.expect("warm-up passed");
-    (next - from) as f64 / t.elapsed().as_secs_f64()
-}
-
 async fn run_once(
     n: usize,
     frames: Frames,
@@ -159,7 +68,7 @@ async fn run_once(
 ) -> (f64, serde_json::Value) {
     let server = Server::start(serve_config(verify)).await.expect("server");
     let addr = server.addr;
-    let viewer = tokio::spawn(checking_viewer(addr, Arc::clone(table)));
+    let viewer = tokio::spawn(checking_viewer(addr, Arc::clone(table), || {}));
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut workers = Vec::new();
     for _ in 0..n {
@@ -175,7 +84,7 @@ async fn run_once(
             }
         });
     }
-    let fps = viewer.await.expect("viewer");
+    let fps = viewer.await.expect("viewer").fps();
     let stats = serde_json::to_value(server.app().snapshot()).unwrap_or_default();
     for w in workers {
         w.abort();
@@ -231,34 +140,6 @@ async fn churn(table: Arc<Vec<u8>>) {
     }
 }
 
-/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
-/// CPU time (user + system, all threads) of a process in seconds, from
-/// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's `USER_HZ`).
-fn cpu_secs(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime
-            // are fields 14 and 15 of the whole line.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -309,13 +190,12 @@ struct ViewerLog {
     closed: bool,
 }
 
-/// One viewer of the fan-out load generator: a minimal WebSocket client on
-/// a plain `TcpStream` (handshake, unmasked server frames, pongs), cheaper
-/// than a full client so the load generator leaves the cores to the
-/// server. It reads only each `Frames` header (start, count) to check
-/// continuity and stamp the arrival; payloads are not decoded. Runs until
-/// `stop` is set (checked after every read: the stream sends four batches
-/// a second).
+/// One viewer of the fan-out load generator: a tokio-tungstenite client
+/// with a 4 KiB read buffer that reads only each `Frames` header (start,
+/// count) to check continuity and stamp the arrival; payloads are not
+/// decoded, so the load generator leaves the cores to the server. Pings are
+/// answered by tungstenite as it reads. Runs until `stop` is set (checked
+/// after every message: the stream sends four batches a second).
 async fn fanout_viewer(
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -325,7 +205,13 @@ async fn fanout_viewer(
     capacity: usize,
 ) -> Option<ViewerLog> {
     let permit = gate.acquire_owned().await.ok()?;
-    let Some((mut tcp, mut buf)) = ws_handshake(addr).await else {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let url = format!("ws://{addr}/ws/viewer");
+    let Ok((mut ws, _)) =
+        tokio_tungstenite::connect_async_with_config(url, Some(config), true).await
+    else {
         failed.fetch_add(1, Ordering::Relaxed);
         return None;
     };
@@ -338,90 +224,24 @@ async fn fanout_viewer(
     };
     let mut next: Option<u64> = None;
     while !stop.load(Ordering::Relaxed) {
-        // Every complete frame in the buffer.
-        let mut used = 0;
-        while let Some((opcode, range)) = ws_frame(&buf[used..]) {
-            let payload = &buf[used + range.start..used + range.end];
-            match opcode {
-                0x2 => {
-                    if let Ok(ToViewer::Frames(f)) = ToViewer::decode(payload) {
-                        if next.is_some_and(|n| n != f.start) {
-                            log.gaps += 1;
-                        }
-                        next = Some(f.start + u64::from(f.count));
-                        log.recv.push((f.start, unix_us()));
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => {
+                if let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b) {
+                    if next.is_some_and(|n| n != f.start) {
+                        log.gaps += 1;
                     }
+                    next = Some(f.start + u64::from(f.count));
+                    log.recv.push((f.start, unix_us()));
                 }
-                // A ping: answer with a pong, masked (client frames must
-                // be) with a zero key. Pings carry at most 125 bytes.
-                0x9 if payload.len() < 126 => {
-                    let mut pong = vec![0x8a, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-                    pong.extend_from_slice(payload);
-                    if tcp.write_all(&pong).await.is_err() {
-                        log.closed = true;
-                        return Some(log);
-                    }
-                }
-                0x8 => {
-                    log.closed = true;
-                    return Some(log);
-                }
-                _ => {}
             }
-            used += range.end;
-        }
-        buf.drain(..used);
-        buf.reserve(4096);
-        match tcp.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => {
+            Some(Ok(Message::Close(_)) | Err(_)) | None => {
                 log.closed = true;
                 break;
             }
-            Ok(_) => {}
+            Some(Ok(_)) => {}
         }
     }
     Some(log)
-}
-
-/// Opens `/ws/viewer`: the upgrade request, the `101` answer, and whatever
-/// frame bytes followed it.
-async fn ws_handshake(addr: SocketAddr) -> Option<(tokio::net::TcpStream, Vec<u8>)> {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
-    tcp.set_nodelay(true).ok()?;
-    let req = format!(
-        "GET /ws/viewer HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tcp.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::with_capacity(8192);
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            if !buf.starts_with(b"HTTP/1.1 101") {
-                return None;
-            }
-            buf.drain(..end + 4);
-            return Some((tcp, buf));
-        }
-        if buf.len() > 4096 || tcp.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
-        }
-    }
-}
-
-/// The first complete frame of `buf` from a server (unmasked, unfragmented):
-/// its opcode and its payload's byte range (which ends where the frame
-/// does).
-fn ws_frame(buf: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
-    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
-    let (len, header) = match b1 & 0x7f {
-        126 => (
-            u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
-            4,
-        ),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?), 10),
-        n => (u64::from(n), 2),
-    };
-    let end = header + usize::try_from(len).ok()?;
-    (buf.len() >= end).then_some((b0 & 0x0f, header..end))
 }
 
 /// `v` sorted; the value at quantile `q`.
@@ -511,7 +331,7 @@ fn fanout(k: usize, secs: u64, threads: usize) {
         .build()
         .expect("runtime");
     std::thread::sleep(Duration::from_secs(2));
-    let rss_idle = status_kib(pid, "VmRSS:");
+    let rss_idle = support::status_kib(pid, "VmRSS:");
     let me = std::process::id();
     let connected = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -541,14 +361,22 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     let from_us = ready_us + SETTLE.as_micros() as u64;
     let to_us = from_us + secs * 1_000_000;
     std::thread::sleep(SETTLE);
-    let cpu0 = (cpu_secs(pid), cpu_secs(me), Instant::now());
+    let cpu0 = (
+        support::cpu_secs(pid),
+        support::cpu_secs(me),
+        Instant::now(),
+    );
     let mut rss_max = 0;
     for _ in 0..secs {
         std::thread::sleep(Duration::from_secs(1));
-        rss_max = rss_max.max(status_kib(pid, "VmRSS:"));
+        rss_max = rss_max.max(support::status_kib(pid, "VmRSS:"));
     }
-    let cpu1 = (cpu_secs(pid), cpu_secs(me), Instant::now());
-    let rss_end = status_kib(pid, "VmRSS:");
+    let cpu1 = (
+        support::cpu_secs(pid),
+        support::cpu_secs(me),
+        Instant::now(),
+    );
+    let rss_end = support::status_kib(pid, "VmRSS:");
     std::thread::sleep(TAIL);
     stop.store(true, Ordering::Relaxed);
     let wall = cpu1.2.duration_since(cpu0.2).as_secs_f64();
@@ -796,7 +624,7 @@ fn main() {
         }
         other => {
             let t0 = Instant::now();
-            let table = table();
+            let table = table(TABLE);
             println!(
                 "rendered the check table in {:.1} s",
                 t0.elapsed().as_secs_f64()

@@ -181,14 +181,7 @@ impl ServerProcess {
 
     /// Resident memory, KiB.
     pub fn rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-            })
-            .unwrap_or(0)
+        status_kib(self.pid(), "VmRSS:")
     }
 
     /// CPU time used so far by all its threads, nanoseconds.
@@ -204,6 +197,23 @@ impl ServerProcess {
             .ok()?;
         serde_json::from_slice(&out.stdout).ok()
     }
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`), 0 if absent.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// [`cpu_ns`] in seconds.
+pub fn cpu_secs(pid: u32) -> f64 {
+    cpu_ns(pid) as f64 / 1e9
 }
 
 /// CPU time used so far by all threads of process `pid` (threads that have
