@@ -22,6 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use donut_server::app::Server;
+// The clock the server stamps its broadcasts with (same machine, same
+// clock, another process).
+use donut_server::broadcaster::unix_us;
 use donut_server::config::{BatchCodec, ServeConfig, VerifyPolicy, WorkConfig};
 use donut_shared::wire::ToViewer;
 use futures_util::StreamExt;
@@ -144,14 +147,6 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// Microseconds since the Unix epoch: the clock the server stamps its
-/// broadcasts with (same machine, same clock, another process).
-fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// `(start, unix_us)` from the server's `published` debug line (see

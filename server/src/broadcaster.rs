@@ -55,8 +55,9 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Wall-clock microseconds since the Unix epoch (0 if the clock is before it).
-fn unix_us() -> u64 {
+/// Wall-clock microseconds since the Unix epoch (0 if the clock is before
+/// it): the time stamped on each publish.
+pub fn unix_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

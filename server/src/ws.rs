@@ -24,7 +24,12 @@ pub enum Sent {
 /// Sends `msg`, giving up after `limit` (a peer that stops reading must not
 /// hold its task forever).
 pub async fn send_outcome(socket: &mut WebSocket, msg: Message, limit: Duration) -> Sent {
-    match tokio::time::timeout(limit, socket.send(msg)).await {
+    within(limit, socket.send(msg)).await
+}
+
+/// Runs a send, giving up after `limit`.
+async fn within(limit: Duration, send: impl Future<Output = Result<(), axum::Error>>) -> Sent {
+    match tokio::time::timeout(limit, send).await {
         Ok(Ok(())) => Sent::Ok,
         Ok(Err(_)) => Sent::Gone,
         Err(_) => Sent::TimedOut,
@@ -45,11 +50,7 @@ pub async fn send_pair_outcome(
         socket.feed(first).await?;
         socket.send(msg).await
     };
-    match tokio::time::timeout(limit, both).await {
-        Ok(Ok(())) => Sent::Ok,
-        Ok(Err(_)) => Sent::Gone,
-        Err(_) => Sent::TimedOut,
-    }
+    within(limit, both).await
 }
 
 /// [`send_outcome`], as "was it written".
