@@ -96,6 +96,7 @@ impl App {
             tasks_hedged: pos.sched.hedged,
             tasks_reassigned: pos.sched.reassigned,
             tasks_expired: pos.sched.expired,
+            tasks_presumed_lost: pos.sched.presumed_lost,
             frames_accepted: s.frames_accepted.get(),
             results_accepted: s.results_accepted.get(),
             results_duplicate: s.results_duplicate.get(),

@@ -106,6 +106,8 @@ pub struct Snapshot {
     pub tasks_reassigned: u64,
     /// Holders dropped far past their deadline.
     pub tasks_expired: u64,
+    /// Holders dropped because their worker answered later tasks instead.
+    pub tasks_presumed_lost: u64,
     /// See [`Stats::frames_accepted`].
     pub frames_accepted: u64,
     /// See [`Stats::results_accepted`].
@@ -235,6 +237,12 @@ impl Snapshot {
             c,
             "Holders dropped far past their deadline.",
             self.tasks_expired as f64,
+        );
+        metric(
+            "tasks_presumed_lost_total",
+            c,
+            "Holders dropped because their worker answered later tasks instead.",
+            self.tasks_presumed_lost as f64,
         );
         metric(
             "frames_accepted_total",

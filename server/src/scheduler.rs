@@ -13,6 +13,18 @@
 //! - **expiry**: a holder far past its own deadline is dropped and its slot
 //!   freed; a range with no holders left goes back to the unassigned set,
 //!   where it is split to fit the next worker's pace;
+//! - **presumed lost**: a task is dropped the same way once its worker has
+//!   answered tasks given *after* it: as many of them as it has slots (our
+//!   workers render in the order given, at most one task per thread, so by
+//!   then it was skipped), or any at all once the task is overdue. A worker
+//!   that is answering is alive, so the long floor that shields a paused
+//!   tab (`min_expire`) does not apply. Without this, a worker whose
+//!   results are silently lost fills every slot with tasks it will never
+//!   answer and sits idle until they expire, and so do the workers meant
+//!   to hedge them;
+//! - **probe**: a worker whose every slot holds an overdue task gets one
+//!   task more. If it is alive and losing results, its answer shows the
+//!   others lost at once; if it is paused, the probe just waits with them;
 //! - a disconnect or a rejected result drops the holder at once.
 //!
 //! No dispatch waits for a round: a worker is given its next range the moment
@@ -46,7 +58,8 @@ pub struct SchedulerConfig {
     pub expire_factor: f64,
     /// Never hedge sooner than this after dispatch.
     pub min_hedge: Duration,
-    /// Never expire sooner than this after dispatch.
+    /// Never expire sooner than this after dispatch, unless the task is
+    /// presumed lost (see the module docs).
     pub min_expire: Duration,
     /// Most workers holding one range at once.
     pub max_copies: usize,
@@ -81,8 +94,35 @@ struct Assignment {
     start: u64,
     count: u32,
     sent: Instant,
+    /// The worker's count of tasks given, this one included.
+    seq: u64,
+    /// Tasks given to the same worker after this one and answered.
+    overtaken_by: u16,
+    /// From then on an idle worker may get a copy (it is overdue).
     hedge_at: Instant,
+    /// Then the holder is dropped even if its worker is silent.
     expire_at: Instant,
+}
+
+/// Why a holder is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    Expired,
+    PresumedLost,
+}
+
+impl Assignment {
+    /// Whether (and why) this holder of a worker with `slots` slots should
+    /// be dropped now.
+    fn loss(&self, now: Instant, slots: u16) -> Option<Loss> {
+        if self.overtaken_by >= slots || (self.overtaken_by > 0 && self.hedge_at <= now) {
+            Some(Loss::PresumedLost)
+        } else if self.expire_at <= now {
+            Some(Loss::Expired)
+        } else {
+            None
+        }
+    }
 }
 
 /// Tasks remembered after they were answered or expired, per worker, so a
@@ -98,6 +138,10 @@ struct WorkerState {
     next_task_id: u32,
     /// Measured seconds per frame, end to end (an EWMA).
     spf: Option<f64>,
+    /// Tasks given to this worker so far.
+    given: u64,
+    /// The scheduler's dispatch count when it was last given a task.
+    last_given: Option<u64>,
 }
 
 impl WorkerState {
@@ -116,8 +160,29 @@ impl WorkerState {
             .map(|&(_, s, c)| (s, c))
     }
 
-    fn free_slots(&self) -> usize {
-        usize::from(self.slots).saturating_sub(self.live.len())
+    /// Tasks it may be given now: its free slots, or one probe when every
+    /// slot holds an overdue task (see the module docs).
+    fn free_slots(&self, now: Instant) -> usize {
+        let slots = usize::from(self.slots);
+        if self.live.len() == slots && self.live.values().all(|a| a.hedge_at <= now) {
+            return 1;
+        }
+        slots.saturating_sub(self.live.len())
+    }
+
+    /// Records this worker's own answer to a live task: frees the slot and
+    /// learns its pace from the round trip.
+    fn answered(&mut self, task_id: u32, a: &Assignment, now: Instant) {
+        self.live.remove(&task_id);
+        self.remember(task_id, a);
+        let sample = now.saturating_duration_since(a.sent).as_secs_f64() / f64::from(a.count);
+        self.spf = Some(match self.spf {
+            Some(old) => old * 0.7 + sample * 0.3,
+            None => sample,
+        });
+        for earlier in self.live.values_mut().filter(|e| e.seq < a.seq) {
+            earlier.overtaken_by = earlier.overtaken_by.saturating_add(1);
+        }
     }
 }
 
@@ -155,6 +220,8 @@ pub struct SchedulerStats {
     pub reassigned: u64,
     /// Holders dropped for being far past their deadline.
     pub expired: u64,
+    /// Holders dropped because their worker answered later tasks instead.
+    pub presumed_lost: u64,
 }
 
 /// The scheduler state. See the module docs.
@@ -215,6 +282,8 @@ impl Scheduler {
                 recent: VecDeque::new(),
                 next_task_id: 1,
                 spf: None,
+                given: 0,
+                last_given: None,
             },
         );
     }
@@ -258,22 +327,18 @@ impl Scheduler {
         }
     }
 
+    /// When a task given now is overdue (hedged) and when it expires.
     fn deadlines(&self, spf: Option<f64>, count: u32, now: Instant) -> (Instant, Instant) {
-        match spf {
-            Some(spf) => {
-                let expected = spf * f64::from(count);
-                let hedge = Duration::from_secs_f64((expected * self.cfg.hedge_factor).min(3600.0))
-                    .max(self.cfg.min_hedge);
-                let expire =
-                    Duration::from_secs_f64((expected * self.cfg.expire_factor).min(3600.0))
-                        .max(self.cfg.min_expire);
-                (now + hedge, now + expire)
-            }
-            None => (
-                now + self.cfg.first_task_timeout,
-                now + self.cfg.first_task_timeout * 2,
-            ),
-        }
+        let Some(spf) = spf else {
+            let first = self.cfg.first_task_timeout;
+            return (now + first, now + first * 2);
+        };
+        let expected = spf * f64::from(count);
+        let times = |factor: f64| Duration::from_secs_f64((expected * factor).min(3600.0));
+        (
+            now + times(self.cfg.hedge_factor).max(self.cfg.min_hedge),
+            now + times(self.cfg.expire_factor).max(self.cfg.min_expire),
+        )
     }
 
     /// Picks the range a worker should render next, or `None`.
@@ -344,18 +409,21 @@ impl Scheduler {
     /// beyond `limit`. Returns the tasks to send.
     pub fn dispatch(&mut self, now: Instant, limit: u64) -> Vec<(WorkerId, Task)> {
         let mut out = Vec::new();
-        // Fastest first, so the work nearest the head goes to whoever
-        // finishes it soonest. Unknown pace counts as slowest.
-        let mut ids: Vec<(WorkerId, f64)> = self
+        // Longest waiting first, so every worker gets a share when the
+        // window opens a little at a time (paced playback): sizes already
+        // follow each worker's pace, so a share costs no latency, while
+        // fastest-first would starve every worker but one. Ties (workers
+        // never given a task) go to the fastest.
+        let mut ids: Vec<(WorkerId, Option<u64>, f64)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.free_slots() > 0)
-            .map(|(&id, w)| (id, w.spf.unwrap_or(f64::MAX)))
+            .filter(|(_, w)| w.free_slots(now) > 0)
+            .map(|(&id, w)| (id, w.last_given, w.spf.unwrap_or(f64::MAX)))
             .collect();
-        ids.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        for (id, _) in ids {
+        ids.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)).then(a.0.cmp(&b.0)));
+        for (id, _, _) in ids {
             while let Some(w) = self.workers.get(&id) {
-                if w.free_slots() == 0 {
+                if w.free_slots(now) == 0 {
                     break;
                 }
                 let want = self.want(w);
@@ -369,12 +437,16 @@ impl Scheduler {
                 };
                 let task_id = w.next_task_id;
                 w.next_task_id = w.next_task_id.wrapping_add(1).max(1);
+                w.given += 1;
+                w.last_given = Some(self.stats.dispatched);
                 w.live.insert(
                     task_id,
                     Assignment {
                         start,
                         count,
                         sent: now,
+                        seq: w.given,
+                        overtaken_by: 0,
                         hedge_at,
                         expire_at,
                     },
@@ -396,25 +468,38 @@ impl Scheduler {
         out
     }
 
-    /// Drops holders far past their deadline, freeing their slots.
+    /// Drops holders far past their deadline or presumed lost (see the
+    /// module docs), freeing their slots.
     pub fn expire(&mut self, now: Instant) {
-        let mut dropped = Vec::new();
-        for (&id, w) in self.workers.iter_mut() {
-            let late: Vec<u32> = w
-                .live
-                .iter()
-                .filter(|(_, a)| a.expire_at <= now)
-                .map(|(&t, _)| t)
-                .collect();
-            for t in late {
-                if let Some(a) = w.live.remove(&t) {
-                    w.remember(t, &a);
-                    dropped.push((a.start, id, t));
-                }
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            self.drop_lost(id, now);
+        }
+    }
+
+    /// Drops one worker's holders that are past their deadline or presumed
+    /// lost.
+    fn drop_lost(&mut self, id: WorkerId, now: Instant) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let lost: Vec<(u32, Loss)> = w
+            .live
+            .iter()
+            .filter_map(|(&t, a)| a.loss(now, w.slots).map(|l| (t, l)))
+            .collect();
+        let mut dropped = Vec::with_capacity(lost.len());
+        for (t, loss) in lost {
+            if let Some(a) = w.live.remove(&t) {
+                w.remember(t, &a);
+                dropped.push((a.start, t, loss));
             }
         }
-        for (start, id, t) in dropped {
-            self.stats.expired += 1;
+        for (start, t, loss) in dropped {
+            match loss {
+                Loss::Expired => self.stats.expired += 1,
+                Loss::PresumedLost => self.stats.presumed_lost += 1,
+            }
             self.drop_holder(start, id, t);
         }
     }
@@ -444,9 +529,8 @@ impl Scheduler {
                 return Claim::Fresh;
             }
             // Someone else's copy won; this one is done too.
-            w.live.remove(&task_id);
-            w.remember(task_id, &a);
-            Self::learn_pace(w, &a, now);
+            w.answered(task_id, &a, now);
+            self.drop_lost(id, now);
             return Claim::Done;
         }
         if let Some((s, c)) = w.recent(task_id) {
@@ -465,14 +549,6 @@ impl Scheduler {
         } else {
             Claim::Unsolicited
         }
-    }
-
-    fn learn_pace(w: &mut WorkerState, a: &Assignment, now: Instant) {
-        let sample = now.saturating_duration_since(a.sent).as_secs_f64() / f64::from(a.count);
-        w.spf = Some(match w.spf {
-            Some(old) => old * 0.7 + sample * 0.3,
-            None => sample,
-        });
     }
 
     /// Whether frames `start .. start + count` form a range still wanted.
@@ -496,9 +572,8 @@ impl Scheduler {
             && a.start == start
             && a.count == count
         {
-            w.live.remove(&task_id);
-            w.remember(task_id, &a);
-            Self::learn_pace(w, &a, now);
+            w.answered(task_id, &a, now);
+            self.drop_lost(id, now);
         }
         if !self.is_wanted(start, count) {
             return false;
@@ -588,6 +663,27 @@ mod tests {
     }
 
     #[test]
+    fn a_window_opening_a_little_at_a_time_is_shared_not_given_to_the_fastest() {
+        let mut s = sched();
+        let mut now = Instant::now();
+        s.add_worker(1);
+        s.add_worker(2);
+        let mut limit = 60;
+        let mut given = HashMap::<WorkerId, u32>::new();
+        for _ in 0..20 {
+            for (w, t) in s.dispatch(now, limit) {
+                *given.entry(w).or_default() += 1;
+                // Worker 1 answers at once, worker 2 ten times slower.
+                let took = Duration::from_millis(if w == 1 { 1 } else { 10 });
+                assert!(s.complete(w, t.task_id, t.start, t.count, now + took));
+            }
+            now += Duration::from_millis(20);
+            limit += 30;
+        }
+        assert!(given[&1] >= 5 && given[&2] >= 5, "{given:?}");
+    }
+
+    #[test]
     fn disconnect_orphans_ranges_which_are_split_to_fit() {
         let mut s = sched();
         let t0 = Instant::now();
@@ -636,6 +732,109 @@ mod tests {
         assert_ne!(b.task_id, a.task_id);
         // The expired answer is still usable if it arrives first.
         assert_eq!(s.claim(1, a.task_id, a.start, a.count, t0), Claim::Fresh);
+    }
+
+    /// A scheduler that expires no task sooner than 2 s, and a worker with
+    /// two slots and a known pace of 1 ms a frame (so 100-frame tasks,
+    /// overdue after 200 ms), just after its first answer.
+    fn paced_worker() -> (Scheduler, Instant) {
+        let cfg = SchedulerConfig {
+            min_expire: Duration::from_secs(2),
+            ..SchedulerConfig::default()
+        };
+        let mut s = Scheduler::new(cfg, 0);
+        let t0 = Instant::now();
+        s.add_worker(1);
+        let (_, t) = s.dispatch(t0, 30)[0];
+        let t1 = t0 + Duration::from_millis(30);
+        assert!(s.complete(1, t.task_id, t.start, t.count, t1));
+        s.set_slots(1, 2);
+        (s, t1)
+    }
+
+    #[test]
+    fn a_task_overtaken_once_is_presumed_lost_at_its_paced_deadline() {
+        let (mut s, t1) = paced_worker();
+        let tasks = s.dispatch(t1, 1_000);
+        let [(_, lost), (_, next)] = tasks[..] else {
+            panic!("{tasks:?}")
+        };
+        assert_eq!((lost.count, next.count), (100, 100));
+        // The later task is answered (the worker may render two at once);
+        // the earlier one never will be.
+        let t2 = t1 + Duration::from_millis(100);
+        assert!(s.complete(1, next.task_id, next.start, next.count, t2));
+        s.expire(t1 + Duration::from_millis(190));
+        assert_eq!(s.stats().presumed_lost, 0);
+        // Dropped once overdue (twice its expected 100 ms), not at the 2 s floor.
+        let t3 = t1 + Duration::from_millis(210);
+        s.expire(t3);
+        assert_eq!((s.stats().presumed_lost, s.stats().expired), (1, 0));
+        assert!(s.workers[&1].live.values().all(|a| a.start != lost.start));
+        // Its range is the first handed out again.
+        let again = s.dispatch(t3, 1_000);
+        assert_eq!(again[0].1.start, lost.start);
+        // A late answer to it is still usable.
+        assert_eq!(
+            s.claim(1, lost.task_id, lost.start, lost.count, t3),
+            Claim::Fresh
+        );
+    }
+
+    #[test]
+    fn a_task_overtaken_by_a_slotful_of_later_ones_is_presumed_lost_at_once() {
+        let (mut s, t1) = paced_worker();
+        let tasks = s.dispatch(t1, 1_000);
+        let [(_, lost), (_, next)] = tasks[..] else {
+            panic!("{tasks:?}")
+        };
+        let t2 = t1 + Duration::from_millis(100);
+        assert!(s.complete(1, next.task_id, next.start, next.count, t2));
+        let (_, third) = s.dispatch(t2, 1_000)[0];
+        // A second later task answered: with two slots, the first was skipped.
+        let t3 = t2 + Duration::from_millis(100);
+        assert!(s.complete(1, third.task_id, third.start, third.count, t3));
+        assert_eq!(s.stats().presumed_lost, 1);
+        let again = s.dispatch(t3, 1_000);
+        assert_eq!(again[0].1.start, lost.start);
+    }
+
+    #[test]
+    fn a_silent_worker_gets_one_probe_and_keeps_its_tasks_until_the_floor() {
+        let (mut s, t1) = paced_worker();
+        assert_eq!(s.dispatch(t1, 1_000).len(), 2);
+        assert!(
+            s.dispatch(t1 + Duration::from_millis(190), 1_000)
+                .is_empty()
+        );
+        // Both slots overdue: one probe, and only one.
+        let t2 = t1 + Duration::from_millis(210);
+        assert_eq!(s.dispatch(t2, 1_000).len(), 1);
+        assert!(
+            s.dispatch(t2 + Duration::from_millis(500), 1_000)
+                .is_empty()
+        );
+        // Paused (a background tab, a GC): nothing answered, so nothing is
+        // presumed lost; the first two tasks last to the floor.
+        s.expire(t1 + Duration::from_millis(1_990));
+        assert_eq!(s.stats().expired, 0);
+        s.expire(t1 + Duration::from_millis(2_010));
+        assert_eq!((s.stats().expired, s.stats().presumed_lost), (2, 0));
+    }
+
+    #[test]
+    fn a_probe_answered_shows_the_overdue_tasks_lost() {
+        let (mut s, t1) = paced_worker();
+        let lost = s.dispatch(t1, 1_000);
+        let t2 = t1 + Duration::from_millis(210);
+        let (_, probe) = s.dispatch(t2, 1_000)[0];
+        let t3 = t2 + Duration::from_millis(100);
+        assert!(s.complete(1, probe.task_id, probe.start, probe.count, t3));
+        assert_eq!(s.stats().presumed_lost, 2);
+        // Both lost ranges come back first, lowest first.
+        let again = s.dispatch(t3, 1_000);
+        assert_eq!(again[0].1.start, lost[0].1.start);
+        assert_eq!(again[1].1.start, lost[1].1.start);
     }
 
     mod prop {
