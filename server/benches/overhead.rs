@@ -22,10 +22,10 @@
 mod support;
 
 use std::process::{Child, Command};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{ServerProcess, Window, checking_viewer, replay_worker, table};
+use support::{Window, join_viewer, replay_worker, spawn_checking_viewer, table, unpaced_server};
 
 /// One configuration of a run.
 #[derive(Clone, Copy, Debug)]
@@ -78,28 +78,7 @@ fn stop_perf(perf: Option<Child>) {
 }
 
 async fn run(cfg: Run, table: &Arc<Vec<u8>>) {
-    let verify = if cfg.verify == "off" {
-        "off-benchmark-only"
-    } else {
-        cfg.verify
-    };
-    let server = ServerProcess::start(&[
-        "--no-pacing",
-        "--codec",
-        cfg.codec,
-        "--verify",
-        verify,
-        "--ring-frames",
-        "65536",
-        "--max-per-ip",
-        "0",
-        "--task-ms",
-        "50",
-        "--first-task-frames",
-        "120",
-        "--viewer-queue",
-        "256",
-    ]);
+    let server = unpaced_server(cfg.codec, cfg.verify);
     let addr = server.addr;
     // Sampling from the start: perf needs a moment to attach, and the
     // warm-up is a small part of a profiling run (see DONUT_FRAMES).
@@ -116,13 +95,20 @@ async fn run(cfg: Run, table: &Arc<Vec<u8>>) {
             tokio::spawn(replay_worker(addr, Arc::clone(table), 0.0))
         });
     }
-    let mut at_warm = None;
-    let window: Window = checking_viewer(addr, Arc::clone(table), || {
-        at_warm = Some((server.cpu_ns(), own_cpu()));
-    })
-    .await;
-    let (cpu_end, own_end) = (server.cpu_ns(), own_cpu());
-    let (cpu_warm, own_warm) = at_warm.unwrap_or_default();
+    // CPU times (server, this process) when the window opens and closes.
+    let marks = Arc::new(Mutex::new(Vec::new()));
+    let viewer = {
+        let (pid, marks) = (server.pid(), Arc::clone(&marks));
+        spawn_checking_viewer(addr, Arc::clone(table), move || {
+            let now = (support::cpu_ns(pid), own_cpu());
+            marks.lock().unwrap_or_else(|p| p.into_inner()).push(now);
+        })
+    };
+    let window: Window = join_viewer(viewer).await;
+    let marks = marks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let [(cpu_warm, own_warm), (cpu_end, own_end)] = marks[..] else {
+        panic!("two marks, got {marks:?}")
+    };
     stop_perf(perf);
     for w in workers {
         w.abort();

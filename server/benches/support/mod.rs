@@ -100,13 +100,39 @@ impl Window {
     }
 }
 
-/// Receives every frame of the table, checking order and every byte; times
-/// frames `WARMUP..` to the table's end. `on_warm` runs once, when the timed
-/// window opens.
-pub async fn checking_viewer(
+/// Starts [`checking_viewer`] on an OS thread of its own, with its own
+/// runtime: on the workers' runtime, eight busy replaying workers crowded
+/// it out and it, not the server, set the pace. Join it for its window.
+pub fn spawn_checking_viewer(
     addr: SocketAddr,
     table: Arc<Vec<u8>>,
-    mut on_warm: impl FnMut(),
+    on_mark: impl FnMut() + Send + 'static,
+) -> std::thread::JoinHandle<Window> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("viewer runtime")
+            .block_on(checking_viewer(addr, table, on_mark))
+    })
+}
+
+/// Waits for a viewer thread from an async context.
+pub async fn join_viewer(viewer: std::thread::JoinHandle<Window>) -> Window {
+    tokio::task::spawn_blocking(move || viewer.join())
+        .await
+        .expect("join")
+        .expect("viewer")
+}
+
+/// Receives every frame of the table, checking order and every byte; times
+/// frames `WARMUP..` to the table's end. `on_mark` runs when the timed
+/// window opens and again when it closes (before this thread ends, so that
+/// a reading of the process's threads still counts it).
+async fn checking_viewer(
+    addr: SocketAddr,
+    table: Arc<Vec<u8>>,
+    mut on_mark: impl FnMut(),
 ) -> Window {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/viewer"))
         .await
@@ -115,7 +141,8 @@ pub async fn checking_viewer(
     let mut next = 0u64;
     let mut t0 = None;
     while next < end {
-        let Some(Ok(Message::Binary(b))) = ws.next().await else {
+        let msg = ws.next().await.expect("stream open").expect("readable");
+        let Message::Binary(b) = msg else {
             continue;
         };
         let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b) else {
@@ -131,10 +158,11 @@ pub async fn checking_viewer(
         next = f.start + u64::from(f.count);
         if t0.is_none() && next >= WARMUP {
             t0 = Some((Instant::now(), next));
-            on_warm();
+            on_mark();
         }
     }
     let (t, from) = t0.expect("warm-up passed");
+    on_mark();
     Window {
         frames: next - from,
         secs: t.elapsed().as_secs_f64(),
@@ -197,6 +225,34 @@ impl ServerProcess {
             .ok()?;
         serde_json::from_slice(&out.stdout).ok()
     }
+}
+
+/// `donut serve` as the throughput benches run it: pacing off, a 2^16-frame
+/// ring, no per-address cap, 50 ms tasks, with `codec` (`nibble` or
+/// `context`) and `verify` (`off`, `sample` or `full`).
+pub fn unpaced_server(codec: &str, verify: &str) -> ServerProcess {
+    let verify = if verify == "off" {
+        "off-benchmark-only"
+    } else {
+        verify
+    };
+    ServerProcess::start(&[
+        "--no-pacing",
+        "--codec",
+        codec,
+        "--verify",
+        verify,
+        "--ring-frames",
+        "65536",
+        "--max-per-ip",
+        "0",
+        "--task-ms",
+        "50",
+        "--first-task-frames",
+        "120",
+        "--viewer-queue",
+        "256",
+    ])
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS:`, `VmHWM:`), 0 if absent.
