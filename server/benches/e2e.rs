@@ -35,7 +35,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 mod support;
 
 use support::{
-    TABLE, WARMUP, join_viewer, replay_worker, spawn_checking_viewer, table, unpaced_server,
+    ServerProcess, TABLE, WARMUP, join_viewer, replay_worker, spawn_checking_viewer, table,
+    unpaced_server,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -289,36 +290,15 @@ const TAIL: Duration = Duration::from_secs(2);
 /// after it are reported on their own lines, not dropped.
 fn fanout(k: usize, secs: u64, threads: usize) {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let bin = std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned());
-    let mut server = Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--max-per-ip",
-            "0",
-            "--max-viewers",
-        ])
-        .arg((k + 10).to_string())
-        .env("RUST_LOG", "warn,donut_server::broadcaster=debug")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("run {bin} (set DONUT_BIN): {e}"));
-    let pid = server.id();
-    let mut line = String::new();
-    if let Some(out) = server.stdout.take() {
-        let _ = BufReader::new(out).read_line(&mut line);
-    }
-    let addr: SocketAddr = line
-        .trim()
-        .trim_start_matches("listening on ")
-        .parse()
-        .expect("server address");
+    use std::process::Command;
+    let max_viewers = (k + 10).to_string();
+    let mut server = ServerProcess::start_logging(
+        &["--max-per-ip", "0", "--max-viewers", &max_viewers],
+        "warn,donut_server::broadcaster=debug",
+    );
+    let (pid, addr) = (server.pid(), server.addr);
     // The server's log: publish times, and any warning (counted, shown).
-    let log_reader = server.stderr.take().map(|err| {
+    let log_reader = server.take_log().map(|err| {
         std::thread::spawn(move || {
             let mut published = Vec::new();
             let mut warnings = Vec::new();
@@ -333,6 +313,7 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     });
     // One native worker as its own process, so the load generator's CPU
     // figure is the viewers' alone.
+    let bin = std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned());
     let mut worker = Command::new(&bin)
         .args([
             "work",
@@ -401,11 +382,7 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     let wall = cpu1.2.duration_since(cpu0.2).as_secs_f64();
     let server_cpu = (cpu1.0 - cpu0.0) / wall * 100.0;
     let gen_cpu = (cpu1.1 - cpu0.1) / wall * 100.0;
-    let stats = std::process::Command::new("curl")
-        .args(["-s", &format!("http://{addr}/api/stats")])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
+    let stats = server.stats().unwrap_or_default();
     // Each viewer notices `stop` after its next read (a batch every 250 ms).
     let (logs, stuck): (Vec<ViewerLog>, u64) = rt.block_on(async {
         let mut logs = Vec::with_capacity(k);
@@ -421,10 +398,7 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     });
     let _ = worker.kill();
     let _ = worker.wait();
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = server.wait();
+    drop(server);
     let (published, warnings) = log_reader.and_then(|h| h.join().ok()).unwrap_or_default();
     report_fanout(&FanoutRun {
         k,
@@ -455,7 +429,7 @@ struct FanoutRun {
     cpu: (f64, f64),
     threads: usize,
     warnings: Vec<String>,
-    stats: String,
+    stats: serde_json::Value,
     /// Viewers that did not end within 5 s of `stop` (nothing received).
     stuck: u64,
 }
@@ -599,12 +573,11 @@ fn report_fanout(r: &FanoutRun) {
         r.cpu.0,
         r.cpu.1,
     );
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.stats) {
-        println!(
-            "  server: viewer_lag_events {} viewers_dropped_slow {} broadcast_batches {}",
-            v["viewer_lag_events"], v["viewers_dropped_slow"], v["broadcast_batches"]
-        );
-    }
+    let v = &r.stats;
+    println!(
+        "  server: viewer_lag_events {} viewers_dropped_slow {} broadcast_batches {}",
+        v["viewer_lag_events"], v["viewers_dropped_slow"], v["broadcast_batches"]
+    );
     if !r.warnings.is_empty() {
         println!(
             "  server warnings: {} (first: {})",

@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -181,13 +181,25 @@ impl ServerProcess {
     /// Starts `donut serve --listen 127.0.0.1:0 <args>` and waits for its
     /// "listening on" line.
     pub fn start(args: &[&str]) -> Self {
+        Self::spawn(args, "warn", Stdio::null())
+    }
+
+    /// [`ServerProcess::start`] with `RUST_LOG=<log>` and its log piped, for
+    /// [`ServerProcess::take_log`].
+    pub fn start_logging(args: &[&str], log: &str) -> Self {
+        Self::spawn(args, log, Stdio::piped())
+    }
+
+    fn spawn(args: &[&str], log: &str, stderr: Stdio) -> Self {
         let bin =
             std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned());
         let mut child = Command::new(&bin)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log)
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("run {bin} (set DONUT_BIN): {e}"));
         let mut line = String::new();
@@ -200,6 +212,12 @@ impl ServerProcess {
             .parse()
             .unwrap_or_else(|_| panic!("server address, got {line:?}"));
         Self { child, addr }
+    }
+
+    /// The server's log (stderr), once, if started with
+    /// [`ServerProcess::start_logging`]; it ends when the server does.
+    pub fn take_log(&mut self) -> Option<ChildStderr> {
+        self.child.stderr.take()
     }
 
     /// The process id (for `perf record -p`).
