@@ -28,13 +28,16 @@
 //! `DONUT_CHROMEDRIVER`. It needs `www/pkg` built before the server binary
 //! (`./build.sh` does both).
 
-use std::net::{TcpListener, TcpStream};
+#[path = "../tests/chromium/mod.rs"]
+mod chromium;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
-use serde_json::{Value, json};
+use chromium::{Proc, free_port, wait_for_port};
+use fantoccini::Client;
+use serde_json::Value;
 
 /// Rounds of `benchDecode` (each of 1000 decodes).
 const DECODE_ROUNDS: usize = 7;
@@ -43,86 +46,8 @@ const HANG: Duration = Duration::from_secs(60);
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn env_path(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_for_port(port: u16, what: &str) -> Result<()> {
-    let deadline = Instant::now() + HANG;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err(format!("{what} never listened on port {port}").into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
-}
-
-/// `GET /api/stats` over a plain HTTP/1.0 request.
 fn stats(port: u16) -> Result<Value> {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(HANG))?;
-    write!(s, "GET /api/stats HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let body = resp.split_once("\r\n\r\n").ok_or("not an HTTP response")?.1;
-    Ok(serde_json::from_str(body)?)
-}
-
-async fn launch_browser() -> Result<(Client, Proc, PathBuf)> {
-    let port = free_port()?;
-    let driver = Proc(
-        Command::new(env_path("DONUT_CHROMEDRIVER", "/usr/bin/chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_for_port(port, "chromedriver")?;
-    let profile = std::env::temp_dir().join(format!("donut-startup-{}-{port}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    let args = [
-        "--headless".to_owned(),
-        "--no-sandbox".to_owned(),
-        "--disable-gpu".to_owned(),
-        "--no-first-run".to_owned(),
-        "--disable-background-networking".to_owned(),
-        "--disable-component-update".to_owned(),
-        "--disable-sync".to_owned(),
-        "--disable-dev-shm-usage".to_owned(),
-        "--window-size=1280,720".to_owned(),
-        format!("--user-data-dir={}", profile.display()),
-    ];
-    let caps = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": env_path("DONUT_CHROMIUM", "/usr/bin/chromium").display().to_string(),
-            "args": args,
-        },
-    });
-    let Value::Object(caps) = caps else {
-        return Err("capabilities are not an object".into());
-    };
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await?;
-    Ok((client, driver, profile))
+    Ok(chromium::stats(port, HANG)?)
 }
 
 /// What one page load measured, in ms since its navigation start.
@@ -256,7 +181,7 @@ async fn run() -> Result<()> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    wait_for_port(port, "the server")?;
+    wait_for_port(port, "the server", HANG)?;
     let _worker = Proc(
         Command::new(&bin)
             .args([
@@ -285,7 +210,11 @@ async fn run() -> Result<()> {
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
     let mut decode = Vec::new();
     for i in 0..runs {
-        let (client, _driver, profile) = launch_browser().await?;
+        let chromium::Session {
+            client,
+            driver: _driver,
+            profile,
+        } = chromium::launch(&[], HANG).await?;
         let c = measure(&client, &url).await?;
         let w = client.new_window(false).await?;
         client.switch_to_window(w.handle).await?;

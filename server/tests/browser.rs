@@ -11,17 +11,19 @@
 //! They run one at a time (a process-wide lock): each one starts a browser,
 //! and the machine has two cores.
 
+mod chromium;
+
 use std::future::Future;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use chromium::Proc;
 use donut_shared::{FRAME_LEN, HEIGHT, WIDTH};
 use fantoccini::wd::WindowHandle;
-use fantoccini::{Client, ClientBuilder, Locator};
-use serde_json::{Value, json};
+use fantoccini::{Client, Locator};
+use serde_json::Value;
 
 /// Generous limit so a broken test fails instead of hanging.
 const HANG: Duration = Duration::from_secs(90);
@@ -33,16 +35,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 const HOW_TO_FIX: &str = "run ./build.sh (it installs Chromium and chromedriver and builds the wasm packages into www/pkg)";
 
-fn chromium() -> PathBuf {
-    std::env::var_os("DONUT_CHROMIUM")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
-}
-
-fn chromedriver() -> PathBuf {
-    std::env::var_os("DONUT_CHROMEDRIVER")
-        .map_or_else(|| PathBuf::from("/usr/bin/chromedriver"), PathBuf::from)
-}
-
 fn www() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../www")
 }
@@ -51,7 +43,7 @@ fn www() -> PathBuf {
 /// is missing.
 fn require_prerequisites() {
     let mut missing = Vec::new();
-    for p in [chromium(), chromedriver()] {
+    for p in [chromium::chromium(), chromium::chromedriver()] {
         if !p.is_file() {
             missing.push(p.display().to_string());
         }
@@ -74,48 +66,16 @@ fn require_prerequisites() {
     );
 }
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    chromium::free_port().expect("a free loopback port")
 }
 
 fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + HANG;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} never listened on port {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    chromium::wait_for_port(port, what, HANG).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A minimal HTTP/1.0 GET on loopback; returns the body.
 fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the server");
-    s.set_read_timeout(Some(HANG)).expect("set a read timeout");
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("send the request");
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).expect("read the response");
-    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.") && head.contains(" 200 "),
-        "GET {path}: {head}"
-    );
-    body.to_owned()
+    chromium::http_get(port, path, HANG).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The real server binary.
@@ -182,53 +142,15 @@ struct Browser {
 impl Browser {
     async fn launch(device_scale: f64) -> Self {
         require_prerequisites();
-        let port = free_port();
-        let driver = Proc(
-            Command::new(chromedriver())
-                .arg(format!("--port={port}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("start chromedriver ({e}): {HOW_TO_FIX}")),
-        );
-        wait_for_port(port, "chromedriver");
-        let profile =
-            std::env::temp_dir().join(format!("donut-browser-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&profile);
-        let args = [
-            "--headless".to_owned(),
-            "--no-sandbox".to_owned(),
-            "--disable-gpu".to_owned(),
-            "--no-first-run".to_owned(),
-            "--disable-background-networking".to_owned(),
-            "--disable-component-update".to_owned(),
-            "--disable-sync".to_owned(),
-            "--disable-dev-shm-usage".to_owned(),
-            "--window-size=1280,720".to_owned(),
-            format!("--force-device-scale-factor={device_scale}"),
-            format!("--user-data-dir={}", profile.display()),
-        ];
-        let caps = json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium().display().to_string(),
-                "args": args,
-            },
-        });
-        let serde_json::Value::Object(caps) = caps else {
-            unreachable!("a JSON object literal")
-        };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
+        let scale = format!("--force-device-scale-factor={device_scale}");
+        let s = chromium::launch(&[scale], HANG)
             .await
-            .unwrap_or_else(|e| panic!("start headless Chromium ({e}): {HOW_TO_FIX}"));
+            .unwrap_or_else(|e| panic!("{e}: {HOW_TO_FIX}"));
         Self {
-            client,
+            client: s.client,
             tabs: Vec::new(),
-            _driver: driver,
-            profile,
+            _driver: s.driver,
+            profile: s.profile,
         }
     }
 

@@ -1,0 +1,150 @@
+//! Headless Chromium behind its own chromedriver, and the loopback plumbing
+//! around it: shared by the browser tests (`tests/browser.rs`) and the
+//! start-up bench (`benches/startup.rs`, which includes this file by path),
+//! so the flags this machine's Chromium needs are written once.
+//!
+//! Errors are strings, so the tests can panic with instructions and the
+//! bench can report and stop.
+#![allow(dead_code)] // each user takes a part
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder};
+use serde_json::{Value, json};
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Chromium binary: `DONUT_CHROMIUM`, or Debian's.
+pub fn chromium() -> PathBuf {
+    env_path("DONUT_CHROMIUM", "/usr/bin/chromium")
+}
+
+/// The chromedriver binary: `DONUT_CHROMEDRIVER`, or Debian's.
+pub fn chromedriver() -> PathBuf {
+    env_path("DONUT_CHROMEDRIVER", "/usr/bin/chromedriver")
+}
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+/// A loopback port free a moment ago.
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free loopback port: {e}"))
+}
+
+/// Waits until something accepts connections on `port`.
+pub fn wait_for_port(port: u16, what: &str, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} never listened on port {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.0 GET on loopback; the body of a 200 response.
+pub fn http_get(port: u16, path: &str, limit: Duration) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let fail = |e: std::io::Error| format!("GET {path}: {e}");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(fail)?;
+    s.set_read_timeout(Some(limit)).map_err(fail)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(fail)?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(fail)?;
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: not an HTTP response"))?;
+    if !(head.starts_with("HTTP/1.") && head.contains(" 200 ")) {
+        return Err(format!("GET {path}: {head}"));
+    }
+    Ok(body.to_owned())
+}
+
+/// `GET /api/stats` as JSON.
+pub fn stats(port: u16, limit: Duration) -> Result<Value, String> {
+    let body = http_get(port, "/api/stats", limit)?;
+    serde_json::from_str(&body).map_err(|e| format!("/api/stats is not JSON: {e}"))
+}
+
+/// A browser session: the WebDriver client, its chromedriver, and the
+/// fresh profile directory (remove it when done).
+pub struct Session {
+    /// The WebDriver client.
+    pub client: Client,
+    /// The chromedriver process.
+    pub driver: Proc,
+    /// The profile directory.
+    pub profile: PathBuf,
+}
+
+/// Starts chromedriver on a free port and a headless Chromium with a fresh
+/// profile and a 1280x720 window; `extra` flags are appended.
+pub async fn launch(extra: &[String], limit: Duration) -> Result<Session, String> {
+    let port = free_port()?;
+    let driver = Proc(
+        Command::new(chromedriver())
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", chromedriver().display()))?,
+    );
+    wait_for_port(port, "chromedriver", limit)?;
+    let profile =
+        std::env::temp_dir().join(format!("donut-chromium-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    // What headless Chromium needs on these machines (no sandbox, no GPU),
+    // and nothing that phones home during a measurement.
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,720",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    args.extend_from_slice(extra);
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium().display().to_string(),
+            "args": args,
+        },
+    });
+    let Value::Object(caps) = caps else {
+        return Err("capabilities are not an object".to_owned());
+    };
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .map_err(|e| format!("start headless Chromium: {e}"))?;
+    Ok(Session {
+        client,
+        driver,
+        profile,
+    })
+}
