@@ -6,7 +6,7 @@
 //! eight workers throughput fell to a third of what the server alone does.)
 //!
 //! ```text
-//! cargo bench -p donut-server --bench e2e -- throughput   # N = 1, 2, 4, 8, real and replayed frames
+//! cargo bench -p donut-server --bench e2e -- throughput   # N = 1, 2, 4, 8, real and replayed frames, median of 3
 //! cargo bench -p donut-server --bench e2e -- churn        # 2 and 8 workers, 0/25/50% of results dropped, median of 3
 //! cargo bench -p donut-server --bench e2e -- fanout 1000 60   # K viewers for S seconds, paced, server as a subprocess
 //! DONUT_CODEC=nibble cargo bench -p donut-server --bench e2e -- throughput   # plain 880-byte frames to viewers
@@ -109,30 +109,41 @@ fn line(label: &str, fps: f64, s: &serde_json::Value) {
     );
 }
 
+/// Runs of each configuration; the median is reported, because one run of
+/// a fast configuration lasts under a second.
+const RUNS: usize = 3;
+
+/// The median of [`RUNS`] runs of one configuration, printed with every
+/// run's frames/s; returns the median frames/s.
+async fn median_run(
+    label: &str,
+    (n, frames, drop, verify): (usize, Frames, f64, &str),
+    table: &Arc<Vec<u8>>,
+) -> f64 {
+    let mut runs = Vec::new();
+    for _ in 0..RUNS {
+        runs.push(run_once(n, frames, drop, verify, table).await);
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (fps, s) = &runs[RUNS / 2];
+    line(label, *fps, s);
+    let all: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
+    println!("    runs {}", all.join(" / "));
+    *fps
+}
+
 async fn throughput(table: Arc<Vec<u8>>) {
     for frames in [Frames::Replayed, Frames::Real] {
         for n in [1, 2, 4, 8] {
-            let (fps, s) = run_once(n, frames, 0.0, "off", &table).await;
-            line(
-                &format!("{frames:?} frames, {n} workers, verify off"),
-                fps,
-                &s,
-            );
+            let label = format!("{frames:?} frames, {n} workers, verify off");
+            median_run(&label, (n, frames, 0.0, "off"), &table).await;
         }
     }
     for verify in ["sample", "full"] {
-        let (fps, s) = run_once(8, Frames::Replayed, 0.0, verify, &table).await;
-        line(
-            &format!("Replayed frames, 8 workers, verify {verify}"),
-            fps,
-            &s,
-        );
+        let label = format!("Replayed frames, 8 workers, verify {verify}");
+        median_run(&label, (8, Frames::Replayed, 0.0, verify), &table).await;
     }
 }
-
-/// Runs of each churn configuration; the median is reported, because one
-/// run of a fast configuration lasts under a second.
-const CHURN_RUNS: usize = 3;
 
 async fn churn(table: Arc<Vec<u8>>) {
     for (frames, n) in [
@@ -143,27 +154,13 @@ async fn churn(table: Arc<Vec<u8>>) {
     ] {
         let mut no_drop = None;
         for drop in [0.0, 0.25, 0.5] {
-            let mut runs = Vec::new();
-            for _ in 0..CHURN_RUNS {
-                runs.push(run_once(n, frames, drop, "off", &table).await);
-            }
-            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (fps, s) = &runs[CHURN_RUNS / 2];
-            let base = *no_drop.get_or_insert(*fps);
-            let all: Vec<String> = runs.iter().map(|r| format!("{:.0}", r.0)).collect();
-            line(
-                &format!(
-                    "{frames:?} frames, {n} workers, {:.0}% dropped",
-                    drop * 100.0
-                ),
-                *fps,
-                s,
+            let label = format!(
+                "{frames:?} frames, {n} workers, {:.0}% dropped",
+                drop * 100.0
             );
-            println!(
-                "    {:.0}% of no-drop (median of runs {})",
-                fps / base * 100.0,
-                all.join(" / ")
-            );
+            let fps = median_run(&label, (n, frames, drop, "off"), &table).await;
+            let base = *no_drop.get_or_insert(fps);
+            println!("    {:.0}% of no-drop", fps / base * 100.0);
         }
     }
 }
