@@ -58,6 +58,43 @@ async fn silent_worker_is_hedged_around() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_skipped_by_a_worker_that_answers_later_ones_is_handed_on() {
+    let mut cfg = config();
+    // Hedging (after this long) and expiry (twice it) lie far beyond the
+    // test's time limit: only presuming the skipped task lost, from the
+    // later answers, lets the stream start.
+    cfg.first_task_timeout_ms = 120_000;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let mut viewer = Viewer::connect(addr).await;
+    let mut skipper = connect(addr, "/ws/worker").await;
+    hello(&mut skipper, 2).await;
+    let first = next_task(&mut skipper).await;
+    assert_eq!(first.start, 0, "the skipper holds the first frames");
+    // Never answer the first task; answer every later one, in order
+    // (including the first range, when it comes back under a new task).
+    let answer = tokio::spawn(async move {
+        loop {
+            let task = next_task(&mut skipper).await;
+            if skipper
+                .send(Message::binary(result_for(&task)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    viewer.receive(u64::from(first.count) + 120).await;
+    assert_eq!(viewer.seen.first, Some(0));
+    let s = stats(addr).await;
+    assert!(s["tasks_presumed_lost"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert_eq!(s["tasks_hedged"], 0, "{s}");
+    answer.abort();
+    server.shutdown(Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_answering_twice_is_harmless() {
     let server = start(churn_config()).await;
     let addr = server.addr;
