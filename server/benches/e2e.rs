@@ -1,9 +1,8 @@
 //! End-to-end benchmarks over loopback WebSockets (a `--release` bench
 //! binary, not a test): the real `donut serve` as a subprocess with pacing
 //! off, N workers, and one viewer that compares every frame it receives byte
-//! for byte with the native render. (With the server in this process, its
-//! tasks shared two threads with eight busy workers and the viewer, and at
-//! eight workers throughput fell to a third of what the server alone does.)
+//! for byte with the native render, on an OS thread of its own (on the
+//! workers' runtime, eight busy workers starved it and it set the pace).
 //!
 //! ```text
 //! cargo bench -p donut-server --bench e2e -- throughput   # N = 1, 2, 4, 8, real and replayed frames, median of 3
@@ -310,8 +309,7 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     });
     // One native worker as its own process, so the load generator's CPU
     // figure is the viewers' alone.
-    let bin = std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned());
-    let mut worker = Command::new(&bin)
+    let mut worker = Command::new(support::donut_bin())
         .args([
             "work",
             "--server",

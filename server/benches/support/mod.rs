@@ -8,11 +8,15 @@
 
 #![allow(dead_code)]
 
+// Loopback HTTP for `/api/stats`, shared with the browser tests.
+#[path = "../../tests/chromium/mod.rs"]
+mod chromium;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use donut_shared::wire::{HELLO_LEN, Hello, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker};
 use donut_shared::{PACKED_LEN, render_packed};
@@ -169,6 +173,11 @@ async fn checking_viewer(
     }
 }
 
+/// The `donut` binary: `DONUT_BIN`, or the one cargo built for the bench.
+pub fn donut_bin() -> String {
+    std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned())
+}
+
 /// The real `donut serve` (the binary cargo built for the bench, or
 /// `DONUT_BIN`) on a free loopback port; killed on drop.
 pub struct ServerProcess {
@@ -191,8 +200,7 @@ impl ServerProcess {
     }
 
     fn spawn(args: &[&str], log: &str, stderr: Stdio) -> Self {
-        let bin =
-            std::env::var("DONUT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_donut").to_owned());
+        let bin = donut_bin();
         let mut child = Command::new(&bin)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -237,11 +245,7 @@ impl ServerProcess {
 
     /// `GET /api/stats`, if it answers.
     pub fn stats(&self) -> Option<serde_json::Value> {
-        let out = Command::new("curl")
-            .args(["-s", &format!("http://{}/api/stats", self.addr)])
-            .output()
-            .ok()?;
-        serde_json::from_slice(&out.stdout).ok()
+        chromium::stats(self.addr.port(), Duration::from_secs(10)).ok()
     }
 }
 

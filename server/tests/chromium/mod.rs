@@ -1,7 +1,8 @@
 //! Headless Chromium behind its own chromedriver, and the loopback plumbing
-//! around it: shared by the browser tests (`tests/browser.rs`) and the
-//! start-up bench (`benches/startup.rs`, which includes this file by path),
-//! so the flags this machine's Chromium needs are written once.
+//! around it: shared by the browser tests (`tests/browser.rs`), the
+//! start-up bench (`benches/startup.rs`, which includes this file by path)
+//! and the other benches' `support` (for `/api/stats`), so the flags this
+//! machine's Chromium needs and the HTTP helper are written once.
 //!
 //! Errors are strings, so the tests can panic with instructions and the
 //! bench can report and stop.
