@@ -752,18 +752,24 @@ mod tests {
         (s, t1)
     }
 
-    #[test]
-    fn a_task_overtaken_once_is_presumed_lost_at_its_paced_deadline() {
+    /// [`paced_worker`] given two 100-frame tasks at `t1`, of which only the
+    /// later is answered, at `t1 + 100 ms` (the worker may render two at
+    /// once). Returns the scheduler, the unanswered task, `t1` and `t2`.
+    fn overtaken_once() -> (Scheduler, Task, Instant, Instant) {
         let (mut s, t1) = paced_worker();
         let tasks = s.dispatch(t1, 1_000);
         let [(_, lost), (_, next)] = tasks[..] else {
             panic!("{tasks:?}")
         };
         assert_eq!((lost.count, next.count), (100, 100));
-        // The later task is answered (the worker may render two at once);
-        // the earlier one never will be.
         let t2 = t1 + Duration::from_millis(100);
         assert!(s.complete(1, next.task_id, next.start, next.count, t2));
+        (s, lost, t1, t2)
+    }
+
+    #[test]
+    fn a_task_overtaken_once_is_presumed_lost_at_its_paced_deadline() {
+        let (mut s, lost, t1, _) = overtaken_once();
         s.expire(t1 + Duration::from_millis(190));
         assert_eq!(s.stats().presumed_lost, 0);
         // Dropped once overdue (twice its expected 100 ms), not at the 2 s floor.
@@ -783,13 +789,7 @@ mod tests {
 
     #[test]
     fn a_task_overtaken_by_a_slotful_of_later_ones_is_presumed_lost_at_once() {
-        let (mut s, t1) = paced_worker();
-        let tasks = s.dispatch(t1, 1_000);
-        let [(_, lost), (_, next)] = tasks[..] else {
-            panic!("{tasks:?}")
-        };
-        let t2 = t1 + Duration::from_millis(100);
-        assert!(s.complete(1, next.task_id, next.start, next.count, t2));
+        let (mut s, lost, _, t2) = overtaken_once();
         let (_, third) = s.dispatch(t2, 1_000)[0];
         // A second later task answered: with two slots, the first was skipped.
         let t3 = t2 + Duration::from_millis(100);
