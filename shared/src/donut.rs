@@ -32,6 +32,17 @@ pub const HEIGHT: usize = 22;
 /// Bytes in one rendered frame: 80 × 22 ASCII characters.
 pub const FRAME_LEN: usize = WIDTH * HEIGHT;
 
+/// The columns (of ours, where donut.c's column x is our x - 1) in which the
+/// donut can ever appear; every other cell of a row but the newline is
+/// always blank. A point of the torus lies within 3 of its centre (R1 + R2),
+/// which is 5 in front of the eye, so X / (5 + Z) ≤ 3/4 and donut.c's
+/// x = 40 + 30·X/(5 + Z) stays within 17.5 ..= 62.5: columns 17..=62 of
+/// donut.c, 16..=61 of ours, and one column of margin each side for f32
+/// rounding. [`crate::frame::validate_frame`] refuses glyphs outside them.
+pub const DRAWN_COLS: core::ops::Range<usize> = 15..63;
+const _: () = assert!(DRAWN_COLS.start >= GRID_X0 as usize - 1);
+const _: () = assert!(DRAWN_COLS.end <= GRID_X0 as usize - 1 + GRID_W);
+
 /// 2^-64 as an `f64`, to turn a 0.64 fixed-point phase into a fraction.
 const TWO_POW_MINUS_64: f64 = 1.0 / 18_446_744_073_709_551_616.0;
 

@@ -9,7 +9,7 @@
 
 use core::fmt;
 
-use crate::donut::FRAME_LEN;
+use crate::donut::{DRAWN_COLS, FRAME_LEN, WIDTH};
 
 /// Bytes of one packed frame.
 pub const PACKED_LEN: usize = FRAME_LEN / 2;
@@ -53,6 +53,15 @@ pub enum FrameError {
         /// The offending nibble.
         code: u8,
     },
+    /// A valid symbol where the frame's layout (see [`validate_frame`])
+    /// requires another: a glyph or blank in the newline column, a newline
+    /// inside a row, or a glyph in a cell the donut can never reach.
+    Layout {
+        /// Offset of the symbol within the frame (row × 80 + column).
+        at: usize,
+        /// The symbol code found there.
+        code: u8,
+    },
 }
 
 impl fmt::Display for FrameError {
@@ -63,6 +72,15 @@ impl fmt::Display for FrameError {
             }
             Self::InvalidCode { at, code } => {
                 write!(f, "nibble {code} at symbol {at} is not a frame symbol code")
+            }
+            Self::Layout { at, code } => {
+                let (row, col) = (at / WIDTH, at % WIDTH);
+                let want = match Cell::at(*at) {
+                    Cell::Newline => "a newline",
+                    Cell::Blank => "blank (the donut never reaches it)",
+                    Cell::Drawn => "a glyph or blank",
+                };
+                write!(f, "code {code} at row {row}, column {col}: must be {want}")
             }
         }
     }
@@ -151,4 +169,189 @@ pub fn validate_packed(packed: &[u8]) -> Result<(), FrameError> {
         }
     }
     Ok(())
+}
+
+/// What the renderer can put in one cell of a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    /// Column 79 of every row.
+    Newline,
+    /// Row 0 (donut.c never draws it) and columns outside
+    /// [`DRAWN_COLS`]: always a space.
+    Blank,
+    /// A space or one of the 12 luminance glyphs.
+    Drawn,
+}
+
+impl Cell {
+    const fn at(symbol: usize) -> Self {
+        let (row, col) = (symbol / WIDTH, symbol % WIDTH);
+        if col == WIDTH - 1 {
+            Self::Newline
+        } else if row == 0 || col < DRAWN_COLS.start || col >= DRAWN_COLS.end {
+            Self::Blank
+        } else {
+            Self::Drawn
+        }
+    }
+
+    /// The codes allowed here are `low ..= low + span`.
+    const fn allowed(self) -> (u8, u8) {
+        match self {
+            Self::Newline => (NEWLINE_CODE, 0),
+            Self::Blank => (SPACE_CODE, 0),
+            Self::Drawn => (SPACE_CODE, NEWLINE_CODE - 1),
+        }
+    }
+}
+
+/// Per packed byte, per nibble (high, low): the lowest code allowed and how
+/// far above it codes may go, so a whole frame checks as one branch-free,
+/// vectorisable pass of `code - low <= span` (unsigned, so a code below
+/// `low` wraps and fails too).
+struct LayoutTable {
+    low: [[u8; PACKED_LEN]; 2],
+    span: [[u8; PACKED_LEN]; 2],
+}
+
+const LAYOUT: LayoutTable = {
+    let mut t = LayoutTable {
+        low: [[0; PACKED_LEN]; 2],
+        span: [[0; PACKED_LEN]; 2],
+    };
+    let mut k = 0;
+    while k < PACKED_LEN {
+        let mut half = 0;
+        while half < 2 {
+            let (low, span) = Cell::at(2 * k + half).allowed();
+            t.low[half][k] = low;
+            t.span[half][k] = span;
+            half += 1;
+        }
+        k += 1;
+    }
+    t
+};
+
+/// Checks that 880 untrusted bytes are a frame the renderer could have
+/// produced, as far as its layout goes: every nibble a symbol code, exactly
+/// one newline per row and it in column 79, blanks in row 0 and in every
+/// column outside [`DRAWN_COLS`] (see there for why the donut never reaches
+/// them), and a space or a glyph everywhere else.
+///
+/// It cannot tell a forged glyph from a true one (only re-rendering can);
+/// it catches every malformed frame, whatever the verification policy, for
+/// the cost of one pass over 880 bytes.
+///
+/// # Errors
+/// [`FrameError::InvalidCode`] or [`FrameError::Layout`] for the first
+/// offending symbol.
+pub fn validate_frame(packed: &[u8; PACKED_LEN]) -> Result<(), FrameError> {
+    let bad = |code: u8, low: u8, span: u8| code.wrapping_sub(low) > span;
+    let [hi_low, lo_low] = &LAYOUT.low;
+    let [hi_span, lo_span] = &LAYOUT.span;
+    let mut any = false;
+    for k in 0..PACKED_LEN {
+        let b = packed[k];
+        any |= bad(b >> 4, hi_low[k], hi_span[k]) | bad(b & 0x0f, lo_low[k], lo_span[k]);
+    }
+    if !any {
+        return Ok(());
+    }
+    validate_packed(packed)?;
+    for (k, &b) in packed.iter().enumerate() {
+        for (half, code) in [(0, b >> 4), (1, b & 0x0f)] {
+            if bad(code, LAYOUT.low[half][k], LAYOUT.span[half][k]) {
+                return Err(FrameError::Layout {
+                    at: 2 * k + half,
+                    code,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::string::ToString;
+
+    use super::*;
+    use crate::render_packed;
+
+    fn set(packed: &mut [u8; PACKED_LEN], at: usize, code: u8) {
+        let b = &mut packed[at / 2];
+        *b = if at.is_multiple_of(2) {
+            (code << 4) | (*b & 0x0f)
+        } else {
+            (*b & 0xf0) | code
+        };
+    }
+
+    fn frame(n: u64) -> [u8; PACKED_LEN] {
+        let mut p = [0u8; PACKED_LEN];
+        render_packed(n, &mut p);
+        p
+    }
+
+    #[test]
+    fn rendered_frames_have_the_layout() {
+        // Phases spread over whole turns of both angles, and far frames.
+        let far = [1 << 32, 1 << 53, u64::MAX - 1, 0x9e37_79b9_7f4a_7c15];
+        for n in (0..4_000u64).map(|k| k * 37).chain(far) {
+            assert_eq!(validate_frame(&frame(n)), Ok(()), "frame {n}");
+        }
+    }
+
+    #[test]
+    fn a_glyph_in_the_newline_column_is_refused() {
+        // The smallest input: `@` (12) at symbol 79.
+        let mut p = frame(20);
+        set(&mut p, 79, 12);
+        assert_eq!(
+            validate_frame(&p),
+            Err(FrameError::Layout { at: 79, code: 12 })
+        );
+        let text = FrameError::Layout { at: 79, code: 12 }.to_string();
+        assert!(
+            text.contains("row 0, column 79") && text.contains("newline"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_newline_inside_a_row_is_refused() {
+        let mut p = frame(7);
+        let at = 10 * WIDTH + 40;
+        set(&mut p, at, NEWLINE_CODE);
+        assert_eq!(validate_frame(&p), Err(FrameError::Layout { at, code: 13 }));
+    }
+
+    #[test]
+    fn a_glyph_where_the_donut_never_reaches_is_refused() {
+        for at in [
+            5,
+            3 * WIDTH + 2,
+            3 * WIDTH + DRAWN_COLS.end,
+            21 * WIDTH + 78,
+        ] {
+            let mut p = frame(99);
+            set(&mut p, at, 5);
+            assert_eq!(
+                validate_frame(&p),
+                Err(FrameError::Layout { at, code: 5 }),
+                "{at}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_codes_are_still_named_as_such() {
+        let mut p = frame(1);
+        set(&mut p, 500, 15);
+        assert_eq!(
+            validate_frame(&p),
+            Err(FrameError::InvalidCode { at: 500, code: 15 })
+        );
+    }
 }

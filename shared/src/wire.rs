@@ -28,7 +28,7 @@
 use core::fmt;
 
 use crate::codec::CodecError;
-use crate::frame::{FrameError, PACKED_LEN, validate_packed};
+use crate::frame::{FrameError, PACKED_LEN, validate_frame};
 
 /// The protocol version every message starts with.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -413,7 +413,8 @@ fn check_count(count: u32, max: u32) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Checks that `frames` holds exactly `count` valid packed frames.
+/// Checks that `frames` holds exactly `count` packed frames, each with a
+/// frame's layout (see [`validate_frame`]).
 fn check_packed_frames(frames: &[u8], count: u32) -> Result<(), DecodeError> {
     let expected = count as usize * PACKED_LEN;
     if frames.len() != expected {
@@ -422,8 +423,8 @@ fn check_packed_frames(frames: &[u8], count: u32) -> Result<(), DecodeError> {
             got: frames.len(),
         });
     }
-    for (index, frame) in frames.chunks_exact(PACKED_LEN).enumerate() {
-        validate_packed(frame).map_err(|error| DecodeError::InvalidFrame {
+    for (index, frame) in frames.as_chunks::<PACKED_LEN>().0.iter().enumerate() {
+        validate_frame(frame).map_err(|error| DecodeError::InvalidFrame {
             index: index as u32,
             error,
         })?;

@@ -12,6 +12,8 @@
 //! drawn byte by byte, which keeps full-size (600-frame) messages cheap and
 //! the whole file to a few seconds.
 
+use donut_shared::donut::DRAWN_COLS;
+use donut_shared::frame::validate_frame;
 use donut_shared::frame::{ALPHABET, FrameError};
 use donut_shared::wire::{
     BufferTooSmall, Codec, DecodeError, FRAMES_HEADER_LEN, Frames, FromWorker, HELLO_LEN, Hello,
@@ -19,7 +21,7 @@ use donut_shared::wire::{
     PROTOCOL_VERSION, RESULT_HEADER_LEN, TASK_LEN, TELEMETRY_LEN, Task, TaskResult, Telemetry,
     ToViewer, ToWorker, tag,
 };
-use donut_shared::{FRAME_LEN, PACKED_LEN, pack, unpack};
+use donut_shared::{FRAME_LEN, PACKED_LEN, WIDTH, pack, unpack};
 use proptest::prelude::*;
 
 /// Longest text a WebSocket close reason may carry.
@@ -41,21 +43,45 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
-/// A deterministic stream of bytes whose two nibbles are valid symbol codes
-/// (`< 14`), so `count` packed frames can be made from one seed.
+/// A deterministic stream of packed frames (byte `i` is byte `i % 880` of
+/// a frame) that have a frame's layout, with random glyphs where the donut
+/// may draw, so `count` packed frames can be made from one seed.
 fn valid_packed_bytes(seed: u64, len: usize) -> Vec<u8> {
     let mut state = seed | 1;
     (0..len)
-        .map(|_| {
+        .map(|i| {
             // xorshift64
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let hi = (state % 14) as u8;
-            let lo = ((state >> 8) % 14) as u8;
+            let k = i % PACKED_LEN;
+            let hi = layout_code(2 * k, state as u8);
+            let lo = layout_code(2 * k + 1, (state >> 8) as u8);
             (hi << 4) | lo
         })
         .collect()
+}
+
+/// Which codes the layout allows at `symbol` (row × 80 + column), written
+/// out from the rule rather than from the crate's table.
+fn layout_allows(symbol: usize, code: u8) -> bool {
+    let (row, col) = (symbol / WIDTH, symbol % WIDTH);
+    if col == WIDTH - 1 {
+        code == 13
+    } else if row == 0 || !DRAWN_COLS.contains(&col) {
+        code == 0
+    } else {
+        code <= 12
+    }
+}
+
+/// A code the layout allows at `symbol`, chosen by `pick`.
+fn layout_code(symbol: usize, pick: u8) -> u8 {
+    (0..14u8)
+        .cycle()
+        .skip(usize::from(pick % 14))
+        .find(|&c| layout_allows(symbol, c))
+        .unwrap_or(0)
 }
 
 /// Whether any nibble of `bytes` is 14 or 15.
@@ -191,6 +217,34 @@ fn prefixed_bytes(max_body: usize) -> impl Strategy<Value = Vec<u8>> {
 
 proptest! {
     #![proptest_config(config(256))]
+
+    #[test]
+    fn validate_frame_errs_exactly_where_the_layout_is_broken(
+        seed in any::<u64>(),
+        injected in proptest::collection::vec((0..FRAME_LEN, 0..16u8), 0..4),
+    ) {
+        let mut packed = [0u8; PACKED_LEN];
+        packed.copy_from_slice(&valid_packed_bytes(seed, PACKED_LEN));
+        prop_assert_eq!(validate_frame(&packed), Ok(()));
+        for &(at, code) in &injected {
+            let b = &mut packed[at / 2];
+            *b = if at.is_multiple_of(2) { (code << 4) | (*b & 0x0f) } else { (*b & 0xf0) | code };
+        }
+        let codes = (0..FRAME_LEN).map(|s| {
+            let b = packed[s / 2];
+            if s.is_multiple_of(2) { b >> 4 } else { b & 0x0f }
+        });
+        let expected = first_invalid_code(&packed).or_else(|| {
+            codes
+                .enumerate()
+                .find(|&(s, c)| !layout_allows(s, c))
+                .map(|(at, code)| FrameError::Layout { at, code })
+        });
+        match expected {
+            None => prop_assert_eq!(validate_frame(&packed), Ok(())),
+            Some(e) => prop_assert_eq!(validate_frame(&packed), Err(e)),
+        }
+    }
 
     #[test]
     fn any_frame_of_alphabet_symbols_round_trips(
