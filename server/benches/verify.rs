@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use donut_server::verifier::check_positions;
+use donut_server::trust::verifier::check_positions;
 use donut_shared::{PACKED_LEN, render_packed};
 
 fn batch(start: u64, count: u32) -> Vec<u8> {

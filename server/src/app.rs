@@ -31,7 +31,9 @@ use crate::limits::{CloseReason, GOING_AWAY};
 use crate::metrics::{Snapshot, Stats};
 use crate::scheduler::SchedulerConfig;
 use crate::telemetry::{self, TelemetryMsg};
-use crate::verifier::Verifier;
+use crate::trust::quorum::Referee;
+use crate::trust::reputation::{Reputation, ReputationConfig};
+use crate::trust::verifier::Verifier;
 use crate::{broadcaster, viewer_conn, worker_conn, ws};
 
 /// Largest message a viewer may send (viewers send nothing; this only
@@ -55,6 +57,8 @@ pub struct App {
     pub stats: Arc<Stats>,
     /// Result checking.
     pub verifier: Verifier,
+    /// Settles quorum disputes and lone votes.
+    pub referee: Referee,
     /// Latest telemetry.
     pub telemetry: watch::Receiver<TelemetryMsg>,
     /// Turns true when the server is stopping.
@@ -108,6 +112,7 @@ impl App {
             viewers_dropped_slow: s.viewers_dropped_slow.get(),
             verify_policy: match self.verifier.policy() {
                 VerifyPolicy::Full => "full",
+                VerifyPolicy::Quorum => "quorum",
                 VerifyPolicy::Sample => "sample",
                 VerifyPolicy::Off => "off-benchmark-only",
             },
@@ -116,6 +121,11 @@ impl App {
             batches_rejected: s.batches_rejected.get(),
             strikes: s.strikes.get(),
             workers_banned: s.workers_banned.get(),
+            quorum_agreements: s.quorum_agreements.get(),
+            quorum_disputes: s.quorum_disputes.get(),
+            quorum_settled_alone: s.quorum_settled_alone.get(),
+            workers_idle_closed: s.workers_idle_closed.get(),
+            playback_stall_frames: s.playback_stall_frames.get(),
             protocol_errors: s.protocol_errors.get(),
             connections_refused: s.connections_refused.get(),
             idle_reaped: s.idle_reaped.get(),
@@ -274,17 +284,27 @@ impl Server {
                     min_new_frames: u32::try_from(cfg.lead_frames() / 4)
                         .unwrap_or(u32::MAX)
                         .clamp(1, donut_shared::wire::MAX_TASK_FRAMES),
+                    addr_cap_frames: (cfg.lead_frames() as f64 * cfg.addr_share).ceil() as u64,
                     ..SchedulerConfig::default()
                 },
             },
             Arc::clone(&stats),
         ));
-        let fleet = Arc::new(Fleet::new(Caps {
+        let reputation = Arc::new(Reputation::new(ReputationConfig {
+            scope: cfg.ban_scope,
+            max_strikes: cfg.max_strikes,
+            ban: Duration::from_secs(cfg.ban_secs),
+            max_ban: Duration::from_secs(cfg.max_ban_secs.max(cfg.ban_secs)),
+            max_trust: cfg.sample_trust_batches,
+        }));
+        let caps = Caps {
             workers: cfg.max_workers,
             viewers: cfg.max_viewers,
             per_ip: cfg.max_per_ip,
-        }));
+        };
+        let fleet = Arc::new(Fleet::new(caps, Arc::clone(&reputation)));
         let verifier = Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches);
+        let referee = Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (telemetry_tx, telemetry_rx) = watch::channel(TelemetryMsg::new(Telemetry {
             fps,
@@ -296,11 +316,12 @@ impl Server {
             fleet: Arc::clone(&fleet),
             stats: Arc::clone(&stats),
             verifier,
+            referee: referee.clone(),
             telemetry: telemetry_rx,
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
         });
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(broadcaster::run(Arc::clone(&core), shutdown_rx.clone())),
             tokio::spawn(telemetry::run(
                 telemetry::Sources {
@@ -313,6 +334,10 @@ impl Server {
                 shutdown_rx.clone(),
             )),
         ];
+        if cfg.verify == VerifyPolicy::Quorum {
+            let wait = Duration::from_millis(cfg.quorum_wait_ms.max(1));
+            tasks.push(tokio::spawn(referee.run(wait, shutdown_rx.clone())));
+        }
         let mut stop = shutdown_rx;
         let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
         let http = tokio::spawn(async move {

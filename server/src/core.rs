@@ -42,6 +42,55 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use crate::metrics::Stats;
 use crate::ring::FrameRing;
 use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
+use crate::trust::reputation::AddrKey;
+
+/// What the core tells one worker's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// Send this task.
+    Task(Task),
+    /// A task it held was dropped with no answer; its misses in a row.
+    Missed(u32),
+    /// Its address was banned (a quorum settlement found it lying).
+    Banned,
+}
+
+/// A first quorum vote: one worker's answer to a range, waiting for an
+/// answer from another address.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Who answered.
+    pub worker: WorkerId,
+    /// From where.
+    pub addr: AddrKey,
+    /// Its task id.
+    pub task_id: u32,
+    /// First frame.
+    pub start: u64,
+    /// The packed frames it returned.
+    pub frames: Bytes,
+    /// When the vote was cast.
+    pub since: Instant,
+}
+
+/// What a quorum vote led to (see [`Core::vote`]).
+#[derive(Debug)]
+pub enum Vote {
+    /// The range was already done.
+    Done,
+    /// The first vote: it waits for another address.
+    Pending,
+    /// Another answer from the address that already voted: not counted.
+    Uncounted,
+    /// The same bytes as the first vote, from another address: accepted.
+    Agreed {
+        /// The first voter's address.
+        first: AddrKey,
+    },
+    /// Different bytes than the first vote: the caller settles it by
+    /// re-rendering. The first vote is handed over; the range stays out.
+    Disputed(Candidate),
+}
 
 /// One encoded broadcast batch, shared by every viewer.
 #[derive(Debug, Clone)]
@@ -99,7 +148,9 @@ pub struct Position {
 struct Inner {
     sched: Scheduler,
     ring: FrameRing,
-    senders: HashMap<WorkerId, mpsc::UnboundedSender<Task>>,
+    senders: HashMap<WorkerId, (AddrKey, mpsc::UnboundedSender<WorkerEvent>)>,
+    /// First quorum votes by range start.
+    votes: HashMap<u64, Candidate>,
     head: u64,
     contiguous: u64,
     cursor: u64,
@@ -131,6 +182,7 @@ impl Core {
             sched: Scheduler::new(cfg.scheduler.clone(), start),
             ring: FrameRing::new(cfg.ring_frames, start),
             senders: HashMap::new(),
+            votes: HashMap::new(),
             head: start,
             contiguous: start,
             cursor: start,
@@ -157,27 +209,44 @@ impl Core {
         self.cfg.fps > 0
     }
 
-    /// Sends every task the scheduler hands out now.
+    /// Tells the connections of the workers that missed, then sends every
+    /// task the scheduler hands out now.
     fn dispatch(&self, inner: &mut Inner, now: Instant) {
+        for (id, misses) in inner.sched.take_misses() {
+            send(inner, id, WorkerEvent::Missed(misses));
+        }
         let limit = inner
             .head
             .saturating_add(self.cfg.lead_frames)
             .min(inner.ring.limit());
         for (id, task) in inner.sched.dispatch(now, limit) {
-            if let Some(tx) = inner.senders.get(&id) {
-                // A closed channel means the worker is leaving; its removal
-                // hands the range to someone else.
-                let _ = tx.send(task);
-            }
+            send(inner, id, WorkerEvent::Task(task));
         }
     }
 
-    /// Registers a worker connection; its tasks arrive on `tx`.
-    pub fn add_worker(&self, id: WorkerId, tx: mpsc::UnboundedSender<Task>) {
+    /// Registers a worker connection from `addr`, whose address has missed
+    /// `misses` tasks in a row; its events arrive on `tx`.
+    pub fn add_worker(
+        &self,
+        id: WorkerId,
+        addr: AddrKey,
+        misses: u32,
+        tx: mpsc::UnboundedSender<WorkerEvent>,
+    ) {
         let mut inner = self.lock();
-        inner.sched.add_worker(id);
-        inner.senders.insert(id, tx);
+        inner.sched.add_worker(id, addr, misses);
+        inner.senders.insert(id, (addr, tx));
         self.dispatch(&mut inner, Instant::now());
+    }
+
+    /// Tells every worker connection from `addr` that it is banned.
+    pub fn evict(&self, addr: AddrKey) {
+        let inner = self.lock();
+        for (a, tx) in inner.senders.values() {
+            if *a == addr {
+                let _ = tx.send(WorkerEvent::Banned);
+            }
+        }
     }
 
     /// Records a worker's `Hello`.
@@ -216,13 +285,26 @@ impl Core {
     /// (false: someone else's copy won, nothing changed).
     pub fn accept(&self, id: WorkerId, task_id: u32, start: u64, frames: &[u8]) -> bool {
         let now = Instant::now();
+        let inner = self.lock();
+        self.accept_locked(inner, (id, task_id), start, frames, now)
+    }
+
+    /// [`Core::accept`] under the lock, which it releases.
+    fn accept_locked(
+        &self,
+        mut inner: MutexGuard<'_, Inner>,
+        (id, task_id): (WorkerId, u32),
+        start: u64,
+        frames: &[u8],
+        now: Instant,
+    ) -> bool {
         let count = (frames.len() / PACKED_LEN) as u32;
-        let mut inner = self.lock();
         if !inner.sched.is_wanted(start, count) {
             inner.sched.complete(id, task_id, start, count, now);
             self.dispatch(&mut inner, now);
             return false;
         }
+        inner.votes.remove(&start);
         for (k, packed) in frames.as_chunks::<PACKED_LEN>().0.iter().enumerate() {
             // Wanted ranges lie within [head, head + capacity) by
             // construction, so this cannot fail; if it did, the frame would
@@ -243,6 +325,85 @@ impl Core {
             self.frames_ready.notify_one();
         }
         true
+    }
+
+    /// Casts `id`'s answer (from `addr`, to `task_id`, packed `frames`
+    /// from `start`) as a quorum vote: see [`Vote`]. Under `quorum` a range
+    /// is accepted only when two addresses return the same bytes.
+    pub fn vote(
+        &self,
+        (id, addr): (WorkerId, AddrKey),
+        task_id: u32,
+        start: u64,
+        frames: &Bytes,
+    ) -> Vote {
+        let now = Instant::now();
+        let count = (frames.len() / PACKED_LEN) as u32;
+        let mut inner = self.lock();
+        if !inner.sched.is_wanted(start, count) {
+            inner.sched.complete(id, task_id, start, count, now);
+            self.dispatch(&mut inner, now);
+            return Vote::Done;
+        }
+        let first = inner
+            .votes
+            .get(&start)
+            .map(|c| (c.addr, c.frames == *frames));
+        match first {
+            None => {
+                let vote = Candidate {
+                    worker: id,
+                    addr,
+                    task_id,
+                    start,
+                    frames: frames.clone(),
+                    since: now,
+                };
+                inner.votes.insert(start, vote);
+                inner.sched.vote(id, task_id, now, true);
+                self.dispatch(&mut inner, now);
+                Vote::Pending
+            }
+            Some((first, _)) if first == addr => {
+                inner.sched.vote(id, task_id, now, false);
+                self.dispatch(&mut inner, now);
+                Vote::Uncounted
+            }
+            Some((first, true)) => {
+                self.accept_locked(inner, (id, task_id), start, frames, now);
+                Vote::Agreed { first }
+            }
+            Some((_, false)) => match inner.votes.remove(&start) {
+                Some(c) => Vote::Disputed(c),
+                None => Vote::Done,
+            },
+        }
+    }
+
+    /// Takes the first votes that have waited longer than `wait` for a
+    /// second address, to be settled by a native re-render.
+    pub fn take_stale_votes(&self, wait: std::time::Duration) -> Vec<Candidate> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let stale: Vec<u64> = inner
+            .votes
+            .values()
+            .filter(|c| now.saturating_duration_since(c.since) >= wait)
+            .map(|c| c.start)
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|start| inner.votes.remove(&start))
+            .collect()
+    }
+
+    /// A vote on the range at `start` was found wrong: any address may
+    /// answer it again.
+    pub fn clear_vote(&self, start: u64) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.sched.clear_vote(start);
+        self.dispatch(&mut inner, now);
     }
 
     /// Drops a worker's hold on a task after a failed check or bad header.
@@ -269,6 +430,10 @@ impl Core {
             let target = inner.head.saturating_add(step as u64);
             if target > inner.contiguous {
                 // Stalled on a missing frame: the clock waits, nothing is skipped.
+                if inner.head > self.cfg.start_frame {
+                    let lost = target - inner.contiguous;
+                    self.stats.playback_stall_frames.add(lost);
+                }
                 inner.head = inner.contiguous;
                 inner.carry = 0.0;
             } else {
@@ -426,5 +591,13 @@ impl Due {
             count: self.count,
             msg: Bytes::from(msg),
         })
+    }
+}
+
+/// Sends `event` to worker `id`'s connection. A closed channel means the
+/// worker is leaving; its removal hands its ranges to someone else.
+fn send(inner: &Inner, id: WorkerId, event: WorkerEvent) {
+    if let Some((_, tx)) = inner.senders.get(&id) {
+        let _ = tx.send(event);
     }
 }

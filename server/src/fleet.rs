@@ -1,5 +1,10 @@
-//! The fleet: who is connected, admission control (caps per role and per IP,
-//! bans), and connection ids.
+//! The fleet: who is connected, admission control (caps per role and per
+//! address, bans), and connection ids.
+//!
+//! Addresses are [`AddrKey`]s under the configured ban scope, so the
+//! per-address cap and a ban cover the same thing (an IPv6 host cannot
+//! step around either by changing its interface identifier). A ban, kept by
+//! [`Reputation`], refuses new *worker* connections; viewers are welcome.
 //!
 //! Admission happens once per connection, under one lock, so two racing
 //! connections can never both take the last place under a cap. The returned
@@ -10,9 +15,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::limits::{CloseReason, POLICY, TRY_AGAIN_LATER};
+use crate::trust::reputation::{AddrKey, Reputation};
 
 /// The two kinds of connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +36,7 @@ pub struct Caps {
     pub workers: usize,
     /// Most viewer connections.
     pub viewers: usize,
-    /// Most connections from one IP; 0 = unlimited.
+    /// Most connections from one address; 0 = unlimited.
     pub per_ip: usize,
 }
 
@@ -38,13 +44,13 @@ pub struct Caps {
 struct Inner {
     workers: usize,
     viewers: usize,
-    per_ip: HashMap<IpAddr, usize>,
-    bans: HashMap<IpAddr, Instant>,
+    per_ip: HashMap<AddrKey, usize>,
 }
 
 /// Connected peers and admission state.
 pub struct Fleet {
     caps: Caps,
+    reputation: Arc<Reputation>,
     inner: Mutex<Inner>,
     next_id: AtomicU64,
     workers: AtomicU64,
@@ -52,10 +58,11 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// An empty fleet with these caps.
-    pub fn new(caps: Caps) -> Self {
+    /// An empty fleet with these caps, judging addresses by `reputation`.
+    pub fn new(caps: Caps, reputation: Arc<Reputation>) -> Self {
         Self {
             caps,
+            reputation,
             inner: Mutex::new(Inner::default()),
             next_id: AtomicU64::new(1),
             workers: AtomicU64::new(0),
@@ -79,20 +86,24 @@ impl Fleet {
         self.viewers.load(Ordering::Relaxed)
     }
 
-    /// Admits a connection or says why not.
+    /// The reputation table admission consults.
+    pub fn reputation(&self) -> &Arc<Reputation> {
+        &self.reputation
+    }
+
+    /// Admits a connection from `ip` or says why not.
     pub fn admit(self: &Arc<Self>, role: Role, ip: IpAddr) -> Result<Admission, CloseReason> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        if let Some(&until) = inner.bans.get(&ip) {
-            if until > now {
-                let secs = until.saturating_duration_since(now).as_secs() + 1;
-                return Err(CloseReason::new(
-                    POLICY,
-                    format!("address banned for cheating, retry in {secs} s"),
-                ));
-            }
-            inner.bans.remove(&ip);
+        let key = self.reputation.key(ip);
+        if role == Role::Worker
+            && let Some(left) = self.reputation.banned(key, Instant::now())
+        {
+            let secs = left.as_secs() + 1;
+            return Err(CloseReason::new(
+                POLICY,
+                format!("address {key} banned for cheating, retry in {secs} s"),
+            ));
         }
+        let mut inner = self.lock();
         let (count, cap, name) = match role {
             Role::Worker => (inner.workers, self.caps.workers, "worker"),
             Role::Viewer => (inner.viewers, self.caps.viewers, "viewer"),
@@ -103,14 +114,14 @@ impl Fleet {
                 format!("{name} connection cap of {cap} reached"),
             ));
         }
-        let from_ip = inner.per_ip.get(&ip).copied().unwrap_or(0);
+        let from_ip = inner.per_ip.get(&key).copied().unwrap_or(0);
         if self.caps.per_ip > 0 && from_ip >= self.caps.per_ip {
             return Err(CloseReason::new(
                 TRY_AGAIN_LATER,
                 format!("per-address connection cap of {} reached", self.caps.per_ip),
             ));
         }
-        inner.per_ip.insert(ip, from_ip + 1);
+        inner.per_ip.insert(key, from_ip + 1);
         match role {
             Role::Worker => {
                 inner.workers += 1;
@@ -125,23 +136,12 @@ impl Fleet {
             fleet: Arc::clone(self),
             role,
             ip,
+            key,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
         })
     }
 
-    /// Refuses new connections from `ip` for `cooldown`.
-    pub fn ban(&self, ip: IpAddr, cooldown: Duration) {
-        if cooldown.is_zero() {
-            return;
-        }
-        let mut inner = self.lock();
-        // Forget expired bans so the table cannot grow without bound.
-        let now = Instant::now();
-        inner.bans.retain(|_, until| *until > now);
-        inner.bans.insert(ip, now + cooldown);
-    }
-
-    fn release(&self, role: Role, ip: IpAddr) {
+    fn release(&self, role: Role, key: AddrKey) {
         let mut inner = self.lock();
         match role {
             Role::Worker => {
@@ -153,10 +153,10 @@ impl Fleet {
                 self.viewers.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        if let Some(n) = inner.per_ip.get_mut(&ip) {
+        if let Some(n) = inner.per_ip.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                inner.per_ip.remove(&ip);
+                inner.per_ip.remove(&key);
             }
         }
     }
@@ -168,31 +168,44 @@ pub struct Admission {
     role: Role,
     /// The peer's address.
     pub ip: IpAddr,
+    /// The peer's address as reputation keys it.
+    pub key: AddrKey,
     /// The connection's id, unique for the life of the server.
     pub id: u64,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.fleet.release(self.role, self.ip);
+        self.fleet.release(self.role, self.key);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    fn fleet() -> Arc<Fleet> {
-        Arc::new(Fleet::new(Caps {
+    use super::*;
+    use crate::trust::reputation::{BanScope, ReputationConfig};
+
+    fn fleet(ban: Duration) -> Arc<Fleet> {
+        let reputation = Reputation::new(ReputationConfig {
+            scope: BanScope::Ipv6Slash64,
+            max_strikes: 1,
+            ban,
+            max_ban: ban,
+            max_trust: 20,
+        });
+        let caps = Caps {
             workers: 2,
             viewers: 1,
             per_ip: 2,
-        }))
+        };
+        Arc::new(Fleet::new(caps, Arc::new(reputation)))
     }
 
     #[test]
     fn caps_and_release() {
-        let f = fleet();
+        let f = fleet(Duration::ZERO);
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
         let v = f.admit(Role::Viewer, a).expect("first viewer");
@@ -208,14 +221,27 @@ mod tests {
     }
 
     #[test]
-    fn bans_refuse_then_expire() {
-        let f = fleet();
+    fn the_per_address_cap_covers_the_ban_scope() {
+        let f = fleet(Duration::ZERO);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        let _a = f.admit(Role::Worker, ip("2001:db8::1")).expect("first");
+        let _b = f.admit(Role::Viewer, ip("2001:db8::2")).expect("second");
+        let r = f
+            .admit(Role::Worker, ip("2001:db8::3"))
+            .err()
+            .expect("capped");
+        assert_eq!(r.code, TRY_AGAIN_LATER);
+    }
+
+    #[test]
+    fn a_ban_refuses_workers_not_viewers() {
+        let f = fleet(Duration::from_secs(60));
         let a: IpAddr = [10, 0, 0, 1].into();
-        f.ban(a, Duration::from_secs(60));
+        let rep = f.reputation();
+        rep.strike(rep.key(a), Instant::now());
         let r = f.admit(Role::Worker, a).err().expect("banned");
         assert_eq!(r.code, POLICY);
-        f.ban(a, Duration::from_nanos(1));
-        std::thread::sleep(Duration::from_millis(2));
-        assert!(f.admit(Role::Worker, a).is_ok());
+        assert!(r.reason.contains("banned"), "{}", r.reason);
+        assert!(f.admit(Role::Viewer, a).is_ok());
     }
 }

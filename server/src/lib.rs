@@ -32,7 +32,7 @@ pub mod native_worker;
 pub mod ring;
 pub mod scheduler;
 pub mod telemetry;
-pub mod verifier;
+pub mod trust;
 pub mod viewer_conn;
 pub mod worker_conn;
 pub mod ws;

@@ -67,6 +67,16 @@ pub struct Stats {
     pub connections_refused: Counter,
     /// Connections reaped for idleness.
     pub idle_reaped: Counter,
+    /// Ranges accepted because workers of two addresses returned the same bytes (`quorum`).
+    pub quorum_agreements: Counter,
+    /// Ranges whose two votes differed, settled by a native re-render (`quorum`).
+    pub quorum_disputes: Counter,
+    /// First votes that waited too long for a second address and were settled by a native re-render (`quorum`).
+    pub quorum_settled_alone: Counter,
+    /// Workers closed for missing task after task (idle takers).
+    pub workers_idle_closed: Counter,
+    /// Frames of playback time lost to stalls after playback began (the head waited on a missing frame).
+    pub playback_stall_frames: Counter,
 }
 
 /// Every figure at one moment.
@@ -138,6 +148,16 @@ pub struct Snapshot {
     pub strikes: u64,
     /// See [`Stats::workers_banned`].
     pub workers_banned: u64,
+    /// See [`Stats::quorum_agreements`].
+    pub quorum_agreements: u64,
+    /// See [`Stats::quorum_disputes`].
+    pub quorum_disputes: u64,
+    /// See [`Stats::quorum_settled_alone`].
+    pub quorum_settled_alone: u64,
+    /// See [`Stats::workers_idle_closed`].
+    pub workers_idle_closed: u64,
+    /// See [`Stats::playback_stall_frames`].
+    pub playback_stall_frames: u64,
     /// See [`Stats::protocol_errors`].
     pub protocol_errors: u64,
     /// See [`Stats::connections_refused`].
@@ -327,6 +347,36 @@ impl Snapshot {
             c,
             "Workers cut off for cheating.",
             self.workers_banned as f64,
+        );
+        metric(
+            "quorum_agreements_total",
+            c,
+            "Ranges accepted by a quorum of two addresses.",
+            self.quorum_agreements as f64,
+        );
+        metric(
+            "quorum_disputes_total",
+            c,
+            "Quorum votes that disagreed and were settled by re-rendering.",
+            self.quorum_disputes as f64,
+        );
+        metric(
+            "quorum_settled_alone_total",
+            c,
+            "Lone quorum votes settled by re-rendering.",
+            self.quorum_settled_alone as f64,
+        );
+        metric(
+            "workers_idle_closed_total",
+            c,
+            "Workers closed for taking tasks and never answering.",
+            self.workers_idle_closed as f64,
+        );
+        metric(
+            "playback_stall_frames_total",
+            c,
+            "Frames of playback time lost to stalls.",
+            self.playback_stall_frames as f64,
         );
         metric(
             "protocol_errors_total",

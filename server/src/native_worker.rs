@@ -10,6 +10,7 @@
 //! queued while the current one renders. A lost connection is retried with
 //! exponential backoff.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,8 +71,8 @@ pub async fn run(cfg: WorkConfig) -> anyhow::Result<()> {
     let mut backoff = Duration::from_millis(100);
     let mut failures = 0u32;
     loop {
-        match tokio_tungstenite::connect_async(url.as_str()).await {
-            Ok((socket, _)) => {
+        match connect(&url, cfg.local_addr).await {
+            Ok(socket) => {
                 info!(%url, threads, slots, "connected");
                 failures = 0;
                 backoff = Duration::from_millis(100);
@@ -97,6 +98,35 @@ pub async fn run(cfg: WorkConfig) -> anyhow::Result<()> {
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the WebSocket at `url`, from `local` when given (a multi-homed
+/// host choosing its source address; tests use 127.0.0.x).
+pub async fn connect(url: &str, local: Option<IpAddr>) -> anyhow::Result<Socket> {
+    let Some(local) = local else {
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        return Ok(socket);
+    };
+    let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().context("parsing the URL")?;
+    let host = uri.host().context("the URL has no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let remote = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .context("no address of the server's family")?;
+    let tcp = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    tcp.bind(SocketAddr::new(local, 0))
+        .with_context(|| format!("binding {local}"))?;
+    let stream = tcp.connect(remote).await?;
+    stream.set_nodelay(true)?;
+    let (socket, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await?;
+    Ok(socket)
+}
 
 /// One connection: returns the server's close reason, or an error.
 async fn session(

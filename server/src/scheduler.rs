@@ -25,7 +25,24 @@
 //! - **probe**: a worker whose every slot holds an overdue task gets one
 //!   task more. If it is alive and losing results, its answer shows the
 //!   others lost at once; if it is paused, the probe just waits with them;
-//! - a disconnect or a rejected result drops the holder at once.
+//! - a disconnect or a rejected result drops the holder at once;
+//! - **probation**: a task that expires with no answer is a *miss*; a worker
+//!   with misses in a row (its address's count, so reconnecting does not
+//!   clear it) gets one task at a time, a quarter the size per miss, until
+//!   it answers anything; [`Scheduler::expire`] reports each miss so the
+//!   connection can close a worker that keeps missing. Presumed-lost tasks
+//!   are not misses: their worker is answering;
+//! - **proven first**: orphans and hedged copies (the ranges playback
+//!   waits on next) go only to workers that have answered and missed
+//!   nothing since, unless none is connected; the others get new frames,
+//!   a whole lead ahead of the head;
+//! - **address share**: the frames in flight held by the workers of one
+//!   address never exceed `addr_cap_frames` (unless it holds nothing), so
+//!   no number of idle takers from one place can hold the window;
+//! - **quorum votes**: under the `quorum` policy a range whose first answer
+//!   is in stays outstanding, *voted* by that answer's address, until a
+//!   worker from another address answers it too; it is then offered whole
+//!   (never split) to workers of other addresses only.
 //!
 //! No dispatch waits for a round: a worker is given its next range the moment
 //! it has a free slot, and the frames an unanswered range blocks are only
@@ -39,6 +56,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use donut_shared::wire::{MAX_TASK_FRAMES, Task};
+
+use crate::trust::reputation::AddrKey;
 
 /// Identifies a worker connection for the life of the server.
 pub type WorkerId = u64;
@@ -69,6 +88,9 @@ pub struct SchedulerConfig {
     /// range) fit in the window, so a full window does not degenerate into
     /// one-frame tasks as the head creeps forward.
     pub min_new_frames: u32,
+    /// Most frames in flight held by the workers of one address (at least
+    /// one task is always allowed).
+    pub addr_cap_frames: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -84,6 +106,7 @@ impl Default for SchedulerConfig {
             max_copies: 3,
             hedge_window: 4,
             min_new_frames: 1,
+            addr_cap_frames: u64::MAX,
         }
     }
 }
@@ -132,6 +155,10 @@ const RECENT_TASKS: usize = 256;
 /// A worker as the scheduler sees it.
 #[derive(Debug)]
 struct WorkerState {
+    addr: AddrKey,
+    /// Tasks that expired with no answer since its last answer (starting
+    /// from its address's count).
+    misses: u32,
     slots: u16,
     live: HashMap<u32, Assignment>,
     recent: VecDeque<(u32, u64, u32)>,
@@ -160,10 +187,20 @@ impl WorkerState {
             .map(|&(_, s, c)| (s, c))
     }
 
+    /// Whether it has answered a task and missed none since.
+    fn proven(&self) -> bool {
+        self.spf.is_some() && self.misses == 0
+    }
+
     /// Tasks it may be given now: its free slots, or one probe when every
-    /// slot holds an overdue task (see the module docs).
+    /// slot holds an overdue task, or on probation one task at a time (see
+    /// the module docs).
     fn free_slots(&self, now: Instant) -> usize {
-        let slots = usize::from(self.slots);
+        let slots = if self.misses > 0 {
+            1
+        } else {
+            usize::from(self.slots)
+        };
         if self.live.len() == slots && self.live.values().all(|a| a.hedge_at <= now) {
             return 1;
         }
@@ -173,6 +210,7 @@ impl WorkerState {
     /// Records this worker's own answer to a live task: frees the slot and
     /// learns its pace from the round trip.
     fn answered(&mut self, task_id: u32, a: &Assignment, now: Instant) {
+        self.misses = 0;
         self.live.remove(&task_id);
         self.remember(task_id, a);
         let sample = now.saturating_duration_since(a.sent).as_secs_f64() / f64::from(a.count);
@@ -191,6 +229,18 @@ impl WorkerState {
 struct RangeEntry {
     count: u32,
     holders: Vec<(WorkerId, u32)>,
+    /// Under `quorum`: the address whose answer waits for a second one.
+    voted: Option<AddrKey>,
+}
+
+impl RangeEntry {
+    fn new(count: u32) -> Self {
+        Self {
+            count,
+            holders: Vec::new(),
+            voted: None,
+        }
+    }
 }
 
 /// What a result's header means, before its frames are checked.
@@ -234,6 +284,8 @@ pub struct Scheduler {
     /// The lowest frame never handed out.
     frontier: u64,
     stats: SchedulerStats,
+    /// Misses not yet taken by [`Scheduler::take_misses`].
+    missed: Vec<(WorkerId, u32)>,
 }
 
 impl Scheduler {
@@ -246,6 +298,7 @@ impl Scheduler {
             unassigned: BTreeSet::new(),
             frontier: start,
             stats: SchedulerStats::default(),
+            missed: Vec::new(),
         }
     }
 
@@ -272,11 +325,14 @@ impl Scheduler {
             .map(|spf| 1.0 / spf)
     }
 
-    /// Registers a worker with one slot (until it says hello).
-    pub fn add_worker(&mut self, id: WorkerId) {
+    /// Registers a worker from `addr` with one slot (until it says hello),
+    /// starting with its address's `misses` in a row.
+    pub fn add_worker(&mut self, id: WorkerId, addr: AddrKey, misses: u32) {
         self.workers.insert(
             id,
             WorkerState {
+                addr,
+                misses,
                 slots: 1,
                 live: HashMap::new(),
                 recent: VecDeque::new(),
@@ -315,8 +371,14 @@ impl Scheduler {
         }
     }
 
-    /// The range size this worker should get.
+    /// The range size this worker should get: sized by its pace, a quarter
+    /// as large per miss in a row.
     fn want(&self, w: &WorkerState) -> u32 {
+        let shift = w.misses.saturating_mul(2).min(31);
+        (self.paced_want(w) >> shift).max(1)
+    }
+
+    fn paced_want(&self, w: &WorkerState) -> u32 {
         match w.spf {
             Some(spf) if spf > 0.0 => {
                 let n = (self.cfg.task_target.as_secs_f64() / spf).round();
@@ -341,23 +403,48 @@ impl Scheduler {
         )
     }
 
-    /// Picks the range a worker should render next, or `None`.
-    fn pick(&mut self, id: WorkerId, want: u32, limit: u64, now: Instant) -> Option<(u64, u32)> {
-        // 1. An orphaned range, lowest first (the head waits on it): split to fit.
-        if let Some(&start) = self.unassigned.first() {
+    /// Picks the range a worker from `addr` should render next, with at
+    /// most `room` frames (its address's share left), or `None`.
+    fn pick(
+        &mut self,
+        (id, addr): (WorkerId, AddrKey),
+        want: u32,
+        room: u64,
+        limit: u64,
+        now: Instant,
+    ) -> Option<(u64, u32)> {
+        let fits = |count: u32| u64::from(count) <= room;
+        let want = want.min(u32::try_from(room).unwrap_or(u32::MAX)).max(1);
+        // Orphans and copies are what playback waits on next: while anyone
+        // proven is connected, a worker that has never answered (or is on
+        // probation) gets only new frames, a whole lead away from the head,
+        // so a zombie cannot sit on the range in front of it.
+        let may_rescue = self.workers.get(&id).is_some_and(WorkerState::proven)
+            || !self.workers.values().any(WorkerState::proven);
+        if !may_rescue {
+            return self.pick_new(want, limit);
+        }
+        // 1. An orphaned range, lowest first (the head waits on it): split
+        // to fit, unless it carries a vote (then whole, and only to another
+        // address).
+        let ranges = &self.ranges;
+        let orphan = self.unassigned.iter().copied().find(|s| {
+            ranges
+                .get(s)
+                .is_some_and(|e| e.voted.is_none() || (e.voted != Some(addr) && fits(e.count)))
+        });
+        if let Some(start) = orphan {
             self.unassigned.remove(&start);
             let entry = self.ranges.get_mut(&start)?;
             let count = entry.count;
+            if entry.voted.is_some() {
+                self.stats.reassigned += 1;
+                return Some((start, count));
+            }
             if count > want {
                 entry.count = want;
                 let rest = start + u64::from(want);
-                self.ranges.insert(
-                    rest,
-                    RangeEntry {
-                        count: count - want,
-                        holders: Vec::new(),
-                    },
-                );
+                self.ranges.insert(rest, RangeEntry::new(count - want));
                 self.unassigned.insert(rest);
             }
             self.stats.reassigned += 1;
@@ -374,6 +461,8 @@ impl Scheduler {
             .take(self.cfg.hedge_window)
             .find(|(_, e)| {
                 !e.holders.is_empty()
+                    && e.voted != Some(addr)
+                    && fits(e.count)
                     && e.holders.len() < self.cfg.max_copies
                     && e.holders.iter().all(|&(w, t)| {
                         w != id
@@ -388,6 +477,11 @@ impl Scheduler {
             return Some((start, e.count));
         }
         // 3. New frames from the frontier, within the window.
+        self.pick_new(want, limit)
+    }
+
+    /// New frames from the frontier, within the window below `limit`.
+    fn pick_new(&mut self, want: u32, limit: u64) -> Option<(u64, u32)> {
         let room = limit.saturating_sub(self.frontier);
         if room == 0 || room < u64::from(want.min(self.cfg.min_new_frames)) {
             return None;
@@ -395,13 +489,7 @@ impl Scheduler {
         let count = (limit - self.frontier).min(u64::from(want)) as u32;
         let start = self.frontier;
         self.frontier += u64::from(count);
-        self.ranges.insert(
-            start,
-            RangeEntry {
-                count,
-                holders: Vec::new(),
-            },
-        );
+        self.ranges.insert(start, RangeEntry::new(count));
         Some((start, count))
     }
 
@@ -421,16 +509,28 @@ impl Scheduler {
             .map(|(&id, w)| (id, w.last_given, w.spf.unwrap_or(f64::MAX)))
             .collect();
         ids.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.total_cmp(&b.2)).then(a.0.cmp(&b.0)));
+        let mut in_flight = self.frames_in_flight_by_addr();
         for (id, _, _) in ids {
             while let Some(w) = self.workers.get(&id) {
                 if w.free_slots(now) == 0 {
                     break;
                 }
+                let addr = w.addr;
+                let held = in_flight.get(&addr).copied().unwrap_or(0);
+                let room = match held {
+                    // An address holding nothing may always take one task.
+                    0 => u64::MAX,
+                    _ => self.cfg.addr_cap_frames.saturating_sub(held),
+                };
+                if room == 0 {
+                    break;
+                }
                 let want = self.want(w);
                 let spf = w.spf;
-                let Some((start, count)) = self.pick(id, want, limit, now) else {
+                let Some((start, count)) = self.pick((id, addr), want, room, limit, now) else {
                     break;
                 };
+                *in_flight.entry(addr).or_insert(0) += u64::from(count);
                 let (hedge_at, expire_at) = self.deadlines(spf, count, now);
                 let Some(w) = self.workers.get_mut(&id) else {
                     break;
@@ -468,6 +568,16 @@ impl Scheduler {
         out
     }
 
+    /// Frames held by live tasks, summed per address.
+    fn frames_in_flight_by_addr(&self) -> HashMap<AddrKey, u64> {
+        let mut held: HashMap<AddrKey, u64> = HashMap::new();
+        for w in self.workers.values() {
+            let frames: u64 = w.live.values().map(|a| u64::from(a.count)).sum();
+            *held.entry(w.addr).or_insert(0) += frames;
+        }
+        held
+    }
+
     /// Drops holders far past their deadline or presumed lost (see the
     /// module docs), freeing their slots.
     pub fn expire(&mut self, now: Instant) {
@@ -477,8 +587,14 @@ impl Scheduler {
         }
     }
 
+    /// The misses since the last call: each worker that missed, with its
+    /// misses in a row.
+    pub fn take_misses(&mut self) -> Vec<(WorkerId, u32)> {
+        std::mem::take(&mut self.missed)
+    }
+
     /// Drops one worker's holders that are past their deadline or presumed
-    /// lost.
+    /// lost; an expiry is a miss.
     fn drop_lost(&mut self, id: WorkerId, now: Instant) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
@@ -494,6 +610,11 @@ impl Scheduler {
                 w.remember(t, &a);
                 dropped.push((a.start, t, loss));
             }
+        }
+        let expired = dropped.iter().filter(|d| d.2 == Loss::Expired).count();
+        if expired > 0 {
+            w.misses = w.misses.saturating_add(expired as u32);
+            self.missed.push((id, w.misses));
         }
         for (start, t, loss) in dropped {
             match loss {
@@ -537,6 +658,8 @@ impl Scheduler {
             if s != start || c != count {
                 return Claim::Mismatch;
             }
+            // A late answer is still an answer: the worker is alive.
+            w.misses = 0;
             return if wanted(&self.ranges) {
                 Claim::Fresh
             } else {
@@ -582,16 +705,51 @@ impl Scheduler {
             // Free the other holders' slots now: a copy that was lost (a
             // dropped result) must not hold a slot until it expires. A copy
             // still rendering just finishes later as a harmless duplicate.
+            // An overdue copy handed on this way is a miss, forgiven by its
+            // late answer if one comes.
             for (w, t) in entry.holders {
                 if let Some(ws) = self.workers.get_mut(&w)
                     && let Some(a) = ws.live.remove(&t)
                 {
                     ws.remember(t, &a);
+                    if a.hedge_at <= now {
+                        ws.misses = ws.misses.saturating_add(1);
+                        self.missed.push((w, ws.misses));
+                    }
                 }
             }
         }
         self.unassigned.remove(&start);
         true
+    }
+
+    /// Under `quorum`: `id`'s answer to `task_id` is the range's first
+    /// vote (or, when `vote` is false, an answer from the voting address
+    /// that does not count). Frees the worker's slot and learns its pace;
+    /// the range stays outstanding, voted by the worker's address, and
+    /// goes (whole) to a worker of another address.
+    pub fn vote(&mut self, id: WorkerId, task_id: u32, now: Instant, vote: bool) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some(a) = w.live.get(&task_id).copied() else {
+            return;
+        };
+        let addr = w.addr;
+        w.answered(task_id, &a, now);
+        if vote && let Some(entry) = self.ranges.get_mut(&a.start) {
+            entry.voted = Some(addr);
+        }
+        self.drop_holder(a.start, id, task_id);
+        self.drop_lost(id, now);
+    }
+
+    /// Under `quorum`: the vote on the range at `start` was settled against
+    /// its caster, so any address may answer it again.
+    pub fn clear_vote(&mut self, start: u64) {
+        if let Some(entry) = self.ranges.get_mut(&start) {
+            entry.voted = None;
+        }
     }
 
     /// Drops `id`'s hold on `task_id` after a failed check or a mismatched
@@ -609,17 +767,29 @@ impl Scheduler {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
+    use crate::trust::reputation::BanScope;
 
     fn sched() -> Scheduler {
         Scheduler::new(SchedulerConfig::default(), 0)
+    }
+
+    /// Worker `id` connects from its own address, 10.0.0.`id`.
+    fn addr(id: WorkerId) -> AddrKey {
+        AddrKey::new(IpAddr::from([10, 0, 0, id as u8]), BanScope::Address)
+    }
+
+    fn add(s: &mut Scheduler, id: WorkerId) {
+        s.add_worker(id, addr(id), 0);
     }
 
     #[test]
     fn hands_out_contiguous_ranges_within_limit() {
         let mut s = sched();
         let now = Instant::now();
-        s.add_worker(1);
+        add(&mut s, 1);
         s.set_slots(1, 3);
         let tasks = s.dispatch(now, 70);
         let ranges: Vec<(u64, u32)> = tasks.iter().map(|(_, t)| (t.start, t.count)).collect();
@@ -631,7 +801,7 @@ mod tests {
     fn pace_sets_range_size() {
         let mut s = sched();
         let t0 = Instant::now();
-        s.add_worker(1);
+        add(&mut s, 1);
         let (_, t) = s.dispatch(t0, 10_000)[0];
         // 30 frames in 30 ms: 1 ms a frame, so a 100 ms task is 100 frames.
         let t1 = t0 + Duration::from_millis(30);
@@ -645,9 +815,9 @@ mod tests {
     fn overdue_range_is_hedged_and_first_answer_wins() {
         let mut s = sched();
         let t0 = Instant::now();
-        s.add_worker(1);
+        add(&mut s, 1);
         let (_, a) = s.dispatch(t0, 30)[0];
-        s.add_worker(2);
+        add(&mut s, 2);
         // Not overdue yet: worker 2 gets nothing (window is full).
         assert!(s.dispatch(t0, 30).is_empty());
         let late = t0 + Duration::from_secs(3);
@@ -666,8 +836,8 @@ mod tests {
     fn a_window_opening_a_little_at_a_time_is_shared_not_given_to_the_fastest() {
         let mut s = sched();
         let mut now = Instant::now();
-        s.add_worker(1);
-        s.add_worker(2);
+        add(&mut s, 1);
+        add(&mut s, 2);
         let mut limit = 60;
         let mut given = HashMap::<WorkerId, u32>::new();
         for _ in 0..20 {
@@ -687,10 +857,10 @@ mod tests {
     fn disconnect_orphans_ranges_which_are_split_to_fit() {
         let mut s = sched();
         let t0 = Instant::now();
-        s.add_worker(1);
+        add(&mut s, 1);
         let (_, a) = s.dispatch(t0, 30)[0];
         s.remove_worker(1);
-        s.add_worker(2);
+        add(&mut s, 2);
         s.set_slots(2, 2);
         let tasks = s.dispatch(t0, 30);
         assert_eq!(tasks.len(), 1);
@@ -702,7 +872,7 @@ mod tests {
     fn classifies_bad_headers() {
         let mut s = sched();
         let t0 = Instant::now();
-        s.add_worker(1);
+        add(&mut s, 1);
         let (_, a) = s.dispatch(t0, 100)[0];
         assert_eq!(s.claim(1, a.task_id + 7, 0, 30, t0), Claim::Unsolicited);
         assert_eq!(
@@ -723,7 +893,7 @@ mod tests {
     fn expiry_frees_the_slot_and_reassigns() {
         let mut s = sched();
         let t0 = Instant::now();
-        s.add_worker(1);
+        add(&mut s, 1);
         let (_, a) = s.dispatch(t0, 30)[0];
         s.expire(t0 + Duration::from_secs(5));
         assert_eq!(s.stats().expired, 1);
@@ -731,7 +901,126 @@ mod tests {
         assert_eq!(b.start, a.start);
         assert_ne!(b.task_id, a.task_id);
         // The expired answer is still usable if it arrives first.
-        assert_eq!(s.claim(1, a.task_id, a.start, a.count, t0), Claim::Fresh);
+        assert_eq!(s.claim(1, b.task_id, b.start, b.count, t0), Claim::Fresh);
+    }
+
+    #[test]
+    fn an_idle_taker_gets_less_and_less_until_it_answers() {
+        let mut s = sched();
+        let t0 = Instant::now();
+        add(&mut s, 1);
+        s.set_slots(1, 2);
+        let first = s.dispatch(t0, 1000);
+        assert_eq!(first.len(), 2);
+        let t1 = t0 + Duration::from_secs(5);
+        s.expire(t1);
+        // Both tasks expired: two misses in a row, reported in one event.
+        assert_eq!(s.take_misses(), vec![(1, 2)]);
+        let probation = s.dispatch(t1, 1000);
+        assert_eq!(probation.len(), 1, "one task at a time on probation");
+        assert_eq!(probation[0].1.count, 1, "30 frames quartered twice, then");
+        let t2 = t1 + Duration::from_secs(5);
+        s.expire(t2);
+        assert_eq!(s.take_misses(), vec![(1, 3)]);
+        let smaller = s.dispatch(t2, 1000);
+        assert_eq!(smaller.len(), 1);
+        // A late answer to its first task proves it alive: probation ends,
+        // and both slots are open again.
+        let (_, old) = first[0];
+        assert_eq!(
+            s.claim(1, old.task_id, old.start, old.count, t2),
+            Claim::Done
+        );
+        let back = s.dispatch(t2, 1000);
+        assert_eq!(back.len(), 1, "its second slot is free again");
+        // The lowest orphan (frames 1..30, left by the split) goes whole:
+        // no longer cut down.
+        assert_eq!((back[0].1.start, back[0].1.count), (1, 29));
+    }
+
+    #[test]
+    fn an_overdue_copy_handed_on_is_a_miss_and_a_fresh_one_is_not() {
+        let mut s = sched();
+        let t0 = Instant::now();
+        add(&mut s, 1);
+        add(&mut s, 2);
+        let (zombie, z) = s.dispatch(t0, 30)[0];
+        let other = 3 - zombie;
+        // Overdue (first tasks are hedged after 2 s): the other one gets a copy.
+        let t1 = t0 + Duration::from_millis(2100);
+        let (_, copy) = s.dispatch(t1, 30)[0];
+        assert_eq!(copy.start, z.start);
+        s.claim(other, copy.task_id, copy.start, copy.count, t1);
+        s.complete(other, copy.task_id, copy.start, copy.count, t1);
+        assert_eq!(s.take_misses(), vec![(zombie, 1)]);
+    }
+
+    #[test]
+    fn one_address_holds_at_most_its_share_of_the_frames_in_flight() {
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                addr_cap_frames: 40,
+                ..SchedulerConfig::default()
+            },
+            0,
+        );
+        let t0 = Instant::now();
+        let shared = addr(9);
+        for id in 1..=4 {
+            s.add_worker(id, shared, 0);
+        }
+        add(&mut s, 5);
+        let tasks = s.dispatch(t0, 10_000);
+        let of_shared: u32 = tasks
+            .iter()
+            .filter(|(id, _)| *id != 5)
+            .map(|(_, t)| t.count)
+            .sum();
+        assert_eq!(of_shared, 40, "{tasks:?}");
+        assert!(
+            tasks.iter().any(|&(id, t)| id == 5 && t.count == 30),
+            "{tasks:?}"
+        );
+    }
+
+    #[test]
+    fn a_voted_range_goes_whole_to_another_address_only() {
+        let mut s = sched();
+        let t0 = Instant::now();
+        add(&mut s, 1);
+        let (_, t) = s.dispatch(t0, 30)[0];
+        s.claim(1, t.task_id, t.start, t.count, t0);
+        s.vote(1, t.task_id, t0, true);
+        assert!(
+            s.is_wanted(t.start, t.count),
+            "a vote does not complete the range"
+        );
+        assert!(
+            s.dispatch(t0, 30).is_empty(),
+            "not back to the voter's address"
+        );
+        // Another worker of the same address: still not.
+        s.add_worker(3, addr(1), 0);
+        assert!(s.dispatch(t0, 30).is_empty());
+        // A proven worker of another address: the whole range, unsplit,
+        // even though its pace asks for smaller tasks.
+        add(&mut s, 2);
+        let (_, own) = s.dispatch(t0, 60)[0];
+        let t1 = t0 + Duration::from_millis(300);
+        s.claim(2, own.task_id, own.start, own.count, t1);
+        s.complete(2, own.task_id, own.start, own.count, t1);
+        let (id, again) = s.dispatch(t1, 60)[0];
+        assert_eq!((id, again.start, again.count), (2, t.start, t.count));
+        // A vote cleared (it was wrong): anyone may take it again.
+        s.reject(2, again.task_id);
+        s.clear_vote(t.start);
+        let redo = s.dispatch(t1, 60);
+        assert_eq!(redo.len(), 1);
+        assert_eq!(
+            (redo[0].0, redo[0].1.start),
+            (1, t.start),
+            "the voter's address may"
+        );
     }
 
     /// A scheduler that expires no task sooner than 2 s, and a worker with
@@ -744,7 +1033,7 @@ mod tests {
         };
         let mut s = Scheduler::new(cfg, 0);
         let t0 = Instant::now();
-        s.add_worker(1);
+        add(&mut s, 1);
         let (_, t) = s.dispatch(t0, 30)[0];
         let t1 = t0 + Duration::from_millis(30);
         assert!(s.complete(1, t.task_id, t.start, t.count, t1));
@@ -890,7 +1179,7 @@ mod tests {
                 let mut handed: Vec<(WorkerId, Task)> = Vec::new();
                 for op in ops {
                     match op {
-                        Op::Add(w) => s.add_worker(u64::from(w)),
+                        Op::Add(w) => add(&mut s, u64::from(w)),
                         Op::Slots(w, n) => s.set_slots(u64::from(w), n),
                         Op::Remove(w) => s.remove_worker(u64::from(w)),
                         Op::Answer { worker, pick, forged, ok } => {

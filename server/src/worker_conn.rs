@@ -2,27 +2,32 @@
 //!
 //! The connection task owns the socket and is the only place a worker's
 //! bytes are interpreted. A result goes through four gates before it can
-//! reach a viewer: the decoder (length caps, frame symbol validity), the
-//! scheduler's claim (was this task given to this worker, with this header?),
-//! the [`Verifier`](crate::verifier::Verifier) (off the executor), and the
-//! core's accept (is the range still wanted?). Malformed bytes close the
-//! connection with a reason at once; cheating earns strikes, and enough
-//! strikes cut the worker off and ban its address for a cooldown.
+//! reach a viewer: the decoder (length caps, every frame's symbols and
+//! layout), the scheduler's claim (was this task given to this worker, with
+//! this header?), the policy's check (the
+//! [`Verifier`](crate::trust::verifier::Verifier) off the executor, or a
+//! [quorum vote](crate::trust::quorum)), and the core's accept (is the range
+//! still wanted?). Malformed bytes close the connection with a reason at
+//! once, and a malformed frame is also a strike; cheating earns strikes
+//! against the *address* ([`Reputation`](crate::trust::reputation)), and
+//! enough of them ban it. A worker whose tasks keep expiring unanswered is
+//! closed once its address has missed `--max-misses` in a row.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
-use donut_shared::wire::{FromWorker, RESULT_HEADER_LEN, TaskResult};
+use donut_shared::wire::{DecodeError, FromWorker, RESULT_HEADER_LEN, TaskResult};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::app::App;
+use crate::config::VerifyPolicy;
+use crate::core::{Candidate, Vote, WorkerEvent};
 use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
 use crate::scheduler::Claim;
-use crate::verifier::Trust;
 use crate::ws;
 
 /// Per-connection state.
@@ -30,8 +35,6 @@ struct Conn {
     app: Arc<App>,
     id: u64,
     admission: Admission,
-    trust: Trust,
-    strikes: u32,
     contributed: u64,
     /// Tasks sent to this worker.
     tasks_sent: u64,
@@ -46,15 +49,27 @@ const NEEDLESS_ALLOWANCE: u64 = 16;
 /// Runs a worker connection to its end.
 pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
     let id = admission.id;
-    let (task_tx, mut task_rx) = mpsc::unbounded_channel();
-    app.core.add_worker(id, task_tx);
-    info!(worker = id, ip = %admission.ip, "worker connected");
+    let (event_tx, mut events) = mpsc::unbounded_channel();
+    let key = admission.key;
+    let misses = app.fleet.reputation().misses(key);
+    app.core.add_worker(id, key, misses, event_tx);
+    info!(worker = id, ip = %admission.ip, misses, "worker connected");
+    // Admitted just before its address was banned, and registered just
+    // after the ban evicted the address's workers: checked once more now
+    // that eviction would reach it.
+    if app.fleet.reputation().banned(key, Instant::now()).is_some() {
+        app.core.remove_worker(id);
+        ws::close(
+            &mut socket,
+            &CloseReason::new(POLICY, "address banned for cheating"),
+        )
+        .await;
+        return;
+    }
     let mut conn = Conn {
         app: Arc::clone(&app),
         id,
         admission,
-        trust: Trust::default(),
-        strikes: 0,
         contributed: 0,
         tasks_sent: 0,
         needless: 0,
@@ -96,13 +111,23 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
             },
-            Some(task) = task_rx.recv() => {
-                conn.tasks_sent += 1;
-                let msg = Message::Binary(Bytes::copy_from_slice(&task.to_bytes()));
-                if !ws::send_timed(&mut socket, msg, send_limit).await {
-                    break None;
+            Some(event) = events.recv() => match event {
+                WorkerEvent::Task(task) => {
+                    conn.tasks_sent += 1;
+                    let msg = Message::Binary(Bytes::copy_from_slice(&task.to_bytes()));
+                    if !ws::send_timed(&mut socket, msg, send_limit).await {
+                        break None;
+                    }
                 }
-            }
+                WorkerEvent::Missed(in_a_row) => {
+                    if let Some(reason) = conn.missed(in_a_row) {
+                        break Some(reason);
+                    }
+                }
+                WorkerEvent::Banned => {
+                    break Some(CloseReason::new(POLICY, "address banned for cheating"));
+                }
+            },
             Ok(()) = telemetry.changed() => {
                 let mut t = telemetry.borrow_and_update().telemetry;
                 t.contributed = conn.contributed;
@@ -140,7 +165,14 @@ impl Conn {
             Ok(m) => m,
             Err(e) => {
                 stats.protocol_errors.inc();
-                return Some(CloseReason::for_decode_error(&e));
+                let close = CloseReason::for_decode_error(&e);
+                // A malformed frame is forgery by other means: a strike on
+                // the address too (a wrong protocol version is not).
+                if matches!(e, DecodeError::InvalidFrame { .. }) {
+                    stats.batches_rejected.inc();
+                    let _ = self.strike(format!("malformed frame: {e}"));
+                }
+                return Some(close);
             }
         };
         match msg {
@@ -155,7 +187,12 @@ impl Conn {
     async fn on_result(&mut self, r: TaskResult<'_>, bytes: &Bytes) -> Option<CloseReason> {
         let app = Arc::clone(&self.app);
         let stats = &app.stats;
-        match app.core.claim(self.id, r.task_id, r.start, r.count) {
+        let claim = app.core.claim(self.id, r.task_id, r.start, r.count);
+        if matches!(claim, Claim::Fresh | Claim::Done | Claim::Stale) {
+            // Any answer to a task it was given: the address delivers.
+            app.fleet.reputation().delivered(self.admission.key);
+        }
+        match claim {
             Claim::Fresh => {}
             Claim::Done | Claim::Stale => {
                 stats.results_duplicate.inc();
@@ -180,7 +217,12 @@ impl Conn {
             }
         }
         let frames = bytes.slice(RESULT_HEADER_LEN..);
-        let verdict = app.verifier.verify(self.trust, r.start, frames).await;
+        if app.verifier.policy() == VerifyPolicy::Quorum {
+            return self.on_vote(r, frames).await;
+        }
+        let key = self.admission.key;
+        let trust = app.fleet.reputation().trust(key);
+        let verdict = app.verifier.verify(trust, r.start, frames).await;
         stats.frames_checked.add(u64::from(verdict.checked));
         if let Some(bad) = verdict.bad_frame {
             stats.batches_rejected.inc();
@@ -189,7 +231,7 @@ impl Conn {
         }
         if verdict.checked > 0 {
             stats.batches_verified.inc();
-            self.trust.clean_batches = self.trust.clean_batches.saturating_add(1);
+            app.fleet.reputation().clean(key, Instant::now());
         }
         if app.core.accept(self.id, r.task_id, r.start, r.frames) {
             self.contributed += u64::from(r.count);
@@ -199,29 +241,114 @@ impl Conn {
         None
     }
 
-    /// Records a violation; returns the close reason once strikes run out.
-    fn strike(&mut self, why: String) -> Option<CloseReason> {
-        let app = &self.app;
-        self.strikes += 1;
-        self.trust = Trust::default();
-        app.stats.strikes.inc();
-        warn!(worker = self.id, ip = %self.admission.ip, strikes = self.strikes, "strike: {why}");
-        if self.strikes < app.cfg.max_strikes {
-            return None;
+    /// Under `quorum`: casts the result as a vote (see [`Vote`]).
+    async fn on_vote(&mut self, r: TaskResult<'_>, frames: Bytes) -> Option<CloseReason> {
+        let app = Arc::clone(&self.app);
+        let key = self.admission.key;
+        match app.core.vote((self.id, key), r.task_id, r.start, &frames) {
+            Vote::Pending | Vote::Uncounted => None,
+            Vote::Done => {
+                app.stats.results_duplicate.inc();
+                None
+            }
+            Vote::Agreed { first } => {
+                app.stats.quorum_agreements.inc();
+                app.stats.batches_verified.inc();
+                let now = Instant::now();
+                app.fleet.reputation().clean(first, now);
+                app.fleet.reputation().clean(key, now);
+                self.contributed += u64::from(r.count);
+                None
+            }
+            Vote::Disputed(first) => {
+                let start = r.start;
+                let mine = Candidate {
+                    worker: self.id,
+                    addr: key,
+                    task_id: r.task_id,
+                    start,
+                    frames,
+                    since: Instant::now(),
+                };
+                if app.referee.settle_dispute(first, mine).await {
+                    self.contributed += u64::from(r.count);
+                    return None;
+                }
+                app.stats.batches_rejected.inc();
+                self.strike(format!("quorum: range {start} failed verification"))
+            }
         }
-        self.cut_off(why)
     }
 
-    /// Cuts the worker off now and bans its address for the cooldown.
-    fn cut_off(&mut self, why: String) -> Option<CloseReason> {
+    /// A task of this worker expired unanswered (`in_a_row` for the
+    /// connection): closes it once it or its address has missed too many.
+    fn missed(&mut self, in_a_row: u32) -> Option<CloseReason> {
         let app = &self.app;
-        app.stats.workers_banned.inc();
-        app.fleet
-            .ban(self.admission.ip, Duration::from_secs(app.cfg.ban_secs));
-        warn!(worker = self.id, ip = %self.admission.ip, "worker cut off and address banned");
+        let max = app.cfg.max_misses;
+        let by_addr = app
+            .fleet
+            .reputation()
+            .missed(self.admission.key, Instant::now());
+        debug!(
+            worker = self.id,
+            in_a_row, by_addr, "task expired unanswered"
+        );
+        if in_a_row < max && by_addr < max {
+            return None;
+        }
+        app.stats.workers_idle_closed.inc();
+        warn!(worker = self.id, ip = %self.admission.ip, in_a_row, by_addr, "closing idle taker");
         Some(CloseReason::new(
             POLICY,
-            format!("cut off ({} strikes): {why}", self.strikes),
+            format!(
+                "not delivering: {} tasks in a row expired unanswered",
+                in_a_row.max(by_addr)
+            ),
+        ))
+    }
+
+    /// Records a violation against the address; returns the close reason
+    /// once that bans it.
+    fn strike(&mut self, why: String) -> Option<CloseReason> {
+        let app = &self.app;
+        app.stats.strikes.inc();
+        let key = self.admission.key;
+        let strike = app.fleet.reputation().strike(key, Instant::now());
+        warn!(worker = self.id, addr = %key, strikes = strike.strikes, "strike: {why}");
+        if strike.strikes < app.cfg.max_strikes {
+            return None;
+        }
+        self.banned(strike.banned_for, &why, app.cfg.max_strikes)
+    }
+
+    /// Cuts the worker off now and bans its address (a flood).
+    fn cut_off(&mut self, why: String) -> Option<CloseReason> {
+        let banned_for = self
+            .app
+            .fleet
+            .reputation()
+            .ban(self.admission.key, Instant::now());
+        self.banned(banned_for, &why, 0)
+    }
+
+    /// The close of a worker whose address was just banned (or would have
+    /// been, were bans enabled); the address's other workers go too.
+    fn banned(&mut self, ban: Option<Duration>, why: &str, strikes: u32) -> Option<CloseReason> {
+        let app = &self.app;
+        app.stats.workers_banned.inc();
+        let key = self.admission.key;
+        if ban.is_some() {
+            app.core.evict(key);
+        }
+        let secs = ban.map_or(0, |b| b.as_secs());
+        warn!(worker = self.id, addr = %key, ban_secs = secs, "worker cut off");
+        let strikes = match strikes {
+            0 => String::new(),
+            n => format!(" ({n} strikes)"),
+        };
+        Some(CloseReason::new(
+            POLICY,
+            format!("cut off{strikes}, banned {secs} s: {why}"),
         ))
     }
 }

@@ -40,7 +40,9 @@ async fn silent_worker_is_hedged_around() {
     let server = start(churn_config()).await;
     let addr = server.addr;
     let mut viewer = Viewer::connect(addr).await;
-    let mut silent = connect(addr, "/ws/worker").await;
+    // From another address: one address may hold only half the window, so
+    // a silent worker on the honest one's address would starve it instead.
+    let mut silent = connect_from(addr, "/ws/worker", loopback(2)).await;
     hello(&mut silent, 4).await;
     let task = next_task(&mut silent).await;
     assert_eq!(task.start, 0);

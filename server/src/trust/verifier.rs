@@ -3,13 +3,15 @@
 //! workers run, and found every checked byte identical.
 //!
 //! Policies ([`VerifyPolicy`]):
-//! - `full`: every frame of every result is re-rendered.
-//! - `sample` (default): after a result arrives, positions are drawn from a
+//! - `full` (default): every frame of every result is re-rendered.
+//! - `quorum`: results are votes (see [`super::quorum`]); its referee uses
+//!   this verifier at `full` to settle disputes.
+//! - `sample`: after a result arrives, positions are drawn from a
 //!   CSPRNG (`rand`'s thread RNG, ChaCha12 seeded by the OS), so a worker
-//!   cannot know which of its frames will be checked. How many depends on the
-//!   worker's [`Trust`]: a new worker, or one that has just failed, is checked
-//!   in full; each clean batch lowers its rate linearly down to a floor, and
-//!   at least one frame of every batch is always checked.
+//!   cannot know which of its frames will be checked. How many depends on its
+//!   address's [`Trust`]: a new address, or one that has just failed, is
+//!   checked in full; each clean batch lowers its rate linearly down to a
+//!   floor, and at least one frame of every batch is always checked.
 //! - `off`: nothing is checked; named `off-benchmark-only` on the command line.
 //!
 //! Rendering is CPU work, so it never runs on the async executor threads: it
@@ -28,10 +30,12 @@ use tokio::sync::Semaphore;
 
 use crate::config::VerifyPolicy;
 
-/// A worker's verification record under `sample`.
+/// An address's verification record under `sample` (kept by
+/// [`super::reputation::Reputation`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Trust {
-    /// Consecutive batches that passed verification since its last failure.
+    /// Consecutive batches that passed verification since its last strike,
+    /// capped at the batches over which the rate decays.
     pub clean_batches: u32,
 }
 
@@ -81,7 +85,8 @@ impl Verifier {
     /// The fraction of a batch checked for a worker with this record.
     pub fn rate(&self, trust: Trust) -> f64 {
         match self.policy {
-            VerifyPolicy::Full => 1.0,
+            // Quorum results are judged by the referee, which re-renders all.
+            VerifyPolicy::Full | VerifyPolicy::Quorum => 1.0,
             VerifyPolicy::Off => 0.0,
             VerifyPolicy::Sample => {
                 if self.trust_batches == 0 {

@@ -3,7 +3,7 @@
 //! check every frame they receive against the shared crate's native render.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use donut_server::app::Server;
@@ -43,20 +43,36 @@ pub async fn start(cfg: ServeConfig) -> Server {
 
 /// Runs a real native worker against `addr`.
 pub fn worker(addr: SocketAddr, threads: usize) -> JoinHandle<()> {
+    worker_from(addr, threads, None)
+}
+
+/// Runs a real native worker against `addr`, connecting from `local`
+/// (127.0.0.x: each is another address to the server).
+pub fn worker_from(addr: SocketAddr, threads: usize, local: Option<IpAddr>) -> JoinHandle<()> {
     let mut cfg = WorkConfig::for_server(&format!("ws://{addr}"));
     cfg.threads = threads;
     cfg.max_backoff_ms = 200;
+    cfg.local_addr = local;
     tokio::spawn(async move {
         let _ = donut_server::native_worker::run(cfg).await;
     })
 }
 
+/// The loopback address 127.0.0.`n`.
+pub fn loopback(n: u8) -> Option<IpAddr> {
+    Some(IpAddr::from([127, 0, 0, n]))
+}
+
 /// Opens a WebSocket to `path` on `addr`.
 pub async fn connect(addr: SocketAddr, path: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+    connect_from(addr, path, None).await
+}
+
+/// Opens a WebSocket to `path` on `addr` from `local`.
+pub async fn connect_from(addr: SocketAddr, path: &str, local: Option<IpAddr>) -> Ws {
+    donut_server::native_worker::connect(&format!("ws://{addr}{path}"), local)
         .await
-        .expect("websocket connects");
-    ws
+        .expect("websocket connects")
 }
 
 /// Reads until the server closes; returns its close frame (code, reason).
@@ -227,4 +243,38 @@ pub async fn wait_stats(addr: SocketAddr, what: &str, f: impl Fn(&serde_json::Va
 /// Decodes a worker message, for tests that forge them.
 pub fn decode_worker(b: &[u8]) -> FromWorker<'_> {
     FromWorker::decode(b).expect("valid worker message")
+}
+
+/// A checking viewer running on its own task until stopped, so a test can
+/// do other things while every frame is still checked as it arrives.
+pub struct BackgroundViewer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: JoinHandle<Viewer>,
+}
+
+impl BackgroundViewer {
+    /// Connects to `/ws/viewer` and starts checking.
+    pub async fn start(addr: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut viewer = Viewer::connect(addr).await;
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            while !stopping.load(Ordering::Relaxed) {
+                let next = viewer.seen.frames + 1;
+                viewer.receive(next).await;
+            }
+            viewer
+        });
+        Self { stop, task }
+    }
+
+    /// Stops once at least `frames` frames were checked; returns what it saw.
+    pub async fn finish(self, frames: u64) -> Seen {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        let mut viewer = self.task.await.expect("the viewer task does not panic");
+        viewer.receive(frames).await;
+        viewer.seen
+    }
 }
