@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -27,8 +26,10 @@ use tracing::info;
 use crate::config::{BatchCodec, ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
 use crate::fleet::{Caps, Fleet, Role};
+use crate::handshake::Handshake;
 use crate::limits::{CloseReason, GOING_AWAY};
 use crate::metrics::{Snapshot, Stats};
+use crate::origin::OriginPolicy;
 use crate::scheduler::SchedulerConfig;
 use crate::telemetry::{self, TelemetryMsg};
 use crate::verifier::Verifier;
@@ -61,6 +62,8 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// When the server started.
     pub started: Instant,
+    /// Which pages may open the WebSockets.
+    pub origins: OriginPolicy,
 }
 
 /// The close sent to every peer when the server stops.
@@ -138,7 +141,7 @@ pub fn router(app: Arc<App>) -> Router {
 async fn worker_ws(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    upgrade: WebSocketUpgrade,
+    Handshake { upgrade }: Handshake,
 ) -> Response {
     upgrade
         .max_message_size(MAX_WORKER_MESSAGE_LEN)
@@ -154,7 +157,7 @@ async fn worker_ws(
 async fn viewer_ws(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    upgrade: WebSocketUpgrade,
+    Handshake { upgrade }: Handshake,
 ) -> Response {
     // Viewers only receive: small buffers keep thousands of them cheap
     // (the 128 KiB defaults cost about 140 KiB resident per viewer). The
@@ -299,6 +302,7 @@ impl Server {
             telemetry: telemetry_rx,
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
+            origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
         });
         let tasks = vec![
             tokio::spawn(broadcaster::run(Arc::clone(&core), shutdown_rx.clone())),

@@ -141,6 +141,12 @@ pub struct ServeConfig {
     /// Seconds a cut-off worker's IP is refused; 0 disables bans.
     #[arg(long, env = "DONUT_BAN_SECS", default_value_t = 60)]
     pub ban_secs: u64,
+    /// Origins whose pages may open the WebSockets besides the server's
+    /// own (`scheme://host[:port]`, comma-separated), or `*` for any page
+    /// anywhere. Handshakes without `Origin` (native clients) are always
+    /// let through; others from elsewhere get 403.
+    #[arg(long, env = "DONUT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServeConfig {
@@ -212,6 +218,7 @@ impl ServeConfig {
         if self.max_strikes == 0 {
             return Err("--max-strikes must be at least 1".into());
         }
+        crate::origin::OriginPolicy::new(&self.allowed_origins)?;
         let cap = self.ring_capacity() as u64;
         if self.paced() && self.lead_frames() > cap {
             return Err(format!(

@@ -18,6 +18,7 @@
 //! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints.
 //! - [`verifier`]: native re-rendering of results.
 //! - [`fleet`], [`limits`]: admission, caps, bans, close codes.
+//! - [`handshake`], [`origin`]: checks before a WebSocket upgrade.
 //! - [`metrics`]: `/metrics` and `/api/stats`.
 //! - [`native_worker`]: `donut work`.
 
@@ -26,9 +27,11 @@ pub mod broadcaster;
 pub mod config;
 pub mod core;
 pub mod fleet;
+pub mod handshake;
 pub mod limits;
 pub mod metrics;
 pub mod native_worker;
+pub mod origin;
 pub mod ring;
 pub mod scheduler;
 pub mod telemetry;
