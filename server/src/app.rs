@@ -6,13 +6,13 @@
 //! two tasks: the [`broadcaster`](crate::broadcaster) (the stream's clock)
 //! and the [`telemetry`](crate::telemetry) publisher.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::client_addr::ClientAddr;
 use crate::config::{BatchCodec, ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
 use crate::fleet::{Caps, Fleet, Role};
@@ -64,6 +65,8 @@ pub struct App {
     pub started: Instant,
     /// Which pages may open the WebSockets.
     pub origins: OriginPolicy,
+    /// Whose forwarded client address is believed.
+    pub client_addr: ClientAddr,
 }
 
 /// The close sent to every peer when the server stops.
@@ -140,14 +143,13 @@ pub fn router(app: Arc<App>) -> Router {
 
 async fn worker_ws(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Handshake { upgrade }: Handshake,
+    Handshake { upgrade, client }: Handshake,
 ) -> Response {
     upgrade
         .max_message_size(MAX_WORKER_MESSAGE_LEN)
         .max_frame_size(MAX_WORKER_MESSAGE_LEN)
         .on_upgrade(move |mut socket| async move {
-            match admit(&app, Role::Worker, peer) {
+            match admit(&app, Role::Worker, client) {
                 Ok(a) => worker_conn::run(socket, app, a).await,
                 Err(reason) => ws::close(&mut socket, &reason).await,
             }
@@ -156,8 +158,7 @@ async fn worker_ws(
 
 async fn viewer_ws(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Handshake { upgrade }: Handshake,
+    Handshake { upgrade, client }: Handshake,
 ) -> Response {
     // Viewers only receive: small buffers keep thousands of them cheap
     // (the 128 KiB defaults cost about 140 KiB resident per viewer). The
@@ -171,7 +172,7 @@ async fn viewer_ws(
         .max_message_size(MAX_VIEWER_INBOUND)
         .max_frame_size(MAX_VIEWER_INBOUND)
         .on_upgrade(move |mut socket| async move {
-            match admit(&app, Role::Viewer, peer) {
+            match admit(&app, Role::Viewer, client) {
                 Ok(a) => viewer_conn::run(socket, app, a).await,
                 Err(reason) => ws::close(&mut socket, &reason).await,
             }
@@ -180,17 +181,20 @@ async fn viewer_ws(
 
 /// Admission after the upgrade, so a refusal is a close frame with a
 /// reason rather than a bare HTTP status.
+///
+/// `client` is the resolved client address (`crate::client_addr`), not
+/// necessarily the TCP peer.
 fn admit(
     app: &Arc<App>,
     role: Role,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> Result<crate::fleet::Admission, CloseReason> {
     if *app.shutdown.borrow() {
         return Err(shutdown_reason());
     }
-    app.fleet.admit(role, peer.ip()).inspect_err(|r| {
+    app.fleet.admit(role, client).inspect_err(|r| {
         app.stats.connections_refused.inc();
-        info!(ip = %peer.ip(), ?role, reason = %r.reason, "connection refused");
+        info!(ip = %client, ?role, reason = %r.reason, "connection refused");
     })
 }
 
@@ -303,6 +307,7 @@ impl Server {
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
             origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
+            client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
         });
         let tasks = vec![
             tokio::spawn(broadcaster::run(Arc::clone(&core), shutdown_rx.clone())),
@@ -331,6 +336,7 @@ impl Server {
             fps,
             ring_frames = cfg.ring_capacity(),
             verify = ?cfg.verify,
+            trusted_proxies = ?cfg.trusted_proxies,
             "serving"
         );
         Ok(Self {

@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::client_addr::ForwardedHeader;
+
 /// Distributed Donut: a browser render farm for a1k0n's spinning donut.
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -147,6 +149,25 @@ pub struct ServeConfig {
     /// let through; others from elsewhere get 403.
     #[arg(long, env = "DONUT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose forwarded client address is believed: CIDR
+    /// networks or addresses, comma-separated (`127.0.0.1,10.0.0.0/8`).
+    /// Only a TCP peer inside one of them has its `--forwarded-header`
+    /// read; with none (the default) the header is never read.
+    #[arg(
+        long,
+        env = "DONUT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::client_addr::parse_proxy
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header the trusted proxies write the client's address into.
+    #[arg(
+        long,
+        env = "DONUT_FORWARDED_HEADER",
+        value_enum,
+        default_value_t = ForwardedHeader::XForwardedFor
+    )]
+    pub forwarded_header: ForwardedHeader,
 }
 
 impl ServeConfig {

@@ -10,16 +10,18 @@
 //!    `426 Upgrade Required` with `Sec-WebSocket-Version: 13`, so a client
 //!    speaking another version learns which one to retry with.
 //! 3. The page's `Origin` is allowed ([`crate::origin`]; 403 otherwise).
+//! 4. The client's address is resolved ([`crate::client_addr`]).
 //!
 //! Everything after the upgrade (caps, bans) is admission, refused with a
 //! close frame and a reason instead (see `app::admit`), because a browser
 //! shows a script nothing of a refused handshake's status or body.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +35,9 @@ pub const WEBSOCKET_VERSION: &str = "13";
 pub struct Handshake {
     /// The upgrade, to configure and complete.
     pub upgrade: WebSocketUpgrade,
+    /// The client's address: the TCP peer, or what a trusted proxy
+    /// forwarded ([`crate::client_addr`]). Admission is keyed on it.
+    pub client: IpAddr,
 }
 
 impl FromRequestParts<Arc<App>> for Handshake {
@@ -50,7 +55,11 @@ impl FromRequestParts<Arc<App>> for Handshake {
             tracing::info!(reason = %refused.0.trim_end(), "handshake refused");
             return Err((StatusCode::FORBIDDEN, refused.0).into_response());
         }
-        Ok(Self { upgrade })
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let client = app.client_addr.resolve(peer.ip(), &parts.headers);
+        Ok(Self { upgrade, client })
     }
 }
 

@@ -18,12 +18,14 @@
 //! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints.
 //! - [`verifier`]: native re-rendering of results.
 //! - [`fleet`], [`limits`]: admission, caps, bans, close codes.
-//! - [`handshake`], [`origin`]: checks before a WebSocket upgrade.
+//! - [`handshake`], [`origin`], [`client_addr`]: checks before a WebSocket
+//!   upgrade, and the client's address behind trusted proxies.
 //! - [`metrics`]: `/metrics` and `/api/stats`.
 //! - [`native_worker`]: `donut work`.
 
 pub mod app;
 pub mod broadcaster;
+pub mod client_addr;
 pub mod config;
 pub mod core;
 pub mod fleet;
