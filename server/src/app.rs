@@ -1,5 +1,6 @@
-//! The HTTP application: shared state, the router, the embedded web client,
+//! The HTTP application: shared state, the router,
 //! the operations endpoints, and starting and stopping the server.
+//! The embedded web client is served by [`crate::assets`].
 //!
 //! Shared state is one [`App`] in an `Arc`, handed to handlers by axum's
 //! `State` extractor; there is no global mutable state. Background work is
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -39,11 +40,6 @@ use crate::{broadcaster, viewer_conn, worker_conn, ws};
 /// Largest message a viewer may send (viewers send nothing; this only
 /// bounds what is read before the connection is closed for sending).
 const MAX_VIEWER_INBOUND: usize = 1024;
-
-/// The web client, embedded at build time from `www/`.
-#[derive(rust_embed::Embed)]
-#[folder = "../www"]
-struct Assets;
 
 /// State shared by every handler and connection.
 pub struct App {
@@ -137,7 +133,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
-        .fallback(get(asset))
+        .fallback(crate::assets::route())
         .with_state(app)
 }
 
@@ -210,26 +206,6 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
     match serde_json::to_string_pretty(&app.snapshot()) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-async fn asset(uri: Uri) -> Response {
-    let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() || path.ends_with('/') {
-        format!("{path}index.html")
-    } else {
-        path.to_owned()
-    };
-    match Assets::get(&path) {
-        Some(file) => (
-            [
-                (header::CONTENT_TYPE, file.metadata.mimetype().to_owned()),
-                (header::CACHE_CONTROL, "no-cache".to_owned()),
-            ],
-            file.data,
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 

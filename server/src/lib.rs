@@ -12,7 +12,7 @@
 //! ```
 //!
 //! - [`config`]: flags and environment variables.
-//! - [`app`]: shared state, router, embedded web client, start/stop.
+//! - [`app`]: shared state, router, start/stop; [`assets`]: the embedded web client.
 //! - [`core`]: the stream's positions and invariants around [`ring`] and [`scheduler`].
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
 //! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints.
@@ -24,6 +24,7 @@
 //! - [`native_worker`]: `donut work`.
 
 pub mod app;
+pub mod assets;
 pub mod broadcaster;
 pub mod client_addr;
 pub mod config;
