@@ -221,8 +221,18 @@ pub struct Server {
 
 impl Server {
     /// Binds `cfg.listen` and starts serving.
-    pub async fn start(cfg: ServeConfig) -> anyhow::Result<Self> {
+    ///
+    /// Raises the file-descriptor limit first and lowers the connection
+    /// caps to fit it (see [`crate::fds`]).
+    pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Self> {
         cfg.validate().map_err(anyhow::Error::msg)?;
+        let budget = crate::fds::raise_nofile_limit().unwrap_or_else(|e| {
+            tracing::warn!("RLIMIT_NOFILE not read or raised ({e}); connection caps left as set");
+            u64::MAX
+        });
+        (cfg.max_workers, cfg.max_viewers) =
+            crate::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
+                .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;

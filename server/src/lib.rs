@@ -17,7 +17,8 @@
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
 //! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints.
 //! - [`verifier`]: native re-rendering of results.
-//! - [`fleet`], [`limits`]: admission, caps, bans, close codes.
+//! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
+//!   file-descriptor budget the caps must fit.
 //! - [`handshake`], [`origin`], [`client_addr`]: checks before a WebSocket
 //!   upgrade, and the client's address behind trusted proxies.
 //! - [`metrics`]: `/metrics` and `/api/stats`.
@@ -29,6 +30,7 @@ pub mod broadcaster;
 pub mod client_addr;
 pub mod config;
 pub mod core;
+pub mod fds;
 pub mod fleet;
 pub mod handshake;
 pub mod limits;
