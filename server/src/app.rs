@@ -17,7 +17,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -33,6 +32,7 @@ use crate::limits::{CloseReason, GOING_AWAY};
 use crate::metrics::{Snapshot, Stats};
 use crate::origin::OriginPolicy;
 use crate::scheduler::SchedulerConfig;
+use crate::send_queue::SendQueue;
 use crate::telemetry::{self, TelemetryMsg};
 use crate::verifier::Verifier;
 use crate::{broadcaster, viewer_conn, worker_conn, ws};
@@ -139,7 +139,9 @@ pub fn router(app: Arc<App>) -> Router {
 
 async fn worker_ws(
     State(app): State<Arc<App>>,
-    Handshake { upgrade, client }: Handshake,
+    Handshake {
+        upgrade, client, ..
+    }: Handshake,
 ) -> Response {
     upgrade
         .max_message_size(MAX_WORKER_MESSAGE_LEN)
@@ -154,7 +156,12 @@ async fn worker_ws(
 
 async fn viewer_ws(
     State(app): State<Arc<App>>,
-    Handshake { upgrade, client }: Handshake,
+    Handshake {
+        upgrade,
+        client,
+        peer,
+        ..
+    }: Handshake,
 ) -> Response {
     // Viewers only receive: small buffers keep thousands of them cheap
     // (the 128 KiB defaults cost about 140 KiB resident per viewer). The
@@ -169,7 +176,7 @@ async fn viewer_ws(
         .max_frame_size(MAX_VIEWER_INBOUND)
         .on_upgrade(move |mut socket| async move {
             match admit(&app, Role::Viewer, client) {
-                Ok(a) => viewer_conn::run(socket, app, a).await,
+                Ok(a) => viewer_conn::run(socket, app, a, SendQueue::of(peer)).await,
                 Err(reason) => ws::close(&mut socket, &reason).await,
             }
         })
@@ -237,14 +244,7 @@ impl Server {
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        // Every message is written whole, once: Nagle's algorithm would only
-        // hold a message behind an unacknowledged one (up to the peer's
-        // delayed-ACK time, 40 ms or more), never save a write.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY not set: {e}");
-            }
-        });
+        let listener = crate::send_queue::Listener(listener);
         let stats = Arc::new(Stats::default());
         let fps = if cfg.paced() { cfg.fps } else { 0 };
         let core = Arc::new(Core::new(
@@ -309,7 +309,8 @@ impl Server {
             )),
         ];
         let mut stop = shutdown_rx;
-        let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
+        let service = router(Arc::clone(&app))
+            .into_make_service_with_connect_info::<crate::send_queue::Peer>();
         let http = tokio::spawn(async move {
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move {

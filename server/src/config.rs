@@ -126,6 +126,11 @@ pub struct ServeConfig {
     /// Seconds a send to one peer may take before it is dropped.
     #[arg(long, env = "DONUT_SEND_TIMEOUT_SECS", default_value_t = 10)]
     pub send_timeout_secs: u64,
+    /// Most bytes one viewer may leave unread (written to its socket and not
+    /// acknowledged) before it is closed, however it answers pings; also
+    /// its socket's fixed send buffer (`SO_SNDBUF`).
+    #[arg(long, env = "DONUT_VIEWER_MAX_UNSENT", default_value_t = 256 * 1024)]
+    pub viewer_max_unsent: usize,
     /// Verification policy for worker results.
     #[arg(long, env = "DONUT_VERIFY", value_enum, default_value_t = VerifyPolicy::Sample)]
     pub verify: VerifyPolicy,
@@ -235,6 +240,9 @@ impl ServeConfig {
         }
         if self.viewer_queue == 0 {
             return Err("--viewer-queue must be at least 1".into());
+        }
+        if self.viewer_max_unsent < 4096 {
+            return Err("--viewer-max-unsent must be at least 4096 bytes".into());
         }
         if self.max_strikes == 0 {
             return Err("--max-strikes must be at least 1".into());

@@ -16,7 +16,7 @@
 //! close frame and a reason instead (see `app::admit`), because a browser
 //! shows a script nothing of a refused handshake's status or body.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -27,6 +27,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::App;
+use crate::send_queue::Peer;
 
 /// The only WebSocket version there is (RFC 6455 §4.1).
 pub const WEBSOCKET_VERSION: &str = "13";
@@ -38,6 +39,8 @@ pub struct Handshake {
     /// The client's address: the TCP peer, or what a trusted proxy
     /// forwarded ([`crate::client_addr`]). Admission is keyed on it.
     pub client: IpAddr,
+    /// The TCP connection.
+    pub peer: Peer,
 }
 
 impl FromRequestParts<Arc<App>> for Handshake {
@@ -55,11 +58,15 @@ impl FromRequestParts<Arc<App>> for Handshake {
             tracing::info!(reason = %refused.0.trim_end(), "handshake refused");
             return Err((StatusCode::FORBIDDEN, refused.0).into_response());
         }
-        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, app)
+        let ConnectInfo(peer) = ConnectInfo::<Peer>::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;
-        let client = app.client_addr.resolve(peer.ip(), &parts.headers);
-        Ok(Self { upgrade, client })
+        let client = app.client_addr.resolve(peer.addr.ip(), &parts.headers);
+        Ok(Self {
+            upgrade,
+            client,
+            peer,
+        })
     }
 }
 

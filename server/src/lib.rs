@@ -15,7 +15,8 @@
 //! - [`app`]: shared state, router, start/stop; [`assets`]: the embedded web client.
 //! - [`core`]: the stream's positions and invariants around [`ring`] and [`scheduler`].
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
-//! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints.
+//! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints;
+//!   [`send_queue`]: the bound on what a viewer leaves unread.
 //! - [`verifier`]: native re-rendering of results.
 //! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
 //!   file-descriptor budget the caps must fit.
@@ -39,6 +40,7 @@ pub mod native_worker;
 pub mod origin;
 pub mod ring;
 pub mod scheduler;
+pub mod send_queue;
 pub mod telemetry;
 pub mod verifier;
 pub mod viewer_conn;
