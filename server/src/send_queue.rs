@@ -7,14 +7,17 @@
 //! `net.ipv4.tcp_wmem`'s maximum (4 MiB by default) per socket. The send
 //! timeout only starts counting once that buffer is full, and a peer that
 //! trickles a few bytes a second (enough to answer pings) never lets a
-//! single write wait that long. So before each live message to a viewer
-//! the bytes its peer has not acknowledged are read with `SIOCOUTQ`
+//! single write wait that long. So before each message to a viewer the
+//! bytes its peer has not acknowledged are read with `SIOCOUTQ`
 //! (`TIOCOUTQ`, see tcp(7)); over `--viewer-max-unsent` the viewer is
 //! closed with a reason, whatever it pongs. Its socket gets a fixed
 //! `SO_SNDBUF` of that bound plus the largest message, so a write made
 //! under the bound completes instead of waiting in a full buffer, the
 //! close frame still fits, and the kernel never grows the buffer further:
-//! what one viewer can leave unread is the bound plus one message. A viewer's
+//! what one viewer can leave unread is the bound plus one message. (Linux
+//! caps `SO_SNDBUF` at `net.core.wmem_max`, 208 KiB by default, doubled:
+//! where that is below the bound plus a message, a write can wait, and the
+//! send timeout ends it, as before.) A viewer's
 //! stream is 5-50 KB/s, so 256 KiB unread is many seconds of a healthy
 //! link's round trips.
 //!

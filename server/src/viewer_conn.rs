@@ -174,7 +174,8 @@ impl Out<'_> {
     /// Sends `msg` (preceded by `lead` in the same `write` if there is
     /// one), unless what was written before is still unread beyond
     /// `--viewer-max-unsent`: a viewer that keeps up has taken the last
-    /// message by the time the next is due (a quarter of a second later).
+    /// message by the time the next is due (a quarter of a second later;
+    /// a catch-up is about a second of frames, well under the bound).
     async fn send(&self, socket: &mut WebSocket, lead: Option<Bytes>, msg: Bytes) -> Sent {
         let max = self.app.cfg.viewer_max_unsent;
         if let Ok(unsent) = self.queue.unsent()
@@ -190,11 +191,9 @@ impl Out<'_> {
         self.write(socket, lead, msg).await
     }
 
-    /// Sends a burst (a joining or skipped-ahead viewer's catch-up), which
-    /// is not held to the bound until the next live message.
     async fn send_batches(&self, socket: &mut WebSocket, batches: Vec<Batch>) -> Sent {
         for b in batches {
-            self.write(socket, None, b.msg).await?;
+            self.send(socket, None, b.msg).await?;
         }
         Ok(())
     }
