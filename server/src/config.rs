@@ -128,7 +128,7 @@ pub struct ServeConfig {
     pub send_timeout_secs: u64,
     /// Most bytes one viewer may leave unread (written to its socket and not
     /// acknowledged) before it is closed, however it answers pings; also
-    /// its socket's fixed send buffer (`SO_SNDBUF`).
+    /// its socket's fixed send buffer (`SO_SNDBUF`). Paced streams only.
     #[arg(long, env = "DONUT_VIEWER_MAX_UNSENT", default_value_t = 256 * 1024)]
     pub viewer_max_unsent: usize,
     /// Verification policy for worker results.

@@ -49,17 +49,25 @@ pub const TELEMETRY_HOLD: Duration = Duration::from_millis(300);
 pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission, queue: SendQueue) {
     let id = admission.id;
     debug!(viewer = id, ip = %admission.ip, "viewer connected");
-    // Room for the bound plus the largest message (a batch of nibble-packed
-    // frames) plus the close frame: a write made under the bound completes
-    // instead of waiting out the send timeout in a full buffer, and the
-    // close frame fits behind it.
-    let largest = app.cfg.batch_frames as usize * donut_shared::PACKED_LEN + 64;
-    if let Err(e) = queue.set_limit(app.cfg.viewer_max_unsent.saturating_add(largest)) {
-        debug!(viewer = id, "SO_SNDBUF not set: {e}");
+    // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
+    // (benchmarks) the stream runs as fast as it can be rendered, kernel
+    // buffering is part of the measured throughput, and the viewers are
+    // the benchmark's own: no bound, buffers as the kernel tunes them.
+    let bound = app.cfg.paced().then_some(app.cfg.viewer_max_unsent);
+    if let Some(max) = bound {
+        // Room for the bound plus the largest message (a batch of
+        // nibble-packed frames) plus the close frame: a write made under the
+        // bound completes instead of waiting out the send timeout in a full
+        // buffer, and the close frame fits behind it.
+        let largest = app.cfg.batch_frames as usize * donut_shared::PACKED_LEN + 64;
+        if let Err(e) = queue.set_limit(max.saturating_add(largest)) {
+            debug!(viewer = id, "SO_SNDBUF not set: {e}");
+        }
     }
     let out = Out {
         app: &app,
         queue,
+        bound,
         limit: Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
     };
     let send_limit = out.limit;
@@ -164,6 +172,8 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission, que
 struct Out<'a> {
     app: &'a App,
     queue: SendQueue,
+    /// `--viewer-max-unsent` when paced.
+    bound: Option<usize>,
     limit: Duration,
 }
 
@@ -177,8 +187,8 @@ impl Out<'_> {
     /// message by the time the next is due (a quarter of a second later;
     /// a catch-up is about a second of frames, well under the bound).
     async fn send(&self, socket: &mut WebSocket, lead: Option<Bytes>, msg: Bytes) -> Sent {
-        let max = self.app.cfg.viewer_max_unsent;
-        if let Ok(unsent) = self.queue.unsent()
+        if let Some(max) = self.bound
+            && let Ok(unsent) = self.queue.unsent()
             && unsent > max
         {
             self.app.stats.viewers_dropped_slow.inc();
