@@ -10,7 +10,7 @@
 #   - the wasm32-unknown-unknown Rust target      (rustup)
 #   - wasm-pack                                   (cargo install --locked)
 #   - wasm-bindgen-cli, exactly the version that Cargo.lock pins
-#   - Chromium, chromedriver, Node.js for `test`  (Debian apt, as root)
+#   - Chromium, chromedriver, nginx, Node.js for `test` (Debian apt, as root)
 # The wasm packages are rebuilt only when their inputs change. CARGO_TARGET_DIR
 # is respected throughout.
 set -euo pipefail
@@ -105,6 +105,23 @@ ensure_chromium() {
     apt-get update || die "apt-get update failed"
     apt-get install -y chromium chromium-driver || die "apt-get install chromium chromium-driver failed"
     have chromium && have chromedriver || die "chromium/chromedriver still not on PATH after apt-get install"
+}
+
+# The reverse-proxy tests (server/tests/proxy.rs) run Debian's nginx in front
+# of the server; they look for it at $DONUT_NGINX or /usr/sbin/nginx (sbin is
+# often not on a user's PATH, so the path is checked, not `have`).
+ensure_nginx() {
+    if [ -x "${DONUT_NGINX:-/usr/sbin/nginx}" ]; then
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] \
+        || die "nginx is needed by the reverse-proxy tests: run as root, or apt-get install nginx (or set DONUT_NGINX)"
+    have apt-get || die "nginx is missing and apt-get is not available to install it"
+    say "installing nginx from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update || die "apt-get update failed"
+    apt-get install -y nginx || die "apt-get install nginx failed"
+    [ -x "${DONUT_NGINX:-/usr/sbin/nginx}" ] || die "nginx still not at ${DONUT_NGINX:-/usr/sbin/nginx} after apt-get install"
 }
 
 # The wasm determinism test runs the shipped worker wasm in Node's V8.
@@ -234,6 +251,7 @@ case "$cmd" in
     test)
         setup
         ensure_chromium
+        ensure_nginx
         ensure_node
         build_wasm_packages
         run_tests

@@ -1,35 +1,38 @@
-//! The HTTP application: shared state, the router, the embedded web client,
+//! The HTTP application: shared state, the router,
 //! the operations endpoints, and starting and stopping the server.
+//! The embedded web client is served by [`crate::assets`].
 //!
 //! Shared state is one [`App`] in an `Arc`, handed to handlers by axum's
 //! `State` extractor; there is no global mutable state. Background work is
 //! two tasks: the [`broadcaster`](crate::broadcaster) (the stream's clock)
 //! and the [`telemetry`](crate::telemetry) publisher.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
+use crate::client_addr::ClientAddr;
 use crate::config::{BatchCodec, ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
 use crate::fleet::{Caps, Fleet, Role};
+use crate::handshake::Handshake;
 use crate::limits::{CloseReason, GOING_AWAY};
 use crate::metrics::{Snapshot, Stats};
+use crate::origin::OriginPolicy;
 use crate::scheduler::SchedulerConfig;
+use crate::send_queue::SendQueue;
 use crate::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
 use crate::trust::reputation::{Reputation, ReputationConfig};
@@ -39,11 +42,6 @@ use crate::{broadcaster, viewer_conn, worker_conn, ws};
 /// Largest message a viewer may send (viewers send nothing; this only
 /// bounds what is read before the connection is closed for sending).
 const MAX_VIEWER_INBOUND: usize = 1024;
-
-/// The web client, embedded at build time from `www/`.
-#[derive(rust_embed::Embed)]
-#[folder = "../www"]
-struct Assets;
 
 /// State shared by every handler and connection.
 pub struct App {
@@ -65,6 +63,10 @@ pub struct App {
     pub shutdown: watch::Receiver<bool>,
     /// When the server started.
     pub started: Instant,
+    /// Which pages may open the WebSockets.
+    pub origins: OriginPolicy,
+    /// Whose forwarded client address is believed.
+    pub client_addr: ClientAddr,
 }
 
 /// The close sent to every peer when the server stops.
@@ -141,20 +143,21 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
-        .fallback(get(asset))
+        .fallback(crate::assets::route())
         .with_state(app)
 }
 
 async fn worker_ws(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    upgrade: WebSocketUpgrade,
+    Handshake {
+        upgrade, client, ..
+    }: Handshake,
 ) -> Response {
     upgrade
         .max_message_size(MAX_WORKER_MESSAGE_LEN)
         .max_frame_size(MAX_WORKER_MESSAGE_LEN)
         .on_upgrade(move |mut socket| async move {
-            match admit(&app, Role::Worker, peer) {
+            match admit(&app, Role::Worker, client) {
                 Ok(a) => worker_conn::run(socket, app, a).await,
                 Err(reason) => ws::close(&mut socket, &reason).await,
             }
@@ -163,8 +166,12 @@ async fn worker_ws(
 
 async fn viewer_ws(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    upgrade: WebSocketUpgrade,
+    Handshake {
+        upgrade,
+        client,
+        peer,
+        ..
+    }: Handshake,
 ) -> Response {
     // Viewers only receive: small buffers keep thousands of them cheap
     // (the 128 KiB defaults cost about 140 KiB resident per viewer). The
@@ -178,8 +185,8 @@ async fn viewer_ws(
         .max_message_size(MAX_VIEWER_INBOUND)
         .max_frame_size(MAX_VIEWER_INBOUND)
         .on_upgrade(move |mut socket| async move {
-            match admit(&app, Role::Viewer, peer) {
-                Ok(a) => viewer_conn::run(socket, app, a).await,
+            match admit(&app, Role::Viewer, client) {
+                Ok(a) => viewer_conn::run(socket, app, a, SendQueue::of(peer)).await,
                 Err(reason) => ws::close(&mut socket, &reason).await,
             }
         })
@@ -187,17 +194,20 @@ async fn viewer_ws(
 
 /// Admission after the upgrade, so a refusal is a close frame with a
 /// reason rather than a bare HTTP status.
+///
+/// `client` is the resolved client address (`crate::client_addr`), not
+/// necessarily the TCP peer.
 fn admit(
     app: &Arc<App>,
     role: Role,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> Result<crate::fleet::Admission, CloseReason> {
     if *app.shutdown.borrow() {
         return Err(shutdown_reason());
     }
-    app.fleet.admit(role, peer.ip()).inspect_err(|r| {
+    app.fleet.admit(role, client).inspect_err(|r| {
         app.stats.connections_refused.inc();
-        info!(ip = %peer.ip(), ?role, reason = %r.reason, "connection refused");
+        info!(ip = %client, ?role, reason = %r.reason, "connection refused");
     })
 }
 
@@ -216,26 +226,6 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn asset(uri: Uri) -> Response {
-    let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() || path.ends_with('/') {
-        format!("{path}index.html")
-    } else {
-        path.to_owned()
-    };
-    match Assets::get(&path) {
-        Some(file) => (
-            [
-                (header::CONTENT_TYPE, file.metadata.mimetype().to_owned()),
-                (header::CACHE_CONTROL, "no-cache".to_owned()),
-            ],
-            file.data,
-        )
-            .into_response(),
-        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
-    }
-}
-
 /// A running server.
 pub struct Server {
     /// The address it listens on.
@@ -248,20 +238,23 @@ pub struct Server {
 
 impl Server {
     /// Binds `cfg.listen` and starts serving.
-    pub async fn start(cfg: ServeConfig) -> anyhow::Result<Self> {
+    ///
+    /// Raises the file-descriptor limit first and lowers the connection
+    /// caps to fit it (see [`crate::fds`]).
+    pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Self> {
         cfg.validate().map_err(anyhow::Error::msg)?;
+        let budget = crate::fds::raise_nofile_limit().unwrap_or_else(|e| {
+            tracing::warn!("RLIMIT_NOFILE not read or raised ({e}); connection caps left as set");
+            u64::MAX
+        });
+        (cfg.max_workers, cfg.max_viewers) =
+            crate::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
+                .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        // Every message is written whole, once: Nagle's algorithm would only
-        // hold a message behind an unacknowledged one (up to the peer's
-        // delayed-ACK time, 40 ms or more), never save a write.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY not set: {e}");
-            }
-        });
+        let listener = crate::send_queue::Listener(listener);
         let stats = Arc::new(Stats::default());
         let fps = if cfg.paced() { cfg.fps } else { 0 };
         let core = Arc::new(Core::new(
@@ -320,6 +313,8 @@ impl Server {
             telemetry: telemetry_rx,
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),
+            origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
+            client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
         });
         let mut tasks = vec![
             tokio::spawn(broadcaster::run(Arc::clone(&core), shutdown_rx.clone())),
@@ -339,7 +334,8 @@ impl Server {
             tasks.push(tokio::spawn(referee.run(wait, shutdown_rx.clone())));
         }
         let mut stop = shutdown_rx;
-        let service = router(Arc::clone(&app)).into_make_service_with_connect_info::<SocketAddr>();
+        let service = router(Arc::clone(&app))
+            .into_make_service_with_connect_info::<crate::send_queue::Peer>();
         let http = tokio::spawn(async move {
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move {
@@ -352,6 +348,7 @@ impl Server {
             fps,
             ring_frames = cfg.ring_capacity(),
             verify = ?cfg.verify,
+            trusted_proxies = ?cfg.trusted_proxies,
             "serving"
         );
         Ok(Self {

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::client_addr::ForwardedHeader;
 use crate::trust::reputation::BanScope;
 
 /// Distributed Donut: a browser render farm for a1k0n's spinning donut.
@@ -134,6 +135,11 @@ pub struct ServeConfig {
     /// Seconds a send to one peer may take before it is dropped.
     #[arg(long, env = "DONUT_SEND_TIMEOUT_SECS", default_value_t = 10)]
     pub send_timeout_secs: u64,
+    /// Most bytes one viewer may leave unread (written to its socket and not
+    /// acknowledged) before it is closed, however it answers pings; also
+    /// its socket's fixed send buffer (`SO_SNDBUF`). Paced streams only.
+    #[arg(long, env = "DONUT_VIEWER_MAX_UNSENT", default_value_t = 256 * 1024)]
+    pub viewer_max_unsent: usize,
     /// Verification policy for worker results.
     #[arg(long, env = "DONUT_VERIFY", value_enum, default_value_t = VerifyPolicy::Full)]
     pub verify: VerifyPolicy,
@@ -172,6 +178,31 @@ pub struct ServeConfig {
     /// flight (it may always hold one task).
     #[arg(long, env = "DONUT_ADDR_SHARE", default_value_t = 0.5)]
     pub addr_share: f64,
+    /// Origins whose pages may open the WebSockets besides the server's
+    /// own (`scheme://host[:port]`, comma-separated), or `*` for any page
+    /// anywhere. Handshakes without `Origin` (native clients) are always
+    /// let through; others from elsewhere get 403.
+    #[arg(long, env = "DONUT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose forwarded client address is believed: CIDR
+    /// networks or addresses, comma-separated (`127.0.0.1,10.0.0.0/8`).
+    /// Only a TCP peer inside one of them has its `--forwarded-header`
+    /// read; with none (the default) the header is never read.
+    #[arg(
+        long,
+        env = "DONUT_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = crate::client_addr::parse_proxy
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header the trusted proxies write the client's address into.
+    #[arg(
+        long,
+        env = "DONUT_FORWARDED_HEADER",
+        value_enum,
+        default_value_t = ForwardedHeader::XForwardedFor
+    )]
+    pub forwarded_header: ForwardedHeader,
 }
 
 impl ServeConfig {
@@ -240,6 +271,9 @@ impl ServeConfig {
         if self.viewer_queue == 0 {
             return Err("--viewer-queue must be at least 1".into());
         }
+        if self.viewer_max_unsent < 4096 {
+            return Err("--viewer-max-unsent must be at least 4096 bytes".into());
+        }
         if self.max_strikes == 0 {
             return Err("--max-strikes must be at least 1".into());
         }
@@ -249,6 +283,7 @@ impl ServeConfig {
         if !(self.addr_share > 0.0 && self.addr_share <= 1.0) {
             return Err("--addr-share must be within (0, 1]".into());
         }
+        crate::origin::OriginPolicy::new(&self.allowed_origins)?;
         let cap = self.ring_capacity() as u64;
         if self.paced() && self.lead_frames() > cap {
             return Err(format!(

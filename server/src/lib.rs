@@ -12,25 +12,35 @@
 //! ```
 //!
 //! - [`config`]: flags and environment variables.
-//! - [`app`]: shared state, router, embedded web client, start/stop.
+//! - [`app`]: shared state, router, start/stop; [`assets`]: the embedded web client.
 //! - [`core`]: the stream's positions and invariants around [`ring`] and [`scheduler`].
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
-//! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints.
+//! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints;
+//!   [`send_queue`]: the bound on what a viewer leaves unread.
 //! - [`verifier`]: native re-rendering of results.
-//! - [`fleet`], [`limits`]: admission, caps, bans, close codes.
+//! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
+//!   file-descriptor budget the caps must fit.
+//! - [`handshake`], [`origin`], [`client_addr`]: checks before a WebSocket
+//!   upgrade, and the client's address behind trusted proxies.
 //! - [`metrics`]: `/metrics` and `/api/stats`.
 //! - [`native_worker`]: `donut work`.
 
 pub mod app;
+pub mod assets;
 pub mod broadcaster;
+pub mod client_addr;
 pub mod config;
 pub mod core;
+pub mod fds;
 pub mod fleet;
+pub mod handshake;
 pub mod limits;
 pub mod metrics;
 pub mod native_worker;
+pub mod origin;
 pub mod ring;
 pub mod scheduler;
+pub mod send_queue;
 pub mod telemetry;
 pub mod trust;
 pub mod viewer_conn;

@@ -10,9 +10,11 @@
 //! channel retains a bounded number of batches, and one that falls further
 //! behind is told `Lagged` by the channel, counted, and skipped ahead to live
 //! (resubscribed with a fresh catch-up). A viewer whose socket stops taking
-//! bytes altogether is dropped when a send exceeds the send timeout, so the
-//! memory it can pin is the channel's bounded retention plus its socket
-//! buffers.
+//! bytes altogether is dropped when a send exceeds the send timeout, and
+//! one that leaves more than `--viewer-max-unsent` bytes unread in its
+//! socket is closed with a reason however it answers pings
+//! ([`crate::send_queue`]), so the memory it can pin is the channel's
+//! bounded retention plus a fixed socket buffer.
 //!
 //! The fan-out is bound by `write` calls (on loopback at 10,000 viewers
 //! three quarters of the server's CPU is the kernel's send path), so a
@@ -33,7 +35,8 @@ use tracing::{debug, warn};
 use crate::app::App;
 use crate::core::Batch;
 use crate::fleet::Admission;
-use crate::limits::{CloseReason, TOO_BIG, UNSUPPORTED};
+use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
+use crate::send_queue::SendQueue;
 use crate::ws;
 
 /// Longest a telemetry update waits for a batch to ride with: a little more
@@ -41,11 +44,33 @@ use crate::ws;
 /// update rides along, and when it stalls updates still go out on their own.
 pub const TELEMETRY_HOLD: Duration = Duration::from_millis(300);
 
-/// Runs a viewer connection to its end.
-pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
+/// Runs a viewer connection to its end. `queue` is its socket's send
+/// queue, bounded by `--viewer-max-unsent`.
+pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission, queue: SendQueue) {
     let id = admission.id;
     debug!(viewer = id, ip = %admission.ip, "viewer connected");
-    let send_limit = Duration::from_secs(app.cfg.send_timeout_secs.max(1));
+    // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
+    // (benchmarks) the stream runs as fast as it can be rendered, kernel
+    // buffering is part of the measured throughput, and the viewers are
+    // the benchmark's own: no bound, buffers as the kernel tunes them.
+    let bound = app.cfg.paced().then_some(app.cfg.viewer_max_unsent);
+    if let Some(max) = bound {
+        // Room for the bound plus the largest message (a batch of
+        // nibble-packed frames) plus the close frame: a write made under the
+        // bound completes instead of waiting out the send timeout in a full
+        // buffer, and the close frame fits behind it.
+        let largest = app.cfg.batch_frames as usize * donut_shared::PACKED_LEN + 64;
+        if let Err(e) = queue.set_limit(max.saturating_add(largest)) {
+            debug!(viewer = id, "SO_SNDBUF not set: {e}");
+        }
+    }
+    let out = Out {
+        app: &app,
+        queue,
+        bound,
+        limit: Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
+    };
+    let send_limit = out.limit;
     let idle = Duration::from_secs(app.cfg.idle_secs.max(1));
     let mut telemetry = app.telemetry.clone();
     let mut shutdown = app.shutdown.clone();
@@ -56,24 +81,26 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
     // Telemetry first, so the page can show the fleet before any frame.
     let first = telemetry.borrow_and_update().viewer_msg.clone();
     let (mut rx, catchup) = app.core.subscribe();
-    let mut ok = send_bytes(&mut socket, &app, None, first, send_limit).await;
-    ok = ok && send_batches(&mut socket, &app, catchup, send_limit).await;
+    let mut ok = out.send(&mut socket, None, first).await;
+    if ok.is_ok() {
+        ok = out.send_batches(&mut socket, catchup).await;
+    }
 
     // A telemetry update waiting for the next batch, and its deadline.
     let mut held: Option<Bytes> = None;
     let hold = tokio::time::sleep(TELEMETRY_HOLD);
     tokio::pin!(hold);
 
-    let close: Option<CloseReason> = if !ok {
-        None
+    let close: Option<CloseReason> = if let Err(close) = ok {
+        close
     } else {
         loop {
             tokio::select! {
                 biased;
                 batch = rx.recv() => match batch {
                     Ok(b) => {
-                        if !send_bytes(&mut socket, &app, held.take(), b.msg, send_limit).await {
-                            break None;
+                        if let Err(close) = out.send(&mut socket, held.take(), b.msg).await {
+                            break close;
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
@@ -82,8 +109,8 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                         warn!(viewer = id, skipped = n, "viewer lagging; skipped ahead to live");
                         let (fresh, catchup) = app.core.subscribe();
                         rx = fresh;
-                        if !send_batches(&mut socket, &app, catchup, send_limit).await {
-                            break None;
+                        if let Err(close) = out.send_batches(&mut socket, catchup).await {
+                            break close;
                         }
                     }
                     Err(RecvError::Closed) => break Some(crate::app::shutdown_reason()),
@@ -97,8 +124,8 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                     // as fresh as it is now.
                     held = None;
                     let msg = telemetry.borrow_and_update().viewer_msg.clone();
-                    if !send_bytes(&mut socket, &app, None, msg, send_limit).await {
-                        break None;
+                    if let Err(close) = out.send(&mut socket, None, msg).await {
+                        break close;
                     }
                 }
                 msg = socket.recv() => match msg {
@@ -140,45 +167,73 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
     debug!(viewer = id, "viewer disconnected");
 }
 
-/// Sends `msg`, preceded by `lead` in the same `write` if there is one.
-async fn send_bytes(
-    socket: &mut WebSocket,
-    app: &App,
-    lead: Option<Bytes>,
-    msg: Bytes,
+/// How a viewer's messages go out: timed, counted, and bounded by what it
+/// leaves unread.
+struct Out<'a> {
+    app: &'a App,
+    queue: SendQueue,
+    /// `--viewer-max-unsent` when paced.
+    bound: Option<usize>,
     limit: Duration,
-) -> bool {
-    let len = (msg.len() + lead.as_ref().map_or(0, Bytes::len)) as u64;
-    let sent = match lead {
-        Some(lead) => {
-            ws::send_pair_outcome(socket, Message::Binary(lead), Message::Binary(msg), limit).await
-        }
-        None => ws::send_outcome(socket, Message::Binary(msg), limit).await,
-    };
-    match sent {
-        ws::Sent::Ok => {
-            app.stats.viewer_bytes_sent.add(len);
-            true
-        }
-        ws::Sent::Gone => false,
-        ws::Sent::TimedOut => {
-            app.stats.viewers_dropped_slow.inc();
-            warn!("viewer took no bytes for {limit:?}; dropped");
-            false
-        }
-    }
 }
 
-async fn send_batches(
-    socket: &mut WebSocket,
-    app: &App,
-    batches: Vec<Batch>,
-    limit: Duration,
-) -> bool {
-    for b in batches {
-        if !send_bytes(socket, app, None, b.msg, limit).await {
-            return false;
+/// `Err(None)`: the viewer is gone; `Err(Some(reason))`: close it.
+type Sent = Result<(), Option<CloseReason>>;
+
+impl Out<'_> {
+    /// Sends `msg` (preceded by `lead` in the same `write` if there is
+    /// one), unless what was written before is still unread beyond
+    /// `--viewer-max-unsent`: a viewer that keeps up has taken the last
+    /// message by the time the next is due (a quarter of a second later;
+    /// a catch-up is about a second of frames, well under the bound).
+    async fn send(&self, socket: &mut WebSocket, lead: Option<Bytes>, msg: Bytes) -> Sent {
+        if let Some(max) = self.bound
+            && let Ok(unsent) = self.queue.unsent()
+            && unsent > max
+        {
+            self.app.stats.viewers_dropped_slow.inc();
+            warn!(unsent, max, "viewer not reading; closed");
+            return Err(Some(CloseReason::new(
+                POLICY,
+                format!("not reading: {unsent} bytes unread, over the limit of {max}"),
+            )));
+        }
+        self.write(socket, lead, msg).await
+    }
+
+    async fn send_batches(&self, socket: &mut WebSocket, batches: Vec<Batch>) -> Sent {
+        for b in batches {
+            self.send(socket, None, b.msg).await?;
+        }
+        Ok(())
+    }
+
+    /// The timed write, counted.
+    async fn write(&self, socket: &mut WebSocket, lead: Option<Bytes>, msg: Bytes) -> Sent {
+        let app = self.app;
+        let limit = self.limit;
+        let len = (msg.len() + lead.as_ref().map_or(0, Bytes::len)) as u64;
+        let sent = match lead {
+            Some(lead) => {
+                ws::send_pair_outcome(socket, Message::Binary(lead), Message::Binary(msg), limit)
+                    .await
+            }
+            None => ws::send_outcome(socket, Message::Binary(msg), limit).await,
+        };
+        match sent {
+            ws::Sent::Ok => {
+                app.stats.viewer_bytes_sent.add(len);
+                Ok(())
+            }
+            ws::Sent::Gone => Err(None),
+            ws::Sent::TimedOut => {
+                app.stats.viewers_dropped_slow.inc();
+                warn!("viewer took no bytes for {limit:?}; dropped");
+                Err(Some(CloseReason::new(
+                    POLICY,
+                    format!("not reading: took no bytes for {} s", limit.as_secs()),
+                )))
+            }
         }
     }
-    true
 }

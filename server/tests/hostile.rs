@@ -197,3 +197,50 @@ async fn a_viewer_that_never_reads_does_not_hold_anyone_back() {
     }
     server.shutdown(Duration::from_secs(3)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_leaving_too_much_unread_is_closed_with_a_reason() {
+    let mut cfg = config();
+    // Real time, fast enough to fill socket buffers in seconds; the send
+    // timeout and the idle reaper far away, so only the unread bound can
+    // end the viewer, whatever it answers.
+    cfg.fps = 3000;
+    cfg.send_timeout_secs = 3600;
+    cfg.idle_secs = 3600;
+    // A short catch-up: at 3000 fps a second of it is ~265 KB in one burst.
+    cfg.viewer_lead_secs = 0.2;
+    // The default bound (256 KiB).
+    assert_eq!(cfg.viewer_max_unsent, 256 * 1024);
+    cfg.verify = donut_server::config::VerifyPolicy::Off;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    // A tiny receive window, and no reading for now.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket.connect(addr).await.expect("connect");
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (mut stuck, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws/viewer"), stream)
+        .await
+        .expect("handshake");
+    let mut viewer = Viewer::connect(addr).await;
+    let workers: Vec<_> = (0..2).map(|_| worker(addr, 1)).collect();
+    viewer.receive(3000).await;
+    wait_stats(addr, "the unread viewer is closed", |s| {
+        s["viewers_dropped_slow"].as_u64().unwrap_or(0) > 0 && s["viewers"] == 1
+    })
+    .await;
+    // Reading it all now ends in the close frame, with the reason.
+    let (code, reason) = expect_close(&mut stuck).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(
+        reason.contains("not reading") && reason.contains("over the limit of 262144"),
+        "{reason}"
+    );
+    // The reading viewer got everything, gap-free and correct, and keeps going.
+    let target = viewer.seen.frames + 3000;
+    viewer.receive(target).await;
+    for w in workers {
+        w.abort();
+    }
+    server.shutdown(Duration::from_secs(3)).await;
+}
