@@ -10,9 +10,7 @@ use std::time::Duration;
 use common::*;
 use donut_server::config::{ServeConfig, VerifyPolicy};
 use donut_shared::PACKED_LEN;
-use donut_shared::wire::{RESULT_HEADER_LEN, ToWorker};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use donut_shared::wire::RESULT_HEADER_LEN;
 
 fn quorum_config(wait_ms: u64) -> ServeConfig {
     let mut cfg = config();
@@ -55,39 +53,16 @@ async fn a_fleet_of_one_address_is_settled_by_the_server() {
     server.shutdown(Duration::from_secs(3)).await;
 }
 
-/// A worker from 127.0.0.3 that forges one frame of every batch; returns
-/// the server's close and how many batches it sent.
+/// A worker from 127.0.0.3 that forges one glyph (row 7, column 40 of its
+/// last frame: the layout stays valid) in every batch.
 async fn liar(addr: std::net::SocketAddr) -> ((u16, String), usize) {
-    let mut ws = connect_from(addr, "/ws/worker", loopback(3)).await;
-    hello(&mut ws, 2).await;
-    let mut sent = 0;
-    let run = async {
-        while let Some(msg) = ws.next().await {
-            match msg {
-                Ok(Message::Binary(b)) => {
-                    if let Ok(ToWorker::Task(t)) = ToWorker::decode(&b) {
-                        let mut r = result_for(&t);
-                        // Another glyph at row 7, column 40 of the last
-                        // frame: the layout stays valid.
-                        let at = RESULT_HEADER_LEN + (t.count as usize - 1) * PACKED_LEN + 300;
-                        r[at] = (((r[at] >> 4) % 12 + 1) << 4) | (r[at] & 0x0f);
-                        if ws.send(Message::binary(r)).await.is_err() {
-                            break;
-                        }
-                        sent += 1;
-                    }
-                }
-                Ok(Message::Close(Some(f))) => return (u16::from(f.code), f.reason.to_string()),
-                Ok(_) => {}
-                Err(e) => return (0, e.to_string()),
-            }
-        }
-        (0, "ended without close".to_owned())
-    };
-    let close = tokio::time::timeout(HANG, run)
-        .await
-        .expect("liar is cut off in time");
-    (close, sent)
+    let forge: Forge = Box::new(|t| {
+        let mut r = result_for(t);
+        let at = RESULT_HEADER_LEN + (t.count as usize - 1) * PACKED_LEN + 300;
+        r[at] = (((r[at] >> 4) % 12 + 1) << 4) | (r[at] & 0x0f);
+        vec![r]
+    });
+    cheat_from(addr, 3, forge).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,3 +278,41 @@ impl BackgroundViewer {
         viewer.seen
     }
 }
+
+/// What a hostile worker sends for each task it is given.
+pub type Forge = Box<dyn FnMut(&Task) -> Vec<Vec<u8>> + Send>;
+
+/// Runs a hostile worker from 127.0.0.`from` until the server closes it;
+/// returns the close and how many results it sent.
+pub async fn cheat_from(addr: SocketAddr, from: u8, mut forge: Forge) -> ((u16, String), usize) {
+    let mut ws = connect_from(addr, "/ws/worker", loopback(from)).await;
+    hello(&mut ws, 2).await;
+    let mut sent = 0;
+    let run = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Binary(b)) => {
+                    if let Ok(ToWorker::Task(t)) = ToWorker::decode(&b) {
+                        for m in forge(&t) {
+                            if ws.send(Message::binary(m)).await.is_err() {
+                                break;
+                            }
+                            sent += 1;
+                        }
+                    }
+                }
+                Ok(Message::Close(Some(CloseFrame { code, reason }))) => {
+                    return (u16::from(code), reason.to_string());
+                }
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => {}
+                Err(e) => return (0, e.to_string()),
+            }
+        }
+        (0, "ended without close".to_owned())
+    };
+    let close = tokio::time::timeout(HANG, run)
+        .await
+        .expect("cheater is cut off in time");
+    (close, sent)
+}
