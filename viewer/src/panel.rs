@@ -3,6 +3,8 @@
 //! The page declares the panel in HTML with `data-stat` attributes; the
 //! viewer finds them once and sets their text. Keeping the numbers in wasm
 //! keeps the shim free of logic, and a missing element is simply skipped.
+//! The panel itself (`[data-panel]`) carries `data-stale` while the figures
+//! are not live (the server is unreachable), and the stylesheet dims them.
 
 use web_sys::{Document, Element};
 
@@ -21,6 +23,7 @@ pub const STATS: [&str; 9] = [
 
 /// The panel's elements.
 pub struct Panel {
+    root: Option<Element>,
     elements: Vec<(&'static str, Element)>,
 }
 
@@ -36,7 +39,20 @@ impl Panel {
                     .map(|e| (*name, e))
             })
             .collect();
-        Self { elements }
+        let root = doc.query_selector("[data-panel]").ok().flatten();
+        Self { root, elements }
+    }
+
+    /// Marks the figures stale (`data-stale` on the panel) or live.
+    pub fn set_stale(&self, stale: bool) {
+        let Some(root) = &self.root else { return };
+        if root.has_attribute("data-stale") != stale {
+            let _ = if stale {
+                root.set_attribute("data-stale", "")
+            } else {
+                root.remove_attribute("data-stale")
+            };
+        }
     }
 
     /// Sets the text of stat `name`, if the element exists and changed.
