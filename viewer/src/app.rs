@@ -28,7 +28,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, HtmlCanvasElement, MessageEvent, WebSocket, Window};
 
 use crate::clock::{History, RateMeter};
-use crate::panel::{Panel, buffer_text, group};
+use crate::panel::{Panel, RunningTotal, buffer_text, group};
 use crate::player::{Player, Received};
 use crate::screen::{Chart, Layout, Screen};
 
@@ -103,8 +103,9 @@ struct Milestones {
 struct Contribution {
     on: bool,
     state: String,
-    rendered: f64,
-    contributed: f64,
+    /// Across workers: the page starts a fresh one after a freeze.
+    rendered: RunningTotal,
+    contributed: RunningTotal,
 }
 
 struct Inner {
@@ -388,10 +389,10 @@ impl DonutViewer {
             v.contribution.state = s;
         }
         if let Some(n) = get("rendered").and_then(|n| n.as_f64()) {
-            v.contribution.rendered = n;
+            v.contribution.rendered.update(n as u64);
         }
         if let Some(n) = get("contributed").and_then(|n| n.as_f64()) {
-            v.contribution.contributed = n;
+            v.contribution.contributed.update(n as u64);
         }
         v.update_contribution();
     }
@@ -519,11 +520,11 @@ impl Inner {
             (false, _) => "off (watching only)".to_owned(),
             (true, "connected") => format!(
                 "{} frames ({} rendered)",
-                group(c.contributed as u64),
-                group(c.rendered as u64)
+                group(c.contributed.total()),
+                group(c.rendered.total())
             ),
             (true, "") => "starting…".to_owned(),
-            (true, state) => format!("{state} · {} frames", group(c.contributed as u64)),
+            (true, state) => format!("{state} · {} frames", group(c.contributed.total())),
         };
         self.panel.set("mine", &text);
     }

@@ -74,6 +74,30 @@ impl Panel {
     }
 }
 
+/// A counter reported by a source that may start over from zero (this
+/// tab's Web Worker, replaced after the page was frozen): the total keeps
+/// what earlier sources counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunningTotal {
+    earlier: u64,
+    current: u64,
+}
+
+impl RunningTotal {
+    /// The source now reports `n`; less than before means it started over.
+    pub fn update(&mut self, n: u64) {
+        if n < self.current {
+            self.earlier = self.earlier.saturating_add(self.current);
+        }
+        self.current = n;
+    }
+
+    /// Everything counted, by this source and the earlier ones.
+    pub fn total(&self) -> u64 {
+        self.earlier.saturating_add(self.current)
+    }
+}
+
 /// `n` with thousands separators: `1234567` → `"1,234,567"`.
 pub fn group(n: u64) -> String {
     let digits = n.to_string();
@@ -110,6 +134,21 @@ mod tests {
         assert_eq!(group(1_000), "1,000");
         assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(group(u64::MAX), "18,446,744,073,709,551,615");
+    }
+
+    #[test]
+    fn a_running_total_survives_its_source_starting_over() {
+        let mut t = RunningTotal::default();
+        t.update(100);
+        t.update(250);
+        assert_eq!(t.total(), 250);
+        // A fresh worker starts from zero.
+        t.update(0);
+        assert_eq!(t.total(), 250);
+        t.update(40);
+        assert_eq!(t.total(), 290);
+        t.update(40);
+        assert_eq!(t.total(), 290);
     }
 
     #[test]
