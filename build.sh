@@ -3,7 +3,7 @@
 #
 #   ./build.sh [run] [SERVER ARGS...]  set up, build, serve on :8080 (default)
 #   ./build.sh build                   set up and build only
-#   ./build.sh test                    set up (incl. Chromium) and run every check
+#   ./build.sh test                    set up (incl. Chromium, Firefox) and run every check
 #   ./build.sh help                    this text
 #
 # Setup installs only what is missing, so a second run is fast:
@@ -11,6 +11,7 @@
 #   - wasm-pack                                   (cargo install --locked)
 #   - wasm-bindgen-cli, exactly the version that Cargo.lock pins
 #   - Chromium, chromedriver, nginx, Node.js for `test` (Debian apt, as root)
+#   - Firefox ESR (Debian apt) and geckodriver (cargo install) for `test`
 # The wasm packages are rebuilt only when their inputs change. CARGO_TARGET_DIR
 # is respected throughout.
 set -euo pipefail
@@ -122,6 +123,27 @@ ensure_nginx() {
     apt-get update || die "apt-get update failed"
     apt-get install -y nginx || die "apt-get install nginx failed"
     [ -x "${DONUT_NGINX:-/usr/sbin/nginx}" ] || die "nginx still not at ${DONUT_NGINX:-/usr/sbin/nginx} after apt-get install"
+}
+
+ensure_firefox() {
+    if ! have firefox-esr && ! have firefox; then
+        [ "$(id -u)" -eq 0 ] \
+            || die "Firefox is needed for the browser tests: run as root, or apt-get install firefox-esr"
+        have apt-get || die "Firefox is missing and apt-get is not available to install it"
+        say "installing Firefox ESR from Debian"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update || die "apt-get update failed"
+        apt-get install -y firefox-esr || die "apt-get install firefox-esr failed"
+        have firefox-esr || die "firefox-esr still not on PATH after apt-get install"
+    fi
+    if ! have geckodriver; then
+        # Mozilla ships geckodriver as a crate; Debian does not package it.
+        say "installing geckodriver (cargo install geckodriver --locked; a few minutes, once)"
+        cargo install geckodriver --locked \
+            || { say "--locked install failed; retrying with fresh dependency resolution"
+                 cargo install geckodriver; } \
+            || die "cargo install geckodriver failed"
+    fi
 }
 
 # The wasm determinism test runs the shipped worker wasm in Node's V8.
@@ -252,6 +274,7 @@ case "$cmd" in
         setup
         ensure_chromium
         ensure_nginx
+        ensure_firefox
         ensure_node
         build_wasm_packages
         run_tests

@@ -3,6 +3,7 @@
 //! them on. The viewer message is encoded once here; worker connections add
 //! their own contribution before encoding theirs.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,40 +68,108 @@ pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
     }
 }
 
-/// Seconds the fleet's frames/s is averaged over. Results arrive as whole
-/// tasks (about 100 ms of frames each, several per second at 60 fps), so a
-/// one-second sample swings by a task or two either way.
-pub const FLEET_FPS_WINDOW: usize = 5;
+/// Shortest window the fleet's frames/s is averaged over.
+pub const FLEET_FPS_WINDOW: Duration = Duration::from_secs(8);
+/// Longest window (for workers whose tasks come this rarely).
+const FLEET_FPS_MAX_WINDOW: Duration = Duration::from_secs(60);
+/// How often the accepted-frames counter is read, to time each arrival.
+pub const FLEET_FPS_SAMPLE: Duration = Duration::from_millis(20);
 
-/// Frames accepted over the last [`FLEET_FPS_WINDOW`] seconds, as a rate.
+/// The fleet's frames/s, from the frames accepted and when they arrived.
+///
+/// Results arrive as whole tasks (about 100 ms of work each: 45 frames for
+/// a tab, 600 for a fast native worker), so counting the frames accepted in
+/// a fixed window aliases with the task size: a steady 60 frames/s in
+/// 45-frame tasks read 54, 63, 63 over 5 s, depending on how many tasks
+/// fell inside. Here each arrival (the counter is read every
+/// [`FLEET_FPS_SAMPLE`] to time them) is weighted by a Hann window over its
+/// age: an arrival enters and leaves the average smoothly instead of
+/// stepping it by a whole task, so a periodic stream of tasks reads its
+/// rate to well under one frame a second once the window spans a few of
+/// them. The window is [`FLEET_FPS_WINDOW`], or four mean gaps between
+/// arrivals if that is longer: a Hann window of a whole number of periods
+/// (two or more) sees a periodic stream exactly, so even a worker sending
+/// 600 frames every 10 s reads 60. The price is lag: a change shows fully
+/// after one window, and a fleet that stops reads zero after one window.
 #[derive(Debug)]
 struct FleetRate {
-    /// (when, frames accepted so far), oldest first.
-    samples: std::collections::VecDeque<(Instant, u64)>,
+    /// Where counting began.
+    since: Instant,
+    /// The counter when last read.
+    last: u64,
+    /// (when, frames) of each arrival, oldest first, within the longest
+    /// window.
+    arrivals: VecDeque<(Instant, u64)>,
 }
 
 impl FleetRate {
+    /// Most arrivals kept: one per sample over the longest window.
+    const MAX_ARRIVALS: usize = 3_000;
+
     fn new(now: Instant, frames: u64) -> Self {
-        let mut samples = std::collections::VecDeque::with_capacity(FLEET_FPS_WINDOW + 1);
-        samples.push_back((now, frames));
-        Self { samples }
+        Self {
+            since: now,
+            last: frames,
+            arrivals: VecDeque::with_capacity(256),
+        }
     }
 
-    /// Records a sample and returns frames per second since the oldest kept.
-    fn update(&mut self, now: Instant, frames: u64) -> u32 {
-        self.samples.push_back((now, frames));
-        if self.samples.len() > FLEET_FPS_WINDOW + 1 {
-            self.samples.pop_front();
+    /// Reads the counter: records an arrival if it moved.
+    fn observe(&mut self, now: Instant, frames: u64) {
+        if frames == self.last {
+            return;
         }
-        let Some(&(t0, f0)) = self.samples.front() else {
-            return 0;
+        self.arrivals
+            .push_back((now, frames.saturating_sub(self.last)));
+        self.last = frames;
+        while self.arrivals.len() > Self::MAX_ARRIVALS
+            || self
+                .arrivals
+                .front()
+                .is_some_and(|&(t, _)| now.saturating_duration_since(t) > FLEET_FPS_MAX_WINDOW)
+        {
+            self.arrivals.pop_front();
+        }
+    }
+
+    /// The averaging window: the minimum, or four mean gaps.
+    fn window(&self) -> f64 {
+        let min = FLEET_FPS_WINDOW.as_secs_f64();
+        let (Some(&(first, _)), Some(&(last, _))) = (self.arrivals.front(), self.arrivals.back())
+        else {
+            return min;
         };
-        let dt = now.saturating_duration_since(t0).as_secs_f64();
-        if dt > 0.0 {
-            (frames.saturating_sub(f0) as f64 / dt).round() as u32
-        } else {
-            0
+        let gaps = self.arrivals.len().saturating_sub(1).max(1) as f64;
+        let mean_gap = last.saturating_duration_since(first).as_secs_f64() / gaps;
+        (4.0 * mean_gap).clamp(min, FLEET_FPS_MAX_WINDOW.as_secs_f64())
+    }
+
+    /// Frames per second as of `now`.
+    fn rate(&self, now: Instant) -> u32 {
+        let window = self.window();
+        let elapsed = now.saturating_duration_since(self.since).as_secs_f64();
+        if elapsed < window {
+            // Not a window of history yet: plain frames over time so far.
+            if elapsed <= 0.0 {
+                return 0;
+            }
+            let frames: u64 = self.arrivals.iter().map(|&(_, f)| f).sum();
+            return (frames as f64 / elapsed).round() as u32;
         }
+        let weighted: f64 = self
+            .arrivals
+            .iter()
+            .map(|&(t, frames)| {
+                let age = now.saturating_duration_since(t).as_secs_f64() / window;
+                if age < 1.0 {
+                    frames as f64 * (std::f64::consts::PI * age).sin().powi(2)
+                } else {
+                    0.0
+                }
+            })
+            .sum();
+        // The Hann window's integral is half its length.
+        (weighted / (window / 2.0)).round() as u32
     }
 }
 
@@ -110,15 +179,22 @@ pub async fn run(
     tx: watch::Sender<TelemetryMsg>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(INTERVAL);
+    let mut publish = tokio::time::interval(INTERVAL);
+    let mut sample = tokio::time::interval(FLEET_FPS_SAMPLE);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut rate = FleetRate::new(Instant::now(), src.stats.frames_accepted.get());
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = sample.tick() => {
+                rate.observe(Instant::now(), src.stats.frames_accepted.get());
+            }
+            _ = publish.tick() => {
+                let now = Instant::now();
+                rate.observe(now, src.stats.frames_accepted.get());
+                tx.send_replace(TelemetryMsg::new(compute(&src, rate.rate(now))));
+            }
             _ = shutdown.changed() => return,
         }
-        let fleet_fps = rate.update(Instant::now(), src.stats.frames_accepted.get());
-        tx.send_replace(TelemetryMsg::new(compute(&src, fleet_fps)));
     }
 }
 
@@ -126,22 +202,88 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    #[test]
-    fn fleet_rate_averages_lumpy_arrivals_over_the_window() {
+    /// Simulates workers delivering `(lump, period_ms, phase_ms)` each,
+    /// the counter read every [`FLEET_FPS_SAMPLE`] and the rate published
+    /// every second, for `secs` seconds; returns what was published.
+    fn published(workers: &[(u64, u64, u64)], secs: u64, stop_at_ms: u64) -> Vec<u32> {
         let t0 = Instant::now();
         let mut rate = FleetRate::new(t0, 0);
-        // 60 frames/s delivered as 90- and 30-frame seconds alternately.
-        let mut frames = 0;
-        let mut last = 0;
-        for s in 1..=10u64 {
-            frames += if s % 2 == 1 { 90 } else { 30 };
-            last = rate.update(t0 + Duration::from_secs(s), frames);
+        let sample = FLEET_FPS_SAMPLE.as_millis() as u64;
+        let mut out = Vec::new();
+        for ms in (sample..=secs * 1000).step_by(sample as usize) {
+            let frames: u64 = workers
+                .iter()
+                .map(|&(lump, period, phase)| {
+                    let until = ms.min(stop_at_ms);
+                    if until < phase {
+                        0
+                    } else {
+                        lump * ((until - phase) / period + 1)
+                    }
+                })
+                .sum();
+            let now = t0 + Duration::from_millis(ms);
+            rate.observe(now, frames);
+            if ms % 1000 == 0 {
+                out.push(rate.rate(now));
+            }
         }
-        // The last 5 s hold 30 + 90 + 30 + 90 + 30 frames.
-        assert_eq!(last, 54);
-        assert_eq!(rate.samples.len(), FLEET_FPS_WINDOW + 1);
-        // Before the window fills, the rate covers what there is.
-        let mut young = FleetRate::new(t0, 0);
-        assert_eq!(young.update(t0 + Duration::from_secs(2), 120), 60);
+        out
+    }
+
+    #[test]
+    fn a_steady_worker_reads_its_rate_whatever_its_task_size() {
+        // 60 frames/s in tasks of 30 to 600 frames, at several phases
+        // against the sampling and the publishing. Counting frames in a
+        // fixed 5 s window read 54, 63, 63 for the 45-frame case.
+        for lump in [30, 45, 50, 64, 90, 100, 120, 150, 300, 600] {
+            let period = lump * 1000 / 60;
+            for phase in [0, 7, 333, 500, 999] {
+                let secs = 20 + 6 * period / 1000;
+                let got = published(&[(lump, period, phase)], secs, u64::MAX);
+                // Once the window has filled.
+                let settled = &got[(8 + 5 * period / 1000) as usize..];
+                assert!(
+                    settled.iter().all(|&r| r == 60),
+                    "{lump}-frame tasks at phase {phase} ms: {got:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_workers_read_close_to_their_sum() {
+        // 30 frames/s in 45-frame tasks plus 30 frames/s in 20-frame
+        // tasks; three tabs of 20 frames/s each; 60 + 27 frames/s.
+        for (workers, want) in [
+            (vec![(45, 1500, 100), (20, 667, 250)], 60),
+            (vec![(45, 2250, 0), (45, 2250, 700), (45, 2250, 1500)], 60),
+            (vec![(100, 1667, 50), (45, 1667, 900)], 87),
+        ] {
+            let got = published(&workers, 30, u64::MAX);
+            let settled = &got[9..];
+            assert!(
+                settled.iter().all(|&r| r.abs_diff(want) <= 1),
+                "{workers:?}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_rate_falls_to_zero_when_arrivals_stop() {
+        let got = published(&[(45, 750, 0)], 30, 15_000);
+        assert_eq!(got[13], 60, "{got:?}");
+        assert!(got[17] < 50, "{got:?}");
+        assert!(got[24..].iter().all(|&r| r == 0), "{got:?}");
+        // Nothing ever arrived: zero, not a division by zero.
+        assert_eq!(published(&[], 3, u64::MAX), vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn the_first_seconds_cover_what_there_is() {
+        // Before a window of history, frames over time so far: rough (a
+        // task more or less is a large share), but there at once.
+        let got = published(&[(30, 500, 250)], 8, u64::MAX);
+        assert!(got.iter().all(|&r| (50..=70).contains(&r)), "{got:?}");
     }
 }

@@ -1,17 +1,19 @@
-//! End-to-end tests in real headless Chromium, driven from Rust over
-//! chromedriver's W3C WebDriver protocol (fantoccini).
+//! End-to-end tests in real headless Chromium and Firefox, driven from Rust
+//! over chromedriver's and geckodriver's W3C WebDriver protocol
+//! (fantoccini).
 //!
 //! Every test starts the real `donut` binary on a free loopback port (so the
 //! page, the worker script and both wasm packages are the ones the binary
 //! serves), its own chromedriver and a fresh Chromium profile, and checks
 //! what the server counted and what the pages report. The tests fail, never
-//! skip, when Chromium, chromedriver or the wasm packages are missing: run
-//! `./build.sh` (or `./build.sh test`) first.
+//! skip, when Chromium, chromedriver, Firefox, geckodriver or the wasm
+//! packages are missing: run `./build.sh test` first.
 //!
 //! They run one at a time (a process-wide lock): each one starts a browser,
 //! and the machine has two cores.
 
 mod chromium;
+mod firefox;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ const POLL: Duration = Duration::from_millis(200);
 /// One browser test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const HOW_TO_FIX: &str = "run ./build.sh (it installs Chromium and chromedriver and builds the wasm packages into www/pkg)";
+const HOW_TO_FIX: &str = "run ./build.sh test (it installs Chromium, chromedriver, Firefox and geckodriver and builds the wasm packages into www/pkg)";
 
 fn www() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../www")
@@ -41,9 +43,9 @@ fn www() -> PathBuf {
 
 /// Fails the test, with instructions, if anything the browser tests need
 /// is missing.
-fn require_prerequisites() {
+fn require_prerequisites(browser: [PathBuf; 2]) {
     let mut missing = Vec::new();
-    for p in [chromium::chromium(), chromium::chromedriver()] {
+    for p in browser {
         if !p.is_file() {
             missing.push(p.display().to_string());
         }
@@ -141,17 +143,53 @@ struct Browser {
 
 impl Browser {
     async fn launch(device_scale: f64) -> Self {
-        require_prerequisites();
         let scale = format!("--force-device-scale-factor={device_scale}");
-        let s = chromium::launch(&[scale], HANG)
+        Self::chromium(&[scale]).await
+    }
+
+    /// Chromium with `extra` command-line flags.
+    async fn chromium(extra: &[String]) -> Self {
+        require_prerequisites([chromium::chromium(), chromium::chromedriver()]);
+        let s = chromium::launch(extra, HANG)
             .await
             .unwrap_or_else(|e| panic!("{e}: {HOW_TO_FIX}"));
+        Self::with(s)
+    }
+
+    /// Firefox with `prefs` on top of the quiet ones.
+    async fn firefox(prefs: &[(&str, Value)]) -> Self {
+        require_prerequisites([firefox::firefox(), firefox::geckodriver()]);
+        let s = firefox::launch(prefs, HANG)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {HOW_TO_FIX}"));
+        Self::with(s)
+    }
+
+    fn with(s: chromium::Session) -> Self {
         Self {
             client: s.client,
             tabs: Vec::new(),
             _driver: s.driver,
             profile: s.profile,
         }
+    }
+
+    /// Loads `url` in the first tab without waiting for the viewer (for
+    /// pages that must not start one).
+    async fn goto(&mut self, url: &str) {
+        if self.tabs.is_empty() {
+            let handle = self.client.window().await.expect("the initial window");
+            self.tabs.push(handle);
+        }
+        self.focus(0).await;
+        self.client.goto(url).await.expect("load the page");
+    }
+
+    /// A CDP command in the current tab (Chromium only).
+    async fn cdp(&self, cmd: &str, params: Value) -> Value {
+        chromium::cdp(&self.client, cmd, params)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Opens `url` in a new tab (the first in the initial window) and waits
@@ -680,6 +718,17 @@ fn viewer_and_worker_reconnect_after_the_server_restarts() {
             (state == "reconnecting" && worker == "reconnecting").then_some(())
         })
         .await;
+        // The panel's figures are the last ones received: marked stale.
+        eventually("the panel to mark its figures stale", async || {
+            browser
+                .js("const p = document.querySelector('[data-panel]');\
+                     return p.hasAttribute('data-stale')\
+                       && getComputedStyle(p.querySelector('.stale-note')).display !== 'none'")
+                .await
+                .as_bool()
+                .filter(|b| *b)
+        })
+        .await;
         // A new server on the same address: the page finds it on its own,
         // contributes again, and plays the new stream from its start.
         let server = Server::start_on(port, &[]);
@@ -703,6 +752,14 @@ fn viewer_and_worker_reconnect_after_the_server_restarts() {
                 .await,
             "live"
         );
+        eventually("the panel to show live figures again", async || {
+            (browser
+                .js("return document.querySelector('[data-panel]').hasAttribute('data-stale')")
+                .await
+                == false)
+                .then_some(())
+        })
+        .await;
         assert_eq!(num(&server.stats(), "batches_rejected"), 0);
         browser.quit().await;
     });
@@ -760,6 +817,342 @@ fn a_tab_back_from_the_background_jumps_to_live_instead_of_replaying() {
             "the tab replayed what it missed: {drawn} frames drawn to get from {hidden_frame} to {back}"
         );
         browser.wait_playing_past(tab, back, 60).await;
+        browser.quit().await;
+    });
+}
+
+/// Waits for the page's "cannot run" message and returns which features
+/// it names (`data-missing`) and its text; checks that no viewer started.
+async fn unsupported_message(browser: &Browser, server: &Server) -> (String, String) {
+    let shown = eventually("the unsupported-browser message", async || {
+        let v = browser
+            .js("const b = document.getElementById('unsupported');\
+                 return b && !b.hidden ? {missing: b.dataset.missing, text: b.innerText,\
+                   visible: b.getBoundingClientRect().height > 0} : null")
+            .await;
+        (!v.is_null()).then_some(v)
+    })
+    .await;
+    assert_eq!(shown["visible"], true, "{shown}");
+    let text = shown["text"].as_str().unwrap_or_default().to_owned();
+    for browsers in ["Chrome or Edge 96+", "Firefox 89+", "Safari 16.4+"] {
+        assert!(
+            text.contains(browsers),
+            "the message names no {browsers}: {text}"
+        );
+    }
+    // Nothing was started: no viewer object, no socket on the server.
+    assert_eq!(
+        browser.js("return typeof window.donutViewer").await,
+        "undefined"
+    );
+    let stats = server.stats();
+    assert_eq!(num(&stats, "viewers"), 0, "{stats}");
+    assert_eq!(num(&stats, "workers"), 0, "{stats}");
+    let missing = shown["missing"].as_str().unwrap_or_default().to_owned();
+    (missing, text)
+}
+
+#[test]
+fn a_page_without_webassembly_says_which_browsers_it_needs() {
+    serial(async {
+        let server = Server::start(&[]);
+        // No WebAssembly object, as in a browser with it switched off.
+        // (Chromium 156 ignores V8's `--noexpose_wasm`, so it is deleted
+        // before any of the page's scripts run; Firefox's own switch is
+        // tested below.)
+        let mut browser = Browser::chromium(&[]).await;
+        browser
+            .cdp(
+                "Page.addScriptToEvaluateOnNewDocument",
+                serde_json::json!({"source": "delete globalThis.WebAssembly;"}),
+            )
+            .await;
+        browser.goto(&server.url("/")).await;
+        assert_eq!(browser.js("return typeof WebAssembly").await, "undefined");
+        let (missing, text) = unsupported_message(&browser, &server).await;
+        assert_eq!(missing, "WebAssembly", "{text}");
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn a_page_whose_engine_lacks_simd_names_what_is_missing() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::chromium(&[]).await;
+        // Before any of the page's scripts: an engine that rejects every
+        // module using a SIMD instruction (opcode prefix 0xfd), as one
+        // without SIMD does; everything else validates as before.
+        browser
+            .cdp(
+                "Page.addScriptToEvaluateOnNewDocument",
+                serde_json::json!({"source": "{\
+                    const validate = WebAssembly.validate;\
+                    WebAssembly.validate = (b) =>\
+                      !new Uint8Array(b.buffer ?? b).includes(0xfd) && validate(b);\
+                  }"}),
+            )
+            .await;
+        browser.goto(&server.url("/")).await;
+        let (missing, text) = unsupported_message(&browser, &server).await;
+        assert_eq!(missing, "SIMD", "{text}");
+        assert!(text.contains("SIMD"), "{text}");
+        browser.quit().await;
+    });
+}
+
+/// Waits until the server counts `workers` workers and `viewers` viewers.
+async fn wait_for_fleet(server: &Server, workers: u64, viewers: u64, what: &str) {
+    eventually(what, async || {
+        let s = server.stats();
+        (num(&s, "workers") == workers && num(&s, "viewers") == viewers).then_some(())
+    })
+    .await;
+}
+
+#[test]
+fn a_frozen_or_cached_page_hangs_up_both_sockets_and_comes_back_live() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::chromium(&[]).await;
+        let tab = browser.open(&server.url("/")).await;
+        wait_for_fleet(&server, 1, 1, "the tab's worker and viewer").await;
+        let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+        browser.wait_playing_past(tab, f, 30).await;
+
+        // Frozen, as Chromium freezes a background tab to save power: the
+        // page hears `freeze` and both sockets close (the worker's too,
+        // although the Web Worker freezes with the page).
+        browser
+            .cdp(
+                "Page.setWebLifecycleState",
+                serde_json::json!({"state": "frozen"}),
+            )
+            .await;
+        wait_for_fleet(&server, 0, 0, "the frozen tab to hang up").await;
+        browser
+            .cdp(
+                "Page.setWebLifecycleState",
+                serde_json::json!({"state": "active"}),
+            )
+            .await;
+        wait_for_fleet(&server, 1, 1, "the resumed tab to reconnect").await;
+        // Headless Chromium leaves a page it unfroze hidden (no animation
+        // frames); a minimise and restore makes it visible again.
+        browser.client.minimize_window().await.expect("minimise");
+        browser
+            .client
+            .set_window_size(1280, 720)
+            .await
+            .expect("restore the window");
+        eventually("the page to be visible again", async || {
+            (browser.js("return document.visibilityState").await == "visible").then_some(())
+        })
+        .await;
+
+        // Into the back/forward cache: `pagehide` (persisted), then back
+        // with `pageshow`.
+        let frozen_at = browser.current_frame(tab).await.unwrap_or(0);
+        browser
+            .js("window.dispatchEvent(new PageTransitionEvent('pagehide', {persisted: true}))")
+            .await;
+        wait_for_fleet(&server, 0, 0, "the cached page to hang up").await;
+        let states = browser
+            .js("return [window.donutViewer.connectionState(), window.donutWorkerStats.state]")
+            .await;
+        assert_eq!(states, serde_json::json!(["suspended", "suspended"]));
+        // It stays away: no reconnecting while suspended (the backoff's
+        // first retry would come within a second).
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let stats = server.stats();
+        assert_eq!(
+            (num(&stats, "workers"), num(&stats, "viewers")),
+            (0, 0),
+            "{stats}"
+        );
+        let accepted = num(&stats, "frames_accepted");
+        let head = num(&stats, "head");
+        browser
+            .js("window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
+            .await;
+        wait_for_fleet(&server, 1, 1, "the page back from the cache").await;
+        // Live again: on the server's current frame, not where it left off,
+        // and contributing.
+        let back = eventually("the tab to reach the live frame", async || {
+            browser.current_frame(tab).await.filter(|f| *f >= head)
+        })
+        .await;
+        assert!(back > frozen_at, "{back} after {frozen_at}");
+        eventually("frames from the returned tab", async || {
+            (server.stat("frames_accepted") > accepted).then_some(())
+        })
+        .await;
+        let stats = server.stats();
+        assert_eq!(num(&stats, "batches_rejected"), 0, "{stats}");
+        assert_eq!(num(&stats, "protocol_errors"), 0, "{stats}");
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn the_panel_reads_on_a_4k_tv_and_fits_a_landscape_phone() {
+    serial(async {
+        let server = Server::start(&[]);
+        let _native = server.native_worker();
+        let mut browser = Browser::chromium(&[]).await;
+        browser.open(&server.url("/?contribute=0")).await;
+        // The page's icons are served (the browser asks for /favicon.ico
+        // whatever the page says).
+        for icon in ["/favicon.ico", "/favicon.svg"] {
+            let status = browser
+                .client
+                .execute_async(
+                    "const [path, done] = arguments;\
+                     fetch(path).then(r => r.blob().then(b => done([r.status, b.size, r.headers.get('content-type')])))",
+                    vec![Value::from(icon)],
+                )
+                .await
+                .expect("fetch an icon");
+            assert_eq!(status[0], 200, "{icon}: {status}");
+            assert!(status[1].as_u64().unwrap_or(0) > 100, "{icon}: {status}");
+            assert!(
+                status[2].as_str().unwrap_or("").starts_with("image/"),
+                "{icon}: {status}"
+            );
+        }
+        let measure = "const p = document.querySelector('[data-panel]');\
+            const dd = p.querySelector('dd'); const hint = p.querySelector('.hint');\
+            const stage = document.querySelector('.stage').getBoundingClientRect();\
+            const r = p.getBoundingClientRect();\
+            p.scrollTop = p.scrollHeight;\
+            const last = hint.getBoundingClientRect();\
+            const out = {font: parseFloat(getComputedStyle(dd).fontSize),\
+              overflowY: getComputedStyle(p).overflowY,\
+              panelTop: r.top, panelBottom: r.bottom, panelRight: r.right,\
+              hintBottom: last.bottom, hintTop: last.top,\
+              stageWidth: stage.width, stageHeight: stage.height,\
+              width: innerWidth, height: innerHeight};\
+            p.scrollTop = 0; return out;";
+        let at = async |w: u32, h: u32| {
+            browser
+                .cdp(
+                    "Emulation.setDeviceMetricsOverride",
+                    serde_json::json!({"width": w, "height": h, "deviceScaleFactor": 1, "mobile": false}),
+                )
+                .await;
+            // Let the layout settle.
+            browser
+                .client
+                .execute_async(
+                    "requestAnimationFrame(() => requestAnimationFrame(() => arguments[0](null)))",
+                    Vec::new(),
+                )
+                .await
+                .expect("wait for a refresh");
+            let m = browser.js(measure).await;
+            eprintln!("at {w}x{h}: {m}");
+            m
+        };
+        let f = |m: &Value, k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+        // A 4K TV at scale 1: the figures are twice desktop size.
+        let desktop = at(1280, 720).await;
+        let tv = at(3840, 2160).await;
+        assert!(f(&desktop, "font") >= 13.0, "{desktop}");
+        assert!(f(&tv, "font") >= 24.0, "text too small on a 4K TV: {tv}");
+        assert!(f(&tv, "panelRight") <= f(&tv, "width") + 0.5, "{tv}");
+        // Landscape phones: the panel is a column beside the donut, inside
+        // the screen, and its last line can be scrolled into view.
+        for (w, h) in [(844, 390), (667, 375), (740, 360)] {
+            let m = at(w, h).await;
+            assert!(
+                f(&m, "panelBottom") <= f(&m, "height") + 0.5,
+                "the panel runs off a {w}x{h} screen: {m}"
+            );
+            assert!(
+                f(&m, "hintBottom") <= f(&m, "height") + 0.5
+                    && f(&m, "hintTop") >= f(&m, "panelTop"),
+                "the panel's end cannot be reached at {w}x{h}: {m}"
+            );
+            assert!(
+                f(&m, "stageWidth") >= f(&m, "width") * 0.5 && f(&m, "stageHeight") >= 250.0,
+                "the donut is squeezed at {w}x{h}: {m}"
+            );
+        }
+        browser.quit().await;
+    });
+}
+
+/// Firefox: the page's checks, the worker wasm and the viewer wasm in
+/// SpiderMonkey. Every frame two Firefox tabs render passes the server's
+/// native check (`--verify full`), and they play the show.
+#[test]
+fn firefox_tabs_render_frames_that_verify_and_play_the_show() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::firefox(&[]).await;
+        for _ in 0..2 {
+            browser.open(&server.url("/")).await;
+        }
+        wait_for_fleet(&server, 2, 2, "two Firefox workers and viewers").await;
+        for tab in 0..2 {
+            eventually(
+                &format!("Firefox tab {tab}'s frames to be accepted"),
+                async || {
+                    browser.focus(tab).await;
+                    let s = browser.js("return window.donutWorkerStats ?? null").await;
+                    (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+                },
+            )
+            .await;
+        }
+        let stats = eventually("a few seconds of Firefox frames", async || {
+            let s = server.stats();
+            (num(&s, "frames_accepted") >= 600 && num(&s, "batches_verified") >= 10).then_some(s)
+        })
+        .await;
+        eprintln!("server after two Firefox workers: {stats}");
+        assert_eq!(stats["verify_policy"], "full");
+        assert_eq!(
+            num(&stats, "batches_rejected"),
+            0,
+            "SpiderMonkey's frames differ from native: {stats}"
+        );
+        assert_eq!(num(&stats, "strikes"), 0, "{stats}");
+        assert_eq!(num(&stats, "protocol_errors"), 0, "{stats}");
+        for tab in 0..2 {
+            let now = browser.current_frame(tab).await.unwrap_or(0);
+            browser.wait_playing_past(tab, now, 60).await;
+            // The viewer wasm decoded, in SpiderMonkey, exactly the frame
+            // the native renderer makes.
+            browser.focus(tab).await;
+            let shown = browser
+                .js("const v = window.donutViewer; v.setPaused(true);\
+                     const out = {frame: v.currentFrame(), text: v.currentText()};\
+                     v.setPaused(false); return out;")
+                .await;
+            let frame = num(&shown, "frame");
+            let mut want = [0u8; FRAME_LEN];
+            donut_shared::render(frame, &mut want);
+            assert_eq!(
+                shown["text"].as_str().map(str::as_bytes),
+                Some(&want[..]),
+                "Firefox tab {tab} shows something else than frame {frame}"
+            );
+        }
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn a_firefox_page_without_webassembly_says_so() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser =
+            Browser::firefox(&[("javascript.options.wasm", Value::from(false))]).await;
+        browser.goto(&server.url("/")).await;
+        let (missing, text) = unsupported_message(&browser, &server).await;
+        assert_eq!(missing, "WebAssembly", "{text}");
         browser.quit().await;
     });
 }

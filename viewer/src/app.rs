@@ -5,9 +5,17 @@
 //! The socket only feeds [`Player`]; the animation loop asks the player
 //! which frame is due and draws it when it changes. When the socket closes
 //! the player keeps playing what it has buffered while the viewer reconnects
-//! with backoff, and the panel shows the connection state. Callbacks hold a
-//! `Weak` reference and their socket's generation number, so a late event
-//! from an old socket is ignored.
+//! with backoff, and the panel shows the connection state; while it is not
+//! live the panel's figures are marked stale. Callbacks hold a `Weak`
+//! reference and their socket's generation number, so a late event from an
+//! old socket is ignored.
+//!
+//! A page entering the back/forward cache or being frozen calls
+//! [`DonutViewer::suspend`] (the shim forwards `pagehide` and `freeze`): the
+//! socket is closed normally and nothing reconnects until
+//! [`DonutViewer::resume`] (`pageshow`, `resume`). The server then does not
+//! keep sending batches to a tab that cannot play them, and the clock lands
+//! the returning tab on the live frame.
 
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -20,12 +28,14 @@ use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, HtmlCanvasElement, MessageEvent, WebSocket, Window};
 
 use crate::clock::{History, RateMeter};
-use crate::panel::{Panel, buffer_text, group};
+use crate::panel::{Panel, RunningTotal, buffer_text, group};
 use crate::player::{Player, Received};
 use crate::screen::{Chart, Layout, Screen};
 
 /// How often the panel's playback numbers are refreshed.
 const PANEL_INTERVAL_MS: f64 = 500.0;
+/// Close code for a normal close (the page is hidden).
+const CLOSE_NORMAL: u16 = 1000;
 /// Close code for a protocol violation by the server. Browsers only let a
 /// page close with 1000 or 3000..=4999 (1002 would throw and leave the
 /// socket open), so this is an application code.
@@ -38,7 +48,11 @@ type Handler<E> = Closure<dyn FnMut(E)>;
 enum Link {
     Connecting,
     Live,
-    Waiting { until_ms: f64 },
+    Waiting {
+        until_ms: f64,
+    },
+    /// Hidden in the back/forward cache or frozen: no socket, no retries.
+    Suspended,
 }
 
 struct Socket {
@@ -89,8 +103,9 @@ struct Milestones {
 struct Contribution {
     on: bool,
     state: String,
-    rendered: f64,
-    contributed: f64,
+    /// Across workers: the page starts a fresh one after a freeze.
+    rendered: RunningTotal,
+    contributed: RunningTotal,
 }
 
 struct Inner {
@@ -227,7 +242,7 @@ impl DonutViewer {
         v.shown_meter.per_second(now) as f64
     }
 
-    /// `"connecting"`, `"live"` or `"reconnecting"`.
+    /// `"connecting"`, `"live"`, `"reconnecting"` or `"suspended"`.
     #[wasm_bindgen(js_name = connectionState)]
     pub fn connection_state(&self) -> String {
         self.inner.borrow().link_name().to_owned()
@@ -343,6 +358,19 @@ impl DonutViewer {
         ])
     }
 
+    /// The page is going into the back/forward cache or being frozen:
+    /// closes the socket normally and stops reconnecting until
+    /// [`Self::resume`].
+    pub fn suspend(&self) {
+        self.inner.borrow_mut().suspend();
+    }
+
+    /// The page is back (`pageshow`, `resume`): reconnects at once if it
+    /// was suspended; otherwise does nothing.
+    pub fn resume(&self) {
+        self.inner.borrow_mut().resume();
+    }
+
     /// Whether this tab contributes (the page's switch), for the panel.
     #[wasm_bindgen(js_name = setContributing)]
     pub fn set_contributing(&self, on: bool) {
@@ -361,10 +389,10 @@ impl DonutViewer {
             v.contribution.state = s;
         }
         if let Some(n) = get("rendered").and_then(|n| n.as_f64()) {
-            v.contribution.rendered = n;
+            v.contribution.rendered.update(n as u64);
         }
         if let Some(n) = get("contributed").and_then(|n| n.as_f64()) {
-            v.contribution.contributed = n;
+            v.contribution.contributed.update(n as u64);
         }
         v.update_contribution();
     }
@@ -389,7 +417,39 @@ impl Inner {
             Link::Connecting => "connecting",
             Link::Live => "live",
             Link::Waiting { .. } => "reconnecting",
+            Link::Suspended => "suspended",
         }
+    }
+
+    fn suspend(&mut self) {
+        if self.link == Link::Suspended {
+            return;
+        }
+        if let Some(id) = self.reconnect_timer.take() {
+            self.window.clear_timeout_with_handle(id);
+        }
+        if let Some(s) = self.socket.take() {
+            s.close(CLOSE_NORMAL, "page hidden");
+        }
+        self.link = Link::Suspended;
+        self.show_link();
+    }
+
+    fn resume(&mut self) {
+        if self.link != Link::Suspended {
+            return;
+        }
+        self.backoff.reset();
+        self.link = Link::Connecting;
+        self.connect();
+        self.show_link();
+    }
+
+    /// Shows the connection state now, and marks the fleet's figures stale
+    /// unless they are live.
+    fn show_link(&mut self) {
+        let now = self.now();
+        self.update_playback_panel(now);
     }
 
     fn request_frame(&self) {
@@ -443,10 +503,15 @@ impl Inner {
             }
             Link::Connecting => "connecting…".to_owned(),
             Link::Live => format!("live · {ahead} frames buffered here"),
+            Link::Suspended => "paused while the page is hidden".to_owned(),
         };
         self.panel.set("connection", &state);
         self.panel
             .set_attr("connection", "data-state", self.link_name());
+        // Figures from before a disconnect are stale; before the first
+        // telemetry there are none.
+        let stale = self.link != Link::Live && self.player.telemetry().is_some();
+        self.panel.set_stale(stale);
     }
 
     fn update_contribution(&self) {
@@ -455,11 +520,11 @@ impl Inner {
             (false, _) => "off (watching only)".to_owned(),
             (true, "connected") => format!(
                 "{} frames ({} rendered)",
-                group(c.contributed as u64),
-                group(c.rendered as u64)
+                group(c.contributed.total()),
+                group(c.rendered.total())
             ),
             (true, "") => "starting…".to_owned(),
-            (true, state) => format!("{state} · {} frames", group(c.contributed as u64)),
+            (true, state) => format!("{state} · {} frames", group(c.contributed.total())),
         };
         self.panel.set("mine", &text);
     }
@@ -558,7 +623,7 @@ impl Inner {
     }
 
     fn schedule_reconnect(&mut self) {
-        if self.reconnect_timer.is_some() {
+        if self.link == Link::Suspended || self.reconnect_timer.is_some() {
             return;
         }
         let delay = self.backoff.next_delay_ms(js_sys::Math::random());

@@ -3,6 +3,8 @@
 //! The page declares the panel in HTML with `data-stat` attributes; the
 //! viewer finds them once and sets their text. Keeping the numbers in wasm
 //! keeps the shim free of logic, and a missing element is simply skipped.
+//! The panel itself (`[data-panel]`) carries `data-stale` while the figures
+//! are not live (the server is unreachable), and the stylesheet dims them.
 
 use web_sys::{Document, Element};
 
@@ -21,6 +23,7 @@ pub const STATS: [&str; 9] = [
 
 /// The panel's elements.
 pub struct Panel {
+    root: Option<Element>,
     elements: Vec<(&'static str, Element)>,
 }
 
@@ -36,7 +39,20 @@ impl Panel {
                     .map(|e| (*name, e))
             })
             .collect();
-        Self { elements }
+        let root = doc.query_selector("[data-panel]").ok().flatten();
+        Self { root, elements }
+    }
+
+    /// Marks the figures stale (`data-stale` on the panel) or live.
+    pub fn set_stale(&self, stale: bool) {
+        let Some(root) = &self.root else { return };
+        if root.has_attribute("data-stale") != stale {
+            let _ = if stale {
+                root.set_attribute("data-stale", "")
+            } else {
+                root.remove_attribute("data-stale")
+            };
+        }
     }
 
     /// Sets the text of stat `name`, if the element exists and changed.
@@ -55,6 +71,30 @@ impl Panel {
                 let _ = e.set_attribute(attr, value);
             }
         }
+    }
+}
+
+/// A counter reported by a source that may start over from zero (this
+/// tab's Web Worker, replaced after the page was frozen): the total keeps
+/// what earlier sources counted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunningTotal {
+    earlier: u64,
+    current: u64,
+}
+
+impl RunningTotal {
+    /// The source now reports `n`; less than before means it started over.
+    pub fn update(&mut self, n: u64) {
+        if n < self.current {
+            self.earlier = self.earlier.saturating_add(self.current);
+        }
+        self.current = n;
+    }
+
+    /// Everything counted, by this source and the earlier ones.
+    pub fn total(&self) -> u64 {
+        self.earlier.saturating_add(self.current)
     }
 }
 
@@ -94,6 +134,21 @@ mod tests {
         assert_eq!(group(1_000), "1,000");
         assert_eq!(group(1_234_567), "1,234,567");
         assert_eq!(group(u64::MAX), "18,446,744,073,709,551,615");
+    }
+
+    #[test]
+    fn a_running_total_survives_its_source_starting_over() {
+        let mut t = RunningTotal::default();
+        t.update(100);
+        t.update(250);
+        assert_eq!(t.total(), 250);
+        // A fresh worker starts from zero.
+        t.update(0);
+        assert_eq!(t.total(), 250);
+        t.update(40);
+        assert_eq!(t.total(), 290);
+        t.update(40);
+        assert_eq!(t.total(), 290);
     }
 
     #[test]

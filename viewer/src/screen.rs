@@ -216,11 +216,12 @@ impl Chart {
         ctx.clear_rect(0.0, 0.0, w, h);
         let peak = f64::from(history.peak());
         let n = History::LEN as f64 - 1.0;
-        let pad = 2.0 * dpr;
+        let a = ChartArea::new(h, dpr);
+        let pad = a.pad;
         let offset = (History::LEN - history.samples().len()) as f64;
         let point = |i: usize, v: u32| {
             let x = (offset + i as f64) / n * (w - 2.0 * pad) + pad;
-            let y = h - pad - f64::from(v) / peak * (h - 2.0 * pad);
+            let y = a.bottom - f64::from(v) / peak * (a.bottom - a.top);
             (x, y)
         };
         ctx.begin_path();
@@ -236,7 +237,7 @@ impl Chart {
         ctx.set_line_width(1.5 * dpr);
         ctx.stroke();
         ctx.set_fill_style_str("rgba(200, 200, 210, 0.8)");
-        ctx.set_font(&format!("{}px sans-serif", (10.0 * dpr).round()));
+        ctx.set_font(&format!("{}px sans-serif", a.label_px));
         ctx.set_text_align("left");
         ctx.set_text_baseline("top");
         let _ = ctx.fill_text(
@@ -244,6 +245,36 @@ impl Chart {
             pad,
             pad,
         );
+    }
+}
+
+/// Where the chart draws, in device pixels: the "peak" label has the band
+/// at the top to itself and the line stays below it (the peak sample at
+/// `top`), so the sawtooth never runs through the label.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ChartArea {
+    pad: f64,
+    /// The label's font size (its line box is taken as this high).
+    label_px: f64,
+    /// The line's highest point (the peak).
+    top: f64,
+    /// The line's lowest point (zero).
+    bottom: f64,
+}
+
+impl ChartArea {
+    fn new(h: f64, dpr: f64) -> Self {
+        let pad = 2.0 * dpr;
+        // Scales with the canvas (its CSS height follows the panel's font
+        // size), never under 10 CSS pixels.
+        let label_px = (h / 6.0).max(10.0 * dpr).round();
+        let top = (pad + label_px + pad).min(h / 2.0);
+        Self {
+            pad,
+            label_px,
+            top,
+            bottom: (h - pad).max(top),
+        }
     }
 }
 
@@ -290,6 +321,19 @@ mod tests {
     fn bad_font_metrics_fall_back() {
         let l = fit(800.0, 600.0, f64::NAN, 2.0);
         assert!(l.cell_w > 0.0 && l.cell_w.is_finite());
+    }
+
+    #[test]
+    fn the_chart_line_stays_below_its_peak_label() {
+        for (h, dpr) in [(64.0, 1.0), (128.0, 2.0), (64.0 * 2.5, 1.0), (40.0, 1.0)] {
+            let a = ChartArea::new(h, dpr);
+            assert!(a.top > a.pad + a.label_px || a.top == h / 2.0, "{a:?}");
+            assert!(a.bottom > a.top && a.bottom <= h, "{a:?}");
+            assert!(a.label_px >= 10.0 * dpr, "{a:?}");
+        }
+        // The label of a 64 px chart at ratio 1: 11 px, line from 15 px.
+        let a = ChartArea::new(64.0, 1.0);
+        assert_eq!((a.label_px, a.top, a.bottom), (11.0, 15.0, 62.0));
     }
 
     #[test]

@@ -149,3 +149,41 @@ pub async fn launch(extra: &[String], limit: Duration) -> Result<Session, String
         profile,
     })
 }
+
+/// A Chrome DevTools Protocol command, sent through chromedriver's
+/// `goog/cdp/execute` endpoint (W3C WebDriver has no way to run a script
+/// before a page's own, or to freeze a page).
+#[derive(Debug)]
+struct Cdp {
+    cmd: String,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _url: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({"cmd": self.cmd, "params": self.params});
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// Runs CDP command `cmd` with `params` in the current tab; its result.
+pub async fn cdp(client: &Client, cmd: &str, params: Value) -> Result<Value, String> {
+    client
+        .issue_cmd(Cdp {
+            cmd: cmd.to_owned(),
+            params,
+        })
+        .await
+        .map_err(|e| format!("CDP {cmd}: {e}"))
+}
