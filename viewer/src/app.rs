@@ -22,6 +22,7 @@ use std::rc::{Rc, Weak};
 
 use donut_shared::FRAME_LEN;
 use donut_shared::backoff::{Backoff, write_endpoint_url};
+use donut_shared::wire::DecodeError;
 use js_sys::{ArrayBuffer, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -53,6 +54,11 @@ enum Link {
     },
     /// Hidden in the back/forward cache or frozen: no socket, no retries.
     Suspended,
+    /// The server speaks protocol version `server` (it was upgraded while
+    /// this page was open): no retries, the page must be reloaded.
+    Outdated {
+        server: u8,
+    },
 }
 
 struct Socket {
@@ -418,6 +424,7 @@ impl Inner {
             Link::Live => "live",
             Link::Waiting { .. } => "reconnecting",
             Link::Suspended => "suspended",
+            Link::Outdated { .. } => "outdated",
         }
     }
 
@@ -504,6 +511,11 @@ impl Inner {
             Link::Connecting => "connecting…".to_owned(),
             Link::Live => format!("live · {ahead} frames buffered here"),
             Link::Suspended => "paused while the page is hidden".to_owned(),
+            Link::Outdated { server } => format!(
+                "this page is out of date (the server speaks protocol {server}, \
+                 this page {}): reload the page",
+                donut_shared::wire::PROTOCOL_VERSION
+            ),
         };
         self.panel.set("connection", &state);
         self.panel
@@ -611,8 +623,22 @@ impl Inner {
                 }
                 self.last_frames = bytes;
             }
+            Err(DecodeError::Version { got }) => self.outdated(got),
             Err(err) => self.drop_and_retry(&err.to_string()),
         }
+    }
+
+    /// Stops for good: the server was upgraded to another protocol version
+    /// while this page was open. Retrying would loop forever.
+    fn outdated(&mut self, server: u8) {
+        if let Some(id) = self.reconnect_timer.take() {
+            self.window.clear_timeout_with_handle(id);
+        }
+        if let Some(s) = self.socket.take() {
+            s.close(CLOSE_NORMAL, "page out of date");
+        }
+        self.link = Link::Outdated { server };
+        self.show_link();
     }
 
     fn drop_and_retry(&mut self, reason: &str) {
@@ -623,7 +649,9 @@ impl Inner {
     }
 
     fn schedule_reconnect(&mut self) {
-        if self.link == Link::Suspended || self.reconnect_timer.is_some() {
+        if matches!(self.link, Link::Suspended | Link::Outdated { .. })
+            || self.reconnect_timer.is_some()
+        {
             return;
         }
         let delay = self.backoff.next_delay_ms(js_sys::Math::random());

@@ -17,6 +17,7 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use donut_shared::backoff::{Backoff, write_endpoint_url};
+use donut_shared::wire::DecodeError;
 use js_sys::{ArrayBuffer, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -25,7 +26,7 @@ use web_sys::{
     WebSocket,
 };
 
-use crate::task_loop::{Inbound, TaskLoop};
+use crate::task_loop::{Inbound, Refused, TaskLoop};
 
 /// Longest stretch of rendering between two yields to the event loop.
 pub const SLICE_MS: f64 = 8.0;
@@ -45,6 +46,9 @@ enum Link {
     Connecting,
     Connected,
     Waiting,
+    /// The server speaks another protocol version (it was upgraded while
+    /// this page was open): no retries, the page must be reloaded.
+    Outdated,
 }
 
 impl Link {
@@ -53,6 +57,7 @@ impl Link {
             Self::Stopped => "stopped",
             Self::Connecting => "connecting",
             Self::Connected => "connected",
+            Self::Outdated => "outdated: reload the page",
             Self::Waiting => "reconnecting",
         }
     }
@@ -235,8 +240,8 @@ impl Agent {
             with_current(&me, generation, |a| a.on_message(&e));
         });
         let me = self.me.clone();
-        let on_close: Handler<CloseEvent> = Closure::new(move |_: CloseEvent| {
-            with_current(&me, generation, |a| a.on_close());
+        let on_close: Handler<CloseEvent> = Closure::new(move |e: CloseEvent| {
+            with_current(&me, generation, |a| a.on_close(&e));
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -278,14 +283,28 @@ impl Agent {
                 self.backoff.reset();
                 self.post_stats(false);
             }
+            Err(Refused::Decode(DecodeError::Version { .. })) => self.outdated(),
             Err(e) => self.drop_and_retry(CLOSE_PROTOCOL_ERROR, &e.to_string()),
         }
     }
 
-    fn on_close(&mut self) {
+    fn on_close(&mut self, e: &CloseEvent) {
         self.socket = None;
         self.tasks.disconnect();
+        // The server refuses our protocol version (see `DecodeError::Version`'s
+        // text): retrying would loop forever.
+        if e.code() == 1002 && e.reason().contains("protocol version") {
+            return self.outdated();
+        }
         self.schedule_reconnect();
+    }
+
+    /// Stops for good: this page's code is older (or newer) than the server's.
+    fn outdated(&mut self) {
+        self.drop_socket(CLOSE_NORMAL, "page out of date");
+        self.tasks.disconnect();
+        self.link = Link::Outdated;
+        self.post_stats(true);
     }
 
     /// Closes the socket on our side and tries again later.
@@ -302,7 +321,7 @@ impl Agent {
     }
 
     fn schedule_reconnect(&mut self) {
-        if !self.contributing || self.reconnect_timer.is_some() {
+        if !self.contributing || self.reconnect_timer.is_some() || self.link == Link::Outdated {
             return;
         }
         let delay = self.backoff.next_delay_ms(js_sys::Math::random());
