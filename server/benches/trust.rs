@@ -6,9 +6,10 @@
 //!
 //! - `forgery`: for `full`, `quorum` and `sample`, at 600 fps (ten times
 //!   real time), honest workers from 127.0.0.1 and 127.0.0.3 and a
-//!   *patient cheater* from 127.0.0.2: it answers 40 batches honestly (past
-//!   the `sample` trust decay), then forges one glyph of one frame in one
-//!   batch in ten, hanging up and reconnecting after every forged batch. A viewer compares every frame
+//!   *patient cheater* from 127.0.0.2: it answers 25 batches honestly (past
+//!   the 20 of the `sample` trust decay), then forges one glyph of one frame
+//!   in one batch in ten, hanging up and reconnecting after every forged
+//!   batch. A short lead (0.5 s) and 20 ms tasks give it many batches. A viewer compares every frame
 //!   it plays with the native render. Prints forged frames sent, forged
 //!   frames played (per thousand sent and per thousand played), and the
 //!   server's CPU per frame played, read from `/proc`.
@@ -28,6 +29,10 @@ use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
 use support::{ServerProcess, donut_bin};
 use tokio_tungstenite::tungstenite::Message;
+
+/// Batches the patient cheater answers honestly before it starts forging:
+/// past the 20 over which `sample` decays to its floor.
+const PATIENCE: u64 = 25;
 
 /// Playback rate of the forgery runs: ten times real time, so a patient
 /// cheater gets through its patience and many forged batches within a
@@ -123,7 +128,7 @@ async fn patient_cheater(addr: SocketAddr, deadline: Instant) -> Cheated {
                     let mut r = donut_server::native_worker::render_result(&t);
                     answered += 1;
                     in_session += 1;
-                    let forge = answered > 40 && in_session >= 10;
+                    let forge = answered > PATIENCE && in_session >= 10;
                     if forge {
                         // Another glyph at row 7, column 40: layout intact.
                         let at = RESULT_HEADER_LEN + (t.count as usize / 2) * PACKED_LEN + 300;
@@ -151,7 +156,20 @@ async fn patient_cheater(addr: SocketAddr, deadline: Instant) -> Cheated {
 }
 
 async fn forgery(policy: &str, secs: u64) {
-    let server = ServerProcess::start(&["--verify", policy, "--ban-secs", "600", "--fps", FPS]);
+    let server = ServerProcess::start(&[
+        "--verify",
+        policy,
+        "--ban-secs",
+        "600",
+        "--fps",
+        FPS,
+        "--lead-secs",
+        "0.5",
+        "--viewer-lead-secs",
+        "0.25",
+        "--task-ms",
+        "20",
+    ]);
     let addr = server.addr;
     let mut workers = [
         honest_worker(addr, "127.0.0.1"),
@@ -258,6 +276,7 @@ fn main() {
         .collect();
     let what = args.first().map_or("all", String::as_str).to_owned();
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
+    let zombie_secs = secs.min(40);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async {
         if what == "forgery" || what == "all" {
@@ -267,7 +286,7 @@ fn main() {
         }
         if what == "zombies" || what == "all" {
             for n in [0, 1, 8] {
-                zombies(n, secs).await;
+                zombies(n, zombie_secs).await;
             }
         }
     });
