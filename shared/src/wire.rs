@@ -158,6 +158,14 @@ pub enum DecodeError {
     Codec(CodecError),
 }
 
+/// Whether a server's close (`code`, `reason`) refuses this client's
+/// protocol version: 1002 with [`DecodeError::Version`]'s text. A page that
+/// gets it was loaded before the server was upgraded and must be reloaded;
+/// retrying would loop forever.
+pub fn refuses_version(code: u16, reason: &str) -> bool {
+    code == 1002 && reason.starts_with("protocol version ")
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

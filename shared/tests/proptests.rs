@@ -606,3 +606,15 @@ fn the_empty_message_is_an_error_everywhere() {
     assert_eq!(ToWorker::decode(&[]), Err(DecodeError::Empty));
     assert_eq!(ToViewer::decode(&[]), Err(DecodeError::Empty));
 }
+
+#[test]
+fn a_version_refusal_is_recognised_from_the_servers_own_close_text() {
+    use donut_shared::wire::refuses_version;
+    let refusal = DecodeError::Version {
+        got: PROTOCOL_VERSION + 1,
+    }
+    .to_string();
+    assert!(refuses_version(1002, &refusal), "{refusal}");
+    assert!(!refuses_version(1008, &refusal));
+    assert!(!refuses_version(1002, "truncated message: 3 bytes, need 4"));
+}

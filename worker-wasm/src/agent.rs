@@ -291,9 +291,8 @@ impl Agent {
     fn on_close(&mut self, e: &CloseEvent) {
         self.socket = None;
         self.tasks.disconnect();
-        // The server refuses our protocol version (see `DecodeError::Version`'s
-        // text): retrying would loop forever.
-        if e.code() == 1002 && e.reason().contains("protocol version") {
+        // The server refuses our protocol version: retrying would loop.
+        if donut_shared::wire::refuses_version(e.code(), &e.reason()) {
             return self.outdated();
         }
         self.schedule_reconnect();
