@@ -24,6 +24,12 @@
 //! Without pacing the head follows the broadcast cursor and everything moves
 //! as fast as frames arrive.
 //!
+//! Under the `quorum` policy the core also holds each outstanding range's
+//! first vote (the bytes one address returned) until a second address
+//! agrees, the referee settles it, or the range is accepted; so votes are
+//! bounded by the render-ahead window. Worker connections hear from the
+//! core through one channel each ([`WorkerEvent`]): tasks, misses, bans.
+//!
 //! Each batch is encoded once into a `Bytes` and published on a tokio
 //! broadcast channel; publishing happens under the same lock a new viewer
 //! takes to subscribe and copy its catch-up frames, so a viewer sees every
