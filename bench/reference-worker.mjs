@@ -1,17 +1,22 @@
-// REFERENCE RE-IMPLEMENTATION, FOR BENCHMARK COMPARISON ONLY.
+// OUR RE-IMPLEMENTATION OF THE GO ORIGINAL'S WORKER, FOR BENCHMARK
+// COMPARISON ONLY. NOT THE ORIGINAL, AND NOT A FAITHFUL COPY OF ITS SPEED.
 //
 // This is NOT part of the product and nothing in the product loads it. It
-// re-implements, for timing in Node, what the JavaScript Web Worker of the Go
-// reference project ("Distributed Donut") does for each task: a1k0n's donut
-// in double-precision JavaScript (A = 1 + 0.07·n, B = 1 + 0.03·n, theta steps
-// 0.07, phi steps 0.02, Math.sin/Math.cos per sample, a JS array of
+// was written, before the original's own file was at hand, from its
+// description: a1k0n's donut in double-precision JavaScript (A = 1 + 0.07·n,
+// B = 1 + 0.03·n, theta steps 0.07, phi steps 0.02, a JS array of
 // one-character strings joined into a 1760-character string), followed by
 // its nibble packing (one character-to-code lookup per character, bytes
 // pushed onto a plain array, frames flattened, then copied into a
 // Uint8Array behind a 5-byte header).
 //
-// The product renders with the Rust `donut-shared` crate compiled to wasm;
-// see bench/wasm-node.mjs, which times both in one Node run.
+// Where it differs: it calls Math.sin/Math.cos for every sample, where the
+// original steps cos/sin of theta and phi with rotation recurrences, which
+// makes it about twice as slow as the original. The real baseline is the
+// original's own file (../shared/reference/go-original-donut-worker.js
+// beside the repository), which bench/wasm-node.mjs loads at run time; this
+// file is timed only beside it, for comparison, or alone, with a loud
+// warning, when that file is missing.
 
 const GLYPHS = ".,-~:;=!*#$@";
 

@@ -7,9 +7,15 @@
 //! ```text
 //! cargo bench -p donut-server --bench e2e -- throughput   # N = 1, 2, 4, 8, real and replayed frames, median of 3
 //! cargo bench -p donut-server --bench e2e -- churn        # 2 and 8 workers, 0/25/50% of results dropped, median of 3
+//! cargo bench -p donut-server --bench e2e -- churn replayed 8   # only those: [replayed|real] [N...] select
 //! cargo bench -p donut-server --bench e2e -- fanout 1000 60   # K viewers for S seconds, paced, server as a subprocess
 //! DONUT_CODEC=nibble cargo bench -p donut-server --bench e2e -- throughput   # plain 880-byte frames to viewers
+//! DONUT_BATCH_FRAMES=60 cargo bench -p donut-server --bench e2e -- throughput replayed 8   # 60-frame viewer batches
 //! ```
+//!
+//! Viewer batches are `DONUT_BATCH_FRAMES` frames at most (default 600), and
+//! the server's viewer queue is sized in batches to hold the same backlog in
+//! frames whatever that size (see `support::unpaced_server`).
 //!
 //! Frames: "real" workers are `donut work`'s code (render + pack on
 //! receipt); "replayed" workers answer from a table of frames rendered before
@@ -131,26 +137,67 @@ async fn median_run(
     *fps
 }
 
-async fn throughput(table: Arc<Vec<u8>>) {
+/// The configurations a run covers: `-- throughput|churn [replayed|real]
+/// [N...]` keeps those with that kind of frames and those worker counts.
+#[derive(Default)]
+struct Only {
+    frames: Option<Frames>,
+    workers: Vec<usize>,
+}
+
+impl Only {
+    fn parse(args: &[String]) -> Self {
+        let mut only = Self::default();
+        for a in args {
+            match a.as_str() {
+                "replayed" => only.frames = Some(Frames::Replayed),
+                "real" => only.frames = Some(Frames::Real),
+                n => match n.parse() {
+                    Ok(n) => only.workers.push(n),
+                    Err(_) => {
+                        panic!("unknown selection {n:?}: expected replayed, real or a worker count")
+                    }
+                },
+            }
+        }
+        only
+    }
+
+    fn admits(&self, frames: Frames, n: usize) -> bool {
+        self.frames.is_none_or(|f| f == frames)
+            && (self.workers.is_empty() || self.workers.contains(&n))
+    }
+}
+
+async fn throughput(table: Arc<Vec<u8>>, only: &Only) {
     for frames in [Frames::Replayed, Frames::Real] {
         for n in [1, 2, 4, 8] {
+            if !only.admits(frames, n) {
+                continue;
+            }
             let label = format!("{frames:?} frames, {n} workers, verify off");
             median_run(&label, (n, frames, 0.0, "off"), &table).await;
         }
     }
     for verify in ["sample", "full"] {
+        if !only.admits(Frames::Replayed, 8) {
+            break;
+        }
         let label = format!("Replayed frames, 8 workers, verify {verify}");
         median_run(&label, (8, Frames::Replayed, 0.0, verify), &table).await;
     }
 }
 
-async fn churn(table: Arc<Vec<u8>>) {
+async fn churn(table: Arc<Vec<u8>>, only: &Only) {
     for (frames, n) in [
         (Frames::Replayed, 2),
         (Frames::Replayed, 8),
         (Frames::Real, 2),
         (Frames::Real, 8),
     ] {
+        if !only.admits(frames, n) {
+            continue;
+        }
         let mut no_drop = None;
         for drop in [0.0, 0.25, 0.5] {
             let label = format!(
@@ -593,8 +640,9 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "machine: {} cores; table {TABLE} frames, timed after {WARMUP}; viewer codec {}",
+        "machine: {} cores, load {}; table {TABLE} frames, timed after {WARMUP}; viewer codec {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg(),
         codec()
     );
     match what.as_str() {
@@ -616,9 +664,15 @@ fn main() {
                 "rendered the check table in {:.1} s",
                 t0.elapsed().as_secs_f64()
             );
+            let batch = support::batch_frames();
+            println!(
+                "viewer batches of at most {batch} frames, viewer queue {} batches",
+                support::viewer_queue(batch)
+            );
+            let only = Only::parse(args.get(1..).unwrap_or_default());
             match other {
-                "churn" => rt.block_on(churn(table)),
-                _ => rt.block_on(throughput(table)),
+                "churn" => rt.block_on(churn(table, &only)),
+                _ => rt.block_on(throughput(table, &only)),
             }
         }
     }

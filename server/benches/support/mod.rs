@@ -18,7 +18,9 @@ use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use donut_shared::wire::{HELLO_LEN, Hello, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker};
+use donut_shared::wire::{
+    HELLO_LEN, Hello, MAX_BATCH_FRAMES, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker,
+};
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -152,7 +154,10 @@ async fn checking_viewer(
         let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b) else {
             continue;
         };
-        assert_eq!(f.start, next, "gap or reordering");
+        assert_eq!(
+            f.start, next,
+            "gap or reordering (a viewer queue too short for the batch size skips it ahead)"
+        );
         f.decode_frames(|n, got| {
             if let Some(want) = table.get(n as usize * PACKED_LEN..(n as usize + 1) * PACKED_LEN) {
                 assert_eq!(&got[..], want, "wrong frame {n}");
@@ -249,15 +254,45 @@ impl ServerProcess {
     }
 }
 
+/// The most frames a viewer may fall behind the unpaced benches' server
+/// before it is skipped ahead to live, which the checking viewer reports as
+/// a gap: 256 batches of the default 600 frames.
+pub const VIEWER_BACKLOG_FRAMES: u64 = 256 * 600;
+
+/// The viewer batch size of the unpaced benches: `DONUT_BATCH_FRAMES` (the
+/// variable `donut serve` reads, which the subprocess would inherit anyway),
+/// else the server's default of 600. Refuses, with a message, a value the
+/// server would refuse.
+pub fn batch_frames() -> u32 {
+    let Ok(v) = std::env::var("DONUT_BATCH_FRAMES") else {
+        return 600;
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=MAX_BATCH_FRAMES).contains(&n) => n,
+        _ => panic!("DONUT_BATCH_FRAMES={v:?}: the benches take 1..={MAX_BATCH_FRAMES} frames"),
+    }
+}
+
+/// `--viewer-queue` for viewer batches of `batch_frames`: as many batches as
+/// keep the backlog at [`VIEWER_BACKLOG_FRAMES`] whatever the batch size
+/// (256 of 600 frames, 2,560 of 60). A fixed number of batches would let
+/// the server skip the checking viewer ahead with small batches.
+pub fn viewer_queue(batch_frames: u32) -> u64 {
+    VIEWER_BACKLOG_FRAMES.div_ceil(u64::from(batch_frames.max(1)))
+}
+
 /// `donut serve` as the throughput benches run it: pacing off, a 2^16-frame
 /// ring, no per-address cap, 50 ms tasks, with `codec` (`nibble` or
-/// `context`) and `verify` (`off`, `sample` or `full`).
+/// `context`) and `verify` (`off`, `sample` or `full`), viewer batches of
+/// [`batch_frames`] and a viewer queue sized for them ([`viewer_queue`]).
 pub fn unpaced_server(codec: &str, verify: &str) -> ServerProcess {
     let verify = if verify == "off" {
         "off-benchmark-only"
     } else {
         verify
     };
+    let batch = batch_frames();
+    let (batch_arg, queue_arg) = (batch.to_string(), viewer_queue(batch).to_string());
     ServerProcess::start(&[
         "--no-pacing",
         "--codec",
@@ -272,8 +307,10 @@ pub fn unpaced_server(codec: &str, verify: &str) -> ServerProcess {
         "50",
         "--first-task-frames",
         "120",
+        "--batch-frames",
+        &batch_arg,
         "--viewer-queue",
-        "256",
+        &queue_arg,
     ])
 }
 
