@@ -245,6 +245,11 @@ impl Core {
         self.dispatch(&mut inner, Instant::now());
     }
 
+    /// A worker's misses in a row now (0 once it delivers), if connected.
+    pub fn worker_misses(&self, id: WorkerId) -> Option<u32> {
+        self.lock().sched.misses(id)
+    }
+
     /// Tells every worker connection from `addr` that it is banned.
     pub fn evict(&self, addr: AddrKey) {
         let inner = self.lock();
@@ -366,12 +371,12 @@ impl Core {
                     since: now,
                 };
                 inner.votes.insert(start, vote);
-                inner.sched.vote(id, task_id, now, true);
+                inner.sched.vote(id, task_id, start, now, true);
                 self.dispatch(&mut inner, now);
                 Vote::Pending
             }
             Some((first, _)) if first == addr => {
-                inner.sched.vote(id, task_id, now, false);
+                inner.sched.vote(id, task_id, start, now, false);
                 self.dispatch(&mut inner, now);
                 Vote::Uncounted
             }
@@ -403,12 +408,12 @@ impl Core {
             .collect()
     }
 
-    /// A vote on the range at `start` was found wrong: any address may
-    /// answer it again.
-    pub fn clear_vote(&self, start: u64) {
+    /// `addr`'s vote on the range at `start` was found wrong: any address
+    /// may answer it again.
+    pub fn clear_vote(&self, start: u64, addr: AddrKey) {
         let now = Instant::now();
         let mut inner = self.lock();
-        inner.sched.clear_vote(start);
+        inner.sched.clear_vote(start, addr);
         self.dispatch(&mut inner, now);
     }
 

@@ -91,6 +91,9 @@ pub struct SchedulerConfig {
     /// Most frames in flight held by the workers of one address (at least
     /// one task is always allowed).
     pub addr_cap_frames: u64,
+    /// A worker must be silent this long, with a task out, for a miss to
+    /// count, and misses count at most once per this long.
+    pub miss_spacing: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -107,6 +110,7 @@ impl Default for SchedulerConfig {
             hedge_window: 4,
             min_new_frames: 1,
             addr_cap_frames: u64::MAX,
+            miss_spacing: Duration::from_secs(1),
         }
     }
 }
@@ -156,9 +160,13 @@ const RECENT_TASKS: usize = 256;
 #[derive(Debug)]
 struct WorkerState {
     addr: AddrKey,
-    /// Tasks that expired with no answer since its last answer (starting
-    /// from its address's count).
+    /// Misses since its last verified answer (starting from its address's
+    /// count); see [`WorkerState::note_miss`].
     misses: u32,
+    /// When it last answered anything, if ever.
+    last_heard: Option<Instant>,
+    /// When its last miss was counted.
+    last_miss: Option<Instant>,
     slots: u16,
     live: HashMap<u32, Assignment>,
     recent: VecDeque<(u32, u64, u32)>,
@@ -187,6 +195,25 @@ impl WorkerState {
             .map(|&(_, s, c)| (s, c))
     }
 
+    /// Counts a miss for task `a` dropped unanswered, unless the worker
+    /// has been heard from within `spacing` of now (since the task was
+    /// given), or a miss was counted within `spacing`: a pause, a GC, a lost
+    /// hedge race is not a zombie, and one silence is one miss however many
+    /// tasks it holds. Returns whether it counted.
+    fn note_miss(&mut self, a: &Assignment, now: Instant, spacing: Duration) -> bool {
+        let since = self.last_heard.map_or(a.sent, |h| h.max(a.sent));
+        let silent = now.saturating_duration_since(since) >= spacing;
+        let spaced = self
+            .last_miss
+            .is_none_or(|t| now.saturating_duration_since(t) >= spacing);
+        if !(silent && spaced) {
+            return false;
+        }
+        self.misses = self.misses.saturating_add(1);
+        self.last_miss = Some(now);
+        true
+    }
+
     /// Whether it has answered a task and missed none since.
     fn proven(&self) -> bool {
         self.spf.is_some() && self.misses == 0
@@ -210,7 +237,7 @@ impl WorkerState {
     /// Records this worker's own answer to a live task: frees the slot and
     /// learns its pace from the round trip.
     fn answered(&mut self, task_id: u32, a: &Assignment, now: Instant) {
-        self.misses = 0;
+        self.last_heard = Some(now);
         self.live.remove(&task_id);
         self.remember(task_id, a);
         let sample = now.saturating_duration_since(a.sent).as_secs_f64() / f64::from(a.count);
@@ -333,6 +360,8 @@ impl Scheduler {
             WorkerState {
                 addr,
                 misses,
+                last_heard: None,
+                last_miss: None,
                 slots: 1,
                 live: HashMap::new(),
                 recent: VecDeque::new(),
@@ -517,10 +546,13 @@ impl Scheduler {
                 }
                 let addr = w.addr;
                 let held = in_flight.get(&addr).copied().unwrap_or(0);
-                let room = match held {
-                    // An address holding nothing may always take one task.
-                    0 => u64::MAX,
-                    _ => self.cfg.addr_cap_frames.saturating_sub(held),
+                // An address holding nothing may always take one task, and so
+                // may a proven worker holding nothing (or a zombie on its
+                // address would starve it).
+                let room = if held == 0 || (w.proven() && w.live.is_empty()) {
+                    u64::MAX
+                } else {
+                    self.cfg.addr_cap_frames.saturating_sub(held)
                 };
                 if room == 0 {
                     break;
@@ -608,15 +640,16 @@ impl Scheduler {
         for (t, loss) in lost {
             if let Some(a) = w.live.remove(&t) {
                 w.remember(t, &a);
-                dropped.push((a.start, t, loss));
+                dropped.push((a, t, loss));
             }
         }
-        let expired = dropped.iter().filter(|d| d.2 == Loss::Expired).count();
-        if expired > 0 {
-            w.misses = w.misses.saturating_add(expired as u32);
+        let spacing = self.cfg.miss_spacing;
+        let expired = dropped.iter().filter(|d| d.2 == Loss::Expired);
+        if expired.fold(false, |m, d| w.note_miss(&d.0, now, spacing) | m) {
             self.missed.push((id, w.misses));
         }
-        for (start, t, loss) in dropped {
+        for (a, t, loss) in dropped {
+            let start = a.start;
             match loss {
                 Loss::Expired => self.stats.expired += 1,
                 Loss::PresumedLost => self.stats.presumed_lost += 1,
@@ -658,8 +691,9 @@ impl Scheduler {
             if s != start || c != count {
                 return Claim::Mismatch;
             }
-            // A late answer is still an answer: the worker is alive.
-            w.misses = 0;
+            // A late answer shows the worker alive (not verified, so it
+            // does not end probation).
+            w.last_heard = Some(now);
             return if wanted(&self.ranges) {
                 Claim::Fresh
             } else {
@@ -696,6 +730,10 @@ impl Scheduler {
             && a.count == count
         {
             w.answered(task_id, &a, now);
+            // A verified, accepted answer: probation ends (late answers and
+            // answers needing no check do not count, or an idle taker could
+            // clear its record with junk).
+            w.misses = 0;
             self.drop_lost(id, now);
         }
         if !self.is_wanted(start, count) {
@@ -712,8 +750,7 @@ impl Scheduler {
                     && let Some(a) = ws.live.remove(&t)
                 {
                     ws.remember(t, &a);
-                    if a.hedge_at <= now {
-                        ws.misses = ws.misses.saturating_add(1);
+                    if ws.note_miss(&a, now, self.cfg.miss_spacing) {
                         self.missed.push((w, ws.misses));
                     }
                 }
@@ -728,28 +765,42 @@ impl Scheduler {
     /// that does not count). Frees the worker's slot and learns its pace;
     /// the range stays outstanding, voted by the worker's address, and
     /// goes (whole) to a worker of another address.
-    pub fn vote(&mut self, id: WorkerId, task_id: u32, now: Instant, vote: bool) {
+    pub fn vote(&mut self, id: WorkerId, task_id: u32, start: u64, now: Instant, vote: bool) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
-        let Some(a) = w.live.get(&task_id).copied() else {
-            return;
-        };
         let addr = w.addr;
-        w.answered(task_id, &a, now);
-        if vote && let Some(entry) = self.ranges.get_mut(&a.start) {
+        if vote && let Some(entry) = self.ranges.get_mut(&start) {
+            // Also for a late answer (its task no longer live).
             entry.voted = Some(addr);
         }
-        self.drop_holder(a.start, id, task_id);
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if let Some(a) = w.live.get(&task_id).copied() {
+            w.answered(task_id, &a, now);
+            if vote {
+                w.misses = 0;
+            }
+            self.drop_holder(a.start, id, task_id);
+        }
         self.drop_lost(id, now);
     }
 
-    /// Under `quorum`: the vote on the range at `start` was settled against
-    /// its caster, so any address may answer it again.
-    pub fn clear_vote(&mut self, start: u64) {
-        if let Some(entry) = self.ranges.get_mut(&start) {
+    /// Under `quorum`: `addr`'s vote on the range at `start` was settled
+    /// against it, so any address may answer it again (a newer vote from
+    /// another address stays).
+    pub fn clear_vote(&mut self, start: u64, addr: AddrKey) {
+        if let Some(entry) = self.ranges.get_mut(&start)
+            && entry.voted == Some(addr)
+        {
             entry.voted = None;
         }
+    }
+
+    /// A worker's misses in a row now, if it is connected.
+    pub fn misses(&self, id: WorkerId) -> Option<u32> {
+        self.workers.get(&id).map(|w| w.misses)
     }
 
     /// Drops `id`'s hold on `task_id` after a failed check or a mismatched
@@ -914,28 +965,85 @@ mod tests {
         assert_eq!(first.len(), 2);
         let t1 = t0 + Duration::from_secs(5);
         s.expire(t1);
-        // Both tasks expired: two misses in a row, reported in one event.
-        assert_eq!(s.take_misses(), vec![(1, 2)]);
+        // Both tasks expired in one silence: one miss.
+        assert_eq!(s.take_misses(), vec![(1, 1)]);
         let probation = s.dispatch(t1, 1000);
         assert_eq!(probation.len(), 1, "one task at a time on probation");
-        assert_eq!(probation[0].1.count, 1, "30 frames quartered twice, then");
+        assert_eq!(probation[0].1.count, 30 / 4, "a quarter per miss");
         let t2 = t1 + Duration::from_secs(5);
         s.expire(t2);
-        assert_eq!(s.take_misses(), vec![(1, 3)]);
+        assert_eq!(s.take_misses(), vec![(1, 2)]);
         let smaller = s.dispatch(t2, 1000);
-        assert_eq!(smaller.len(), 1);
-        // A late answer to its first task proves it alive: probation ends,
-        // and both slots are open again.
+        assert_eq!(smaller[0].1.count, 1);
+        // A late answer (unverified) does not end probation...
         let (_, old) = first[0];
         assert_eq!(
             s.claim(1, old.task_id, old.start, old.count, t2),
             Claim::Done
         );
+        assert_eq!(s.misses(1), Some(2));
+        // ...a verified one does, and both slots open again.
+        let t = smaller[0].1;
+        assert_eq!(s.claim(1, t.task_id, t.start, t.count, t2), Claim::Fresh);
+        s.complete(1, t.task_id, t.start, t.count, t2);
+        assert_eq!(s.misses(1), Some(0));
         let back = s.dispatch(t2, 1000);
-        assert_eq!(back.len(), 1, "its second slot is free again");
-        // The lowest orphan (frames 1..30, left by the split) goes whole:
-        // no longer cut down.
-        assert_eq!((back[0].1.start, back[0].1.count), (1, 29));
+        assert_eq!(back.len(), 2, "{back:?}");
+        // The lowest orphan (frames 1..7, left by the splits) goes whole.
+        assert_eq!((back[0].1.start, back[0].1.count), (1, 6));
+    }
+
+    #[test]
+    fn a_proven_worker_losing_hedge_races_in_a_short_pause_is_no_zombie() {
+        let (mut s, t0) = paced_worker();
+        add(&mut s, 2);
+        let first = s.dispatch(t0, 10_000);
+        // Worker 2 proves itself; worker 1 (two 100-frame tasks, overdue
+        // after 200 ms) pauses.
+        let t1 = t0 + Duration::from_millis(10);
+        for &(id, t) in first.iter().filter(|(id, _)| *id == 2) {
+            s.claim(id, t.task_id, t.start, t.count, t1);
+            s.complete(id, t.task_id, t.start, t.count, t1);
+        }
+        // 300 ms in, worker 2 takes and wins copies of worker 1's tasks.
+        let t2 = t0 + Duration::from_millis(300);
+        let mut won = 0;
+        for (id, t) in s.dispatch(t2, 10_000) {
+            if id == 2 && s.claim(id, t.task_id, t.start, t.count, t2) == Claim::Fresh {
+                s.complete(id, t.task_id, t.start, t.count, t2);
+                won += 1;
+            }
+        }
+        assert!(won >= 1, "worker 2 hedged worker 1's overdue tasks");
+        assert!(
+            s.take_misses().iter().all(|&(id, _)| id != 1),
+            "a 300 ms pause is not a miss"
+        );
+        assert_eq!(s.misses(1), Some(0));
+    }
+
+    #[test]
+    fn a_proven_worker_gets_a_task_though_a_zombie_on_its_address_holds_the_share() {
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                addr_cap_frames: 60,
+                ..SchedulerConfig::default()
+            },
+            0,
+        );
+        let t0 = Instant::now();
+        add(&mut s, 1);
+        let (_, t) = s.dispatch(t0, 10_000)[0];
+        s.claim(1, t.task_id, t.start, t.count, t0);
+        s.complete(1, t.task_id, t.start, t.count, t0);
+        // Worker 1 is proven and idle; a zombie on its address takes the
+        // whole share before it asks again.
+        s.add_worker(9, addr(1), 0);
+        s.set_slots(9, 4);
+        s.set_slots(1, 0);
+        let t1 = t0 + Duration::from_millis(10);
+        let tasks = s.dispatch(t1, 10_000);
+        assert!(tasks.iter().any(|&(id, _)| id == 1), "{tasks:?}");
     }
 
     #[test]
@@ -990,7 +1098,7 @@ mod tests {
         add(&mut s, 1);
         let (_, t) = s.dispatch(t0, 30)[0];
         s.claim(1, t.task_id, t.start, t.count, t0);
-        s.vote(1, t.task_id, t0, true);
+        s.vote(1, t.task_id, t.start, t0, true);
         assert!(
             s.is_wanted(t.start, t.count),
             "a vote does not complete the range"
@@ -1013,7 +1121,7 @@ mod tests {
         assert_eq!((id, again.start, again.count), (2, t.start, t.count));
         // A vote cleared (it was wrong): anyone may take it again.
         s.reject(2, again.task_id);
-        s.clear_vote(t.start);
+        s.clear_vote(t.start, addr(1));
         let redo = s.dispatch(t1, 60);
         assert_eq!(redo.len(), 1);
         assert_eq!(

@@ -187,12 +187,7 @@ impl Conn {
     async fn on_result(&mut self, r: TaskResult<'_>, bytes: &Bytes) -> Option<CloseReason> {
         let app = Arc::clone(&self.app);
         let stats = &app.stats;
-        let claim = app.core.claim(self.id, r.task_id, r.start, r.count);
-        if matches!(claim, Claim::Fresh | Claim::Done | Claim::Stale) {
-            // Any answer to a task it was given: the address delivers.
-            app.fleet.reputation().delivered(self.admission.key);
-        }
-        match claim {
+        match app.core.claim(self.id, r.task_id, r.start, r.count) {
             Claim::Fresh => {}
             Claim::Done | Claim::Stale => {
                 stats.results_duplicate.inc();
@@ -233,6 +228,9 @@ impl Conn {
             stats.batches_verified.inc();
             app.fleet.reputation().clean(key, Instant::now());
         }
+        // Checked and in: the address delivers (answers needing no check
+        // do not count, or an idle taker could clear its misses with junk).
+        app.fleet.reputation().delivered(key);
         if app.core.accept(self.id, r.task_id, r.start, r.frames) {
             self.contributed += u64::from(r.count);
         } else {
@@ -246,7 +244,11 @@ impl Conn {
         let app = Arc::clone(&self.app);
         let key = self.admission.key;
         match app.core.vote((self.id, key), r.task_id, r.start, &frames) {
-            Vote::Pending | Vote::Uncounted => None,
+            Vote::Pending => {
+                app.fleet.reputation().delivered(key);
+                None
+            }
+            Vote::Uncounted => None,
             Vote::Done => {
                 app.stats.results_duplicate.inc();
                 None
@@ -257,6 +259,7 @@ impl Conn {
                 let now = Instant::now();
                 app.fleet.reputation().clean(first, now);
                 app.fleet.reputation().clean(key, now);
+                app.fleet.reputation().delivered(key);
                 self.contributed += u64::from(r.count);
                 None
             }
@@ -280,10 +283,15 @@ impl Conn {
         }
     }
 
-    /// A task of this worker expired unanswered (`in_a_row` for the
-    /// connection): closes it once it or its address has missed too many.
-    fn missed(&mut self, in_a_row: u32) -> Option<CloseReason> {
+    /// A task of this worker went unanswered: closes it once it or its
+    /// address has missed too many. The count is read now, not taken from
+    /// the event: an answer may have come in since.
+    fn missed(&mut self, _queued: u32) -> Option<CloseReason> {
         let app = &self.app;
+        let in_a_row = app.core.worker_misses(self.id).unwrap_or(0);
+        if in_a_row == 0 {
+            return None;
+        }
         let max = app.cfg.max_misses;
         let by_addr = app
             .fleet

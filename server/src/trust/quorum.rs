@@ -64,8 +64,10 @@ impl Referee {
     /// voter, if wrong, is struck here; the caller strikes `second`.
     pub async fn settle_dispute(&self, first: Candidate, second: Candidate) -> bool {
         self.stats.quorum_disputes.inc();
-        let first_ok = self.judge(&first).await;
+        // Rendering is deterministic and the two differ: if the second is
+        // right, the first is wrong without a second re-render.
         let second_ok = self.judge(&second).await;
+        let first_ok = !second_ok && self.judge(&first).await;
         let start = second.start;
         if second_ok {
             self.core
@@ -77,7 +79,7 @@ impl Referee {
                 self.core
                     .accept(first.worker, first.task_id, start, &first.frames);
             } else {
-                self.core.clear_vote(start);
+                self.core.clear_vote(start, first.addr);
             }
         }
         if first_ok {
@@ -97,7 +99,7 @@ impl Referee {
             self.reputation.clean(vote.addr, Instant::now());
         } else {
             self.punish(vote.addr, vote.start);
-            self.core.clear_vote(vote.start);
+            self.core.clear_vote(vote.start, vote.addr);
         }
     }
 

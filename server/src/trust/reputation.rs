@@ -101,8 +101,13 @@ pub struct Strike {
 /// Records quiet for this long are forgotten (unless a ban is longer).
 pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
-/// Prune the table when it holds more records than this.
+/// Prune the table when it holds more records than this (and then only
+/// once it has doubled since the last prune, so pruning stays amortised).
 const PRUNE_ABOVE: usize = 4096;
+
+/// Most records kept: past it, the oldest ones not banned now are evicted
+/// (a flood of fresh addresses cannot grow the table without bound).
+const MAX_RECORDS: usize = 1 << 18;
 
 #[derive(Debug, Clone, Copy)]
 struct Record {
@@ -131,7 +136,7 @@ impl Record {
 
     fn forgettable(&self, now: Instant) -> bool {
         let quiet = now.saturating_duration_since(self.last_event);
-        quiet > FORGET_AFTER.max(self.last_ban * 4)
+        quiet > FORGET_AFTER.max(self.last_ban.saturating_mul(4))
             && self.banned_until.is_none_or(|until| until <= now)
     }
 }
@@ -140,7 +145,34 @@ impl Record {
 #[derive(Debug)]
 pub struct Reputation {
     cfg: ReputationConfig,
-    records: Mutex<HashMap<AddrKey, Record>>,
+    records: Mutex<Records>,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    map: HashMap<AddrKey, Record>,
+    /// Size at which the next prune runs.
+    prune_at: usize,
+}
+
+impl Records {
+    fn prune(&mut self, now: Instant) {
+        self.map.retain(|_, r| !r.forgettable(now));
+        if self.map.len() > MAX_RECORDS {
+            let mut ages: Vec<(Instant, AddrKey)> = self
+                .map
+                .iter()
+                .filter(|(_, r)| r.banned_until.is_none_or(|u| u <= now))
+                .map(|(k, r)| (r.last_event, *k))
+                .collect();
+            ages.sort_unstable_by_key(|&(t, _)| t);
+            let excess = self.map.len() - MAX_RECORDS * 3 / 4;
+            for (_, k) in ages.into_iter().take(excess) {
+                self.map.remove(&k);
+            }
+        }
+        self.prune_at = (self.map.len() * 2).max(PRUNE_ABOVE);
+    }
 }
 
 impl Reputation {
@@ -148,11 +180,14 @@ impl Reputation {
     pub fn new(cfg: ReputationConfig) -> Self {
         Self {
             cfg,
-            records: Mutex::new(HashMap::new()),
+            records: Mutex::new(Records {
+                map: HashMap::new(),
+                prune_at: PRUNE_ABOVE,
+            }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<AddrKey, Record>> {
+    fn lock(&self) -> MutexGuard<'_, Records> {
         // Every update is a few field writes that cannot panic half way.
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -164,17 +199,17 @@ impl Reputation {
 
     fn with<T>(&self, key: AddrKey, now: Instant, f: impl FnOnce(&mut Record) -> T) -> T {
         let mut records = self.lock();
-        if records.len() > PRUNE_ABOVE && !records.contains_key(&key) {
-            records.retain(|_, r| !r.forgettable(now));
+        if records.map.len() >= records.prune_at && !records.map.contains_key(&key) {
+            records.prune(now);
         }
-        let record = records.entry(key).or_insert_with(|| Record::new(now));
+        let record = records.map.entry(key).or_insert_with(|| Record::new(now));
         f(record)
     }
 
     /// How long `key` is still banned, if it is.
     pub fn banned(&self, key: AddrKey, now: Instant) -> Option<Duration> {
         let records = self.lock();
-        let until = records.get(&key)?.banned_until?;
+        let until = records.map.get(&key)?.banned_until?;
         (until > now).then(|| until - now)
     }
 
@@ -182,7 +217,7 @@ impl Reputation {
     pub fn trust(&self, key: AddrKey) -> Trust {
         let records = self.lock();
         Trust {
-            clean_batches: records.get(&key).map_or(0, |r| r.clean_batches),
+            clean_batches: records.map.get(&key).map_or(0, |r| r.clean_batches),
         }
     }
 
@@ -233,7 +268,7 @@ impl Reputation {
         let factor = 1u32.checked_shl(r.bans).unwrap_or(u32::MAX);
         let ban = self.cfg.ban.saturating_mul(factor).min(self.cfg.max_ban);
         r.bans = r.bans.saturating_add(1);
-        r.banned_until = Some(now + ban);
+        r.banned_until = now.checked_add(ban);
         r.last_ban = ban;
         Some(ban)
     }
@@ -250,19 +285,19 @@ impl Reputation {
 
     /// `key` answered a task: its misses are forgiven.
     pub fn delivered(&self, key: AddrKey) {
-        if let Some(r) = self.lock().get_mut(&key) {
+        if let Some(r) = self.lock().map.get_mut(&key) {
             r.misses = 0;
         }
     }
 
     /// The address's misses in a row.
     pub fn misses(&self, key: AddrKey) -> u32 {
-        self.lock().get(&key).map_or(0, |r| r.misses)
+        self.lock().map.get(&key).map_or(0, |r| r.misses)
     }
 
     /// Records held now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 
     /// Whether no record is held.
@@ -359,8 +394,12 @@ mod tests {
             r.clean(r.key(IpAddr::V4(n.into())), t0);
         }
         let later = t0 + FORGET_AFTER + Duration::from_secs(1);
-        r.clean(r.key(ip("10.9.9.9")), later);
-        assert_eq!(r.len(), 1);
+        for n in 0..=2 * PRUNE_ABOVE as u32 {
+            r.clean(r.key(IpAddr::V4((n + 1_000_000).into())), later);
+        }
+        // The quiet ones went at the next (amortised) prune.
+        assert_eq!(r.trust(r.key(IpAddr::V4(0.into()))).clean_batches, 0);
+        assert!(r.len() <= 2 * PRUNE_ABOVE + 1, "{}", r.len());
     }
 
     #[test]

@@ -154,7 +154,10 @@ pub fn check_positions(start: u64, frames: &[u8], positions: &[u32]) -> Option<u
     let packed = frames.as_chunks::<PACKED_LEN>().0;
     let mut expected = [0u8; PACKED_LEN];
     for &p in positions {
-        let frame = start.checked_add(u64::from(p))?;
+        // Fails closed: an impossible frame number is a failed check.
+        let Some(frame) = start.checked_add(u64::from(p)) else {
+            return Some(start);
+        };
         let Some(got) = packed.get(p as usize) else {
             return Some(frame);
         };
