@@ -170,8 +170,9 @@ pub struct ServeConfig {
     /// cap) covers: the exact address, or for IPv6 its /64.
     #[arg(long, env = "DONUT_BAN_SCOPE", value_enum, default_value_t = BanScope::Address)]
     pub ban_scope: BanScope,
-    /// Tasks in a row a worker's address may let expire unanswered before
-    /// the worker is closed (each miss quarters its next task).
+    /// Misses a worker or its address may run up before the worker is
+    /// closed: a task dropped unanswered after a second of silence, counted
+    /// once a second (each quarters its next task).
     #[arg(long, env = "DONUT_MAX_MISSES", default_value_t = 3)]
     pub max_misses: u32,
     /// Largest share of the render-ahead window one address may hold in

@@ -26,19 +26,23 @@
 //!   task more. If it is alive and losing results, its answer shows the
 //!   others lost at once; if it is paused, the probe just waits with them;
 //! - a disconnect or a rejected result drops the holder at once;
-//! - **probation**: a task that expires with no answer is a *miss*; a worker
-//!   with misses in a row (its address's count, so reconnecting does not
-//!   clear it) gets one task at a time, a quarter the size per miss, until
-//!   it answers anything; [`Scheduler::expire`] reports each miss so the
-//!   connection can close a worker that keeps missing. Presumed-lost tasks
-//!   are not misses: their worker is answering;
+//! - **probation**: a task dropped unanswered (expired, or handed on
+//!   because someone else answered) is a *miss* if its worker has been
+//!   silent for `miss_spacing` since it got the task, counted at most once
+//!   per `miss_spacing`; a worker with misses (starting from its address's
+//!   count, so reconnecting does not clear them) gets one task at a time, a
+//!   quarter the size per miss, until a *verified* answer
+//!   ([`Scheduler::complete`] or a counted vote). [`Scheduler::take_misses`]
+//!   reports them so the connection can close a worker that keeps missing.
+//!   Presumed-lost tasks are not misses: their worker is answering;
 //! - **proven first**: orphans and hedged copies (the ranges playback
 //!   waits on next) go only to workers that have answered and missed
 //!   nothing since, unless none is connected; the others get new frames,
 //!   a whole lead ahead of the head;
 //! - **address share**: the frames in flight held by the workers of one
-//!   address never exceed `addr_cap_frames` (unless it holds nothing), so
-//!   no number of idle takers from one place can hold the window;
+//!   address never exceed `addr_cap_frames` (unless it holds nothing, or
+//!   the worker asking is proven and idle), so no number of idle takers
+//!   from one place can hold the window, nor starve a proven neighbour;
 //! - **quorum votes**: under the `quorum` policy a range whose first answer
 //!   is in stays outstanding, *voted* by that answer's address, until a
 //!   worker from another address answers it too; it is then offered whole
