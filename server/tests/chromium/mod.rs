@@ -36,7 +36,8 @@ pub fn chromedriver() -> PathBuf {
     env_path("DONUT_CHROMEDRIVER", "/usr/bin/chromedriver")
 }
 
-fn env_path(var: &str, default: &str) -> PathBuf {
+/// `$var` as a path, or `default`.
+pub fn env_path(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
 }
 
@@ -98,16 +99,7 @@ pub struct Session {
 /// Starts chromedriver on a free port and a headless Chromium with a fresh
 /// profile and a 1280x720 window; `extra` flags are appended.
 pub async fn launch(extra: &[String], limit: Duration) -> Result<Session, String> {
-    let port = free_port()?;
-    let driver = Proc(
-        Command::new(chromedriver())
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", chromedriver().display()))?,
-    );
-    wait_for_port(port, "chromedriver", limit)?;
+    let (driver, port) = start_driver(&chromedriver(), limit)?;
     let profile =
         std::env::temp_dir().join(format!("donut-chromium-{}-{port}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
@@ -135,6 +127,36 @@ pub async fn launch(extra: &[String], limit: Duration) -> Result<Session, String
             "args": args,
         },
     });
+    open_session(caps, (driver, port), profile, "Chromium").await
+}
+
+/// Starts a WebDriver server (chromedriver, geckodriver) on a free port and
+/// waits until it listens; returns it and its port.
+pub fn start_driver(binary: &std::path::Path, limit: Duration) -> Result<(Proc, u16), String> {
+    let port = free_port()?;
+    let driver = Proc(
+        Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", binary.display()))?,
+    );
+    let name = binary
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    wait_for_port(port, &name, limit)?;
+    Ok((driver, port))
+}
+
+/// Opens a session with capabilities `caps` on the WebDriver server
+/// `driver` (listening on its port) for `browser` (named in errors).
+pub async fn open_session(
+    caps: Value,
+    (driver, port): (Proc, u16),
+    profile: PathBuf,
+    browser: &str,
+) -> Result<Session, String> {
     let Value::Object(caps) = caps else {
         return Err("capabilities are not an object".to_owned());
     };
@@ -142,7 +164,7 @@ pub async fn launch(extra: &[String], limit: Duration) -> Result<Session, String
         .capabilities(caps)
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
-        .map_err(|e| format!("start headless Chromium: {e}"))?;
+        .map_err(|e| format!("start headless {browser}: {e}"))?;
     Ok(Session {
         client,
         driver,

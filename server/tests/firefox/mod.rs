@@ -9,13 +9,11 @@
 #![allow(dead_code)] // each user takes a part
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::ClientBuilder;
 use serde_json::{Map, Value, json};
 
-use super::chromium::{Proc, Session, free_port, wait_for_port};
+use super::chromium::{Session, env_path, open_session, start_driver};
 
 /// The Firefox binary: `DONUT_FIREFOX`, or Debian's `firefox-esr`.
 pub fn firefox() -> PathBuf {
@@ -42,10 +40,6 @@ pub fn geckodriver() -> PathBuf {
         }
     }
     PathBuf::from("geckodriver")
-}
-
-fn env_path(var: &str, default: &str) -> PathBuf {
-    std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from)
 }
 
 /// Preferences that keep Firefox from reaching out on its own (updates,
@@ -82,16 +76,7 @@ fn prefs(extra: &[(&str, Value)]) -> Map<String, Value> {
 /// Starts geckodriver on a free port and a headless Firefox with a fresh
 /// profile, a 1280x720 window and the quiet preferences plus `extra_prefs`.
 pub async fn launch(extra_prefs: &[(&str, Value)], limit: Duration) -> Result<Session, String> {
-    let port = free_port()?;
-    let driver = Proc(
-        Command::new(geckodriver())
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", geckodriver().display()))?,
-    );
-    wait_for_port(port, "geckodriver", limit)?;
+    let (driver, port) = start_driver(&geckodriver(), limit)?;
     let profile = std::env::temp_dir().join(format!("donut-firefox-{}-{port}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).map_err(|e| format!("create {}: {e}", profile.display()))?;
@@ -108,17 +93,5 @@ pub async fn launch(extra_prefs: &[(&str, Value)], limit: Duration) -> Result<Se
             "prefs": prefs(extra_prefs),
         },
     });
-    let Value::Object(caps) = caps else {
-        return Err("capabilities are not an object".to_owned());
-    };
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .map_err(|e| format!("start headless Firefox: {e}"))?;
-    Ok(Session {
-        client,
-        driver,
-        profile,
-    })
+    open_session(caps, (driver, port), profile, "Firefox").await
 }
