@@ -55,8 +55,9 @@ use crate::trust::reputation::AddrKey;
 pub enum WorkerEvent {
     /// Send this task.
     Task(Task),
-    /// A task it held was dropped with no answer; its misses in a row.
-    Missed(u32),
+    /// A task it held was dropped with no answer (the count is read from
+    /// [`Core::worker_misses`] when handled: an answer may come first).
+    Missed,
     /// Its address was banned (a quorum settlement found it lying).
     Banned,
 }
@@ -218,8 +219,8 @@ impl Core {
     /// Tells the connections of the workers that missed, then sends every
     /// task the scheduler hands out now.
     fn dispatch(&self, inner: &mut Inner, now: Instant) {
-        for (id, misses) in inner.sched.take_misses() {
-            send(inner, id, WorkerEvent::Missed(misses));
+        for (id, _) in inner.sched.take_misses() {
+            send(inner, id, WorkerEvent::Missed);
         }
         let limit = inner
             .head

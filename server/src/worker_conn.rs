@@ -119,8 +119,8 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
                         break None;
                     }
                 }
-                WorkerEvent::Missed(in_a_row) => {
-                    if let Some(reason) = conn.missed(in_a_row) {
+                WorkerEvent::Missed => {
+                    if let Some(reason) = conn.missed() {
                         break Some(reason);
                     }
                 }
@@ -286,7 +286,7 @@ impl Conn {
     /// A task of this worker went unanswered: closes it once it or its
     /// address has missed too many. The count is read now, not taken from
     /// the event: an answer may have come in since.
-    fn missed(&mut self, _queued: u32) -> Option<CloseReason> {
+    fn missed(&mut self) -> Option<CloseReason> {
         let app = &self.app;
         let in_a_row = app.core.worker_misses(self.id).unwrap_or(0);
         if in_a_row == 0 {
