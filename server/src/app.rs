@@ -1,11 +1,10 @@
-//! The HTTP application: shared state, the router,
-//! the operations endpoints, and starting and stopping the server.
-//! The embedded web client is served by [`crate::assets`].
+//! The HTTP application: the router, the operations endpoints, and
+//! starting and stopping the server. The shared state it builds is
+//! [`App`] ([`crate::state`]); the embedded web client is served by
+//! [`crate::assets`].
 //!
-//! Shared state is one [`App`] in an `Arc`, handed to handlers by axum's
-//! `State` extractor; there is no global mutable state. Background work is
-//! two tasks: the [`broadcaster`](crate::broadcaster) (the stream's clock)
-//! and the [`telemetry`](crate::telemetry) publisher.
+//! Background work is two tasks: the [`broadcaster`](crate::broadcaster)
+//! (the stream's clock) and the [`telemetry`](crate::telemetry) publisher.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
+use axum::extract::ws::WebSocket;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,119 +21,28 @@ use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{Instrument, Span, info};
 
 use crate::client_addr::ClientAddr;
 use crate::config::{BatchCodec, ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
-use crate::fleet::{Caps, Fleet, Role};
+use crate::fleet::{Admission, Caps, Fleet, Role};
 use crate::handshake::Handshake;
-use crate::limits::{CloseReason, GOING_AWAY};
-use crate::metrics::{Snapshot, Stats};
+use crate::limits::shutdown_reason;
+use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
 use crate::scheduler::SchedulerConfig;
 use crate::send_queue::SendQueue;
+use crate::state::App;
 use crate::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
 use crate::trust::reputation::{Reputation, ReputationConfig};
 use crate::trust::verifier::Verifier;
-use crate::{broadcaster, viewer_conn, worker_conn, ws};
+use crate::{broadcaster, connection, viewer_conn, worker_conn};
 
 /// Largest message a viewer may send (viewers send nothing; this only
 /// bounds what is read before the connection is closed for sending).
 const MAX_VIEWER_INBOUND: usize = 1024;
-
-/// State shared by every handler and connection.
-pub struct App {
-    /// Configuration.
-    pub cfg: ServeConfig,
-    /// Scheduler, ring and broadcast.
-    pub core: Arc<Core>,
-    /// Connections and admission.
-    pub fleet: Arc<Fleet>,
-    /// Counters.
-    pub stats: Arc<Stats>,
-    /// Result checking.
-    pub verifier: Verifier,
-    /// Settles quorum disputes and lone votes.
-    pub referee: Referee,
-    /// Latest telemetry.
-    pub telemetry: watch::Receiver<TelemetryMsg>,
-    /// Turns true when the server is stopping.
-    pub shutdown: watch::Receiver<bool>,
-    /// When the server started.
-    pub started: Instant,
-    /// Which pages may open the WebSockets.
-    pub origins: OriginPolicy,
-    /// Whose forwarded client address is believed.
-    pub client_addr: ClientAddr,
-}
-
-/// The close sent to every peer when the server stops.
-pub fn shutdown_reason() -> CloseReason {
-    CloseReason::new(GOING_AWAY, "server shutting down")
-}
-
-impl App {
-    /// Every figure now, for `/metrics` and `/api/stats`.
-    pub fn snapshot(&self) -> Snapshot {
-        let pos = self.core.position();
-        let s = &self.stats;
-        let buffered = pos.contiguous.saturating_sub(pos.head);
-        Snapshot {
-            uptime_secs: self.started.elapsed().as_secs_f64(),
-            workers: self.fleet.workers(),
-            viewers: self.fleet.viewers(),
-            fps: if self.cfg.paced() { self.cfg.fps } else { 0 },
-            head: pos.head,
-            contiguous: pos.contiguous,
-            broadcast_cursor: pos.cursor,
-            buffered_frames: buffered,
-            buffered_secs: if self.cfg.paced() {
-                buffered as f64 / f64::from(self.cfg.fps)
-            } else {
-                0.0
-            },
-            fleet_fps: u64::from(self.telemetry.borrow().telemetry.fleet_fps),
-            ring_frames: pos.ring_frames,
-            ring_bytes: pos.ring_bytes,
-            outstanding_ranges: pos.outstanding,
-            tasks_dispatched: pos.sched.dispatched,
-            tasks_hedged: pos.sched.hedged,
-            tasks_reassigned: pos.sched.reassigned,
-            tasks_expired: pos.sched.expired,
-            tasks_presumed_lost: pos.sched.presumed_lost,
-            frames_accepted: s.frames_accepted.get(),
-            results_accepted: s.results_accepted.get(),
-            results_duplicate: s.results_duplicate.get(),
-            broadcast_batches: s.broadcast_batches.get(),
-            broadcast_bytes: s.broadcast_bytes.get(),
-            viewer_bytes_sent: s.viewer_bytes_sent.get(),
-            viewer_lag_events: s.viewer_lag_events.get(),
-            viewer_batches_skipped: s.viewer_batches_skipped.get(),
-            viewers_dropped_slow: s.viewers_dropped_slow.get(),
-            verify_policy: match self.verifier.policy() {
-                VerifyPolicy::Full => "full",
-                VerifyPolicy::Quorum => "quorum",
-                VerifyPolicy::Sample => "sample",
-                VerifyPolicy::Off => "off-benchmark-only",
-            },
-            batches_verified: s.batches_verified.get(),
-            frames_checked: s.frames_checked.get(),
-            batches_rejected: s.batches_rejected.get(),
-            strikes: s.strikes.get(),
-            workers_banned: s.workers_banned.get(),
-            quorum_agreements: s.quorum_agreements.get(),
-            quorum_disputes: s.quorum_disputes.get(),
-            quorum_settled_alone: s.quorum_settled_alone.get(),
-            workers_idle_closed: s.workers_idle_closed.get(),
-            playback_stall_frames: s.playback_stall_frames.get(),
-            protocol_errors: s.protocol_errors.get(),
-            connections_refused: s.connections_refused.get(),
-            idle_reaped: s.idle_reaped.get(),
-        }
-    }
-}
 
 /// The router over an [`App`].
 pub fn router(app: Arc<App>) -> Router {
@@ -156,11 +65,13 @@ async fn worker_ws(
     upgrade
         .max_message_size(MAX_WORKER_MESSAGE_LEN)
         .max_frame_size(MAX_WORKER_MESSAGE_LEN)
-        .on_upgrade(move |mut socket| async move {
-            match admit(&app, Role::Worker, client) {
-                Ok(a) => worker_conn::run(socket, app, a).await,
-                Err(reason) => ws::close(&mut socket, &reason).await,
+        .on_upgrade(move |mut socket| {
+            async move {
+                if let Some(a) = admit(&app, Role::Worker, client, &mut socket).await {
+                    worker_conn::run(socket, app, a).await;
+                }
             }
+            .instrument(span(Role::Worker, client))
         })
 }
 
@@ -184,31 +95,57 @@ async fn viewer_ws(
         .write_buffer_size(256)
         .max_message_size(MAX_VIEWER_INBOUND)
         .max_frame_size(MAX_VIEWER_INBOUND)
-        .on_upgrade(move |mut socket| async move {
-            match admit(&app, Role::Viewer, client) {
-                Ok(a) => viewer_conn::run(socket, app, a, SendQueue::of(peer)).await,
-                Err(reason) => ws::close(&mut socket, &reason).await,
+        .on_upgrade(move |mut socket| {
+            async move {
+                if let Some(a) = admit(&app, Role::Viewer, client, &mut socket).await {
+                    viewer_conn::run(socket, app, a, SendQueue::of(peer)).await;
+                }
             }
+            .instrument(span(Role::Viewer, client))
         })
 }
 
+/// The span a connection's task runs in for its whole life, so its log
+/// lines carry its role, its client address and (once admitted) its id.
+fn span(role: Role, client: IpAddr) -> Span {
+    tracing::info_span!(
+        "conn",
+        role = role.name(),
+        ip = %client,
+        id = tracing::field::Empty
+    )
+}
+
 /// Admission after the upgrade, so a refusal is a close frame with a
-/// reason rather than a bare HTTP status.
+/// reason rather than a bare HTTP status: `None` once `socket` has been
+/// closed with it.
 ///
 /// `client` is the resolved client address (`crate::client_addr`), not
 /// necessarily the TCP peer.
-fn admit(
+async fn admit(
     app: &Arc<App>,
     role: Role,
     client: IpAddr,
-) -> Result<crate::fleet::Admission, CloseReason> {
-    if *app.shutdown.borrow() {
-        return Err(shutdown_reason());
+    socket: &mut WebSocket,
+) -> Option<Admission> {
+    let admitted = if *app.shutdown.borrow() {
+        Err(shutdown_reason())
+    } else {
+        app.fleet.admit(role, client).inspect_err(|r| {
+            app.stats.connections_refused.inc();
+            info!(reason = %r.reason, "connection refused");
+        })
+    };
+    match admitted {
+        Ok(a) => {
+            Span::current().record("id", a.id);
+            Some(a)
+        }
+        Err(reason) => {
+            connection::close(socket, &reason).await;
+            None
+        }
     }
-    app.fleet.admit(role, client).inspect_err(|r| {
-        app.stats.connections_refused.inc();
-        info!(ip = %client, ?role, reason = %r.reason, "connection refused");
-    })
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -366,13 +303,12 @@ impl Server {
     }
 
     /// Closes every socket with "server shutting down" and stops, waiting
-    /// at most `grace` for peers to go.
+    /// at most `grace` for peers to go (woken when the last one leaves the
+    /// fleet, not polled).
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         let deadline = Instant::now() + grace;
-        while self.app.fleet.workers() + self.app.fleet.viewers() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _ = tokio::time::timeout(grace, self.app.fleet.emptied()).await;
         let left = deadline.saturating_duration_since(Instant::now());
         let _ = tokio::time::timeout(left.max(Duration::from_millis(100)), self.http).await;
         for t in self.tasks {

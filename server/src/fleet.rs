@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use tokio::sync::watch;
+
 use crate::limits::{CloseReason, POLICY, TRY_AGAIN_LATER};
 use crate::trust::reputation::{AddrKey, Reputation};
 
@@ -27,6 +29,16 @@ pub enum Role {
     Worker,
     /// Receives the frame stream and telemetry.
     Viewer,
+}
+
+impl Role {
+    /// The role's name, as logs and refusals say it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Worker => "worker",
+            Self::Viewer => "viewer",
+        }
+    }
 }
 
 /// Caps enforced at admission.
@@ -55,6 +67,9 @@ pub struct Fleet {
     next_id: AtomicU64,
     workers: AtomicU64,
     viewers: AtomicU64,
+    /// Connections of either role, set under `inner`'s lock: what
+    /// [`emptied`](Self::emptied) waits on.
+    connected: watch::Sender<usize>,
 }
 
 impl Fleet {
@@ -67,6 +82,7 @@ impl Fleet {
             next_id: AtomicU64::new(1),
             workers: AtomicU64::new(0),
             viewers: AtomicU64::new(0),
+            connected: watch::Sender::new(0),
         }
     }
 
@@ -84,6 +100,14 @@ impl Fleet {
     /// Viewer connections now.
     pub fn viewers(&self) -> u64 {
         self.viewers.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once no connection is left (at once if none is): how a
+    /// stopping server waits for its peers to go.
+    pub async fn emptied(&self) {
+        let mut connected = self.connected.subscribe();
+        // The sender lives in `self`, so the channel cannot close first.
+        let _ = connected.wait_for(|n| *n == 0).await;
     }
 
     /// The reputation table admission consults.
@@ -104,10 +128,11 @@ impl Fleet {
             ));
         }
         let mut inner = self.lock();
-        let (count, cap, name) = match role {
-            Role::Worker => (inner.workers, self.caps.workers, "worker"),
-            Role::Viewer => (inner.viewers, self.caps.viewers, "viewer"),
+        let (count, cap) = match role {
+            Role::Worker => (inner.workers, self.caps.workers),
+            Role::Viewer => (inner.viewers, self.caps.viewers),
         };
+        let name = role.name();
         if count >= cap {
             return Err(CloseReason::new(
                 TRY_AGAIN_LATER,
@@ -132,6 +157,7 @@ impl Fleet {
                 self.viewers.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.connected.send_replace(inner.workers + inner.viewers);
         Ok(Admission {
             fleet: Arc::clone(self),
             role,
@@ -153,6 +179,7 @@ impl Fleet {
                 self.viewers.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        self.connected.send_replace(inner.workers + inner.viewers);
         if let Some(n) = inner.per_ip.get_mut(&key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -231,6 +258,26 @@ mod tests {
             .err()
             .expect("capped");
         assert_eq!(r.code, TRY_AGAIN_LATER);
+    }
+
+    #[tokio::test]
+    async fn emptied_wakes_when_the_last_connection_leaves() {
+        let f = fleet(Duration::ZERO);
+        f.emptied().await;
+        let a = f.admit(Role::Worker, [10, 0, 0, 1].into()).expect("worker");
+        let b = f.admit(Role::Viewer, [10, 0, 0, 2].into()).expect("viewer");
+        let waiting = tokio::spawn({
+            let f = Arc::clone(&f);
+            async move { f.emptied().await }
+        });
+        drop(a);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one connection is left");
+        drop(b);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken when the last one left")
+            .expect("task");
     }
 
     #[test]

@@ -26,8 +26,8 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::App;
 use crate::send_queue::Peer;
+use crate::state::App;
 
 /// The only WebSocket version there is (RFC 6455 §4.1).
 pub const WEBSOCKET_VERSION: &str = "13";

@@ -56,6 +56,11 @@ impl CloseReason {
     }
 }
 
+/// The close sent to every peer when the server stops.
+pub fn shutdown_reason() -> CloseReason {
+    CloseReason::new(GOING_AWAY, "server shutting down")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

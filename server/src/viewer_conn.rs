@@ -25,30 +25,35 @@
 //! without first polling its other sources.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::WebSocket;
 use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
-use crate::app::App;
+use crate::connection::{Connection, End, Event};
 use crate::core::Batch;
 use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
 use crate::send_queue::SendQueue;
-use crate::ws;
+use crate::state::App;
 
 /// Longest a telemetry update waits for a batch to ride with: a little more
 /// than the quarter-second batch interval, so while the stream plays every
 /// update rides along, and when it stalls updates still go out on their own.
 pub const TELEMETRY_HOLD: Duration = Duration::from_millis(300);
 
-/// Runs a viewer connection to its end. `queue` is its socket's send
-/// queue, bounded by `--viewer-max-unsent`.
-pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission, queue: SendQueue) {
-    let id = admission.id;
-    debug!(viewer = id, ip = %admission.ip, "viewer connected");
+/// Runs a viewer connection to its end (inside its connection span, see
+/// `app.rs`). `queue` is its socket's send queue, bounded by
+/// `--viewer-max-unsent`.
+pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: SendQueue) {
+    debug!("viewer connected");
+    let oversize = CloseReason::new(
+        TOO_BIG,
+        "message exceeds the viewer limit; viewers send nothing",
+    );
+    let mut ws = Connection::new(socket, &app, oversize);
     // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
     // (benchmarks) the stream runs as fast as it can be rendered, kernel
     // buffering is part of the measured throughput, and the viewers are
@@ -61,29 +66,22 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission, que
         // buffer, and the close frame fits behind it.
         let largest = app.cfg.batch_frames as usize * donut_shared::PACKED_LEN + 64;
         if let Err(e) = queue.set_limit(max.saturating_add(largest)) {
-            debug!(viewer = id, "SO_SNDBUF not set: {e}");
+            debug!("SO_SNDBUF not set: {e}");
         }
     }
     let out = Out {
         app: &app,
         queue,
         bound,
-        limit: Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
     };
-    let send_limit = out.limit;
-    let idle = Duration::from_secs(app.cfg.idle_secs.max(1));
     let mut telemetry = app.telemetry.clone();
-    let mut shutdown = app.shutdown.clone();
-    let mut ping = tokio::time::interval(Duration::from_secs(app.cfg.ping_secs.max(1)));
-    ping.reset();
-    let mut last_heard = Instant::now();
 
     // Telemetry first, so the page can show the fleet before any frame.
     let first = telemetry.borrow_and_update().viewer_msg.clone();
     let (mut rx, catchup) = app.core.subscribe();
-    let mut ok = out.send(&mut socket, None, first).await;
+    let mut ok = out.send(&mut ws, None, first).await;
     if ok.is_ok() {
-        ok = out.send_batches(&mut socket, catchup).await;
+        ok = out.send_batches(&mut ws, catchup).await;
     }
 
     // A telemetry update waiting for the next batch, and its deadline.
@@ -91,29 +89,29 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission, que
     let hold = tokio::time::sleep(TELEMETRY_HOLD);
     tokio::pin!(hold);
 
-    let close: Option<CloseReason> = if let Err(close) = ok {
-        close
+    let end: End = if let Err(end) = ok {
+        end
     } else {
         loop {
             tokio::select! {
                 biased;
                 batch = rx.recv() => match batch {
                     Ok(b) => {
-                        if let Err(close) = out.send(&mut socket, held.take(), b.msg).await {
-                            break close;
+                        if let Err(end) = out.send(&mut ws, held.take(), b.msg).await {
+                            break end;
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
                         app.stats.viewer_lag_events.inc();
                         app.stats.viewer_batches_skipped.add(n);
-                        warn!(viewer = id, skipped = n, "viewer lagging; skipped ahead to live");
+                        warn!(skipped = n, "viewer lagging; skipped ahead to live");
                         let (fresh, catchup) = app.core.subscribe();
                         rx = fresh;
-                        if let Err(close) = out.send_batches(&mut socket, catchup).await {
-                            break close;
+                        if let Err(end) = out.send_batches(&mut ws, catchup).await {
+                            break end;
                         }
                     }
-                    Err(RecvError::Closed) => break Some(crate::app::shutdown_reason()),
+                    Err(RecvError::Closed) => break End::Shutdown,
                 },
                 Ok(()) = telemetry.changed(), if held.is_none() => {
                     held = Some(telemetry.borrow_and_update().viewer_msg.clone());
@@ -124,47 +122,29 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission, que
                     // as fresh as it is now.
                     held = None;
                     let msg = telemetry.borrow_and_update().viewer_msg.clone();
-                    if let Err(close) = out.send(&mut socket, None, msg).await {
-                        break close;
+                    if let Err(end) = out.send(&mut ws, None, msg).await {
+                        break end;
                     }
                 }
-                msg = socket.recv() => match msg {
-                    None | Some(Ok(Message::Close(_))) => break None,
-                    Some(Err(e)) => {
-                        if ws::is_size_limit(&e) {
-                            app.stats.protocol_errors.inc();
-                            break Some(CloseReason::new(
-                                TOO_BIG,
-                                "message exceeds the viewer limit; viewers send nothing",
-                            ));
-                        }
-                        break None;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
-                    Some(Ok(Message::Binary(_) | Message::Text(_))) => {
+                event = ws.next() => match event {
+                    Err(end) => break end,
+                    Ok(Event::Binary(_) | Event::Text) => {
                         app.stats.protocol_errors.inc();
-                        break Some(CloseReason::new(
+                        break End::Closed(CloseReason::new(
                             UNSUPPORTED,
                             "viewers send nothing; workers connect to /ws/worker",
                         ));
                     }
                 },
-                _ = ping.tick() => {
-                    let tick = ws::keep_alive(&mut socket, last_heard, idle, send_limit, &app.stats.idle_reaped);
-                    if let Err(close) = tick.await {
-                        break close;
-                    }
-                }
-                _ = shutdown.changed() => break Some(crate::app::shutdown_reason()),
             }
         }
     };
-    if let Some(reason) = &close {
-        debug!(viewer = id, code = reason.code, reason = %reason.reason, "closing viewer");
-        ws::close(&mut socket, reason).await;
+    if let Some(reason) = end.close_reason() {
+        debug!(code = reason.code, reason = %reason.reason, "closing viewer");
     }
+    ws.finish(&end).await;
     drop(admission);
-    debug!(viewer = id, "viewer disconnected");
+    debug!(?end, "viewer disconnected");
 }
 
 /// How a viewer's messages go out: timed, counted, and bounded by what it
@@ -174,11 +154,7 @@ struct Out<'a> {
     queue: SendQueue,
     /// `--viewer-max-unsent` when paced.
     bound: Option<usize>,
-    limit: Duration,
 }
-
-/// `Err(None)`: the viewer is gone; `Err(Some(reason))`: close it.
-type Sent = Result<(), Option<CloseReason>>;
 
 impl Out<'_> {
     /// Sends `msg` (preceded by `lead` in the same `write` if there is
@@ -186,54 +162,53 @@ impl Out<'_> {
     /// `--viewer-max-unsent`: a viewer that keeps up has taken the last
     /// message by the time the next is due (a quarter of a second later;
     /// a catch-up is about a second of frames, well under the bound).
-    async fn send(&self, socket: &mut WebSocket, lead: Option<Bytes>, msg: Bytes) -> Sent {
+    async fn send(&self, ws: &mut Connection, lead: Option<Bytes>, msg: Bytes) -> Result<(), End> {
         if let Some(max) = self.bound
             && let Ok(unsent) = self.queue.unsent()
             && unsent > max
         {
             self.app.stats.viewers_dropped_slow.inc();
             warn!(unsent, max, "viewer not reading; closed");
-            return Err(Some(CloseReason::new(
+            return Err(End::Closed(CloseReason::new(
                 POLICY,
                 format!("not reading: {unsent} bytes unread, over the limit of {max}"),
             )));
         }
-        self.write(socket, lead, msg).await
+        self.write(ws, lead, msg).await
     }
 
-    async fn send_batches(&self, socket: &mut WebSocket, batches: Vec<Batch>) -> Sent {
+    async fn send_batches(&self, ws: &mut Connection, batches: Vec<Batch>) -> Result<(), End> {
         for b in batches {
-            self.send(socket, None, b.msg).await?;
+            self.send(ws, None, b.msg).await?;
         }
         Ok(())
     }
 
-    /// The timed write, counted.
-    async fn write(&self, socket: &mut WebSocket, lead: Option<Bytes>, msg: Bytes) -> Sent {
+    /// The timed write, counted. A viewer that took no bytes for the send
+    /// limit is closed with a reason (a worker in that state is not: it
+    /// has nothing to read about it).
+    async fn write(&self, ws: &mut Connection, lead: Option<Bytes>, msg: Bytes) -> Result<(), End> {
         let app = self.app;
-        let limit = self.limit;
         let len = (msg.len() + lead.as_ref().map_or(0, Bytes::len)) as u64;
         let sent = match lead {
-            Some(lead) => {
-                ws::send_pair_outcome(socket, Message::Binary(lead), Message::Binary(msg), limit)
-                    .await
-            }
-            None => ws::send_outcome(socket, Message::Binary(msg), limit).await,
+            Some(lead) => ws.send_pair(lead, msg).await,
+            None => ws.send(msg).await,
         };
         match sent {
-            ws::Sent::Ok => {
+            Ok(()) => {
                 app.stats.viewer_bytes_sent.add(len);
                 Ok(())
             }
-            ws::Sent::Gone => Err(None),
-            ws::Sent::TimedOut => {
+            Err(End::PeerStalled) => {
+                let limit = ws.send_limit();
                 app.stats.viewers_dropped_slow.inc();
                 warn!("viewer took no bytes for {limit:?}; dropped");
-                Err(Some(CloseReason::new(
+                Err(End::Closed(CloseReason::new(
                     POLICY,
                     format!("not reading: took no bytes for {} s", limit.as_secs()),
                 )))
             }
+            Err(end) => Err(end),
         }
     }
 }

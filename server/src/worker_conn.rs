@@ -16,19 +16,21 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::WebSocket;
 use bytes::Bytes;
-use donut_shared::wire::{DecodeError, FromWorker, RESULT_HEADER_LEN, TaskResult};
+use donut_shared::wire::{
+    DecodeError, FromWorker, MAX_WORKER_MESSAGE_LEN, RESULT_HEADER_LEN, TaskResult,
+};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::app::App;
 use crate::config::VerifyPolicy;
+use crate::connection::{Connection, End, Event};
 use crate::core::{Candidate, Vote, WorkerEvent};
 use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
 use crate::scheduler::Claim;
-use crate::ws;
+use crate::state::App;
 
 /// Per-connection state.
 struct Conn {
@@ -46,24 +48,27 @@ struct Conn {
 /// a flood (a hedged or expired task legitimately gets one late answer).
 const NEEDLESS_ALLOWANCE: u64 = 16;
 
-/// Runs a worker connection to its end.
-pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
+/// Runs a worker connection to its end (inside its connection span, see
+/// `app.rs`).
+pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission) {
     let id = admission.id;
+    let oversize = CloseReason::for_decode_error(&DecodeError::TooLarge {
+        len: MAX_WORKER_MESSAGE_LEN + 1,
+        max: MAX_WORKER_MESSAGE_LEN,
+    });
+    let mut ws = Connection::new(socket, &app, oversize);
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let key = admission.key;
     let misses = app.fleet.reputation().misses(key);
     app.core.add_worker(id, key, misses, event_tx);
-    info!(worker = id, ip = %admission.ip, misses, "worker connected");
+    info!(misses, "worker connected");
     // Admitted just before its address was banned, and registered just
     // after the ban evicted the address's workers: checked once more now
     // that eviction would reach it.
     if app.fleet.reputation().banned(key, Instant::now()).is_some() {
         app.core.remove_worker(id);
-        ws::close(
-            &mut socket,
-            &CloseReason::new(POLICY, "address banned for cheating"),
-        )
-        .await;
+        let end = End::Closed(CloseReason::new(POLICY, "address banned for cheating"));
+        ws.finish(&end).await;
         return;
     }
     let mut conn = Conn {
@@ -75,86 +80,52 @@ pub async fn run(mut socket: WebSocket, app: Arc<App>, admission: Admission) {
         needless: 0,
     };
     let mut telemetry = app.telemetry.clone();
-    let mut shutdown = app.shutdown.clone();
-    let send_limit = Duration::from_secs(app.cfg.send_timeout_secs.max(1));
-    let idle = Duration::from_secs(app.cfg.idle_secs.max(1));
-    let mut ping = tokio::time::interval(Duration::from_secs(app.cfg.ping_secs.max(1)));
-    ping.reset();
-    let mut last_heard = Instant::now();
 
-    let close: Option<CloseReason> = loop {
+    let end: End = loop {
         tokio::select! {
-            msg = socket.recv() => match msg {
-                None | Some(Ok(Message::Close(_))) => break None,
-                Some(Err(e)) => {
-                    if ws::is_size_limit(&e) {
-                        app.stats.protocol_errors.inc();
-                        break Some(CloseReason::for_decode_error(
-                            &donut_shared::wire::DecodeError::TooLarge {
-                                len: donut_shared::wire::MAX_WORKER_MESSAGE_LEN + 1,
-                                max: donut_shared::wire::MAX_WORKER_MESSAGE_LEN,
-                            },
-                        ));
-                    }
-                    debug!(worker = id, error = %e, "worker socket error");
-                    break None;
-                }
-                Some(Ok(Message::Binary(bytes))) => {
-                    last_heard = Instant::now();
+            event = ws.next() => match event {
+                Err(end) => break end,
+                Ok(Event::Binary(bytes)) => {
                     if let Some(reason) = conn.on_binary(bytes).await {
-                        break Some(reason);
+                        break End::Closed(reason);
                     }
                 }
-                Some(Ok(Message::Text(_))) => {
+                Ok(Event::Text) => {
                     app.stats.protocol_errors.inc();
-                    break Some(CloseReason::new(UNSUPPORTED, "binary messages only"));
+                    break End::Closed(CloseReason::new(UNSUPPORTED, "binary messages only"));
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => last_heard = Instant::now(),
             },
             Some(event) = events.recv() => match event {
                 WorkerEvent::Task(task) => {
                     conn.tasks_sent += 1;
-                    let msg = Message::Binary(Bytes::copy_from_slice(&task.to_bytes()));
-                    if !ws::send_timed(&mut socket, msg, send_limit).await {
-                        break None;
+                    if let Err(end) = ws.send(Bytes::copy_from_slice(&task.to_bytes())).await {
+                        break end;
                     }
                 }
                 WorkerEvent::Missed => {
                     if let Some(reason) = conn.missed() {
-                        break Some(reason);
+                        break End::Closed(reason);
                     }
                 }
                 WorkerEvent::Banned => {
-                    break Some(CloseReason::new(POLICY, "address banned for cheating"));
+                    break End::Closed(CloseReason::new(POLICY, "address banned for cheating"));
                 }
             },
             Ok(()) = telemetry.changed() => {
                 let mut t = telemetry.borrow_and_update().telemetry;
                 t.contributed = conn.contributed;
-                let msg = Message::Binary(Bytes::copy_from_slice(&t.to_bytes()));
-                if !ws::send_timed(&mut socket, msg, send_limit).await {
-                    break None;
+                if let Err(end) = ws.send(Bytes::copy_from_slice(&t.to_bytes())).await {
+                    break end;
                 }
             }
-            _ = ping.tick() => {
-                let tick = ws::keep_alive(&mut socket, last_heard, idle, send_limit, &app.stats.idle_reaped);
-                if let Err(close) = tick.await {
-                    break close;
-                }
-            }
-            _ = shutdown.changed() => break Some(crate::app::shutdown_reason()),
         }
     };
     app.core.remove_worker(id);
-    if let Some(reason) = &close {
-        info!(worker = id, code = reason.code, reason = %reason.reason, "closing worker");
-        ws::close(&mut socket, reason).await;
+    if let Some(reason) = end.close_reason() {
+        info!(code = reason.code, reason = %reason.reason, "closing worker");
     }
-    info!(
-        worker = id,
-        contributed = conn.contributed,
-        "worker disconnected"
-    );
+    ws.finish(&end).await;
+    info!(?end, contributed = conn.contributed, "worker disconnected");
 }
 
 impl Conn {
@@ -297,15 +268,12 @@ impl Conn {
             .fleet
             .reputation()
             .missed(self.admission.key, Instant::now());
-        debug!(
-            worker = self.id,
-            in_a_row, by_addr, "task expired unanswered"
-        );
+        debug!(in_a_row, by_addr, "task expired unanswered");
         if in_a_row < max && by_addr < max {
             return None;
         }
         app.stats.workers_idle_closed.inc();
-        warn!(worker = self.id, ip = %self.admission.ip, in_a_row, by_addr, "closing idle taker");
+        warn!(in_a_row, by_addr, "closing idle taker");
         Some(CloseReason::new(
             POLICY,
             format!(
@@ -322,7 +290,7 @@ impl Conn {
         app.stats.strikes.inc();
         let key = self.admission.key;
         let strike = app.fleet.reputation().strike(key, Instant::now());
-        warn!(worker = self.id, addr = %key, strikes = strike.strikes, "strike: {why}");
+        warn!(addr = %key, strikes = strike.strikes, "strike: {why}");
         if strike.strikes < app.cfg.max_strikes {
             return None;
         }
@@ -349,7 +317,7 @@ impl Conn {
             app.core.evict(key);
         }
         let secs = ban.map_or(0, |b| b.as_secs());
-        warn!(worker = self.id, addr = %key, ban_secs = secs, "worker cut off");
+        warn!(addr = %key, ban_secs = secs, "worker cut off");
         let strikes = match strikes {
             0 => String::new(),
             n => format!(" ({n} strikes)"),

@@ -1,0 +1,110 @@
+//! The state every handler and connection shares: one [`App`] in an `Arc`,
+//! handed to handlers by axum's `State` extractor (there is no global
+//! mutable state), and the [`Snapshot`] of its figures.
+//!
+//! It lives apart from the router and the server's start and stop
+//! (`app.rs`) so that imports point one way: `app` builds the state
+//! and the connections, the connections use the state, and nothing
+//! imports `app` back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::client_addr::ClientAddr;
+use crate::config::{ServeConfig, VerifyPolicy};
+use crate::core::Core;
+use crate::fleet::Fleet;
+use crate::metrics::{Snapshot, Stats};
+use crate::origin::OriginPolicy;
+use crate::telemetry::TelemetryMsg;
+use crate::trust::quorum::Referee;
+use crate::trust::verifier::Verifier;
+
+/// State shared by every handler and connection.
+pub struct App {
+    /// Configuration.
+    pub cfg: ServeConfig,
+    /// Scheduler, ring and broadcast.
+    pub core: Arc<Core>,
+    /// Connections and admission.
+    pub fleet: Arc<Fleet>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+    /// Result checking.
+    pub verifier: Verifier,
+    /// Settles quorum disputes and lone votes.
+    pub referee: Referee,
+    /// Latest telemetry.
+    pub telemetry: watch::Receiver<TelemetryMsg>,
+    /// Turns true when the server is stopping.
+    pub shutdown: watch::Receiver<bool>,
+    /// When the server started.
+    pub started: Instant,
+    /// Which pages may open the WebSockets.
+    pub origins: OriginPolicy,
+    /// Whose forwarded client address is believed.
+    pub client_addr: ClientAddr,
+}
+
+impl App {
+    /// Every figure now, for `/metrics` and `/api/stats`.
+    pub fn snapshot(&self) -> Snapshot {
+        let pos = self.core.position();
+        let s = &self.stats;
+        let buffered = pos.contiguous.saturating_sub(pos.head);
+        Snapshot {
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            workers: self.fleet.workers(),
+            viewers: self.fleet.viewers(),
+            fps: if self.cfg.paced() { self.cfg.fps } else { 0 },
+            head: pos.head,
+            contiguous: pos.contiguous,
+            broadcast_cursor: pos.cursor,
+            buffered_frames: buffered,
+            buffered_secs: if self.cfg.paced() {
+                buffered as f64 / f64::from(self.cfg.fps)
+            } else {
+                0.0
+            },
+            fleet_fps: u64::from(self.telemetry.borrow().telemetry.fleet_fps),
+            ring_frames: pos.ring_frames,
+            ring_bytes: pos.ring_bytes,
+            outstanding_ranges: pos.outstanding,
+            tasks_dispatched: pos.sched.dispatched,
+            tasks_hedged: pos.sched.hedged,
+            tasks_reassigned: pos.sched.reassigned,
+            tasks_expired: pos.sched.expired,
+            tasks_presumed_lost: pos.sched.presumed_lost,
+            frames_accepted: s.frames_accepted.get(),
+            results_accepted: s.results_accepted.get(),
+            results_duplicate: s.results_duplicate.get(),
+            broadcast_batches: s.broadcast_batches.get(),
+            broadcast_bytes: s.broadcast_bytes.get(),
+            viewer_bytes_sent: s.viewer_bytes_sent.get(),
+            viewer_lag_events: s.viewer_lag_events.get(),
+            viewer_batches_skipped: s.viewer_batches_skipped.get(),
+            viewers_dropped_slow: s.viewers_dropped_slow.get(),
+            verify_policy: match self.verifier.policy() {
+                VerifyPolicy::Full => "full",
+                VerifyPolicy::Quorum => "quorum",
+                VerifyPolicy::Sample => "sample",
+                VerifyPolicy::Off => "off-benchmark-only",
+            },
+            batches_verified: s.batches_verified.get(),
+            frames_checked: s.frames_checked.get(),
+            batches_rejected: s.batches_rejected.get(),
+            strikes: s.strikes.get(),
+            workers_banned: s.workers_banned.get(),
+            quorum_agreements: s.quorum_agreements.get(),
+            quorum_disputes: s.quorum_disputes.get(),
+            quorum_settled_alone: s.quorum_settled_alone.get(),
+            workers_idle_closed: s.workers_idle_closed.get(),
+            playback_stall_frames: s.playback_stall_frames.get(),
+            protocol_errors: s.protocol_errors.get(),
+            connections_refused: s.connections_refused.get(),
+            idle_reaped: s.idle_reaped.get(),
+        }
+    }
+}
