@@ -12,10 +12,12 @@
 //! ```
 //!
 //! - [`config`]: flags and environment variables.
-//! - [`app`]: shared state, router, start/stop; [`assets`]: the embedded web client.
+//! - [`state`]: the shared state; [`app`]: router, start/stop; [`assets`]: the
+//!   embedded web client.
 //! - [`core`]: the stream's positions and invariants around [`ring`] and [`scheduler`].
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
-//! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints;
+//! - [`worker_conn`], [`viewer_conn`]: the two endpoints, each over a
+//!   [`connection`] (keep-alive, limits, close, why it ended);
 //!   [`send_queue`]: the bound on what a viewer leaves unread.
 //! - [`verifier`]: native re-rendering of results.
 //! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
