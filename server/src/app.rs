@@ -3,8 +3,8 @@
 //! [`App`] ([`crate::state`]); the embedded web client is served by
 //! [`crate::assets`].
 //!
-//! Background work is two tasks: the [`broadcaster`](crate::broadcaster)
-//! (the stream's clock) and the [`telemetry`](crate::telemetry) publisher.
+//! Background work is two tasks: the [`broadcaster`]
+//! (the stream's clock) and the [`telemetry`] publisher.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

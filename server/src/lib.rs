@@ -19,7 +19,8 @@
 //! - [`worker_conn`], [`viewer_conn`]: the two endpoints, each over a
 //!   [`connection`] (keep-alive, limits, close, why it ended);
 //!   [`send_queue`]: the bound on what a viewer leaves unread.
-//! - [`verifier`]: native re-rendering of results.
+//! - [`trust`]: native re-rendering of results ([`trust::verifier`]),
+//!   reputation by address, the quorum referee.
 //! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
 //!   file-descriptor budget the caps must fit.
 //! - [`handshake`], [`origin`], [`client_addr`]: checks before a WebSocket
