@@ -160,7 +160,7 @@ impl Connection {
     /// the frame header, before the payload is read), or the peer is gone.
     fn receive_error(&self, e: axum::Error) -> End {
         let e = e.into_inner();
-        if is_too_long(&*e) {
+        if is_over_size(&*e) {
             self.stats.protocol_errors.inc();
             return End::Closed(self.oversize.clone());
         }
@@ -217,15 +217,19 @@ async fn within(
     }
 }
 
-/// Whether an error from the socket is the message-size limit: tungstenite's
-/// `Capacity(MessageTooLong)`, which axum wraps (the same tungstenite
-/// version as ours, or the downcast fails; `cargo tree -d` shows one).
-fn is_too_long(e: &(dyn StdError + Send + Sync + 'static)) -> bool {
+/// Whether an error from the socket is a size limit: tungstenite's
+/// `Capacity(MessageTooLong)` (a data message over our cap) or
+/// `Protocol(ControlFrameTooBig)` (a ping or close over RFC 6455 §5.5's 125
+/// bytes), which axum wraps (the same tungstenite version as ours, or the
+/// downcast fails; `cargo tree -d` shows one).
+fn is_over_size(e: &(dyn StdError + Send + Sync + 'static)) -> bool {
+    use tungstenite::error::{CapacityError, ProtocolError};
     matches!(
         e.downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(
-            tungstenite::error::CapacityError::MessageTooLong { .. }
-        ))
+        Some(
+            tungstenite::Error::Capacity(CapacityError::MessageTooLong { .. })
+                | tungstenite::Error::Protocol(ProtocolError::ControlFrameTooBig)
+        )
     )
 }
 
@@ -273,17 +277,18 @@ mod tests {
                 max_size: 1,
             },
         ));
-        assert!(is_too_long(&*too_long.into_inner()));
+        assert!(is_over_size(&*too_long.into_inner()));
+        let big_ping = axum::Error::new(tungstenite::Error::Protocol(
+            ProtocolError::ControlFrameTooBig,
+        ));
+        assert!(is_over_size(&*big_ping.into_inner()));
         let others = [
             axum::Error::new(tungstenite::Error::Capacity(CapacityError::TooManyHeaders)),
-            axum::Error::new(tungstenite::Error::Protocol(
-                ProtocolError::ControlFrameTooBig,
-            )),
             axum::Error::new(tungstenite::Error::ConnectionClosed),
             axum::Error::new(std::io::Error::other("message too long")),
         ];
         for e in others {
-            assert!(!is_too_long(&*e.into_inner()));
+            assert!(!is_over_size(&*e.into_inner()));
         }
     }
 
