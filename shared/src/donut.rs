@@ -60,11 +60,17 @@ pub struct FrameAngles {
 }
 
 impl FrameAngles {
-    /// The angles of absolute frame `frame`: A = 1 + 0.07·frame and
-    /// B = 1 + 0.03·frame radians, reduced modulo 2π exactly.
+    /// The angles of absolute frame `frame` of the idle spin:
+    /// A = 1 + 0.07·frame and B = 1 + 0.03·frame radians, reduced modulo 2π
+    /// exactly.
     pub fn for_frame(frame: u64) -> Self {
-        let a = angle(frame, TURN_A);
-        let b = angle(frame, TURN_B);
+        Self::for_pose(Pose::idle(frame))
+    }
+
+    /// The angles of `pose`: A = 1 + 2π·pose.a and B = 1 + 2π·pose.b radians.
+    pub fn for_pose(pose: Pose) -> Self {
+        let a = angle(pose.a);
+        let b = angle(pose.b);
         Self {
             sin_a: libm::sin(a),
             cos_a: libm::cos(a),
@@ -84,26 +90,63 @@ impl FrameAngles {
     }
 }
 
-/// 1 + (frame × rate mod one turn), in radians within [1, 1 + 2π).
-fn angle(frame: u64, rate: u64) -> f64 {
-    let phase = frame.wrapping_mul(rate) as f64 * TWO_POW_MINUS_64;
-    1.0 + phase * core::f64::consts::TAU
+/// 1 + 2π·phase, phase being 0.64 fixed-point turns: radians within
+/// [1, 1 + 2π).
+fn angle(phase: u64) -> f64 {
+    1.0 + phase as f64 * TWO_POW_MINUS_64 * core::f64::consts::TAU
 }
 
-/// Renders absolute frame `frame` as 1760 ASCII bytes (22 rows of 79 glyphs
-/// and a newline).
+/// The donut's orientation: its rotations A (around the x axis) and B
+/// (around the z axis) as 0.64 fixed-point turns, so that stepping a pose is
+/// exact integer arithmetic on every target.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Pose {
+    /// Rotation A in 2^-64 turns.
+    pub a: u64,
+    /// Rotation B in 2^-64 turns.
+    pub b: u64,
+}
+
+impl Pose {
+    /// Rotation A's idle rate: 0.07 rad a frame (donut.c), as 2^-64 turns.
+    pub const IDLE_RATE_A: u64 = TURN_A;
+    /// Rotation B's idle rate: 0.03 rad a frame (donut.c), as 2^-64 turns.
+    pub const IDLE_RATE_B: u64 = TURN_B;
+
+    /// The pose of absolute frame `frame` when nobody has ever steered:
+    /// donut.c's A = 0.07·frame, B = 0.03·frame (plus its starting 1 rad).
+    pub fn idle(frame: u64) -> Self {
+        Self {
+            a: frame.wrapping_mul(TURN_A),
+            b: frame.wrapping_mul(TURN_B),
+        }
+    }
+}
+
+/// Renders absolute frame `frame` of the idle spin as 1760 ASCII bytes (22
+/// rows of 79 glyphs and a newline).
 pub fn render(frame: u64, out: &mut [u8; FRAME_LEN]) {
-    render_codes(frame, out);
+    render_pose(Pose::idle(frame), out);
+}
+
+/// Renders the donut in `pose` as 1760 ASCII bytes.
+pub fn render_pose(pose: Pose, out: &mut [u8; FRAME_LEN]) {
+    render_codes(pose, out);
     for b in out.iter_mut() {
         *b = ALPHABET[usize::from(*b)];
     }
 }
 
-/// Renders absolute frame `frame` straight into its packed form (what
-/// workers send), skipping the ASCII detour.
+/// Renders absolute frame `frame` of the idle spin straight into its packed
+/// form (what workers send), skipping the ASCII detour.
 pub fn render_packed(frame: u64, out: &mut [u8; PACKED_LEN]) {
+    render_pose_packed(Pose::idle(frame), out);
+}
+
+/// Renders the donut in `pose` straight into its packed form.
+pub fn render_pose_packed(pose: Pose, out: &mut [u8; PACKED_LEN]) {
     let mut codes = [0u8; FRAME_LEN];
-    render_codes(frame, &mut codes);
+    render_codes(pose, &mut codes);
     crate::frame::pack_codes(&codes, out);
 }
 
@@ -193,10 +236,10 @@ const _: () = assert!(GRID_W.is_power_of_two() && GRID_X0 >= 1);
 /// One ring's projected samples, padded like the phi tables.
 pub(crate) type Samples = [u32; PHI_PADDED];
 
-/// Renders frame `frame` as symbol codes (see [`crate::frame`]), with the
-/// widest vector instructions this CPU has (see [`crate::simd`]).
-pub(crate) fn render_codes(frame: u64, out: &mut [u8; FRAME_LEN]) {
-    crate::simd::dispatch(frame, out);
+/// Renders `pose` as symbol codes (see [`crate::frame`]), with the widest
+/// vector instructions this CPU has (see [`crate::simd`]).
+pub(crate) fn render_codes(pose: Pose, out: &mut [u8; FRAME_LEN]) {
+    crate::simd::dispatch(pose, out);
 }
 
 /// The renderer's body. `#[inline(always)]` so that each per-CPU entry point
@@ -208,8 +251,8 @@ pub(crate) fn render_codes(frame: u64, out: &mut [u8; FRAME_LEN]) {
 /// a single integer `max`, and the code rides along for free; depths within
 /// 2^-19 of each other are treated as a tie broken by the brighter glyph.
 #[inline(always)]
-pub(crate) fn render_codes_portable(frame: u64, out: &mut [u8; FRAME_LEN]) {
-    render_rings(frame, out, |zbuf, cells, keys| {
+pub(crate) fn render_codes_portable(pose: Pose, out: &mut [u8; FRAME_LEN]) {
+    render_rings(pose, out, |zbuf, cells, keys| {
         // The padding samples past PHI_STEPS are computed but never drawn.
         scatter(zbuf, &cells[..PHI_STEPS], &keys[..PHI_STEPS]);
     });
@@ -218,15 +261,15 @@ pub(crate) fn render_codes_portable(frame: u64, out: &mut [u8; FRAME_LEN]) {
 /// The z-buffers samples are scattered into.
 pub(crate) type ZBuffers = [[u32; GRID_LEN]; LANES];
 
-/// Projects ring after ring of frame `frame`, hands each ring's samples to
+/// Projects ring after ring of `pose`, hands each ring's samples to
 /// `scatter_ring` to depth-test into the z-buffers, and writes the frame.
 #[inline(always)]
 pub(crate) fn render_rings(
-    frame: u64,
+    pose: Pose,
     out: &mut [u8; FRAME_LEN],
     mut scatter_ring: impl FnMut(&mut ZBuffers, &Samples, &Samples),
 ) {
-    let angles = FrameAngles::for_frame(frame);
+    let angles = FrameAngles::for_pose(pose);
     let e = angles.sin_a as f32;
     let g = angles.cos_a as f32;
     let n = angles.sin_b as f32;

@@ -14,6 +14,8 @@
 //! - [`frame`]: the 14-symbol alphabet and nibble packing (880 bytes a frame).
 //! - [`wire`]: every message the server, browsers and native workers
 //!   exchange, with allocation-free encode and zero-copy decode.
+//! - [`scene`]: what viewers steer: a pose, a spin, friction; the state a
+//!   task carries so that any worker can render any range.
 //! - [`codec`]: context-modelled range coding of frame batches for viewers.
 //! - [`digest`]: a small stable hash used by tests and the selftest export.
 //! - [`backoff`]: reconnect delays and endpoint URLs for the browser clients.
@@ -27,8 +29,11 @@ pub mod codec;
 pub mod digest;
 pub mod donut;
 pub mod frame;
+pub mod scene;
 mod simd;
 pub mod wire;
 
-pub use donut::{FRAME_LEN, HEIGHT, WIDTH, render, render_packed};
+pub use donut::{
+    FRAME_LEN, HEIGHT, Pose, WIDTH, render, render_packed, render_pose, render_pose_packed,
+};
 pub use frame::{FrameError, PACKED_LEN, pack, unpack};

@@ -22,7 +22,7 @@
 //! `is_x86_feature_detected!` needs `std`, so detection reads CPUID and XCR0
 //! directly and caches the answer in an atomic.
 
-use crate::donut::FRAME_LEN;
+use crate::donut::{FRAME_LEN, Pose};
 
 /// Instruction-set levels, widest last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,8 +35,8 @@ pub(crate) enum Level {
 
 /// Renders with the widest level available.
 #[inline(always)]
-pub(crate) fn dispatch(frame: u64, out: &mut [u8; FRAME_LEN]) {
-    run(detected(), frame, out);
+pub(crate) fn dispatch(pose: Pose, out: &mut [u8; FRAME_LEN]) {
+    run(detected(), pose, out);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -46,8 +46,8 @@ fn detected() -> Level {
 
 #[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
-pub(crate) fn run(_: Level, frame: u64, out: &mut [u8; FRAME_LEN]) {
-    crate::donut::render_codes_portable(frame, out);
+pub(crate) fn run(_: Level, pose: Pose, out: &mut [u8; FRAME_LEN]) {
+    crate::donut::render_codes_portable(pose, out);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -65,8 +65,8 @@ mod x86 {
 
     use super::Level;
     use crate::donut::{
-        FRAME_LEN, PHI_PADDED, PHI_STEPS, Samples, render_codes_portable as body, render_rings,
-        scatter,
+        FRAME_LEN, PHI_PADDED, PHI_STEPS, Pose, Samples, render_codes_portable as body,
+        render_rings, scatter,
     };
 
     /// 0 until detected, then a `Level` discriminant.
@@ -119,28 +119,28 @@ mod x86 {
 
     /// Runs `body` compiled for `level`, which must be supported.
     #[inline(always)]
-    pub(crate) fn run(level: Level, frame: u64, out: &mut [u8; FRAME_LEN]) {
+    pub(crate) fn run(level: Level, pose: Pose, out: &mut [u8; FRAME_LEN]) {
         match level {
             // SAFETY: `level` comes from `detected()` (or a test that checked
             // it against `detected()`), so the CPU has these features.
-            Level::Avx512 => unsafe { avx512(frame, out) },
-            Level::Avx2 => unsafe { avx2(frame, out) },
-            Level::Baseline => body(frame, out),
+            Level::Avx512 => unsafe { avx512(pose, out) },
+            Level::Avx2 => unsafe { avx2(pose, out) },
+            Level::Baseline => body(pose, out),
         }
     }
 
     #[target_feature(enable = "avx2")]
     #[inline(never)]
-    unsafe fn avx2(frame: u64, out: &mut [u8; FRAME_LEN]) {
-        body(frame, out)
+    unsafe fn avx2(pose: Pose, out: &mut [u8; FRAME_LEN]) {
+        body(pose, out)
     }
 
     #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512vl")]
     #[inline(never)]
-    unsafe fn avx512(frame: u64, out: &mut [u8; FRAME_LEN]) {
+    unsafe fn avx512(pose: Pose, out: &mut [u8; FRAME_LEN]) {
         let mut kept_cells = Kept([0; KEPT_LEN]);
         let mut kept_keys = Kept([0; KEPT_LEN]);
-        render_rings(frame, out, |zbuf, cells, keys| {
+        render_rings(pose, out, |zbuf, cells, keys| {
             // SAFETY: this closure only runs inside `avx512`, whose caller
             // guarantees the CPU has AVX-512F.
             let n = unsafe { keep_ring_maxima(cells, keys, &mut kept_cells, &mut kept_keys) };
@@ -239,10 +239,10 @@ mod tests {
         let supported: &[Level] = &levels[..detected() as usize];
         for frame in (0..3_000u64).chain([1 << 32, 1 << 53, u64::MAX]) {
             let mut reference = [0u8; FRAME_LEN];
-            render_codes_portable(frame, &mut reference);
+            render_codes_portable(Pose::idle(frame), &mut reference);
             for &level in supported {
                 let mut out = [0u8; FRAME_LEN];
-                run(level, frame, &mut out);
+                run(level, Pose::idle(frame), &mut out);
                 assert!(out == reference, "frame {frame} differs at {level:?}");
             }
         }
