@@ -173,7 +173,7 @@ setup() {
 inputs_digest() {
     local crate="$1"
     {
-        find "$crate" shared -type f \( -path '*/src/*' -o -name Cargo.toml -o -name build.rs \) \
+        find "$crate" shared browser -type f \( -path '*/src/*' -o -name Cargo.toml -o -name build.rs \) \
             -not -path '*/target/*' -print0 | sort -z | xargs -0 sha256sum
         sha256sum Cargo.toml Cargo.lock
         if [ -d .cargo ]; then find .cargo -type f -print0 | sort -z | xargs -0 sha256sum; fi
@@ -237,11 +237,11 @@ run_tests() {
     ignored="$(total ignored)"
     rm -f "$log"
     [ "$status" -eq 0 ] || die "tests failed (cargo test exit $status; $passed passed, $failed failed)"
-    # The same unit tests of the two browser crates, compiled to wasm32 and
+    # The same unit tests of the browser crates, compiled to wasm32 and
     # run by wasm-bindgen-test-runner (from wasm-bindgen-cli) in Node.
     say "testing the wasm crates as wasm (wasm-bindgen-test in Node)"
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-        cargo test --target wasm32-unknown-unknown -p donut-viewer -p donut-worker-wasm --lib \
+        cargo test --target wasm32-unknown-unknown -p donut-viewer -p donut-worker-wasm -p donut-browser --lib \
         || die "wasm-bindgen tests failed"
     say "all checks passed"
     echo "tests: $passed passed, $failed failed, $ignored skipped"

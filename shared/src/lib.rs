@@ -19,6 +19,8 @@
 //! - [`codec`]: context-modelled range coding of frame batches for viewers.
 //! - [`digest`]: a small stable hash used by tests and the selftest export.
 //! - [`backoff`]: reconnect delays and endpoint URLs for the browser clients.
+//! - `ring` (with `alloc`): the tagged frame ring, packed frames keyed by
+//!   absolute frame number (the server's store, the viewer's jitter buffer).
 #![no_std]
 
 #[cfg(feature = "alloc")]
@@ -29,6 +31,8 @@ pub mod codec;
 pub mod digest;
 pub mod donut;
 pub mod frame;
+#[cfg(feature = "alloc")]
+pub mod ring;
 pub mod scene;
 mod simd;
 pub mod wire;

@@ -6,9 +6,9 @@
 //! which frame is due and draws it when it changes. When the socket closes
 //! the player keeps playing what it has buffered while the viewer reconnects
 //! with backoff, and the panel shows the connection state; while it is not
-//! live the panel's figures are marked stale. Callbacks hold a `Weak`
-//! reference and their socket's generation number, so a late event from an
-//! old socket is ignored.
+//! live the panel's figures are marked stale. The reconnecting socket, its
+//! callbacks and the re-entry-safe state are `donut_browser`'s, shared with
+//! the worker.
 //!
 //! A page entering the back/forward cache or being frozen calls
 //! [`DonutViewer::suspend`] (the shim forwards `pagehide` and `freeze`): the
@@ -17,16 +17,19 @@
 //! keep sending batches to a tab that cannot play them, and the clock lands
 //! the returning tab on the live frame.
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
+use donut_browser::link::{Close, End, State};
+use donut_browser::shared::Shared;
+use donut_browser::socket::{Client, Event, Socket};
+use donut_browser::stats::{WorkerState, WorkerStats};
 use donut_shared::FRAME_LEN;
-use donut_shared::backoff::{Backoff, write_endpoint_url};
+use donut_shared::backoff::write_endpoint_url;
 use donut_shared::wire::DecodeError;
-use js_sys::{ArrayBuffer, Object, Reflect, Uint8Array};
+use js_sys::{Object, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{BinaryType, CloseEvent, Event, HtmlCanvasElement, MessageEvent, WebSocket, Window};
+use web_sys::{HtmlCanvasElement, Window};
 
 use crate::clock::{History, RateMeter};
 use crate::panel::{Panel, RunningTotal, buffer_text, group};
@@ -35,57 +38,6 @@ use crate::screen::{Chart, Layout, Screen};
 
 /// How often the panel's playback numbers are refreshed.
 const PANEL_INTERVAL_MS: f64 = 500.0;
-/// Close code for a normal close (the page is hidden).
-const CLOSE_NORMAL: u16 = 1000;
-/// Close code for a protocol violation by the server. Browsers only let a
-/// page close with 1000 or 3000..=4999 (1002 would throw and leave the
-/// socket open), so this is an application code.
-const CLOSE_PROTOCOL_ERROR: u16 = 4002;
-
-type Handler<E> = Closure<dyn FnMut(E)>;
-
-/// Where the viewer's connection is.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Link {
-    Connecting,
-    Live,
-    Waiting {
-        until_ms: f64,
-    },
-    /// Hidden in the back/forward cache or frozen: no socket, no retries.
-    Suspended,
-    /// The server speaks protocol version `server` (it was upgraded while
-    /// this page was open): no retries, the page must be reloaded.
-    Outdated {
-        server: u8,
-    },
-}
-
-struct Socket {
-    ws: WebSocket,
-    _on_open: Handler<Event>,
-    _on_message: Handler<MessageEvent>,
-    _on_close: Handler<CloseEvent>,
-}
-
-impl Socket {
-    fn close(&self, code: u16, reason: &str) {
-        if code != 1000 {
-            web_sys::console::warn_1(&JsValue::from_str(&format!(
-                "donut viewer: closing the connection: {reason}"
-            )));
-        }
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        // A reason over 123 bytes or a reserved code makes `close` throw;
-        // never leave the socket open because of that.
-        if self.ws.close_with_code_and_reason(code, reason).is_err() {
-            let _ = self.ws.close();
-        }
-    }
-}
-
 /// Start-up milestones on this page's `performance.now()` clock (0 is the
 /// navigation start), for the start-up benchmark (`server/benches/startup.rs`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -108,7 +60,8 @@ struct Milestones {
 #[derive(Default)]
 struct Contribution {
     on: bool,
-    state: String,
+    /// `None` until the worker first reports.
+    state: Option<WorkerState>,
     /// Across workers: the page starts a fresh one after a freeze.
     rendered: RunningTotal,
     contributed: RunningTotal,
@@ -116,7 +69,6 @@ struct Contribution {
 
 struct Inner {
     window: Window,
-    url: String,
     player: Player,
     screen: Screen,
     chart: Option<Chart>,
@@ -126,26 +78,20 @@ struct Inner {
     text: [u8; FRAME_LEN],
     text_frame: Option<u64>,
     paused: bool,
-    link: Link,
-    socket: Option<Socket>,
-    generation: u32,
-    backoff: Backoff,
-    reconnect_timer: Option<i32>,
+    socket: Socket,
     contribution: Contribution,
     last_panel_ms: f64,
     milestones: Milestones,
     /// The last `Frames` message as received, kept (not copied: the buffer
     /// is moved here) for [`DonutViewer::bench_decode`].
     last_frames: Vec<u8>,
-    me: Weak<RefCell<Inner>>,
-    on_reconnect: Option<Closure<dyn FnMut()>>,
-    on_frame: Option<Handler<f64>>,
+    on_frame: Option<Closure<dyn FnMut(f64)>>,
 }
 
 /// The running viewer. The page keeps it as `window.donutViewer`.
 #[wasm_bindgen]
 pub struct DonutViewer {
-    inner: Rc<RefCell<Inner>>,
+    inner: Rc<Shared<Inner>>,
 }
 
 #[wasm_bindgen]
@@ -173,10 +119,10 @@ impl DonutViewer {
         let screen = Screen::new(canvas)?;
         let chart = chart.map(Chart::new).transpose()?;
         let created = window.performance().map_or(0.0, |p| p.now());
-        let inner = Rc::new_cyclic(|me| {
-            RefCell::new(Inner {
+        let inner = Shared::new_cyclic(|me| {
+            let weak = me.clone();
+            Inner {
                 window,
-                url,
                 player: Player::new(),
                 screen,
                 chart,
@@ -186,11 +132,7 @@ impl DonutViewer {
                 text: [b' '; FRAME_LEN],
                 text_frame: None,
                 paused: false,
-                link: Link::Connecting,
-                socket: None,
-                generation: 0,
-                backoff: Backoff::new(),
-                reconnect_timer: None,
+                socket: Socket::new("donut viewer", url, me),
                 contribution: Contribution::default(),
                 last_panel_ms: f64::NEG_INFINITY,
                 milestones: Milestones {
@@ -198,72 +140,68 @@ impl DonutViewer {
                     ..Milestones::default()
                 },
                 last_frames: Vec::new(),
-                me: me.clone(),
-                on_reconnect: None,
-                on_frame: None,
-            })
+                on_frame: Some(Closure::new(move |t: f64| {
+                    if let Some(v) = weak.upgrade() {
+                        v.update(move |v: &mut Inner| v.animate(t));
+                    }
+                })),
+            }
         });
-        {
-            let mut v = inner.borrow_mut();
-            let weak = Rc::downgrade(&inner);
-            v.on_reconnect = Some(Closure::new(move || {
-                if let Some(v) = weak.upgrade() {
-                    let mut v = v.borrow_mut();
-                    v.reconnect_timer = None;
-                    v.connect();
-                }
-            }));
-            let weak = Rc::downgrade(&inner);
-            v.on_frame = Some(Closure::new(move |t: f64| {
-                if let Some(v) = weak.upgrade() {
-                    v.borrow_mut().animate(t);
-                }
-            }));
-            v.connect();
+        inner.update(|v| {
+            v.socket.start();
             v.request_frame();
-        }
+        });
         Ok(DonutViewer { inner })
     }
 
     /// The absolute frame number on screen, if any.
     #[wasm_bindgen(js_name = currentFrame)]
     pub fn current_frame(&self) -> Option<f64> {
-        self.inner.borrow().text_frame.map(|f| f as f64)
+        self.inner.try_read(|v| v.text_frame)?.map(|f| f as f64)
     }
 
     /// The text of the frame on screen (80 × 22 characters, rows ending in
     /// a newline), if any.
     #[wasm_bindgen(js_name = currentText)]
     pub fn current_text(&self) -> Option<String> {
-        let v = self.inner.borrow();
-        v.text_frame?;
-        Some(String::from_utf8_lossy(&v.text).into_owned())
+        self.inner.try_read(|v| {
+            v.text_frame?;
+            Some(String::from_utf8_lossy(&v.text).into_owned())
+        })?
     }
 
     /// Distinct frames drawn over the last second.
     #[wasm_bindgen(js_name = playbackFps)]
     pub fn playback_fps(&self) -> f64 {
-        let mut v = self.inner.borrow_mut();
-        let now = v.now();
-        v.shown_meter.per_second(now) as f64
+        self.inner
+            .try_update(|v| {
+                let now = v.now();
+                v.shown_meter.per_second(now) as f64
+            })
+            .unwrap_or(0.0)
     }
 
-    /// `"connecting"`, `"live"`, `"reconnecting"` or `"suspended"`.
+    /// `"connecting"`, `"live"`, `"reconnecting"`, `"suspended"` or
+    /// `"outdated"` (empty in the instant the viewer is busy, never seen).
     #[wasm_bindgen(js_name = connectionState)]
     pub fn connection_state(&self) -> String {
-        self.inner.borrow().link_name().to_owned()
+        self.inner
+            .try_read(|v| v.link_name().to_owned())
+            .unwrap_or_default()
     }
 
     /// Freezes (or resumes) the picture; frames keep being received.
     #[wasm_bindgen(js_name = setPaused)]
     pub fn set_paused(&self, paused: bool) {
-        self.inner.borrow_mut().paused = paused;
+        self.inner.update(move |v| v.paused = paused);
     }
 
     /// Where the glyph grid is on the canvas, in CSS pixels relative to the
     /// canvas element: `{x, y, cellWidth, cellHeight, cols, rows}`.
     pub fn layout(&self) -> JsValue {
-        let l: Layout = self.inner.borrow().screen.layout();
+        let Some(l): Option<Layout> = self.inner.try_read(|v| v.screen.layout()) else {
+            return JsValue::NULL;
+        };
         let dpr = if l.dpr > 0.0 { l.dpr } else { 1.0 };
         object(&[
             ("x", l.origin_x / dpr),
@@ -280,9 +218,12 @@ impl DonutViewer {
     /// Player counters: `{framesReceived, framesDropped, batches, misses,
     /// framesShown, gaps, head, workers, viewers}`.
     pub fn stats(&self) -> JsValue {
-        let v = self.inner.borrow();
-        let s = v.player.stats();
-        let t = v.player.telemetry().unwrap_or_default();
+        let Some((s, t)) = self
+            .inner
+            .try_read(|v| (v.player.stats(), v.player.telemetry().unwrap_or_default()))
+        else {
+            return JsValue::NULL;
+        };
         object(&[
             ("framesReceived", s.frames_received as f64),
             ("framesDropped", s.frames_dropped as f64),
@@ -300,7 +241,7 @@ impl DonutViewer {
     /// is the navigation start), if one was.
     #[wasm_bindgen(js_name = firstPaintMs)]
     pub fn first_paint_ms(&self) -> Option<f64> {
-        self.inner.borrow().milestones.first_paint
+        self.inner.try_read(|v| v.milestones.first_paint)?
     }
 
     /// Start-up milestones in `performance.now()` milliseconds: `{created,
@@ -310,7 +251,9 @@ impl DonutViewer {
     /// the refresh that drew the first frame began; that frame drawn).
     /// Missing ones are `NaN`.
     pub fn milestones(&self) -> JsValue {
-        let m = self.inner.borrow().milestones;
+        let Some(m) = self.inner.try_read(|v| v.milestones) else {
+            return JsValue::NULL;
+        };
         let or_nan = |t: Option<f64>| t.unwrap_or(f64::NAN);
         object(&[
             ("created", m.created),
@@ -328,8 +271,81 @@ impl DonutViewer {
     /// or `null` if no batch has arrived yet or it no longer decodes.
     #[wasm_bindgen(js_name = benchDecode)]
     pub fn bench_decode(&self, reps: u32) -> JsValue {
-        let v = self.inner.borrow();
-        let bytes = v.last_frames.as_slice();
+        self.inner
+            .try_read(|v| v.bench_decode(reps))
+            .unwrap_or(JsValue::NULL)
+    }
+
+    /// The page is going into the back/forward cache or being frozen:
+    /// closes the socket normally and stops reconnecting until
+    /// [`Self::resume`].
+    pub fn suspend(&self) {
+        self.inner.update(Inner::suspend);
+    }
+
+    /// The page is back (`pageshow`, `resume`): reconnects at once if it
+    /// was suspended; otherwise does nothing.
+    pub fn resume(&self) {
+        self.inner.update(Inner::resume);
+    }
+
+    /// Whether this tab contributes (the page's switch), for the panel.
+    #[wasm_bindgen(js_name = setContributing)]
+    pub fn set_contributing(&self, on: bool) {
+        self.inner.update(move |v| {
+            v.contribution.on = on;
+            v.update_contribution();
+        });
+    }
+
+    /// A stats message from this tab's Web Worker (a [`WorkerStats`] object,
+    /// or one with only a `state` from the page), for the panel.
+    #[wasm_bindgen(js_name = workerStats)]
+    pub fn worker_stats(&self, stats: &JsValue) {
+        let Some(s) = WorkerStats::from_js(stats) else {
+            return;
+        };
+        self.inner.update(move |v| {
+            v.contribution.state = Some(s.state);
+            v.contribution.rendered.update(s.rendered);
+            v.contribution.contributed.update(s.contributed);
+            v.update_contribution();
+        });
+    }
+}
+
+/// A plain JS object of numbers.
+fn object(fields: &[(&str, f64)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in fields {
+        let _ = Reflect::set(&o, &JsValue::from_str(k), &JsValue::from_f64(*v));
+    }
+    o.into()
+}
+
+impl Client for Inner {
+    fn socket(&mut self) -> &mut Socket {
+        &mut self.socket
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Open => {
+                if self.milestones.socket_open.is_none() {
+                    self.milestones.socket_open = Some(self.now());
+                }
+            }
+            Event::Message(bytes) => self.on_message(bytes),
+            Event::Closed(End::RefusedVersion { .. }) => self.show_link(),
+            Event::Connecting | Event::Closed(_) => {}
+        }
+    }
+}
+
+impl Inner {
+    /// See [`DonutViewer::bench_decode`].
+    fn bench_decode(&self, reps: u32) -> JsValue {
+        let bytes = self.last_frames.as_slice();
         let Ok(donut_shared::wire::ToViewer::Frames(f)) =
             donut_shared::wire::ToViewer::decode(bytes)
         else {
@@ -338,7 +354,7 @@ impl DonutViewer {
         let (frames, codec) = (f.count, f.codec as u8);
         let reps = reps.max(1);
         let mut sink = 0u8;
-        let start = v.now();
+        let start = self.now();
         for _ in 0..reps {
             let Ok(donut_shared::wire::ToViewer::Frames(f)) =
                 donut_shared::wire::ToViewer::decode(bytes)
@@ -352,7 +368,7 @@ impl DonutViewer {
                 return JsValue::NULL;
             }
         }
-        let elapsed = v.now() - start;
+        let elapsed = self.now() - start;
         // Keep the work observable so it cannot be optimised away.
         std::hint::black_box(sink);
         object(&[
@@ -363,54 +379,6 @@ impl DonutViewer {
             ("reps", f64::from(reps)),
         ])
     }
-
-    /// The page is going into the back/forward cache or being frozen:
-    /// closes the socket normally and stops reconnecting until
-    /// [`Self::resume`].
-    pub fn suspend(&self) {
-        self.inner.borrow_mut().suspend();
-    }
-
-    /// The page is back (`pageshow`, `resume`): reconnects at once if it
-    /// was suspended; otherwise does nothing.
-    pub fn resume(&self) {
-        self.inner.borrow_mut().resume();
-    }
-
-    /// Whether this tab contributes (the page's switch), for the panel.
-    #[wasm_bindgen(js_name = setContributing)]
-    pub fn set_contributing(&self, on: bool) {
-        let mut v = self.inner.borrow_mut();
-        v.contribution.on = on;
-        v.update_contribution();
-    }
-
-    /// A stats message from this tab's Web Worker (`{state, rendered,
-    /// contributed}`), for the panel.
-    #[wasm_bindgen(js_name = workerStats)]
-    pub fn worker_stats(&self, stats: &JsValue) {
-        let get = |k: &str| Reflect::get(stats, &JsValue::from_str(k)).ok();
-        let mut v = self.inner.borrow_mut();
-        if let Some(s) = get("state").and_then(|s| s.as_string()) {
-            v.contribution.state = s;
-        }
-        if let Some(n) = get("rendered").and_then(|n| n.as_f64()) {
-            v.contribution.rendered.update(n as u64);
-        }
-        if let Some(n) = get("contributed").and_then(|n| n.as_f64()) {
-            v.contribution.contributed.update(n as u64);
-        }
-        v.update_contribution();
-    }
-}
-
-/// A plain JS object of numbers.
-fn object(fields: &[(&str, f64)]) -> JsValue {
-    let o = Object::new();
-    for (k, v) in fields {
-        let _ = Reflect::set(&o, &JsValue::from_str(k), &JsValue::from_f64(*v));
-    }
-    o.into()
 }
 
 impl Inner {
@@ -419,36 +387,28 @@ impl Inner {
     }
 
     fn link_name(&self) -> &'static str {
-        match self.link {
-            Link::Connecting => "connecting",
-            Link::Live => "live",
-            Link::Waiting { .. } => "reconnecting",
-            Link::Suspended => "suspended",
-            Link::Outdated { .. } => "outdated",
+        match self.socket.state() {
+            State::Off => "suspended",
+            State::Connecting => "connecting",
+            State::Open => "live",
+            State::Waiting { .. } => "reconnecting",
+            State::Outdated { .. } => "outdated",
         }
     }
 
     fn suspend(&mut self) {
-        if self.link == Link::Suspended {
+        if self.socket.state() == State::Off {
             return;
         }
-        if let Some(id) = self.reconnect_timer.take() {
-            self.window.clear_timeout_with_handle(id);
-        }
-        if let Some(s) = self.socket.take() {
-            s.close(CLOSE_NORMAL, "page hidden");
-        }
-        self.link = Link::Suspended;
+        self.socket.close(Close::Stop("page hidden"));
         self.show_link();
     }
 
     fn resume(&mut self) {
-        if self.link != Link::Suspended {
+        if self.socket.state() != State::Off {
             return;
         }
-        self.backoff.reset();
-        self.link = Link::Connecting;
-        self.connect();
+        self.socket.start();
         self.show_link();
     }
 
@@ -501,19 +461,18 @@ impl Inner {
         let fps = self.shown_meter.per_second(now);
         self.panel.set("playback", &format!("{fps} fps"));
         let ahead = self.player.buffered_ahead(now);
-        let state = match self.link {
-            Link::Waiting { until_ms } => {
-                format!(
-                    "reconnecting in {:.1} s",
-                    ((until_ms - now) / 1000.0).max(0.0)
-                )
-            }
-            Link::Connecting => "connecting…".to_owned(),
-            Link::Live => format!("live · {ahead} frames buffered here"),
-            Link::Suspended => "paused while the page is hidden".to_owned(),
-            Link::Outdated { server } => format!(
-                "this page is out of date (the server speaks protocol {server}, \
+        let state = match self.socket.state() {
+            State::Waiting { .. } => format!(
+                "reconnecting in {:.1} s",
+                self.socket.retry_in_ms().unwrap_or(0.0) / 1000.0
+            ),
+            State::Connecting => "connecting…".to_owned(),
+            State::Open => format!("live · {ahead} frames buffered here"),
+            State::Off => "paused while the page is hidden".to_owned(),
+            State::Outdated { server } => format!(
+                "this page is out of date (the server speaks protocol {}, \
                  this page {}): reload the page",
+                server.map_or_else(|| "another".to_owned(), |v| v.to_string()),
                 donut_shared::wire::PROTOCOL_VERSION
             ),
         };
@@ -522,21 +481,26 @@ impl Inner {
             .set_attr("connection", "data-state", self.link_name());
         // Figures from before a disconnect are stale; before the first
         // telemetry there are none.
-        let stale = self.link != Link::Live && self.player.telemetry().is_some();
+        let live = self.socket.state() == State::Open;
+        let stale = !live && self.player.telemetry().is_some();
         self.panel.set_stale(stale);
     }
 
     fn update_contribution(&self) {
         let c = &self.contribution;
-        let text = match (c.on, c.state.as_str()) {
+        let text = match (c.on, c.state) {
             (false, _) => "off (watching only)".to_owned(),
-            (true, "connected") => format!(
+            (true, Some(WorkerState::Connected)) => format!(
                 "{} frames ({} rendered)",
                 group(c.contributed.total()),
                 group(c.rendered.total())
             ),
-            (true, "") => "starting…".to_owned(),
-            (true, state) => format!("{state} · {} frames", group(c.contributed.total())),
+            (true, None) => "starting…".to_owned(),
+            (true, Some(state)) => format!(
+                "{} · {} frames",
+                state.label(),
+                group(c.contributed.total())
+            ),
         };
         self.panel.set("mine", &text);
     }
@@ -562,120 +526,27 @@ impl Inner {
         }
     }
 
-    fn connect(&mut self) {
-        if self.socket.is_some() {
-            return;
-        }
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
-        let ws = match WebSocket::new(&self.url) {
-            Ok(ws) => ws,
-            Err(_) => return self.schedule_reconnect(),
-        };
-        ws.set_binary_type(BinaryType::Arraybuffer);
-        let me = self.me.clone();
-        let on_open: Handler<Event> = Closure::new(move |_: Event| {
-            with_current(&me, generation, |v| {
-                v.link = Link::Live;
-                if v.milestones.socket_open.is_none() {
-                    v.milestones.socket_open = Some(v.now());
-                }
-            });
-        });
-        let me = self.me.clone();
-        let on_message: Handler<MessageEvent> = Closure::new(move |e: MessageEvent| {
-            with_current(&me, generation, |v| v.on_message(&e));
-        });
-        let me = self.me.clone();
-        let on_close: Handler<CloseEvent> = Closure::new(move |_: CloseEvent| {
-            with_current(&me, generation, |v| {
-                v.socket = None;
-                v.schedule_reconnect();
-            });
-        });
-        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        self.socket = Some(Socket {
-            ws,
-            _on_open: on_open,
-            _on_message: on_message,
-            _on_close: on_close,
-        });
-        self.link = Link::Connecting;
-    }
-
-    fn on_message(&mut self, e: &MessageEvent) {
-        let Ok(buf) = e.data().dyn_into::<ArrayBuffer>() else {
-            return self.drop_and_retry("text messages are not part of the protocol");
-        };
-        let bytes = Uint8Array::new(&buf).to_vec();
+    fn on_message(&mut self, bytes: Vec<u8>) {
         let now = self.now();
         match self.player.on_message(&bytes, now) {
             Ok(Received::Telemetry(t)) => {
-                self.backoff.reset();
+                self.socket.healthy();
                 self.on_telemetry(&t);
             }
             Ok(Received::Frames { .. }) => {
-                self.backoff.reset();
+                self.socket.healthy();
                 if self.milestones.first_frames.is_none() {
                     self.milestones.first_frames = Some(now);
                 }
                 self.last_frames = bytes;
             }
-            Err(DecodeError::Version { got }) => self.outdated(got),
-            Err(err) => self.drop_and_retry(&err.to_string()),
-        }
-    }
-
-    /// Stops for good: the server was upgraded to another protocol version
-    /// while this page was open. Retrying would loop forever.
-    fn outdated(&mut self, server: u8) {
-        if let Some(id) = self.reconnect_timer.take() {
-            self.window.clear_timeout_with_handle(id);
-        }
-        if let Some(s) = self.socket.take() {
-            s.close(CLOSE_NORMAL, "page out of date");
-        }
-        self.link = Link::Outdated { server };
-        self.show_link();
-    }
-
-    fn drop_and_retry(&mut self, reason: &str) {
-        if let Some(s) = self.socket.take() {
-            s.close(CLOSE_PROTOCOL_ERROR, reason);
-        }
-        self.schedule_reconnect();
-    }
-
-    fn schedule_reconnect(&mut self) {
-        if matches!(self.link, Link::Suspended | Link::Outdated { .. })
-            || self.reconnect_timer.is_some()
-        {
-            return;
-        }
-        let delay = self.backoff.next_delay_ms(js_sys::Math::random());
-        if let Some(cb) = &self.on_reconnect {
-            self.reconnect_timer = self
-                .window
-                .set_timeout_with_callback_and_timeout_and_arguments_0(
-                    cb.as_ref().unchecked_ref(),
-                    delay as i32,
-                )
-                .ok();
-        }
-        self.link = Link::Waiting {
-            until_ms: self.now() + delay,
-        };
-    }
-}
-
-/// Runs `f` on the viewer if it is alive and `generation` is its socket.
-fn with_current(me: &Weak<RefCell<Inner>>, generation: u32, f: impl FnOnce(&mut Inner)) {
-    if let Some(v) = me.upgrade() {
-        let mut v = v.borrow_mut();
-        if v.generation == generation && v.socket.is_some() {
-            f(&mut v);
+            // The server was upgraded to another protocol version while
+            // this page was open: retrying would loop forever.
+            Err(DecodeError::Version { got }) => {
+                self.socket.close(Close::Outdated { server: got });
+                self.show_link();
+            }
+            Err(err) => self.socket.close(Close::Protocol(&err.to_string())),
         }
     }
 }

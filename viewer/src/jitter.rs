@@ -2,142 +2,94 @@
 //!
 //! Batches arrive in bursts and possibly out of order (a reconnect, a
 //! backfill), while playback wants exactly one frame every 1/60 s. Frames
-//! are stored packed (880 bytes) in a fixed ring of slots, frame `n` in slot
-//! `n % capacity`, each tagged with its frame number so a stale frame from a
-//! previous lap is never mistaken for the one wanted. The buffer keeps a
+//! are stored packed (880 bytes) in the shared tagged ring
+//! ([`donut_shared::ring::FrameRing`], the server's store too), frame `n` in
+//! slot `n % capacity`, each tagged with its frame number so a stale frame
+//! from a previous lap is never mistaken for the one wanted. The buffer keeps a
 //! *floor*, the oldest frame still wanted (a little behind the play
 //! position): anything below it is stale and dropped, and nothing at or past
 //! `floor + capacity` is stored, because it would overwrite a frame still
 //! needed. Memory is bounded by construction: `capacity × 880` bytes.
 
 use donut_shared::PACKED_LEN;
+use donut_shared::ring::{FrameRing, RingError};
 
-/// Marks an empty slot.
-const EMPTY: u64 = u64::MAX;
-
-/// Why a frame was not stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejected {
-    /// It is below the floor: already played or too old to matter.
-    Stale,
-    /// It is so far ahead it would overwrite a frame still needed.
-    TooFarAhead,
-}
-
-/// A bounded buffer of packed frames keyed by absolute frame number.
+/// A bounded buffer of packed frames keyed by absolute frame number: the
+/// shared tagged ring, whose base is the floor, plus "no floor yet".
 pub struct JitterBuffer {
-    frames: Vec<[u8; PACKED_LEN]>,
-    tags: Vec<u64>,
-    floor: Option<u64>,
-    stored: usize,
+    ring: FrameRing,
+    /// Whether the floor (the ring's base) is known yet.
+    floor_known: bool,
 }
 
 impl JitterBuffer {
     /// An empty buffer of `capacity` frames (at least one).
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
         Self {
-            frames: vec![[0u8; PACKED_LEN]; capacity],
-            tags: vec![EMPTY; capacity],
-            floor: None,
-            stored: 0,
+            ring: FrameRing::new(capacity, 0),
+            floor_known: false,
         }
     }
 
     /// Capacity in frames.
     pub fn capacity(&self) -> usize {
-        self.tags.len()
+        self.ring.capacity()
     }
 
     /// Frames held.
     pub fn len(&self) -> usize {
-        self.stored
+        self.ring.len()
     }
 
     /// Whether no frame is held.
     pub fn is_empty(&self) -> bool {
-        self.stored == 0
+        self.ring.is_empty()
     }
 
     /// The oldest frame still wanted, once known.
     pub fn floor(&self) -> Option<u64> {
-        self.floor
-    }
-
-    fn slot(&self, frame: u64) -> usize {
-        (frame % self.tags.len() as u64) as usize
+        self.floor_known.then(|| self.ring.base())
     }
 
     /// Stores a packed frame. Before any floor is set, the first frame
-    /// stored becomes the floor.
-    pub fn insert(&mut self, frame: u64, packed: &[u8; PACKED_LEN]) -> Result<(), Rejected> {
-        if frame == EMPTY {
-            return Err(Rejected::TooFarAhead);
+    /// stored becomes the floor. [`RingError::Behind`]: below the floor,
+    /// already played or too old to matter; [`RingError::Ahead`]: so far
+    /// ahead it would overwrite a frame still needed.
+    pub fn insert(&mut self, frame: u64, packed: &[u8; PACKED_LEN]) -> Result<(), RingError> {
+        if !self.floor_known {
+            self.ring.reset(frame);
+            self.floor_known = true;
         }
-        let floor = *self.floor.get_or_insert(frame);
-        if frame < floor {
-            return Err(Rejected::Stale);
-        }
-        if frame - floor >= self.tags.len() as u64 {
-            return Err(Rejected::TooFarAhead);
-        }
-        let i = self.slot(frame);
-        if self.tags[i] == EMPTY {
-            self.stored += 1;
-        }
-        self.tags[i] = frame;
-        self.frames[i] = *packed;
-        Ok(())
+        self.ring.insert(frame, packed)
     }
 
     /// The packed frame `frame`, if held.
     pub fn get(&self, frame: u64) -> Option<&[u8; PACKED_LEN]> {
-        let i = self.slot(frame);
-        (self.tags[i] == frame).then(|| &self.frames[i])
+        self.ring.get(frame)
     }
 
     /// Raises the floor to `floor` (it never moves down), dropping every
     /// frame below it. Cost is bounded by the capacity.
     pub fn advance(&mut self, floor: u64) {
-        let old = match self.floor {
-            Some(old) if floor <= old => return,
-            Some(old) => old,
-            None => {
-                self.floor = Some(floor);
-                return;
-            }
-        };
-        self.floor = Some(floor);
-        let cap = self.tags.len() as u64;
-        if floor - old >= cap {
-            self.clear_slots();
-            return;
-        }
-        for frame in old..floor {
-            let i = self.slot(frame);
-            if self.tags[i] == frame {
-                self.tags[i] = EMPTY;
-                self.stored -= 1;
-            }
+        if self.floor_known {
+            self.ring.advance_base(floor);
+        } else {
+            self.ring.reset(floor);
+            self.floor_known = true;
         }
     }
 
     /// Forgets every frame and the floor (after a long disconnect, when the
     /// stream may have moved anywhere).
     pub fn reset(&mut self) {
-        self.clear_slots();
-        self.floor = None;
-    }
-
-    fn clear_slots(&mut self) {
-        self.tags.fill(EMPTY);
-        self.stored = 0;
+        self.ring.reset(0);
+        self.floor_known = false;
     }
 
     /// How many consecutive frames from `from` on are held (buffer depth
     /// ahead of the play position), up to the capacity.
     pub fn run_from(&self, from: u64) -> usize {
-        (0..self.tags.len() as u64)
+        (0..self.capacity() as u64)
             .take_while(|k| from.checked_add(*k).is_some_and(|f| self.get(f).is_some()))
             .count()
     }
@@ -145,7 +97,7 @@ impl JitterBuffer {
     /// The held frame nearest below or at `frame`, searching back at most
     /// `within` frames: what to keep showing when `frame` is missing.
     pub fn latest_at_or_before(&self, frame: u64, within: u64) -> Option<u64> {
-        let lowest = frame.saturating_sub(within).max(self.floor.unwrap_or(0));
+        let lowest = frame.saturating_sub(within).max(self.floor().unwrap_or(0));
         (lowest..=frame).rev().find(|f| self.get(*f).is_some())
     }
 }
@@ -198,10 +150,10 @@ mod tests {
     fn rejects_stale_and_overwriting_frames() {
         let mut b = JitterBuffer::new(8);
         b.advance(100);
-        assert_eq!(b.insert(99, &packed(99)), Err(Rejected::Stale));
-        assert_eq!(b.insert(108, &packed(108)), Err(Rejected::TooFarAhead));
+        assert_eq!(b.insert(99, &packed(99)), Err(RingError::Behind));
+        assert_eq!(b.insert(108, &packed(108)), Err(RingError::Ahead));
         assert_eq!(b.insert(107, &packed(107)), Ok(()));
-        assert_eq!(b.insert(u64::MAX, &packed(0)), Err(Rejected::TooFarAhead));
+        assert_eq!(b.insert(u64::MAX, &packed(0)), Err(RingError::Ahead));
         assert_eq!(b.get(99), None);
     }
 

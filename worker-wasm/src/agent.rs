@@ -9,22 +9,24 @@
 //! within one slice: the socket is closed and queued tasks are dropped, and
 //! the server hands them to someone else.
 //!
-//! Callbacks hold only a `Weak` reference to the agent and the number of the
-//! socket they belong to, so events of an old socket after a reconnect are
-//! ignored and nothing keeps a stopped agent alive.
+//! The reconnecting socket, the callback guards and the re-entry-safe state
+//! are `donut_browser`'s, shared with the viewer; callbacks hold only a
+//! `Weak` reference, so nothing keeps a stopped agent alive. The stats the
+//! page sees are a typed [`WorkerStats`].
 
-use std::cell::RefCell;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
-use donut_shared::backoff::{Backoff, write_endpoint_url};
+use donut_browser::callback::JsCallback;
+use donut_browser::link::{Close, State};
+use donut_browser::shared::Shared;
+use donut_browser::socket::{Client, Event, Socket};
+use donut_browser::stats::{WorkerState, WorkerStats};
+use donut_shared::backoff::write_endpoint_url;
 use donut_shared::wire::DecodeError;
-use js_sys::{ArrayBuffer, Object, Reflect, Uint8Array};
+use js_sys::Reflect;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{
-    BinaryType, CloseEvent, DedicatedWorkerGlobalScope, Event, MessageChannel, MessageEvent,
-    WebSocket,
-};
+use web_sys::{DedicatedWorkerGlobalScope, MessageChannel, MessageEvent};
 
 use crate::task_loop::{Inbound, Refused, TaskLoop};
 
@@ -32,89 +34,24 @@ use crate::task_loop::{Inbound, Refused, TaskLoop};
 pub const SLICE_MS: f64 = 8.0;
 /// Shortest interval between two stats messages to the page.
 const STATS_INTERVAL_MS: f64 = 250.0;
-/// Close code for a protocol violation by the server. Browsers only let a
-/// page close with 1000 or 3000..=4999 (1002 would throw and leave the
-/// socket open), so this is an application code.
-const CLOSE_PROTOCOL_ERROR: u16 = 4002;
-/// Close code for a normal close.
-const CLOSE_NORMAL: u16 = 1000;
-
-/// Where the connection is, as shown on the page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Link {
-    Stopped,
-    Connecting,
-    Connected,
-    Waiting,
-    /// The server speaks another protocol version (it was upgraded while
-    /// this page was open): no retries, the page must be reloaded.
-    Outdated,
-}
-
-impl Link {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Stopped => "stopped",
-            Self::Connecting => "connecting",
-            Self::Connected => "connected",
-            Self::Outdated => "outdated: reload the page",
-            Self::Waiting => "reconnecting",
-        }
-    }
-}
-
-type Handler<E> = Closure<dyn FnMut(E)>;
-
-/// An open (or opening) socket and the callbacks that must live as long.
-struct Socket {
-    ws: WebSocket,
-    _on_open: Handler<Event>,
-    _on_message: Handler<MessageEvent>,
-    _on_close: Handler<CloseEvent>,
-}
-
-impl Socket {
-    fn close(&self, code: u16, reason: &str) {
-        if code != 1000 {
-            web_sys::console::warn_1(&JsValue::from_str(&format!(
-                "donut worker: closing the connection: {reason}"
-            )));
-        }
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        // A reason over 123 bytes or a reserved code makes `close` throw;
-        // never leave the socket open because of that.
-        if self.ws.close_with_code_and_reason(code, reason).is_err() {
-            let _ = self.ws.close();
-        }
-    }
-}
 
 struct Agent {
     scope: DedicatedWorkerGlobalScope,
-    url: String,
     tasks: TaskLoop,
-    link: Link,
     contributing: bool,
-    backoff: Backoff,
-    socket: Option<Socket>,
-    /// Bumped for every socket, so stale callbacks can tell.
-    generation: u32,
-    reconnect_timer: Option<i32>,
+    socket: Socket,
     pump: MessageChannel,
     pump_scheduled: bool,
     last_stats_ms: f64,
-    me: Weak<RefCell<Agent>>,
-    _on_pump: Option<Handler<MessageEvent>>,
-    _on_reconnect: Option<Closure<dyn FnMut()>>,
+    /// The pump's listener on `pump.port2`, removed with the agent.
+    _on_pump: Option<JsCallback>,
 }
 
 /// A handle on the running worker agent, kept by the Web Worker's script.
 #[wasm_bindgen]
 pub struct WorkerAgent {
-    inner: Rc<RefCell<Agent>>,
-    _on_control: Handler<MessageEvent>,
+    inner: Rc<Shared<Agent>>,
+    _on_control: JsCallback,
 }
 
 #[wasm_bindgen]
@@ -137,57 +74,39 @@ impl WorkerAgent {
         )
         .map_err(|_| "bad worker URL")?;
         let pump = MessageChannel::new()?;
-        let inner = Rc::new_cyclic(|me| {
-            RefCell::new(Agent {
-                scope: scope.clone(),
-                url,
-                tasks: TaskLoop::new(),
-                link: Link::Stopped,
-                contributing: false,
-                backoff: Backoff::new(),
-                socket: None,
-                generation: 0,
-                reconnect_timer: None,
-                pump,
-                pump_scheduled: false,
-                last_stats_ms: 0.0,
-                me: me.clone(),
-                _on_pump: None,
-                _on_reconnect: None,
-            })
+        let port = pump.port2();
+        let inner = Shared::new_cyclic(|me| Agent {
+            scope: scope.clone(),
+            tasks: TaskLoop::new(),
+            contributing: false,
+            socket: Socket::new("donut worker", url, me),
+            pump,
+            pump_scheduled: false,
+            last_stats_ms: 0.0,
+            _on_pump: None,
         });
-        {
-            let weak = Rc::downgrade(&inner);
-            let on_pump: Handler<MessageEvent> = Closure::new(move |_: MessageEvent| {
-                if let Some(agent) = weak.upgrade() {
-                    agent.borrow_mut().run_slice();
-                }
-            });
-            let mut agent = inner.borrow_mut();
-            agent
-                .pump
-                .port2()
-                .set_onmessage(Some(on_pump.as_ref().unchecked_ref()));
-            agent._on_pump = Some(on_pump);
-            let weak = Rc::downgrade(&inner);
-            agent._on_reconnect = Some(Closure::new(move || {
-                if let Some(agent) = weak.upgrade() {
-                    let mut agent = agent.borrow_mut();
-                    agent.reconnect_timer = None;
-                    agent.connect();
-                }
-            }));
-        }
         let weak = Rc::downgrade(&inner);
-        let on_control: Handler<MessageEvent> = Closure::new(move |e: MessageEvent| {
-            let Some(agent) = weak.upgrade() else { return };
-            let data = e.data();
-            if let Ok(v) = Reflect::get(&data, &JsValue::from_str("contribute")) {
-                agent.borrow_mut().set_contributing(v.is_truthy());
+        let on_pump = JsCallback::new(&port, "message", move |_| {
+            if let Some(agent) = weak.upgrade() {
+                agent.update(Agent::run_slice);
             }
-        });
-        scope.set_onmessage(Some(on_control.as_ref().unchecked_ref()));
-        inner.borrow_mut().set_contributing(contribute);
+        })?;
+        // A port's `message` listener only hears once the port is started.
+        port.start();
+        inner.update(move |a| a._on_pump = Some(on_pump));
+        // The agent takes over the page's messages from the bootstrap.
+        scope.set_onmessage(None);
+        let weak = Rc::downgrade(&inner);
+        let on_control = JsCallback::new(&scope, "message", move |e| {
+            let (Some(agent), Ok(e)) = (weak.upgrade(), e.dyn_into::<MessageEvent>()) else {
+                return;
+            };
+            if let Ok(v) = Reflect::get(&e.data(), &JsValue::from_str("contribute")) {
+                let on = v.is_truthy();
+                agent.update(move |a| a.set_contributing(on));
+            }
+        })?;
+        inner.update(move |a| a.set_contributing(contribute));
         Ok(WorkerAgent {
             inner,
             _on_control: on_control,
@@ -197,7 +116,29 @@ impl WorkerAgent {
     /// Turns contributing on (connect) or off (close and drop queued work).
     #[wasm_bindgen(js_name = setContributing)]
     pub fn set_contributing(&self, on: bool) {
-        self.inner.borrow_mut().set_contributing(on);
+        self.inner.update(move |a| a.set_contributing(on));
+    }
+}
+
+impl Client for Agent {
+    fn socket(&mut self) -> &mut Socket {
+        &mut self.socket
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Connecting => self.post_stats(true),
+            Event::Open => {
+                let hello = self.tasks.hello();
+                self.socket.send(&hello);
+                self.post_stats(true);
+            }
+            Event::Message(bytes) => self.on_message(&bytes),
+            Event::Closed(_) => {
+                self.tasks.disconnect();
+                self.post_stats(true);
+            }
+        }
     }
 }
 
@@ -208,133 +149,37 @@ impl Agent {
         }
         self.contributing = on;
         if on {
-            self.backoff.reset();
-            self.connect();
+            self.socket.start();
         } else {
-            if let Some(id) = self.reconnect_timer.take() {
-                self.scope.clear_timeout_with_handle(id);
-            }
-            self.drop_socket(CLOSE_NORMAL, "stopped contributing");
-            self.link = Link::Stopped;
+            self.socket.close(Close::Stop("stopped contributing"));
+            self.tasks.disconnect();
         }
         self.post_stats(true);
     }
 
-    fn connect(&mut self) {
-        if !self.contributing || self.socket.is_some() {
-            return;
-        }
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
-        let ws = match WebSocket::new(&self.url) {
-            Ok(ws) => ws,
-            Err(_) => return self.schedule_reconnect(),
-        };
-        ws.set_binary_type(BinaryType::Arraybuffer);
-        let me = self.me.clone();
-        let on_open: Handler<Event> = Closure::new(move |_: Event| {
-            with_current(&me, generation, |a| a.on_open());
-        });
-        let me = self.me.clone();
-        let on_message: Handler<MessageEvent> = Closure::new(move |e: MessageEvent| {
-            with_current(&me, generation, |a| a.on_message(&e));
-        });
-        let me = self.me.clone();
-        let on_close: Handler<CloseEvent> = Closure::new(move |e: CloseEvent| {
-            with_current(&me, generation, |a| a.on_close(&e));
-        });
-        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        self.socket = Some(Socket {
-            ws,
-            _on_open: on_open,
-            _on_message: on_message,
-            _on_close: on_close,
-        });
-        self.link = Link::Connecting;
-        self.post_stats(true);
-    }
-
-    fn on_open(&mut self) {
-        let hello = self.tasks.hello();
-        if let Some(s) = &self.socket {
-            let _ = s.ws.send_with_u8_array(&hello);
-        }
-        self.link = Link::Connected;
-        self.post_stats(true);
-    }
-
-    fn on_message(&mut self, e: &MessageEvent) {
-        let Ok(buf) = e.data().dyn_into::<ArrayBuffer>() else {
-            return self.drop_and_retry(
-                CLOSE_PROTOCOL_ERROR,
-                "text messages are not part of the protocol",
-            );
-        };
-        let bytes = Uint8Array::new(&buf).to_vec();
-        match self.tasks.on_message(&bytes) {
+    fn on_message(&mut self, bytes: &[u8]) {
+        match self.tasks.on_message(bytes) {
             Ok(Inbound::Task(_)) => {
-                self.backoff.reset();
+                self.socket.healthy();
                 self.schedule_pump();
                 self.post_stats(true);
             }
             Ok(Inbound::Telemetry(_)) => {
-                self.backoff.reset();
+                self.socket.healthy();
                 self.post_stats(false);
             }
-            Err(Refused::Decode(DecodeError::Version { .. })) => self.outdated(),
-            Err(e) => self.drop_and_retry(CLOSE_PROTOCOL_ERROR, &e.to_string()),
+            // This page's code is older (or newer) than the server's.
+            Err(Refused::Decode(DecodeError::Version { got })) => {
+                self.socket.close(Close::Outdated { server: got });
+                self.tasks.disconnect();
+                self.post_stats(true);
+            }
+            Err(e) => {
+                self.socket.close(Close::Protocol(&e.to_string()));
+                self.tasks.disconnect();
+                self.post_stats(true);
+            }
         }
-    }
-
-    fn on_close(&mut self, e: &CloseEvent) {
-        self.socket = None;
-        self.tasks.disconnect();
-        // The server refuses our protocol version: retrying would loop.
-        if donut_shared::wire::refuses_version(e.code(), &e.reason()) {
-            return self.outdated();
-        }
-        self.schedule_reconnect();
-    }
-
-    /// Stops for good: this page's code is older (or newer) than the server's.
-    fn outdated(&mut self) {
-        self.drop_socket(CLOSE_NORMAL, "page out of date");
-        self.tasks.disconnect();
-        self.link = Link::Outdated;
-        self.post_stats(true);
-    }
-
-    /// Closes the socket on our side and tries again later.
-    fn drop_and_retry(&mut self, code: u16, reason: &str) {
-        self.drop_socket(code, reason);
-        self.schedule_reconnect();
-    }
-
-    fn drop_socket(&mut self, code: u16, reason: &str) {
-        if let Some(s) = self.socket.take() {
-            s.close(code, reason);
-        }
-        self.tasks.disconnect();
-    }
-
-    fn schedule_reconnect(&mut self) {
-        if !self.contributing || self.reconnect_timer.is_some() || self.link == Link::Outdated {
-            return;
-        }
-        let delay = self.backoff.next_delay_ms(js_sys::Math::random());
-        if let Some(cb) = &self._on_reconnect {
-            self.reconnect_timer = self
-                .scope
-                .set_timeout_with_callback_and_timeout_and_arguments_0(
-                    cb.as_ref().unchecked_ref(),
-                    delay as i32,
-                )
-                .ok();
-        }
-        self.link = Link::Waiting;
-        self.post_stats(true);
     }
 
     fn schedule_pump(&mut self) {
@@ -347,15 +192,13 @@ impl Agent {
     /// Renders for up to [`SLICE_MS`], sends finished results, and yields.
     fn run_slice(&mut self) {
         self.pump_scheduled = false;
-        if !self.contributing || self.link != Link::Connected {
+        if !self.contributing || self.socket.state() != State::Open {
             return;
         }
         let started = js_sys::Date::now();
         while self.tasks.has_work() {
             if let Some(reply) = self.tasks.step() {
-                if let Some(s) = &self.socket {
-                    let _ = s.ws.send_with_u8_array(&reply);
-                }
+                self.socket.send(&reply);
                 // The page sees `pending` change as it happens.
                 self.post_stats(true);
             }
@@ -369,6 +212,17 @@ impl Agent {
         self.post_stats(false);
     }
 
+    /// Where the worker is, for the page.
+    fn state(&self) -> WorkerState {
+        match self.socket.state() {
+            State::Off => WorkerState::Stopped,
+            State::Connecting => WorkerState::Connecting,
+            State::Open => WorkerState::Connected,
+            State::Waiting { .. } => WorkerState::Reconnecting,
+            State::Outdated { .. } => WorkerState::Outdated,
+        }
+    }
+
     /// Tells the page this tab's counters: at once when a task arrives or
     /// is sent (`now`), otherwise at most every [`STATS_INTERVAL_MS`].
     fn post_stats(&mut self, now: bool) {
@@ -377,30 +231,15 @@ impl Agent {
             return;
         }
         self.last_stats_ms = t;
-        let stats = self.tasks.stats();
-        let msg = Object::new();
-        let set = |k: &str, v: JsValue| {
-            let _ = Reflect::set(&msg, &JsValue::from_str(k), &v);
+        let counters = self.tasks.stats();
+        let stats = WorkerStats {
+            state: self.state(),
+            contributing: self.contributing,
+            rendered: counters.frames_rendered,
+            results: counters.results_sent,
+            contributed: counters.contributed,
+            pending: self.tasks.pending_tasks() as u64,
         };
-        set("state", JsValue::from_str(self.link.as_str()));
-        set("contributing", JsValue::from_bool(self.contributing));
-        set("rendered", JsValue::from_f64(stats.frames_rendered as f64));
-        set("results", JsValue::from_f64(stats.results_sent as f64));
-        set("contributed", JsValue::from_f64(stats.contributed as f64));
-        set(
-            "pending",
-            JsValue::from_f64(self.tasks.pending_tasks() as f64),
-        );
-        let _ = self.scope.post_message(&msg);
-    }
-}
-
-/// Runs `f` on the agent if it is alive and `generation` is its socket.
-fn with_current(me: &Weak<RefCell<Agent>>, generation: u32, f: impl FnOnce(&mut Agent)) {
-    if let Some(agent) = me.upgrade() {
-        let mut agent = agent.borrow_mut();
-        if agent.generation == generation && agent.socket.is_some() {
-            f(&mut agent);
-        }
+        let _ = self.scope.post_message(&stats.to_js());
     }
 }
