@@ -430,11 +430,17 @@ impl Core {
             .collect()
     }
 
-    /// `addr`'s vote on the range at `start` was found wrong: any address
-    /// may answer it again (from `now`).
+    /// `addr`'s vote on the range at `start` (taken off the core, by
+    /// [`Core::vote`] or [`Core::take_stale_votes`]) was found wrong: any
+    /// address may answer it again (from `now`). Unless a newer vote on it
+    /// came in while the referee judged: the range's mark is then that
+    /// vote's (perhaps of the same address), and stays, or the range would
+    /// be split while the core holds a vote for it whole.
     pub fn clear_vote(&self, start: u64, addr: AddrKey, now: Instant) {
         let mut inner = self.lock();
-        inner.sched.clear_vote(start, addr);
+        if !inner.votes.contains_key(&start) {
+            inner.sched.clear_vote(start, addr);
+        }
         self.dispatch(&mut inner, now);
     }
 
