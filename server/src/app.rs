@@ -219,6 +219,7 @@ impl Server {
                 },
             },
             Arc::clone(&stats),
+            Instant::now(),
         ));
         let reputation = Arc::new(Reputation::new(ReputationConfig {
             scope: cfg.ban_scope,

@@ -15,7 +15,7 @@
 //! it (`cargo bench -p donut-server --bench e2e -- fanout`).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::debug;
@@ -35,7 +35,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             _ = core.frames_ready.notified() => {}
             _ = shutdown.changed() => return,
         }
-        for due in core.tick() {
+        for due in core.tick(Instant::now()) {
             // Encoding is CPU work: keep it off the executor threads so
             // sockets keep moving while a large batch is coded.
             let Ok(Some(batch)) = tokio::task::spawn_blocking(move || due.encode()).await else {

@@ -34,6 +34,17 @@
 //! broadcast channel; publishing happens under the same lock a new viewer
 //! takes to subscribe and copy its catch-up frames, so a viewer sees every
 //! frame exactly once, in order.
+//!
+//! # A seam, driven by a clock it is given
+//!
+//! `Core` is the one place the connections, the broadcaster and the
+//! referee change the stream through; a cluster engine sharing the stream
+//! between servers will implement this same surface later. So it reads no
+//! clock (as [`Scheduler`], after quinn-proto's sans-IO state machines):
+//! every call that may dispatch, expire or advance playback takes `now`,
+//! and its callers pass `Instant::now()`. Its behaviour and the invariants
+//! above are then unit- and property-tested with a fake clock, without
+//! sockets or sleeps (`core/tests.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -142,6 +153,8 @@ pub struct Position {
     pub contiguous: u64,
     /// Broadcast has reached here.
     pub cursor: u64,
+    /// The lowest frame never handed out to a worker.
+    pub frontier: u64,
     /// Ring capacity in frames.
     pub ring_frames: u64,
     /// Bytes the ring allocated.
@@ -181,8 +194,9 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core with an empty ring starting at `cfg.start_frame`.
-    pub fn new(cfg: CoreConfig, stats: Arc<Stats>) -> Self {
+    /// A core with an empty ring starting at `cfg.start_frame`, its
+    /// playback clock starting at `now`.
+    pub fn new(cfg: CoreConfig, stats: Arc<Stats>, now: Instant) -> Self {
         let (tx, _) = broadcast::channel(cfg.viewer_queue.max(1));
         let start = cfg.start_frame;
         let inner = Inner {
@@ -195,7 +209,7 @@ impl Core {
             cursor: start,
             carry: 0.0,
             published: VecDeque::new(),
-            last_tick: Instant::now(),
+            last_tick: now,
         };
         Self {
             cfg,
@@ -232,18 +246,19 @@ impl Core {
     }
 
     /// Registers a worker connection from `addr`, whose address has missed
-    /// `misses` tasks in a row; its events arrive on `tx`.
+    /// `misses` tasks in a row, at `now`; its events arrive on `tx`.
     pub fn add_worker(
         &self,
         id: WorkerId,
         addr: AddrKey,
         misses: u32,
         tx: mpsc::UnboundedSender<WorkerEvent>,
+        now: Instant,
     ) {
         let mut inner = self.lock();
         inner.sched.add_worker(id, addr, misses);
         inner.senders.insert(id, (addr, tx));
-        self.dispatch(&mut inner, Instant::now());
+        self.dispatch(&mut inner, now);
     }
 
     /// A worker's misses in a row now (0 once it delivers), if connected.
@@ -261,19 +276,19 @@ impl Core {
         }
     }
 
-    /// Records a worker's `Hello`.
-    pub fn hello(&self, id: WorkerId, slots: u16) {
+    /// Records a worker's `Hello`, received at `now`.
+    pub fn hello(&self, id: WorkerId, slots: u16, now: Instant) {
         let mut inner = self.lock();
         inner.sched.set_slots(id, slots);
-        self.dispatch(&mut inner, Instant::now());
+        self.dispatch(&mut inner, now);
     }
 
-    /// Forgets a worker; its ranges go to others.
-    pub fn remove_worker(&self, id: WorkerId) {
+    /// Forgets a worker (gone at `now`); its ranges go to others.
+    pub fn remove_worker(&self, id: WorkerId, now: Instant) {
         let mut inner = self.lock();
         inner.sched.remove_worker(id);
         inner.senders.remove(&id);
-        self.dispatch(&mut inner, Instant::now());
+        self.dispatch(&mut inner, now);
     }
 
     /// A worker's measured pace in frames per second.
@@ -281,9 +296,8 @@ impl Core {
         self.lock().sched.worker_fps(id)
     }
 
-    /// Classifies a result header (see [`Claim`]).
-    pub fn claim(&self, id: WorkerId, task_id: u32, start: u64, count: u32) -> Claim {
-        let now = Instant::now();
+    /// Classifies a result header received at `now` (see [`Claim`]).
+    pub fn claim(&self, id: WorkerId, task_id: u32, start: u64, count: u32, now: Instant) -> Claim {
         let mut inner = self.lock();
         let claim = inner.sched.claim(id, task_id, start, count, now);
         if matches!(claim, Claim::Done) {
@@ -293,10 +307,17 @@ impl Core {
         claim
     }
 
-    /// Stores a verified result. Returns whether it was the first answer
-    /// (false: someone else's copy won, nothing changed).
-    pub fn accept(&self, id: WorkerId, task_id: u32, start: u64, frames: &[u8]) -> bool {
-        let now = Instant::now();
+    /// Stores a verified result (packed `frames` from `start`, worker `id`'s
+    /// answer to `task_id`) at `now`. Returns whether it was the first
+    /// answer (false: someone else's copy won, nothing changed).
+    pub fn accept(
+        &self,
+        id: WorkerId,
+        task_id: u32,
+        start: u64,
+        frames: &[u8],
+        now: Instant,
+    ) -> bool {
         let inner = self.lock();
         self.accept_locked(inner, (id, task_id), start, frames, now)
     }
@@ -340,16 +361,17 @@ impl Core {
     }
 
     /// Casts `id`'s answer (from `addr`, to `task_id`, packed `frames`
-    /// from `start`) as a quorum vote: see [`Vote`]. Under `quorum` a range
-    /// is accepted only when two addresses return the same bytes.
+    /// from `start`) as a quorum vote cast at `now`: see [`Vote`]. Under
+    /// `quorum` a range is accepted only when two addresses return the same
+    /// bytes.
     pub fn vote(
         &self,
         (id, addr): (WorkerId, AddrKey),
         task_id: u32,
         start: u64,
         frames: &Bytes,
+        now: Instant,
     ) -> Vote {
-        let now = Instant::now();
         let count = (frames.len() / PACKED_LEN) as u32;
         let mut inner = self.lock();
         if !inner.sched.is_wanted(start, count) {
@@ -392,10 +414,9 @@ impl Core {
         }
     }
 
-    /// Takes the first votes that have waited longer than `wait` for a
-    /// second address, to be settled by a native re-render.
-    pub fn take_stale_votes(&self, wait: std::time::Duration) -> Vec<Candidate> {
-        let now = Instant::now();
+    /// Takes the first votes that have waited at least `wait` by `now` for
+    /// a second address, to be settled by a native re-render.
+    pub fn take_stale_votes(&self, wait: std::time::Duration, now: Instant) -> Vec<Candidate> {
         let mut inner = self.lock();
         let stale: Vec<u64> = inner
             .votes
@@ -409,18 +430,23 @@ impl Core {
             .collect()
     }
 
-    /// `addr`'s vote on the range at `start` was found wrong: any address
-    /// may answer it again.
-    pub fn clear_vote(&self, start: u64, addr: AddrKey) {
-        let now = Instant::now();
+    /// `addr`'s vote on the range at `start` (taken off the core, by
+    /// [`Core::vote`] or [`Core::take_stale_votes`]) was found wrong: any
+    /// address may answer it again (from `now`). Unless a newer vote on it
+    /// came in while the referee judged: the range's mark is then that
+    /// vote's (perhaps of the same address), and stays, or the range would
+    /// be split while the core holds a vote for it whole.
+    pub fn clear_vote(&self, start: u64, addr: AddrKey, now: Instant) {
         let mut inner = self.lock();
-        inner.sched.clear_vote(start, addr);
+        if !inner.votes.contains_key(&start) {
+            inner.sched.clear_vote(start, addr);
+        }
         self.dispatch(&mut inner, now);
     }
 
-    /// Drops a worker's hold on a task after a failed check or bad header.
-    pub fn reject(&self, id: WorkerId, task_id: u32) {
-        let now = Instant::now();
+    /// Drops a worker's hold on a task after a failed check or bad header
+    /// (found at `now`).
+    pub fn reject(&self, id: WorkerId, task_id: u32, now: Instant) {
         let mut inner = self.lock();
         inner.sched.reject(id, task_id);
         self.dispatch(&mut inner, now);
@@ -430,9 +456,10 @@ impl Core {
     /// frames due for broadcast (copied out of the ring, so the cursor and
     /// the ring's base may move on). The caller encodes them outside the
     /// lock and hands each to [`Core::publish`], in order.
-    /// Called by the broadcaster on every tick and whenever frames are ready.
-    pub fn tick(&self) -> Vec<Due> {
-        let now = Instant::now();
+    /// Called by the broadcaster on every tick and whenever frames are
+    /// ready, with the time `now` (never earlier than the last tick's: an
+    /// earlier one counts as no time passing).
+    pub fn tick(&self, now: Instant) -> Vec<Due> {
         let mut inner = self.lock();
         if self.paced() {
             let dt = now.saturating_duration_since(inner.last_tick).as_secs_f64();
@@ -452,7 +479,7 @@ impl Core {
                 inner.head = target;
             }
         }
-        inner.last_tick = now;
+        inner.last_tick = inner.last_tick.max(now);
         let due = self.take_due(&mut inner);
         if !self.paced() {
             inner.head = inner.cursor;
@@ -549,6 +576,7 @@ impl Core {
             head: inner.head,
             contiguous: inner.contiguous,
             cursor: inner.cursor,
+            frontier: inner.sched.frontier(),
             ring_frames: inner.ring.capacity() as u64,
             ring_bytes: inner.ring.allocated_bytes() as u64,
             outstanding: inner.sched.outstanding_ranges() as u64,
@@ -613,3 +641,6 @@ fn send(inner: &Inner, id: WorkerId, event: WorkerEvent) {
         let _ = tx.send(event);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -60,13 +60,14 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission) {
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let key = admission.key;
     let misses = app.fleet.reputation().misses(key);
-    app.core.add_worker(id, key, misses, event_tx);
+    app.core
+        .add_worker(id, key, misses, event_tx, Instant::now());
     info!(misses, "worker connected");
     // Admitted just before its address was banned, and registered just
     // after the ban evicted the address's workers: checked once more now
     // that eviction would reach it.
     if app.fleet.reputation().banned(key, Instant::now()).is_some() {
-        app.core.remove_worker(id);
+        app.core.remove_worker(id, Instant::now());
         let end = End::Closed(CloseReason::new(POLICY, "address banned for cheating"));
         ws.finish(&end).await;
         return;
@@ -120,7 +121,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission) {
             }
         }
     };
-    app.core.remove_worker(id);
+    app.core.remove_worker(id, Instant::now());
     if let Some(reason) = end.close_reason() {
         info!(code = reason.code, reason = %reason.reason, "closing worker");
     }
@@ -148,7 +149,7 @@ impl Conn {
         };
         match msg {
             FromWorker::Hello(h) => {
-                self.app.core.hello(self.id, h.slots);
+                self.app.core.hello(self.id, h.slots, Instant::now());
                 None
             }
             FromWorker::Result(r) => self.on_result(r, &bytes).await,
@@ -158,7 +159,10 @@ impl Conn {
     async fn on_result(&mut self, r: TaskResult<'_>, bytes: &Bytes) -> Option<CloseReason> {
         let app = Arc::clone(&self.app);
         let stats = &app.stats;
-        match app.core.claim(self.id, r.task_id, r.start, r.count) {
+        match app
+            .core
+            .claim(self.id, r.task_id, r.start, r.count, Instant::now())
+        {
             Claim::Fresh => {}
             Claim::Done | Claim::Stale => {
                 stats.results_duplicate.inc();
@@ -172,7 +176,7 @@ impl Conn {
                 return None;
             }
             Claim::Mismatch => {
-                app.core.reject(self.id, r.task_id);
+                app.core.reject(self.id, r.task_id, Instant::now());
                 return self.strike(format!(
                     "result header for task {} does not match the task",
                     r.task_id
@@ -192,7 +196,7 @@ impl Conn {
         stats.frames_checked.add(u64::from(verdict.checked));
         if let Some(bad) = verdict.bad_frame {
             stats.batches_rejected.inc();
-            app.core.reject(self.id, r.task_id);
+            app.core.reject(self.id, r.task_id, Instant::now());
             return self.strike(format!("frame {bad} failed verification"));
         }
         if verdict.checked > 0 {
@@ -202,7 +206,10 @@ impl Conn {
         // Checked and in: the address delivers (answers needing no check
         // do not count, or an idle taker could clear its misses with junk).
         app.fleet.reputation().delivered(key);
-        if app.core.accept(self.id, r.task_id, r.start, r.frames) {
+        if app
+            .core
+            .accept(self.id, r.task_id, r.start, r.frames, Instant::now())
+        {
             self.contributed += u64::from(r.count);
         } else {
             stats.results_duplicate.inc();
@@ -214,7 +221,10 @@ impl Conn {
     async fn on_vote(&mut self, r: TaskResult<'_>, frames: Bytes) -> Option<CloseReason> {
         let app = Arc::clone(&self.app);
         let key = self.admission.key;
-        match app.core.vote((self.id, key), r.task_id, r.start, &frames) {
+        match app
+            .core
+            .vote((self.id, key), r.task_id, r.start, &frames, Instant::now())
+        {
             Vote::Pending => {
                 app.fleet.reputation().delivered(key);
                 None

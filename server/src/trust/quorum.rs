@@ -70,16 +70,27 @@ impl Referee {
         let first_ok = !second_ok && self.judge(&first).await;
         let start = second.start;
         if second_ok {
-            self.core
-                .accept(second.worker, second.task_id, start, &second.frames);
+            self.core.accept(
+                second.worker,
+                second.task_id,
+                start,
+                &second.frames,
+                Instant::now(),
+            );
             self.reputation.clean(second.addr, Instant::now());
         } else {
-            self.core.reject(second.worker, second.task_id);
+            self.core
+                .reject(second.worker, second.task_id, Instant::now());
             if first_ok {
-                self.core
-                    .accept(first.worker, first.task_id, start, &first.frames);
+                self.core.accept(
+                    first.worker,
+                    first.task_id,
+                    start,
+                    &first.frames,
+                    Instant::now(),
+                );
             } else {
-                self.core.clear_vote(start, first.addr);
+                self.core.clear_vote(start, first.addr, Instant::now());
             }
         }
         if first_ok {
@@ -94,12 +105,17 @@ impl Referee {
     async fn settle_alone(&self, vote: Candidate) {
         self.stats.quorum_settled_alone.inc();
         if self.judge(&vote).await {
-            self.core
-                .accept(vote.worker, vote.task_id, vote.start, &vote.frames);
+            self.core.accept(
+                vote.worker,
+                vote.task_id,
+                vote.start,
+                &vote.frames,
+                Instant::now(),
+            );
             self.reputation.clean(vote.addr, Instant::now());
         } else {
             self.punish(vote.addr, vote.start);
-            self.core.clear_vote(vote.start, vote.addr);
+            self.core.clear_vote(vote.start, vote.addr, Instant::now());
         }
     }
 
@@ -122,7 +138,7 @@ impl Referee {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    for vote in self.core.take_stale_votes(wait) {
+                    for vote in self.core.take_stale_votes(wait, Instant::now()) {
                         self.settle_alone(vote).await;
                     }
                 }
