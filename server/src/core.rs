@@ -53,11 +53,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use donut_shared::PACKED_LEN;
 use donut_shared::codec;
+use donut_shared::ring::FrameRing;
 use donut_shared::wire::{Codec, FRAMES_HEADER_LEN, Frames, Task};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::metrics::Stats;
-use crate::ring::FrameRing;
 use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
 use crate::trust::reputation::AddrKey;
 
@@ -167,6 +167,11 @@ pub struct Position {
 
 struct Inner {
     sched: Scheduler,
+    /// Accepted frames by absolute frame number, allocated once
+    /// (`ring_frames × 880` bytes; the Go original allocates a fixed 90 MiB).
+    /// Its base is the playback head: it holds only `[head, head + capacity)`,
+    /// and a stored frame is never overwritten by another frame number until
+    /// the head has passed it.
     ring: FrameRing,
     senders: HashMap<WorkerId, (AddrKey, mpsc::UnboundedSender<WorkerEvent>)>,
     /// First quorum votes by range start.

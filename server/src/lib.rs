@@ -14,7 +14,8 @@
 //! - [`config`]: flags and environment variables.
 //! - [`state`]: the shared state; [`app`]: router, start/stop; [`assets`]: the
 //!   embedded web client.
-//! - [`core`]: the stream's positions and invariants around [`ring`] and [`scheduler`].
+//! - [`core`]: the stream's positions and invariants around the frame ring
+//!   ([`donut_shared::ring`]) and [`scheduler`].
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
 //! - [`worker_conn`], [`viewer_conn`]: the two endpoints, each over a
 //!   [`connection`] (keep-alive, limits, close, why it ended);
@@ -42,7 +43,6 @@ pub mod limits;
 pub mod metrics;
 pub mod native_worker;
 pub mod origin;
-pub mod ring;
 pub mod scheduler;
 pub mod send_queue;
 pub mod state;
