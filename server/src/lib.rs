@@ -17,7 +17,7 @@
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
 //! - [`worker_conn`], [`viewer_conn`], [`ws`]: the two endpoints;
 //!   [`send_queue`]: the bound on what a viewer leaves unread.
-//! - [`verifier`]: native re-rendering of results.
+//! - [`trust`]: checking results (native re-rendering, quorum, reputation).
 //! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
 //!   file-descriptor budget the caps must fit.
 //! - [`handshake`], [`origin`], [`client_addr`]: checks before a WebSocket
