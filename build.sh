@@ -54,28 +54,25 @@ ensure_wasm_target() {
     rustup target add wasm32-unknown-unknown || die "rustup target add wasm32-unknown-unknown failed"
 }
 
-# The unused-dependency check of `test`: it reads sources, not builds, so
-# it takes a second; installing it takes a few minutes, once.
-ensure_machete() {
-    if have cargo-machete; then
-        return
-    fi
-    say "installing cargo-machete (cargo install cargo-machete --locked; a few minutes, once)"
-    cargo install cargo-machete --locked \
+# cargo_install CRATE: installs the command CRATE from crates.io, with its
+# own tested dependency versions (--locked) first, resolving afresh if some
+# of those are missing from the mirror.
+cargo_install() {
+    say "installing $1 (cargo install $1 --locked; a few minutes, once)"
+    cargo install "$1" --locked \
         || { say "--locked install failed; retrying with fresh dependency resolution"
-             cargo install cargo-machete; } \
-        || die "cargo install cargo-machete failed"
+             cargo install "$1"; } \
+        || die "cargo install $1 failed"
+}
+
+# The unused-dependency check of `test`: it reads sources, not builds, so
+# it takes a second.
+ensure_machete() {
+    have cargo-machete || cargo_install cargo-machete
 }
 
 ensure_wasm_pack() {
-    if have wasm-pack; then
-        return
-    fi
-    say "installing wasm-pack (cargo install wasm-pack --locked; a few minutes, once)"
-    cargo install wasm-pack --locked \
-        || { say "--locked install failed; retrying with fresh dependency resolution"
-             cargo install wasm-pack; } \
-        || die "cargo install wasm-pack failed"
+    have wasm-pack || cargo_install wasm-pack
 }
 
 # The wasm-bindgen version Cargo.lock pins; the CLI must match it exactly.
@@ -150,14 +147,8 @@ ensure_firefox() {
         apt-get install -y firefox-esr || die "apt-get install firefox-esr failed"
         have firefox-esr || die "firefox-esr still not on PATH after apt-get install"
     fi
-    if ! have geckodriver; then
-        # Mozilla ships geckodriver as a crate; Debian does not package it.
-        say "installing geckodriver (cargo install geckodriver --locked; a few minutes, once)"
-        cargo install geckodriver --locked \
-            || { say "--locked install failed; retrying with fresh dependency resolution"
-                 cargo install geckodriver; } \
-            || die "cargo install geckodriver failed"
-    fi
+    # Mozilla ships geckodriver as a crate; Debian does not package it.
+    have geckodriver || cargo_install geckodriver
 }
 
 # The wasm determinism test runs the shipped worker wasm in Node's V8.
