@@ -9,6 +9,7 @@
 # Setup installs only what is missing, so a second run is fast:
 #   - the wasm32-unknown-unknown Rust target      (rustup)
 #   - wasm-pack                                   (cargo install --locked)
+#   - cargo-machete, the unused-dependency check  (cargo install --locked, for `test`)
 #   - wasm-bindgen-cli, exactly the version that Cargo.lock pins
 #   - Chromium, chromedriver, nginx, Node.js for `test` (Debian apt, as root)
 #   - Firefox ESR (Debian apt) and geckodriver (cargo install) for `test`
@@ -27,7 +28,7 @@ die() {
 have() { command -v "$1" >/dev/null 2>&1; }
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # ---------------------------------------------------------------- setup ----
@@ -53,15 +54,25 @@ ensure_wasm_target() {
     rustup target add wasm32-unknown-unknown || die "rustup target add wasm32-unknown-unknown failed"
 }
 
-ensure_wasm_pack() {
-    if have wasm-pack; then
-        return
-    fi
-    say "installing wasm-pack (cargo install wasm-pack --locked; a few minutes, once)"
-    cargo install wasm-pack --locked \
+# cargo_install CRATE: installs the command CRATE from crates.io, with its
+# own tested dependency versions (--locked) first, resolving afresh if some
+# of those are missing from the mirror.
+cargo_install() {
+    say "installing $1 (cargo install $1 --locked; a few minutes, once)"
+    cargo install "$1" --locked \
         || { say "--locked install failed; retrying with fresh dependency resolution"
-             cargo install wasm-pack; } \
-        || die "cargo install wasm-pack failed"
+             cargo install "$1"; } \
+        || die "cargo install $1 failed"
+}
+
+# The unused-dependency check of `test`: it reads sources, not builds, so
+# it takes a second.
+ensure_machete() {
+    have cargo-machete || cargo_install cargo-machete
+}
+
+ensure_wasm_pack() {
+    have wasm-pack || cargo_install wasm-pack
 }
 
 # The wasm-bindgen version Cargo.lock pins; the CLI must match it exactly.
@@ -136,14 +147,8 @@ ensure_firefox() {
         apt-get install -y firefox-esr || die "apt-get install firefox-esr failed"
         have firefox-esr || die "firefox-esr still not on PATH after apt-get install"
     fi
-    if ! have geckodriver; then
-        # Mozilla ships geckodriver as a crate; Debian does not package it.
-        say "installing geckodriver (cargo install geckodriver --locked; a few minutes, once)"
-        cargo install geckodriver --locked \
-            || { say "--locked install failed; retrying with fresh dependency resolution"
-                 cargo install geckodriver; } \
-            || die "cargo install geckodriver failed"
-    fi
+    # Mozilla ships geckodriver as a crate; Debian does not package it.
+    have geckodriver || cargo_install geckodriver
 }
 
 # The wasm determinism test runs the shipped worker wasm in Node's V8.
@@ -222,6 +227,22 @@ run_tests() {
     cargo fmt --all -- --check || die "code is not formatted: run cargo fmt --all"
     say "linting (cargo clippy --workspace --all-targets -- -D warnings)"
     cargo clippy --workspace --all-targets -- -D warnings || die "clippy found problems"
+    # The browser crates as they ship: wasm32 with simd128 (set for that
+    # target in .cargo/config.toml, so the renderer's simd128 path is the one
+    # linted). Every workspace crate but the server builds for wasm32; the
+    # shared crate's tests and benches need proptest and criterion, which do
+    # not, so only its library is linted here (natively it is linted whole).
+    say "linting the wasm crates for wasm32-unknown-unknown (clippy -D warnings)"
+    cargo clippy --target wasm32-unknown-unknown --workspace \
+        --exclude donut-server --exclude donut-shared --all-targets -- -D warnings \
+        || die "clippy found problems in the wasm crates"
+    cargo clippy --target wasm32-unknown-unknown -p donut-shared --lib -- -D warnings \
+        || die "clippy found problems in donut-shared for wasm32"
+    say "building the docs (cargo doc --workspace --no-deps, warnings are errors)"
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps \
+        || die "cargo doc found problems"
+    say "looking for unused dependencies (cargo machete)"
+    cargo machete || die "cargo machete found unused dependencies (or ignore one in its Cargo.toml's [package.metadata.cargo-machete])"
     say "testing (cargo test --workspace)"
     local log status passed failed ignored
     log="$(mktemp)"
@@ -276,6 +297,7 @@ case "$cmd" in
         ensure_nginx
         ensure_firefox
         ensure_node
+        ensure_machete
         build_wasm_packages
         run_tests
         ;;

@@ -24,7 +24,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use donut_shared::wire::{HELLO_LEN, Hello, RESULT_HEADER_LEN, ToViewer, ToWorker};
+use donut_shared::wire::{Hello, RESULT_HEADER_LEN, ToViewer, ToWorker};
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
 use support::{ServerProcess, donut_bin};
@@ -63,9 +63,9 @@ async fn connect(addr: SocketAddr, path: &str, local: Option<IpAddr>) -> Option<
 }
 
 async fn hello(ws: &mut Ws, slots: u16) -> bool {
-    let mut buf = [0u8; HELLO_LEN];
-    let _ = Hello { slots }.encode(&mut buf);
-    ws.send(Message::binary(buf.to_vec())).await.is_ok()
+    ws.send(Message::binary(Hello { slots }.to_bytes().to_vec()))
+        .await
+        .is_ok()
 }
 
 /// What the counting viewer saw.

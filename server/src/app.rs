@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info};
 
 use crate::client_addr::ClientAddr;
-use crate::config::{BatchCodec, ServeConfig, VerifyPolicy};
+use crate::config::{ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
 use crate::fleet::{Admission, Caps, Fleet, Role};
 use crate::handshake::Handshake;
@@ -202,10 +202,7 @@ impl Server {
                 ring_frames: cfg.ring_capacity(),
                 start_frame: cfg.start_frame,
                 batch_frames: cfg.batch_frames,
-                codec: match cfg.codec {
-                    BatchCodec::Context => donut_shared::wire::Codec::Context,
-                    BatchCodec::Nibble => donut_shared::wire::Codec::Nibble,
-                },
+                codec: cfg.codec,
                 viewer_queue: cfg.viewer_queue,
                 scheduler: SchedulerConfig {
                     task_target: Duration::from_millis(cfg.task_ms.max(1)),

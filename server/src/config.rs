@@ -7,7 +7,9 @@
 
 use std::net::SocketAddr;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use donut_shared::wire::Codec;
 
 use crate::client_addr::ForwardedHeader;
 use crate::trust::reputation::BanScope;
@@ -60,13 +62,11 @@ pub enum VerifyPolicy {
     Off,
 }
 
-/// How broadcast batches are encoded for viewers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum BatchCodec {
-    /// Context-modelled range coding: about 90 bytes a frame, costs CPU.
-    Context,
-    /// Plain 880-byte nibble packing: 10x the bytes, almost no CPU.
-    Nibble,
+/// Parses `--codec` / `DONUT_CODEC`: one of the names of [`Codec::name`],
+/// listed as the possible values in `--help`.
+fn codec_parser() -> impl TypedValueParser<Value = Codec> {
+    PossibleValuesParser::new(Codec::ALL.map(Codec::name))
+        .try_map(|name| Codec::from_name(&name).ok_or("unknown codec"))
 }
 
 /// Configuration of `donut serve`.
@@ -108,9 +108,16 @@ pub struct ServeConfig {
     /// hedged to another worker (later tasks use the worker's own pace).
     #[arg(long, env = "DONUT_FIRST_TASK_TIMEOUT_MS", default_value_t = 2000)]
     pub first_task_timeout_ms: u64,
-    /// Encoding of viewer batches.
-    #[arg(long, env = "DONUT_CODEC", value_enum, default_value_t = BatchCodec::Context)]
-    pub codec: BatchCodec,
+    /// Encoding of viewer batches: `context` (context-modelled range
+    /// coding, about 90 bytes a frame, costs CPU) or `nibble` (plain
+    /// 880-byte packing, 10x the bytes, almost no CPU).
+    #[arg(
+        long,
+        env = "DONUT_CODEC",
+        value_parser = codec_parser(),
+        default_value = Codec::Context.name()
+    )]
+    pub codec: Codec,
     /// Most frames in one viewer batch.
     #[arg(long, env = "DONUT_BATCH_FRAMES", default_value_t = 600)]
     pub batch_frames: u32,
@@ -378,11 +385,11 @@ mod tests {
         let from_env = Cli::parse_from(["donut", "serve"]);
         unsafe { std::env::remove_var("DONUT_CODEC") };
         unsafe { std::env::remove_var("DONUT_THREADS") };
-        assert_eq!(serve.codec, BatchCodec::Context);
+        assert_eq!(serve.codec, Codec::Context);
         assert_eq!(work.threads, 0);
         assert_eq!(work.server, "ws://127.0.0.1:1");
         match from_env.command {
-            Some(Command::Serve(c)) => assert_eq!(c.codec, BatchCodec::Nibble),
+            Some(Command::Serve(c)) => assert_eq!(c.codec, Codec::Nibble),
             other => panic!("parsed as {other:?}"),
         }
     }

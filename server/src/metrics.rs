@@ -5,8 +5,24 @@
 //! (connections, the stream's position, scheduler counters) is read when a
 //! [`Snapshot`] is taken, so there is one place that knows every figure and
 //! both endpoints print the same numbers.
+//!
+//! Every figure is declared once, in the table at the bottom of this file:
+//! its field, its doc, and its Prometheus name, type and help. The
+//! `figures!` macro turns the table into the [`Stats`] counters, the
+//! [`Readings`] taken from the server's state, the [`Snapshot`] (serialised
+//! field by field for `/api/stats`) and its exposition. Adding a counter is
+//! one row (and the `inc()` where it happens); adding a read figure is one
+//! row and the line of the server state's `snapshot()` that
+//! reads it, which the compiler asks for.
+//!
+//! Why not the `prometheus-client` crate: it writes OpenMetrics, which names
+//! a counter's `# TYPE` and `# HELP` lines without the `_total` its samples
+//! carry, turns the policy gauge into an `info` type and ends with `# EOF`,
+//! so the exposition would change under every scraper and dashboard; and it
+//! would not give the JSON of `/api/stats`, which would still need its own
+//! declaration of every figure. A table keeps both outputs as they were.
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
@@ -30,382 +46,366 @@ impl Counter {
     }
 }
 
-/// Event counters updated by the connection tasks, broadcaster and verifier.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Frames accepted into the ring.
-    pub frames_accepted: Counter,
-    /// Results accepted into the ring.
-    pub results_accepted: Counter,
-    /// Results that arrived after their range was done (hedged copies, repeats).
-    pub results_duplicate: Counter,
-    /// Batches broadcast to viewers (each encoded once).
-    pub broadcast_batches: Counter,
-    /// Bytes of broadcast batches as encoded once.
-    pub broadcast_bytes: Counter,
-    /// Bytes written to viewer sockets (frames and telemetry, all viewers).
-    pub viewer_bytes_sent: Counter,
-    /// Times a viewer fell behind the broadcast and was skipped ahead to live.
-    pub viewer_lag_events: Counter,
-    /// Batches a lagging viewer skipped.
-    pub viewer_batches_skipped: Counter,
-    /// Viewers dropped because a send took too long.
-    pub viewers_dropped_slow: Counter,
-    /// Result batches that passed verification (at least one frame checked).
-    pub batches_verified: Counter,
-    /// Frames re-rendered natively to verify results.
-    pub frames_checked: Counter,
-    /// Result batches rejected by verification.
-    pub batches_rejected: Counter,
-    /// Strikes given (failed checks and protocol violations).
-    pub strikes: Counter,
-    /// Workers cut off after too many strikes.
-    pub workers_banned: Counter,
-    /// Connections closed for a malformed or wrong-role message.
-    pub protocol_errors: Counter,
-    /// Connections refused (caps, bans).
-    pub connections_refused: Counter,
-    /// Connections reaped for idleness.
-    pub idle_reaped: Counter,
-    /// Ranges accepted because workers of two addresses returned the same bytes (`quorum`).
-    pub quorum_agreements: Counter,
-    /// Ranges whose two votes differed, settled by a native re-render (`quorum`).
-    pub quorum_disputes: Counter,
-    /// First votes that waited too long for a second address and were settled by a native re-render (`quorum`).
-    pub quorum_settled_alone: Counter,
-    /// Workers closed for missing task after task (idle takers).
-    pub workers_idle_closed: Counter,
-    /// Frames of playback time lost to stalls after playback began (the head waited on a missing frame).
-    pub playback_stall_frames: Counter,
+/// Writes one metric's `# HELP`, `# TYPE` and sample lines, the name
+/// prefixed with `donut_` and `labels` (`{k="v"}` or empty) after it.
+fn expose(out: &mut String, name: &str, kind: &str, help: &str, labels: &str, value: &dyn Display) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP donut_{name} {help}");
+    let _ = writeln!(out, "# TYPE donut_{name} {kind}");
+    let _ = writeln!(out, "donut_{name}{labels} {value}");
 }
 
-/// Every figure at one moment.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    /// Seconds since the server started.
-    pub uptime_secs: f64,
-    /// Worker connections.
-    pub workers: u64,
-    /// Viewer connections.
-    pub viewers: u64,
-    /// Playback rate (0 = unpaced).
-    pub fps: u16,
-    /// The playback head.
-    pub head: u64,
-    /// All frames below this are accepted.
-    pub contiguous: u64,
-    /// Frames broadcast so far end here.
-    pub broadcast_cursor: u64,
-    /// Accepted frames ahead of the head.
-    pub buffered_frames: u64,
-    /// Buffered frames in seconds at the playback rate.
-    pub buffered_secs: f64,
-    /// Frames accepted per second over the last telemetry interval.
-    pub fleet_fps: u64,
-    /// Ring capacity in frames.
-    pub ring_frames: u64,
-    /// Bytes the ring allocated.
-    pub ring_bytes: u64,
-    /// Ranges handed out and not yet accepted.
-    pub outstanding_ranges: u64,
-    /// Tasks sent, including hedged copies.
-    pub tasks_dispatched: u64,
-    /// Copies of overdue ranges sent to a second worker.
-    pub tasks_hedged: u64,
-    /// Ranges dispatched again after expiry, rejection or disconnect.
-    pub tasks_reassigned: u64,
-    /// Holders dropped far past their deadline.
-    pub tasks_expired: u64,
-    /// Holders dropped because their worker answered later tasks instead.
-    pub tasks_presumed_lost: u64,
-    /// See [`Stats::frames_accepted`].
-    pub frames_accepted: u64,
-    /// See [`Stats::results_accepted`].
-    pub results_accepted: u64,
-    /// See [`Stats::results_duplicate`].
-    pub results_duplicate: u64,
-    /// See [`Stats::broadcast_batches`].
-    pub broadcast_batches: u64,
-    /// See [`Stats::broadcast_bytes`].
-    pub broadcast_bytes: u64,
-    /// See [`Stats::viewer_bytes_sent`].
-    pub viewer_bytes_sent: u64,
-    /// See [`Stats::viewer_lag_events`].
-    pub viewer_lag_events: u64,
-    /// See [`Stats::viewer_batches_skipped`].
-    pub viewer_batches_skipped: u64,
-    /// See [`Stats::viewers_dropped_slow`].
-    pub viewers_dropped_slow: u64,
-    /// Verification policy in force.
-    pub verify_policy: &'static str,
-    /// See [`Stats::batches_verified`].
-    pub batches_verified: u64,
-    /// See [`Stats::frames_checked`].
-    pub frames_checked: u64,
-    /// See [`Stats::batches_rejected`].
-    pub batches_rejected: u64,
-    /// See [`Stats::strikes`].
-    pub strikes: u64,
-    /// See [`Stats::workers_banned`].
-    pub workers_banned: u64,
-    /// See [`Stats::quorum_agreements`].
-    pub quorum_agreements: u64,
-    /// See [`Stats::quorum_disputes`].
-    pub quorum_disputes: u64,
-    /// See [`Stats::quorum_settled_alone`].
-    pub quorum_settled_alone: u64,
-    /// See [`Stats::workers_idle_closed`].
-    pub workers_idle_closed: u64,
-    /// See [`Stats::playback_stall_frames`].
-    pub playback_stall_frames: u64,
-    /// See [`Stats::protocol_errors`].
-    pub protocol_errors: u64,
-    /// See [`Stats::connections_refused`].
-    pub connections_refused: u64,
-    /// See [`Stats::idle_reaped`].
-    pub idle_reaped: u64,
+/// Generates [`Stats`], [`Readings`], [`Snapshot`] and the exposition from
+/// one table of figures, in three sections whose order is the order of the
+/// JSON fields and of the exposition:
+///
+/// - `read`: `field: type` read from the server's state when a snapshot is
+///   taken, optionally `=> kind "name" "help"` to expose it (`kind` is
+///   `gauge` or `counter`; a row without it is JSON only);
+/// - `counted`: `field: "help"`, a hot-path [`Counter`] in [`Stats`],
+///   exposed as the counter `donut_<field>_total`;
+/// - `info`: `field: "name" { label } "help"`, a `&'static str` read from
+///   state and exposed as the gauge `donut_<name>{label="value"} 1`.
+macro_rules! figures {
+    (
+        read {
+            $( $(#[doc = $rdoc:literal])* $rfield:ident: $rty:ty
+               $(=> $rkind:ident $rname:literal $rhelp:literal)?; )*
+        }
+        counted {
+            $( $(#[doc = $cdoc:literal])* $cfield:ident: $chelp:literal; )*
+        }
+        info {
+            $( $(#[doc = $idoc:literal])* $ifield:ident: $iname:literal { $ilabel:ident }
+               $ihelp:literal; )*
+        }
+    ) => {
+        /// Event counters updated by the connection tasks, broadcaster and verifier.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $( $(#[doc = $cdoc])* pub $cfield: Counter, )*
+        }
+
+        /// The figures read from the server's state (not counted here) when
+        /// a snapshot is taken.
+        #[derive(Debug, Clone)]
+        pub struct Readings {
+            $( $(#[doc = $rdoc])* pub $rfield: $rty, )*
+            $( $(#[doc = $idoc])* pub $ifield: &'static str, )*
+        }
+
+        /// Every figure at one moment.
+        #[derive(Debug, Clone, Serialize)]
+        pub struct Snapshot {
+            $( $(#[doc = $rdoc])* pub $rfield: $rty, )*
+            $(
+                #[doc = concat!("See [`Stats::", stringify!($cfield), "`].")]
+                pub $cfield: u64,
+            )*
+            $( $(#[doc = $idoc])* pub $ifield: &'static str, )*
+        }
+
+        impl Snapshot {
+            /// The figures `read` now with the counters' current values.
+            pub fn new(read: Readings, stats: &Stats) -> Self {
+                Self {
+                    $( $rfield: read.$rfield, )*
+                    $( $cfield: stats.$cfield.get(), )*
+                    $( $ifield: read.$ifield, )*
+                }
+            }
+
+            /// Renders the Prometheus text exposition format (version 0.0.4).
+            pub fn prometheus(&self) -> String {
+                let mut out = String::with_capacity(4096);
+                $($(
+                    expose(&mut out, $rname, stringify!($rkind), $rhelp, "", &self.$rfield);
+                )?)*
+                $(
+                    expose(
+                        &mut out,
+                        concat!(stringify!($cfield), "_total"),
+                        "counter",
+                        $chelp,
+                        "",
+                        &self.$cfield,
+                    );
+                )*
+                $(
+                    let labels = format!(concat!("{{", stringify!($ilabel), "=\"{}\"}}"), self.$ifield);
+                    expose(&mut out, $iname, "gauge", $ihelp, &labels, &1);
+                )*
+                out
+            }
+        }
+    };
 }
 
-impl Snapshot {
-    /// Renders the Prometheus text exposition format.
-    pub fn prometheus(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
-            let _ = writeln!(out, "# HELP donut_{name} {help}");
-            let _ = writeln!(out, "# TYPE donut_{name} {kind}");
-            let _ = writeln!(out, "donut_{name} {value}");
+figures! {
+    read {
+        /// Seconds since the server started.
+        uptime_secs: f64 => gauge "uptime_seconds" "Seconds since start.";
+        /// Worker connections.
+        workers: u64 => gauge "workers" "Worker connections.";
+        /// Viewer connections.
+        viewers: u64 => gauge "viewers" "Viewer connections.";
+        /// Playback rate (0 = unpaced).
+        fps: u16 => gauge "playback_fps" "Playback rate (0 = unpaced).";
+        /// The playback head.
+        head: u64 => gauge "head_frame" "Playback head.";
+        /// All frames below this are accepted.
+        contiguous: u64 => gauge "contiguous_frame" "Every frame below is accepted.";
+        /// Frames broadcast so far end here.
+        broadcast_cursor: u64;
+        /// Accepted frames ahead of the head.
+        buffered_frames: u64 => gauge "buffered_frames" "Accepted frames ahead of the head.";
+        /// Buffered frames in seconds at the playback rate.
+        buffered_secs: f64 => gauge "buffered_seconds" "Buffer depth in seconds.";
+        /// Frames accepted per second over the last telemetry interval.
+        fleet_fps: u64 => gauge "render_rate_fps" "Frames accepted per second, last interval.";
+        /// Ring capacity in frames.
+        ring_frames: u64 => gauge "ring_frames" "Ring capacity in frames.";
+        /// Bytes the ring allocated.
+        ring_bytes: u64 => gauge "ring_bytes" "Bytes allocated by the ring.";
+        /// Ranges handed out and not yet accepted.
+        outstanding_ranges: u64 =>
+            gauge "outstanding_ranges" "Ranges handed out, not yet accepted.";
+        /// Tasks sent, including hedged copies.
+        tasks_dispatched: u64 =>
+            counter "tasks_dispatched_total" "Tasks sent, hedged copies included.";
+        /// Copies of overdue ranges sent to a second worker.
+        tasks_hedged: u64 =>
+            counter "tasks_hedged_total" "Copies of overdue ranges sent to another worker.";
+        /// Ranges dispatched again after expiry, rejection or disconnect.
+        tasks_reassigned: u64 => counter "tasks_reassigned_total"
+            "Ranges dispatched again after expiry, rejection or disconnect.";
+        /// Holders dropped far past their deadline.
+        tasks_expired: u64 =>
+            counter "tasks_expired_total" "Holders dropped far past their deadline.";
+        /// Holders dropped because their worker answered later tasks instead.
+        tasks_presumed_lost: u64 => counter "tasks_presumed_lost_total"
+            "Holders dropped because their worker answered later tasks instead.";
+    }
+    counted {
+        /// Frames accepted into the ring.
+        frames_accepted: "Frames accepted into the ring.";
+        /// Results accepted into the ring.
+        results_accepted: "Results accepted into the ring.";
+        /// Results that arrived after their range was done (hedged copies, repeats).
+        results_duplicate: "Results for ranges already done.";
+        /// Batches broadcast to viewers (each encoded once).
+        broadcast_batches: "Batches broadcast (encoded once each).";
+        /// Bytes of broadcast batches as encoded once.
+        broadcast_bytes: "Bytes of broadcast batches as encoded once.";
+        /// Bytes written to viewer sockets (frames and telemetry, all viewers).
+        viewer_bytes_sent: "Bytes written to all viewer sockets.";
+        /// Times a viewer fell behind the broadcast and was skipped ahead to live.
+        viewer_lag_events: "Viewers skipped ahead to live after falling behind.";
+        /// Batches a lagging viewer skipped.
+        viewer_batches_skipped: "Batches skipped by lagging viewers.";
+        /// Viewers dropped because a send took too long.
+        viewers_dropped_slow: "Viewers dropped for a send that took too long.";
+        /// Result batches that passed verification (at least one frame checked).
+        batches_verified: "Result batches that passed verification.";
+        /// Frames re-rendered natively to verify results.
+        frames_checked: "Frames re-rendered to verify results.";
+        /// Result batches rejected by verification.
+        batches_rejected: "Result batches rejected by verification.";
+        /// Strikes given (failed checks and protocol violations).
+        strikes: "Strikes given to workers.";
+        /// Workers cut off after too many strikes.
+        workers_banned: "Workers cut off for cheating.";
+        /// Ranges accepted because workers of two addresses returned the same bytes (`quorum`).
+        quorum_agreements: "Ranges accepted by a quorum of two addresses.";
+        /// Ranges whose two votes differed, settled by a native re-render (`quorum`).
+        quorum_disputes: "Quorum votes that disagreed and were settled by re-rendering.";
+        /// First votes that waited too long for a second address and were settled by a native re-render (`quorum`).
+        quorum_settled_alone: "Lone quorum votes settled by re-rendering.";
+        /// Workers closed for missing task after task (idle takers).
+        workers_idle_closed: "Workers closed for taking tasks and never answering.";
+        /// Frames of playback time lost to stalls after playback began (the head waited on a missing frame).
+        playback_stall_frames: "Frames of playback time lost to stalls.";
+        /// Connections closed for a malformed or wrong-role message.
+        protocol_errors: "Connections closed for a bad message.";
+        /// Connections refused (caps, bans).
+        connections_refused: "Connections refused by caps or bans.";
+        /// Connections reaped for idleness.
+        idle_reaped: "Connections reaped for idleness.";
+    }
+    info {
+        /// Verification policy in force.
+        verify_policy: "verify_policy_info" { policy } "Verification policy in force.";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot whose figures all differ, with one non-integer reading.
+    fn sample() -> Snapshot {
+        let stats = Stats::default();
+        stats.frames_accepted.add(7);
+        stats.viewer_lag_events.inc();
+        stats.idle_reaped.add(3);
+        let read = Readings {
+            uptime_secs: 1.5,
+            workers: 2,
+            viewers: 3,
+            fps: 60,
+            head: 100,
+            contiguous: 160,
+            broadcast_cursor: 130,
+            buffered_frames: 60,
+            buffered_secs: 1.0,
+            fleet_fps: 240,
+            ring_frames: 600,
+            ring_bytes: 528_000,
+            outstanding_ranges: 4,
+            tasks_dispatched: 11,
+            tasks_hedged: 1,
+            tasks_reassigned: 2,
+            tasks_expired: 0,
+            tasks_presumed_lost: 5,
+            verify_policy: "quorum",
         };
-        let g = "gauge";
-        let c = "counter";
-        metric(
-            "uptime_seconds",
-            g,
-            "Seconds since start.",
-            self.uptime_secs,
-        );
-        metric("workers", g, "Worker connections.", self.workers as f64);
-        metric("viewers", g, "Viewer connections.", self.viewers as f64);
-        metric(
-            "playback_fps",
-            g,
-            "Playback rate (0 = unpaced).",
-            f64::from(self.fps),
-        );
-        metric("head_frame", g, "Playback head.", self.head as f64);
-        metric(
-            "contiguous_frame",
-            g,
-            "Every frame below is accepted.",
-            self.contiguous as f64,
-        );
-        metric(
+        Snapshot::new(read, &stats)
+    }
+
+    /// The exposition's names, types and labels as scrapers and the docs
+    /// know them (the list the hand-written exposition printed).
+    #[test]
+    fn exposition_keeps_names_types_and_labels() {
+        let text = sample().prometheus();
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        let expected = [
+            "donut_uptime_seconds gauge",
+            "donut_workers gauge",
+            "donut_viewers gauge",
+            "donut_playback_fps gauge",
+            "donut_head_frame gauge",
+            "donut_contiguous_frame gauge",
+            "donut_buffered_frames gauge",
+            "donut_buffered_seconds gauge",
+            "donut_render_rate_fps gauge",
+            "donut_ring_frames gauge",
+            "donut_ring_bytes gauge",
+            "donut_outstanding_ranges gauge",
+            "donut_tasks_dispatched_total counter",
+            "donut_tasks_hedged_total counter",
+            "donut_tasks_reassigned_total counter",
+            "donut_tasks_expired_total counter",
+            "donut_tasks_presumed_lost_total counter",
+            "donut_frames_accepted_total counter",
+            "donut_results_accepted_total counter",
+            "donut_results_duplicate_total counter",
+            "donut_broadcast_batches_total counter",
+            "donut_broadcast_bytes_total counter",
+            "donut_viewer_bytes_sent_total counter",
+            "donut_viewer_lag_events_total counter",
+            "donut_viewer_batches_skipped_total counter",
+            "donut_viewers_dropped_slow_total counter",
+            "donut_batches_verified_total counter",
+            "donut_frames_checked_total counter",
+            "donut_batches_rejected_total counter",
+            "donut_strikes_total counter",
+            "donut_workers_banned_total counter",
+            "donut_quorum_agreements_total counter",
+            "donut_quorum_disputes_total counter",
+            "donut_quorum_settled_alone_total counter",
+            "donut_workers_idle_closed_total counter",
+            "donut_playback_stall_frames_total counter",
+            "donut_protocol_errors_total counter",
+            "donut_connections_refused_total counter",
+            "donut_idle_reaped_total counter",
+            "donut_verify_policy_info gauge",
+        ];
+        assert_eq!(types, expected);
+        // Each metric is HELP, TYPE, then its one sample.
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3 * expected.len());
+        for (chunk, t) in lines.chunks(3).zip(expected) {
+            let name = t.split(' ').next().unwrap_or_default();
+            assert!(
+                chunk[0].starts_with(&format!("# HELP {name} ")),
+                "{chunk:?}"
+            );
+            assert!(chunk[2].starts_with(name), "{chunk:?}");
+        }
+        for sample in [
+            "donut_uptime_seconds 1.5",
+            "donut_playback_fps 60",
+            "donut_ring_bytes 528000",
+            "donut_tasks_presumed_lost_total 5",
+            "donut_frames_accepted_total 7",
+            "donut_viewer_lag_events_total 1",
+            "donut_idle_reaped_total 3",
+            "donut_strikes_total 0",
+            "donut_verify_policy_info{policy=\"quorum\"} 1",
+        ] {
+            assert!(lines.contains(&sample), "no line {sample} in\n{text}");
+        }
+        assert!(!text.contains("broadcast_cursor"), "JSON only");
+    }
+
+    /// `/api/stats` keeps its field names (the viewer panel and the tests
+    /// read them).
+    #[test]
+    fn json_keeps_field_names() {
+        let json = serde_json::to_value(sample()).expect("serialises");
+        let obj = json.as_object().expect("an object");
+        let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        let mut expected = [
+            "uptime_secs",
+            "workers",
+            "viewers",
+            "fps",
+            "head",
+            "contiguous",
+            "broadcast_cursor",
             "buffered_frames",
-            g,
-            "Accepted frames ahead of the head.",
-            self.buffered_frames as f64,
-        );
-        metric(
-            "buffered_seconds",
-            g,
-            "Buffer depth in seconds.",
-            self.buffered_secs,
-        );
-        metric(
-            "render_rate_fps",
-            g,
-            "Frames accepted per second, last interval.",
-            self.fleet_fps as f64,
-        );
-        metric(
+            "buffered_secs",
+            "fleet_fps",
             "ring_frames",
-            g,
-            "Ring capacity in frames.",
-            self.ring_frames as f64,
-        );
-        metric(
             "ring_bytes",
-            g,
-            "Bytes allocated by the ring.",
-            self.ring_bytes as f64,
-        );
-        metric(
             "outstanding_ranges",
-            g,
-            "Ranges handed out, not yet accepted.",
-            self.outstanding_ranges as f64,
-        );
-        metric(
-            "tasks_dispatched_total",
-            c,
-            "Tasks sent, hedged copies included.",
-            self.tasks_dispatched as f64,
-        );
-        metric(
-            "tasks_hedged_total",
-            c,
-            "Copies of overdue ranges sent to another worker.",
-            self.tasks_hedged as f64,
-        );
-        metric(
-            "tasks_reassigned_total",
-            c,
-            "Ranges dispatched again after expiry, rejection or disconnect.",
-            self.tasks_reassigned as f64,
-        );
-        metric(
-            "tasks_expired_total",
-            c,
-            "Holders dropped far past their deadline.",
-            self.tasks_expired as f64,
-        );
-        metric(
-            "tasks_presumed_lost_total",
-            c,
-            "Holders dropped because their worker answered later tasks instead.",
-            self.tasks_presumed_lost as f64,
-        );
-        metric(
-            "frames_accepted_total",
-            c,
-            "Frames accepted into the ring.",
-            self.frames_accepted as f64,
-        );
-        metric(
-            "results_accepted_total",
-            c,
-            "Results accepted into the ring.",
-            self.results_accepted as f64,
-        );
-        metric(
-            "results_duplicate_total",
-            c,
-            "Results for ranges already done.",
-            self.results_duplicate as f64,
-        );
-        metric(
-            "broadcast_batches_total",
-            c,
-            "Batches broadcast (encoded once each).",
-            self.broadcast_batches as f64,
-        );
-        metric(
-            "broadcast_bytes_total",
-            c,
-            "Bytes of broadcast batches as encoded once.",
-            self.broadcast_bytes as f64,
-        );
-        metric(
-            "viewer_bytes_sent_total",
-            c,
-            "Bytes written to all viewer sockets.",
-            self.viewer_bytes_sent as f64,
-        );
-        metric(
-            "viewer_lag_events_total",
-            c,
-            "Viewers skipped ahead to live after falling behind.",
-            self.viewer_lag_events as f64,
-        );
-        metric(
-            "viewer_batches_skipped_total",
-            c,
-            "Batches skipped by lagging viewers.",
-            self.viewer_batches_skipped as f64,
-        );
-        metric(
-            "viewers_dropped_slow_total",
-            c,
-            "Viewers dropped for a send that took too long.",
-            self.viewers_dropped_slow as f64,
-        );
-        metric(
-            "batches_verified_total",
-            c,
-            "Result batches that passed verification.",
-            self.batches_verified as f64,
-        );
-        metric(
-            "frames_checked_total",
-            c,
-            "Frames re-rendered to verify results.",
-            self.frames_checked as f64,
-        );
-        metric(
-            "batches_rejected_total",
-            c,
-            "Result batches rejected by verification.",
-            self.batches_rejected as f64,
-        );
-        metric(
-            "strikes_total",
-            c,
-            "Strikes given to workers.",
-            self.strikes as f64,
-        );
-        metric(
-            "workers_banned_total",
-            c,
-            "Workers cut off for cheating.",
-            self.workers_banned as f64,
-        );
-        metric(
-            "quorum_agreements_total",
-            c,
-            "Ranges accepted by a quorum of two addresses.",
-            self.quorum_agreements as f64,
-        );
-        metric(
-            "quorum_disputes_total",
-            c,
-            "Quorum votes that disagreed and were settled by re-rendering.",
-            self.quorum_disputes as f64,
-        );
-        metric(
-            "quorum_settled_alone_total",
-            c,
-            "Lone quorum votes settled by re-rendering.",
-            self.quorum_settled_alone as f64,
-        );
-        metric(
-            "workers_idle_closed_total",
-            c,
-            "Workers closed for taking tasks and never answering.",
-            self.workers_idle_closed as f64,
-        );
-        metric(
-            "playback_stall_frames_total",
-            c,
-            "Frames of playback time lost to stalls.",
-            self.playback_stall_frames as f64,
-        );
-        metric(
-            "protocol_errors_total",
-            c,
-            "Connections closed for a bad message.",
-            self.protocol_errors as f64,
-        );
-        metric(
-            "connections_refused_total",
-            c,
-            "Connections refused by caps or bans.",
-            self.connections_refused as f64,
-        );
-        metric(
-            "idle_reaped_total",
-            c,
-            "Connections reaped for idleness.",
-            self.idle_reaped as f64,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP donut_verify_policy_info Verification policy in force."
-        );
-        let _ = writeln!(out, "# TYPE donut_verify_policy_info gauge");
-        let _ = writeln!(
-            out,
-            "donut_verify_policy_info{{policy=\"{}\"}} 1",
-            self.verify_policy
-        );
-        out
+            "tasks_dispatched",
+            "tasks_hedged",
+            "tasks_reassigned",
+            "tasks_expired",
+            "tasks_presumed_lost",
+            "frames_accepted",
+            "results_accepted",
+            "results_duplicate",
+            "broadcast_batches",
+            "broadcast_bytes",
+            "viewer_bytes_sent",
+            "viewer_lag_events",
+            "viewer_batches_skipped",
+            "viewers_dropped_slow",
+            "batches_verified",
+            "frames_checked",
+            "batches_rejected",
+            "strikes",
+            "workers_banned",
+            "quorum_agreements",
+            "quorum_disputes",
+            "quorum_settled_alone",
+            "workers_idle_closed",
+            "playback_stall_frames",
+            "protocol_errors",
+            "connections_refused",
+            "idle_reaped",
+            "verify_policy",
+        ];
+        keys.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+        assert_eq!(obj["frames_accepted"], 7);
+        assert_eq!(obj["buffered_secs"], 1.0);
+        assert_eq!(obj["verify_policy"], "quorum");
     }
 }

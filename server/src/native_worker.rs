@@ -8,14 +8,16 @@
 //! its header) and send it. Rendering runs on blocking threads, at most
 //! `threads` at once; `slots` (twice that by default) keeps the next task
 //! queued while the current one renders. A lost connection is retried with
-//! exponential backoff.
+//! the browser clients' exponential backoff ([`Backoff`]), from 100 ms up to
+//! `--max-backoff-ms`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use donut_shared::wire::{MAX_SLOTS, RESULT_HEADER_LEN, Task, TaskResult, ToWorker};
+use donut_shared::backoff::Backoff;
+use donut_shared::wire::{Hello, MAX_SLOTS, RESULT_HEADER_LEN, Task, TaskResult, ToWorker};
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngExt;
@@ -24,6 +26,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
 use crate::config::WorkConfig;
+
+/// First reconnect delay in milliseconds, and the least the largest may be.
+const FIRST_BACKOFF_MS: u64 = 100;
 
 /// The `/ws/worker` URL for a `--server` value.
 pub fn worker_url(server: &str) -> String {
@@ -67,15 +72,17 @@ pub async fn run(cfg: WorkConfig) -> anyhow::Result<()> {
     }
     .clamp(1, MAX_SLOTS);
     let url = worker_url(&cfg.server);
-    let max_backoff = Duration::from_millis(cfg.max_backoff_ms.max(100));
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::with_bounds(
+        FIRST_BACKOFF_MS as f64,
+        cfg.max_backoff_ms.max(FIRST_BACKOFF_MS) as f64,
+    );
     let mut failures = 0u32;
     loop {
         match connect(&url, cfg.local_addr).await {
             Ok(socket) => {
                 info!(%url, threads, slots, "connected");
                 failures = 0;
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 match session(socket, threads, slots, cfg.drop_fraction).await {
                     Ok(reason) => info!(%reason, "server closed the connection"),
                     Err(e) => warn!(error = %e, "connection lost"),
@@ -90,9 +97,8 @@ pub async fn run(cfg: WorkConfig) -> anyhow::Result<()> {
             }
         }
         // Jitter spreads reconnecting workers after a server restart.
-        let jitter = rand::rng().random_range(0.5..1.0);
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(max_backoff);
+        let delay_ms = backoff.next_delay_ms(rand::rng().random::<f64>());
+        tokio::time::sleep(Duration::from_secs_f64(delay_ms / 1000.0)).await;
     }
 }
 
@@ -136,10 +142,7 @@ async fn session(
     drop_fraction: f64,
 ) -> anyhow::Result<String> {
     let (mut sink, mut stream) = socket.split();
-    let mut hello = [0u8; donut_shared::wire::HELLO_LEN];
-    donut_shared::wire::Hello { slots }
-        .encode(&mut hello)
-        .context("encoding hello")?;
+    let hello = Hello { slots }.to_bytes();
     sink.send(Message::binary(hello.to_vec()))
         .await
         .context("sending hello")?;

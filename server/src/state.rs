@@ -16,7 +16,7 @@ use crate::client_addr::ClientAddr;
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::core::Core;
 use crate::fleet::Fleet;
-use crate::metrics::{Snapshot, Stats};
+use crate::metrics::{Readings, Snapshot, Stats};
 use crate::origin::OriginPolicy;
 use crate::telemetry::TelemetryMsg;
 use crate::trust::quorum::Referee;
@@ -52,9 +52,8 @@ impl App {
     /// Every figure now, for `/metrics` and `/api/stats`.
     pub fn snapshot(&self) -> Snapshot {
         let pos = self.core.position();
-        let s = &self.stats;
         let buffered = pos.contiguous.saturating_sub(pos.head);
-        Snapshot {
+        let read = Readings {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             workers: self.fleet.workers(),
             viewers: self.fleet.viewers(),
@@ -77,34 +76,13 @@ impl App {
             tasks_reassigned: pos.sched.reassigned,
             tasks_expired: pos.sched.expired,
             tasks_presumed_lost: pos.sched.presumed_lost,
-            frames_accepted: s.frames_accepted.get(),
-            results_accepted: s.results_accepted.get(),
-            results_duplicate: s.results_duplicate.get(),
-            broadcast_batches: s.broadcast_batches.get(),
-            broadcast_bytes: s.broadcast_bytes.get(),
-            viewer_bytes_sent: s.viewer_bytes_sent.get(),
-            viewer_lag_events: s.viewer_lag_events.get(),
-            viewer_batches_skipped: s.viewer_batches_skipped.get(),
-            viewers_dropped_slow: s.viewers_dropped_slow.get(),
             verify_policy: match self.verifier.policy() {
                 VerifyPolicy::Full => "full",
                 VerifyPolicy::Quorum => "quorum",
                 VerifyPolicy::Sample => "sample",
                 VerifyPolicy::Off => "off-benchmark-only",
             },
-            batches_verified: s.batches_verified.get(),
-            frames_checked: s.frames_checked.get(),
-            batches_rejected: s.batches_rejected.get(),
-            strikes: s.strikes.get(),
-            workers_banned: s.workers_banned.get(),
-            quorum_agreements: s.quorum_agreements.get(),
-            quorum_disputes: s.quorum_disputes.get(),
-            quorum_settled_alone: s.quorum_settled_alone.get(),
-            workers_idle_closed: s.workers_idle_closed.get(),
-            playback_stall_frames: s.playback_stall_frames.get(),
-            protocol_errors: s.protocol_errors.get(),
-            connections_refused: s.connections_refused.get(),
-            idle_reaped: s.idle_reaped.get(),
-        }
+        };
+        Snapshot::new(read, &self.stats)
     }
 }

@@ -130,7 +130,7 @@ async fn dropping_a_quarter_of_results_keeps_the_stream_whole() {
     cfg.no_pacing = true;
     cfg.ring_frames = 8192;
     // Plain nibble batches here; the other tests cover the context coder.
-    cfg.codec = donut_server::config::BatchCodec::Nibble;
+    cfg.codec = donut_shared::wire::Codec::Nibble;
     let server = start(cfg).await;
     let addr = server.addr;
     let mut viewer = Viewer::connect(addr).await;

@@ -1,12 +1,13 @@
 //! Reconnect delays (exponential backoff with jitter) and the WebSocket URL
-//! to reconnect to, for the two browser clients (the viewer and the worker).
+//! to reconnect to, for the two browser clients (the viewer and the worker)
+//! and the native worker (`donut work`, with its own bounds).
 //!
 //! When the server goes away every tab notices at the same instant; if they
 //! all retried on the same schedule they would hammer the restarted server in
 //! lockstep. Each retry doubles the delay up to a cap, and a random factor
 //! (supplied by the caller, so this stays pure and testable) spreads the
-//! fleet out. Pure logic, no allocation: it lives here so both wasm crates
-//! share one copy and it is unit-tested natively.
+//! fleet out. Pure logic, no allocation: it lives here so every client
+//! shares one copy and it is unit-tested natively.
 
 use core::fmt;
 
@@ -16,23 +17,46 @@ pub const BASE_MS: f64 = 250.0;
 pub const MAX_MS: f64 = 8_000.0;
 
 /// Exponential backoff state for one connection.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     attempt: u32,
+    base_ms: f64,
+    max_ms: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::with_bounds(BASE_MS, MAX_MS)
+    }
 }
 
 impl Backoff {
-    /// A fresh backoff: the next delay is the base delay.
+    /// A fresh backoff between [`BASE_MS`] and [`MAX_MS`] (the browser
+    /// clients'): the next delay is the base delay.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A fresh backoff whose first nominal delay is `base_ms` and whose
+    /// nominal delays never exceed `max_ms` (milliseconds; `max_ms` below
+    /// `base_ms` caps every delay at `max_ms`).
+    pub fn with_bounds(base_ms: f64, max_ms: f64) -> Self {
+        Self {
+            attempt: 0,
+            base_ms,
+            max_ms,
+        }
+    }
+
     /// The delay before the next attempt, given `jitter` in `[0, 1)`; each
-    /// call doubles the following one up to [`MAX_MS`]. The result lies in
+    /// call doubles the following one up to the largest delay ([`MAX_MS`]
+    /// unless set by [`with_bounds`](Self::with_bounds)). The result lies in
     /// `[d/2, d)` for the nominal delay `d`; a non-finite `jitter` counts as
     /// `0.5`.
     pub fn next_delay_ms(&mut self, jitter: f64) -> f64 {
-        let nominal = (BASE_MS * f64::from(1u32 << self.attempt.min(16))).min(MAX_MS);
+        // 2^30 doublings reach past any cap that fits a u64 of milliseconds
+        // from a base of a millisecond, without overflowing the shift.
+        let nominal = (self.base_ms * f64::from(1u32 << self.attempt.min(30))).min(self.max_ms);
         self.attempt = self.attempt.saturating_add(1);
         let jitter = if jitter.is_finite() {
             jitter.clamp(0.0, 1.0)
@@ -125,8 +149,25 @@ mod tests {
     }
 
     #[test]
+    fn bounds_set_the_first_and_largest_delay() {
+        let mut b = Backoff::with_bounds(100.0, 10_000.0);
+        assert_eq!(b.next_delay_ms(1.0), 100.0);
+        assert_eq!(b.next_delay_ms(1.0), 200.0);
+        assert_eq!(b.next_delay_ms(0.0), 200.0);
+        for _ in 0..40 {
+            assert!(b.next_delay_ms(1.0) <= 10_000.0);
+        }
+        assert_eq!(b.next_delay_ms(1.0), 10_000.0);
+        b.reset();
+        assert_eq!(b.next_delay_ms(1.0), 100.0);
+    }
+
+    #[test]
     fn attempts_never_overflow() {
-        let mut b = Backoff { attempt: u32::MAX };
+        let mut b = Backoff {
+            attempt: u32::MAX,
+            ..Backoff::new()
+        };
         assert_eq!(b.next_delay_ms(1.0), MAX_MS);
         assert_eq!(b.next_delay_ms(1.0), MAX_MS);
     }

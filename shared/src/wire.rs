@@ -91,6 +91,24 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Every codec, in wire order.
+    pub const ALL: [Self; 2] = [Self::Nibble, Self::Context];
+
+    /// The codec's name where it is configured (the server's `--codec` and
+    /// `DONUT_CODEC`): `"nibble"` or `"context"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Nibble => "nibble",
+            Self::Context => "context",
+        }
+    }
+
+    /// The codec whose [`name`](Self::name) is `name` (case-sensitive), or
+    /// `None`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     fn from_byte(b: u8) -> Result<Self, DecodeError> {
         match b {
             0 => Ok(Self::Nibble),
@@ -461,6 +479,14 @@ impl Hello {
         let mut w = Writer::start(out, HELLO_LEN, tag::HELLO)?;
         w.u16(self.slots);
         Ok(w.done())
+    }
+
+    /// The encoded message.
+    pub fn to_bytes(&self) -> [u8; HELLO_LEN] {
+        let mut out = [0u8; HELLO_LEN];
+        // The array is exactly HELLO_LEN long, so encoding cannot fail.
+        let _ = self.encode(&mut out);
+        out
     }
 
     fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {

@@ -318,6 +318,7 @@ proptest! {
         let n = Hello { slots }.encode(&mut buf).expect("fits");
         prop_assert_eq!(n, HELLO_LEN);
         prop_assert_eq!(FromWorker::decode(&buf), Ok(FromWorker::Hello(Hello { slots })));
+        prop_assert_eq!(Hello { slots }.to_bytes(), buf);
     }
 
     #[test]
@@ -424,11 +425,7 @@ proptest! {
     ) {
         let frames = valid_packed_bytes(seed, count as usize * PACKED_LEN);
         let mut bytes = match which {
-            0 => {
-                let mut b = vec![0u8; HELLO_LEN];
-                Hello { slots: (seed % 64) as u16 + 1 }.encode(&mut b).expect("fits");
-                b
-            }
+            0 => Hello { slots: (seed % 64) as u16 + 1 }.to_bytes().to_vec(),
             1 => Task { task_id: t.workers, start: t.head, count }.to_bytes().to_vec(),
             2 => {
                 let mut b = TaskResult::header(t.workers, t.head, count).to_vec();
@@ -522,8 +519,7 @@ proptest! {
             ToViewer::decode(&batch),
             Err(DecodeError::InvalidCount { count: batch_count, max: MAX_BATCH_FRAMES })
         );
-        let mut hello = [0u8; HELLO_LEN];
-        Hello { slots }.encode(&mut hello).expect("fits");
+        let hello = Hello { slots }.to_bytes();
         prop_assert_eq!(FromWorker::decode(&hello), Err(DecodeError::InvalidSlots(slots)));
     }
 
@@ -617,4 +613,15 @@ fn a_version_refusal_is_recognised_from_the_servers_own_close_text() {
     assert!(refuses_version(1002, &refusal), "{refusal}");
     assert!(!refuses_version(1008, &refusal));
     assert!(!refuses_version(1002, "truncated message: 3 bytes, need 4"));
+}
+
+/// Each codec's configuration name maps back to it; other names to none.
+#[test]
+fn codec_names_round_trip() {
+    for codec in Codec::ALL {
+        assert_eq!(Codec::from_name(codec.name()), Some(codec));
+    }
+    assert_eq!(Codec::ALL.map(Codec::name), ["nibble", "context"]);
+    assert_eq!(Codec::from_name("Context"), None);
+    assert_eq!(Codec::from_name(""), None);
 }

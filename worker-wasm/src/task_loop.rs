@@ -112,10 +112,7 @@ impl TaskLoop {
 
     /// The `Hello` to send when a connection opens.
     pub fn hello(&self) -> [u8; HELLO_LEN] {
-        let mut out = [0u8; HELLO_LEN];
-        // The array is exactly HELLO_LEN long, so encoding cannot fail.
-        let _ = Hello { slots: SLOTS }.encode(&mut out);
-        out
+        Hello { slots: SLOTS }.to_bytes()
     }
 
     /// Handles one binary message from the server. An error means the

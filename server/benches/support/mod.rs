@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use donut_shared::wire::{
-    HELLO_LEN, Hello, MAX_BATCH_FRAMES, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker,
+    Hello, MAX_BATCH_FRAMES, RESULT_HEADER_LEN, TaskResult, ToViewer, ToWorker,
 };
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
@@ -56,8 +56,7 @@ pub async fn replay_worker(addr: SocketAddr, table: Arc<Vec<u8>>, drop_fraction:
         return;
     };
     let (mut sink, mut stream) = ws.split();
-    let mut hello = [0u8; HELLO_LEN];
-    let _ = Hello { slots: 2 }.encode(&mut hello);
+    let hello = Hello { slots: 2 }.to_bytes();
     if sink.send(Message::binary(hello.to_vec())).await.is_err() {
         return;
     }

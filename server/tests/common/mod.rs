@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use donut_server::app::Server;
 use donut_server::config::{ServeConfig, WorkConfig};
-use donut_shared::wire::{FromWorker, HELLO_LEN, Hello, Task, Telemetry, ToViewer, ToWorker};
+use donut_shared::wire::{FromWorker, Hello, Task, Telemetry, ToViewer, ToWorker};
 use donut_shared::{PACKED_LEN, render_packed};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -97,9 +97,7 @@ pub async fn expect_close(ws: &mut Ws) -> (u16, String) {
 
 /// Sends a worker `Hello`.
 pub async fn hello(ws: &mut Ws, slots: u16) {
-    let mut buf = [0u8; HELLO_LEN];
-    Hello { slots }.encode(&mut buf).expect("encode hello");
-    ws.send(Message::binary(buf.to_vec()))
+    ws.send(Message::binary(Hello { slots }.to_bytes().to_vec()))
         .await
         .expect("send hello");
 }
