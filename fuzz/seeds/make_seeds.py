@@ -6,16 +6,22 @@ Run from fuzz/: python3 seeds/make_seeds.py. Layouts follow shared/src/wire.rs.
 import os
 import struct
 
-V = 1
+V = 2
 FRAME = bytes([0x00] * 40 + [0x12, 0x3C, 0xD0] + [0x5A] * 837)  # 880 valid bytes
 assert len(FRAME) == 880
 
 hello = bytes([V, 0x01]) + struct.pack(">H", 4)
-task = bytes([V, 0x10]) + struct.pack(">IQI", 7, 1000, 60)
+# task, start, count, timeline, then the scene: pose A, pose B, spin A, spin B
+task = bytes([V, 0x10]) + struct.pack(">IQII", 7, 1000, 60, 0) + struct.pack(">QQqq", 0, 0, 0, 0)
+task_spun = bytes([V, 0x10]) + struct.pack(">IQII", 8, 5000, 30, 3) + struct.pack(
+    ">QQqq", 2**63, 12345, 2**59, -(2**58)
+)
+assert len(task) == 54
+inputs = bytes([V, 0x03]) + struct.pack(">hh", 300, -1024)
 result1 = bytes([V, 0x02]) + struct.pack(">IQI", 7, 1000, 1) + FRAME
 result2 = bytes([V, 0x02]) + struct.pack(">IQI", 8, 2**40, 2) + FRAME + FRAME
-frames1 = bytes([V, 0x20]) + struct.pack(">QIB", 1000, 1, 0) + FRAME
-frames2 = bytes([V, 0x20]) + struct.pack(">QIB", 2**63, 2, 0) + FRAME + FRAME
+frames1 = bytes([V, 0x20]) + struct.pack(">QIIB", 1000, 1, 0, 0) + FRAME
+frames2 = bytes([V, 0x20]) + struct.pack(">QIIB", 2**63, 2, 7, 0) + FRAME + FRAME
 telemetry = bytes([V, 0x30]) + struct.pack(
     ">QHIIIIQQQIQ", 123456, 60, 3, 10, 600, 240, 99, 990, 1, 0, 5400
 )
@@ -23,7 +29,8 @@ assert len(telemetry) == 64
 
 seeds = {
     "from_worker": {"hello": hello, "result1": result1, "result2": result2},
-    "to_worker": {"task": task, "telemetry": telemetry},
+    "to_worker": {"task": task, "task_spun": task_spun, "telemetry": telemetry},
+    "from_viewer": {"input": inputs},
     "to_viewer": {"frames1": frames1, "frames2": frames2, "telemetry": telemetry},
     "unpack": {"frame": FRAME, "bad": FRAME[:879] + b"\xef"},
 }

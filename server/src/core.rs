@@ -615,7 +615,7 @@ impl Due {
     /// or as plain nibble-packed frames (written in place, no copy).
     /// CPU work: callers run it off the lock and off the async executor.
     pub fn encode(self) -> Option<Batch> {
-        let header = Frames::header(self.start, self.count, self.codec);
+        let header = Frames::header(self.start, self.count, 0, self.codec);
         let msg = match self.codec {
             Codec::Context => {
                 let packed = self.packed();

@@ -4,7 +4,7 @@
 //! It is how a machine without a browser contributes, how the integration
 //! tests and benchmarks drive the server, and the reference client of the
 //! worker protocol: say `Hello{slots}`, then for each `Task` render the range
-//! with [`render_packed`] straight into the `Result` message buffer (after
+//! with [`render_pose_packed`] (stepping the task's scene) straight into the `Result` message buffer (after
 //! its header) and send it. Rendering runs on blocking threads, at most
 //! `threads` at once; `slots` (twice that by default) keeps the next task
 //! queued while the current one renders. A lost connection is retried with
@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use donut_shared::backoff::Backoff;
 use donut_shared::wire::{Hello, MAX_SLOTS, RESULT_HEADER_LEN, Task, TaskResult, ToWorker};
-use donut_shared::{PACKED_LEN, render_packed};
+use donut_shared::{PACKED_LEN, render_pose_packed};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngExt;
 use tokio::sync::{Semaphore, mpsc};
@@ -46,13 +46,13 @@ pub fn render_result(task: &Task) -> Vec<u8> {
     msg.extend_from_slice(&TaskResult::header(task.task_id, task.start, task.count));
     msg.resize(RESULT_HEADER_LEN + task.count as usize * PACKED_LEN, 0);
     let frames = &mut msg[RESULT_HEADER_LEN..];
-    for (k, out) in frames
+    for (out, pose) in frames
         .as_chunks_mut::<PACKED_LEN>()
         .0
         .iter_mut()
-        .enumerate()
+        .zip(task.scene.poses(task.count))
     {
-        render_packed(task.start.saturating_add(k as u64), out);
+        render_pose_packed(pose, out);
     }
     msg
 }

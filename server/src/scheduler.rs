@@ -591,14 +591,7 @@ impl Scheduler {
                     e.holders.push((id, task_id));
                 }
                 self.stats.dispatched += 1;
-                out.push((
-                    id,
-                    Task {
-                        task_id,
-                        start,
-                        count,
-                    },
-                ));
+                out.push((id, Task::idle(task_id, start, count)));
             }
         }
         out
@@ -1298,7 +1291,7 @@ mod tests {
                             let (id, t) = match (forged, handed.is_empty()) {
                                 (Some(_), _) | (None, true) => {
                                     let (task_id, start, count) = forged.unwrap_or((0, 0, 1));
-                                    (u64::from(worker), Task { task_id, start, count })
+                                    (u64::from(worker), Task::idle(task_id, start, count))
                                 }
                                 (None, false) => handed[pick % handed.len()],
                             };

@@ -66,7 +66,7 @@ async fn bad_messages_close_only_the_sender() {
         (
             // A viewer-bound message sent by a "worker": wrong role.
             "/ws/worker",
-            Message::binary(Frames::header(0, 1, Codec::Nibble).to_vec()),
+            Message::binary(Frames::header(0, 1, 0, Codec::Nibble).to_vec()),
             1003,
             "not allowed",
         ),

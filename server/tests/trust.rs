@@ -101,8 +101,11 @@ async fn sample_policy_catches_a_persistent_cheater_within_a_few_batches() {
 async fn valid_frames_for_the_wrong_numbers_are_rejected() {
     let forge: Forge = Box::new(|t| {
         // Real donut frames, but rendered one frame later than asked.
+        let mut scene = t.scene;
+        scene.step();
         let shifted = Task {
             start: t.start + 1,
+            scene,
             ..*t
         };
         let mut r = result_for(&shifted);

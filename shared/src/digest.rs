@@ -4,7 +4,8 @@
 //! digests that pin the renderer's output, and by the selftest export of the
 //! worker wasm. It is not a cryptographic hash and is never used for trust.
 
-use crate::donut::{FRAME_LEN, FrameAngles, render};
+use crate::donut::{FRAME_LEN, FrameAngles, Pose, render_pose};
+use crate::scene::{Impulse, Scene};
 
 const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -45,19 +46,46 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Digest of everything target-dependent about one frame: the exact bits of
-/// its rotation angles' sines and cosines and the 1760 rendered bytes.
+/// Digest of everything target-dependent about one frame of the idle spin:
+/// the exact bits of its rotation angles' sines and cosines and the 1760
+/// rendered bytes.
 ///
 /// Hashing the trigonometry as well as the glyphs makes a one-ulp difference
 /// between two builds visible even when it happens not to flip a glyph.
 pub fn frame_digest(frame: u64) -> u64 {
+    pose_digest(Pose::idle(frame))
+}
+
+/// [`frame_digest`] of the donut in any `pose`.
+pub fn pose_digest(pose: Pose) -> u64 {
     let mut out = [0u8; FRAME_LEN];
-    render(frame, &mut out);
-    let angles = FrameAngles::for_frame(frame);
+    render_pose(pose, &mut out);
+    let angles = FrameAngles::for_pose(pose);
     let mut h = Fnv64::default();
     for v in angles.bits() {
         h.write_u64(v);
     }
     h.write(&out);
     h.finish()
+}
+
+/// Frame `k` of a fixed, scripted input log, as a worker renders it: from
+/// the idle scene of frame 1,000,000, a push every 37 frames (strong and
+/// weak, both signs, on both axes, sometimes past the clamp), stepped one
+/// frame at a time. The wasm-versus-native test compares the
+/// [`pose_digest`] of these, so the steering arithmetic is checked on both
+/// targets as well as the renderer.
+pub fn scripted_scene(k: u64) -> Scene {
+    let mut scene = Scene::idle(1_000_000);
+    for i in 0..k {
+        if i % 37 == 0 {
+            let beat = (i / 37) as i32;
+            scene.push(Impulse {
+                a: (beat % 7 - 3) * 900,
+                b: (beat % 5 - 2) * 1_500,
+            });
+        }
+        scene.step();
+    }
+    scene
 }

@@ -86,8 +86,8 @@ pub struct Scene {
     pub spin: Spin,
 }
 
-/// The bytes of a [`Scene`] on the wire: pose A, pose B, spin A, spin B,
-/// each 8 bytes little-endian.
+/// The bytes of a [`Scene`] on the wire: pose A, pose B (`u64`), spin A,
+/// spin B (`i64`), each 8 bytes big-endian like the rest of [`crate::wire`].
 pub const SCENE_LEN: usize = 32;
 
 /// Why bytes are not a [`Scene`].
@@ -162,10 +162,10 @@ impl Scene {
     /// The scene as [`SCENE_LEN`] bytes (see there).
     pub fn to_bytes(&self) -> [u8; SCENE_LEN] {
         let mut out = [0u8; SCENE_LEN];
-        out[0..8].copy_from_slice(&self.pose.a.to_le_bytes());
-        out[8..16].copy_from_slice(&self.pose.b.to_le_bytes());
-        out[16..24].copy_from_slice(&self.spin.a.to_le_bytes());
-        out[24..32].copy_from_slice(&self.spin.b.to_le_bytes());
+        out[0..8].copy_from_slice(&self.pose.a.to_be_bytes());
+        out[8..16].copy_from_slice(&self.pose.b.to_be_bytes());
+        out[16..24].copy_from_slice(&self.spin.a.to_be_bytes());
+        out[24..32].copy_from_slice(&self.spin.b.to_be_bytes());
         out
     }
 
@@ -181,12 +181,12 @@ impl Scene {
         };
         let scene = Self {
             pose: Pose {
-                a: u64::from_le_bytes(word(0)),
-                b: u64::from_le_bytes(word(8)),
+                a: u64::from_be_bytes(word(0)),
+                b: u64::from_be_bytes(word(8)),
             },
             spin: Spin {
-                a: i64::from_le_bytes(word(16)),
-                b: i64::from_le_bytes(word(24)),
+                a: i64::from_be_bytes(word(16)),
+                b: i64::from_be_bytes(word(24)),
             },
         };
         if scene.spin.a.abs() > MAX_SPIN || scene.spin.b.abs() > MAX_SPIN {
@@ -217,8 +217,11 @@ fn add_units(spin: i64, units: i32) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
     use proptest::prelude::*;
+    use std::vec::Vec;
 
     #[test]
     fn an_idle_scene_steps_through_donut_c_poses() {
@@ -272,8 +275,26 @@ mod tests {
         scene.spin.b = MAX_SPIN;
         let mut bytes = scene.to_bytes();
         assert_eq!(Scene::from_bytes(&bytes), Ok(scene));
-        bytes[24..32].copy_from_slice(&(MAX_SPIN + 1).to_le_bytes());
+        bytes[24..32].copy_from_slice(&(MAX_SPIN + 1).to_be_bytes());
         assert_eq!(Scene::from_bytes(&bytes), Err(SceneError::SpinOutOfRange));
+    }
+
+    /// A push at frame n leaves frame n and every frame before it alone
+    /// and changes every frame after it: only frames past a change need
+    /// rendering again.
+    #[test]
+    fn a_push_changes_exactly_the_frames_after_it() {
+        let start = 123_456u64;
+        let at = 10usize;
+        let idle: Vec<Pose> = Scene::idle(start).poses(400).collect();
+        let mut steered = Scene::idle(start);
+        steered.advance(at as u64);
+        steered.push(Impulse { a: 1, b: -1 });
+        let after: Vec<Pose> = steered.poses(390).collect();
+        assert_eq!(after[0], idle[at], "the push's own frame is unchanged");
+        for k in 1..390 {
+            assert_ne!(after[k], idle[at + k], "frame {} unchanged", at + k);
+        }
     }
 
     fn any_scene() -> impl Strategy<Value = Scene> {

@@ -8,14 +8,19 @@
 //! |--------|-------------|-------------------|---------------------------------------------------|
 //! | `0x01` | `Hello`     | worker → server   | `slots:u16`                                       |
 //! | `0x02` | `Result`    | worker → server   | `task:u32 start:u64 count:u32` + count×880 bytes  |
-//! | `0x10` | `Task`      | server → worker   | `task:u32 start:u64 count:u32`                    |
-//! | `0x20` | `Frames`    | server → viewer   | `start:u64 count:u32 codec:u8` + payload          |
+//! | `0x03` | `Input`     | viewer → server   | `a:i16 b:i16` (a push, in spin units)             |
+//! | `0x10` | `Task`      | server → worker   | `task:u32 start:u64 count:u32 timeline:u32` + scene (32 bytes) |
+//! | `0x20` | `Frames`    | server → viewer   | `start:u64 count:u32 timeline:u32 codec:u8` + payload |
 //! | `0x30` | `Telemetry` | server → both     | fixed 62-byte body, see [`Telemetry`]             |
 //!
 //! A `Frames` payload is `codec` 0 (nibble: count × 880 packed bytes) or 1
 //! (context: [`crate::codec`], about 90 bytes a frame, what servers send).
 //! Frame numbers are absolute `u64`s; a task or batch covers the frames
-//! `start .. start + count`. The version byte comes first so a peer from
+//! `start .. start + count`. A task carries the [`Scene`] at its first frame
+//! (pose and spin, [`crate::scene`]), so any worker renders any range with
+//! no state of its own; tasks and batches name the timeline version their
+//! frames belong to, so that when viewers steer the donut, frames of a
+//! superseded timeline are told apart and replaced. The version byte comes first so a peer from
 //! another release is told exactly that, not handed a confusing tag error.
 //!
 //! Decoding is zero-copy (frame payloads borrow the input) and defensive:
@@ -29,9 +34,12 @@ use core::fmt;
 
 use crate::codec::CodecError;
 use crate::frame::{FrameError, PACKED_LEN, validate_frame};
+use crate::scene::{Impulse, SCENE_LEN, Scene};
 
-/// The protocol version every message starts with.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The protocol version every message starts with. Version 2 added the
+/// scene and timeline version to `Task`, the timeline version to `Frames`
+/// and the viewer's `Input`.
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// The most frames one task (and so one result) may cover.
 pub const MAX_TASK_FRAMES: u32 = 600;
@@ -45,11 +53,16 @@ pub const PREFIX_LEN: usize = 2;
 /// Length of a `Hello` message.
 pub const HELLO_LEN: usize = PREFIX_LEN + 2;
 /// Length of a `Task` message.
-pub const TASK_LEN: usize = PREFIX_LEN + 16;
+pub const TASK_LEN: usize = PREFIX_LEN + 20 + SCENE_LEN;
+/// Length of an `Input` message.
+pub const INPUT_LEN: usize = PREFIX_LEN + 4;
+/// The largest push one `Input` may carry on either axis, in spin units
+/// (2^-16 turns a frame): a quarter of [`crate::scene::MAX_SPIN_UNITS`].
+pub const MAX_INPUT_UNITS: i16 = 1024;
 /// Length of a `Result` message before its frames.
 pub const RESULT_HEADER_LEN: usize = PREFIX_LEN + 16;
 /// Length of a `Frames` message before its payload.
-pub const FRAMES_HEADER_LEN: usize = PREFIX_LEN + 13;
+pub const FRAMES_HEADER_LEN: usize = PREFIX_LEN + 17;
 /// Length of a `Telemetry` message.
 pub const TELEMETRY_LEN: usize = PREFIX_LEN + 62;
 
@@ -66,6 +79,8 @@ pub mod tag {
     pub const HELLO: u8 = 0x01;
     /// Worker → server: rendered frames for a task.
     pub const RESULT: u8 = 0x02;
+    /// Viewer → server: a push on the donut.
+    pub const INPUT: u8 = 0x03;
     /// Server → worker: a range of frames to render.
     pub const TASK: u8 = 0x10;
     /// Server → viewer: a batch of frames to play.
@@ -75,7 +90,7 @@ pub mod tag {
 
     /// Whether `t` is a tag of this protocol version.
     pub fn is_known(t: u8) -> bool {
-        matches!(t, HELLO | RESULT | TASK | FRAMES | TELEMETRY)
+        matches!(t, HELLO | RESULT | INPUT | TASK | FRAMES | TELEMETRY)
     }
 }
 
@@ -156,6 +171,15 @@ pub enum DecodeError {
     },
     /// A `Hello` asked for zero slots or more than [`MAX_SLOTS`].
     InvalidSlots(u16),
+    /// An `Input` pushes harder than [`MAX_INPUT_UNITS`] on an axis.
+    InputOutOfRange {
+        /// The push on rotation A.
+        a: i16,
+        /// The push on rotation B.
+        b: i16,
+    },
+    /// A `Task`'s scene spins faster than any pushes could make it.
+    InvalidScene,
     /// The frame payload does not have the length its count implies.
     LengthMismatch {
         /// Length implied by the header.
@@ -204,6 +228,10 @@ impl fmt::Display for DecodeError {
                 write!(f, "frame count {count} outside 1..={max}")
             }
             Self::InvalidSlots(s) => write!(f, "slots {s} outside 1..={MAX_SLOTS}"),
+            Self::InputOutOfRange { a, b } => {
+                write!(f, "input ({a}, {b}) outside ±{MAX_INPUT_UNITS}")
+            }
+            Self::InvalidScene => write!(f, "task scene spins beyond the limit"),
             Self::LengthMismatch { expected, got } => {
                 write!(f, "frame payload is {got} bytes, header implies {expected}")
             }
@@ -239,7 +267,8 @@ pub struct Hello {
     pub slots: u16,
 }
 
-/// Server → worker: render frames `start .. start + count`.
+/// Server → worker: render frames `start .. start + count`, starting from
+/// `scene` and stepping it one frame at a time ([`Scene::poses`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Task {
     /// Identifies the task; the result must echo it.
@@ -248,6 +277,21 @@ pub struct Task {
     pub start: u64,
     /// Number of frames, 1..=[`MAX_TASK_FRAMES`].
     pub count: u32,
+    /// The timeline version the range belongs to (0 until anyone steers).
+    pub timeline: u32,
+    /// The scene at frame `start`.
+    pub scene: Scene,
+}
+
+/// Viewer → server: a push on the donut from a drag or the arrow keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Input {
+    /// Push on rotation A (a vertical drag), in spin units, within
+    /// ±[`MAX_INPUT_UNITS`].
+    pub a: i16,
+    /// Push on rotation B (a horizontal drag), in spin units, within
+    /// ±[`MAX_INPUT_UNITS`].
+    pub b: i16,
 }
 
 /// Worker → server: the packed frames of a task.
@@ -270,6 +314,9 @@ pub struct Frames<'a> {
     pub start: u64,
     /// Number of frames, 1..=[`MAX_BATCH_FRAMES`].
     pub count: u32,
+    /// The timeline version the frames belong to. A batch of a newer
+    /// version replaces whatever a viewer holds from `start` on.
+    pub timeline: u32,
     /// How `payload` encodes them.
     pub codec: Codec,
     /// The encoded frames.
@@ -310,6 +357,13 @@ pub enum FromWorker<'a> {
     Hello(Hello),
     /// A finished task.
     Result(TaskResult<'a>),
+}
+
+/// Messages a viewer sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FromViewer {
+    /// A push on the donut.
+    Input(Input),
 }
 
 /// Messages a worker receives.
@@ -354,6 +408,9 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Result<u16, DecodeError> {
         self.bytes().map(u16::from_be_bytes)
     }
+    fn i16(&mut self) -> Result<i16, DecodeError> {
+        self.bytes().map(i16::from_be_bytes)
+    }
     fn u32(&mut self) -> Result<u32, DecodeError> {
         self.bytes().map(u32::from_be_bytes)
     }
@@ -396,6 +453,9 @@ impl<'a> Writer<'a> {
         self.pos += bytes.len();
     }
     fn u16(&mut self, v: u16) {
+        self.put(&v.to_be_bytes());
+    }
+    fn i16(&mut self, v: i16) {
         self.put(&v.to_be_bytes());
     }
     fn u32(&mut self, v: u32) {
@@ -500,38 +560,90 @@ impl Hello {
 }
 
 impl Task {
+    /// A task of the timeline nobody has steered: version 0, the idle scene
+    /// of `start`.
+    pub fn idle(task_id: u32, start: u64, count: u32) -> Self {
+        Self {
+            task_id,
+            start,
+            count,
+            timeline: 0,
+            scene: Scene::idle(start),
+        }
+    }
+
     /// Encodes into `out`, returning the bytes written.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
         let mut w = Writer::start(out, TASK_LEN, tag::TASK)?;
         write_range(&mut w, self.task_id, self.start, self.count);
+        w.u32(self.timeline);
+        w.put(&self.scene.to_bytes());
         Ok(w.done())
     }
 
     /// The encoded message.
     pub fn to_bytes(&self) -> [u8; TASK_LEN] {
         let mut out = [0u8; TASK_LEN];
-        let mut w = Writer {
-            buf: &mut out,
-            pos: 0,
-        };
-        w.put(&[PROTOCOL_VERSION, tag::TASK]);
-        write_range(&mut w, self.task_id, self.start, self.count);
+        // The array is exactly TASK_LEN long, so encoding cannot fail.
+        let _ = self.encode(&mut out);
         out
     }
 
     fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         let (task_id, start, count) = range_fields(&mut r)?;
+        let timeline = r.u32()?;
+        let scene =
+            Scene::from_bytes(&r.bytes::<SCENE_LEN>()?).map_err(|_| DecodeError::InvalidScene)?;
         r.finish()?;
         Ok(Self {
             task_id,
             start,
             count,
+            timeline,
+            scene,
         })
     }
 
     /// The absolute frame numbers this task covers (saturating at `u64::MAX`).
     pub fn frames(&self) -> core::ops::Range<u64> {
         self.start..self.start.saturating_add(u64::from(self.count))
+    }
+}
+
+impl Input {
+    /// The push as a [`Impulse`] on the scene.
+    pub fn impulse(&self) -> Impulse {
+        Impulse {
+            a: i32::from(self.a),
+            b: i32::from(self.b),
+        }
+    }
+
+    /// Encodes into `out`, returning the bytes written.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        let mut w = Writer::start(out, INPUT_LEN, tag::INPUT)?;
+        w.i16(self.a);
+        w.i16(self.b);
+        Ok(w.done())
+    }
+
+    /// The encoded message.
+    pub fn to_bytes(&self) -> [u8; INPUT_LEN] {
+        let mut out = [0u8; INPUT_LEN];
+        // The array is exactly INPUT_LEN long, so encoding cannot fail.
+        let _ = self.encode(&mut out);
+        out
+    }
+
+    fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
+        let a = r.i16()?;
+        let b = r.i16()?;
+        r.finish()?;
+        let within = |v: i16| (-MAX_INPUT_UNITS..=MAX_INPUT_UNITS).contains(&v);
+        if !within(a) || !within(b) {
+            return Err(DecodeError::InputOutOfRange { a, b });
+        }
+        Ok(Self { a, b })
     }
 }
 
@@ -582,7 +694,7 @@ impl<'a> TaskResult<'a> {
 
 impl<'a> Frames<'a> {
     /// The header that precedes the payload of a `Frames` message.
-    pub fn header(start: u64, count: u32, codec: Codec) -> [u8; FRAMES_HEADER_LEN] {
+    pub fn header(start: u64, count: u32, timeline: u32, codec: Codec) -> [u8; FRAMES_HEADER_LEN] {
         let mut out = [0u8; FRAMES_HEADER_LEN];
         let mut w = Writer {
             buf: &mut out,
@@ -591,6 +703,7 @@ impl<'a> Frames<'a> {
         w.put(&[PROTOCOL_VERSION, tag::FRAMES]);
         w.u64(start);
         w.u32(count);
+        w.u32(timeline);
         w.put(&[codec as u8]);
         out
     }
@@ -605,6 +718,7 @@ impl<'a> Frames<'a> {
         let mut w = Writer::start(out, self.encoded_len(), tag::FRAMES)?;
         w.u64(self.start);
         w.u32(self.count);
+        w.u32(self.timeline);
         w.put(&[self.codec as u8]);
         w.put(self.payload);
         Ok(w.done())
@@ -614,6 +728,7 @@ impl<'a> Frames<'a> {
         let start = r.u64()?;
         let count = r.u32()?;
         check_count(count, MAX_BATCH_FRAMES)?;
+        let timeline = r.u32()?;
         let codec = Codec::from_byte(r.u8()?)?;
         let payload = r.rest();
         match codec {
@@ -633,6 +748,7 @@ impl<'a> Frames<'a> {
         Ok(Self {
             start,
             count,
+            timeline,
             codec,
             payload,
         })
@@ -714,6 +830,17 @@ impl<'a> FromWorker<'a> {
         match t {
             tag::HELLO => Hello::decode_body(r).map(Self::Hello),
             tag::RESULT => TaskResult::decode_body(r).map(Self::Result),
+            other => Err(DecodeError::WrongDirection(other)),
+        }
+    }
+}
+
+impl FromViewer {
+    /// Decodes a message received from a viewer.
+    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
+        let (t, r) = open(buf, INPUT_LEN)?;
+        match t {
+            tag::INPUT => Input::decode_body(r).map(Self::Input),
             other => Err(DecodeError::WrongDirection(other)),
         }
     }

@@ -87,7 +87,7 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 1..3_000),
         count in 1u32..4,
     ) {
-        let mut msg = Frames::header(7, count, Codec::Context).to_vec();
+        let mut msg = Frames::header(7, count, 0, Codec::Context).to_vec();
         msg.extend_from_slice(&payload);
         if let Ok(ToViewer::Frames(f)) = ToViewer::decode(&msg) {
             let _ = f.decode_frames(|_, _| {});

@@ -12,14 +12,17 @@
 //! drawn byte by byte, which keeps full-size (600-frame) messages cheap and
 //! the whole file to a few seconds.
 
+use donut_shared::Pose;
 use donut_shared::donut::DRAWN_COLS;
 use donut_shared::frame::validate_frame;
 use donut_shared::frame::{ALPHABET, FrameError};
+use donut_shared::scene::{Impulse, MAX_SPIN, Scene, Spin};
 use donut_shared::wire::{
-    BufferTooSmall, Codec, DecodeError, FRAMES_HEADER_LEN, Frames, FromWorker, HELLO_LEN, Hello,
-    MAX_BATCH_FRAMES, MAX_SLOTS, MAX_TASK_FRAMES, MAX_VIEWER_MESSAGE_LEN, MAX_WORKER_MESSAGE_LEN,
-    PROTOCOL_VERSION, RESULT_HEADER_LEN, TASK_LEN, TELEMETRY_LEN, Task, TaskResult, Telemetry,
-    ToViewer, ToWorker, tag,
+    BufferTooSmall, Codec, DecodeError, FRAMES_HEADER_LEN, Frames, FromViewer, FromWorker,
+    HELLO_LEN, Hello, INPUT_LEN, Input, MAX_BATCH_FRAMES, MAX_INPUT_UNITS, MAX_SLOTS,
+    MAX_TASK_FRAMES, MAX_VIEWER_MESSAGE_LEN, MAX_WORKER_MESSAGE_LEN, PROTOCOL_VERSION,
+    RESULT_HEADER_LEN, TASK_LEN, TELEMETRY_LEN, Task, TaskResult, Telemetry, ToViewer, ToWorker,
+    tag,
 };
 use donut_shared::{FRAME_LEN, PACKED_LEN, WIDTH, pack, unpack};
 use proptest::prelude::*;
@@ -28,9 +31,10 @@ use proptest::prelude::*;
 const MAX_CLOSE_REASON: usize = 123;
 
 /// Every tag of the protocol.
-const ALL_TAGS: [u8; 5] = [
+const ALL_TAGS: [u8; 6] = [
     tag::HELLO,
     tag::RESULT,
+    tag::INPUT,
     tag::TASK,
     tag::FRAMES,
     tag::TELEMETRY,
@@ -161,7 +165,25 @@ fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
         Ok(m) => prop_assert_eq!(encode_to_viewer(&m), bytes),
         Err(e) => check_error(&e)?,
     }
+    match FromViewer::decode(bytes) {
+        Ok(FromViewer::Input(i)) => prop_assert_eq!(&i.to_bytes()[..], bytes),
+        Err(e) => check_error(&e)?,
+    }
     Ok(())
+}
+
+/// Any scene a task may carry: any pose, any spin pushes can reach.
+fn any_scene() -> impl Strategy<Value = Scene> {
+    (
+        any::<u64>(),
+        any::<u64>(),
+        -MAX_SPIN..=MAX_SPIN,
+        -MAX_SPIN..=MAX_SPIN,
+    )
+        .prop_map(|(a, b, sa, sb)| Scene {
+            pose: Pose { a, b },
+            spin: Spin { a: sa, b: sb },
+        })
 }
 
 fn any_telemetry() -> impl Strategy<Value = Telemetry> {
@@ -322,8 +344,14 @@ proptest! {
     }
 
     #[test]
-    fn task_round_trips(task_id in any::<u32>(), start in any::<u64>(), count in count_within(MAX_TASK_FRAMES)) {
-        let task = Task { task_id, start, count };
+    fn task_round_trips(
+        task_id in any::<u32>(),
+        start in any::<u64>(),
+        count in count_within(MAX_TASK_FRAMES),
+        timeline in any::<u32>(),
+        scene in any_scene(),
+    ) {
+        let task = Task { task_id, start, count, timeline, scene };
         let bytes = task.to_bytes();
         let mut buf = [0u8; TASK_LEN];
         prop_assert_eq!(task.encode(&mut buf), Ok(TASK_LEN));
@@ -359,16 +387,59 @@ proptest! {
     }
 
     #[test]
-    fn frames_round_trip(start in any::<u64>(), count in count_within(MAX_BATCH_FRAMES), seed in any::<u64>()) {
+    fn frames_round_trip(
+        start in any::<u64>(),
+        count in count_within(MAX_BATCH_FRAMES),
+        timeline in any::<u32>(),
+        seed in any::<u64>(),
+    ) {
         let payload = valid_packed_bytes(seed, count as usize * PACKED_LEN);
-        let frames = Frames { start, count, codec: Codec::Nibble, payload: &payload };
-        let mut bytes = Frames::header(start, count, Codec::Nibble).to_vec();
+        let frames = Frames { start, count, timeline, codec: Codec::Nibble, payload: &payload };
+        let mut bytes = Frames::header(start, count, timeline, Codec::Nibble).to_vec();
         bytes.extend_from_slice(&payload);
         prop_assert_eq!(frames.encoded_len(), bytes.len());
         let mut buf = vec![0u8; frames.encoded_len()];
         prop_assert_eq!(frames.encode(&mut buf), Ok(bytes.len()));
         prop_assert_eq!(&buf, &bytes);
         prop_assert_eq!(ToViewer::decode(&bytes), Ok(ToViewer::Frames(frames)));
+    }
+
+    #[test]
+    fn input_round_trips_within_the_cap(
+        a in -MAX_INPUT_UNITS..=MAX_INPUT_UNITS,
+        b in -MAX_INPUT_UNITS..=MAX_INPUT_UNITS,
+    ) {
+        let input = Input { a, b };
+        let bytes = input.to_bytes();
+        let mut buf = [0u8; INPUT_LEN];
+        prop_assert_eq!(input.encode(&mut buf), Ok(INPUT_LEN));
+        prop_assert_eq!(buf, bytes);
+        prop_assert_eq!(FromViewer::decode(&bytes), Ok(FromViewer::Input(input)));
+        prop_assert_eq!(FromWorker::decode(&bytes), Err(DecodeError::WrongDirection(tag::INPUT)));
+        prop_assert_eq!(input.impulse(), Impulse { a: i32::from(a), b: i32::from(b) });
+    }
+
+    #[test]
+    fn input_beyond_the_cap_is_refused(
+        a in any::<i16>(),
+        b in any::<i16>().prop_filter("beyond the cap", |b| b.unsigned_abs() > MAX_INPUT_UNITS as u16),
+        swap in any::<bool>(),
+    ) {
+        let (a, b) = if swap { (b, a) } else { (a, b) };
+        let bytes = Input { a, b }.to_bytes();
+        prop_assert_eq!(FromViewer::decode(&bytes), Err(DecodeError::InputOutOfRange { a, b }));
+    }
+
+    #[test]
+    fn a_task_spinning_beyond_the_limit_is_refused(
+        task_id in any::<u32>(),
+        start in any::<u64>(),
+        over in (MAX_SPIN + 1)..=i64::MAX,
+        negative in any::<bool>(),
+    ) {
+        let mut task = Task::idle(task_id, start, 1);
+        task.scene.spin.b = if negative { -over } else { over };
+        prop_assert_eq!(ToWorker::decode(&task.to_bytes()), Err(DecodeError::InvalidScene));
     }
 
     #[test]
@@ -393,12 +464,13 @@ proptest! {
         let mut buf = vec![0u8; len];
         let needed = |n| if len < n { Err(BufferTooSmall { needed: n }) } else { Ok(n) };
         prop_assert_eq!(t.encode(&mut buf), needed(TELEMETRY_LEN));
-        prop_assert_eq!(Task { task_id, start, count: 1 }.encode(&mut buf), needed(TASK_LEN));
+        prop_assert_eq!(Task::idle(task_id, start, 1).encode(&mut buf), needed(TASK_LEN));
+        prop_assert_eq!(Input::default().encode(&mut buf), needed(INPUT_LEN));
         prop_assert_eq!(Hello { slots }.encode(&mut buf), needed(HELLO_LEN));
         let frame = [0u8; PACKED_LEN];
         let r = TaskResult { task_id, start, count: 1, frames: &frame };
         prop_assert_eq!(r.encode(&mut buf), Err(BufferTooSmall { needed: RESULT_HEADER_LEN + PACKED_LEN }));
-        let f = Frames { start, count: 1, codec: Codec::Nibble, payload: &frame };
+        let f = Frames { start, count: 1, timeline: 0, codec: Codec::Nibble, payload: &frame };
         prop_assert_eq!(f.encode(&mut buf), Err(BufferTooSmall { needed: FRAMES_HEADER_LEN + PACKED_LEN }));
     }
 
@@ -414,7 +486,7 @@ proptest! {
 
     #[test]
     fn decoders_never_panic_on_mutated_valid_messages(
-        which in 0..5u8,
+        which in 0..6u8,
         count in 1..4u32,
         seed in any::<u64>(),
         t in any_telemetry(),
@@ -426,17 +498,18 @@ proptest! {
         let frames = valid_packed_bytes(seed, count as usize * PACKED_LEN);
         let mut bytes = match which {
             0 => Hello { slots: (seed % 64) as u16 + 1 }.to_bytes().to_vec(),
-            1 => Task { task_id: t.workers, start: t.head, count }.to_bytes().to_vec(),
+            1 => Task::idle(t.workers, t.head, count).to_bytes().to_vec(),
             2 => {
                 let mut b = TaskResult::header(t.workers, t.head, count).to_vec();
                 b.extend_from_slice(&frames);
                 b
             }
             3 => {
-                let mut b = Frames::header(t.head, count, Codec::Nibble).to_vec();
+                let mut b = Frames::header(t.head, count, t.viewers, Codec::Nibble).to_vec();
                 b.extend_from_slice(&frames);
                 b
             }
+            4 => Input { a: t.fps as i16 % MAX_INPUT_UNITS, b: -(t.workers as i16 % MAX_INPUT_UNITS) }.to_bytes().to_vec(),
             _ => t.to_bytes().to_vec(),
         };
         decode_all(&bytes)?;
@@ -460,16 +533,27 @@ proptest! {
             b.extend_from_slice(&body);
             b
         };
-        for t in [tag::TASK, tag::FRAMES, tag::TELEMETRY] {
+        for t in [tag::INPUT, tag::TASK, tag::FRAMES, tag::TELEMETRY] {
             let m = msg(t);
             prop_assert_eq!(FromWorker::decode(&m), Err(DecodeError::WrongDirection(t)));
         }
-        for t in [tag::HELLO, tag::RESULT, tag::FRAMES] {
+        for t in [tag::HELLO, tag::RESULT, tag::INPUT, tag::FRAMES] {
             prop_assert_eq!(ToWorker::decode(&msg(t)), Err(DecodeError::WrongDirection(t)));
         }
-        for t in [tag::HELLO, tag::RESULT, tag::TASK] {
+        for t in [tag::HELLO, tag::RESULT, tag::INPUT, tag::TASK] {
             let m = msg(t);
             prop_assert_eq!(ToViewer::decode(&m), Err(DecodeError::WrongDirection(t)));
+        }
+        // A viewer's messages are tiny: anything longer is refused by length
+        // before its tag is looked at.
+        for t in [tag::HELLO, tag::RESULT, tag::TASK, tag::FRAMES, tag::TELEMETRY] {
+            let m = msg(t);
+            let want = if m.len() > INPUT_LEN {
+                Err(DecodeError::TooLarge { len: m.len(), max: INPUT_LEN })
+            } else {
+                Err(DecodeError::WrongDirection(t))
+            };
+            prop_assert_eq!(FromViewer::decode(&m), want);
         }
     }
 
@@ -484,11 +568,17 @@ proptest! {
         prop_assert_eq!(FromWorker::decode(&unknown), Err(DecodeError::UnknownTag(t)));
         prop_assert_eq!(ToWorker::decode(&unknown), Err(DecodeError::UnknownTag(t)));
         prop_assert_eq!(ToViewer::decode(&unknown), Err(DecodeError::UnknownTag(t)));
+        if unknown.len() <= INPUT_LEN {
+            prop_assert_eq!(FromViewer::decode(&unknown), Err(DecodeError::UnknownTag(t)));
+        }
         let mut other = vec![version];
         other.extend_from_slice(&body);
         prop_assert_eq!(FromWorker::decode(&other), Err(DecodeError::Version { got: version }));
         prop_assert_eq!(ToWorker::decode(&other), Err(DecodeError::Version { got: version }));
         prop_assert_eq!(ToViewer::decode(&other), Err(DecodeError::Version { got: version }));
+        if other.len() <= INPUT_LEN {
+            prop_assert_eq!(FromViewer::decode(&other), Err(DecodeError::Version { got: version }));
+        }
     }
 
     #[test]
@@ -501,7 +591,7 @@ proptest! {
         seed in any::<u64>(),
         frames in 0..3usize,
     ) {
-        let task = Task { task_id, start, count: task_count }.to_bytes();
+        let task = Task::idle(task_id, start, task_count).to_bytes();
         prop_assert_eq!(
             ToWorker::decode(&task),
             Err(DecodeError::InvalidCount { count: task_count, max: MAX_TASK_FRAMES })
@@ -513,7 +603,7 @@ proptest! {
             FromWorker::decode(&result),
             Err(DecodeError::InvalidCount { count: task_count, max: MAX_TASK_FRAMES })
         );
-        let mut batch = Frames::header(start, batch_count, Codec::Nibble).to_vec();
+        let mut batch = Frames::header(start, batch_count, 0, Codec::Nibble).to_vec();
         batch.extend_from_slice(&valid_packed_bytes(seed, frames * PACKED_LEN));
         prop_assert_eq!(
             ToViewer::decode(&batch),
@@ -550,7 +640,7 @@ proptest! {
             FromWorker::decode(&result),
             Err(DecodeError::LengthMismatch { expected: count_len, got: len })
         );
-        let mut batch = Frames::header(start, count, Codec::Nibble).to_vec();
+        let mut batch = Frames::header(start, count, 0, Codec::Nibble).to_vec();
         batch.extend_from_slice(&payload);
         prop_assert_eq!(
             ToViewer::decode(&batch),
@@ -568,7 +658,7 @@ proptest! {
             FromWorker::decode(&result),
             Err(DecodeError::InvalidFrame { index, error })
         );
-        let mut batch = Frames::header(start, count, Codec::Nibble).to_vec();
+        let mut batch = Frames::header(start, count, 0, Codec::Nibble).to_vec();
         batch.extend_from_slice(&frames);
         prop_assert_eq!(ToViewer::decode(&batch), Err(DecodeError::InvalidFrame { index, error }));
     }

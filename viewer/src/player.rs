@@ -228,7 +228,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn batch(start: u64, count: u32) -> Vec<u8> {
-        let mut msg = Frames::header(start, count, Codec::Nibble).to_vec();
+        let mut msg = Frames::header(start, count, 0, Codec::Nibble).to_vec();
         for f in start..start + u64::from(count) {
             let mut p = [0u8; PACKED_LEN];
             donut_shared::render_packed(f, &mut p);

@@ -28,6 +28,14 @@ pub extern "C" fn donut_selftest_digest(frame: u64) -> u64 {
     donut_shared::digest::frame_digest(frame)
 }
 
+/// Digest of frame `k` of the scripted input log
+/// (`donut_shared::digest::scripted_scene`), for the determinism test of
+/// steered scenes.
+#[unsafe(no_mangle)]
+pub extern "C" fn donut_selftest_scripted_digest(k: u64) -> u64 {
+    donut_shared::digest::pose_digest(donut_shared::digest::scripted_scene(k).pose)
+}
+
 /// Renders and packs absolute frame `frame` exactly as the worker does for
 /// a task, returning a checksum of the packed bytes so the work cannot be
 /// optimised away. A plain C-ABI export for benchmarks (bench/wasm-node.mjs).

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 
 use donut_shared::PACKED_LEN;
+use donut_shared::scene::Scene;
 use donut_shared::wire::{
     DecodeError, HELLO_LEN, Hello, MAX_SLOTS, RESULT_HEADER_LEN, Task, TaskResult, Telemetry,
     ToWorker,
@@ -55,6 +56,9 @@ impl core::fmt::Display for Refused {
 #[derive(Debug)]
 struct Job {
     task: Task,
+    /// The scene of the next frame to render: the task's, stepped once per
+    /// frame done.
+    scene: Scene,
     /// `Result` header followed by `task.count` packed frames; allocated
     /// when rendering starts, so queued tasks cost no memory.
     reply: Vec<u8>,
@@ -66,6 +70,7 @@ impl Job {
     fn new(task: Task) -> Self {
         Self {
             task,
+            scene: task.scene,
             reply: Vec::new(),
             done: 0,
         }
@@ -153,14 +158,14 @@ impl TaskLoop {
         let job = self.jobs.front_mut()?;
         job.start();
         let offset = RESULT_HEADER_LEN + job.done as usize * PACKED_LEN;
-        let frame = job.task.start.wrapping_add(u64::from(job.done));
         if let Some(slot) = job
             .reply
             .get_mut(offset..offset + PACKED_LEN)
             .and_then(|s| <&mut [u8; PACKED_LEN]>::try_from(s).ok())
         {
-            donut_shared::render_packed(frame, slot);
+            donut_shared::render_pose_packed(job.scene.pose, slot);
         }
+        job.scene.step();
         job.done += 1;
         self.stats.frames_rendered += 1;
         if job.done < job.task.count {
@@ -198,12 +203,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn task(task_id: u32, start: u64, count: u32) -> [u8; TASK_LEN] {
-        Task {
-            task_id,
-            start,
-            count,
-        }
-        .to_bytes()
+        Task::idle(task_id, start, count).to_bytes()
     }
 
     /// Steps until a result comes out, counting the steps.

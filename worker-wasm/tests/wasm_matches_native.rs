@@ -23,12 +23,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use donut_shared::digest::frame_digest;
+use donut_shared::digest::{frame_digest, pose_digest, scripted_scene};
 
 /// Loads the module named by `$WASM` with every import stubbed to throw (the
 /// digest export is pure computation and must never call out), reads
-/// little-endian u64 frame numbers on stdin and writes the export
-/// `donut_selftest_digest` of each as little-endian u64s on stdout. Only a
+/// little-endian u64 frame numbers on stdin and writes the export named by
+/// `$EXPORT` of each as little-endian u64s on stdout. Only a
 /// loader: all the logic under test is in the wasm.
 const NODE_HARNESS: &str = r#"
 const fs = require('fs');
@@ -40,11 +40,11 @@ for (const imp of WebAssembly.Module.imports(mod)) {
     throw new Error(`selftest called import ${imp.module}.${imp.name}`);
   };
 }
-const { donut_selftest_digest } = new WebAssembly.Instance(mod, imports).exports;
+const digest = new WebAssembly.Instance(mod, imports).exports[process.env.EXPORT];
 const frames = new BigUint64Array(new Uint8Array(fs.readFileSync(0)).buffer);
 const digests = new BigUint64Array(frames.length);
 for (let i = 0; i < frames.length; i++) {
-  digests[i] = BigInt.asUintN(64, donut_selftest_digest(BigInt.asIntN(64, frames[i])));
+  digests[i] = BigInt.asUintN(64, digest(BigInt.asIntN(64, frames[i])));
 }
 process.stdout.write(Buffer.from(digests.buffer));
 "#;
@@ -77,8 +77,9 @@ fn build_fresh_wasm() -> PathBuf {
     target_dir.join("wasm32-unknown-unknown/release/donut_worker_wasm.wasm")
 }
 
-/// The digest of every frame in `frames` as rendered by the wasm at `path`.
-fn wasm_digests(path: &Path, frames: &[u64]) -> Vec<u64> {
+/// The digest of every frame in `frames` as rendered by the wasm at `path`,
+/// through its export `export`.
+fn wasm_digests(path: &Path, export: &str, frames: &[u64]) -> Vec<u64> {
     assert!(
         path.exists(),
         "{} is missing; run ./build.sh",
@@ -87,6 +88,7 @@ fn wasm_digests(path: &Path, frames: &[u64]) -> Vec<u64> {
     let mut node = Command::new("node")
         .args(["-e", NODE_HARNESS])
         .env("WASM", path)
+        .env("EXPORT", export)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -160,7 +162,7 @@ fn frames_under_test() -> Vec<u64> {
 fn assert_matches_native(path: &Path) {
     let frames = frames_under_test();
     assert!(frames.len() >= 10_000, "only {} frames", frames.len());
-    let wasm = wasm_digests(path, &frames);
+    let wasm = wasm_digests(path, "donut_selftest_digest", &frames);
     let mismatches: Vec<String> = frames
         .iter()
         .zip(&wasm)
@@ -179,9 +181,34 @@ fn assert_matches_native(path: &Path) {
     );
 }
 
+/// Compares the frames of a steered scene (the scripted input log of
+/// `donut_shared::digest::scripted_scene`): pushes, friction and clamping
+/// are integer arithmetic in `shared`, the same on both targets.
+fn assert_steered_matches_native(path: &Path) {
+    let frames: Vec<u64> = (0..1_500).collect();
+    let wasm = wasm_digests(path, "donut_selftest_scripted_digest", &frames);
+    let mismatches: Vec<String> = frames
+        .iter()
+        .zip(&wasm)
+        .filter_map(|(&k, &w)| {
+            let n = pose_digest(scripted_scene(k).pose);
+            (w != n).then(|| format!("scripted frame {k}: wasm {w:016x} native {n:016x}"))
+        })
+        .collect();
+    assert!(
+        mismatches.is_empty(),
+        "{} steered frames differ between {} and native:\n{}",
+        mismatches.len(),
+        path.display(),
+        mismatches[..mismatches.len().min(20)].join("\n")
+    );
+}
+
 #[test]
 fn fresh_wasm_build_matches_native() {
-    assert_matches_native(&build_fresh_wasm());
+    let fresh = build_fresh_wasm();
+    assert_matches_native(&fresh);
+    assert_steered_matches_native(&fresh);
 }
 
 #[test]
@@ -194,4 +221,5 @@ fn shipped_wasm_matches_native() {
         shipped.display()
     );
     assert_matches_native(&shipped);
+    assert_steered_matches_native(&shipped);
 }

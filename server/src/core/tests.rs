@@ -826,11 +826,7 @@ mod props {
                     count,
                 } => {
                     if let Some(k) = self.peer(worker) {
-                        let t = Task {
-                            task_id,
-                            start,
-                            count: count.min(MAX_TASK_FRAMES),
-                        };
+                        let t = Task::idle(task_id, start, count.min(MAX_TASK_FRAMES));
                         self.answer(k, t, true);
                     }
                 }
