@@ -15,7 +15,8 @@
 //! - [`state`]: the shared state; [`app`]: router, start/stop; [`assets`]: the
 //!   embedded web client.
 //! - [`core`]: the stream's positions and invariants around the frame ring
-//!   ([`donut_shared::ring`]) and [`scheduler`].
+//!   ([`donut_shared::ring`]) and [`scheduler`]; [`timeline`]: the scene
+//!   every frame is drawn at once viewers steer.
 //! - [`broadcaster`], [`telemetry`]: the two background tasks.
 //! - [`worker_conn`], [`viewer_conn`]: the two endpoints, each over a
 //!   [`connection`] (keep-alive, limits, close, why it ended);
@@ -47,6 +48,7 @@ pub mod scheduler;
 pub mod send_queue;
 pub mod state;
 pub mod telemetry;
+pub mod timeline;
 pub mod trust;
 pub mod viewer_conn;
 pub mod worker_conn;

@@ -144,6 +144,21 @@ impl FrameRing {
         Ok(())
     }
 
+    /// Forgets every stored frame at or after `frame` (a newer timeline
+    /// superseded them); returns how many were dropped. Costs one step per
+    /// slot.
+    pub fn forget_from(&mut self, frame: u64) -> usize {
+        let mut dropped = 0;
+        for tag in self.tags.iter_mut() {
+            if *tag != EMPTY && *tag >= frame {
+                *tag = EMPTY;
+                dropped += 1;
+            }
+        }
+        self.stored -= dropped;
+        dropped
+    }
+
     /// Whether `frame` is stored.
     pub fn contains(&self, frame: u64) -> bool {
         frame >= self.base && frame < self.limit() && self.tags[self.slot(frame)] == frame
@@ -189,6 +204,19 @@ mod tests {
 
     fn frame(tag: u8) -> [u8; PACKED_LEN] {
         [tag; PACKED_LEN]
+    }
+
+    #[test]
+    fn forget_from_drops_only_frames_at_or_after() {
+        let mut r = FrameRing::new(4, 10);
+        for f in 10..14 {
+            assert_eq!(r.insert(f, &frame(f as u8)), Ok(()));
+        }
+        assert_eq!(r.forget_from(12), 2);
+        assert!(r.contains(10) && r.contains(11));
+        assert!(!r.contains(12) && !r.contains(13));
+        assert_eq!(r.len(), 2);
+        assert_eq!(r.forget_from(20), 0);
     }
 
     #[test]
