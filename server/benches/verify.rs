@@ -9,6 +9,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use donut_server::trust::verifier::check_positions;
+use donut_shared::scene::Scene;
 use donut_shared::{PACKED_LEN, render_packed};
 
 fn batch(start: u64, count: u32) -> Vec<u8> {
@@ -25,12 +26,24 @@ fn verify(c: &mut Criterion) {
     let all: Vec<u32> = (0..60).collect();
     g.throughput(Throughput::Elements(60));
     g.bench_function("full_60_frame_batch", |b| {
-        b.iter(|| check_positions(black_box(1_000_000), black_box(&frames), &all))
+        b.iter(|| {
+            check_positions(
+                black_box((1_000_000, Scene::idle(1_000_000))),
+                black_box(&frames),
+                &all,
+            )
+        })
     });
     let three = [7u32, 31, 52];
     g.throughput(Throughput::Elements(3));
     g.bench_function("sample_3_of_60", |b| {
-        b.iter(|| check_positions(black_box(1_000_000), black_box(&frames), &three))
+        b.iter(|| {
+            check_positions(
+                black_box((1_000_000, Scene::idle(1_000_000))),
+                black_box(&frames),
+                &three,
+            )
+        })
     });
     g.finish();
 }

@@ -40,8 +40,8 @@ use crate::trust::reputation::{Reputation, ReputationConfig};
 use crate::trust::verifier::Verifier;
 use crate::{broadcaster, connection, viewer_conn, worker_conn};
 
-/// Largest message a viewer may send (viewers send nothing; this only
-/// bounds what is read before the connection is closed for sending).
+/// Largest message a viewer may send (viewers send only 6-byte `Input`
+/// messages; this bounds what is read before a bigger one is refused).
 const MAX_VIEWER_INBOUND: usize = 1024;
 
 /// The router over an [`App`].
@@ -204,6 +204,7 @@ impl Server {
                 batch_frames: cfg.batch_frames,
                 codec: cfg.codec,
                 viewer_queue: cfg.viewer_queue,
+                input_lead_frames: cfg.input_lead_frames,
                 scheduler: SchedulerConfig {
                     task_target: Duration::from_millis(cfg.task_ms.max(1)),
                     first_task_frames: cfg.first_task_frames,

@@ -142,6 +142,18 @@ pub struct ServeConfig {
     /// Seconds a send to one peer may take before it is dropped.
     #[arg(long, env = "DONUT_SEND_TIMEOUT_SECS", default_value_t = 10)]
     pub send_timeout_secs: u64,
+    /// A viewer's push applies this many frames past the playback head:
+    /// the input lag (8 frames, 133 ms at 60 fps) traded for the time
+    /// workers get to render the changed frames before playback needs them.
+    #[arg(long, env = "DONUT_INPUT_LEAD_FRAMES", default_value_t = 8)]
+    pub input_lead_frames: u64,
+    /// Inputs a second one viewer may send on average (a token bucket); a
+    /// viewer over it is closed with 1008. A drag sends far fewer.
+    #[arg(long, env = "DONUT_INPUT_RATE", default_value_t = 30.0)]
+    pub input_rate: f64,
+    /// Inputs one viewer may send at once before the rate applies.
+    #[arg(long, env = "DONUT_INPUT_BURST", default_value_t = 30)]
+    pub input_burst: u32,
     /// Most bytes one viewer may leave unread (written to its socket and not
     /// acknowledged) before it is closed, however it answers pings; also
     /// its socket's fixed send buffer (`SO_SNDBUF`). Paced streams only.
@@ -275,6 +287,9 @@ impl ServeConfig {
                 "--first-task-frames must be within 1..={}",
                 donut_shared::wire::MAX_TASK_FRAMES
             ));
+        }
+        if !(self.input_rate.is_finite() && self.input_rate >= 0.0) {
+            return Err("--input-rate must be a number of inputs a second, 0 or more".into());
         }
         if self.viewer_queue == 0 {
             return Err("--viewer-queue must be at least 1".into());

@@ -35,6 +35,23 @@
 //! takes to subscribe and copy its catch-up frames, so a viewer sees every
 //! frame exactly once, in order.
 //!
+//! # Scene changes supersede
+//!
+//! The core owns the scene [`Timeline`]. Viewers' pushes queue there
+//! ([`Core::input`]); each tick folds them into one change at frame
+//! `n = head + input_lead` (or the last keyframe, if later). Everything at
+//! or after `n` was rendered for the old timeline, so the change
+//! *supersedes* it, under the lock, before any batch is taken: accepted
+//! frames `>= n` leave the ring, `contiguous`, the broadcast cursor and the
+//! scheduler's frontier fall back to `n` (never below the head, so the
+//! order above holds), outstanding ranges and first votes at or after `n`
+//! are forgotten (a straddling range is cut), and published batches
+//! starting at or after `n` are no longer handed to joiners. Every batch
+//! carries the version it was taken under, so the first batch after a
+//! change (at `n`, or lower if the cursor was lower) tells viewers to drop
+//! what they hold from its start on. Answers to superseded tasks are
+//! harmless: never accepted, never a strike.
+//!
 //! # A seam, driven by a clock it is given
 //!
 //! `Core` is the one place the connections, the broadcaster and the
@@ -54,11 +71,13 @@ use bytes::Bytes;
 use donut_shared::PACKED_LEN;
 use donut_shared::codec;
 use donut_shared::ring::FrameRing;
+use donut_shared::scene::{Impulse, Scene};
 use donut_shared::wire::{Codec, FRAMES_HEADER_LEN, Frames, Task};
 use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::metrics::Stats;
 use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
+use crate::timeline::Timeline;
 use crate::trust::reputation::AddrKey;
 
 /// What the core tells one worker's connection.
@@ -85,6 +104,8 @@ pub struct Candidate {
     pub task_id: u32,
     /// First frame.
     pub start: u64,
+    /// The scene of `start` its task carried: what the referee renders.
+    pub scene: Scene,
     /// The packed frames it returned.
     pub frames: Bytes,
     /// When the vote was cast.
@@ -142,6 +163,10 @@ pub struct CoreConfig {
     pub viewer_queue: usize,
     /// Scheduler tunables.
     pub scheduler: SchedulerConfig,
+    /// A scene change applies this many frames past the playback head:
+    /// the time workers get to render the changed frames before playback
+    /// needs them (see [`crate::timeline`]).
+    pub input_lead_frames: u64,
 }
 
 /// Positions of the stream, for telemetry and metrics.
@@ -163,6 +188,8 @@ pub struct Position {
     pub outstanding: u64,
     /// Scheduler counters.
     pub sched: SchedulerStats,
+    /// The scene timeline's version.
+    pub timeline: u32,
 }
 
 struct Inner {
@@ -176,6 +203,8 @@ struct Inner {
     senders: HashMap<WorkerId, (AddrKey, mpsc::UnboundedSender<WorkerEvent>)>,
     /// First quorum votes by range start.
     votes: HashMap<u64, Candidate>,
+    /// The scene of every frame from the head on.
+    timeline: Timeline,
     head: u64,
     contiguous: u64,
     cursor: u64,
@@ -209,6 +238,7 @@ impl Core {
             ring: FrameRing::new(cfg.ring_frames, start),
             senders: HashMap::new(),
             votes: HashMap::new(),
+            timeline: Timeline::new(start),
             head: start,
             contiguous: start,
             cursor: start,
@@ -245,7 +275,10 @@ impl Core {
             .head
             .saturating_add(self.cfg.lead_frames)
             .min(inner.ring.limit());
-        for (id, task) in inner.sched.dispatch(now, limit) {
+        let Inner {
+            sched, timeline, ..
+        } = &mut *inner;
+        for (id, task) in sched.dispatch(now, limit, timeline) {
             send(inner, id, WorkerEvent::Task(task));
         }
     }
@@ -337,6 +370,11 @@ impl Core {
         now: Instant,
     ) -> bool {
         let count = (frames.len() / PACKED_LEN) as u32;
+        if inner.sched.is_superseded(id, task_id) {
+            // Rendered for a timeline since changed: its range (if wanted
+            // again) waits for a task of the current one.
+            return false;
+        }
         if !inner.sched.is_wanted(start, count) {
             inner.sched.complete(id, task_id, start, count, now);
             self.dispatch(&mut inner, now);
@@ -372,13 +410,16 @@ impl Core {
     pub fn vote(
         &self,
         (id, addr): (WorkerId, AddrKey),
-        task_id: u32,
+        (task_id, scene): (u32, Scene),
         start: u64,
         frames: &Bytes,
         now: Instant,
     ) -> Vote {
         let count = (frames.len() / PACKED_LEN) as u32;
         let mut inner = self.lock();
+        if inner.sched.is_superseded(id, task_id) {
+            return Vote::Done;
+        }
         if !inner.sched.is_wanted(start, count) {
             inner.sched.complete(id, task_id, start, count, now);
             self.dispatch(&mut inner, now);
@@ -395,6 +436,7 @@ impl Core {
                     addr,
                     task_id,
                     start,
+                    scene,
                     frames: frames.clone(),
                     since: now,
                 };
@@ -466,6 +508,7 @@ impl Core {
     /// earlier one counts as no time passing).
     pub fn tick(&self, now: Instant) -> Vec<Due> {
         let mut inner = self.lock();
+        self.commit_inputs(&mut inner);
         if self.paced() {
             let dt = now.saturating_duration_since(inner.last_tick).as_secs_f64();
             inner.carry += dt * f64::from(self.cfg.fps);
@@ -491,9 +534,44 @@ impl Core {
         }
         let head = inner.head;
         inner.ring.advance_base(head);
+        inner.timeline.prune(head);
         inner.sched.expire(now);
         self.dispatch(&mut inner, now);
         due
+    }
+
+    /// Queues viewer `viewer`'s push for the next tick (see
+    /// [`crate::timeline`]).
+    pub fn input(&self, viewer: u64, push: Impulse) {
+        self.lock().timeline.input(viewer, push);
+    }
+
+    /// Folds the pushes queued since the last tick into one scene change
+    /// `input_lead` frames past the head, and supersedes what it replaces.
+    fn commit_inputs(&self, inner: &mut Inner) {
+        if !inner.timeline.has_pending() {
+            return;
+        }
+        let at = inner.head.saturating_add(self.cfg.input_lead_frames);
+        if let Some(change) = inner.timeline.commit(at) {
+            self.supersede(inner, change.frame);
+        }
+    }
+
+    /// Drops everything at or after frame `n` that a scene change replaced
+    /// (see the module docs). `n` is never below the head.
+    fn supersede(&self, inner: &mut Inner, n: u64) {
+        let n = n.max(inner.head);
+        inner.ring.forget_from(n);
+        inner.contiguous = inner.contiguous.min(n);
+        inner.cursor = inner.cursor.min(n);
+        let handed = inner.sched.supersede(n);
+        inner
+            .votes
+            .retain(|&start, c| start.saturating_add((c.frames.len() / PACKED_LEN) as u64) <= n);
+        inner.published.retain(|b| b.start < n);
+        self.stats.scene_changes.inc();
+        self.stats.frames_superseded.add(handed);
     }
 
     /// Copies out every batch due now and moves the cursor past it.
@@ -528,6 +606,7 @@ impl Core {
             due.push(Due {
                 start: inner.cursor,
                 count,
+                timeline: inner.timeline.version(),
                 codec: self.cfg.codec,
                 buf,
             });
@@ -586,6 +665,7 @@ impl Core {
             ring_bytes: inner.ring.allocated_bytes() as u64,
             outstanding: inner.sched.outstanding_ranges() as u64,
             sched: inner.sched.stats(),
+            timeline: inner.timeline.version(),
         }
     }
 }
@@ -597,6 +677,8 @@ pub struct Due {
     pub start: u64,
     /// Number of frames.
     pub count: u32,
+    /// The timeline version they were rendered under.
+    pub timeline: u32,
     /// How to encode them.
     pub codec: Codec,
     /// `FRAMES_HEADER_LEN` bytes of room for the header, then the frames'
@@ -615,7 +697,7 @@ impl Due {
     /// or as plain nibble-packed frames (written in place, no copy).
     /// CPU work: callers run it off the lock and off the async executor.
     pub fn encode(self) -> Option<Batch> {
-        let header = Frames::header(self.start, self.count, 0, self.codec);
+        let header = Frames::header(self.start, self.count, self.timeline, self.codec);
         let msg = match self.codec {
             Codec::Context => {
                 let packed = self.packed();

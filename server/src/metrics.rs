@@ -225,6 +225,14 @@ figures! {
         workers_idle_closed: "Workers closed for taking tasks and never answering.";
         /// Frames of playback time lost to stalls after playback began (the head waited on a missing frame).
         playback_stall_frames: "Frames of playback time lost to stalls.";
+        /// Viewer inputs (pushes on the scene) accepted and queued.
+        inputs_accepted: "Viewer inputs accepted.";
+        /// Viewer inputs refused (malformed, out of range, over the rate limit); each closes its viewer.
+        inputs_refused: "Viewer inputs refused (the viewer is closed).";
+        /// Scene changes committed to the timeline.
+        scene_changes: "Scene changes committed.";
+        /// Frames handed out at or after a change's frame, superseded and rendered again.
+        frames_superseded: "Frames superseded by scene changes.";
         /// Connections closed for a malformed or wrong-role message.
         protocol_errors: "Connections closed for a bad message.";
         /// Connections refused (caps, bans).
@@ -318,6 +326,10 @@ mod tests {
             "donut_quorum_settled_alone_total counter",
             "donut_workers_idle_closed_total counter",
             "donut_playback_stall_frames_total counter",
+            "donut_inputs_accepted_total counter",
+            "donut_inputs_refused_total counter",
+            "donut_scene_changes_total counter",
+            "donut_frames_superseded_total counter",
             "donut_protocol_errors_total counter",
             "donut_connections_refused_total counter",
             "donut_idle_reaped_total counter",
@@ -396,6 +408,10 @@ mod tests {
             "quorum_settled_alone",
             "workers_idle_closed",
             "playback_stall_frames",
+            "inputs_accepted",
+            "inputs_refused",
+            "scene_changes",
+            "frames_superseded",
             "protocol_errors",
             "connections_refused",
             "idle_reaped",

@@ -46,7 +46,14 @@
 //! - **quorum votes**: under the `quorum` policy a range whose first answer
 //!   is in stays outstanding, *voted* by that answer's address, until a
 //!   worker from another address answers it too; it is then offered whole
-//!   (never split) to workers of other addresses only.
+//!   (never split) to workers of other addresses only;
+//! - **scene changes**: every task carries the scene of its first frame
+//!   from the [`Timeline`], and a new range never straddles a keyframe (its
+//!   scene is stepped from its start). When a change commits at frame `n`
+//!   ([`Scheduler::supersede`]), ranges at or after `n` are forgotten, a
+//!   range straddling `n` is cut back to end there, and every task reaching
+//!   `n` is dropped from its worker without counting as a miss; its answer,
+//!   whenever it comes, is [`Claim::Stale`], never a strike.
 //!
 //! No dispatch waits for a round: a worker is given its next range the moment
 //! it has a free slot, and the frames an unanswered range blocks are only
@@ -59,8 +66,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use donut_shared::scene::Scene;
 use donut_shared::wire::{MAX_TASK_FRAMES, Task};
 
+use crate::timeline::Timeline;
 use crate::trust::reputation::AddrKey;
 
 /// Identifies a worker connection for the life of the server.
@@ -124,6 +133,8 @@ impl Default for SchedulerConfig {
 struct Assignment {
     start: u64,
     count: u32,
+    /// The scene of `start` the task was sent with.
+    scene: Scene,
     sent: Instant,
     /// The worker's count of tasks given, this one included.
     seq: u64,
@@ -160,6 +171,18 @@ impl Assignment {
 /// late or repeated answer is recognised as harmless.
 const RECENT_TASKS: usize = 256;
 
+/// A task answered, dropped or superseded, remembered so its answer is
+/// recognised.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    task_id: u32,
+    start: u64,
+    count: u32,
+    scene: Scene,
+    /// A scene change reached its frames: its answer is stale.
+    superseded: bool,
+}
+
 /// A worker as the scheduler sees it.
 #[derive(Debug)]
 struct WorkerState {
@@ -173,7 +196,7 @@ struct WorkerState {
     last_miss: Option<Instant>,
     slots: u16,
     live: HashMap<u32, Assignment>,
-    recent: VecDeque<(u32, u64, u32)>,
+    recent: VecDeque<Recent>,
     next_task_id: u32,
     /// Measured seconds per frame, end to end (an EWMA).
     spf: Option<f64>,
@@ -185,18 +208,28 @@ struct WorkerState {
 
 impl WorkerState {
     fn remember(&mut self, task_id: u32, a: &Assignment) {
+        self.remember_as(task_id, a, false);
+    }
+
+    fn remember_as(&mut self, task_id: u32, a: &Assignment, superseded: bool) {
         if self.recent.len() == RECENT_TASKS {
             self.recent.pop_front();
         }
-        self.recent.push_back((task_id, a.start, a.count));
+        self.recent.push_back(Recent {
+            task_id,
+            start: a.start,
+            count: a.count,
+            scene: a.scene,
+            superseded,
+        });
     }
 
-    fn recent(&self, task_id: u32) -> Option<(u64, u32)> {
+    fn recent(&self, task_id: u32) -> Option<Recent> {
         self.recent
             .iter()
             .rev()
-            .find(|(id, _, _)| *id == task_id)
-            .map(|&(_, s, c)| (s, c))
+            .find(|r| r.task_id == task_id)
+            .copied()
     }
 
     /// Counts a miss for task `a` dropped unanswered, unless the worker
@@ -277,12 +310,14 @@ impl RangeEntry {
 /// What a result's header means, before its frames are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// The range is still wanted: verify the frames, then [`Scheduler::complete`].
-    Fresh,
+    /// The range is still wanted: verify the frames, rendered from this
+    /// scene (the task's), then [`Scheduler::complete`].
+    Fresh(Scene),
     /// The range was already accepted from someone else (or was re-split):
     /// harmless, nothing to do.
     Done,
-    /// A task this worker was given and has already finished or lost: harmless.
+    /// A task this worker was given and has already finished or lost, or
+    /// one a scene change superseded: harmless.
     Stale,
     /// The header does not match the task with that id: a violation.
     Mismatch,
@@ -443,7 +478,7 @@ impl Scheduler {
         (id, addr): (WorkerId, AddrKey),
         want: u32,
         room: u64,
-        limit: u64,
+        (limit, timeline): (u64, &Timeline),
         now: Instant,
     ) -> Option<(u64, u32)> {
         let fits = |count: u32| u64::from(count) <= room;
@@ -455,7 +490,7 @@ impl Scheduler {
         let may_rescue = self.workers.get(&id).is_some_and(WorkerState::proven)
             || !self.workers.values().any(WorkerState::proven);
         if !may_rescue {
-            return self.pick_new(want, limit);
+            return self.pick_new(want, limit, timeline);
         }
         // 1. An orphaned range, lowest first (the head waits on it): split
         // to fit, unless it carries a vote (then whole, and only to another
@@ -510,16 +545,20 @@ impl Scheduler {
             return Some((start, e.count));
         }
         // 3. New frames from the frontier, within the window.
-        self.pick_new(want, limit)
+        self.pick_new(want, limit, timeline)
     }
 
-    /// New frames from the frontier, within the window below `limit`.
-    fn pick_new(&mut self, want: u32, limit: u64) -> Option<(u64, u32)> {
+    /// New frames from the frontier, within the window below `limit`, and
+    /// ending at the next keyframe of `timeline` if one lies inside.
+    fn pick_new(&mut self, want: u32, limit: u64, timeline: &Timeline) -> Option<(u64, u32)> {
         let room = limit.saturating_sub(self.frontier);
         if room == 0 || room < u64::from(want.min(self.cfg.min_new_frames)) {
             return None;
         }
-        let count = (limit - self.frontier).min(u64::from(want)) as u32;
+        let cut = timeline
+            .next_keyframe_after(self.frontier)
+            .map_or(room, |k| k - self.frontier);
+        let count = room.min(cut).min(u64::from(want)) as u32;
         let start = self.frontier;
         self.frontier += u64::from(count);
         self.ranges.insert(start, RangeEntry::new(count));
@@ -527,8 +566,14 @@ impl Scheduler {
     }
 
     /// Fills every free slot of every worker, never creating frames at or
-    /// beyond `limit`. Returns the tasks to send.
-    pub fn dispatch(&mut self, now: Instant, limit: u64) -> Vec<(WorkerId, Task)> {
+    /// beyond `limit`, each task with its scene and version from
+    /// `timeline`. Returns the tasks to send.
+    pub fn dispatch(
+        &mut self,
+        now: Instant,
+        limit: u64,
+        timeline: &Timeline,
+    ) -> Vec<(WorkerId, Task)> {
         let mut out = Vec::new();
         // Longest waiting first, so every worker gets a share when the
         // window opens a little at a time (paced playback): sizes already
@@ -563,9 +608,12 @@ impl Scheduler {
                 }
                 let want = self.want(w);
                 let spf = w.spf;
-                let Some((start, count)) = self.pick((id, addr), want, room, limit, now) else {
+                let Some((start, count)) =
+                    self.pick((id, addr), want, room, (limit, timeline), now)
+                else {
                     break;
                 };
+                let scene = timeline.scene_at(start);
                 *in_flight.entry(addr).or_insert(0) += u64::from(count);
                 let (hedge_at, expire_at) = self.deadlines(spf, count, now);
                 let Some(w) = self.workers.get_mut(&id) else {
@@ -580,6 +628,7 @@ impl Scheduler {
                     Assignment {
                         start,
                         count,
+                        scene,
                         sent: now,
                         seq: w.given,
                         overtaken_by: 0,
@@ -591,7 +640,16 @@ impl Scheduler {
                     e.holders.push((id, task_id));
                 }
                 self.stats.dispatched += 1;
-                out.push((id, Task::idle(task_id, start, count)));
+                out.push((
+                    id,
+                    Task {
+                        task_id,
+                        start,
+                        count,
+                        timeline: timeline.version(),
+                        scene,
+                    },
+                ));
             }
         }
         out
@@ -677,22 +735,24 @@ impl Scheduler {
                 return Claim::Mismatch;
             }
             if wanted(&self.ranges) {
-                return Claim::Fresh;
+                return Claim::Fresh(a.scene);
             }
             // Someone else's copy won; this one is done too.
             w.answered(task_id, &a, now);
             self.drop_lost(id, now);
             return Claim::Done;
         }
-        if let Some((s, c)) = w.recent(task_id) {
-            if s != start || c != count {
+        if let Some(r) = w.recent(task_id) {
+            if r.start != start || r.count != count {
                 return Claim::Mismatch;
             }
             // A late answer shows the worker alive (not verified, so it
             // does not end probation).
             w.last_heard = Some(now);
-            return if wanted(&self.ranges) {
-                Claim::Fresh
+            return if r.superseded {
+                Claim::Stale
+            } else if wanted(&self.ranges) {
+                Claim::Fresh(r.scene)
             } else {
                 Claim::Done
             };
@@ -703,6 +763,59 @@ impl Scheduler {
         } else {
             Claim::Unsolicited
         }
+    }
+
+    /// Whether a scene change superseded `id`'s task `task_id` (its answer
+    /// must not be accepted, though the range may be wanted again).
+    pub fn is_superseded(&self, id: WorkerId, task_id: u32) -> bool {
+        self.workers
+            .get(&id)
+            .and_then(|w| w.recent(task_id))
+            .is_some_and(|r| r.superseded)
+    }
+
+    /// A scene change committed at frame `n`: forgets every range at or
+    /// after `n`, cuts one straddling `n` back to end there (unassigned, to
+    /// be rendered again from its unchanged scene), drops every task
+    /// reaching `n` from its worker (not a miss; its answer will be
+    /// [`Claim::Stale`]) and moves the frontier back to `n`. Returns the
+    /// frames that had been handed out at or after `n` (to be rendered again).
+    pub fn supersede(&mut self, n: u64) -> u64 {
+        let handed = self.frontier.saturating_sub(n);
+        let gone: Vec<u64> = self.ranges.range(n..).map(|(&s, _)| s).collect();
+        for start in gone {
+            self.ranges.remove(&start);
+            self.unassigned.remove(&start);
+        }
+        if let Some((&start, entry)) = self.ranges.range_mut(..n).next_back()
+            && start.saturating_add(u64::from(entry.count)) > n
+        {
+            entry.count = (n - start) as u32;
+            entry.holders.clear();
+            entry.voted = None;
+            self.unassigned.insert(start);
+        }
+        let reaches = |start: u64, count: u32| start.saturating_add(u64::from(count)) > n;
+        for w in self.workers.values_mut() {
+            let cut: Vec<u32> = w
+                .live
+                .iter()
+                .filter(|(_, a)| reaches(a.start, a.count))
+                .map(|(&t, _)| t)
+                .collect();
+            for r in w.recent.iter_mut() {
+                if reaches(r.start, r.count) {
+                    r.superseded = true;
+                }
+            }
+            for t in cut {
+                if let Some(a) = w.live.remove(&t) {
+                    w.remember_as(t, &a, true);
+                }
+            }
+        }
+        self.frontier = self.frontier.min(n);
+        handed
     }
 
     /// Whether frames `start .. start + count` form a range still wanted.
@@ -824,6 +937,74 @@ mod tests {
         Scheduler::new(SchedulerConfig::default(), 0)
     }
 
+    /// The timeline nobody steers: every task idle.
+    fn idle() -> Timeline {
+        Timeline::new(0)
+    }
+
+    /// A timeline with one push committed at frame `n`.
+    fn steered_at(n: u64) -> Timeline {
+        let mut t = idle();
+        t.input(1, donut_shared::scene::Impulse { a: 300, b: -100 });
+        t.commit(n);
+        t
+    }
+
+    #[test]
+    fn a_change_cuts_ranges_and_supersedes_their_tasks_without_misses() {
+        let mut s = sched();
+        let t0 = Instant::now();
+        add(&mut s, 1);
+        s.set_slots(1, 4);
+        let tasks = s.dispatch(t0, 1_000, &idle());
+        let ranges: Vec<(u64, u32)> = tasks.iter().map(|(_, t)| (t.start, t.count)).collect();
+        assert_eq!(ranges, vec![(0, 30), (30, 30), (60, 30), (90, 30)]);
+        let timeline = steered_at(45);
+        assert_eq!(s.supersede(45), 120 - 45);
+        assert_eq!(s.frontier(), 45);
+        // [0, 30) is untouched; [30, 60) is cut to [30, 45) and orphaned.
+        assert!(s.is_wanted(0, 30));
+        assert!(s.is_wanted(30, 15));
+        assert!(!s.is_wanted(30, 30) && !s.is_wanted(60, 30));
+        // Superseded answers are stale (harmless), never fresh or violations.
+        for (_, t) in &tasks[1..] {
+            assert!(s.is_superseded(1, t.task_id));
+            assert_eq!(s.claim(1, t.task_id, t.start, t.count, t0), Claim::Stale);
+        }
+        let (_, first) = tasks[0];
+        assert_eq!(
+            s.claim(1, first.task_id, first.start, first.count, t0),
+            Claim::Fresh(first.scene)
+        );
+        assert!(s.take_misses().is_empty());
+        // The freed slots re-plan from the cut: the orphan up to the change
+        // (its idle scene), then new frames from the change frame on, with
+        // the changed scene and the new version, none straddling 45.
+        let again = s.dispatch(t0, 1_000, &timeline);
+        assert_eq!((again[0].1.start, again[0].1.count), (30, 15));
+        assert_eq!(again[0].1.scene, donut_shared::scene::Scene::idle(30));
+        let (_, at) = again[1];
+        assert_eq!(at.start, 45);
+        assert_eq!(at.scene, timeline.scene_at(45));
+        assert_eq!(at.timeline, 1);
+        assert_ne!(at.scene, donut_shared::scene::Scene::idle(45));
+    }
+
+    #[test]
+    fn new_ranges_stop_at_a_keyframe_ahead_of_the_frontier() {
+        let mut s = sched();
+        let t0 = Instant::now();
+        add(&mut s, 1);
+        s.set_slots(1, 3);
+        let timeline = steered_at(20);
+        let ranges: Vec<(u64, u32)> = s
+            .dispatch(t0, 1_000, &timeline)
+            .iter()
+            .map(|(_, t)| (t.start, t.count))
+            .collect();
+        assert_eq!(ranges, vec![(0, 20), (20, 30), (50, 30)]);
+    }
+
     /// Worker `id` connects from its own address, 10.0.0.`id`.
     fn addr(id: WorkerId) -> AddrKey {
         AddrKey::new(IpAddr::from([10, 0, 0, id as u8]), BanScope::Address)
@@ -839,10 +1020,10 @@ mod tests {
         let now = Instant::now();
         add(&mut s, 1);
         s.set_slots(1, 3);
-        let tasks = s.dispatch(now, 70);
+        let tasks = s.dispatch(now, 70, &idle());
         let ranges: Vec<(u64, u32)> = tasks.iter().map(|(_, t)| (t.start, t.count)).collect();
         assert_eq!(ranges, vec![(0, 30), (30, 30), (60, 10)]);
-        assert!(s.dispatch(now, 70).is_empty());
+        assert!(s.dispatch(now, 70, &idle()).is_empty());
     }
 
     #[test]
@@ -850,12 +1031,15 @@ mod tests {
         let mut s = sched();
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, t) = s.dispatch(t0, 10_000)[0];
+        let (_, t) = s.dispatch(t0, 10_000, &idle())[0];
         // 30 frames in 30 ms: 1 ms a frame, so a 100 ms task is 100 frames.
         let t1 = t0 + Duration::from_millis(30);
-        assert_eq!(s.claim(1, t.task_id, t.start, t.count, t1), Claim::Fresh);
+        assert_eq!(
+            s.claim(1, t.task_id, t.start, t.count, t1),
+            Claim::Fresh(t.scene)
+        );
         assert!(s.complete(1, t.task_id, t.start, t.count, t1));
-        let (_, t) = s.dispatch(t1, 10_000)[0];
+        let (_, t) = s.dispatch(t1, 10_000, &idle())[0];
         assert_eq!(t.count, 100);
     }
 
@@ -864,15 +1048,18 @@ mod tests {
         let mut s = sched();
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, a) = s.dispatch(t0, 30)[0];
+        let (_, a) = s.dispatch(t0, 30, &idle())[0];
         add(&mut s, 2);
         // Not overdue yet: worker 2 gets nothing (window is full).
-        assert!(s.dispatch(t0, 30).is_empty());
+        assert!(s.dispatch(t0, 30, &idle()).is_empty());
         let late = t0 + Duration::from_secs(3);
-        let (w, b) = s.dispatch(late, 30)[0];
+        let (w, b) = s.dispatch(late, 30, &idle())[0];
         assert_eq!((w, b.start, b.count), (2, a.start, a.count));
         assert_eq!(s.stats().hedged, 1);
-        assert_eq!(s.claim(2, b.task_id, b.start, b.count, late), Claim::Fresh);
+        assert_eq!(
+            s.claim(2, b.task_id, b.start, b.count, late),
+            Claim::Fresh(b.scene)
+        );
         assert!(s.complete(2, b.task_id, b.start, b.count, late));
         // The original holder's slot was freed; its answer arrives late: harmless.
         assert_eq!(s.workers[&1].live.len(), 0);
@@ -889,7 +1076,7 @@ mod tests {
         let mut limit = 60;
         let mut given = HashMap::<WorkerId, u32>::new();
         for _ in 0..20 {
-            for (w, t) in s.dispatch(now, limit) {
+            for (w, t) in s.dispatch(now, limit, &idle()) {
                 *given.entry(w).or_default() += 1;
                 // Worker 1 answers at once, worker 2 ten times slower.
                 let took = Duration::from_millis(if w == 1 { 1 } else { 10 });
@@ -906,11 +1093,11 @@ mod tests {
         let mut s = sched();
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, a) = s.dispatch(t0, 30)[0];
+        let (_, a) = s.dispatch(t0, 30, &idle())[0];
         s.remove_worker(1);
         add(&mut s, 2);
         s.set_slots(2, 2);
-        let tasks = s.dispatch(t0, 30);
+        let tasks = s.dispatch(t0, 30, &idle());
         assert_eq!(tasks.len(), 1);
         assert_eq!((tasks[0].1.start, tasks[0].1.count), (a.start, a.count));
         assert_eq!(s.stats().reassigned, 1);
@@ -921,7 +1108,7 @@ mod tests {
         let mut s = sched();
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, a) = s.dispatch(t0, 100)[0];
+        let (_, a) = s.dispatch(t0, 100, &idle())[0];
         assert_eq!(s.claim(1, a.task_id + 7, 0, 30, t0), Claim::Unsolicited);
         assert_eq!(
             s.claim(1, a.task_id, a.start + 1, a.count, t0),
@@ -933,7 +1120,7 @@ mod tests {
         );
         s.reject(1, a.task_id);
         // Rejected: the range goes back, and the worker is free again.
-        let again = s.dispatch(t0, 100);
+        let again = s.dispatch(t0, 100, &idle());
         assert_eq!(again[0].1.start, a.start);
     }
 
@@ -942,14 +1129,17 @@ mod tests {
         let mut s = sched();
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, a) = s.dispatch(t0, 30)[0];
+        let (_, a) = s.dispatch(t0, 30, &idle())[0];
         s.expire(t0 + Duration::from_secs(5));
         assert_eq!(s.stats().expired, 1);
-        let (_, b) = s.dispatch(t0 + Duration::from_secs(5), 30)[0];
+        let (_, b) = s.dispatch(t0 + Duration::from_secs(5), 30, &idle())[0];
         assert_eq!(b.start, a.start);
         assert_ne!(b.task_id, a.task_id);
         // The expired answer is still usable if it arrives first.
-        assert_eq!(s.claim(1, b.task_id, b.start, b.count, t0), Claim::Fresh);
+        assert_eq!(
+            s.claim(1, b.task_id, b.start, b.count, t0),
+            Claim::Fresh(b.scene)
+        );
     }
 
     #[test]
@@ -958,19 +1148,19 @@ mod tests {
         let t0 = Instant::now();
         add(&mut s, 1);
         s.set_slots(1, 2);
-        let first = s.dispatch(t0, 1000);
+        let first = s.dispatch(t0, 1000, &idle());
         assert_eq!(first.len(), 2);
         let t1 = t0 + Duration::from_secs(5);
         s.expire(t1);
         // Both tasks expired in one silence: one miss.
         assert_eq!(s.take_misses(), vec![(1, 1)]);
-        let probation = s.dispatch(t1, 1000);
+        let probation = s.dispatch(t1, 1000, &idle());
         assert_eq!(probation.len(), 1, "one task at a time on probation");
         assert_eq!(probation[0].1.count, 30 / 4, "a quarter per miss");
         let t2 = t1 + Duration::from_secs(5);
         s.expire(t2);
         assert_eq!(s.take_misses(), vec![(1, 2)]);
-        let smaller = s.dispatch(t2, 1000);
+        let smaller = s.dispatch(t2, 1000, &idle());
         assert_eq!(smaller[0].1.count, 1);
         // A late answer (unverified) does not end probation...
         let (_, old) = first[0];
@@ -981,10 +1171,13 @@ mod tests {
         assert_eq!(s.misses(1), Some(2));
         // ...a verified one does, and both slots open again.
         let t = smaller[0].1;
-        assert_eq!(s.claim(1, t.task_id, t.start, t.count, t2), Claim::Fresh);
+        assert_eq!(
+            s.claim(1, t.task_id, t.start, t.count, t2),
+            Claim::Fresh(t.scene)
+        );
         s.complete(1, t.task_id, t.start, t.count, t2);
         assert_eq!(s.misses(1), Some(0));
-        let back = s.dispatch(t2, 1000);
+        let back = s.dispatch(t2, 1000, &idle());
         assert_eq!(back.len(), 2, "{back:?}");
         // The lowest orphan (frames 1..7, left by the splits) goes whole.
         assert_eq!((back[0].1.start, back[0].1.count), (1, 6));
@@ -994,7 +1187,7 @@ mod tests {
     fn a_proven_worker_losing_hedge_races_in_a_short_pause_is_no_zombie() {
         let (mut s, t0) = paced_worker();
         add(&mut s, 2);
-        let first = s.dispatch(t0, 10_000);
+        let first = s.dispatch(t0, 10_000, &idle());
         // Worker 2 proves itself; worker 1 (two 100-frame tasks, overdue
         // after 200 ms) pauses.
         let t1 = t0 + Duration::from_millis(10);
@@ -1005,8 +1198,8 @@ mod tests {
         // 300 ms in, worker 2 takes and wins copies of worker 1's tasks.
         let t2 = t0 + Duration::from_millis(300);
         let mut won = 0;
-        for (id, t) in s.dispatch(t2, 10_000) {
-            if id == 2 && s.claim(id, t.task_id, t.start, t.count, t2) == Claim::Fresh {
+        for (id, t) in s.dispatch(t2, 10_000, &idle()) {
+            if id == 2 && s.claim(id, t.task_id, t.start, t.count, t2) == Claim::Fresh(t.scene) {
                 s.complete(id, t.task_id, t.start, t.count, t2);
                 won += 1;
             }
@@ -1030,7 +1223,7 @@ mod tests {
         );
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, t) = s.dispatch(t0, 10_000)[0];
+        let (_, t) = s.dispatch(t0, 10_000, &idle())[0];
         s.claim(1, t.task_id, t.start, t.count, t0);
         s.complete(1, t.task_id, t.start, t.count, t0);
         // Worker 1 is proven and idle; a zombie on its address takes the
@@ -1039,7 +1232,7 @@ mod tests {
         s.set_slots(9, 4);
         s.set_slots(1, 0);
         let t1 = t0 + Duration::from_millis(10);
-        let tasks = s.dispatch(t1, 10_000);
+        let tasks = s.dispatch(t1, 10_000, &idle());
         assert!(tasks.iter().any(|&(id, _)| id == 1), "{tasks:?}");
     }
 
@@ -1049,11 +1242,11 @@ mod tests {
         let t0 = Instant::now();
         add(&mut s, 1);
         add(&mut s, 2);
-        let (zombie, z) = s.dispatch(t0, 30)[0];
+        let (zombie, z) = s.dispatch(t0, 30, &idle())[0];
         let other = 3 - zombie;
         // Overdue (first tasks are hedged after 2 s): the other one gets a copy.
         let t1 = t0 + Duration::from_millis(2100);
-        let (_, copy) = s.dispatch(t1, 30)[0];
+        let (_, copy) = s.dispatch(t1, 30, &idle())[0];
         assert_eq!(copy.start, z.start);
         s.claim(other, copy.task_id, copy.start, copy.count, t1);
         s.complete(other, copy.task_id, copy.start, copy.count, t1);
@@ -1075,7 +1268,7 @@ mod tests {
             s.add_worker(id, shared, 0);
         }
         add(&mut s, 5);
-        let tasks = s.dispatch(t0, 10_000);
+        let tasks = s.dispatch(t0, 10_000, &idle());
         let of_shared: u32 = tasks
             .iter()
             .filter(|(id, _)| *id != 5)
@@ -1093,7 +1286,7 @@ mod tests {
         let mut s = sched();
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, t) = s.dispatch(t0, 30)[0];
+        let (_, t) = s.dispatch(t0, 30, &idle())[0];
         s.claim(1, t.task_id, t.start, t.count, t0);
         s.vote(1, t.task_id, t.start, t0, true);
         assert!(
@@ -1101,25 +1294,25 @@ mod tests {
             "a vote does not complete the range"
         );
         assert!(
-            s.dispatch(t0, 30).is_empty(),
+            s.dispatch(t0, 30, &idle()).is_empty(),
             "not back to the voter's address"
         );
         // Another worker of the same address: still not.
         s.add_worker(3, addr(1), 0);
-        assert!(s.dispatch(t0, 30).is_empty());
+        assert!(s.dispatch(t0, 30, &idle()).is_empty());
         // A proven worker of another address: the whole range, unsplit,
         // even though its pace asks for smaller tasks.
         add(&mut s, 2);
-        let (_, own) = s.dispatch(t0, 60)[0];
+        let (_, own) = s.dispatch(t0, 60, &idle())[0];
         let t1 = t0 + Duration::from_millis(300);
         s.claim(2, own.task_id, own.start, own.count, t1);
         s.complete(2, own.task_id, own.start, own.count, t1);
-        let (id, again) = s.dispatch(t1, 60)[0];
+        let (id, again) = s.dispatch(t1, 60, &idle())[0];
         assert_eq!((id, again.start, again.count), (2, t.start, t.count));
         // A vote cleared (it was wrong): anyone may take it again.
         s.reject(2, again.task_id);
         s.clear_vote(t.start, addr(1));
-        let redo = s.dispatch(t1, 60);
+        let redo = s.dispatch(t1, 60, &idle());
         assert_eq!(redo.len(), 1);
         assert_eq!(
             (redo[0].0, redo[0].1.start),
@@ -1139,7 +1332,7 @@ mod tests {
         let mut s = Scheduler::new(cfg, 0);
         let t0 = Instant::now();
         add(&mut s, 1);
-        let (_, t) = s.dispatch(t0, 30)[0];
+        let (_, t) = s.dispatch(t0, 30, &idle())[0];
         let t1 = t0 + Duration::from_millis(30);
         assert!(s.complete(1, t.task_id, t.start, t.count, t1));
         s.set_slots(1, 2);
@@ -1151,7 +1344,7 @@ mod tests {
     /// once). Returns the scheduler, the unanswered task, `t1` and `t2`.
     fn overtaken_once() -> (Scheduler, Task, Instant, Instant) {
         let (mut s, t1) = paced_worker();
-        let tasks = s.dispatch(t1, 1_000);
+        let tasks = s.dispatch(t1, 1_000, &idle());
         let [(_, lost), (_, next)] = tasks[..] else {
             panic!("{tasks:?}")
         };
@@ -1172,40 +1365,40 @@ mod tests {
         assert_eq!((s.stats().presumed_lost, s.stats().expired), (1, 0));
         assert!(s.workers[&1].live.values().all(|a| a.start != lost.start));
         // Its range is the first handed out again.
-        let again = s.dispatch(t3, 1_000);
+        let again = s.dispatch(t3, 1_000, &idle());
         assert_eq!(again[0].1.start, lost.start);
         // A late answer to it is still usable.
         assert_eq!(
             s.claim(1, lost.task_id, lost.start, lost.count, t3),
-            Claim::Fresh
+            Claim::Fresh(lost.scene)
         );
     }
 
     #[test]
     fn a_task_overtaken_by_a_slotful_of_later_ones_is_presumed_lost_at_once() {
         let (mut s, lost, _, t2) = overtaken_once();
-        let (_, third) = s.dispatch(t2, 1_000)[0];
+        let (_, third) = s.dispatch(t2, 1_000, &idle())[0];
         // A second later task answered: with two slots, the first was skipped.
         let t3 = t2 + Duration::from_millis(100);
         assert!(s.complete(1, third.task_id, third.start, third.count, t3));
         assert_eq!(s.stats().presumed_lost, 1);
-        let again = s.dispatch(t3, 1_000);
+        let again = s.dispatch(t3, 1_000, &idle());
         assert_eq!(again[0].1.start, lost.start);
     }
 
     #[test]
     fn a_silent_worker_gets_one_probe_and_keeps_its_tasks_until_the_floor() {
         let (mut s, t1) = paced_worker();
-        assert_eq!(s.dispatch(t1, 1_000).len(), 2);
+        assert_eq!(s.dispatch(t1, 1_000, &idle()).len(), 2);
         assert!(
-            s.dispatch(t1 + Duration::from_millis(190), 1_000)
+            s.dispatch(t1 + Duration::from_millis(190), 1_000, &idle())
                 .is_empty()
         );
         // Both slots overdue: one probe, and only one.
         let t2 = t1 + Duration::from_millis(210);
-        assert_eq!(s.dispatch(t2, 1_000).len(), 1);
+        assert_eq!(s.dispatch(t2, 1_000, &idle()).len(), 1);
         assert!(
-            s.dispatch(t2 + Duration::from_millis(500), 1_000)
+            s.dispatch(t2 + Duration::from_millis(500), 1_000, &idle())
                 .is_empty()
         );
         // Paused (a background tab, a GC): nothing answered, so nothing is
@@ -1219,14 +1412,14 @@ mod tests {
     #[test]
     fn a_probe_answered_shows_the_overdue_tasks_lost() {
         let (mut s, t1) = paced_worker();
-        let lost = s.dispatch(t1, 1_000);
+        let lost = s.dispatch(t1, 1_000, &idle());
         let t2 = t1 + Duration::from_millis(210);
-        let (_, probe) = s.dispatch(t2, 1_000)[0];
+        let (_, probe) = s.dispatch(t2, 1_000, &idle())[0];
         let t3 = t2 + Duration::from_millis(100);
         assert!(s.complete(1, probe.task_id, probe.start, probe.count, t3));
         assert_eq!(s.stats().presumed_lost, 2);
         // Both lost ranges come back first, lowest first.
-        let again = s.dispatch(t3, 1_000);
+        let again = s.dispatch(t3, 1_000, &idle());
         assert_eq!(again[0].1.start, lost[0].1.start);
         assert_eq!(again[1].1.start, lost[1].1.start);
     }
@@ -1249,6 +1442,9 @@ mod tests {
                 ok: bool,
             },
             Advance(u16),
+            /// A scene change this many frames past the lowest outstanding
+            /// range (or the frontier).
+            Change(u16),
         }
 
         fn op() -> impl Strategy<Value = Op> {
@@ -1269,6 +1465,7 @@ mod tests {
                         ok
                     }),
                 (0u16..3000).prop_map(Op::Advance),
+                (0u16..200).prop_map(Op::Change),
             ]
         }
 
@@ -1282,6 +1479,7 @@ mod tests {
                 let mut now = Instant::now();
                 let limit = 5_000;
                 let mut handed: Vec<(WorkerId, Task)> = Vec::new();
+                let mut timeline = idle();
                 for op in ops {
                     match op {
                         Op::Add(w) => add(&mut s, u64::from(w)),
@@ -1295,7 +1493,12 @@ mod tests {
                                 }
                                 (None, false) => handed[pick % handed.len()],
                             };
-                            if s.claim(id, t.task_id, t.start, t.count, now) == Claim::Fresh {
+                            let claim = s.claim(id, t.task_id, t.start, t.count, now);
+                            // A superseded task's answer is never fresh work.
+                            if s.is_superseded(id, t.task_id) {
+                                prop_assert!(!matches!(claim, Claim::Fresh(_)));
+                            }
+                            if matches!(claim, Claim::Fresh(_)) {
                                 if ok {
                                     s.complete(id, t.task_id, t.start, t.count, now);
                                 } else {
@@ -1307,10 +1510,23 @@ mod tests {
                             now += Duration::from_millis(u64::from(ms));
                             s.expire(now);
                         }
+                        Op::Change(ahead) => {
+                            let base = s.ranges.keys().next().copied().unwrap_or(s.frontier);
+                            timeline.input(1, donut_shared::scene::Impulse { a: 7, b: 0 });
+                            if let Some(change) = timeline.commit(base + u64::from(ahead)) {
+                                s.supersede(change.frame);
+                                prop_assert!(s.frontier <= change.frame);
+                                prop_assert!(s.ranges.iter().all(|(&st, e)| st + u64::from(e.count) <= change.frame));
+                            }
+                        }
                     }
-                    for (id, t) in s.dispatch(now, limit) {
+                    for (id, t) in s.dispatch(now, limit, &timeline) {
                         prop_assert!(t.count >= 1 && t.count <= MAX_TASK_FRAMES);
                         prop_assert!(t.start + u64::from(t.count) <= limit);
+                        // Never straddles a change; carries its scene.
+                        prop_assert!(timeline.next_keyframe_after(t.start).is_none_or(|k| k >= t.start + u64::from(t.count)));
+                        prop_assert_eq!(t.scene, timeline.scene_at(t.start));
+                        prop_assert_eq!(t.timeline, timeline.version());
                         handed.push((id, t));
                     }
                     let mut end = 0;

@@ -1,5 +1,13 @@
 //! One viewer connection (`/ws/viewer`): the frame stream and telemetry out,
-//! nothing in.
+//! the viewer's pushes on the scene in.
+//!
+//! Inputs are decoded by `FromViewer` (length, tag and range caps); each is
+//! queued on the core's scene timeline (`crate::timeline`), where the next
+//! tick folds it with everyone's into one change. A malformed or
+//! out-of-range input closes the viewer with the decoder's reason (1002), a
+//! viewer-bound or worker message with 1003, and a viewer over its input
+//! rate (`--input-rate`, `--input-burst`: a token bucket) with 1008: one
+//! viewer's flood never reaches the timeline, and the others are untouched.
 //!
 //! On connect the viewer subscribes to the broadcast and, atomically with
 //! that, receives the frames from the playback head to the broadcast cursor,
@@ -29,6 +37,7 @@ use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
 use bytes::Bytes;
+use donut_shared::wire::{DecodeError, FromViewer};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
@@ -38,6 +47,7 @@ use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
 use crate::send_queue::SendQueue;
 use crate::state::App;
+use crate::timeline::rate::TokenBucket;
 
 /// Longest a telemetry update waits for a batch to ride with: a little more
 /// than the quarter-second batch interval, so while the stream plays every
@@ -51,7 +61,12 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     debug!("viewer connected");
     let oversize = CloseReason::new(
         TOO_BIG,
-        "message exceeds the viewer limit; viewers send nothing",
+        "message exceeds the viewer limit; viewers send only Input messages",
+    );
+    let mut inputs = TokenBucket::new(
+        app.cfg.input_rate,
+        app.cfg.input_burst,
+        std::time::Instant::now(),
     );
     let mut ws = Connection::new(socket, &app, oversize);
     // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
@@ -128,11 +143,16 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                 }
                 event = ws.next() => match event {
                     Err(end) => break end,
-                    Ok(Event::Binary(_) | Event::Text) => {
+                    Ok(Event::Binary(bytes)) => {
+                        if let Err(reason) = on_input(&app, admission.id, &mut inputs, &bytes) {
+                            break End::Closed(reason);
+                        }
+                    }
+                    Ok(Event::Text) => {
                         app.stats.protocol_errors.inc();
                         break End::Closed(CloseReason::new(
                             UNSUPPORTED,
-                            "viewers send nothing; workers connect to /ws/worker",
+                            "viewers send nothing but binary Input messages; workers connect to /ws/worker",
                         ));
                     }
                 },
@@ -145,6 +165,48 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     ws.finish(&end).await;
     drop(admission);
     debug!(?end, "viewer disconnected");
+}
+
+/// Handles one binary message from viewer `viewer`: queues its push, or
+/// returns why the viewer is closed (malformed, out of range, wrong
+/// role, or over its input rate).
+fn on_input(
+    app: &App,
+    viewer: u64,
+    bucket: &mut TokenBucket,
+    bytes: &[u8],
+) -> Result<(), CloseReason> {
+    let refuse = |reason: CloseReason| {
+        app.stats.inputs_refused.inc();
+        debug!(code = reason.code, reason = %reason.reason, "input refused");
+        reason
+    };
+    let input = match FromViewer::decode(bytes) {
+        Ok(FromViewer::Input(input)) => input,
+        Err(DecodeError::WrongDirection(_)) => {
+            app.stats.protocol_errors.inc();
+            return Err(refuse(CloseReason::new(
+                UNSUPPORTED,
+                "viewers send nothing but Input; workers connect to /ws/worker",
+            )));
+        }
+        Err(e) => {
+            app.stats.protocol_errors.inc();
+            return Err(refuse(CloseReason::for_decode_error(&e)));
+        }
+    };
+    if !bucket.take(std::time::Instant::now()) {
+        return Err(refuse(CloseReason::new(
+            POLICY,
+            format!(
+                "input flood: over {} inputs a second (burst {})",
+                app.cfg.input_rate, app.cfg.input_burst
+            ),
+        )));
+    }
+    app.stats.inputs_accepted.inc();
+    app.core.input(viewer, input.impulse());
+    Ok(())
 }
 
 /// How a viewer's messages go out: timed, counted, and bounded by what it

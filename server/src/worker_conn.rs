@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocket;
 use bytes::Bytes;
+use donut_shared::scene::Scene;
 use donut_shared::wire::{
     DecodeError, FromWorker, MAX_WORKER_MESSAGE_LEN, RESULT_HEADER_LEN, TaskResult,
 };
@@ -159,11 +160,11 @@ impl Conn {
     async fn on_result(&mut self, r: TaskResult<'_>, bytes: &Bytes) -> Option<CloseReason> {
         let app = Arc::clone(&self.app);
         let stats = &app.stats;
-        match app
+        let scene = match app
             .core
             .claim(self.id, r.task_id, r.start, r.count, Instant::now())
         {
-            Claim::Fresh => {}
+            Claim::Fresh(scene) => scene,
             Claim::Done | Claim::Stale => {
                 stats.results_duplicate.inc();
                 self.needless += 1;
@@ -185,14 +186,14 @@ impl Conn {
             Claim::Unsolicited => {
                 return self.strike(format!("result for task {} never given", r.task_id));
             }
-        }
+        };
         let frames = bytes.slice(RESULT_HEADER_LEN..);
         if app.verifier.policy() == VerifyPolicy::Quorum {
-            return self.on_vote(r, frames).await;
+            return self.on_vote(r, scene, frames).await;
         }
         let key = self.admission.key;
         let trust = app.fleet.reputation().trust(key);
-        let verdict = app.verifier.verify(trust, r.start, frames).await;
+        let verdict = app.verifier.verify(trust, (r.start, scene), frames).await;
         stats.frames_checked.add(u64::from(verdict.checked));
         if let Some(bad) = verdict.bad_frame {
             stats.batches_rejected.inc();
@@ -218,13 +219,21 @@ impl Conn {
     }
 
     /// Under `quorum`: casts the result as a vote (see [`Vote`]).
-    async fn on_vote(&mut self, r: TaskResult<'_>, frames: Bytes) -> Option<CloseReason> {
+    async fn on_vote(
+        &mut self,
+        r: TaskResult<'_>,
+        scene: Scene,
+        frames: Bytes,
+    ) -> Option<CloseReason> {
         let app = Arc::clone(&self.app);
         let key = self.admission.key;
-        match app
-            .core
-            .vote((self.id, key), r.task_id, r.start, &frames, Instant::now())
-        {
+        match app.core.vote(
+            (self.id, key),
+            (r.task_id, scene),
+            r.start,
+            &frames,
+            Instant::now(),
+        ) {
             Vote::Pending => {
                 app.fleet.reputation().delivered(key);
                 None
@@ -251,6 +260,7 @@ impl Conn {
                     addr: key,
                     task_id: r.task_id,
                     start,
+                    scene,
                     frames,
                     since: Instant::now(),
                 };

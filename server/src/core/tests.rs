@@ -30,6 +30,7 @@ fn config() -> CoreConfig {
         codec: Codec::Context,
         viewer_queue: 16,
         scheduler: SchedulerConfig::default(),
+        input_lead_frames: 4,
     }
 }
 
@@ -127,7 +128,7 @@ fn forged(start: u64, count: u32, liar: u8) -> Vec<u8> {
 /// under the `full` policy: returns whether the result was accepted.
 fn answer(core: &Core, id: WorkerId, t: Task, now: Instant) -> bool {
     match core.claim(id, t.task_id, t.start, t.count, now) {
-        Claim::Fresh => core.accept(id, t.task_id, t.start, &rendered(t.start, t.count), now),
+        Claim::Fresh(_) => core.accept(id, t.task_id, t.start, &rendered(t.start, t.count), now),
         _ => false,
     }
 }
@@ -349,7 +350,7 @@ fn a_rejected_range_goes_to_a_proven_worker() {
     let now = t0 + ms(40);
     assert_eq!(
         core.claim(1, t1.task_id, t1.start, t1.count, now),
-        Claim::Fresh
+        Claim::Fresh(t1.scene)
     );
     core.reject(1, t1.task_id, now);
     // Only the proven worker may rescue the range playback waits on.
@@ -396,11 +397,11 @@ fn vote(
 ) -> Vote {
     assert_eq!(
         core.claim(id, t.task_id, t.start, t.count, now),
-        Claim::Fresh
+        Claim::Fresh(t.scene)
     );
     core.vote(
         (id, addr),
-        t.task_id,
+        (t.task_id, t.scene),
         t.start,
         &Bytes::copy_from_slice(frames),
         now,
@@ -479,7 +480,7 @@ fn a_vote_waits_for_another_address_then_two_agree() {
     assert_eq!(core.claim(1, ta.task_id, START, 30, now), Claim::Done);
     let bytes = Bytes::from(frames);
     assert!(matches!(
-        core.vote((1, addr(1)), ta.task_id, START, &bytes, now),
+        core.vote((1, addr(1)), (ta.task_id, ta.scene), START, &bytes, now),
         Vote::Done
     ));
 }
@@ -714,7 +715,7 @@ mod props {
         fn answer(&mut self, k: usize, t: Task, right: bool) {
             let (id, addr, now) = (self.peers[k].id, self.peers[k].addr, self.now);
             match self.core.claim(id, t.task_id, t.start, t.count, now) {
-                Claim::Fresh => {}
+                Claim::Fresh(_) => {}
                 Claim::Mismatch => return self.core.reject(id, t.task_id, now),
                 Claim::Done | Claim::Stale | Claim::Unsolicited => return,
             }
@@ -729,13 +730,15 @@ mod props {
             }
             let bytes = Bytes::from(frames);
             if let Vote::Disputed(first) =
-                self.core.vote((id, addr), t.task_id, t.start, &bytes, now)
+                self.core
+                    .vote((id, addr), (t.task_id, t.scene), t.start, &bytes, now)
             {
                 let mine = Candidate {
                     worker: id,
                     addr,
                     task_id: t.task_id,
                     start: t.start,
+                    scene: t.scene,
                     frames: bytes,
                     since: now,
                 };

@@ -40,6 +40,8 @@
 //! ([`Timeline::prune`]), so it holds only the changes still ahead of
 //! playback plus one.
 
+pub mod rate;
+
 use std::collections::BTreeMap;
 
 use donut_shared::scene::{Impulse, Scene};

@@ -53,7 +53,11 @@ impl Referee {
     async fn judge(&self, vote: &Candidate) -> bool {
         let verdict = self
             .verifier
-            .verify(Trust::default(), vote.start, vote.frames.clone())
+            .verify(
+                Trust::default(),
+                (vote.start, vote.scene),
+                vote.frames.clone(),
+            )
             .await;
         self.stats.frames_checked.add(u64::from(verdict.checked));
         verdict.passed()

@@ -24,7 +24,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use donut_shared::{PACKED_LEN, render_packed};
+use donut_shared::PACKED_LEN;
+use donut_shared::render_pose_packed;
+use donut_shared::scene::Scene;
 use rand::seq::index;
 use tokio::sync::Semaphore;
 
@@ -118,10 +120,16 @@ impl Verifier {
         picked
     }
 
-    /// Checks the packed `frames` of the batch starting at `start` at the
-    /// chosen positions, off the async executor. `frames` must hold whole
-    /// packed frames (the decoder guarantees it).
-    pub async fn verify(&self, trust: Trust, start: u64, frames: Bytes) -> Verdict {
+    /// Checks the packed `frames` of the batch starting at `start`, whose
+    /// task carried `scene` (the scene of `start`), at the chosen positions,
+    /// off the async executor. `frames` must hold whole packed frames (the
+    /// decoder guarantees it).
+    pub async fn verify(
+        &self,
+        trust: Trust,
+        (start, scene): (u64, Scene),
+        frames: Bytes,
+    ) -> Verdict {
         let count = (frames.len() / PACKED_LEN) as u32;
         let positions = self.positions(trust, count);
         if positions.is_empty() {
@@ -135,7 +143,7 @@ impl Verifier {
         let checked = positions.len() as u32;
         let job = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            check_positions(start, &frames, &positions)
+            check_positions((start, scene), &frames, &positions)
         });
         match job.await {
             Ok(bad_frame) => Verdict { checked, bad_frame },
@@ -148,12 +156,26 @@ impl Verifier {
     }
 }
 
-/// Re-renders the frames at `positions` and compares; returns the absolute
-/// number of the first one that differs.
-pub fn check_positions(start: u64, frames: &[u8], positions: &[u32]) -> Option<u64> {
+/// Re-renders the frames at `positions` (ascending) by stepping `scene`,
+/// the scene of frame `start` (never from frame numbers alone: a steered
+/// timeline's frames follow from its scene), and compares; returns the
+/// absolute number of the first one that differs.
+pub fn check_positions(
+    (start, scene): (u64, Scene),
+    frames: &[u8],
+    positions: &[u32],
+) -> Option<u64> {
     let packed = frames.as_chunks::<PACKED_LEN>().0;
     let mut expected = [0u8; PACKED_LEN];
+    let mut at = scene;
+    let mut at_pos = 0u32;
     for &p in positions {
+        // Positions ascend; one out of order fails closed.
+        let Some(gap) = p.checked_sub(at_pos) else {
+            return Some(start);
+        };
+        at.advance(u64::from(gap));
+        at_pos = p;
         // Fails closed: an impossible frame number is a failed check.
         let Some(frame) = start.checked_add(u64::from(p)) else {
             return Some(start);
@@ -161,7 +183,7 @@ pub fn check_positions(start: u64, frames: &[u8], positions: &[u32]) -> Option<u
         let Some(got) = packed.get(p as usize) else {
             return Some(frame);
         };
-        render_packed(frame, &mut expected);
+        render_pose_packed(at.pose, &mut expected);
         if &expected != got {
             return Some(frame);
         }
@@ -171,6 +193,9 @@ pub fn check_positions(start: u64, frames: &[u8], positions: &[u32]) -> Option<u
 
 #[cfg(test)]
 mod tests {
+    use donut_shared::render_packed;
+    use donut_shared::scene::Impulse;
+
     use super::*;
 
     fn batch(start: u64, count: u32) -> Vec<u8> {
@@ -179,6 +204,32 @@ mod tests {
             render_packed(start + k as u64, chunk);
         }
         out
+    }
+
+    fn idle(start: u64) -> (u64, Scene) {
+        (start, Scene::idle(start))
+    }
+
+    #[test]
+    fn checks_by_the_scene_not_the_frame_number() {
+        let mut scene = Scene::idle(500);
+        scene.push(Impulse { a: 900, b: -300 });
+        let mut frames = vec![0u8; 20 * PACKED_LEN];
+        for (chunk, pose) in frames
+            .as_chunks_mut::<PACKED_LEN>()
+            .0
+            .iter_mut()
+            .zip(scene.poses(20))
+        {
+            render_pose_packed(pose, chunk);
+        }
+        let all: Vec<u32> = (0..20).collect();
+        assert_eq!(check_positions((500, scene), &frames, &all), None);
+        assert_eq!(check_positions((500, scene), &frames, &[3, 11, 19]), None);
+        // The idle frames of the same numbers are not these (the push shows
+        // from the second frame: it changes the spin, not the first pose).
+        assert_eq!(check_positions(idle(500), &frames, &all), Some(501));
+        assert!(check_positions((500, scene), &batch(500, 20), &all).is_some());
     }
 
     #[test]
@@ -224,23 +275,26 @@ mod tests {
     fn catches_one_flipped_byte() {
         let mut frames = batch(1000, 8);
         assert_eq!(
-            check_positions(1000, &frames, &[0, 1, 2, 3, 4, 5, 6, 7]),
+            check_positions(idle(1000), &frames, &[0, 1, 2, 3, 4, 5, 6, 7]),
             None
         );
         frames[5 * PACKED_LEN + 17] ^= 0x01;
         assert_eq!(
-            check_positions(1000, &frames, &[0, 1, 2, 3, 4, 5, 6, 7]),
+            check_positions(idle(1000), &frames, &[0, 1, 2, 3, 4, 5, 6, 7]),
             Some(1005)
         );
         // Right frames under the wrong numbers are wrong too.
-        assert_eq!(check_positions(1001, &batch(1000, 1), &[0]), Some(1001));
+        assert_eq!(
+            check_positions(idle(1001), &batch(1000, 1), &[0]),
+            Some(1001)
+        );
     }
 
     #[tokio::test]
     async fn full_policy_checks_everything_off_the_executor() {
         let v = Verifier::new(VerifyPolicy::Full, 0.05, 20);
         let good = Bytes::from(batch(7, 12));
-        let verdict = v.verify(Trust::default(), 7, good).await;
+        let verdict = v.verify(Trust::default(), idle(7), good).await;
         assert_eq!(
             verdict,
             Verdict {
@@ -252,7 +306,7 @@ mod tests {
         let mut bad = batch(7, 12);
         bad[3] ^= 1;
         assert!(
-            off.verify(Trust::default(), 7, Bytes::from(bad))
+            off.verify(Trust::default(), idle(7), Bytes::from(bad))
                 .await
                 .passed()
         );
