@@ -46,10 +46,12 @@
 //! scheduler's frontier fall back to `n` (never below the head, so the
 //! order above holds), outstanding ranges and first votes at or after `n`
 //! are forgotten (a straddling range is cut), and published batches
-//! starting at or after `n` are no longer handed to joiners. Every batch
-//! carries the version it was taken under, so the first batch after a
-//! change (at `n`, or lower if the cursor was lower) tells viewers to drop
-//! what they hold from its start on. Answers to superseded tasks are
+//! reaching `n` are no longer handed to joiners (an encoded batch
+//! straddling `n` cannot be cut: the cursor goes back to its start, at the
+//! head at the earliest, and its frames before `n` are sent again). Every
+//! batch carries the version it was taken under, so the first batch after
+//! a change (at `n`, or lower as just said) tells viewers to drop what they
+//! hold from its start on. Answers to superseded tasks are
 //! harmless: never accepted, never a strike.
 //!
 //! # A seam, driven by a clock it is given
@@ -562,14 +564,25 @@ impl Core {
     /// (see the module docs). `n` is never below the head.
     fn supersede(&self, inner: &mut Inner, n: u64) {
         let n = n.max(inner.head);
+        let head = inner.head;
+        let end = |b: &Batch| b.start.saturating_add(u64::from(b.count));
+        // A published batch straddling `n` cannot be cut (it is encoded):
+        // broadcast resumes from its start instead (at the head at the
+        // earliest), so a joiner's catch-up never overlaps the new batches.
+        // Its frames before `n` are re-sent unchanged, under the new version.
+        let rewind = inner
+            .published
+            .iter()
+            .find(|b| b.start < n && end(b) > n)
+            .map_or(n, |b| b.start.max(head));
         inner.ring.forget_from(n);
         inner.contiguous = inner.contiguous.min(n);
-        inner.cursor = inner.cursor.min(n);
+        inner.cursor = inner.cursor.min(rewind);
         let handed = inner.sched.supersede(n);
         inner
             .votes
             .retain(|&start, c| start.saturating_add((c.frames.len() / PACKED_LEN) as u64) <= n);
-        inner.published.retain(|b| b.start < n);
+        inner.published.retain(|b| end(b) <= rewind);
         self.stats.scene_changes.inc();
         self.stats.frames_superseded.add(handed);
     }

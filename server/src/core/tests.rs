@@ -145,6 +145,24 @@ fn tick(core: &Core, now: Instant) -> Vec<Batch> {
     out
 }
 
+/// The packed frames a task starting at `scene` renders, stepping it;
+/// frames of the idle scene come from [`rendered`]'s cache.
+fn rendered_from(start: u64, scene: Scene, count: u32) -> Vec<u8> {
+    if scene == Scene::idle(start) {
+        return rendered(start, count);
+    }
+    let mut out = vec![0u8; count as usize * PACKED_LEN];
+    for (chunk, pose) in out
+        .as_chunks_mut::<PACKED_LEN>()
+        .0
+        .iter_mut()
+        .zip(scene.poses(count))
+    {
+        donut_shared::render_pose_packed(pose, chunk);
+    }
+    out
+}
+
 /// `(start, count)` of each batch.
 fn spans(batches: &[Batch]) -> Vec<(u64, u32)> {
     batches.iter().map(|b| (b.start, b.count)).collect()
@@ -596,6 +614,8 @@ fn a_silent_worker_misses_and_its_range_moves_on() {
 mod props {
     //! Core's documented invariants under random fleets and clocks.
 
+    use std::collections::BTreeMap;
+
     use proptest::prelude::*;
 
     use super::*;
@@ -604,6 +624,8 @@ mod props {
     enum Op {
         /// A worker connects from address 1..=3.
         Join(u8),
+        /// Viewer 0..4 pushes the scene (folded in at the next tick).
+        Steer(u8, i16, i16),
         /// A worker (by index among those connected) says hello.
         Hello(usize, u16),
         Leave(usize),
@@ -648,6 +670,7 @@ mod props {
             1 => (0u16..1000).prop_map(Op::Settle),
             1 => Just(Op::Subscribe),
             2 => Just(Op::Verdict),
+            2 => (0u8..4, -1024i16..=1024, -1024i16..=1024).prop_map(|(v, a, b)| Op::Steer(v, a, b)),
         ]
     }
 
@@ -673,6 +696,17 @@ mod props {
         /// Votes the referee is re-rendering: a lone one, or a dispute
         /// (the first vote, then the answer that differed).
         judging: VecDeque<(Candidate, Option<Candidate>)>,
+        /// Every keyframe ever committed (the reference timeline, never
+        /// pruned), and its version.
+        keys: BTreeMap<u64, Scene>,
+        version: u32,
+        /// The frame of each change, by version - 1.
+        changes: Vec<u64>,
+        /// Pushes sent since the last change, summed per viewer, as the
+        /// timeline must fold them.
+        pushes: BTreeMap<u64, Impulse>,
+        /// Timeline version of the last batch published.
+        batch_version: u32,
     }
 
     impl Sim {
@@ -689,7 +723,20 @@ mod props {
                 published: START,
                 last,
                 judging: VecDeque::new(),
+                keys: BTreeMap::from([(START, Scene::idle(START))]),
+                version: 0,
+                changes: Vec::new(),
+                pushes: BTreeMap::new(),
+                batch_version: 0,
             }
+        }
+
+        /// The reference scene of `frame`.
+        fn scene(&self, frame: u64) -> Scene {
+            let (&k, s) = self.keys.range(..=frame).next_back().expect("a key");
+            let mut s = *s;
+            s.advance(frame - k);
+            s
         }
 
         fn peer(&self, k: usize) -> Option<usize> {
@@ -701,13 +748,22 @@ mod props {
             self.core.remove_worker(p.id, self.now);
         }
 
-        /// The right bytes for a range, or a forgery of worker `id`'s own.
-        fn frames(start: u64, count: u32, right: bool, id: WorkerId) -> Vec<u8> {
-            if right {
-                rendered(start, count)
-            } else {
-                forged(start, count, id as u8)
+        /// The right bytes for a task (rendered from its scene), or a
+        /// forgery of worker `id`'s own.
+        fn frames(t: Task, right: bool, id: WorkerId) -> Vec<u8> {
+            let mut frames = rendered_from(t.start, t.scene, t.count);
+            if !right {
+                // As `forged`: one glyph of the last frame's middle changed.
+                let at = frames.len() - PACKED_LEN + (12 * 80 + 38) / 2;
+                let glyphs = |k: u8| 0x11 * (1 + k % 12);
+                let liar = id as u8;
+                frames[at] = if frames[at] == glyphs(liar) {
+                    glyphs(liar.wrapping_add(1))
+                } else {
+                    glyphs(liar)
+                };
             }
+            frames
         }
 
         /// A worker's answer, handled as its connection and the referee
@@ -719,7 +775,7 @@ mod props {
                 Claim::Mismatch => return self.core.reject(id, t.task_id, now),
                 Claim::Done | Claim::Stale | Claim::Unsolicited => return,
             }
-            let frames = Self::frames(t.start, t.count, right, id);
+            let frames = Self::frames(t, right, id);
             if !self.quorum {
                 if right {
                     self.core.accept(id, t.task_id, t.start, &frames, now);
@@ -749,7 +805,7 @@ mod props {
         /// Whether a vote holds the rendered frames.
         fn right(vote: &Candidate) -> bool {
             let count = (vote.frames.len() / PACKED_LEN) as u32;
-            vote.frames == rendered(vote.start, count)
+            vote.frames == rendered_from(vote.start, vote.scene, count)
         }
 
         /// The referee's verdict on its oldest re-render, acted on as
@@ -787,6 +843,17 @@ mod props {
 
         fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
             match op {
+                Op::Steer(v, a, b) => {
+                    let push = Impulse {
+                        a: i32::from(a),
+                        b: i32::from(b),
+                    };
+                    self.core.input(u64::from(v), push);
+                    let max = crate::timeline::MAX_VIEWER_UNITS;
+                    let sum = self.pushes.entry(u64::from(v)).or_default();
+                    sum.a = (sum.a + push.a).clamp(-max, max);
+                    sum.b = (sum.b + push.b).clamp(-max, max);
+                }
                 Op::Join(a) => {
                     let id = self.next_id;
                     self.next_id += 1;
@@ -854,10 +921,44 @@ mod props {
         /// Ticks and publishes; batches follow each other with no gap and
         /// no repeat, and carry the rendered frames.
         fn tick(&mut self) -> Result<(), TestCaseError> {
-            for batch in tick(&self.core, self.now) {
+            let head = self.core.position().head;
+            let batches = tick(&self.core, self.now);
+            if self.follow_change(head)? {
+                // Broadcast resumes at or before the change, not behind the
+                // head nor past what was sent.
+                let key = self.keys.last_key_value().map_or(START, |(&k, _)| k);
+                let first = batches
+                    .first()
+                    .map_or(self.core.position().cursor, |b| b.start);
+                prop_assert!(first >= head && first <= self.published.min(key));
+                self.published = first;
+            }
+            for batch in batches {
                 prop_assert_eq!(batch.start, self.published, "gap or repeat");
                 prop_assert!(batch.count >= 1 && batch.count <= self.cfg.batch_frames);
-                assert_renders(&batch);
+                let Ok(ToViewer::Frames(f)) = ToViewer::decode(&batch.msg) else {
+                    panic!("batch {} does not decode", batch.start);
+                };
+                // Versions never go back; every frame is the committed
+                // timeline's.
+                prop_assert!(f.timeline >= self.batch_version);
+                prop_assert_eq!(f.timeline, self.version);
+                self.batch_version = f.timeline;
+                let mut next = batch.start;
+                let mut scene = self.scene(batch.start);
+                f.decode_frames(|n, packed| {
+                    assert_eq!(n, next);
+                    let mut want = [0u8; PACKED_LEN];
+                    donut_shared::render_pose_packed(scene.pose, &mut want);
+                    assert_eq!(&packed[..], &want[..], "frame {n}");
+                    if self.keys.contains_key(&(n + 1)) {
+                        scene = self.scene(n + 1);
+                    } else {
+                        scene.step();
+                    }
+                    next += 1;
+                })
+                .expect("batch decodes");
                 self.published = batch.start + u64::from(batch.count);
             }
             let pos = self.core.position();
@@ -868,6 +969,39 @@ mod props {
                 prop_assert_eq!(pos.cursor, pos.contiguous);
             }
             Ok(())
+        }
+
+        /// After a tick that took head `head`: if the timeline changed, the
+        /// change is everyone's pushes folded (clamped), at
+        /// `max(head + input lead, last keyframe)`. Returns whether it changed.
+        fn follow_change(&mut self, head: u64) -> Result<bool, TestCaseError> {
+            let (version, key, scene) = {
+                let inner = self.core.lock();
+                let key = inner.timeline.last_keyframe();
+                (inner.timeline.version(), key, inner.timeline.scene_at(key))
+            };
+            if version == self.version {
+                return Ok(false);
+            }
+            prop_assert_eq!(version, self.version + 1);
+            let last = self.keys.last_key_value().map_or(START, |(&k, _)| k);
+            let at = (head + self.cfg.input_lead_frames).max(last);
+            prop_assert_eq!(key, at);
+            let max = crate::timeline::MAX_TOTAL_UNITS;
+            let mut total = Impulse::default();
+            for p in std::mem::take(&mut self.pushes).values() {
+                total.a += p.a;
+                total.b += p.b;
+            }
+            total.a = total.a.clamp(-max, max);
+            total.b = total.b.clamp(-max, max);
+            let mut expected = self.scene(key);
+            expected.push(total);
+            prop_assert_eq!(scene, expected);
+            self.keys.insert(key, scene);
+            self.changes.push(key);
+            self.version = version;
+            Ok(true)
         }
 
         /// A joining viewer's catch-up runs, without a gap, from at or
@@ -901,6 +1035,24 @@ mod props {
                     match e {
                         WorkerEvent::Task(t) => {
                             prop_assert!(t.count >= 1 && t.count <= MAX_TASK_FRAMES);
+                            // The scene of its first frame, the current
+                            // version, and no change inside it.
+                            let end = t.start + u64::from(t.count);
+                            prop_assert!(t.timeline <= self.version);
+                            if t.timeline < self.version {
+                                // Sent before a change (and drained after):
+                                // superseded unless it ends before the change.
+                                let next = self.changes[t.timeline as usize];
+                                if end > next {
+                                    p.given.push(t);
+                                    continue;
+                                }
+                            }
+                            prop_assert!(self.keys.range(t.start + 1..end).next().is_none());
+                            let (&k, key) = self.keys.range(..=t.start).next_back().expect("a key");
+                            let mut scene = *key;
+                            scene.advance(t.start - k);
+                            prop_assert_eq!(t.scene, scene, "task {:?}", t);
                             prop_assert!(
                                 t.start + u64::from(t.count) <= limit,
                                 "task {:?} beyond the window",
@@ -962,8 +1114,17 @@ mod props {
             let ahead = self.cfg.lead_frames.min(self.cfg.ring_frames as u64);
             prop_assert!(pos.frontier - pos.head <= ahead, "{:?}", pos);
             let last = self.last;
-            prop_assert!(pos.head >= last.head && pos.cursor >= last.cursor);
-            prop_assert!(pos.contiguous >= last.contiguous && pos.frontier >= last.frontier);
+            prop_assert!(pos.head >= last.head);
+            if pos.timeline == last.timeline {
+                prop_assert!(pos.cursor >= last.cursor);
+                prop_assert!(pos.contiguous >= last.contiguous && pos.frontier >= last.frontier);
+            } else {
+                // A change rewinds them to its frame at most.
+                let key = self.keys.last_key_value().map_or(START, |(&k, _)| k);
+                prop_assert!(pos.cursor >= last.cursor.min(key));
+                prop_assert!(pos.contiguous >= last.contiguous.min(key));
+                prop_assert!(pos.frontier >= last.frontier.min(key));
+            }
             self.last = pos;
             let inner = self.core.lock();
             // The ring's base is the head, and holds every frame from the
