@@ -666,6 +666,12 @@ impl Core {
         (rx, catchup)
     }
 
+    /// A copy of the scene timeline now (its keyframes from the one at the
+    /// head on), for observers such as tests and tools.
+    pub fn timeline(&self) -> Timeline {
+        self.lock().timeline.clone()
+    }
+
     /// The stream's positions now.
     pub fn position(&self) -> Position {
         let inner = self.lock();

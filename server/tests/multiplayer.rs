@@ -1,0 +1,263 @@
+//! Multiplayer over the real server: viewers push the donut on
+//! `/ws/viewer`, the server folds the pushes into scene changes, real native
+//! workers render the steered timeline, the server verifies it in full, and
+//! every viewer plays exactly the committed timeline's frames.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use donut_server::timeline::Timeline;
+use donut_shared::scene::Scene;
+use donut_shared::wire::{Input, PROTOCOL_VERSION, ToViewer};
+use donut_shared::{PACKED_LEN, render_pose_packed};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A viewer that holds frames as a page would: a newer timeline version
+/// replaces what it holds from the batch's start on.
+#[derive(Default)]
+struct Holder {
+    /// Frame → (version, packed bytes).
+    held: BTreeMap<u64, (u32, [u8; PACKED_LEN])>,
+    /// Newest version seen.
+    version: u32,
+    /// Batches received per version.
+    batches: BTreeMap<u32, u32>,
+    /// Frames received in all.
+    frames: u64,
+}
+
+impl Holder {
+    fn take(&mut self, bytes: &[u8]) {
+        let Ok(ToViewer::Frames(f)) = ToViewer::decode(bytes) else {
+            return;
+        };
+        // Versions never go back within one viewer's stream.
+        assert!(
+            f.timeline >= self.version,
+            "batch at {} of version {} after version {}",
+            f.start,
+            f.timeline,
+            self.version
+        );
+        if f.timeline > self.version {
+            self.held.split_off(&f.start);
+            self.version = f.timeline;
+        }
+        *self.batches.entry(f.timeline).or_default() += 1;
+        f.decode_frames(|n, packed| {
+            if let Some((v, _)) = self.held.get(&n) {
+                // No frame of a superseded version after the newer one.
+                assert!(
+                    *v <= f.timeline,
+                    "frame {n}: version {} after {v}",
+                    f.timeline
+                );
+            }
+            self.held.insert(n, (f.timeline, *packed));
+            self.frames += 1;
+        })
+        .expect("batches decode");
+    }
+}
+
+/// The committed timeline as seen over time: every keyframe any snapshot
+/// held (a keyframe is final by the time the head passes it).
+#[derive(Default)]
+struct Committed {
+    keys: BTreeMap<u64, Scene>,
+}
+
+impl Committed {
+    fn observe(&mut self, t: &Timeline) {
+        for k in t.keyframes() {
+            self.keys.insert(k, t.scene_at(k));
+        }
+    }
+
+    fn scene(&self, frame: u64) -> Scene {
+        match self.keys.range(..=frame).next_back() {
+            Some((&k, s)) => {
+                let mut s = *s;
+                s.advance(frame - k);
+                s
+            }
+            None => Scene::idle(frame),
+        }
+    }
+}
+
+fn input(a: i16, b: i16) -> Message {
+    Message::binary(Input { a, b }.to_bytes().to_vec())
+}
+
+/// A scripted input log steers the stream: a checking viewer ends up with,
+/// at every frame, exactly the native render of the committed timeline
+/// (idle before the first change), versions never go back, the stream
+/// keeps going; native workers and the server agree byte for byte under
+/// `--verify full` (no strike, no rejection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steered_timeline_plays_the_same_everywhere() {
+    let server = start(config()).await;
+    let addr = server.addr;
+    let _w1 = worker(addr, 1);
+    let _w2 = worker_from(addr, 1, loopback(2));
+    let mut checker = connect(addr, "/ws/viewer").await;
+    let mut steer = connect(addr, "/ws/viewer").await;
+    let core = std::sync::Arc::clone(&server.app().core);
+
+    let mut holder = Holder::default();
+    let mut committed = Committed::default();
+    committed.observe(&core.timeline());
+    // The script: a push every 400 ms, then the stream runs on.
+    let script: [(i16, i16); 5] = [(600, 0), (0, -900), (-300, 300), (1024, 1024), (-1024, 0)];
+    let mut next_input = 0;
+    let mut next_at = tokio::time::Instant::now() + Duration::from_millis(500);
+    let first_head = core.position().head;
+    let run = async {
+        loop {
+            tokio::select! {
+                msg = checker.next() => match msg {
+                    Some(Ok(Message::Binary(b))) => {
+                        holder.take(&b);
+                        committed.observe(&core.timeline());
+                    }
+                    Some(Ok(Message::Close(f))) => panic!("checker closed: {f:?}"),
+                    Some(Ok(_)) => {}
+                    other => panic!("checker socket: {other:?}"),
+                },
+                () = tokio::time::sleep_until(next_at), if next_input < script.len() => {
+                    let (a, b) = script[next_input];
+                    steer.send(input(a, b)).await.expect("input sent");
+                    next_input += 1;
+                    next_at += Duration::from_millis(400);
+                }
+            }
+            committed.observe(&core.timeline());
+            let changes = committed.keys.len() as u64 - 1;
+            // Done once every push committed and 2 s more played after the last.
+            if next_input == script.len()
+                && changes >= 1
+                && core.position().head > committed.keys.keys().last().copied().unwrap_or(0) + 120
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(HANG, run)
+        .await
+        .expect("the stream keeps going");
+
+    let changes = committed.keys.len() - 1;
+    assert!(
+        changes >= 3,
+        "pushes 400 ms apart commit as separate changes: {changes}"
+    );
+    assert!(holder.version as usize >= changes);
+    // Every frame held is the committed timeline's, byte for byte.
+    let first_change = *committed.keys.keys().nth(1).expect("a change");
+    let mut want = [0u8; PACKED_LEN];
+    let (mut idle, mut steered) = (0, 0);
+    for (&n, (_, got)) in &holder.held {
+        render_pose_packed(committed.scene(n).pose, &mut want);
+        assert_eq!(got, &want, "frame {n} is not the committed timeline's");
+        if n < first_change {
+            // Before the change: the frames everyone always had.
+            let mut idle_frame = [0u8; PACKED_LEN];
+            donut_shared::render_packed(n, &mut idle_frame);
+            assert_eq!(got, &idle_frame, "frame {n} before the change changed");
+            idle += 1;
+        } else {
+            steered += 1;
+        }
+    }
+    assert!(idle > 0 && steered > 200, "idle {idle}, steered {steered}");
+    assert!(first_change > first_head);
+    // Steered frames really differ from idle ones.
+    let late = *holder.held.keys().last().expect("frames");
+    assert_ne!(committed.scene(late), Scene::idle(late));
+
+    let s = stats(addr).await;
+    assert_eq!(s["strikes"], 0, "{s}");
+    assert_eq!(s["batches_rejected"], 0, "{s}");
+    assert_eq!(s["inputs_accepted"], script.len() as u64, "{s}");
+    assert_eq!(s["inputs_refused"], 0, "{s}");
+    assert_eq!(s["scene_changes"], changes as u64, "{s}");
+    let superseded = s["frames_superseded"].as_u64().expect("a count");
+    println!(
+        "changes {changes}, frames superseded {superseded} ({:.0} a change), batches by version {:?}, playback stalls {} frames",
+        superseded as f64 / changes as f64,
+        holder.batches,
+        s["playback_stall_frames"]
+    );
+    drop(checker);
+    drop(steer);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Floods and out-of-range or malformed inputs close their viewer with a
+/// reason; another viewer keeps receiving every frame, unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_and_bad_inputs_are_refused_and_others_play_on() {
+    let mut cfg = config();
+    cfg.input_rate = 5.0;
+    cfg.input_burst = 10;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let _w = worker(addr, 1);
+    let watcher = BackgroundViewer::start(addr).await;
+
+    // A flood of zero pushes (so the watcher's idle frames stay idle): the
+    // burst passes, then the viewer is closed.
+    let mut flood = connect(addr, "/ws/viewer").await;
+    for _ in 0..40 {
+        if flood.send(input(0, 0)).await.is_err() {
+            break;
+        }
+    }
+    let (code, reason) = expect_close(&mut flood).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("input flood"), "{reason}");
+
+    let cases: [(Vec<u8>, u16, &str); 3] = [
+        // Beyond ±MAX_INPUT_UNITS.
+        (
+            {
+                let mut m = vec![PROTOCOL_VERSION, 0x03];
+                m.extend_from_slice(&2000i16.to_be_bytes());
+                m.extend_from_slice(&0i16.to_be_bytes());
+                m
+            },
+            1002,
+            "outside",
+        ),
+        // Truncated.
+        (vec![PROTOCOL_VERSION, 0x03, 0], 1002, ""),
+        // Another protocol version.
+        (
+            vec![PROTOCOL_VERSION + 7, 0x03, 0, 0, 0, 0],
+            1002,
+            "version",
+        ),
+    ];
+    for (msg, want_code, want) in cases {
+        let mut ws = connect(addr, "/ws/viewer").await;
+        ws.send(Message::binary(msg.clone())).await.expect("sent");
+        let (code, reason) = expect_close(&mut ws).await;
+        assert_eq!(code, want_code, "{msg:?}: {reason}");
+        assert!(
+            !reason.is_empty() && reason.contains(want),
+            "{msg:?}: {reason}"
+        );
+    }
+    let s = stats(addr).await;
+    assert_eq!(s["inputs_refused"], 4, "{s}");
+    assert_eq!(s["scene_changes"], 0, "{s}");
+    // The watcher saw every frame, in order, idle, and keeps receiving.
+    let seen = watcher.finish(120).await;
+    assert!(seen.frames >= 120);
+    server.shutdown(Duration::from_secs(2)).await;
+}
