@@ -25,6 +25,10 @@ pub struct Cli {
 
 /// The subcommands of `donut`.
 #[derive(Subcommand, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing would only complicate every use"
+)]
 pub enum Command {
     /// Run the server: HTTP, the embedded web client and both WebSocket endpoints.
     Serve(ServeConfig),
