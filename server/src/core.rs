@@ -353,28 +353,31 @@ impl Core {
     pub fn accept(
         &self,
         id: WorkerId,
-        task_id: u32,
+        (task_id, scene): (u32, Scene),
         start: u64,
         frames: &[u8],
         now: Instant,
     ) -> bool {
         let inner = self.lock();
-        self.accept_locked(inner, (id, task_id), start, frames, now)
+        self.accept_locked(inner, (id, task_id, scene), start, frames, now)
     }
 
     /// [`Core::accept`] under the lock, which it releases.
     fn accept_locked(
         &self,
         mut inner: MutexGuard<'_, Inner>,
-        (id, task_id): (WorkerId, u32),
+        (id, task_id, scene): (WorkerId, u32, Scene),
         start: u64,
         frames: &[u8],
         now: Instant,
     ) -> bool {
         let count = (frames.len() / PACKED_LEN) as u32;
-        if inner.sched.is_superseded(id, task_id) {
-            // Rendered for a timeline since changed: its range (if wanted
-            // again) waits for a task of the current one.
+        let replanned =
+            inner.sched.is_wanted(start, count) && !inner.sched.wants(start, count, scene);
+        if replanned || inner.sched.is_superseded(id, task_id) {
+            // Rendered for a timeline since changed (perhaps by a worker
+            // gone since, judged by the referee): its range, if wanted
+            // again, waits for a task of the current one.
             return false;
         }
         if !inner.sched.is_wanted(start, count) {
@@ -419,7 +422,9 @@ impl Core {
     ) -> Vote {
         let count = (frames.len() / PACKED_LEN) as u32;
         let mut inner = self.lock();
-        if inner.sched.is_superseded(id, task_id) {
+        let replanned =
+            inner.sched.is_wanted(start, count) && !inner.sched.wants(start, count, scene);
+        if replanned || inner.sched.is_superseded(id, task_id) {
             return Vote::Done;
         }
         if !inner.sched.is_wanted(start, count) {
@@ -453,7 +458,7 @@ impl Core {
                 Vote::Uncounted
             }
             Some((first, true)) => {
-                self.accept_locked(inner, (id, task_id), start, frames, now);
+                self.accept_locked(inner, (id, task_id, scene), start, frames, now);
                 Vote::Agreed { first }
             }
             Some((_, false)) => match inner.votes.remove(&start) {

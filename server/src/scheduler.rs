@@ -292,15 +292,20 @@ impl WorkerState {
 #[derive(Debug)]
 struct RangeEntry {
     count: u32,
+    /// The scene of its first frame when it was planned: only frames
+    /// rendered from it are accepted (a range planned again after a scene
+    /// change may have the same start and count as a superseded one).
+    scene: Scene,
     holders: Vec<(WorkerId, u32)>,
     /// Under `quorum`: the address whose answer waits for a second one.
     voted: Option<AddrKey>,
 }
 
 impl RangeEntry {
-    fn new(count: u32) -> Self {
+    fn new(count: u32, scene: Scene) -> Self {
         Self {
             count,
+            scene,
             holders: Vec::new(),
             voted: None,
         }
@@ -512,7 +517,9 @@ impl Scheduler {
             if count > want {
                 entry.count = want;
                 let rest = start + u64::from(want);
-                self.ranges.insert(rest, RangeEntry::new(count - want));
+                let scene = timeline.scene_at(rest);
+                self.ranges
+                    .insert(rest, RangeEntry::new(count - want, scene));
                 self.unassigned.insert(rest);
             }
             self.stats.reassigned += 1;
@@ -561,7 +568,8 @@ impl Scheduler {
         let count = room.min(cut).min(u64::from(want)) as u32;
         let start = self.frontier;
         self.frontier += u64::from(count);
-        self.ranges.insert(start, RangeEntry::new(count));
+        self.ranges
+            .insert(start, RangeEntry::new(count, timeline.scene_at(start)));
         Some((start, count))
     }
 
@@ -727,14 +735,16 @@ impl Scheduler {
         let Some(w) = self.workers.get_mut(&id) else {
             return Claim::Stale;
         };
-        let wanted = |ranges: &BTreeMap<u64, RangeEntry>| {
-            ranges.get(&start).is_some_and(|e| e.count == count)
+        let wanted = |ranges: &BTreeMap<u64, RangeEntry>, scene: Scene| {
+            ranges
+                .get(&start)
+                .is_some_and(|e| e.count == count && e.scene == scene)
         };
         if let Some(a) = w.live.get(&task_id).copied() {
             if a.start != start || a.count != count {
                 return Claim::Mismatch;
             }
-            if wanted(&self.ranges) {
+            if wanted(&self.ranges, a.scene) {
                 return Claim::Fresh(a.scene);
             }
             // Someone else's copy won; this one is done too.
@@ -751,7 +761,7 @@ impl Scheduler {
             w.last_heard = Some(now);
             return if r.superseded {
                 Claim::Stale
-            } else if wanted(&self.ranges) {
+            } else if wanted(&self.ranges, r.scene) {
                 Claim::Fresh(r.scene)
             } else {
                 Claim::Done
@@ -816,6 +826,14 @@ impl Scheduler {
         }
         self.frontier = self.frontier.min(n);
         handed
+    }
+
+    /// Whether frames `start .. start + count` form a range still wanted
+    /// and rendered from `scene` (the scene its first frame has now).
+    pub fn wants(&self, start: u64, count: u32, scene: Scene) -> bool {
+        self.ranges
+            .get(&start)
+            .is_some_and(|e| e.count == count && e.scene == scene)
     }
 
     /// Whether frames `start .. start + count` form a range still wanted.

@@ -207,10 +207,13 @@ impl Conn {
         // Checked and in: the address delivers (answers needing no check
         // do not count, or an idle taker could clear its misses with junk).
         app.fleet.reputation().delivered(key);
-        if app
-            .core
-            .accept(self.id, r.task_id, r.start, r.frames, Instant::now())
-        {
+        if app.core.accept(
+            self.id,
+            (r.task_id, scene),
+            r.start,
+            r.frames,
+            Instant::now(),
+        ) {
             self.contributed += u64::from(r.count);
         } else {
             stats.results_duplicate.inc();

@@ -128,7 +128,13 @@ fn forged(start: u64, count: u32, liar: u8) -> Vec<u8> {
 /// under the `full` policy: returns whether the result was accepted.
 fn answer(core: &Core, id: WorkerId, t: Task, now: Instant) -> bool {
     match core.claim(id, t.task_id, t.start, t.count, now) {
-        Claim::Fresh(_) => core.accept(id, t.task_id, t.start, &rendered(t.start, t.count), now),
+        Claim::Fresh(_) => core.accept(
+            id,
+            (t.task_id, t.scene),
+            t.start,
+            &rendered(t.start, t.count),
+            now,
+        ),
         _ => false,
     }
 }
@@ -222,7 +228,13 @@ fn results_in_order_advance_the_stream() {
         core.claim(1, first.task_id, first.start, first.count, t1),
         Claim::Done
     );
-    assert!(!core.accept(1, first.task_id, first.start, &rendered(START, 30), t1));
+    assert!(!core.accept(
+        1,
+        (first.task_id, first.scene),
+        first.start,
+        &rendered(START, 30),
+        t1
+    ));
     assert!(answer(&core, 1, second[0], t1 + ms(60)));
     assert_eq!(core.position().contiguous, START + 90);
     assert_eq!(core.stats.results_accepted.get(), 2);
@@ -517,7 +529,7 @@ fn differing_votes_hand_the_first_to_the_referee() {
     assert_eq!(first.since, t0 + ms(30));
     assert_eq!(core.position().contiguous, START);
     // The referee finds the second right and accepts it.
-    assert!(core.accept(2, for_b.task_id, for_b.start, &good, now));
+    assert!(core.accept(2, (for_b.task_id, for_b.scene), for_b.start, &good, now));
     assert_eq!(core.position().contiguous, START + 30);
 }
 
@@ -591,7 +603,13 @@ fn clearing_a_judged_vote_keeps_a_newer_vote_of_the_same_address() {
         panic!("the newer vote is held");
     };
     assert_eq!(held.frames, good);
-    assert!(core.accept(held.worker, held.task_id, held.start, &held.frames, later));
+    assert!(core.accept(
+        held.worker,
+        (held.task_id, held.scene),
+        held.start,
+        &held.frames,
+        later
+    ));
     assert_eq!(core.position().contiguous, START + 30);
 }
 
@@ -778,7 +796,8 @@ mod props {
             let frames = Self::frames(t, right, id);
             if !self.quorum {
                 if right {
-                    self.core.accept(id, t.task_id, t.start, &frames, now);
+                    self.core
+                        .accept(id, (t.task_id, t.scene), t.start, &frames, now);
                 } else {
                     self.core.reject(id, t.task_id, now);
                 }
@@ -818,7 +837,8 @@ mod props {
             if let Some(second) = second {
                 if Self::right(&second) {
                     let (w, t, s) = (second.worker, second.task_id, second.start);
-                    self.core.accept(w, t, s, &second.frames, now);
+                    self.core
+                        .accept(w, (t, second.scene), s, &second.frames, now);
                     return;
                 }
                 self.core.reject(second.worker, second.task_id, now);
@@ -831,7 +851,7 @@ mod props {
             if Self::right(&vote) {
                 self.core.accept(
                     vote.worker,
-                    vote.task_id,
+                    (vote.task_id, vote.scene),
                     vote.start,
                     &vote.frames,
                     self.now,

@@ -76,7 +76,7 @@ impl Referee {
         if second_ok {
             self.core.accept(
                 second.worker,
-                second.task_id,
+                (second.task_id, second.scene),
                 start,
                 &second.frames,
                 Instant::now(),
@@ -88,7 +88,7 @@ impl Referee {
             if first_ok {
                 self.core.accept(
                     first.worker,
-                    first.task_id,
+                    (first.task_id, first.scene),
                     start,
                     &first.frames,
                     Instant::now(),
@@ -111,7 +111,7 @@ impl Referee {
         if self.judge(&vote).await {
             self.core.accept(
                 vote.worker,
-                vote.task_id,
+                (vote.task_id, vote.scene),
                 vote.start,
                 &vote.frames,
                 Instant::now(),
