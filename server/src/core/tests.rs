@@ -928,37 +928,15 @@ mod props {
             let before = self.core.position().contiguous;
             let mut answered = [0, 0];
             for _ in 0..50 {
-                for (k, done) in answered.iter_mut().enumerate() {
-                    let given = self.peers[k].given.clone();
-                    for t in &given[*done..] {
-                        self.answer(k, *t, true);
-                    }
-                    *done = given.len();
-                    self.drain_events()?;
-                }
+                self.answer_given(&mut answered, 500)?;
                 self.apply(Op::Tick(100))?;
-                self.apply(Op::Settle(500))?;
-                while !self.judging.is_empty() {
-                    self.apply(Op::Verdict)?;
-                }
                 self.check()?;
             }
             // Then, with the clock still, until the window is full: the
             // tasks the last tick handed out, answered (under quorum, by
             // both addresses in turn, the wait settled).
             for _ in 0..5 {
-                for (k, done) in answered.iter_mut().enumerate() {
-                    let given = self.peers[k].given.clone();
-                    for t in &given[*done..] {
-                        self.answer(k, *t, true);
-                    }
-                    *done = given.len();
-                    self.drain_events()?;
-                }
-                self.apply(Op::Settle(0))?;
-                while !self.judging.is_empty() {
-                    self.apply(Op::Verdict)?;
-                }
+                self.answer_given(&mut answered, 0)?;
             }
             self.check()?;
             // The stream moved on by the lead, or as far as the window ahead
@@ -967,6 +945,29 @@ mod props {
             let window = self.cfg.lead_frames.min(self.cfg.ring_frames as u64);
             let goal = (before + self.cfg.lead_frames).min(pos.head + window);
             prop_assert!(pos.contiguous >= goal, "stuck at {:?} (goal {})", pos, goal);
+            Ok(())
+        }
+
+        /// The honest peers 0 and 1 answer every task given since
+        /// `answered` (how many each had answered), then the votes older
+        /// than `wait_ms` are settled and judged.
+        fn answer_given(
+            &mut self,
+            answered: &mut [usize; 2],
+            wait_ms: u16,
+        ) -> Result<(), TestCaseError> {
+            for (k, done) in answered.iter_mut().enumerate() {
+                let given = self.peers[k].given.clone();
+                for t in &given[*done..] {
+                    self.answer(k, *t, true);
+                }
+                *done = given.len();
+                self.drain_events()?;
+            }
+            self.apply(Op::Settle(wait_ms))?;
+            while !self.judging.is_empty() {
+                self.apply(Op::Verdict)?;
+            }
             Ok(())
         }
 
