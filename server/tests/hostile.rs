@@ -47,9 +47,10 @@ async fn bad_messages_close_only_the_sender() {
         ),
         (
             "/ws/worker",
-            Message::binary(vec![2, 0x01, 0, 1]),
+            // A hello of the next protocol version.
+            Message::binary(vec![PROTOCOL_VERSION + 1, 0x01, 0, 1]),
             1002,
-            "protocol version 2",
+            "unsupported, this server speaks",
         ),
         (
             "/ws/worker",
