@@ -109,16 +109,24 @@ fn rendered(start: u64, count: u32) -> Vec<u8> {
 /// The same frames with two cells of the last one changed, differently
 /// for each `liar` (two liars sending the same forgery would be collusion,
 /// which a quorum of two cannot catch): wrong, though still well formed.
-fn forged(start: u64, count: u32, liar: u8) -> Vec<u8> {
+fn forged(start: u64, count: u32, liar: u64) -> Vec<u8> {
     let mut frames = rendered(start, count);
-    // Row 12, columns 38 and 39: the donut's middle, where a glyph is
-    // always allowed.
-    let at = frames.len() - PACKED_LEN + (12 * 80 + 38) / 2;
-    let glyphs = |k: u8| 0x11 * (1 + k % 12);
-    frames[at] = if frames[at] == glyphs(liar) {
-        glyphs(liar.wrapping_add(1))
+    // Row 12, columns 30 to 39 of the last frame: the donut's middle, where
+    // a glyph is always allowed. Columns 30..38 spell the liar in base 12
+    // (two cells a byte, glyph codes 1..=12), so no two liars forge alike
+    // (two identical forgeries from two addresses would be a collusion,
+    // which a quorum of two cannot catch by design); columns 38 and 39
+    // differ from the render, so the frame is wrong.
+    let row = frames.len() - PACKED_LEN + (12 * 80) / 2;
+    let glyphs = |k: u64| 0x11 * (1 + (k % 12) as u8);
+    for digit in 0..4 {
+        frames[row + 15 + digit] = glyphs(liar / 12u64.pow(digit as u32));
+    }
+    let at = row + 19;
+    frames[at] = if frames[at] == glyphs(0) {
+        glyphs(1)
     } else {
-        glyphs(liar)
+        glyphs(0)
     };
     frames
 }
@@ -705,7 +713,7 @@ mod props {
             if right {
                 rendered(start, count)
             } else {
-                forged(start, count, id as u8)
+                forged(start, count, id)
             }
         }
 
