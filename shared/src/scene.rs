@@ -220,7 +220,6 @@ mod tests {
     extern crate std;
 
     use super::*;
-    use proptest::prelude::*;
     use std::vec::Vec;
 
     #[test]
@@ -294,64 +293,6 @@ mod tests {
         assert_eq!(after[0], idle[at], "the push's own frame is unchanged");
         for k in 1..390 {
             assert_ne!(after[k], idle[at + k], "frame {} unchanged", at + k);
-        }
-    }
-
-    fn any_scene() -> impl Strategy<Value = Scene> {
-        (
-            any::<u64>(),
-            any::<u64>(),
-            -MAX_SPIN..=MAX_SPIN,
-            -MAX_SPIN..=MAX_SPIN,
-        )
-            .prop_map(|(a, b, sa, sb)| Scene {
-                pose: Pose { a, b },
-                spin: Spin { a: sa, b: sb },
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn advance_is_repeated_step(scene in any_scene(), frames in 0u64..1_000) {
-            let mut stepped = scene;
-            for _ in 0..frames {
-                stepped.step();
-            }
-            let mut advanced = scene;
-            advanced.advance(frames);
-            prop_assert_eq!(stepped, advanced);
-        }
-
-        #[test]
-        fn advance_composes(scene in any_scene(), x in 0u64..1_000, y in any::<u32>()) {
-            let mut once = scene;
-            once.advance(x + u64::from(y));
-            let mut twice = scene;
-            twice.advance(x);
-            twice.advance(u64::from(y));
-            prop_assert_eq!(once, twice);
-        }
-
-        #[test]
-        fn spin_stays_in_range(scene in any_scene(), pushes in proptest::collection::vec((any::<i32>(), any::<i32>(), 0u64..50), 0..20)) {
-            let mut scene = scene;
-            for (a, b, gap) in pushes {
-                scene.push(Impulse { a, b });
-                scene.advance(gap);
-                prop_assert!(scene.spin.a.abs() <= MAX_SPIN && scene.spin.b.abs() <= MAX_SPIN);
-            }
-        }
-
-        #[test]
-        fn any_pose_renders_a_well_formed_frame(a in any::<u64>(), b in any::<u64>()) {
-            let mut packed = [0u8; crate::PACKED_LEN];
-            crate::donut::render_pose_packed(Pose { a, b }, &mut packed);
-            prop_assert_eq!(crate::frame::validate_frame(&packed), Ok(()));
-        }
-
-        #[test]
-        fn bytes_round_trip(scene in any_scene()) {
-            prop_assert_eq!(Scene::from_bytes(&scene.to_bytes()), Ok(scene));
         }
     }
 }

@@ -469,6 +469,16 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// A fixed-length message, encoded by `encode` into an array of exactly its
+/// length (so encoding cannot fail).
+fn fixed<const N: usize>(
+    encode: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>,
+) -> [u8; N] {
+    let mut out = [0u8; N];
+    let _ = encode(&mut out);
+    out
+}
+
 /// Reads the version and tag, checking the length cap first.
 fn open(buf: &[u8], max: usize) -> Result<(u8, Reader<'_>), DecodeError> {
     if buf.is_empty() {
@@ -543,10 +553,7 @@ impl Hello {
 
     /// The encoded message.
     pub fn to_bytes(&self) -> [u8; HELLO_LEN] {
-        let mut out = [0u8; HELLO_LEN];
-        // The array is exactly HELLO_LEN long, so encoding cannot fail.
-        let _ = self.encode(&mut out);
-        out
+        fixed(|out| self.encode(out))
     }
 
     fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
@@ -583,10 +590,7 @@ impl Task {
 
     /// The encoded message.
     pub fn to_bytes(&self) -> [u8; TASK_LEN] {
-        let mut out = [0u8; TASK_LEN];
-        // The array is exactly TASK_LEN long, so encoding cannot fail.
-        let _ = self.encode(&mut out);
-        out
+        fixed(|out| self.encode(out))
     }
 
     fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
@@ -629,10 +633,7 @@ impl Input {
 
     /// The encoded message.
     pub fn to_bytes(&self) -> [u8; INPUT_LEN] {
-        let mut out = [0u8; INPUT_LEN];
-        // The array is exactly INPUT_LEN long, so encoding cannot fail.
-        let _ = self.encode(&mut out);
-        out
+        fixed(|out| self.encode(out))
     }
 
     fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
@@ -798,10 +799,7 @@ impl Telemetry {
 
     /// The encoded message.
     pub fn to_bytes(&self) -> [u8; TELEMETRY_LEN] {
-        let mut out = [0u8; TELEMETRY_LEN];
-        // The array is exactly TELEMETRY_LEN long, so encoding cannot fail.
-        let _ = self.encode(&mut out);
-        out
+        fixed(|out| self.encode(out))
     }
 
     fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {

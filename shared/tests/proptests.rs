@@ -715,3 +715,49 @@ fn codec_names_round_trip() {
     assert_eq!(Codec::from_name("Context"), None);
     assert_eq!(Codec::from_name(""), None);
 }
+
+// The scene viewers steer (shared::scene): stepping, clamping, encoding.
+proptest! {
+    #[test]
+    fn advance_is_repeated_step(scene in any_scene(), frames in 0u64..1_000) {
+        let mut stepped = scene;
+        for _ in 0..frames {
+            stepped.step();
+        }
+        let mut advanced = scene;
+        advanced.advance(frames);
+        prop_assert_eq!(stepped, advanced);
+    }
+
+    #[test]
+    fn advance_composes(scene in any_scene(), x in 0u64..1_000, y in any::<u32>()) {
+        let mut once = scene;
+        once.advance(x + u64::from(y));
+        let mut twice = scene;
+        twice.advance(x);
+        twice.advance(u64::from(y));
+        prop_assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn spin_stays_in_range(scene in any_scene(), pushes in proptest::collection::vec((any::<i32>(), any::<i32>(), 0u64..50), 0..20)) {
+        let mut scene = scene;
+        for (a, b, gap) in pushes {
+            scene.push(Impulse { a, b });
+            scene.advance(gap);
+            prop_assert!(scene.spin.a.abs() <= MAX_SPIN && scene.spin.b.abs() <= MAX_SPIN);
+        }
+    }
+
+    #[test]
+    fn any_pose_renders_a_well_formed_frame(a in any::<u64>(), b in any::<u64>()) {
+        let mut packed = [0u8; PACKED_LEN];
+        donut_shared::render_pose_packed(Pose { a, b }, &mut packed);
+        prop_assert_eq!(validate_frame(&packed), Ok(()));
+    }
+
+    #[test]
+    fn bytes_round_trip(scene in any_scene()) {
+        prop_assert_eq!(Scene::from_bytes(&scene.to_bytes()), Ok(scene));
+    }
+}

@@ -198,7 +198,7 @@ impl TaskLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use donut_shared::wire::{FromWorker, TASK_LEN};
+    use donut_shared::wire::{FromWorker, PREFIX_LEN, TASK_LEN};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -306,7 +306,8 @@ mod tests {
             );
         }
         let mut zero = task(1, 0, 1);
-        zero[TASK_LEN - 1] = 0;
+        // The count's low byte: after the prefix, task id (4) and start (8).
+        zero[PREFIX_LEN + 4 + 8 + 3] = 0;
         assert!(l.on_message(&zero).is_err(), "zero-frame task");
         assert!(!l.has_work());
         let reason = l

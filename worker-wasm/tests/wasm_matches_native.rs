@@ -157,58 +157,45 @@ fn frames_under_test() -> Vec<u64> {
     frames
 }
 
-/// Compares every frame and reports every mismatch (frame number and both
-/// digests).
-fn assert_matches_native(path: &Path) {
-    let frames = frames_under_test();
-    assert!(frames.len() >= 10_000, "only {} frames", frames.len());
-    let wasm = wasm_digests(path, "donut_selftest_digest", &frames);
-    let mismatches: Vec<String> = frames
+/// Runs `export` of the wasm at `path` on every input and compares with
+/// `native`, reporting every mismatch (input and both digests).
+fn assert_same_digests(path: &Path, export: &str, inputs: &[u64], native: impl Fn(u64) -> u64) {
+    let wasm = wasm_digests(path, export, inputs);
+    let mismatches: Vec<String> = inputs
         .iter()
         .zip(&wasm)
-        .filter_map(|(&f, &w)| {
-            let n = frame_digest(f);
-            (w != n).then(|| format!("frame {f}: wasm {w:016x} native {n:016x}"))
+        .filter_map(|(&k, &w)| {
+            let n = native(k);
+            (w != n).then(|| format!("{export}({k}): wasm {w:016x} native {n:016x}"))
         })
         .collect();
     assert!(
         mismatches.is_empty(),
-        "{} of {} frames differ between {} and native:\n{}",
+        "{} of {} digests differ between {} and native:\n{}",
         mismatches.len(),
-        frames.len(),
+        inputs.len(),
         path.display(),
         mismatches[..mismatches.len().min(20)].join("\n")
     );
 }
 
-/// Compares the frames of a steered scene (the scripted input log of
-/// `donut_shared::digest::scripted_scene`): pushes, friction and clamping
-/// are integer arithmetic in `shared`, the same on both targets.
-fn assert_steered_matches_native(path: &Path) {
-    let frames: Vec<u64> = (0..1_500).collect();
-    let wasm = wasm_digests(path, "donut_selftest_scripted_digest", &frames);
-    let mismatches: Vec<String> = frames
-        .iter()
-        .zip(&wasm)
-        .filter_map(|(&k, &w)| {
-            let n = pose_digest(scripted_scene(k).pose);
-            (w != n).then(|| format!("scripted frame {k}: wasm {w:016x} native {n:016x}"))
-        })
-        .collect();
-    assert!(
-        mismatches.is_empty(),
-        "{} steered frames differ between {} and native:\n{}",
-        mismatches.len(),
-        path.display(),
-        mismatches[..mismatches.len().min(20)].join("\n")
-    );
+/// Every frame under test of the idle spin, and the first 1,500 frames of
+/// a steered scene (the scripted input log of
+/// `donut_shared::digest::scripted_scene`: pushes, friction and clamping
+/// are integer arithmetic in `shared`, the same on both targets).
+fn assert_matches_native(path: &Path) {
+    let frames = frames_under_test();
+    assert!(frames.len() >= 10_000, "only {} frames", frames.len());
+    assert_same_digests(path, "donut_selftest_digest", &frames, frame_digest);
+    let steered: Vec<u64> = (0..1_500).collect();
+    assert_same_digests(path, "donut_selftest_scripted_digest", &steered, |k| {
+        pose_digest(scripted_scene(k).pose)
+    });
 }
 
 #[test]
 fn fresh_wasm_build_matches_native() {
-    let fresh = build_fresh_wasm();
-    assert_matches_native(&fresh);
-    assert_steered_matches_native(&fresh);
+    assert_matches_native(&build_fresh_wasm());
 }
 
 #[test]
@@ -221,5 +208,4 @@ fn shipped_wasm_matches_native() {
         shipped.display()
     );
     assert_matches_native(&shipped);
-    assert_steered_matches_native(&shipped);
 }

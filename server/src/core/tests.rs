@@ -110,18 +110,32 @@ fn rendered(start: u64, count: u32) -> Vec<u8> {
 /// The same frames with two cells of the last one changed, differently
 /// for each `liar` (two liars sending the same forgery would be collusion,
 /// which a quorum of two cannot catch): wrong, though still well formed.
-fn forged(start: u64, count: u32, liar: u8) -> Vec<u8> {
+fn forged(start: u64, count: u32, liar: u64) -> Vec<u8> {
     let mut frames = rendered(start, count);
-    // Row 12, columns 38 and 39: the donut's middle, where a glyph is
-    // always allowed.
-    let at = frames.len() - PACKED_LEN + (12 * 80 + 38) / 2;
-    let glyphs = |k: u8| 0x11 * (1 + k % 12);
-    frames[at] = if frames[at] == glyphs(liar) {
-        glyphs(liar.wrapping_add(1))
-    } else {
-        glyphs(liar)
-    };
+    forge(&mut frames, liar);
     frames
+}
+
+/// Forges the last frame of `frames` as `liar` does.
+///
+/// Row 12, columns 30 to 39 of the last frame: the donut's middle, where a
+/// glyph is always allowed. Columns 30..38 spell the liar in base 12 (two
+/// cells a byte, glyph codes 1..=12), so no two liars forge alike (two
+/// identical forgeries from two addresses would be a collusion, which a
+/// quorum of two cannot catch by design); columns 38 and 39 differ from the
+/// render, so the frame is wrong.
+fn forge(frames: &mut [u8], liar: u64) {
+    let row = frames.len() - PACKED_LEN + (12 * 80) / 2;
+    let glyphs = |k: u64| 0x11 * (1 + (k % 12) as u8);
+    for digit in 0..4 {
+        frames[row + 15 + digit] = glyphs(liar / 12u64.pow(digit as u32));
+    }
+    let at = row + 19;
+    frames[at] = if frames[at] == glyphs(0) {
+        glyphs(1)
+    } else {
+        glyphs(0)
+    };
 }
 
 /// Worker `id` answers `task` correctly at `now`, as its connection would
@@ -771,15 +785,7 @@ mod props {
         fn frames(t: Task, right: bool, id: WorkerId) -> Vec<u8> {
             let mut frames = rendered_from(t.start, t.scene, t.count);
             if !right {
-                // As `forged`: one glyph of the last frame's middle changed.
-                let at = frames.len() - PACKED_LEN + (12 * 80 + 38) / 2;
-                let glyphs = |k: u8| 0x11 * (1 + k % 12);
-                let liar = id as u8;
-                frames[at] = if frames[at] == glyphs(liar) {
-                    glyphs(liar.wrapping_add(1))
-                } else {
-                    glyphs(liar)
-                };
+                forge(&mut frames, id);
             }
             frames
         }
@@ -1103,24 +1109,46 @@ mod props {
             let before = self.core.position().contiguous;
             let mut answered = [0, 0];
             for _ in 0..50 {
-                for (k, done) in answered.iter_mut().enumerate() {
-                    let given = self.peers[k].given.clone();
-                    for t in &given[*done..] {
-                        self.answer(k, *t, true);
-                    }
-                    *done = given.len();
-                    self.drain_events()?;
-                }
+                self.answer_given(&mut answered, 500)?;
                 self.apply(Op::Tick(100))?;
-                self.apply(Op::Settle(500))?;
-                while !self.judging.is_empty() {
-                    self.apply(Op::Verdict)?;
-                }
                 self.check()?;
             }
+            // Then, with the clock still, until the window is full: the
+            // tasks the last tick handed out, answered (under quorum, by
+            // both addresses in turn, the wait settled).
+            for _ in 0..5 {
+                self.answer_given(&mut answered, 0)?;
+            }
+            self.check()?;
+            // The stream moved on by the lead, or as far as the window ahead
+            // of the head allows (the ring and the lead bound it).
             let pos = self.core.position();
-            let lead = self.cfg.lead_frames.min(self.cfg.ring_frames as u64);
-            prop_assert!(pos.contiguous >= before + lead, "stuck at {:?}", pos);
+            let window = self.cfg.lead_frames.min(self.cfg.ring_frames as u64);
+            let goal = (before + self.cfg.lead_frames).min(pos.head + window);
+            prop_assert!(pos.contiguous >= goal, "stuck at {:?} (goal {})", pos, goal);
+            Ok(())
+        }
+
+        /// The honest peers 0 and 1 answer every task given since
+        /// `answered` (how many each had answered), then the votes older
+        /// than `wait_ms` are settled and judged.
+        fn answer_given(
+            &mut self,
+            answered: &mut [usize; 2],
+            wait_ms: u16,
+        ) -> Result<(), TestCaseError> {
+            for (k, done) in answered.iter_mut().enumerate() {
+                let given = self.peers[k].given.clone();
+                for t in &given[*done..] {
+                    self.answer(k, *t, true);
+                }
+                *done = given.len();
+                self.drain_events()?;
+            }
+            self.apply(Op::Settle(wait_ms))?;
+            while !self.judging.is_empty() {
+                self.apply(Op::Verdict)?;
+            }
             Ok(())
         }
 
