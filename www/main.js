@@ -1,6 +1,6 @@
 // The page shim: checks the engine can run our wasm, loads the viewer wasm,
-// starts the Web Worker, wires the contribute switch and forwards the page's
-// lifecycle. No protocol or rendering logic lives here.
+// starts the Web Worker, wires the contribute switch and the `?steer=0`
+// option, and forwards the page's lifecycle. No protocol or rendering logic lives here.
 import { missingWasmFeatures, BROWSERS } from './support.js';
 
 const KEY = 'donut.contribute';
@@ -41,6 +41,12 @@ async function start() {
   await initViewer();
   const viewer = new DonutViewer(document.getElementById('donut'), document.getElementById('chart'));
   window.donutViewer = viewer;
+  // `?steer=0`: a screen that only watches (a TV in a lobby) ignores drags
+  // and arrow keys and never sends input.
+  if (params.get('steer') === '0') {
+    viewer.setSteering(false);
+    document.querySelector('.steer-hint').hidden = true;
+  }
 
   let worker = null;
   let suspended = false;

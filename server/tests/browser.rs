@@ -1083,6 +1083,143 @@ fn the_panel_reads_on_a_4k_tv_and_fits_a_landscape_phone() {
     });
 }
 
+/// What tab `tab` painted lately, by absolute frame number: (timeline
+/// version held when painted, digest of the frame's text).
+async fn painted(browser: &Browser, tab: usize) -> std::collections::BTreeMap<u64, (u64, String)> {
+    browser.focus(tab).await;
+    let log = browser.js("return window.donutViewer.painted()").await;
+    log.as_array()
+        .unwrap_or_else(|| panic!("painted() is not an array: {log}"))
+        .iter()
+        .map(|e| {
+            let frame = e[0].as_f64().expect("a frame number") as u64;
+            let timeline = e[1].as_f64().expect("a timeline version") as u64;
+            let digest = e[2].as_str().expect("a digest").to_owned();
+            (frame, (timeline, digest))
+        })
+        .collect()
+}
+
+/// Multiplayer (issue 14): a drag in one tab spins the donut in both, and
+/// from then on both paint the same frame at each absolute frame number.
+/// Needs the server to accept `Input` on `/ws/viewer` and to broadcast the
+/// new timeline version.
+#[test]
+fn two_tabs_steer_one_donut() {
+    use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+
+    serial(async {
+        let server = Server::start(&[]);
+        let _native = server.native_worker();
+        let mut browser = Browser::launch(1.0).await;
+        let a = browser.open(&server.url("/?contribute=0")).await;
+        let b = browser.open(&server.url("/?contribute=0")).await;
+        for tab in [a, b] {
+            let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+            browser.wait_playing_past(tab, f, 30).await;
+            let s = browser.viewer_stats(tab).await;
+            assert_eq!(num(&s, "timeline"), 0, "nobody has steered yet: {s}");
+            assert_eq!(num(&s, "inputsSent"), 0, "a still page sends nothing: {s}");
+        }
+
+        // Tab A: a brisk drag across the donut, right and a little down,
+        // as WebDriver pointer actions (Chromium fires pointer events).
+        browser.focus(a).await;
+        let canvas = browser
+            .client
+            .find(Locator::Id("donut"))
+            .await
+            .expect("the canvas");
+        let mut drag = MouseActions::new("mouse".to_owned())
+            .then(PointerAction::MoveToElement {
+                element: canvas,
+                duration: None,
+                x: -200.0,
+                y: -40.0,
+            })
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        for _ in 0..4 {
+            drag = drag.then(PointerAction::MoveBy {
+                duration: Some(Duration::from_millis(50)),
+                x: 100.0,
+                y: 20.0,
+            });
+        }
+        let drag = drag.then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+        browser.client.perform_actions(drag).await.expect("drag");
+        browser
+            .client
+            .release_actions()
+            .await
+            .expect("release the pointer");
+        let sent = eventually("tab A to send its push", async || {
+            let s = browser.viewer_stats(a).await;
+            (num(&s, "inputsSent") > 0).then(|| num(&s, "inputsSent"))
+        })
+        .await;
+        eprintln!("tab A sent {sent} Input messages for one drag");
+        assert!(sent <= 30, "one 200 ms drag sent {sent} messages");
+
+        // Both tabs move to the steered timeline (the same version) ...
+        let version = eventually(
+            "both tabs on one steered timeline (version >= 1): needs the server to accept Input on /ws/viewer",
+            async || {
+                let va = num(&browser.viewer_stats(a).await, "timeline");
+                let vb = num(&browser.viewer_stats(b).await, "timeline");
+                (va >= 1 && va == vb).then_some(va)
+            },
+        )
+        .await;
+        // ... and play two seconds of it.
+        for tab in [a, b] {
+            let f = browser.current_frame(tab).await.unwrap_or(0);
+            browser.wait_playing_past(tab, f, 120).await;
+        }
+        let (pa, pb) = (painted(&browser, a).await, painted(&browser, b).await);
+        // Every frame both painted under the same steered version is the
+        // same frame.
+        let mut common = 0usize;
+        let mut steered = 0usize;
+        for (frame, (va, da)) in &pa {
+            let Some((vb, db)) = pb.get(frame) else {
+                continue;
+            };
+            if *va == 0 || va != vb {
+                continue;
+            }
+            assert_eq!(
+                da, db,
+                "frame {frame} (version {va}) differs between the tabs"
+            );
+            common += 1;
+            let mut idle = [0u8; FRAME_LEN];
+            donut_shared::render(*frame, &mut idle);
+            if format!("{:016x}", donut_shared::digest::fnv1a64(&idle)) != *da {
+                steered += 1;
+            }
+        }
+        eprintln!(
+            "version {version}: {common} frames painted by both tabs under one steered version, {steered} of them not the idle donut"
+        );
+        assert!(
+            common >= 60,
+            "too few frames painted by both tabs under one steered version: {common}"
+        );
+        assert!(
+            steered >= 60,
+            "the drag did not change what is shown: only {steered} of {common} frames differ from the idle donut"
+        );
+        let stats = server.stats();
+        assert_eq!(num(&stats, "protocol_errors"), 0, "{stats}");
+        assert_eq!(num(&stats, "batches_rejected"), 0, "{stats}");
+        browser.quit().await;
+    });
+}
+
 /// Firefox: the page's checks, the worker wasm and the viewer wasm in
 /// SpiderMonkey. Every frame two Firefox tabs render passes the server's
 /// native check (`--verify full`), and they play the show.

@@ -122,6 +122,18 @@ impl FrameRing {
         self.base = base;
     }
 
+    /// Drops every stored frame numbered `from` or later, keeping the base:
+    /// what a viewer does when a newer timeline version supersedes its
+    /// frames from `from` on. Costs one step per slot.
+    pub fn truncate_from(&mut self, from: u64) {
+        for tag in &mut self.tags {
+            if *tag != EMPTY && *tag >= from {
+                *tag = EMPTY;
+                self.stored -= 1;
+            }
+        }
+    }
+
     fn clear(&mut self) {
         self.tags.fill(EMPTY);
         self.stored = 0;
@@ -270,6 +282,34 @@ mod tests {
         assert!(r.is_empty());
         r.reset(3);
         assert_eq!((r.base(), r.len()), (3, 0));
+    }
+
+    #[test]
+    fn truncate_from_drops_exactly_the_frames_from_there_on() {
+        let mut r = FrameRing::new(8, 10);
+        for f in 10..18 {
+            assert_eq!(r.insert(f, &frame(f as u8)), Ok(()));
+        }
+        r.truncate_from(14);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.base(), 10, "the base stays");
+        for f in 10..14 {
+            assert_eq!(r.get(f), Some(&frame(f as u8)), "frame {f} kept");
+        }
+        for f in 14..18 {
+            assert!(!r.contains(f), "frame {f} dropped");
+        }
+        // The freed slots take the replacements.
+        assert_eq!(r.insert(15, &frame(99)), Ok(()));
+        assert_eq!(r.get(15), Some(&frame(99)));
+        assert_eq!(r.len(), 5);
+        // Below the base, everything goes; past the newest, nothing does.
+        r.truncate_from(100);
+        assert_eq!(r.len(), 5);
+        r.truncate_from(0);
+        assert!(r.is_empty());
+        r.truncate_from(u64::MAX);
+        assert!(r.is_empty());
     }
 
     #[test]

@@ -16,28 +16,42 @@
 //! [`DonutViewer::resume`] (`pageshow`, `resume`). The server then does not
 //! keep sending batches to a tab that cannot play them, and the clock lands
 //! the returning tab on the live frame.
+//!
+//! Steering: pointer drags on the canvas (mouse, pen or touch; the canvas
+//! has `touch-action: none`, so a drag never scrolls or zooms) and the arrow
+//! keys feed the [`InputGate`], through listeners that are `JsCallback`s
+//! (removed when the viewer is dropped). The animation loop polls the gate
+//! once per refresh and sends what it releases as one `Input` message, so
+//! a drag costs at most one message per refresh and under 30 a second.
+//! Nothing is sent while nobody drags or presses a key.
 
-use std::rc::Rc;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
 
+use donut_browser::callback::JsCallback;
 use donut_browser::link::{Close, End, State};
 use donut_browser::shared::Shared;
 use donut_browser::socket::{Client, Event, Socket};
 use donut_browser::stats::{WorkerState, WorkerStats};
 use donut_shared::FRAME_LEN;
 use donut_shared::backoff::write_endpoint_url;
+use donut_shared::digest::fnv1a64;
 use donut_shared::wire::DecodeError;
-use js_sys::{Object, Reflect};
+use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{HtmlCanvasElement, Window};
+use web_sys::{HtmlCanvasElement, KeyboardEvent, PointerEvent, Window};
 
 use crate::clock::{History, RateMeter};
+use crate::input::{Arrow, InputGate};
 use crate::panel::{Panel, RunningTotal, buffer_text, group};
 use crate::player::{Player, Received};
 use crate::screen::{Chart, Layout, Screen};
 
 /// How often the panel's playback numbers are refreshed.
 const PANEL_INTERVAL_MS: f64 = 500.0;
+/// Frames remembered in the painted log ([`DonutViewer::painted`]): 20 s.
+const PAINTED_LOG: usize = 1_200;
 /// Start-up milestones on this page's `performance.now()` clock (0 is the
 /// navigation start), for the start-up benchmark (`server/benches/startup.rs`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -86,6 +100,15 @@ struct Inner {
     /// is moved here) for [`DonutViewer::bench_decode`].
     last_frames: Vec<u8>,
     on_frame: Option<Closure<dyn FnMut(f64)>>,
+    /// Drags and arrow keys, released as `Input` messages by `animate`.
+    input: InputGate,
+    /// Whether this page steers (`?steer=0` turns it off).
+    steering: bool,
+    /// The pointer and key listeners, removed when the viewer is dropped.
+    listeners: Vec<JsCallback>,
+    /// The last frames painted: (frame, timeline version, digest of the
+    /// frame's text), oldest first, for the browser tests.
+    painted: VecDeque<(u64, u32, u64)>,
 }
 
 /// The running viewer. The page keeps it as `window.donutViewer`.
@@ -145,13 +168,53 @@ impl DonutViewer {
                         v.update(move |v: &mut Inner| v.animate(t));
                     }
                 })),
+                input: InputGate::new(),
+                steering: true,
+                listeners: Vec::new(),
+                painted: VecDeque::with_capacity(PAINTED_LOG),
             }
         });
+        let listeners = steering_listeners(&inner)?;
         inner.update(|v| {
+            v.listeners = listeners;
             v.socket.start();
             v.request_frame();
         });
         Ok(DonutViewer { inner })
+    }
+
+    /// Turns steering on or off (a page that only watches: `?steer=0`).
+    /// Off, drags and arrow keys are ignored and nothing is sent.
+    #[wasm_bindgen(js_name = setSteering)]
+    pub fn set_steering(&self, on: bool) {
+        self.inner.update(move |v| {
+            v.steering = on;
+            if !on {
+                v.input = InputGate::new();
+            }
+        });
+    }
+
+    /// The last frames painted (up to 1,200), oldest first, each as
+    /// `[frame, timelineVersion, digest]`: the digest is the FNV-1a 64 of
+    /// the frame's 1,760 text bytes as 16 hex digits, the version the one
+    /// the player held when it was painted.
+    pub fn painted(&self) -> JsValue {
+        self.inner
+            .try_read(|v| {
+                v.painted
+                    .iter()
+                    .map(|(frame, timeline, digest)| {
+                        Array::of3(
+                            &JsValue::from_f64(*frame as f64),
+                            &JsValue::from_f64(f64::from(*timeline)),
+                            &JsValue::from_str(&format!("{digest:016x}")),
+                        )
+                    })
+                    .collect::<Array>()
+                    .into()
+            })
+            .unwrap_or(JsValue::NULL)
     }
 
     /// The absolute frame number on screen, if any.
@@ -216,12 +279,19 @@ impl DonutViewer {
     }
 
     /// Player counters: `{framesReceived, framesDropped, batches, misses,
-    /// framesShown, gaps, head, workers, viewers}`.
+    /// framesShown, gaps, head, workers, viewers, timeline, switches,
+    /// superseded, inputsSent}` (the timeline version held, batches of a
+    /// newer version that replaced frames, batches of an older one ignored,
+    /// `Input` messages this page sent).
     pub fn stats(&self) -> JsValue {
-        let Some((s, t)) = self
-            .inner
-            .try_read(|v| (v.player.stats(), v.player.telemetry().unwrap_or_default()))
-        else {
+        let Some((s, t, timeline, sent)) = self.inner.try_read(|v| {
+            (
+                v.player.stats(),
+                v.player.telemetry().unwrap_or_default(),
+                v.player.timeline(),
+                v.input.sent(),
+            )
+        }) else {
             return JsValue::NULL;
         };
         object(&[
@@ -234,6 +304,10 @@ impl DonutViewer {
             ("head", t.head as f64),
             ("workers", f64::from(t.workers)),
             ("viewers", f64::from(t.viewers)),
+            ("timeline", f64::from(timeline)),
+            ("switches", s.switches as f64),
+            ("superseded", s.superseded as f64),
+            ("inputsSent", sent as f64),
         ])
     }
 
@@ -314,6 +388,56 @@ impl DonutViewer {
     }
 }
 
+/// The pointer listeners on the canvas and the arrow keys' on the window,
+/// feeding the viewer's [`InputGate`].
+fn steering_listeners(inner: &Rc<Shared<Inner>>) -> Result<Vec<JsCallback>, JsValue> {
+    let (canvas, window) = inner
+        .try_read(|v| (v.screen.canvas().clone(), v.window.clone()))
+        .ok_or("viewer busy")?;
+    let weak = Rc::downgrade(inner);
+    let on = |f: fn(&mut Inner, &PointerEvent)| {
+        let weak: Weak<Shared<Inner>> = weak.clone();
+        move |e: web_sys::Event| {
+            let (Some(v), Some(e)) = (weak.upgrade(), e.dyn_ref::<PointerEvent>()) else {
+                return;
+            };
+            let e = e.clone();
+            v.update(move |v| {
+                if v.steering {
+                    f(v, &e);
+                }
+            });
+        }
+    };
+    let target: &web_sys::EventTarget = canvas.as_ref();
+    let mut listeners = vec![
+        JsCallback::new(target, "pointerdown", on(Inner::pointer_down))?,
+        JsCallback::new(target, "pointermove", on(Inner::pointer_move))?,
+        JsCallback::new(target, "pointerup", on(Inner::pointer_up))?,
+        JsCallback::new(target, "pointercancel", on(Inner::pointer_up))?,
+    ];
+    let keys = weak.clone();
+    listeners.push(JsCallback::new(window.as_ref(), "keydown", move |e| {
+        let Some(e) = e.dyn_ref::<KeyboardEvent>() else {
+            return;
+        };
+        if e.ctrl_key() || e.alt_key() || e.meta_key() {
+            return;
+        }
+        let (Some(v), Some(arrow)) = (keys.upgrade(), Arrow::from_key(&e.key())) else {
+            return;
+        };
+        // The page scrolls no further on an arrow it steers with.
+        e.prevent_default();
+        v.update(move |v| {
+            if v.steering {
+                v.input.key(arrow);
+            }
+        });
+    })?);
+    Ok(listeners)
+}
+
 /// A plain JS object of numbers.
 fn object(fields: &[(&str, f64)]) -> JsValue {
     let o = Object::new();
@@ -331,6 +455,7 @@ impl Client for Inner {
     fn on_event(&mut self, event: Event) {
         match event {
             Event::Open => {
+                self.player.resubscribed();
                 if self.milestones.socket_open.is_none() {
                     self.milestones.socket_open = Some(self.now());
                 }
@@ -419,6 +544,50 @@ impl Inner {
         self.update_playback_panel(now);
     }
 
+    fn pointer_down(&mut self, e: &PointerEvent) {
+        if e.button() != 0 {
+            return;
+        }
+        let id = e.pointer_id();
+        if self
+            .input
+            .pointer_down(id, f64::from(e.client_x()), f64::from(e.client_y()))
+        {
+            // Moves outside the canvas keep coming until the pointer is up.
+            let _ = self.screen.canvas().set_pointer_capture(id);
+            e.prevent_default();
+        }
+    }
+
+    fn pointer_move(&mut self, e: &PointerEvent) {
+        let canvas = self.screen.canvas();
+        let (w, h) = (
+            f64::from(canvas.client_width()),
+            f64::from(canvas.client_height()),
+        );
+        self.input.pointer_move(
+            e.pointer_id(),
+            f64::from(e.client_x()),
+            f64::from(e.client_y()),
+            w,
+            h,
+        );
+    }
+
+    fn pointer_up(&mut self, e: &PointerEvent) {
+        self.input.pointer_up(e.pointer_id());
+    }
+
+    /// Sends what the input gate releases now, if the socket is open.
+    fn send_input(&mut self, now: f64) {
+        let Some(input) = self.input.poll(now) else {
+            return;
+        };
+        if self.socket.state() == State::Open {
+            self.socket.send(&input.to_bytes());
+        }
+    }
+
     fn request_frame(&self) {
         if let Some(cb) = &self.on_frame {
             let _ = self
@@ -432,12 +601,18 @@ impl Inner {
         self.request_frame();
         let started = self.now();
         self.milestones.first_refresh.get_or_insert(started);
+        self.send_input(started);
         let resized = self.screen.fit(self.window.device_pixel_ratio());
         if !self.paused
             && let Some(frame) = self.player.tick(now)
             && self.player.frame_text(frame, &mut self.text)
         {
             self.text_frame = Some(frame);
+            if self.painted.len() == PAINTED_LOG {
+                self.painted.pop_front();
+            }
+            self.painted
+                .push_back((frame, self.player.timeline(), fnv1a64(&self.text)));
             self.shown_meter.record(now);
             self.screen.draw(&self.text);
             if self.milestones.first_paint.is_none() {
@@ -477,6 +652,12 @@ impl Inner {
             ),
         };
         self.panel.set("connection", &state);
+        let timeline = match (self.player.timeline(), self.input.sent()) {
+            (0, 0) => "not yet".to_owned(),
+            (v, 0) => format!("version {v}"),
+            (v, sent) => format!("version {v} · {} pushes from here", group(sent)),
+        };
+        self.panel.set("timeline", &timeline);
         self.panel
             .set_attr("connection", "data-state", self.link_name());
         // Figures from before a disconnect are stale; before the first

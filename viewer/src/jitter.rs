@@ -79,6 +79,12 @@ impl JitterBuffer {
         }
     }
 
+    /// Drops every held frame numbered `from` or later (a newer timeline
+    /// version replaces them); the floor stays.
+    pub fn truncate_from(&mut self, from: u64) {
+        self.ring.truncate_from(from);
+    }
+
     /// Forgets every frame and the floor (after a long disconnect, when the
     /// stream may have moved anywhere).
     pub fn reset(&mut self) {
@@ -177,6 +183,20 @@ mod tests {
         b.reset();
         assert_eq!(b.floor(), None);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn truncating_drops_the_frames_from_there_on_and_keeps_the_floor() {
+        let mut b = JitterBuffer::new(32);
+        for f in 100..120 {
+            assert!(b.insert(f, &packed(f)).is_ok());
+        }
+        b.truncate_from(110);
+        assert_eq!(b.floor(), Some(100));
+        assert_eq!(b.run_from(100), 10);
+        assert_eq!(b.get(110), None);
+        assert_eq!(b.insert(110, &packed(5)), Ok(()));
+        assert_eq!(b.get(110), Some(&packed(5)));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!
 //! - [`jitter`]: frames keyed by absolute frame number, bounded.
 //! - [`clock`]: the server-synchronised playback clock, rate meter, history.
+//! - [`input`]: drags and arrow keys into rate-limited `Input` messages
+//!   (plain Rust, tested natively and under wasm-bindgen-test).
 //! - [`player`]: which frame is due on each refresh (plain Rust, tested
 //!   natively and under wasm-bindgen-test).
 //! - [`screen`], [`panel`]: canvas drawing and the DOM panel.
@@ -14,6 +16,7 @@ use wasm_bindgen::prelude::*;
 
 pub mod app;
 pub mod clock;
+pub mod input;
 pub mod jitter;
 pub mod panel;
 pub mod player;

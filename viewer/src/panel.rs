@@ -9,7 +9,7 @@
 use web_sys::{Document, Element};
 
 /// Every statistic the panel shows, by its `data-stat` name.
-pub const STATS: [&str; 9] = [
+pub const STATS: [&str; 10] = [
     "workers",
     "viewers",
     "fleet-fps",
@@ -18,6 +18,7 @@ pub const STATS: [&str; 9] = [
     "rejected",
     "mine",
     "playback",
+    "timeline",
     "connection",
 ];
 

@@ -10,7 +10,15 @@
 //!   *miss* is counted) rather than skipping ahead or going blank;
 //! - playback never steps backwards for a small correction of the clock;
 //! - frames older than a little behind the due frame are dropped, so memory
-//!   stays bounded and stale frames are never replayed.
+//!   stays bounded and stale frames are never replayed;
+//! - every batch names its *timeline version* (a new one each time a viewer
+//!   steers the donut). A batch of a newer version drops every buffered
+//!   frame from its start on and installs its own; a batch of an older
+//!   version is ignored, so a superseded frame is never shown after the
+//!   switch; the same version is stored as ever. The server starts the new
+//!   version at the frame the push lands on, ahead of what is playing, and
+//!   the frames before it are the same in both versions, so playback runs
+//!   straight through the switch.
 
 use donut_shared::FRAME_LEN;
 use donut_shared::wire::{DecodeError, Frames, Telemetry, ToViewer};
@@ -42,6 +50,10 @@ pub struct PlayerStats {
     /// everything received before (the server skipped frames). Counted
     /// whether or not the tab is drawing.
     pub gaps: u64,
+    /// Batches of a newer timeline version that replaced buffered frames.
+    pub switches: u64,
+    /// Batches of an older timeline version, ignored.
+    pub superseded: u64,
 }
 
 /// What a message meant for the page.
@@ -66,6 +78,12 @@ pub struct Player {
     last_miss: Option<u64>,
     /// One past the highest frame received.
     received_end: Option<u64>,
+    /// The timeline version of the frames held (0: nobody has steered).
+    timeline: u32,
+    /// Whether `timeline` is this connection's: false until the first batch
+    /// after (re)subscribing, which may be of any version (a restarted
+    /// server starts again at 0).
+    timeline_known: bool,
     telemetry: Option<Telemetry>,
     stats: PlayerStats,
 }
@@ -90,6 +108,8 @@ impl Player {
             shown: None,
             last_miss: None,
             received_end: None,
+            timeline: 0,
+            timeline_known: false,
             telemetry: None,
             stats: PlayerStats::default(),
         }
@@ -113,6 +133,7 @@ impl Player {
                     self.shown = None;
                     self.last_miss = None;
                     self.received_end = None;
+                    self.timeline_known = false;
                 }
                 self.telemetry = Some(t);
                 self.trim(now_ms);
@@ -121,9 +142,42 @@ impl Player {
         }
     }
 
+    /// The socket (re)connected: the next batch says which timeline version
+    /// the server is on, whatever this player held before (the server may
+    /// have restarted, or moved on while the socket was down).
+    pub fn resubscribed(&mut self) {
+        self.timeline_known = false;
+    }
+
+    /// The timeline version of the frames held (0 until anyone steers).
+    pub fn timeline(&self) -> u32 {
+        self.timeline
+    }
+
     fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) -> Result<(), DecodeError> {
         self.stats.batches += 1;
         let first = self.received_end.is_none();
+        let newer = if self.timeline_known {
+            f.timeline > self.timeline
+        } else {
+            f.timeline != self.timeline
+        };
+        if self.timeline_known && f.timeline < self.timeline {
+            // Frames of a superseded timeline: never shown after the switch.
+            self.stats.superseded += 1;
+            return Ok(());
+        }
+        if newer {
+            // Everything held from the batch's start on belongs to the old
+            // timeline; what is before it is the same in both.
+            self.buffer.truncate_from(f.start);
+            self.received_end = self.received_end.map(|end| end.min(f.start));
+            self.timeline = f.timeline;
+            if !first {
+                self.stats.switches += 1;
+            }
+        }
+        self.timeline_known = true;
         let end = f.start.saturating_add(u64::from(f.count));
         match self.received_end {
             Some(prev) if f.start > prev => self.stats.gaps += 1,
@@ -228,13 +282,47 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn batch(start: u64, count: u32) -> Vec<u8> {
-        let mut msg = Frames::header(start, count, 0, Codec::Nibble).to_vec();
+        version(start, count, 0)
+    }
+
+    /// The frames a timeline version draws: version 0 is the idle donut,
+    /// version `v` the idle donut `v` million frames on (any other frames
+    /// would do, as long as versions differ).
+    fn drawn(frame: u64, timeline: u32) -> [u8; FRAME_LEN] {
+        let mut out = [0u8; FRAME_LEN];
+        donut_shared::render(frame + u64::from(timeline) * 1_000_000, &mut out);
+        out
+    }
+
+    /// A nibble batch of timeline version `timeline`.
+    fn version(start: u64, count: u32, timeline: u32) -> Vec<u8> {
+        let mut msg = Frames::header(start, count, timeline, Codec::Nibble).to_vec();
         for f in start..start + u64::from(count) {
             let mut p = [0u8; PACKED_LEN];
-            donut_shared::render_packed(f, &mut p);
+            donut_shared::render_packed(f + u64::from(timeline) * 1_000_000, &mut p);
             msg.extend_from_slice(&p);
         }
         msg
+    }
+
+    /// Ticks at 60 Hz for `ms` from `t0`; returns each frame drawn with the
+    /// timeline version whose picture it showed (checked against [`drawn`]).
+    fn play_versions(p: &mut Player, t0: f64, ms: f64, versions: &[u32]) -> Vec<(u64, u32)> {
+        let mut shown = Vec::new();
+        let mut text = [0u8; FRAME_LEN];
+        for i in 0..(ms * 60.0 / 1000.0) as usize {
+            let Some(f) = p.tick(t0 + i as f64 * 1000.0 / 60.0) else {
+                continue;
+            };
+            assert!(p.frame_text(f, &mut text), "frame {f} drawn but not held");
+            let v = versions
+                .iter()
+                .copied()
+                .find(|v| drawn(f, *v) == text)
+                .unwrap_or_else(|| panic!("frame {f} is of no known version"));
+            shown.push((f, v));
+        }
+        shown
     }
 
     fn telemetry(head: u64) -> [u8; donut_shared::wire::TELEMETRY_LEN] {
@@ -368,6 +456,76 @@ mod tests {
         assert!(p.on_message(&batch(0, 120), 2_000.0).is_ok());
         assert_eq!(p.tick(2_000.0), Some(0));
         assert_eq!(p.tick(2_500.0), Some(30));
+    }
+
+    #[test]
+    fn a_newer_version_replaces_from_its_start_with_no_gap_at_the_switch() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&batch(0, 600), 0.0).is_ok());
+        let before = play_versions(&mut p, 0.0, 1_000.0, &[0, 1]);
+        assert_eq!(before, (0..60).map(|f| (f, 0)).collect::<Vec<_>>());
+        // Someone steered: version 1 starts at frame 80, ahead of playback.
+        assert!(p.on_message(&version(80, 60, 1), 1_000.0).is_ok());
+        assert_eq!(p.timeline(), 1);
+        assert_eq!(p.stats().switches, 1);
+        assert!(
+            !p.frame_text(140, &mut [0u8; FRAME_LEN]),
+            "old frames dropped"
+        );
+        assert!(p.on_message(&version(140, 60, 1), 1_000.0).is_ok());
+        let after = play_versions(&mut p, 1_000.0, 2_000.0, &[0, 1]);
+        let want: Vec<(u64, u32)> = (60..180).map(|f| (f, if f < 80 { 0 } else { 1 })).collect();
+        assert_eq!(after, want, "straight through the switch");
+        assert_eq!(p.stats().misses, 0);
+        assert_eq!(p.stats().gaps, 0);
+    }
+
+    #[test]
+    fn an_older_version_is_ignored_after_the_switch() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&batch(0, 100), 0.0).is_ok());
+        assert!(p.on_message(&version(50, 100, 2), 0.0).is_ok());
+        let received = p.stats().frames_received;
+        // Late frames of versions 1 and 0: superseded, never stored.
+        assert!(p.on_message(&version(60, 100, 1), 0.0).is_ok());
+        assert!(p.on_message(&batch(100, 100), 0.0).is_ok());
+        assert_eq!(p.timeline(), 2);
+        assert_eq!(p.stats().superseded, 2);
+        assert_eq!(p.stats().frames_received, received);
+        let shown = play_versions(&mut p, 0.0, 2_000.0, &[0, 1, 2]);
+        let want: Vec<(u64, u32)> = (0..120).map(|f| (f, if f < 50 { 0 } else { 2 })).collect();
+        assert_eq!(shown, want);
+    }
+
+    #[test]
+    fn the_same_version_adds_frames_as_before() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&version(0, 100, 3), 0.0).is_ok());
+        assert_eq!((p.timeline(), p.stats().switches), (3, 0), "joined at 3");
+        // An overlapping batch of the same version truncates nothing.
+        assert!(p.on_message(&version(40, 10, 3), 0.0).is_ok());
+        assert!(p.on_message(&version(100, 20, 3), 0.0).is_ok());
+        assert_eq!(p.buffered_ahead(0.0), 120);
+        assert_eq!(p.stats().switches, 0);
+        let shown = play_versions(&mut p, 0.0, 2_000.0, &[3]);
+        assert_eq!(shown.len(), 120);
+    }
+
+    #[test]
+    fn after_a_reconnect_the_servers_version_counts_even_if_lower() {
+        let mut p = Player::new();
+        assert!(p.on_message(&telemetry(0), 0.0).is_ok());
+        assert!(p.on_message(&version(0, 100, 7), 0.0).is_ok());
+        // The socket dropped; the server restarted, its timeline at 0 again.
+        p.resubscribed();
+        assert!(p.on_message(&batch(30, 100), 0.0).is_ok());
+        assert_eq!(p.timeline(), 0);
+        let shown = play_versions(&mut p, 0.0, 2_000.0, &[0, 7]);
+        let want: Vec<(u64, u32)> = (0..120).map(|f| (f, if f < 30 { 7 } else { 0 })).collect();
+        assert_eq!(shown, want);
     }
 
     #[test]
