@@ -122,18 +122,6 @@ impl FrameRing {
         self.base = base;
     }
 
-    /// Drops every stored frame numbered `from` or later, keeping the base:
-    /// what a viewer does when a newer timeline version supersedes its
-    /// frames from `from` on. Costs one step per slot.
-    pub fn truncate_from(&mut self, from: u64) {
-        for tag in &mut self.tags {
-            if *tag != EMPTY && *tag >= from {
-                *tag = EMPTY;
-                self.stored -= 1;
-            }
-        }
-    }
-
     fn clear(&mut self) {
         self.tags.fill(EMPTY);
         self.stored = 0;
@@ -156,9 +144,10 @@ impl FrameRing {
         Ok(())
     }
 
-    /// Forgets every stored frame at or after `frame` (a newer timeline
-    /// superseded them); returns how many were dropped. Costs one step per
-    /// slot.
+    /// Forgets every stored frame at or after `frame`, keeping the base (a
+    /// newer timeline version superseded them: the server's store and a
+    /// viewer's buffer both do this); returns how many were dropped. Costs
+    /// one step per slot.
     pub fn forget_from(&mut self, frame: u64) -> usize {
         let mut dropped = 0;
         for tag in self.tags.iter_mut() {
@@ -219,19 +208,6 @@ mod tests {
     }
 
     #[test]
-    fn forget_from_drops_only_frames_at_or_after() {
-        let mut r = FrameRing::new(4, 10);
-        for f in 10..14 {
-            assert_eq!(r.insert(f, &frame(f as u8)), Ok(()));
-        }
-        assert_eq!(r.forget_from(12), 2);
-        assert!(r.contains(10) && r.contains(11));
-        assert!(!r.contains(12) && !r.contains(13));
-        assert_eq!(r.len(), 2);
-        assert_eq!(r.forget_from(20), 0);
-    }
-
-    #[test]
     fn stores_within_window_only() {
         let mut r = FrameRing::new(4, 10);
         assert_eq!(r.insert(9, &frame(1)), Err(RingError::Behind));
@@ -285,12 +261,12 @@ mod tests {
     }
 
     #[test]
-    fn truncate_from_drops_exactly_the_frames_from_there_on() {
+    fn forget_from_drops_exactly_the_frames_from_there_on() {
         let mut r = FrameRing::new(8, 10);
         for f in 10..18 {
             assert_eq!(r.insert(f, &frame(f as u8)), Ok(()));
         }
-        r.truncate_from(14);
+        assert_eq!(r.forget_from(14), 4, "frames 14..18 dropped");
         assert_eq!(r.len(), 4);
         assert_eq!(r.base(), 10, "the base stays");
         for f in 10..14 {
@@ -304,11 +280,11 @@ mod tests {
         assert_eq!(r.get(15), Some(&frame(99)));
         assert_eq!(r.len(), 5);
         // Below the base, everything goes; past the newest, nothing does.
-        r.truncate_from(100);
+        assert_eq!(r.forget_from(100), 0);
         assert_eq!(r.len(), 5);
-        r.truncate_from(0);
+        r.forget_from(0);
         assert!(r.is_empty());
-        r.truncate_from(u64::MAX);
+        r.forget_from(u64::MAX);
         assert!(r.is_empty());
     }
 

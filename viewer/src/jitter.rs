@@ -82,7 +82,7 @@ impl JitterBuffer {
     /// Drops every held frame numbered `from` or later (a newer timeline
     /// version replaces them); the floor stays.
     pub fn truncate_from(&mut self, from: u64) {
-        self.ring.truncate_from(from);
+        self.ring.forget_from(from);
     }
 
     /// Forgets every frame and the floor (after a long disconnect, when the
