@@ -52,6 +52,8 @@ use crate::screen::{Chart, Layout, Screen};
 const PANEL_INTERVAL_MS: f64 = 500.0;
 /// Frames remembered in the painted log ([`DonutViewer::painted`]): 20 s.
 const PAINTED_LOG: usize = 1_200;
+/// `Input` messages remembered in the sent log ([`DonutViewer::inputs`]).
+const INPUT_LOG: usize = 256;
 /// Start-up milestones on this page's `performance.now()` clock (0 is the
 /// navigation start), for the start-up benchmark (`server/benches/startup.rs`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -107,8 +109,15 @@ struct Inner {
     /// The pointer and key listeners, removed when the viewer is dropped.
     listeners: Vec<JsCallback>,
     /// The last frames painted: (frame, timeline version, digest of the
-    /// frame's text), oldest first, for the browser tests.
-    painted: VecDeque<(u64, u32, u64)>,
+    /// frame's text, wall-clock ms of the draw), oldest first, for the
+    /// browser tests and the steering benchmark.
+    painted: VecDeque<(u64, u32, u64, f64)>,
+    /// Wall-clock ms of the first pointer event moving a drag since the
+    /// last `Input` left (what that `Input` answers), if any.
+    input_since: Option<f64>,
+    /// The last `Input` messages sent: (wall-clock ms of the first event
+    /// they carry, wall-clock ms they were sent), oldest first.
+    inputs: VecDeque<(f64, f64)>,
 }
 
 /// The running viewer. The page keeps it as `window.donutViewer`.
@@ -172,6 +181,8 @@ impl DonutViewer {
                 steering: true,
                 listeners: Vec::new(),
                 painted: VecDeque::with_capacity(PAINTED_LOG),
+                input_since: None,
+                inputs: VecDeque::with_capacity(INPUT_LOG),
             }
         });
         let listeners = steering_listeners(&inner)?;
@@ -196,20 +207,43 @@ impl DonutViewer {
     }
 
     /// The last frames painted (up to 1,200), oldest first, each as
-    /// `[frame, timelineVersion, digest]`: the digest is the FNV-1a 64 of
-    /// the frame's 1,760 text bytes as 16 hex digits, the version the one
-    /// the player held when it was painted.
+    /// `[frame, timelineVersion, digest, wallMs]`: the digest is the FNV-1a
+    /// 64 of the frame's 1,760 text bytes as 16 hex digits, the version the
+    /// one the player held when it was painted, `wallMs` when the canvas
+    /// was drawn (`performance.timeOrigin + performance.now()`, ms since
+    /// the Unix epoch; the compositor shows it at the next vsync).
     pub fn painted(&self) -> JsValue {
         self.inner
             .try_read(|v| {
                 v.painted
                     .iter()
-                    .map(|(frame, timeline, digest)| {
-                        Array::of3(
+                    .map(|(frame, timeline, digest, wall)| {
+                        Array::of4(
                             &JsValue::from_f64(*frame as f64),
                             &JsValue::from_f64(f64::from(*timeline)),
                             &JsValue::from_str(&format!("{digest:016x}")),
+                            &JsValue::from_f64(*wall),
                         )
+                    })
+                    .collect::<Array>()
+                    .into()
+            })
+            .unwrap_or(JsValue::NULL)
+    }
+
+    /// The last `Input` messages this page sent (up to 256), oldest first,
+    /// each as `[eventWallMs, sentWallMs]`: when the first pointer event
+    /// the message carries fired (its `timeStamp`) and when the message
+    /// left, both in ms since the Unix epoch
+    /// (`performance.timeOrigin`-based). Arrow keys carry no event time:
+    /// theirs is the send time.
+    pub fn inputs(&self) -> JsValue {
+        self.inner
+            .try_read(|v| {
+                v.inputs
+                    .iter()
+                    .map(|(event, sent)| {
+                        Array::of2(&JsValue::from_f64(*event), &JsValue::from_f64(*sent))
                     })
                     .collect::<Array>()
                     .into()
@@ -511,6 +545,12 @@ impl Inner {
         self.window.performance().map_or(0.0, |p| p.now())
     }
 
+    /// `performance.now()`-clock milliseconds `t` as wall-clock ms since
+    /// the Unix epoch, comparable between tabs.
+    fn wall(&self, t: f64) -> f64 {
+        self.window.performance().map_or(0.0, |p| p.time_origin()) + t
+    }
+
     fn link_name(&self) -> &'static str {
         match self.socket.state() {
             State::Off => "suspended",
@@ -565,6 +605,9 @@ impl Inner {
             f64::from(canvas.client_width()),
             f64::from(canvas.client_height()),
         );
+        if self.input.dragging() && self.input_since.is_none() {
+            self.input_since = Some(self.wall(e.time_stamp()));
+        }
         self.input.pointer_move(
             e.pointer_id(),
             f64::from(e.client_x()),
@@ -583,8 +626,14 @@ impl Inner {
         let Some(input) = self.input.poll(now) else {
             return;
         };
+        let event = self.input_since.take();
         if self.socket.state() == State::Open {
             self.socket.send(&input.to_bytes());
+            let sent = self.wall(now);
+            if self.inputs.len() == INPUT_LOG {
+                self.inputs.pop_front();
+            }
+            self.inputs.push_back((event.unwrap_or(sent), sent));
         }
     }
 
@@ -611,10 +660,11 @@ impl Inner {
             if self.painted.len() == PAINTED_LOG {
                 self.painted.pop_front();
             }
-            self.painted
-                .push_back((frame, self.player.timeline(), fnv1a64(&self.text)));
             self.shown_meter.record(now);
             self.screen.draw(&self.text);
+            let drawn = self.wall(self.now());
+            self.painted
+                .push_back((frame, self.player.timeline(), fnv1a64(&self.text), drawn));
             if self.milestones.first_paint.is_none() {
                 self.milestones.paint_refresh = Some(started);
                 self.milestones.first_paint = Some(self.now());
