@@ -32,12 +32,10 @@
 mod chromium;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chromium::{Proc, free_port, wait_for_port};
+use chromium::LiveStream;
 use fantoccini::Client;
-use serde_json::Value;
 
 /// Rounds of `benchDecode` (each of 1000 decodes).
 const DECODE_ROUNDS: usize = 7;
@@ -45,10 +43,6 @@ const DECODE_ROUNDS: usize = 7;
 const HANG: Duration = Duration::from_secs(60);
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-fn stats(port: u16) -> Result<Value> {
-    Ok(chromium::stats(port, HANG)?)
-}
 
 /// What one page load measured, in ms since its navigation start.
 #[derive(Clone, Copy, Debug)]
@@ -172,36 +166,9 @@ async fn run() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let port = free_port()?;
+    let stream = LiveStream::start(&bin, &[], HANG)?;
+    let port = stream.port;
     let listen = format!("127.0.0.1:{port}");
-    let _server = Proc(
-        Command::new(&bin)
-            .args(["serve", "--listen", &listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_for_port(port, "the server", HANG)?;
-    let _worker = Proc(
-        Command::new(&bin)
-            .args([
-                "work",
-                "--server",
-                &format!("ws://{listen}"),
-                "--threads",
-                "1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let deadline = Instant::now() + HANG;
-    while stats(port)?["broadcast_batches"].as_u64().unwrap_or(0) < 2 {
-        if Instant::now() > deadline {
-            return Err(format!("the stream never went live: {}", stats(port)?).into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     println!(
         "server {} on {listen}, one native worker, stream live",
         bin.display()

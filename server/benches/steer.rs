@@ -36,13 +36,11 @@
 mod chromium;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chromium::{Proc, free_port, wait_for_port};
+use chromium::LiveStream;
 use fantoccini::Client;
 use fantoccini::Locator;
-use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::wd::WindowHandle;
 use serde_json::Value;
 
@@ -87,26 +85,7 @@ async fn until(client: &Client, tab: &WindowHandle, what: &str, probe: &str) -> 
 async fn drag(client: &Client, tab: &WindowHandle) -> Result<()> {
     client.switch_to_window(tab.clone()).await?;
     let canvas = client.find(Locator::Id("donut")).await?;
-    let mut d = MouseActions::new("mouse".to_owned())
-        .then(PointerAction::MoveToElement {
-            element: canvas,
-            duration: None,
-            x: -200.0,
-            y: -40.0,
-        })
-        .then(PointerAction::Down {
-            button: MOUSE_BUTTON_LEFT,
-        });
-    for _ in 0..4 {
-        d = d.then(PointerAction::MoveBy {
-            duration: Some(Duration::from_millis(50)),
-            x: 100.0,
-            y: 20.0,
-        });
-    }
-    let d = d.then(PointerAction::Up {
-        button: MOUSE_BUTTON_LEFT,
-    });
+    let d = chromium::steering_drag(canvas);
     client.perform_actions(d).await?;
     client.release_actions().await?;
     Ok(())
@@ -152,37 +131,14 @@ async fn run() -> Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(8);
-    let port = free_port()?;
+    let lead_arg = lead.to_string();
+    let stream = LiveStream::start(
+        &bin,
+        &["--fps", "60", "--input-lead-frames", &lead_arg],
+        HANG,
+    )?;
+    let port = stream.port;
     let listen = format!("127.0.0.1:{port}");
-    let _server = Proc(
-        Command::new(&bin)
-            .args(["serve", "--listen", &listen, "--fps", "60"])
-            .args(["--input-lead-frames", &lead.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_for_port(port, "the server", HANG)?;
-    let _worker = Proc(
-        Command::new(&bin)
-            .args([
-                "work",
-                "--server",
-                &format!("ws://{listen}"),
-                "--threads",
-                "1",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let deadline = Instant::now() + HANG;
-    while stats(port)?["broadcast_batches"].as_u64().unwrap_or(0) < 2 {
-        if Instant::now() > deadline {
-            return Err(format!("the stream never went live: {}", stats(port)?).into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
     println!(
         "server {} on {listen} at 60 fps, --input-lead-frames {lead}, one native worker \
          (1 thread), stream live",

@@ -1106,8 +1106,6 @@ async fn painted(browser: &Browser, tab: usize) -> std::collections::BTreeMap<u6
 /// new timeline version.
 #[test]
 fn two_tabs_steer_one_donut() {
-    use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
-
     serial(async {
         let server = Server::start(&[]);
         let _native = server.native_worker();
@@ -1130,26 +1128,7 @@ fn two_tabs_steer_one_donut() {
             .find(Locator::Id("donut"))
             .await
             .expect("the canvas");
-        let mut drag = MouseActions::new("mouse".to_owned())
-            .then(PointerAction::MoveToElement {
-                element: canvas,
-                duration: None,
-                x: -200.0,
-                y: -40.0,
-            })
-            .then(PointerAction::Down {
-                button: MOUSE_BUTTON_LEFT,
-            });
-        for _ in 0..4 {
-            drag = drag.then(PointerAction::MoveBy {
-                duration: Some(Duration::from_millis(50)),
-                x: 100.0,
-                y: 20.0,
-            });
-        }
-        let drag = drag.then(PointerAction::Up {
-            button: MOUSE_BUTTON_LEFT,
-        });
+        let drag = chromium::steering_drag(canvas);
         browser.client.perform_actions(drag).await.expect("drag");
         browser
             .client

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{Value, json};
 
@@ -208,4 +210,84 @@ pub async fn cdp(client: &Client, cmd: &str, params: Value) -> Result<Value, Str
         })
         .await
         .map_err(|e| format!("CDP {cmd}: {e}"))
+}
+
+/// A live stream for the benches: the `donut` binary `bin` serving on a
+/// free loopback port with `serve_args`, one native worker (one thread),
+/// and batches already broadcast. Both processes stop when it is dropped.
+pub struct LiveStream {
+    /// The server's port on 127.0.0.1.
+    pub port: u16,
+    _server: Proc,
+    _worker: Proc,
+}
+
+impl LiveStream {
+    /// Starts it, waiting up to `limit` for each step.
+    pub fn start(
+        bin: &std::path::Path,
+        serve_args: &[&str],
+        limit: Duration,
+    ) -> Result<Self, String> {
+        let spawn = |args: &[&str]| {
+            Command::new(bin)
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map(Proc)
+                .map_err(|e| format!("starting {}: {e}", bin.display()))
+        };
+        let port = free_port()?;
+        let listen = format!("127.0.0.1:{port}");
+        let server = spawn(&[&["serve", "--listen", &listen][..], serve_args].concat())?;
+        wait_for_port(port, "the server", limit)?;
+        let url = format!("ws://{listen}");
+        let worker = spawn(&["work", "--server", &url, "--threads", "1"])?;
+        let deadline = Instant::now() + limit;
+        while stats(port, limit)?["broadcast_batches"]
+            .as_u64()
+            .unwrap_or(0)
+            < 2
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the stream never went live: {}",
+                    stats(port, limit)?
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self {
+            port,
+            _server: server,
+            _worker: worker,
+        })
+    }
+}
+
+/// The steering drag of the tests and the bench: from left of the canvas'
+/// centre, right and a little down in 4 moves 50 ms apart (`x` 400 px,
+/// `y` 80 px in all).
+pub fn steering_drag(canvas: Element) -> MouseActions {
+    let mut drag = MouseActions::new("mouse".to_owned())
+        .then(PointerAction::MoveToElement {
+            element: canvas,
+            duration: None,
+            x: -200.0,
+            y: -40.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    for _ in 0..4 {
+        drag = drag.then(PointerAction::MoveBy {
+            duration: Some(Duration::from_millis(50)),
+            x: 100.0,
+            y: 20.0,
+        });
+    }
+    drag.then(PointerAction::Up {
+        button: MOUSE_BUTTON_LEFT,
+    })
 }
