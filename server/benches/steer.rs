@@ -23,13 +23,22 @@
 //! browser, so they compare across tabs. "Painted" is the canvas draw; the
 //! compositor shows it at the next vsync (≤ 16.7 ms later).
 //!
+//! Then a **continuous spin** (`$DONUT_SPIN_SECS`, default 10): tab A winds
+//! the donut round a circle, a pointer move every 33 ms, so it sends an
+//! `Input` about every 34 ms (the viewer's gate) for the whole phase. A
+//! thread samples `/api/stats` every 100 ms meanwhile: the server's render
+//! buffer (accepted frames ahead of the head), its stalls, the scene changes
+//! and frames superseded a second, and the fleet's render rate; tab B's
+//! frames drawn, gaps and misses are read before and after.
+//!
 //! Also reported: tab B's playback over the run (distinct frames drawn a
 //! second, gaps, misses, from `donutViewer.stats()`), and the server's
 //! `scene_changes` and `frames_superseded` (`/api/stats`, the same counters
 //! as `/metrics`).
 //!
-//! Environment: `DONUT_BIN`, `DONUT_STEERS`, `DONUT_INPUT_LEAD_FRAMES`
-//! (passed on to the server), `DONUT_CHROMIUM`, `DONUT_CHROMEDRIVER`. It
+//! Environment: `DONUT_BIN`, `DONUT_STEERS`, `DONUT_SPIN_SECS`,
+//! `DONUT_INPUT_LEAD_FRAMES` and `DONUT_INPUT_COMMIT_MS` (passed on to the
+//! server), `DONUT_CHROMIUM`, `DONUT_CHROMEDRIVER`. It
 //! needs `www/pkg` built before the server binary (`./build.sh build`).
 
 #[path = "../tests/chromium/mod.rs"]
@@ -55,6 +64,13 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn stats(port: u16) -> Result<Value> {
     Ok(chromium::stats(port, HANG)?)
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 fn num(v: &Value, key: &str) -> f64 {
@@ -123,25 +139,28 @@ fn summary(name: &str, mut xs: Vec<f64>) -> String {
 async fn run() -> Result<()> {
     let bin = std::env::var_os("DONUT_BIN")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_donut")), PathBuf::from);
-    let steers: usize = std::env::var("DONUT_STEERS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(15);
-    let lead: u64 = std::env::var("DONUT_INPUT_LEAD_FRAMES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
-    let lead_arg = lead.to_string();
+    let steers: usize = env_or("DONUT_STEERS", 15);
+    let lead: u64 = env_or("DONUT_INPUT_LEAD_FRAMES", 8);
+    let commit_ms: u64 = env_or("DONUT_INPUT_COMMIT_MS", 100);
+    let spin_secs: f64 = env_or("DONUT_SPIN_SECS", 10.0);
+    let (lead_arg, commit_arg) = (lead.to_string(), commit_ms.to_string());
     let stream = LiveStream::start(
         &bin,
-        &["--fps", "60", "--input-lead-frames", &lead_arg],
+        &[
+            "--fps",
+            "60",
+            "--input-lead-frames",
+            &lead_arg,
+            "--input-commit-ms",
+            &commit_arg,
+        ],
         HANG,
     )?;
     let port = stream.port;
     let listen = format!("127.0.0.1:{port}");
     println!(
-        "server {} on {listen} at 60 fps, --input-lead-frames {lead}, one native worker \
-         (1 thread), stream live",
+        "server {} on {listen} at 60 fps, --input-lead-frames {lead}, --input-commit-ms \
+         {commit_ms}, one native worker (1 thread), stream live",
         bin.display()
     );
     let chromium::Session {
@@ -291,9 +310,104 @@ async fn run() -> Result<()> {
         ds("batches_rejected"),
         ds("protocol_errors"),
     );
-    println!("server stats at the end: {server1}");
+    spin(&client, (&a, &b), port, spin_secs).await?;
+    println!("server stats at the end: {}", stats(port)?);
     let _ = client.close().await;
     let _ = std::fs::remove_dir_all(&profile);
+    Ok(())
+}
+
+/// Samples of the server during the spin.
+#[derive(Default)]
+struct Sampled {
+    buffered: Vec<f64>,
+    fleet_fps: Vec<f64>,
+}
+
+/// Polls `/api/stats` every 100 ms until `stop` is set.
+fn sample(port: u16, stop: &std::sync::atomic::AtomicBool) -> Sampled {
+    let mut out = Sampled::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(v) = stats(port) {
+            out.buffered.push(num(&v, "buffered_frames"));
+            out.fleet_fps.push(num(&v, "fleet_fps"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    out
+}
+
+/// The continuous phase: tab A winds the donut for `secs` while the
+/// server is sampled; prints what the fleet and tab B did meanwhile.
+async fn spin(
+    client: &Client,
+    (a, b): (&WindowHandle, &WindowHandle),
+    port: u16,
+    secs: f64,
+) -> Result<()> {
+    let step = Duration::from_millis(33);
+    let moves = (secs * 1000.0 / 33.0).round() as usize;
+    let s0 = stats(port)?;
+    let b0 = js(client, b, "return window.donutViewer.stats()").await?;
+    let sent0 = js(client, a, "return window.donutViewer.inputs().length").await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || sample(port, &stop))
+    };
+    let started = Instant::now();
+    client.switch_to_window(a.clone()).await?;
+    let canvas = client.find(Locator::Id("donut")).await?;
+    client
+        .perform_actions(chromium::spinning_drag(canvas, moves, step))
+        .await?;
+    client.release_actions().await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sampled = sampler.join().map_err(|_| "sampler thread panicked")?;
+    // Playback catches up with the last change before B is read.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s1 = stats(port)?;
+    let b1 = js(client, b, "return window.donutViewer.stats()").await?;
+    let sent1 = js(client, a, "return window.donutViewer.inputs().length").await?;
+    let ds = |k: &str| num(&s1, k) - num(&s0, k);
+    let db = |k: &str| num(&b1, k) - num(&b0, k);
+    let inputs = sent1.as_f64().unwrap_or(f64::NAN) - sent0.as_f64().unwrap_or(f64::NAN);
+    println!(
+        "\nContinuous spin, {elapsed:.1} s ({moves} pointer moves 33 ms apart): tab A sent {inputs} \
+         Inputs ({:.1}/s); server: {} scene changes ({:.1}/s), {} frames superseded ({:.0}/s, \
+         {:.1} a change), playback stall frames {}, inputs refused {}",
+        inputs / elapsed,
+        ds("scene_changes"),
+        ds("scene_changes") / elapsed,
+        ds("frames_superseded"),
+        ds("frames_superseded") / elapsed,
+        ds("frames_superseded") / ds("scene_changes"),
+        ds("playback_stall_frames"),
+        ds("inputs_refused"),
+    );
+    println!(
+        "{}",
+        summary(
+            "server buffer, accepted frames ahead of the head (100 ms samples)",
+            sampled.buffered
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "fleet render rate, frames/s (100 ms samples)",
+            sampled.fleet_fps
+        )
+    );
+    println!(
+        "Tab B over the spin (+1 s): {} frames drawn ({:.1}/s), gaps {}, misses {}, switches {}",
+        db("framesShown"),
+        db("framesShown") / (elapsed + 1.0),
+        db("gaps"),
+        db("misses"),
+        db("switches"),
+    );
     Ok(())
 }
 

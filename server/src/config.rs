@@ -151,6 +151,13 @@ pub struct ServeConfig {
     /// workers get to render the changed frames before playback needs them.
     #[arg(long, env = "DONUT_INPUT_LEAD_FRAMES", default_value_t = 8)]
     pub input_lead_frames: u64,
+    /// Least milliseconds between two scene changes. Inputs arriving sooner
+    /// wait and fold into the next change, so a player spinning
+    /// continuously costs at most 1000 / this many re-renders of the
+    /// render-ahead a second; an input after a quiet spell still commits at
+    /// once. 0 = a change at every broadcaster tick with input.
+    #[arg(long, env = "DONUT_INPUT_COMMIT_MS", default_value_t = 100)]
+    pub input_commit_ms: u64,
     /// Inputs a second one viewer may send on average (a token bucket); a
     /// viewer over it is closed with 1008. A drag sends far fewer.
     #[arg(long, env = "DONUT_INPUT_RATE", default_value_t = 30.0)]

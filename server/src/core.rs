@@ -67,7 +67,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use donut_shared::PACKED_LEN;
@@ -169,6 +169,9 @@ pub struct CoreConfig {
     /// the time workers get to render the changed frames before playback
     /// needs them (see [`crate::timeline`]).
     pub input_lead_frames: u64,
+    /// Least time between two scene changes: a throttle with a leading
+    /// edge (see [`crate::timeline`]).
+    pub input_commit_interval: Duration,
 }
 
 /// Positions of the stream, for telemetry and metrics.
@@ -216,6 +219,8 @@ struct Inner {
     /// a joining viewer is sent, shared rather than encoded again per join.
     published: VecDeque<Batch>,
     last_tick: Instant,
+    /// When the last scene change was committed.
+    last_change: Option<Instant>,
 }
 
 /// See the module docs.
@@ -247,6 +252,7 @@ impl Core {
             carry: 0.0,
             published: VecDeque::new(),
             last_tick: now,
+            last_change: None,
         };
         Self {
             cfg,
@@ -515,7 +521,7 @@ impl Core {
     /// earlier one counts as no time passing).
     pub fn tick(&self, now: Instant) -> Vec<Due> {
         let mut inner = self.lock();
-        self.commit_inputs(&mut inner);
+        self.commit_inputs(&mut inner, now);
         if self.paced() {
             let dt = now.saturating_duration_since(inner.last_tick).as_secs_f64();
             inner.carry += dt * f64::from(self.cfg.fps);
@@ -553,14 +559,24 @@ impl Core {
         self.lock().timeline.input(viewer, push);
     }
 
-    /// Folds the pushes queued since the last tick into one scene change
-    /// `input_lead` frames past the head, and supersedes what it replaces.
-    fn commit_inputs(&self, inner: &mut Inner) {
+    /// Folds the pushes queued since the last change into one scene change
+    /// `input_lead` frames past the head, and supersedes what it replaces;
+    /// unless the last change was less than the commit interval before
+    /// `now` (the pushes then wait for a later tick).
+    fn commit_inputs(&self, inner: &mut Inner, now: Instant) {
         if !inner.timeline.has_pending() {
+            return;
+        }
+        let interval = self.cfg.input_commit_interval;
+        if inner
+            .last_change
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
             return;
         }
         let at = inner.head.saturating_add(self.cfg.input_lead_frames);
         if let Some(change) = inner.timeline.commit(at) {
+            inner.last_change = Some(now);
             self.supersede(inner, change.frame);
         }
     }

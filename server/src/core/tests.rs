@@ -31,6 +31,7 @@ fn config() -> CoreConfig {
         viewer_queue: 16,
         scheduler: SchedulerConfig::default(),
         input_lead_frames: 4,
+        input_commit_interval: Duration::ZERO,
     }
 }
 
@@ -627,6 +628,42 @@ fn clearing_a_judged_vote_keeps_a_newer_vote_of_the_same_address() {
     assert_eq!(core.position().contiguous, START + 30);
 }
 
+/// Scene changes are throttled with a leading edge: a push after a quiet
+/// spell commits at the next tick, pushes within the commit interval of
+/// the last change wait and fold into one change when it has passed.
+#[test]
+fn pushes_within_the_commit_interval_fold_into_one_later_change() {
+    let (core, t0) = core(CoreConfig {
+        input_commit_interval: ms(100),
+        ..paced()
+    });
+    let push = Impulse { a: 64, b: 0 };
+    core.input(1, push);
+    tick(&core, t0 + ms(10));
+    assert_eq!(
+        core.position().timeline,
+        1,
+        "the first push commits at once"
+    );
+    core.input(1, push);
+    core.input(2, push);
+    tick(&core, t0 + ms(50));
+    tick(&core, t0 + ms(100));
+    assert_eq!(core.position().timeline, 1, "within 100 ms: waiting");
+    tick(&core, t0 + ms(110));
+    assert_eq!(core.position().timeline, 2, "both pushes in one change");
+    // No worker: the head stays at the start, so both changes land on the
+    // same frame; a reference timeline given the same two commits agrees.
+    let mut reference = crate::timeline::Timeline::new(START);
+    let at = START + paced().input_lead_frames;
+    reference.input(1, push);
+    reference.commit(at);
+    reference.input(1, push);
+    reference.input(2, push);
+    reference.commit(at);
+    assert_eq!(core.timeline().scene_at(at), reference.scene_at(at));
+}
+
 fn spans_of(votes: &[Candidate]) -> Vec<(WorkerId, u64)> {
     votes.iter().map(|c| (c.worker, c.start)).collect()
 }
@@ -1211,14 +1248,16 @@ mod props {
             20usize..200,
             1u32..40,
             any::<bool>(),
+            prop_oneof![Just(0u64), Just(50), Just(400)],
         )
-            .prop_map(|(fps, lead, viewer_lead, ring, batch, quorum)| {
+            .prop_map(|(fps, lead, viewer_lead, ring, batch, quorum, commit)| {
                 let cfg = CoreConfig {
                     fps,
                     lead_frames: lead,
                     viewer_lead_frames: viewer_lead,
                     ring_frames: ring,
                     batch_frames: batch,
+                    input_commit_interval: ms(commit),
                     ..config()
                 };
                 (cfg, quorum)

@@ -20,6 +20,16 @@
 //! the donut at most half as hard a commit as a crowd, and no crowd spins it
 //! past the scene's bound.
 //!
+//! # Throttled changes
+//!
+//! Every change supersedes the render-ahead past its frame (seconds of
+//! frames), so the core commits at most one change per
+//! `--input-commit-ms` (100 ms): a push after a quiet spell commits at the
+//! next tick (no added input lag), pushes within the interval of the last
+//! change stay queued here and fold into the next one. A player spinning
+//! continuously then costs at most ten re-renders of the render-ahead a
+//! second, not one per `Input`.
+//!
 //! # The change frame
 //!
 //! The caller chooses the frame the change applies from: the playback head

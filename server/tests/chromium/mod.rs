@@ -291,3 +291,37 @@ pub fn steering_drag(canvas: Element) -> MouseActions {
         button: MOUSE_BUTTON_LEFT,
     })
 }
+
+/// A continuous spin: pointer down on the canvas, then `moves` moves of
+/// `step` each, around a circle of radius 120 px once every 60 moves (so
+/// the push keeps changing direction, as a player winding the donut does),
+/// then up. Used by the steer bench's continuous phase.
+pub fn spinning_drag(canvas: Element, moves: usize, step: Duration) -> MouseActions {
+    let mut drag = MouseActions::new("mouse".to_owned())
+        .then(PointerAction::MoveToElement {
+            element: canvas,
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    let radius = 120.0;
+    let point = |k: usize| {
+        let angle = std::f64::consts::TAU * (k % 60) as f64 / 60.0;
+        (radius * angle.cos(), radius * angle.sin())
+    };
+    for k in 0..moves {
+        let (x0, y0) = point(k);
+        let (x1, y1) = point(k + 1);
+        drag = drag.then(PointerAction::MoveBy {
+            duration: Some(step),
+            x: (x1 - x0).round(),
+            y: (y1 - y0).round(),
+        });
+    }
+    drag.then(PointerAction::Up {
+        button: MOUSE_BUTTON_LEFT,
+    })
+}
