@@ -96,6 +96,19 @@ impl Timeline {
         }
     }
 
+    /// A timeline taken over at frame `start`, where the scene is `scene`
+    /// and the version `version` (a cluster's new leader resuming the
+    /// committed timeline): frames from `start` on follow `scene`, and the
+    /// next change is version `version + 1`, so viewers never see the
+    /// version go back.
+    pub fn resume(start: u64, version: u32, scene: Scene) -> Self {
+        Self {
+            keys: BTreeMap::from([(start, scene)]),
+            version,
+            pending: BTreeMap::new(),
+        }
+    }
+
     /// The version: 0 until the first change, then one more per change
     /// (wrapping after 2^32 changes).
     pub fn version(&self) -> u32 {

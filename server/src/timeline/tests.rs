@@ -171,3 +171,18 @@ proptest! {
         prop_assert_eq!(t.version() as usize, applied.len());
     }
 }
+
+#[test]
+fn a_resumed_timeline_continues_the_scene_and_the_version() {
+    let mut old = Timeline::new(0);
+    old.input(1, Impulse { a: 300, b: -40 });
+    let change = old.commit(10).expect("a change");
+    let resumed = Timeline::resume(50, change.version, old.scene_at(50));
+    for f in [50, 51, 90, 500] {
+        assert_eq!(resumed.scene_at(f), old.scene_at(f), "frame {f}");
+    }
+    let mut resumed = resumed;
+    resumed.input(2, Impulse { a: 1, b: 0 });
+    let next = resumed.commit(60).expect("a change");
+    assert_eq!(next.version, change.version + 1);
+}
