@@ -27,7 +27,26 @@ telemetry = bytes([V, 0x30]) + struct.pack(
 )
 assert len(telemetry) == 64
 
+# Cluster tunnel messages (shared/src/wire/tunnel.rs): version 1, tag, then
+# node (length byte + id) and conn for up messages, conn for down ones.
+T = 1
+node = bytes([2]) + b"n1"
+up_open = bytes([T, 0x01]) + node + struct.pack(">Q", 7) + bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])
+up_data = bytes([T, 0x02]) + node + struct.pack(">Q", 7) + result1
+up_close = bytes([T, 0x03]) + node + struct.pack(">Q", 7)
+up_input = bytes([T, 0x04]) + node + struct.pack(">Qhh", 3, 300, -1024)
+down_data = bytes([T, 0x11]) + struct.pack(">Q", 7) + task
+down_close = bytes([T, 0x12]) + struct.pack(">QH", 7, 1008) + b"address banned for cheating"
+
 seeds = {
+    "tunnel": {
+        "up_open": up_open,
+        "up_data": up_data,
+        "up_close": up_close,
+        "up_input": up_input,
+        "down_data": down_data,
+        "down_close": down_close,
+    },
     "from_worker": {"hello": hello, "result1": result1, "result2": result2},
     "to_worker": {"task": task, "task_spun": task_spun, "telemetry": telemetry},
     "from_viewer": {"input": inputs},

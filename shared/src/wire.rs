@@ -36,6 +36,8 @@ use crate::codec::CodecError;
 use crate::frame::{FrameError, PACKED_LEN, validate_frame};
 use crate::scene::{Impulse, SCENE_LEN, Scene};
 
+pub mod tunnel;
+
 /// The protocol version every message starts with. Version 2 added the
 /// scene and timeline version to `Task`, the timeline version to `Frames`
 /// and the viewer's `Input`.
@@ -198,6 +200,9 @@ pub enum DecodeError {
     UnknownCodec(u8),
     /// A `Codec::Context` payload does not decode.
     Codec(CodecError),
+    /// A text field is not what it must be (a node id's characters, a
+    /// close reason's UTF-8).
+    InvalidText,
 }
 
 /// Whether a server's close (`code`, `reason`) refuses this client's
@@ -238,6 +243,7 @@ impl fmt::Display for DecodeError {
             Self::InvalidFrame { index, error } => write!(f, "frame {index}: {error}"),
             Self::UnknownCodec(c) => write!(f, "unknown frame codec {c}"),
             Self::Codec(e) => write!(f, "{e}"),
+            Self::InvalidText => write!(f, "invalid text field"),
         }
     }
 }
