@@ -126,16 +126,15 @@ impl TimelineEntry {
 
     /// Reads an entry's fields (as `XREAD` returns them); never panics.
     pub fn from_fields(map: &HashMap<String, Value>) -> Result<Self, DecodeError> {
-        let scene = field(map, "scene")?
-            .try_into()
-            .map_err(|_| DecodeError::Garbled("scene"))?;
         Ok(Self {
             term: number(map, "term")?,
             start: number(map, "start")?,
             count: number(map, "count")?,
             version: number(map, "version")?,
             head: number(map, "head")?,
-            scene,
+            scene: field(map, "scene")?
+                .try_into()
+                .map_err(|_| DecodeError::Garbled("scene"))?,
             msg: Bytes::copy_from_slice(field(map, "msg")?),
         })
     }
