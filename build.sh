@@ -11,7 +11,7 @@
 #   - wasm-pack                                   (cargo install --locked)
 #   - cargo-machete, the unused-dependency check  (cargo install --locked, for `test`)
 #   - wasm-bindgen-cli, exactly the version that Cargo.lock pins
-#   - Chromium, chromedriver, nginx, Node.js for `test` (Debian apt, as root)
+#   - Chromium, chromedriver, nginx, redis-server, Node.js for `test` (Debian apt, as root)
 #   - Firefox ESR (Debian apt) and geckodriver (cargo install) for `test`
 # The wasm packages are rebuilt only when their inputs change. CARGO_TARGET_DIR
 # is respected throughout.
@@ -134,6 +134,23 @@ ensure_nginx() {
     apt-get update || die "apt-get update failed"
     apt-get install -y nginx || die "apt-get install nginx failed"
     [ -x "${DONUT_NGINX:-/usr/sbin/nginx}" ] || die "nginx still not at ${DONUT_NGINX:-/usr/sbin/nginx} after apt-get install"
+}
+
+# The cluster tests (server/tests/cluster_*.rs) start Debian's redis-server on
+# a private loopback port; they look for it at $DONUT_REDIS or
+# /usr/bin/redis-server and fail (never skip) when it is missing.
+ensure_redis() {
+    if [ -x "${DONUT_REDIS:-/usr/bin/redis-server}" ]; then
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] \
+        || die "redis-server is needed by the cluster tests: run as root, or apt-get install redis-server (or set DONUT_REDIS)"
+    have apt-get || die "redis-server is missing and apt-get is not available to install it"
+    say "installing redis-server from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update || die "apt-get update failed"
+    apt-get install -y redis-server || die "apt-get install redis-server failed"
+    [ -x "${DONUT_REDIS:-/usr/bin/redis-server}" ] || die "redis-server still not at ${DONUT_REDIS:-/usr/bin/redis-server} after apt-get install"
 }
 
 ensure_firefox() {
@@ -295,6 +312,7 @@ case "$cmd" in
         setup
         ensure_chromium
         ensure_nginx
+        ensure_redis
         ensure_firefox
         ensure_node
         ensure_machete

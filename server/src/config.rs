@@ -234,6 +234,23 @@ pub struct ServeConfig {
         default_value_t = ForwardedHeader::XForwardedFor
     )]
     pub forwarded_header: ForwardedHeader,
+    /// Join a cluster of nodes sharing one timeline and one pool of work
+    /// through this Redis (`redis://HOST:PORT`, see [`crate::cluster`]).
+    /// Absent: a single node, exactly as without Redis.
+    #[arg(long, env = "DONUT_CLUSTER", value_parser = crate::cluster::parse_redis_url)]
+    pub cluster: Option<String>,
+    /// Prefix of every Redis key the cluster uses, so several clusters (or
+    /// test runs) can share one Redis.
+    #[arg(long, env = "DONUT_CLUSTER_PREFIX", default_value = "dd:")]
+    pub cluster_prefix: String,
+    /// This node's name in the cluster (letters, digits, `-`, `_`, `.`; at
+    /// most 64). Default: 16 random hex digits, new at every start.
+    #[arg(long, env = "DONUT_NODE_ID", default_value_t = crate::cluster::random_node_id(), hide_default_value = true)]
+    pub node_id: String,
+    /// Milliseconds the leader's lease lasts without a renewal (renewed
+    /// every third of it): how long a dead leader is waited for.
+    #[arg(long, env = "DONUT_LEADER_LEASE_MS", default_value_t = 2000)]
+    pub leader_lease_ms: u64,
 }
 
 impl ServeConfig {
@@ -318,6 +335,10 @@ impl ServeConfig {
             return Err("--addr-share must be within (0, 1]".into());
         }
         crate::origin::OriginPolicy::new(&self.allowed_origins)?;
+        crate::cluster::check_node_id(&self.node_id)?;
+        if self.leader_lease_ms < 300 {
+            return Err("--leader-lease-ms must be at least 300".into());
+        }
         let cap = self.ring_capacity() as u64;
         if self.paced() && self.lead_frames() > cap {
             return Err(format!(

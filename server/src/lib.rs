@@ -29,11 +29,14 @@
 //!   upgrade, and the client's address behind trusted proxies.
 //! - [`metrics`]: `/metrics` and `/api/stats`.
 //! - [`native_worker`]: `donut work`.
+//! - [`cluster`]: several nodes sharing one timeline through Redis
+//!   (`--cluster`); absent, nothing of it runs.
 
 pub mod app;
 pub mod assets;
 pub mod broadcaster;
 pub mod client_addr;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod core;

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: start the real server in-process
 //! on 127.0.0.1:0, run real native workers, and real viewer clients that
-//! check every frame they receive against the shared crate's native render.
+//! check every frame they receive against the shared crate's native render;
+//! and a real redis-server for the cluster tests ([`redis_server`]).
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
@@ -16,6 +17,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub mod redis_server;
 
 /// A client socket.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

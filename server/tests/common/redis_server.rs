@@ -1,0 +1,114 @@
+//! A real `redis-server` for the cluster tests: started on a free loopback
+//! port with nothing persisted, killed when dropped.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The redis-server binary: `DONUT_REDIS`, or Debian's.
+fn redis_bin() -> PathBuf {
+    let bin = std::env::var_os("DONUT_REDIS")
+        .map_or_else(|| PathBuf::from("/usr/bin/redis-server"), PathBuf::from);
+    assert!(
+        bin.exists(),
+        "redis-server not found at {}: run ./build.sh test (it installs Debian's redis-server), \
+         or apt-get install redis-server, or set DONUT_REDIS",
+        bin.display()
+    );
+    bin
+}
+
+/// A private redis-server on 127.0.0.1, in memory only (`--save ''
+/// --appendonly no`): a restart loses everything, on purpose.
+pub struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it answers `PING`.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let mut server = Self {
+            child: spawn(port),
+            port,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Its URL, for `--cluster`.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr())
+    }
+
+    /// Kills it (`SIGKILL`: no goodbye to clients) and waits for it to go.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills it and starts a new one on the same port: every key is lost
+    /// and every client connection is cut.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.port);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !pong(self.addr()) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("redis-server on port {} exited with {status}", self.port);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server never answered PING on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn spawn(port: u16) -> Child {
+    let bin = redis_bin();
+    Command::new(&bin)
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--dir")
+        .arg(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()))
+}
+
+/// Whether `PING` on `addr` gets `+PONG` (a raw RESP exchange).
+fn pong(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
