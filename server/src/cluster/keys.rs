@@ -50,6 +50,17 @@ impl Keys {
         format!("{}nodes", self.prefix)
     }
 
+    /// `{p}up:<term>`: what follower nodes send the leader of `term`
+    /// (tunnelled workers' messages, viewers' pushes).
+    pub fn up(&self, term: u64) -> String {
+        format!("{}up:{term}", self.prefix)
+    }
+
+    /// `{p}down:<id>`: what the leader sends node `id`'s tunnelled workers.
+    pub fn down(&self, id: &str) -> String {
+        format!("{}down:{id}", self.prefix)
+    }
+
     /// `{p}ban:<addr>`: a cluster-wide ban of one address key (its
     /// `Display` form, e.g. `203.0.113.7` or `2001:db8::/64`).
     pub fn ban(&self, addr: &AddrKey) -> String {

@@ -46,6 +46,7 @@ pub mod lease;
 pub mod redis_link;
 pub mod registry;
 pub mod stream_log;
+pub mod tunnel_log;
 
 use std::time::Duration;
 
