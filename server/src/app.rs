@@ -26,6 +26,7 @@ use tracing::{Instrument, Span, info};
 use crate::client_addr::ClientAddr;
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
+use crate::fanout::Fanout;
 use crate::fleet::{Admission, Caps, Fleet, Role};
 use crate::handshake::Handshake;
 use crate::limits::shutdown_reason;
@@ -194,6 +195,7 @@ impl Server {
         let listener = crate::send_queue::Listener(listener);
         let stats = Arc::new(Stats::default());
         let fps = if cfg.paced() { cfg.fps } else { 0 };
+        let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
         let core = Arc::new(Core::new(
             CoreConfig {
                 fps,
@@ -203,7 +205,6 @@ impl Server {
                 start_frame: cfg.start_frame,
                 batch_frames: cfg.batch_frames,
                 codec: cfg.codec,
-                viewer_queue: cfg.viewer_queue,
                 input_lead_frames: cfg.input_lead_frames,
                 input_commit_interval: Duration::from_millis(cfg.input_commit_ms),
                 scheduler: SchedulerConfig {
@@ -218,6 +219,7 @@ impl Server {
                 },
             },
             Arc::clone(&stats),
+            Arc::clone(&fanout),
             Instant::now(),
         ));
         let reputation = Arc::new(Reputation::new(ReputationConfig {
@@ -243,6 +245,7 @@ impl Server {
         let app = Arc::new(App {
             cfg: cfg.clone(),
             core: Arc::clone(&core),
+            fanout: Arc::clone(&fanout),
             fleet: Arc::clone(&fleet),
             stats: Arc::clone(&stats),
             verifier,
@@ -254,7 +257,11 @@ impl Server {
             client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
         });
         let mut tasks = vec![
-            tokio::spawn(broadcaster::run(Arc::clone(&core), shutdown_rx.clone())),
+            tokio::spawn(broadcaster::run(
+                Arc::clone(&core),
+                fanout,
+                shutdown_rx.clone(),
+            )),
             tokio::spawn(telemetry::run(
                 telemetry::Sources {
                     core,

@@ -4,8 +4,8 @@
 //! contiguous, and calls [`Core::tick`](crate::core::Core::tick), which
 //! advances the playback head, takes the frames due for broadcast, expires
 //! overdue tasks and dispatches work. It then encodes each due batch once
-//! (on the blocking pool, outside the core's lock) and publishes it, shared
-//! by every viewer. Keeping one
+//! (on the blocking pool, outside the core's lock) and publishes it on the
+//! [`Fanout`], shared by every viewer. Keeping one
 //! clock for all of this means the head, the broadcast and the hedging
 //! deadlines never disagree about "now".
 //!
@@ -21,12 +21,15 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::core::Core;
+use crate::fanout::Fanout;
 
 /// How often the clock ticks without being woken.
 pub const TICK: Duration = Duration::from_millis(5);
 
-/// Runs until `shutdown` turns true.
-pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `shutdown` turns true, publishing `core`'s batches on
+/// `fanout` (the one the core was built with, which it keeps told of the
+/// head and of superseded frames).
+pub async fn run(core: Arc<Core>, fanout: Arc<Fanout>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -50,7 +53,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
                 unix_us = unix_us(),
                 "published"
             );
-            core.publish(batch);
+            fanout.publish(batch);
         }
     }
 }

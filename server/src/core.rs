@@ -30,10 +30,11 @@
 //! bounded by the render-ahead window. Worker connections hear from the
 //! core through one channel each ([`WorkerEvent`]): tasks, misses, bans.
 //!
-//! Each batch is encoded once into a `Bytes` and published on a tokio
-//! broadcast channel; publishing happens under the same lock a new viewer
-//! takes to subscribe and copy its catch-up frames, so a viewer sees every
-//! frame exactly once, in order.
+//! Each batch is encoded once into a `Bytes` (by the broadcaster, off the
+//! lock) and published on the node's [`Fanout`], which viewers subscribe
+//! to; the core tells the fan-out where the head is and what a scene change
+//! superseded, under its lock, so a joiner's catch-up starts at the head
+//! and holds no superseded frame.
 //!
 //! # Scene changes supersede
 //!
@@ -46,9 +47,10 @@
 //! scheduler's frontier fall back to `n` (never below the head, so the
 //! order above holds), outstanding ranges and first votes at or after `n`
 //! are forgotten (a straddling range is cut), and published batches
-//! reaching `n` are no longer handed to joiners (an encoded batch
-//! straddling `n` cannot be cut: the cursor goes back to its start, at the
-//! head at the earliest, and its frames before `n` are sent again). Every
+//! reaching `n` are no longer handed to joiners ([`Fanout::forget_from`];
+//! an encoded batch straddling `n` cannot be cut: the cursor goes back to
+//! its start, at the head at the earliest, and its frames before `n` are
+//! sent again). Every
 //! batch carries the version it was taken under, so the first batch after
 //! a change (at `n`, or lower as just said) tells viewers to drop what they
 //! hold from its start on. Answers to superseded tasks are
@@ -57,15 +59,20 @@
 //! # A seam, driven by a clock it is given
 //!
 //! `Core` is the one place the connections, the broadcaster and the
-//! referee change the stream through; a cluster engine sharing the stream
-//! between servers will implement this same surface later. So it reads no
+//! referee change the stream through. Around it are two more seams, so a
+//! cluster can run one core for many nodes: viewers read the committed
+//! stream from a [`Fanout`] (fed by this core's broadcaster, or on another
+//! node by batches read from the leader), and a worker connection drives a
+//! [`Transport`](crate::transport::Transport) (a local socket, or a
+//! [`Pipe`](crate::pipe::Pipe) whose other end is a tunnel to a worker on
+//! another node). The core itself reads no
 //! clock (as [`Scheduler`], after quinn-proto's sans-IO state machines):
 //! every call that may dispatch, expire or advance playback takes `now`,
 //! and its callers pass `Instant::now()`. Its behaviour and the invariants
 //! above are then unit- and property-tested with a fake clock, without
 //! sockets or sleeps (`core/tests.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -75,8 +82,9 @@ use donut_shared::codec;
 use donut_shared::ring::FrameRing;
 use donut_shared::scene::{Impulse, Scene};
 use donut_shared::wire::{Codec, FRAMES_HEADER_LEN, Frames, Task};
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, mpsc};
 
+use crate::fanout::{Batch, Fanout};
 use crate::metrics::Stats;
 use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
 use crate::timeline::Timeline;
@@ -133,17 +141,6 @@ pub enum Vote {
     Disputed(Candidate),
 }
 
-/// One encoded broadcast batch, shared by every viewer.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// First frame.
-    pub start: u64,
-    /// Number of frames.
-    pub count: u32,
-    /// The encoded `Frames` message.
-    pub msg: Bytes,
-}
-
 /// Static settings of the core.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -161,8 +158,6 @@ pub struct CoreConfig {
     pub batch_frames: u32,
     /// How batches are encoded.
     pub codec: Codec,
-    /// Batches retained for viewers that fall behind.
-    pub viewer_queue: usize,
     /// Scheduler tunables.
     pub scheduler: SchedulerConfig,
     /// A scene change applies this many frames past the playback head:
@@ -215,9 +210,6 @@ struct Inner {
     cursor: u64,
     /// Fractional frames of playback time not yet applied to the head.
     carry: f64,
-    /// Published batches that still hold frames at or after the head: what
-    /// a joining viewer is sent, shared rather than encoded again per join.
-    published: VecDeque<Batch>,
     last_tick: Instant,
     /// When the last scene change was committed.
     last_change: Option<Instant>,
@@ -228,7 +220,8 @@ pub struct Core {
     cfg: CoreConfig,
     stats: Arc<Stats>,
     inner: Mutex<Inner>,
-    tx: broadcast::Sender<Batch>,
+    /// Where the batches go; told of the head and of superseded frames.
+    fanout: Arc<Fanout>,
     /// Woken when new frames become contiguous, so the broadcaster
     /// publishes at once instead of at its next tick.
     pub frames_ready: Notify,
@@ -236,10 +229,12 @@ pub struct Core {
 
 impl Core {
     /// A core with an empty ring starting at `cfg.start_frame`, its
-    /// playback clock starting at `now`.
-    pub fn new(cfg: CoreConfig, stats: Arc<Stats>, now: Instant) -> Self {
-        let (tx, _) = broadcast::channel(cfg.viewer_queue.max(1));
+    /// playback clock starting at `now`, whose batches are published on
+    /// `fanout` (by the broadcaster) and which keeps `fanout` told of the
+    /// head and of superseded frames.
+    pub fn new(cfg: CoreConfig, stats: Arc<Stats>, fanout: Arc<Fanout>, now: Instant) -> Self {
         let start = cfg.start_frame;
+        fanout.advance(start);
         let inner = Inner {
             sched: Scheduler::new(cfg.scheduler.clone(), start),
             ring: FrameRing::new(cfg.ring_frames, start),
@@ -250,7 +245,6 @@ impl Core {
             contiguous: start,
             cursor: start,
             carry: 0.0,
-            published: VecDeque::new(),
             last_tick: now,
             last_change: None,
         };
@@ -258,7 +252,7 @@ impl Core {
             cfg,
             stats,
             inner: Mutex::new(inner),
-            tx,
+            fanout,
             frames_ready: Notify::new(),
         }
     }
@@ -515,7 +509,8 @@ impl Core {
     /// Advances playback, expires overdue holders, dispatches, and takes the
     /// frames due for broadcast (copied out of the ring, so the cursor and
     /// the ring's base may move on). The caller encodes them outside the
-    /// lock and hands each to [`Core::publish`], in order.
+    /// lock and hands each to [`Fanout::publish`], in order, before the
+    /// next tick.
     /// Called by the broadcaster on every tick and whenever frames are
     /// ready, with the time `now` (never earlier than the last tick's: an
     /// earlier one counts as no time passing).
@@ -541,15 +536,19 @@ impl Core {
             }
         }
         inner.last_tick = inner.last_tick.max(now);
-        let due = self.take_due(&mut inner);
+        let mut due = self.take_due(&mut inner);
         if !self.paced() {
             inner.head = inner.cursor;
         }
         let head = inner.head;
         inner.ring.advance_base(head);
         inner.timeline.prune(head);
+        self.fanout.advance(head);
         inner.sched.expire(now);
         self.dispatch(&mut inner, now);
+        for d in &mut due {
+            d.head = head;
+        }
         due
     }
 
@@ -586,16 +585,11 @@ impl Core {
     fn supersede(&self, inner: &mut Inner, n: u64) {
         let n = n.max(inner.head);
         let head = inner.head;
-        let end = |b: &Batch| b.start.saturating_add(u64::from(b.count));
         // A published batch straddling `n` cannot be cut (it is encoded):
         // broadcast resumes from its start instead (at the head at the
         // earliest), so a joiner's catch-up never overlaps the new batches.
         // Its frames before `n` are re-sent unchanged, under the new version.
-        let rewind = inner
-            .published
-            .iter()
-            .find(|b| b.start < n && end(b) > n)
-            .map_or(n, |b| b.start.max(head));
+        let rewind = self.fanout.forget_from(n).max(head);
         inner.ring.forget_from(n);
         inner.contiguous = inner.contiguous.min(n);
         inner.cursor = inner.cursor.min(rewind);
@@ -603,7 +597,6 @@ impl Core {
         inner
             .votes
             .retain(|&start, c| start.saturating_add((c.frames.len() / PACKED_LEN) as u64) <= n);
-        inner.published.retain(|b| end(b) <= rewind);
         self.stats.scene_changes.inc();
         self.stats.frames_superseded.add(handed);
     }
@@ -641,6 +634,7 @@ impl Core {
                 start: inner.cursor,
                 count,
                 timeline: inner.timeline.version(),
+                head: inner.head,
                 codec: self.cfg.codec,
                 buf,
             });
@@ -649,42 +643,9 @@ impl Core {
         due
     }
 
-    /// Publishes an encoded batch to every viewer and keeps it for joiners.
-    /// Batches must be published in the order [`Core::tick`] returned them.
-    pub fn publish(&self, batch: Batch) {
-        self.stats.broadcast_batches.inc();
-        self.stats.broadcast_bytes.add(batch.msg.len() as u64);
-        let mut inner = self.lock();
-        inner.published.push_back(batch.clone());
-        // No receivers is fine: nobody is watching.
-        let _ = self.tx.send(batch);
-        let head = inner.head;
-        while inner
-            .published
-            .front()
-            .is_some_and(|b| b.start.saturating_add(u64::from(b.count)) <= head)
-        {
-            inner.published.pop_front();
-        }
-    }
-
-    /// Subscribes a viewer to the broadcast and returns, atomically with it,
-    /// the already-broadcast frames from the head on that it needs to start
-    /// playing at once. Every later frame arrives on the receiver.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Batch>, Vec<Batch>) {
-        let inner = self.lock();
-        let rx = self.tx.subscribe();
-        // The very bytes already broadcast: joining costs no encoding. The
-        // first batch may begin a little before the head; viewers skip
-        // frames they are past.
-        let head = inner.head;
-        let catchup = inner
-            .published
-            .iter()
-            .filter(|b| b.start.saturating_add(u64::from(b.count)) > head)
-            .cloned()
-            .collect();
-        (rx, catchup)
+    /// The fan-out this core's batches are published on.
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
     }
 
     /// A copy of the scene timeline now (its keyframes from the one at the
@@ -719,6 +680,8 @@ pub struct Due {
     pub count: u32,
     /// The timeline version they were rendered under.
     pub timeline: u32,
+    /// The playback head once the tick that took them was done.
+    pub head: u64,
     /// How to encode them.
     pub codec: Codec,
     /// `FRAMES_HEADER_LEN` bytes of room for the header, then the frames'
@@ -756,6 +719,8 @@ impl Due {
         Some(Batch {
             start: self.start,
             count: self.count,
+            timeline: self.timeline,
+            head: self.head,
             msg: Bytes::from(msg),
         })
     }

@@ -7,7 +7,7 @@
 //! ```text
 //!  worker ──Result──▶ worker_conn ─decode─▶ scheduler.claim ─▶ verifier ─▶ core.accept ─▶ ring
 //!                                                                                        │
-//!  viewer ◀─Frames── viewer_conn ◀── broadcast channel (Bytes, encoded once) ◀── core.tick (broadcaster)
+//!  viewer ◀─Frames── viewer_conn ◀── fanout (Bytes, encoded once) ◀── core.tick (broadcaster)
 //!  worker ◀─Task──── worker_conn ◀── core.dispatch ◀── scheduler (pace-sized, hedged)
 //! ```
 //!
@@ -17,10 +17,14 @@
 //! - [`core`]: the stream's positions and invariants around the frame ring
 //!   ([`donut_shared::ring`]) and [`scheduler`]; [`timeline`]: the scene
 //!   every frame is drawn at once viewers steer.
-//! - [`broadcaster`], [`telemetry`]: the two background tasks.
+//! - [`broadcaster`], [`telemetry`]: the two background tasks;
+//!   [`fanout`]: the encoded batches out to viewers, and a joiner's
+//!   catch-up.
 //! - [`worker_conn`], [`viewer_conn`]: the two endpoints, each over a
 //!   [`connection`] (keep-alive, limits, close, why it ended);
-//!   [`send_queue`]: the bound on what a viewer leaves unread.
+//!   [`send_queue`]: the bound on what a viewer leaves unread;
+//!   [`transport`]: what a worker connection runs over, a [`connection`]
+//!   or a [`pipe`] (channels to a socket on another node).
 //! - [`trust`]: native re-rendering of results ([`trust::verifier`]),
 //!   reputation by address, the quorum referee.
 //! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
@@ -40,6 +44,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod core;
+pub mod fanout;
 pub mod fds;
 pub mod fleet;
 pub mod handshake;
@@ -47,11 +52,13 @@ pub mod limits;
 pub mod metrics;
 pub mod native_worker;
 pub mod origin;
+pub mod pipe;
 pub mod scheduler;
 pub mod send_queue;
 pub mod state;
 pub mod telemetry;
 pub mod timeline;
+pub mod transport;
 pub mod trust;
 pub mod viewer_conn;
 pub mod worker_conn;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::client_addr::ClientAddr;
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::core::Core;
+use crate::fanout::Fanout;
 use crate::fleet::Fleet;
 use crate::metrics::{Readings, Snapshot, Stats};
 use crate::origin::OriginPolicy;
@@ -26,8 +27,10 @@ use crate::trust::verifier::Verifier;
 pub struct App {
     /// Configuration.
     pub cfg: ServeConfig,
-    /// Scheduler, ring and broadcast.
+    /// Scheduler, ring and the stream's positions.
     pub core: Arc<Core>,
+    /// The committed stream out to this node's viewers.
+    pub fanout: Arc<Fanout>,
     /// Connections and admission.
     pub fleet: Arc<Fleet>,
     /// Counters.

@@ -9,9 +9,11 @@
 //! rate (`--input-rate`, `--input-burst`: a token bucket) with 1008: one
 //! viewer's flood never reaches the timeline, and the others are untouched.
 //!
-//! On connect the viewer subscribes to the broadcast and, atomically with
-//! that, receives the frames from the playback head to the broadcast cursor,
-//! so it can start playing at once. Afterwards it forwards each shared,
+//! On connect the viewer subscribes to the node's
+//! [`Fanout`](crate::fanout::Fanout) (not to the core: on a cluster
+//! follower the stream comes from the leader) and, atomically with that,
+//! receives the frames from the playback head to the broadcast cursor, so
+//! it can start playing at once. Afterwards it forwards each shared,
 //! already-encoded batch (a `Bytes` clone, no copy, no re-encoding).
 //!
 //! A viewer that cannot keep up never slows anyone down: the broadcast
@@ -42,7 +44,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
 use crate::connection::{Connection, End, Event};
-use crate::core::Batch;
+use crate::fanout::Batch;
 use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
 use crate::send_queue::SendQueue;
@@ -93,7 +95,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
 
     // Telemetry first, so the page can show the fleet before any frame.
     let first = telemetry.borrow_and_update().viewer_msg.clone();
-    let (mut rx, catchup) = app.core.subscribe();
+    let (mut rx, catchup) = app.fanout.subscribe();
     let mut ok = out.send(&mut ws, None, first).await;
     if ok.is_ok() {
         ok = out.send_batches(&mut ws, catchup).await;
@@ -120,7 +122,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                         app.stats.viewer_lag_events.inc();
                         app.stats.viewer_batches_skipped.add(n);
                         warn!(skipped = n, "viewer lagging; skipped ahead to live");
-                        let (fresh, catchup) = app.core.subscribe();
+                        let (fresh, catchup) = app.fanout.subscribe();
                         rx = fresh;
                         if let Err(end) = out.send_batches(&mut ws, catchup).await {
                             break end;

@@ -12,6 +12,10 @@
 //! against the *address* ([`Reputation`](crate::trust::reputation)), and
 //! enough of them ban it. A worker whose tasks keep expiring unanswered is
 //! closed once its address has missed `--max-misses` in a row.
+//!
+//! The loop runs over any [`Transport`]: the worker's own socket
+//! ([`run`]), or a [`Pipe`](crate::pipe::Pipe) to a socket held by another
+//! node of a cluster ([`serve`]); the protocol is the same.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +36,7 @@ use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
 use crate::scheduler::Claim;
 use crate::state::App;
+use crate::transport::Transport;
 
 /// Per-connection state.
 struct Conn {
@@ -49,15 +54,24 @@ struct Conn {
 /// a flood (a hedged or expired task legitimately gets one late answer).
 const NEEDLESS_ALLOWANCE: u64 = 16;
 
-/// Runs a worker connection to its end (inside its connection span, see
-/// `app.rs`).
+/// Runs a worker connection on its upgraded socket to its end (inside its
+/// connection span, see `app.rs`).
 pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission) {
-    let id = admission.id;
     let oversize = CloseReason::for_decode_error(&DecodeError::TooLarge {
         len: MAX_WORKER_MESSAGE_LEN + 1,
         max: MAX_WORKER_MESSAGE_LEN,
     });
-    let mut ws = Connection::new(socket, &app, oversize);
+    let ws = Connection::new(socket, &app, oversize);
+    serve(ws, app, admission).await;
+}
+
+/// Runs the worker protocol over `ws` to its end: registers the worker
+/// with the core, sends it tasks and telemetry, takes its results through
+/// the gates of the module docs, and ends (the worker removed from the
+/// core, `ws` finished with the reason) when either side ends it.
+/// `admission` is its place in the fleet, held until it ends.
+pub async fn serve<T: Transport>(mut ws: T, app: Arc<App>, admission: Admission) {
+    let id = admission.id;
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let key = admission.key;
     let misses = app.fleet.reputation().misses(key);
@@ -349,5 +363,210 @@ impl Conn {
             POLICY,
             format!("cut off{strikes}, banned {secs} s: {why}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The protocol loop over a [`Pipe`]: a fake worker on the far end,
+    //! no socket.
+
+    use std::net::IpAddr;
+
+    use donut_shared::wire::{Codec, Hello, Task, Telemetry, ToWorker};
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::client_addr::ClientAddr;
+    use crate::config::ServeConfig;
+    use crate::core::{Core, CoreConfig};
+    use crate::fanout::Fanout;
+    use crate::fleet::{Caps, Fleet, Role};
+    use crate::limits::PROTOCOL_ERROR;
+    use crate::metrics::Stats;
+    use crate::native_worker::render_result;
+    use crate::origin::OriginPolicy;
+    use crate::pipe::{Outbound, Pipe, PipeEnd};
+    use crate::scheduler::SchedulerConfig;
+    use crate::telemetry::TelemetryMsg;
+    use crate::trust::quorum::Referee;
+    use crate::trust::reputation::{Reputation, ReputationConfig};
+    use crate::trust::verifier::Verifier;
+
+    const START: u64 = 1_000;
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// An [`App`] as `app.rs` builds it (full verification, an unpaced
+    /// core from frame [`START`]), with no server, no broadcaster and no
+    /// telemetry task; the senders keep its channels open.
+    struct Rig {
+        app: Arc<App>,
+        _telemetry: watch::Sender<TelemetryMsg>,
+        _shutdown: watch::Sender<bool>,
+    }
+
+    fn rig() -> Rig {
+        let mut cfg = ServeConfig::for_tests();
+        cfg.verify = VerifyPolicy::Full;
+        let stats = Arc::new(Stats::default());
+        let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
+        let core = Arc::new(Core::new(
+            CoreConfig {
+                fps: 0,
+                lead_frames: 90,
+                viewer_lead_frames: u64::MAX,
+                ring_frames: 120,
+                start_frame: START,
+                batch_frames: 10,
+                codec: Codec::Context,
+                scheduler: SchedulerConfig::default(),
+                input_lead_frames: 4,
+            },
+            Arc::clone(&stats),
+            Arc::clone(&fanout),
+            Instant::now(),
+        ));
+        let reputation = Arc::new(Reputation::new(ReputationConfig {
+            scope: cfg.ban_scope,
+            max_strikes: cfg.max_strikes,
+            ban: Duration::from_secs(cfg.ban_secs),
+            max_ban: Duration::from_secs(cfg.max_ban_secs.max(cfg.ban_secs)),
+            max_trust: cfg.sample_trust_batches,
+        }));
+        let caps = Caps {
+            workers: 8,
+            viewers: 8,
+            per_ip: 0,
+        };
+        let fleet = Arc::new(Fleet::new(caps, Arc::clone(&reputation)));
+        let (telemetry_tx, telemetry) = watch::channel(TelemetryMsg::new(Telemetry::default()));
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let app = Arc::new(App {
+            verifier: Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches),
+            referee: Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats)),
+            origins: OriginPolicy::new(&[]).expect("no origins is a valid policy"),
+            client_addr: ClientAddr::new(Vec::new(), cfg.forwarded_header),
+            cfg,
+            core,
+            fanout,
+            fleet,
+            stats,
+            telemetry,
+            shutdown,
+            started: Instant::now(),
+        });
+        Rig {
+            app,
+            _telemetry: telemetry_tx,
+            _shutdown: shutdown_tx,
+        }
+    }
+
+    /// Starts a worker connection from 10.0.0.1 over a pipe; returns its
+    /// task, the pipe's far end and the worker's id.
+    fn connect(app: &Arc<App>) -> (tokio::task::JoinHandle<()>, PipeEnd, u64) {
+        let admission = app
+            .fleet
+            .admit(Role::Worker, IpAddr::from([10, 0, 0, 1]))
+            .expect("admitted");
+        let id = admission.id;
+        let (pipe, far) = Pipe::new(8, WAIT);
+        (
+            tokio::spawn(serve(pipe, Arc::clone(app), admission)),
+            far,
+            id,
+        )
+    }
+
+    /// The worker sends `bytes`.
+    async fn say(far: &PipeEnd, bytes: &[u8]) {
+        far.inbound
+            .send(Ok(Event::Binary(Bytes::copy_from_slice(bytes))))
+            .await
+            .expect("the connection is reading");
+    }
+
+    /// The next thing the connection sends the worker.
+    async fn hear(far: &mut PipeEnd) -> Outbound {
+        tokio::time::timeout(WAIT, far.outbound.recv())
+            .await
+            .expect("the connection answers in time")
+            .expect("the connection sends before it ends")
+    }
+
+    /// The next message, which must be a task.
+    async fn task(far: &mut PipeEnd) -> Task {
+        match hear(far).await {
+            Outbound::Message(m) => match ToWorker::decode(&m) {
+                Ok(ToWorker::Task(t)) => t,
+                other => panic!("expected a task, got {other:?}"),
+            },
+            other => panic!("expected a task, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_over_a_pipe_gets_a_task_and_its_rendered_answer_is_accepted() {
+        let Rig { app, .. } = rig();
+        let (conn, mut far, id) = connect(&app);
+        say(&far, &Hello { slots: 1 }.to_bytes()).await;
+        let first = task(&mut far).await;
+        assert_eq!(app.core.worker_misses(id), Some(0));
+        assert_eq!(first.start, START);
+        say(&far, &render_result(&first)).await;
+        // Accepted, its slot is free: the next task follows on.
+        let second = task(&mut far).await;
+        assert_eq!(second.start, START + u64::from(first.count));
+        assert_eq!(app.stats.results_accepted.get(), 1);
+        assert_eq!(app.stats.frames_accepted.get(), u64::from(first.count));
+        assert_eq!(app.stats.batches_verified.get(), 1);
+        assert_eq!(app.stats.strikes.get(), 0);
+        assert_eq!(app.core.position().contiguous, second.start);
+        assert_eq!(app.fleet.workers(), 1);
+        // The worker's side closes: the connection ends, says so last, and
+        // the worker leaves the core and the fleet.
+        far.inbound
+            .send(Err(End::PeerClosed(Some(1000))))
+            .await
+            .expect("the connection is reading");
+        assert_eq!(
+            hear(&mut far).await,
+            Outbound::Close(End::PeerClosed(Some(1000)))
+        );
+        tokio::time::timeout(WAIT, conn)
+            .await
+            .expect("ends in time")
+            .expect("no panic");
+        assert_eq!(far.outbound.recv().await, None);
+        assert_eq!(app.fleet.workers(), 0);
+        assert_eq!(app.core.worker_misses(id), None);
+    }
+
+    #[tokio::test]
+    async fn a_worker_over_a_pipe_is_struck_and_closed_with_a_reason() {
+        let Rig { app, .. } = rig();
+        let (conn, mut far, _) = connect(&app);
+        let given = task(&mut far).await;
+        // An answer to a task never given: a strike, not yet a close.
+        let mut never = given;
+        never.task_id += 1_000;
+        say(&far, &render_result(&never)).await;
+        // A message of another protocol version: closed with its reason.
+        say(&far, &[1, 0x01, 0, 1]).await;
+        match hear(&mut far).await {
+            Outbound::Close(End::Closed(reason)) => {
+                assert_eq!(reason.code, PROTOCOL_ERROR, "{reason:?}");
+                assert!(reason.reason.contains("version"), "{reason:?}");
+            }
+            other => panic!("expected a close, got {other:?}"),
+        }
+        tokio::time::timeout(WAIT, conn)
+            .await
+            .expect("ends in time")
+            .expect("no panic");
+        assert_eq!(app.stats.strikes.get(), 1);
+        assert_eq!(app.stats.protocol_errors.get(), 1);
+        assert_eq!(app.stats.results_accepted.get(), 0);
+        assert_eq!(app.fleet.workers(), 0);
     }
 }

@@ -5,6 +5,7 @@
 //! the core publishes can be decoded and compared frame by frame.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -28,7 +29,6 @@ fn config() -> CoreConfig {
         start_frame: START,
         batch_frames: 10,
         codec: Codec::Context,
-        viewer_queue: 16,
         scheduler: SchedulerConfig::default(),
         input_lead_frames: 4,
         input_commit_interval: Duration::ZERO,
@@ -45,10 +45,13 @@ fn paced() -> CoreConfig {
     }
 }
 
-/// A core and the instant its clock starts at.
+/// A core (publishing on a fan-out keeping 16 batches per viewer) and the
+/// instant its clock starts at.
 fn core(cfg: CoreConfig) -> (Core, Instant) {
     let t0 = Instant::now();
-    (Core::new(cfg, Arc::new(Stats::default()), t0), t0)
+    let stats = Arc::new(Stats::default());
+    let fanout = Arc::new(Fanout::new(16, Arc::clone(&stats)));
+    (Core::new(cfg, stats, fanout, t0), t0)
 }
 
 fn ms(n: u64) -> Duration {
@@ -160,7 +163,7 @@ fn tick(core: &Core, now: Instant) -> Vec<Batch> {
     let mut out = Vec::new();
     for due in core.tick(now) {
         let batch = due.encode().expect("ring frames encode");
-        core.publish(batch.clone());
+        assert!(core.fanout().publish(batch.clone()), "a stale version");
         out.push(batch);
     }
     out
@@ -344,15 +347,15 @@ fn a_clock_going_back_counts_as_no_time() {
 #[test]
 fn a_late_viewer_gets_the_published_batches_from_the_head_on() {
     let (core, t0, _w) = paced_with_90_frames();
-    let (early, catchup) = core.subscribe();
+    let (early, catchup) = core.fanout().subscribe();
     assert!(catchup.is_empty());
     tick(&core, t0);
-    let (_late, catchup) = core.subscribe();
+    let (_late, catchup) = core.fanout().subscribe();
     assert_eq!(spans(&catchup), [(START, 8), (START + 8, 8)]);
     catchup.iter().for_each(assert_renders);
     // The head passes the first batch: a later joiner no longer gets it.
     tick(&core, t0 + ms(250));
-    let (_later, catchup) = core.subscribe();
+    let (_later, catchup) = core.fanout().subscribe();
     assert_eq!(spans(&catchup), [(START + 8, 8), (START + 16, 8)]);
     // A viewer subscribed earlier got each batch once, on its receiver.
     let mut early = early;
@@ -985,8 +988,16 @@ mod props {
         /// no repeat, and carry the rendered frames.
         fn tick(&mut self) -> Result<(), TestCaseError> {
             let head = self.core.position().head;
-            let batches = tick(&self.core, self.now);
-            if self.follow_change(head)? {
+            let due = self.core.tick(self.now);
+            let changed = self.follow_change(head)?;
+            self.check_joiner_before_publish(&due)?;
+            let mut batches = Vec::new();
+            for due in due {
+                let batch = due.encode().expect("ring frames encode");
+                prop_assert!(self.core.fanout().publish(batch.clone()), "a stale version");
+                batches.push(batch);
+            }
+            if changed {
                 // Broadcast resumes at or before the change, not behind the
                 // head nor past what was sent.
                 let key = self.keys.last_key_value().map_or(START, |(&k, _)| k);
@@ -1067,10 +1078,31 @@ mod props {
             Ok(true)
         }
 
+        /// A viewer joining after a tick and before its batches are
+        /// published (after a scene change superseded frames, say): its
+        /// catch-up ends where the batches just taken begin (no gap, no
+        /// overlap), and holds no frame a later change superseded.
+        fn check_joiner_before_publish(&self, due: &[Due]) -> Result<(), TestCaseError> {
+            let (_rx, catchup) = self.core.fanout().subscribe();
+            let pos = self.core.position();
+            if let Some(last) = catchup.last() {
+                let next = due.first().map_or(pos.cursor, |d| d.start);
+                prop_assert_eq!(last.end(), next);
+            }
+            for b in &catchup {
+                prop_assert!(b.end() > pos.head);
+                if b.timeline < self.version {
+                    let change = self.changes[b.timeline as usize];
+                    prop_assert!(b.end() <= change, "{:?} superseded at {}", b, change);
+                }
+            }
+            Ok(())
+        }
+
         /// A joining viewer's catch-up runs, without a gap, from at or
         /// before the head to the broadcast cursor.
         fn check_catchup(&self) -> Result<(), TestCaseError> {
-            let (_rx, catchup) = self.core.subscribe();
+            let (_rx, catchup) = self.core.fanout().subscribe();
             let pos = self.core.position();
             let Some(first) = catchup.first() else {
                 prop_assert!(self.cfg.fps == 0 || pos.cursor == pos.head);
