@@ -421,6 +421,7 @@ mod tests {
                 codec: Codec::Context,
                 scheduler: SchedulerConfig::default(),
                 input_lead_frames: 4,
+                input_commit_interval: Duration::ZERO,
             },
             Arc::clone(&stats),
             Arc::clone(&fanout),
