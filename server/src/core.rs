@@ -100,6 +100,9 @@ pub enum WorkerEvent {
     Missed,
     /// Its address was banned (a quorum settlement found it lying).
     Banned,
+    /// This node stopped leading its cluster: the worker must reconnect
+    /// (through the load balancer) to be scheduled by the new leader.
+    Handover,
 }
 
 /// A first quorum vote: one worker's answer to a range, waiting for an
@@ -254,6 +257,42 @@ impl Core {
             inner: Mutex::new(inner),
             fanout,
             frames_ready: Notify::new(),
+        }
+    }
+
+    /// Resumes the stream at frame `at` with the timeline at `version` and
+    /// `scene` there, its playback clock restarting at `now`: a cluster
+    /// node that becomes leader continues the committed timeline where the
+    /// last leader left it. Everything the core held (frames, ranges,
+    /// votes, the scene's keyframes) is dropped; workers still registered
+    /// are told [`WorkerEvent::Handover`] and forgotten.
+    pub fn resume(&self, at: u64, version: u32, scene: Scene, now: Instant) {
+        let mut inner = self.lock();
+        for (_, tx) in inner.senders.values() {
+            let _ = tx.send(WorkerEvent::Handover);
+        }
+        *inner = Inner {
+            sched: Scheduler::new(self.cfg.scheduler.clone(), at),
+            ring: FrameRing::new(self.cfg.ring_frames, at),
+            senders: HashMap::new(),
+            votes: HashMap::new(),
+            timeline: Timeline::resume(at, version, scene),
+            head: at,
+            contiguous: at,
+            cursor: at,
+            carry: 0.0,
+            last_tick: now,
+            last_change: None,
+        };
+        self.fanout.advance(at);
+    }
+
+    /// Tells every registered worker [`WorkerEvent::Handover`]: this node
+    /// no longer leads its cluster. Their connections end and leave.
+    pub fn hand_over(&self) {
+        let inner = self.lock();
+        for (_, tx) in inner.senders.values() {
+            let _ = tx.send(WorkerEvent::Handover);
         }
     }
 
@@ -633,6 +672,7 @@ impl Core {
             due.push(Due {
                 start: inner.cursor,
                 count,
+                scene: inner.timeline.scene_at(inner.cursor),
                 timeline: inner.timeline.version(),
                 head: inner.head,
                 codec: self.cfg.codec,
@@ -680,6 +720,8 @@ pub struct Due {
     pub count: u32,
     /// The timeline version they were rendered under.
     pub timeline: u32,
+    /// The scene at `start`.
+    pub scene: Scene,
     /// The playback head once the tick that took them was done.
     pub head: u64,
     /// How to encode them.
@@ -721,6 +763,7 @@ impl Due {
             count: self.count,
             timeline: self.timeline,
             head: self.head,
+            scene: self.scene,
             msg: Bytes::from(msg),
         })
     }

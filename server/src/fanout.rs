@@ -39,6 +39,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use donut_shared::scene::Scene;
+
 use crate::metrics::Stats;
 
 /// One encoded broadcast batch, shared by every viewer.
@@ -54,6 +56,8 @@ pub struct Batch {
     /// The playback head (a frame number) of the node that took the batch,
     /// once the tick that took it was done.
     pub head: u64,
+    /// The scene at `start` (what a cluster's next leader resumes from).
+    pub scene: Scene,
     /// The encoded `Frames` message.
     pub msg: Bytes,
 }
@@ -203,6 +207,7 @@ mod tests {
             count,
             timeline,
             head,
+            scene: Scene::idle(start),
             msg: Bytes::from(format!("{start}+{count}@{timeline}")),
         }
     }

@@ -19,6 +19,8 @@ pub const UNSUPPORTED: u16 = 1003;
 pub const POLICY: u16 = 1008;
 /// The message was larger than the endpoint allows.
 pub const TOO_BIG: u16 = 1009;
+/// The service is restarting: reconnect (RFC 6455's registry, IANA).
+pub const SERVICE_RESTART: u16 = 1012;
 /// A cap is reached; come back later.
 pub const TRY_AGAIN_LATER: u16 = 1013;
 
@@ -59,6 +61,12 @@ impl CloseReason {
 /// The close sent to every peer when the server stops.
 pub fn shutdown_reason() -> CloseReason {
     CloseReason::new(GOING_AWAY, "server shutting down")
+}
+
+/// The close sent to a worker of a cluster node that stopped leading: its
+/// tasks now come from another node, reached by reconnecting.
+pub fn handover_reason() -> CloseReason {
+    CloseReason::new(SERVICE_RESTART, "cluster leader changed: reconnect")
 }
 
 #[cfg(test)]

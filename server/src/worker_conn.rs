@@ -126,6 +126,7 @@ pub async fn serve<T: Transport>(mut ws: T, app: Arc<App>, admission: Admission)
                 WorkerEvent::Banned => {
                     break End::Closed(CloseReason::new(POLICY, "address banned for cheating"));
                 }
+                WorkerEvent::Handover => break End::Closed(crate::limits::handover_reason()),
             },
             Ok(()) = telemetry.changed() => {
                 let mut t = telemetry.borrow_and_update().telemetry;

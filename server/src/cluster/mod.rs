@@ -44,8 +44,8 @@ pub mod bans;
 pub mod keys;
 pub mod lease;
 pub mod redis_link;
-pub mod relay;
 pub mod registry;
+pub mod relay;
 pub mod stream_log;
 pub mod tunnel_log;
 

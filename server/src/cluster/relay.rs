@@ -139,7 +139,10 @@ mod tests {
         // A scene change: version 1 from 120 on replaces what followed.
         assert_eq!(r.offer(id(5), &entry(120, 15, 1)), Verdict::Take);
         assert_eq!(r.offer(id(6), &entry(130, 15, 0)), Verdict::Drop);
-        assert_eq!(r.offer(id(7), &entry(140, 15, 1)), Verdict::TakeAfterGap { missing: 5 });
+        assert_eq!(
+            r.offer(id(7), &entry(140, 15, 1)),
+            Verdict::TakeAfterGap { missing: 5 }
+        );
         assert_eq!(r.last_id(), id(7));
         let at = r.resume_point().expect("entries were taken");
         assert_eq!((at.frame, at.version), (155, 1));

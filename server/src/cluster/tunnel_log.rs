@@ -58,7 +58,10 @@ pub async fn append(link: &Link, key: &str, term: u64, msg: &[u8]) -> RedisResul
 /// Empties stream `key` (a node's own down stream, at start: its id is
 /// new, but a restarted node may reuse one).
 pub async fn clear(link: &Link, key: &str) -> RedisResult<()> {
-    redis::cmd("DEL").arg(key).query_async(&mut link.conn()).await
+    redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut link.conn())
+        .await
 }
 
 /// One entry read: the term it was sent under and the message, or why it

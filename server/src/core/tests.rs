@@ -228,6 +228,32 @@ fn an_added_worker_gets_tasks_on_its_channel() {
     assert_eq!(pos.outstanding, 3);
 }
 
+/// A cluster node becoming leader resumes the committed timeline: the
+/// frame, the version and the scene there; its old workers hand over.
+#[test]
+fn a_resumed_core_continues_the_timeline_and_hands_its_workers_over() {
+    let (core, t0) = core(config());
+    let mut old = join(&core, 1, addr(1), t0);
+    let mut scene = Scene::idle(5_000);
+    scene.push(Impulse { a: 700, b: -300 });
+    core.resume(5_000, 3, scene, t0 + ms(10));
+    assert!(events(&mut old).contains(&WorkerEvent::Handover));
+    let pos = core.position();
+    assert_eq!(
+        (pos.head, pos.contiguous, pos.frontier),
+        (5_000, 5_000, 5_000)
+    );
+    assert_eq!((pos.timeline, pos.outstanding), (3, 0));
+    let mut w = join(&core, 2, addr(2), t0 + ms(10));
+    let t = tasks(&mut w);
+    assert_eq!(ranges(&t), [(5_000, 30)]);
+    assert_eq!((t[0].timeline, t[0].scene), (3, scene));
+    assert!(answer(&core, 2, t[0], t0 + ms(20)));
+    let batches = tick(&core, t0 + ms(20));
+    assert_eq!(spans(&batches), [(5_000, 10), (5_010, 10), (5_020, 10)]);
+    assert_eq!(batches[0].scene, scene);
+}
+
 #[test]
 fn results_in_order_advance_the_stream() {
     let (core, t0) = core(config());
@@ -1157,6 +1183,9 @@ mod props {
                         }
                         WorkerEvent::Missed => {}
                         WorkerEvent::Banned => banned.push(k),
+                        WorkerEvent::Handover => {
+                            prop_assert!(false, "a hand-over without a cluster");
+                        }
                     }
                 }
             }

@@ -173,9 +173,7 @@ impl<'a> Up<'a> {
         let msg = match t {
             tag::OPEN => {
                 let ip = Ipv6Addr::from(r.bytes::<16>()?);
-                let ip = ip
-                    .to_ipv4_mapped()
-                    .map_or(IpAddr::V6(ip), IpAddr::V4);
+                let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
                 Self::Open { node, conn, ip }
             }
             tag::DATA => {
@@ -192,7 +190,9 @@ impl<'a> Up<'a> {
             tag::CLOSE => Self::Close { node, conn },
             _ => {
                 let (a, b) = (r.i16()?, r.i16()?);
-                if a.unsigned_abs() > MAX_INPUT_UNITS.unsigned_abs() || b.unsigned_abs() > MAX_INPUT_UNITS.unsigned_abs() {
+                if a.unsigned_abs() > MAX_INPUT_UNITS.unsigned_abs()
+                    || b.unsigned_abs() > MAX_INPUT_UNITS.unsigned_abs()
+                {
                     return Err(DecodeError::InputOutOfRange { a, b });
                 }
                 Self::Input {
@@ -392,14 +392,24 @@ mod tests {
 
     #[test]
     fn bad_node_ids_and_inputs_are_refused() {
-        let good = Up::Close { node: "n1", conn: 7 }.to_vec();
+        let good = Up::Close {
+            node: "n1",
+            conn: 7,
+        }
+        .to_vec();
         let mut bad = good.clone();
         bad[3] = b' ';
         assert_eq!(Up::decode(&bad), Err(DecodeError::InvalidText));
         let mut empty_id = good.clone();
         empty_id[2] = 0;
         assert!(Up::decode(&empty_id).is_err());
-        let input = Up::Input { node: "n1", viewer: 1, a: 1025, b: 0 }.to_vec();
+        let input = Up::Input {
+            node: "n1",
+            viewer: 1,
+            a: 1025,
+            b: 0,
+        }
+        .to_vec();
         assert_eq!(
             Up::decode(&input),
             Err(DecodeError::InputOutOfRange { a: 1025, b: 0 })
@@ -429,7 +439,10 @@ mod tests {
             include_bytes!("../../../fuzz/seeds/tunnel/down_close"),
         ];
         for bytes in down {
-            assert_eq!(Down::decode(bytes).expect("a valid down seed").to_vec(), bytes);
+            assert_eq!(
+                Down::decode(bytes).expect("a valid down seed").to_vec(),
+                bytes
+            );
         }
     }
 }
