@@ -19,13 +19,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info};
 
 use crate::client_addr::ClientAddr;
+use crate::cluster::Node;
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::core::{Core, CoreConfig};
+use crate::engine::Engine;
 use crate::fanout::Fanout;
 use crate::fleet::{Admission, Caps, Fleet, Role};
 use crate::handshake::Handshake;
@@ -39,7 +41,7 @@ use crate::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
 use crate::trust::reputation::{Reputation, ReputationConfig};
 use crate::trust::verifier::Verifier;
-use crate::{broadcaster, connection, viewer_conn, worker_conn};
+use crate::{broadcaster, connection, viewer_conn};
 
 /// Largest message a viewer may send (viewers send only 6-byte `Input`
 /// messages; this bounds what is read before a bigger one is refused).
@@ -69,7 +71,14 @@ async fn worker_ws(
         .on_upgrade(move |mut socket| {
             async move {
                 if let Some(a) = admit(&app, Role::Worker, client, &mut socket).await {
-                    worker_conn::run(socket, app, a).await;
+                    if let Some(reason) = app.engine.refusal(a.key).await {
+                        app.stats.connections_refused.inc();
+                        info!(reason = %reason.reason, "connection refused");
+                        connection::close(&mut socket, &reason).await;
+                        return;
+                    }
+                    let engine = &app.engine;
+                    engine.serve_worker(socket, Arc::clone(&app), a).await;
                 }
             }
             .instrument(span(Role::Worker, client))
@@ -242,8 +251,20 @@ impl Server {
             fps,
             ..Telemetry::default()
         }));
+        let (engine, commits) = match crate::cluster::ClusterConfig::from_serve(&cfg) {
+            None => (Engine::Memory, None),
+            Some(cluster) => {
+                let node = Node::connect(cluster, cfg.ring_capacity())
+                    .await
+                    .context("joining the cluster")?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Engine::Cluster(node), Some((tx, rx)))
+            }
+        };
+        let (commit_tx, commit_rx) = commits.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
         let app = Arc::new(App {
             cfg: cfg.clone(),
+            engine,
             core: Arc::clone(&core),
             fanout: Arc::clone(&fanout),
             fleet: Arc::clone(&fleet),
@@ -260,6 +281,7 @@ impl Server {
             tokio::spawn(broadcaster::run(
                 Arc::clone(&core),
                 fanout,
+                commit_tx,
                 shutdown_rx.clone(),
             )),
             tokio::spawn(telemetry::run(
@@ -273,6 +295,9 @@ impl Server {
                 shutdown_rx.clone(),
             )),
         ];
+        if let (Some(node), Some(rx)) = (app.engine.node(), commit_rx) {
+            tasks.extend(node.start(&app, rx, shutdown_rx.clone()));
+        }
         if cfg.verify == VerifyPolicy::Quorum {
             let wait = Duration::from_millis(cfg.quorum_wait_ms.max(1));
             tasks.push(tokio::spawn(referee.run(wait, shutdown_rx.clone())));

@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
 use crate::core::Core;
-use crate::fanout::Fanout;
+use crate::fanout::{Batch, Fanout};
 
 /// How often the clock ticks without being woken.
 pub const TICK: Duration = Duration::from_millis(5);
@@ -29,7 +29,15 @@ pub const TICK: Duration = Duration::from_millis(5);
 /// Runs until `shutdown` turns true, publishing `core`'s batches on
 /// `fanout` (the one the core was built with, which it keeps told of the
 /// head and of superseded frames).
-pub async fn run(core: Arc<Core>, fanout: Arc<Fanout>, mut shutdown: watch::Receiver<bool>) {
+///
+/// In a cluster, every batch published is also sent on `commits`, for the
+/// node to append to the cluster's timeline while it leads.
+pub async fn run(
+    core: Arc<Core>,
+    fanout: Arc<Fanout>,
+    commits: Option<mpsc::UnboundedSender<Batch>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -53,6 +61,9 @@ pub async fn run(core: Arc<Core>, fanout: Arc<Fanout>, mut shutdown: watch::Rece
                 unix_us = unix_us(),
                 "published"
             );
+            if let Some(commits) = &commits {
+                let _ = commits.send(batch.clone());
+            }
             fanout.publish(batch);
         }
     }

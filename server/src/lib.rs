@@ -44,6 +44,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod core;
+pub mod engine;
 pub mod fanout;
 pub mod fds;
 pub mod fleet;

@@ -185,6 +185,19 @@ figures! {
         /// Holders dropped because their worker answered later tasks instead.
         tasks_presumed_lost: u64 => counter "tasks_presumed_lost_total"
             "Holders dropped because their worker answered later tasks instead.";
+        /// This node's cluster role: 0 alone (no `--cluster`), 1 follower, 2 leader.
+        cluster_role: u64 =>
+            gauge "cluster_role" "Cluster role: 0 single node, 1 follower, 2 leader.";
+        /// The leader's term (the fencing epoch) while this node leads, else 0.
+        cluster_term: u64 => gauge "cluster_term" "Leader term while this node leads, else 0.";
+        /// Live nodes of the cluster (1 without `--cluster`).
+        cluster_nodes: u64 => gauge "cluster_nodes" "Live nodes in the cluster.";
+        /// Worker connections over the cluster's nodes (this node's alone without `--cluster`).
+        cluster_workers: u64 =>
+            gauge "cluster_workers" "Worker connections over all nodes.";
+        /// Viewer connections over the cluster's nodes.
+        cluster_viewers: u64 =>
+            gauge "cluster_viewers" "Viewer connections over all nodes.";
     }
     counted {
         /// Frames accepted into the ring.
@@ -231,6 +244,8 @@ figures! {
         inputs_refused: "Viewer inputs refused (the viewer is closed).";
         /// Scene changes committed to the timeline.
         scene_changes: "Scene changes committed.";
+        /// Frames missing from the cluster's timeline stream when a node read it (Redis lost entries).
+        cluster_frames_lost: "Frames missing from the cluster timeline stream.";
         /// Frames handed out at or after a change's frame, superseded and rendered again.
         frames_superseded: "Frames superseded by scene changes.";
         /// Connections closed for a malformed or wrong-role message.
@@ -275,6 +290,11 @@ mod tests {
             tasks_reassigned: 2,
             tasks_expired: 0,
             tasks_presumed_lost: 5,
+            cluster_role: 2,
+            cluster_term: 7,
+            cluster_nodes: 3,
+            cluster_workers: 6,
+            cluster_viewers: 9,
             verify_policy: "quorum",
         };
         Snapshot::new(read, &stats)
@@ -307,6 +327,11 @@ mod tests {
             "donut_tasks_reassigned_total counter",
             "donut_tasks_expired_total counter",
             "donut_tasks_presumed_lost_total counter",
+            "donut_cluster_role gauge",
+            "donut_cluster_term gauge",
+            "donut_cluster_nodes gauge",
+            "donut_cluster_workers gauge",
+            "donut_cluster_viewers gauge",
             "donut_frames_accepted_total counter",
             "donut_results_accepted_total counter",
             "donut_results_duplicate_total counter",
@@ -329,6 +354,7 @@ mod tests {
             "donut_inputs_accepted_total counter",
             "donut_inputs_refused_total counter",
             "donut_scene_changes_total counter",
+            "donut_cluster_frames_lost_total counter",
             "donut_frames_superseded_total counter",
             "donut_protocol_errors_total counter",
             "donut_connections_refused_total counter",
@@ -389,6 +415,11 @@ mod tests {
             "tasks_reassigned",
             "tasks_expired",
             "tasks_presumed_lost",
+            "cluster_role",
+            "cluster_term",
+            "cluster_nodes",
+            "cluster_workers",
+            "cluster_viewers",
             "frames_accepted",
             "results_accepted",
             "results_duplicate",
@@ -411,6 +442,7 @@ mod tests {
             "inputs_accepted",
             "inputs_refused",
             "scene_changes",
+            "cluster_frames_lost",
             "frames_superseded",
             "protocol_errors",
             "connections_refused",

@@ -13,8 +13,11 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::client_addr::ClientAddr;
+use crate::cluster::lease::Role;
+use crate::cluster::registry::ClusterTotals;
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::core::Core;
+use crate::engine::Engine;
 use crate::fanout::Fanout;
 use crate::fleet::Fleet;
 use crate::metrics::{Readings, Snapshot, Stats};
@@ -31,6 +34,8 @@ pub struct App {
     pub core: Arc<Core>,
     /// The committed stream out to this node's viewers.
     pub fanout: Arc<Fanout>,
+    /// What runs the stream: this process alone, or a cluster.
+    pub engine: Engine,
     /// Connections and admission.
     pub fleet: Arc<Fleet>,
     /// Counters.
@@ -56,9 +61,18 @@ impl App {
     pub fn snapshot(&self) -> Snapshot {
         let pos = self.core.position();
         let buffered = pos.contiguous.saturating_sub(pos.head);
+        let (cluster_role, cluster_term, totals) = self.cluster_figures();
         let read = Readings {
+            cluster_role,
+            cluster_term,
+            cluster_nodes: totals.map_or(1, |t| t.nodes),
+            cluster_workers: totals.map_or(self.fleet.workers(), |t| t.workers),
+            cluster_viewers: totals.map_or(self.fleet.viewers(), |t| t.viewers),
             uptime_secs: self.started.elapsed().as_secs_f64(),
-            workers: self.fleet.workers(),
+            workers: self
+                .engine
+                .node()
+                .map_or(self.fleet.workers(), |n| n.local_workers(self)),
             viewers: self.fleet.viewers(),
             fps: if self.cfg.paced() { self.cfg.fps } else { 0 },
             head: pos.head,
@@ -87,5 +101,18 @@ impl App {
             },
         };
         Snapshot::new(read, &self.stats)
+    }
+
+    /// Role (0 alone, 1 follower, 2 leader), term, and the cluster's
+    /// totals if in one.
+    fn cluster_figures(&self) -> (u64, u64, Option<ClusterTotals>) {
+        let Some(node) = self.engine.node() else {
+            return (0, 0, None);
+        };
+        let (role, term) = match node.role() {
+            Role::Follower => (1, 0),
+            Role::Leader { term } => (2, term),
+        };
+        (role, term, Some(node.totals()))
     }
 }

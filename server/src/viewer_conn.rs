@@ -207,7 +207,7 @@ fn on_input(
         )));
     }
     app.stats.inputs_accepted.inc();
-    app.core.input(viewer, input.impulse());
+    app.engine.input(app, viewer, input.impulse());
     Ok(())
 }
 

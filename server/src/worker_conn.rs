@@ -57,12 +57,18 @@ const NEEDLESS_ALLOWANCE: u64 = 16;
 /// Runs a worker connection on its upgraded socket to its end (inside its
 /// connection span, see `app.rs`).
 pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission) {
+    let ws = connection(socket, &app);
+    serve(ws, app, admission).await;
+}
+
+/// A worker's upgraded socket as a [`Connection`] (with the worker
+/// endpoint's size limit and its close).
+pub fn connection(socket: WebSocket, app: &App) -> Connection {
     let oversize = CloseReason::for_decode_error(&DecodeError::TooLarge {
         len: MAX_WORKER_MESSAGE_LEN + 1,
         max: MAX_WORKER_MESSAGE_LEN,
     });
-    let ws = Connection::new(socket, &app, oversize);
-    serve(ws, app, admission).await;
+    Connection::new(socket, app, oversize)
 }
 
 /// Runs the worker protocol over `ws` to its end: registers the worker
@@ -351,8 +357,9 @@ impl Conn {
         let app = &self.app;
         app.stats.workers_banned.inc();
         let key = self.admission.key;
-        if ban.is_some() {
+        if let Some(length) = ban {
             app.core.evict(key);
+            app.engine.banned(key, length);
         }
         let secs = ban.map_or(0, |b| b.as_secs());
         warn!(addr = %key, ban_secs = secs, "worker cut off");
@@ -444,6 +451,7 @@ mod tests {
         let (telemetry_tx, telemetry) = watch::channel(TelemetryMsg::new(Telemetry::default()));
         let (shutdown_tx, shutdown) = watch::channel(false);
         let app = Arc::new(App {
+            engine: crate::engine::Engine::Memory,
             verifier: Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches),
             referee: Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats)),
             origins: OriginPolicy::new(&[]).expect("no origins is a valid policy"),

@@ -43,15 +43,18 @@
 pub mod bans;
 pub mod keys;
 pub mod lease;
+pub mod node;
 pub mod redis_link;
 pub mod registry;
 pub mod relay;
 pub mod stream_log;
+pub mod tunnel;
 pub mod tunnel_log;
 
 use std::time::Duration;
 
 pub use keys::Keys;
+pub use node::Node;
 pub use redis_link::Link;
 
 use crate::config::ServeConfig;

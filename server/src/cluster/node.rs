@@ -1,0 +1,515 @@
+//! One node of a cluster: its link to Redis, its role, and the tasks that
+//! move the timeline between it and the others.
+//!
+//! Every node runs the same tasks; the [lease](super::lease) decides what
+//! they do:
+//!
+//! - **leader**: the node's own [`Core`](crate::core::Core) runs the
+//!   stream for the whole cluster. When a node becomes leader it first
+//!   reads the timeline stream to its end, then resumes the core where the
+//!   committed timeline ends (frame, version and scene: see
+//!   [`Relay`]), so viewers everywhere see no gap and no repeat. Its
+//!   broadcaster publishes to its own viewers as on one node, and the
+//!   appender adds every batch to `{p}timeline`, encoded once for the
+//!   whole cluster. Workers of other nodes reach its core through
+//!   [`tunnel::lead`].
+//! - **follower**: the core idles (no workers: its own workers are
+//!   tunnelled to the leader); the timeline reader feeds each new entry of
+//!   `{p}timeline` to the node's fan-out, through the [`Relay`]'s rules.
+//!
+//! Whatever the role: a heartbeat with the node's figures, a poll of who
+//! leads (so tunnels follow a new leader), the reader of the node's own
+//! down stream, and the cluster's totals for `/metrics`.
+//!
+//! A node keeps serving what it has while Redis is away: the leader's core
+//! keeps playing (appends wait and retry, in order) until its lease would
+//! lapse; followers' viewers play out their buffers; every reader resumes
+//! after its last ID when Redis is back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use donut_shared::scene::{Impulse, Scene};
+use donut_shared::wire::tunnel::{Down, Up};
+use redis::streams::StreamRangeReply;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::lease::{self, Lease, Role};
+use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
+use super::relay::{Relay, ResumePoint, Verdict};
+use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
+use super::tunnel_log::{self, TunnelReader};
+use super::{ClusterConfig, Link, bans, tunnel};
+use crate::fanout::Batch;
+use crate::limits::{CloseReason, POLICY};
+use crate::state::App;
+use crate::trust::reputation::AddrKey;
+
+/// Who leads the cluster, as last read from the lease key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    /// Its node id.
+    pub node: String,
+    /// Its term.
+    pub term: u64,
+}
+
+/// How often a node reads who leads.
+const LEADER_POLL: Duration = Duration::from_millis(200);
+
+/// How long admission waits for Redis to say whether an address is banned
+/// before letting the worker in (this node's own bans still apply).
+const BAN_CHECK: Duration = Duration::from_millis(300);
+
+/// Pause before retrying a Redis call that failed.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// See the module docs.
+pub struct Node {
+    cfg: ClusterConfig,
+    link: Link,
+    lease: Lease,
+    role: watch::Receiver<Role>,
+    leader: watch::Sender<Option<Leader>>,
+    log: TimelineLog,
+    relay: Mutex<Relay>,
+    downs: Mutex<HashMap<u64, mpsc::Sender<(u64, Bytes)>>>,
+    totals: Mutex<ClusterTotals>,
+    /// Workers of other nodes this node's core runs (as leader).
+    tunnelled: AtomicU64,
+}
+
+impl Node {
+    /// Connects to the cluster's Redis and starts competing for the lease.
+    /// The timeline stream keeps about `ring_batches` entries.
+    ///
+    /// # Errors
+    /// Redis unreachable at start.
+    pub async fn connect(cfg: ClusterConfig, ring_batches: usize) -> anyhow::Result<Arc<Self>> {
+        let link = Link::connect(&cfg.url, &cfg.prefix).await?;
+        tunnel_log::clear(&link, &link.keys().down(&cfg.node_id)).await?;
+        let lease = Lease::start(link.clone(), cfg.node_id.clone(), cfg.lease);
+        let role = lease.role();
+        info!(node = %cfg.node_id, redis = %cfg.url, "joined the cluster");
+        Ok(Arc::new(Self {
+            log: TimelineLog::new(link.clone(), ring_batches.max(16)),
+            link,
+            lease,
+            role,
+            leader: watch::channel(None).0,
+            relay: Mutex::new(Relay::default()),
+            downs: Mutex::new(HashMap::new()),
+            totals: Mutex::new(ClusterTotals::default()),
+            tunnelled: AtomicU64::new(0),
+            cfg,
+        }))
+    }
+
+    /// Starts the node's tasks: roles, appending `commits` (every batch
+    /// the broadcaster publishes) while leading, the leader poll, the down
+    /// stream, the heartbeat and the totals. They stop with `shutdown`.
+    pub fn start(
+        self: &Arc<Self>,
+        app: &Arc<App>,
+        commits: mpsc::UnboundedReceiver<Batch>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let beat = Heartbeat::start(self.link.clone(), self.cfg.node_id.clone(), {
+            let (app, node) = (Arc::clone(app), Arc::downgrade(self));
+            move || figures(&app, node.upgrade().as_deref())
+        });
+        let tasks = vec![
+            tokio::spawn(Arc::clone(self).roles(Arc::clone(app), shutdown.clone())),
+            tokio::spawn(Arc::clone(self).append(commits)),
+            tokio::spawn(Arc::clone(self).poll_leader()),
+            tokio::spawn(Arc::clone(self).read_downs()),
+            tokio::spawn(Arc::clone(self).poll_totals(beat)),
+        ];
+        let node = Arc::clone(self);
+        let mut stop = shutdown;
+        let handles: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|s| *s).await;
+            let _ = registry::leave(&node.link, &node.cfg.node_id).await;
+            for h in handles {
+                h.abort();
+            }
+        });
+        tasks
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    /// The link to the cluster's Redis.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Worker connections with a socket on this node: the fleet's, less
+    /// the other nodes' workers tunnelled to this one while it leads.
+    pub fn local_workers(&self, app: &App) -> u64 {
+        app.fleet
+            .workers()
+            .saturating_sub(self.tunnelled.load(Ordering::Relaxed))
+    }
+
+    /// Counts a tunnelled worker in (`true`) or out.
+    pub(crate) fn count_tunnel(&self, open: bool) {
+        if open {
+            self.tunnelled.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.tunnelled.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this node leads now.
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader { .. })
+    }
+
+    /// This node's role now.
+    pub fn role(&self) -> Role {
+        *self.role.borrow()
+    }
+
+    /// Who leads, as last read (updated every 200 ms).
+    pub fn leader(&self) -> watch::Receiver<Option<Leader>> {
+        self.leader.subscribe()
+    }
+
+    /// The cluster's totals, as last read.
+    pub fn totals(&self) -> ClusterTotals {
+        *lock(&self.totals)
+    }
+
+    /// A viewer of this node (`viewer`, its connection id) pushed the
+    /// donut: into the core if this node leads, else up to the leader.
+    pub fn input(self: &Arc<Self>, app: &App, viewer: u64, push: Impulse) {
+        if self.is_leader() {
+            app.core.input(viewer_key(self.id(), viewer), push);
+            return;
+        }
+        let Some(Leader { term, .. }) = self.leader.borrow().clone() else {
+            return;
+        };
+        let (Ok(a), Ok(b)) = (i16::try_from(push.a), i16::try_from(push.b)) else {
+            return;
+        };
+        let msg = Up::Input {
+            node: self.id(),
+            viewer,
+            a,
+            b,
+        }
+        .to_vec();
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let key = node.link.keys().up(term);
+            if let Err(e) = tunnel_log::append(&node.link, &key, term, &msg).await {
+                debug!("an input was lost: {e}");
+            }
+        });
+    }
+
+    /// `key` was banned here for `length`: every node refuses it too.
+    pub fn ban(&self, key: AddrKey, length: Duration) {
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            if let Err(e) = bans::ban(&link, &key, length).await {
+                warn!(addr = %key, "the ban was not shared with the cluster: {e}");
+            }
+        });
+    }
+
+    /// The refusal for a worker from `key` if the cluster has banned it.
+    /// Redis slow or away: no refusal (this node's own bans still hold).
+    pub async fn refusal(&self, key: AddrKey) -> Option<CloseReason> {
+        let left = tokio::time::timeout(BAN_CHECK, bans::banned(&self.link, &key))
+            .await
+            .ok()?
+            .ok()??;
+        Some(CloseReason::new(
+            POLICY,
+            format!(
+                "address {key} banned for cheating (cluster), retry in {} s",
+                left.as_secs() + 1
+            ),
+        ))
+    }
+
+    /// Registers tunnelled worker `conn` of this node: down messages for it
+    /// (the leader's term, the message) arrive on the receiver.
+    pub(crate) fn open_down(&self, conn: u64) -> mpsc::Receiver<(u64, Bytes)> {
+        let (tx, rx) = mpsc::channel(256);
+        lock(&self.downs).insert(conn, tx);
+        rx
+    }
+
+    /// Forgets tunnelled worker `conn`.
+    pub(crate) fn close_down(&self, conn: u64) {
+        lock(&self.downs).remove(&conn);
+    }
+
+    /// Runs the role the lease gives, switching as it changes.
+    async fn roles(self: Arc<Self>, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+        let mut role = self.role.clone();
+        let mut current: Option<JoinHandle<()>> = None;
+        loop {
+            let now = *role.borrow_and_update();
+            if let Some(task) = current.take() {
+                task.abort();
+            }
+            current = Some(match now {
+                Role::Leader { term } => {
+                    self.catch_up(&app).await;
+                    let at = self.resume_point(&app);
+                    info!(
+                        term,
+                        frame = at.frame,
+                        version = at.version,
+                        "leading the cluster"
+                    );
+                    app.core
+                        .resume(at.frame, at.version, at.scene, Instant::now());
+                    tokio::spawn(tunnel::lead(Arc::clone(&self), Arc::clone(&app), term))
+                }
+                Role::Follower => {
+                    // Stop rendering and broadcasting: the leader's stream
+                    // takes over from the last committed batch.
+                    let at = self.resume_point(&app);
+                    app.core
+                        .resume(at.frame, at.version, at.scene, Instant::now());
+                    info!("following the cluster's leader");
+                    tokio::spawn(Arc::clone(&self).follow(Arc::clone(&app)))
+                }
+            });
+            tokio::select! {
+                changed = role.changed() => if changed.is_err() { break },
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        if let Some(task) = current {
+            task.abort();
+        }
+    }
+
+    /// Where the committed timeline ends, or the configured start.
+    fn resume_point(&self, app: &App) -> ResumePoint {
+        lock(&self.relay).resume_point().unwrap_or(ResumePoint {
+            frame: app.cfg.start_frame,
+            version: 0,
+            scene: Scene::idle(app.cfg.start_frame),
+        })
+    }
+
+    /// Reads the timeline stream to its end (as a new leader, before
+    /// resuming), passing what this node missed to its viewers. Redis away:
+    /// resumes from what the node has.
+    async fn catch_up(&self, app: &App) {
+        loop {
+            let after = lock(&self.relay).last_id();
+            let reply: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
+                .arg(self.link.keys().timeline())
+                .arg(format!("({after}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(256)
+                .query_async(&mut self.link.conn())
+                .await;
+            let Ok(reply) = reply else { return };
+            if reply.ids.is_empty() {
+                return;
+            }
+            for raw in reply.ids {
+                let Ok(id) = raw.id.parse::<EntryId>() else {
+                    return;
+                };
+                match TimelineEntry::from_fields(&raw.map) {
+                    Ok(entry) => self.relay_entry(app, id, entry),
+                    Err(e) => warn!(%id, "garbled timeline entry skipped: {e:?}"),
+                }
+            }
+        }
+    }
+
+    /// As a follower: passes each new timeline entry to the fan-out.
+    async fn follow(self: Arc<Self>, app: Arc<App>) {
+        let mut reader = self.log.reader(lock(&self.relay).last_id());
+        loop {
+            match reader.next().await {
+                Ok(ReadEvent::Entry { id, entry }) => self.relay_entry(&app, id, entry),
+                Ok(ReadEvent::Garbled { id, error }) => {
+                    warn!(%id, "garbled timeline entry skipped: {error:?}");
+                }
+                Ok(ReadEvent::Reset { last_seen }) => {
+                    warn!(%last_seen, "the timeline stream lost entries (Redis lost its data?): reading it again");
+                    lock(&self.relay).reset();
+                }
+                Err(e) => {
+                    debug!("timeline read failed (retrying): {e}");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// One entry read from the stream: to the fan-out, if the relay takes it.
+    fn relay_entry(&self, app: &App, id: EntryId, entry: TimelineEntry) {
+        match lock(&self.relay).offer(id, &entry) {
+            Verdict::Drop => return,
+            Verdict::TakeAfterGap { missing } => {
+                warn!(
+                    missing,
+                    start = entry.start,
+                    "frames lost from the timeline stream"
+                );
+                app.stats.cluster_frames_lost.add(missing);
+            }
+            Verdict::Take => {}
+        }
+        let Ok(scene) = Scene::from_bytes(&entry.scene) else {
+            return;
+        };
+        app.fanout.publish(Batch {
+            start: entry.start,
+            count: entry.count,
+            timeline: entry.version,
+            head: entry.head,
+            scene,
+            msg: entry.msg,
+        });
+    }
+
+    /// Appends each batch the broadcaster published, in order, while this
+    /// node leads; retries while Redis is away (and the lease holds).
+    async fn append(self: Arc<Self>, mut commits: mpsc::UnboundedReceiver<Batch>) {
+        while let Some(batch) = commits.recv().await {
+            let Role::Leader { term } = self.role() else {
+                continue;
+            };
+            let entry = TimelineEntry {
+                term,
+                start: batch.start,
+                count: batch.count,
+                version: batch.timeline,
+                head: batch.head,
+                scene: batch.scene.to_bytes(),
+                msg: batch.msg,
+            };
+            loop {
+                match self.log.append(&entry).await {
+                    Ok(id) => {
+                        lock(&self.relay).offer(id, &entry);
+                        break;
+                    }
+                    Err(e) if self.is_leader() => {
+                        debug!(
+                            start = entry.start,
+                            "timeline append failed (retrying): {e}"
+                        );
+                        tokio::time::sleep(RETRY).await;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// Reads who leads, every [`LEADER_POLL`].
+    async fn poll_leader(self: Arc<Self>) {
+        loop {
+            if let Ok(holder) = lease::holder(&self.link).await {
+                let leader = holder.map(|(node, term)| Leader { node, term });
+                if let Some(l) = &leader {
+                    self.lease.observe_term(l.term);
+                }
+                self.leader.send_if_modified(|current| {
+                    let changed = *current != leader;
+                    *current = leader;
+                    changed
+                });
+            }
+            tokio::time::sleep(LEADER_POLL).await;
+        }
+    }
+
+    /// Hands each message of this node's down stream to its tunnel.
+    async fn read_downs(self: Arc<Self>) {
+        let key = self.link.keys().down(self.id());
+        let mut reader = TunnelReader::new(self.link.clone(), key);
+        loop {
+            let (term, msg) = match reader.next().await {
+                Ok((term, Ok(msg))) => (term, msg),
+                Ok((_, Err(why))) => {
+                    warn!("unreadable down message skipped: {why}");
+                    continue;
+                }
+                Err(e) => {
+                    debug!("down stream read failed (retrying): {e}");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
+            let conn = match Down::decode(&msg) {
+                Ok(Down::Data { conn, .. } | Down::Close { conn, .. }) => conn,
+                Err(e) => {
+                    warn!("undecodable down message skipped: {e}");
+                    continue;
+                }
+            };
+            let tx = lock(&self.downs).get(&conn).cloned();
+            if let Some(tx) = tx {
+                // Full: the worker's socket is stuck; its own send limit
+                // ends it.
+                let _ = tx.try_send((term, msg));
+            }
+        }
+    }
+
+    /// Reads the cluster's totals every heartbeat period; holds `beat`
+    /// (the heartbeat stops with this task).
+    async fn poll_totals(self: Arc<Self>, beat: Heartbeat) {
+        let _beat = beat;
+        loop {
+            if let Ok(t) = registry::cluster_totals(&self.link).await {
+                *lock(&self.totals) = t;
+            }
+            tokio::time::sleep(registry::BEAT_PERIOD).await;
+        }
+    }
+}
+
+/// This node's figures for its heartbeat.
+fn figures(app: &App, node: Option<&Node>) -> NodeFigures {
+    NodeFigures {
+        role: node.map_or(Role::Follower, Node::role),
+        workers: node.map_or(0, |n| n.local_workers(app)),
+        viewers: app.fleet.viewers(),
+        fleet_fps: f64::from(app.telemetry.borrow().telemetry.fleet_fps),
+        frames: app.stats.frames_accepted.get(),
+    }
+}
+
+/// The core's key for viewer `viewer` of node `node`: the node id's
+/// FNV-1a hash in the high half, the viewer's id in the low half (pushes
+/// are summed per key and folded in key order, so it must be stable).
+pub fn viewer_key(node: &str, viewer: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node.bytes() {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash & 0xffff_ffff_0000_0000) | (viewer & 0xffff_ffff)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves its value whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

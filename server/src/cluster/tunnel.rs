@@ -1,0 +1,357 @@
+//! Worker tunnels: a worker connected to a follower, scheduled by the
+//! leader's core.
+//!
+//! The follower keeps the worker's socket (a [`Connection`]: keep-alive,
+//! size limit, timeouts) and forwards each binary message, unchanged, to
+//! the leader's up stream ([`serve`]); the leader runs the worker protocol
+//! ([`worker_conn::serve`]) over a [`Pipe`] whose far end is fed from that
+//! stream and answers on the follower's down stream ([`lead`]). So tasks,
+//! verification, strikes and bans are decided once, by the one core that
+//! schedules, and a worker cannot tell which node it reached.
+//!
+//! **A new leader.** The follower watches who leads; when the term changes
+//! it opens the tunnel again on the new leader's up stream and replays the
+//! worker's `Hello`, so the worker keeps its socket and simply gets tasks
+//! from the new core (answers to the old leader's tasks are needless
+//! there, within the allowance `worker_conn` gives late answers). Down
+//! messages of an older term are ignored.
+//!
+//! **A dead follower.** The leader checks the registry every second: the
+//! tunnels of a node whose heartbeat lapsed end as vanished, and their
+//! ranges go to other workers.
+//!
+//! Verification happens on the leader, where the task's scene is known:
+//! it costs 0.17% of a core at 60 fps (BENCHMARKS.md), so one node can
+//! check the whole cluster's results.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use donut_shared::wire::FromWorker;
+use donut_shared::wire::tunnel::{Down, Up};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, warn};
+
+use super::node::{Leader, Node, viewer_key};
+use super::registry;
+use super::tunnel_log::{self, TunnelReader};
+use crate::connection::{Connection, End, Event};
+use crate::fleet::{Admission, Role};
+use crate::limits::{CloseReason, NORMAL, UNSUPPORTED};
+use crate::pipe::{Outbound, Pipe, PipeEnd};
+use crate::state::App;
+use crate::worker_conn;
+
+/// Messages a tunnel holds in each direction before it counts as stalled.
+const PIPE_CAPACITY: usize = 256;
+
+/// How often the leader looks for tunnels of dead nodes.
+const NODE_CHECK: Duration = Duration::from_secs(1);
+
+/// Runs a worker admitted on this follower to its end, tunnelled to
+/// whichever node leads.
+pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission: Admission) {
+    let conn = admission.id;
+    let mut downs = node.open_down(conn);
+    let mut leader = node.leader();
+    let mut tunnel = Tunnel {
+        node: &node,
+        conn,
+        ip: admission.ip,
+        term: None,
+        hello: None,
+    };
+    let now = leader.borrow_and_update().clone();
+    tunnel.follow(now).await;
+    info!(leader = ?tunnel.term, "worker connected (tunnelled)");
+    let end = loop {
+        tokio::select! {
+            event = ws.next() => match event {
+                Ok(Event::Binary(msg)) => tunnel.up(msg).await,
+                Ok(Event::Text) => {
+                    app.stats.protocol_errors.inc();
+                    break End::Closed(CloseReason::new(UNSUPPORTED, "binary messages only"));
+                }
+                Err(end) => break end,
+            },
+            Some((term, msg)) = downs.recv() => {
+                if tunnel.term.is_some_and(|t| term < t) {
+                    continue;
+                }
+                match Down::decode(&msg) {
+                    Ok(Down::Data { msg: data, .. }) => {
+                        if let Err(end) = ws.send(msg.slice_ref(data)).await {
+                            break end;
+                        }
+                    }
+                    Ok(Down::Close { code, reason, .. }) => {
+                        break End::Closed(CloseReason::new(code, reason));
+                    }
+                    Err(_) => {}
+                }
+            }
+            Ok(()) = leader.changed() => {
+                let now = leader.borrow_and_update().clone();
+                tunnel.follow(now).await;
+            }
+        }
+    };
+    tunnel.close().await;
+    node.close_down(conn);
+    drop(admission);
+    if let Some(reason) = end.close_reason() {
+        info!(code = reason.code, reason = %reason.reason, "closing worker");
+    }
+    ws.finish(&end).await;
+    info!(?end, "worker disconnected");
+}
+
+/// The follower's side of one tunnel.
+struct Tunnel<'a> {
+    node: &'a Arc<Node>,
+    conn: u64,
+    ip: IpAddr,
+    /// The term of the leader it is open on.
+    term: Option<u64>,
+    /// The worker's `Hello`, replayed to each new leader.
+    hello: Option<Bytes>,
+}
+
+impl Tunnel<'_> {
+    /// Opens the tunnel on `leader`'s up stream if it is a new one.
+    async fn follow(&mut self, leader: Option<Leader>) {
+        let Some(Leader { term, .. }) = leader else {
+            return;
+        };
+        if self.term == Some(term) {
+            return;
+        }
+        if let Some(old) = self.term {
+            self.close().await;
+            debug!(old, term, "leader changed: tunnel reopened");
+        }
+        self.term = Some(term);
+        let (node, conn, ip) = (self.node.id(), self.conn, self.ip);
+        self.send(Up::Open { node, conn, ip }.to_vec()).await;
+        if let Some(msg) = &self.hello {
+            self.send(Up::Data { node, conn, msg }.to_vec()).await;
+        }
+    }
+
+    /// Tells the current leader the tunnel is closed.
+    async fn close(&self) {
+        let (node, conn) = (self.node.id(), self.conn);
+        self.send(Up::Close { node, conn }.to_vec()).await;
+    }
+
+    /// Forwards a message from the worker.
+    async fn up(&mut self, msg: Bytes) {
+        if self.hello.is_none() && matches!(FromWorker::decode(&msg), Ok(FromWorker::Hello(_))) {
+            self.hello = Some(msg.clone());
+        }
+        let (node, conn) = (self.node.id(), self.conn);
+        self.send(
+            Up::Data {
+                node,
+                conn,
+                msg: &msg,
+            }
+            .to_vec(),
+        )
+        .await;
+    }
+
+    /// Appends one message to the current leader's up stream. Without a
+    /// leader, or with Redis away, it is lost: the leader's core then
+    /// treats the task as unanswered, as for a lost packet.
+    async fn send(&self, msg: Vec<u8>) {
+        let Some(term) = self.term else { return };
+        let key = self.node.link().keys().up(term);
+        if let Err(e) = tunnel_log::append(self.node.link(), &key, term, &msg).await {
+            debug!("tunnel message lost: {e}");
+        }
+    }
+}
+
+/// The leader's tunnels of one term: each open tunnel's inbound channel,
+/// by (node, connection).
+type Tunnels = Arc<Mutex<HashMap<(String, u64), mpsc::Sender<Result<Event, End>>>>>;
+
+/// As leader under `term`: runs the tunnelled workers of every follower
+/// (and their viewers' pushes) until aborted (the term ended).
+pub async fn lead(node: Arc<Node>, app: Arc<App>, term: u64) {
+    let key = node.link().keys().up(term);
+    let mut reader = TunnelReader::new(node.link().clone(), key);
+    let tunnels: Tunnels = Arc::default();
+    let mut check = tokio::time::interval(NODE_CHECK);
+    loop {
+        tokio::select! {
+            read = reader.next() => match read {
+                Ok((_, Ok(msg))) => on_up(&node, &app, term, &tunnels, &msg),
+                Ok((_, Err(why))) => warn!("unreadable up message skipped: {why}"),
+                Err(e) => {
+                    debug!("up stream read failed (retrying): {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = check.tick() => drop_dead_nodes(&node, &tunnels).await,
+        }
+    }
+}
+
+/// Handles one up message.
+fn on_up(node: &Arc<Node>, app: &Arc<App>, term: u64, tunnels: &Tunnels, msg: &Bytes) {
+    let up = match Up::decode(msg) {
+        Ok(up) => up,
+        Err(e) => {
+            app.stats.protocol_errors.inc();
+            warn!("undecodable up message skipped: {e}");
+            return;
+        }
+    };
+    match up {
+        Up::Open {
+            node: from,
+            conn,
+            ip,
+        } => open(node, app, term, tunnels, from, conn, ip),
+        Up::Data {
+            node: from,
+            conn,
+            msg: data,
+        } => {
+            let tx = lock(tunnels).get(&(from.to_owned(), conn)).cloned();
+            if let Some(tx) = tx
+                && tx.try_send(Ok(Event::Binary(msg.slice_ref(data)))).is_err()
+            {
+                // Stuck or gone: end it; its ranges go elsewhere.
+                lock(tunnels).remove(&(from.to_owned(), conn));
+            }
+        }
+        Up::Close { node: from, conn } => {
+            if let Some(tx) = lock(tunnels).remove(&(from.to_owned(), conn)) {
+                let _ = tx.try_send(Err(End::PeerClosed(None)));
+            }
+        }
+        Up::Input {
+            node: from,
+            viewer,
+            a,
+            b,
+        } => {
+            let push = donut_shared::scene::Impulse {
+                a: i32::from(a),
+                b: i32::from(b),
+            };
+            app.core.input(viewer_key(from, viewer), push);
+        }
+    }
+}
+
+/// A follower's worker connected: admits it here (the cluster-wide caps
+/// and bans) and runs the worker protocol over a pipe.
+fn open(
+    node: &Arc<Node>,
+    app: &Arc<App>,
+    term: u64,
+    tunnels: &Tunnels,
+    from: &str,
+    conn: u64,
+    ip: IpAddr,
+) {
+    let key = (from.to_owned(), conn);
+    if lock(tunnels).contains_key(&key) {
+        return;
+    }
+    let down = node.link().keys().down(from);
+    let admission = match app.fleet.admit(Role::Worker, ip) {
+        Ok(a) => a,
+        Err(reason) => {
+            app.stats.connections_refused.inc();
+            let msg = Down::Close {
+                conn,
+                code: reason.code,
+                reason: &reason.reason,
+            }
+            .to_vec();
+            let link = node.link().clone();
+            tokio::spawn(async move {
+                let _ = tunnel_log::append(&link, &down, term, &msg).await;
+            });
+            return;
+        }
+    };
+    let (pipe, far) = Pipe::new(
+        PIPE_CAPACITY,
+        Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
+    );
+    lock(tunnels).insert(key, far.inbound.clone());
+    let span = tracing::info_span!("conn", role = "worker", ip = %ip, id = admission.id, node = from, tunnel = conn);
+    node.count_tunnel(true);
+    let (app, counted) = (Arc::clone(app), Arc::clone(node));
+    let serve = async move {
+        worker_conn::serve(pipe, app, admission).await;
+        counted.count_tunnel(false);
+    };
+    tokio::spawn(serve.instrument(span.clone()));
+    tokio::spawn(forward(node.link().clone(), down, term, conn, far).instrument(span));
+}
+
+/// Sends what the worker protocol says to the follower's down stream.
+async fn forward(link: super::Link, down: String, term: u64, conn: u64, far: PipeEnd) {
+    let PipeEnd {
+        mut outbound,
+        inbound,
+    } = far;
+    while let Some(out) = outbound.recv().await {
+        let msg = match &out {
+            Outbound::Message(m) => Down::Data { conn, msg: m }.to_vec(),
+            Outbound::Close(end) => {
+                let reason = end
+                    .close_reason()
+                    .unwrap_or_else(|| CloseReason::new(NORMAL, ""));
+                Down::Close {
+                    conn,
+                    code: reason.code,
+                    reason: &reason.reason,
+                }
+                .to_vec()
+            }
+        };
+        if let Err(e) = tunnel_log::append(&link, &down, term, &msg).await {
+            debug!("down message lost: {e}");
+        }
+        if matches!(out, Outbound::Close(_)) {
+            break;
+        }
+    }
+    drop(inbound);
+}
+
+/// Ends the tunnels of nodes whose heartbeat lapsed.
+async fn drop_dead_nodes(node: &Arc<Node>, tunnels: &Tunnels) {
+    let Ok(live) = registry::live_nodes(node.link()).await else {
+        return;
+    };
+    let live: HashSet<String> = live.into_iter().map(|n| n.id).collect();
+    let mut t = lock(tunnels);
+    let dead: Vec<_> = t
+        .keys()
+        .filter(|(n, _)| !live.contains(n))
+        .cloned()
+        .collect();
+    for key in dead {
+        if let Some(tx) = t.remove(&key) {
+            info!(node = %key.0, conn = key.1, "tunnel of a dead node ended");
+            let _ = tx.try_send(Err(End::PeerVanished));
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here leaves the map whole.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

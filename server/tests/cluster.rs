@@ -1,0 +1,328 @@
+//! A cluster of real `donut serve` processes sharing one timeline through a
+//! real `redis-server` (issue 15): every viewer on every node gets the same
+//! bytes, with no gap and no repeat, across `kill -9` of the leader; a
+//! cheater banned through one node is refused by another.
+//!
+//! Nodes are processes (so they can be killed), started with
+//! `--cluster redis://…` on free loopback ports, each with a unique key
+//! prefix; workers are real native workers (in this process), viewers are
+//! checking clients that verify every frame against the native render.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::redis_server::RedisServer;
+use common::{HANG, Viewer, cheat_from, connect_from, expect_close, loopback, stats, worker};
+use donut_shared::wire::{RESULT_HEADER_LEN, ToViewer};
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Seconds of the long run (`DONUT_CLUSTER_SECS`, default 20; the issue
+/// asks a minute, which `DONUT_CLUSTER_SECS=60` gives).
+fn run_secs() -> u64 {
+    std::env::var("DONUT_CLUSTER_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20)
+}
+
+/// A `donut serve` process in the cluster; killed (SIGKILL) when dropped.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    id: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    /// Starts node `id` of the cluster at `redis` under `prefix`.
+    fn start(redis: &RedisServer, prefix: &str, id: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(env!("CARGO_BIN_EXE_donut"))
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--cluster", &redis.url(), "--cluster-prefix", prefix])
+            .args(["--node-id", id, "--leader-lease-ms", "1000"])
+            // Three seconds sent ahead: a viewer plays through a failover.
+            .args(["--viewer-lead-secs", "3", "--max-strikes", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .spawn()
+            .expect("the donut binary starts");
+        let deadline = Instant::now() + HANG;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "node {id} never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            addr,
+            id: id.to_owned(),
+        }
+    }
+
+    /// Kills it at once, as `kill -9` does.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `n` nodes under a fresh prefix.
+fn cluster(redis: &RedisServer, n: usize) -> Vec<Node> {
+    let prefix = format!("test{}-{}:", std::process::id(), rand_suffix());
+    (1..=n)
+        .map(|k| Node::start(redis, &prefix, &format!("n{k}")))
+        .collect()
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+}
+
+/// The node that leads now (its `cluster_role` is 2), waiting for one.
+async fn leader(nodes: &[&Node]) -> usize {
+    let deadline = Instant::now() + HANG;
+    loop {
+        for (k, n) in nodes.iter().enumerate() {
+            if stats(n.addr).await["cluster_role"] == 2 {
+                return k;
+            }
+        }
+        assert!(Instant::now() < deadline, "no node became leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A checking viewer on one node, in the background: every frame in order,
+/// no gap, no repeat, each equal to the native render; it keeps each
+/// batch's bytes by start frame, to compare nodes.
+struct Watch {
+    task: JoinHandle<(Viewer, BTreeMap<u64, Bytes>)>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Watch {
+    async fn start(addr: SocketAddr) -> Self {
+        let mut viewer = Viewer::connect(addr).await;
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut batches = BTreeMap::new();
+            loop {
+                tokio::select! {
+                    msg = viewer.ws.next() => match msg {
+                        Some(Ok(Message::Binary(b))) => {
+                            // `check` returns a range for frame batches only.
+                            if let Some((start, _)) = viewer.check(&b) {
+                                batches.insert(start, b.clone());
+                            }
+                        }
+                        Some(Ok(Message::Close(f))) => panic!("viewer closed: {f:?}"),
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => panic!("viewer socket error: {e}"),
+                        None => panic!("viewer socket ended"),
+                    },
+                    _ = stopped.changed() => return (viewer, batches),
+                }
+            }
+        });
+        Self { task, stop }
+    }
+
+    /// Frames checked so far.
+    async fn finish(self) -> (Viewer, BTreeMap<u64, Bytes>) {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .expect("the viewer saw every frame in order, right")
+    }
+}
+
+/// Waits until `addr`'s stats satisfy `f`.
+async fn wait_for(addr: SocketAddr, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let s = stats(addr).await;
+        if f(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Batches seen by every viewer: identical bytes at every start they
+/// share. Returns the frames in those batches.
+fn assert_same_bytes(seen: &[BTreeMap<u64, Bytes>]) -> u64 {
+    let mut shared = 0;
+    for (start, bytes) in &seen[0] {
+        let others: Vec<_> = seen[1..].iter().filter_map(|s| s.get(start)).collect();
+        if others.len() == seen.len() - 1 {
+            for o in others {
+                assert_eq!(o, bytes, "the batch at {start} differs between nodes");
+            }
+            if let Ok(ToViewer::Frames(f)) = ToViewer::decode(bytes) {
+                shared += u64::from(f.count);
+            }
+        }
+    }
+    shared
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_play_one_timeline_byte_for_byte() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 3);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    leader(&refs).await;
+    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
+    for n in &nodes {
+        wait_for(n.addr, "three workers cluster-wide", |s| {
+            s["cluster_workers"] == 3
+        })
+        .await;
+        wait_for(n.addr, "three nodes", |s| s["cluster_nodes"] == 3).await;
+    }
+    let mut watches = Vec::new();
+    for n in &nodes {
+        watches.push(Watch::start(n.addr).await);
+    }
+    tokio::time::sleep(Duration::from_secs(run_secs())).await;
+    let mut seen = Vec::new();
+    let secs = run_secs();
+    for w in watches {
+        let (viewer, batches) = w.finish().await;
+        assert!(
+            viewer.seen.frames >= 50 * secs,
+            "a viewer got {} frames in {secs} s",
+            viewer.seen.frames
+        );
+        seen.push(batches);
+    }
+    // The viewers joined within moments of each other: all but their first
+    // batches are the same batches, byte for byte.
+    let shared = assert_same_bytes(&seen);
+    assert!(
+        shared >= 50 * secs,
+        "only {shared} frames in batches every node sent"
+    );
+    // One leader; the others follow.
+    let mut roles = Vec::new();
+    for n in &nodes {
+        roles.push(stats(n.addr).await["cluster_role"].as_u64().unwrap_or(0));
+    }
+    roles.sort_unstable();
+    assert_eq!(roles, [1, 1, 2], "one leader, two followers");
+    for w in workers {
+        w.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_twice_leaves_no_gap_or_repeat() {
+    let redis = RedisServer::start();
+    let mut nodes: Vec<Option<Node>> = cluster(&redis, 3).into_iter().map(Some).collect();
+    let live = |nodes: &[Option<Node>]| -> Vec<usize> {
+        (0..nodes.len()).filter(|&k| nodes[k].is_some()).collect()
+    };
+    let addr = |nodes: &[Option<Node>], k: usize| nodes[k].as_ref().map(|n| n.addr).expect("live");
+    let workers: Vec<_> = (0..3).map(|k| worker(addr(&nodes, k), 1)).collect();
+    let mut watches = BTreeMap::new();
+    for k in 0..3 {
+        watches.insert(k, Watch::start(addr(&nodes, k)).await);
+    }
+    for round in 0..2 {
+        let alive = live(&nodes);
+        let refs: Vec<&Node> = alive.iter().filter_map(|&k| nodes[k].as_ref()).collect();
+        let lead = alive[leader(&refs).await];
+        let term = stats(addr(&nodes, lead)).await["cluster_term"]
+            .as_u64()
+            .unwrap_or(0);
+        // Play a while, then kill the leader mid-stream.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let victim = nodes[lead].take().expect("the leader is alive");
+        eprintln!("round {round}: killing leader {} (term {term})", victim.id);
+        victim.kill();
+        if let Some(w) = watches.remove(&lead) {
+            w.stop.send(true).ok();
+            w.task.abort();
+        }
+        // A survivor takes over under a higher term, and the stream goes on.
+        let alive = live(&nodes);
+        let refs: Vec<&Node> = alive.iter().filter_map(|&k| nodes[k].as_ref()).collect();
+        let next = alive[leader(&refs).await];
+        let next_term = stats(addr(&nodes, next)).await["cluster_term"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(next_term > term, "the new term {next_term} exceeds {term}");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+    }
+    // The one node left plays on; every viewer on a survivor saw every
+    // frame once, in order, right (checked as they came).
+    let last = live(&nodes)[0];
+    for (k, w) in watches {
+        let (viewer, _) = w.finish().await;
+        assert_eq!(k, last);
+        assert!(
+            viewer.seen.frames >= 60 * 8,
+            "{} frames",
+            viewer.seen.frames
+        );
+    }
+    for w in workers {
+        w.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cheater_banned_through_one_node_is_refused_by_another() {
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let lead = leader(&refs).await;
+    // Cheat through the follower: its results are tunnelled to the leader,
+    // checked there, and the ban shared through Redis.
+    let follower = &nodes[1 - lead];
+    let forge: common::Forge = Box::new(|t| {
+        let mut r = common::result_for(t);
+        let at = RESULT_HEADER_LEN + 300;
+        r[at] = (((r[at] >> 4) % 12 + 1) << 4) | (r[at] & 0x0f);
+        vec![r]
+    });
+    let ((code, reason), sent) = cheat_from(follower.addr, 3, forge).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("banned"), "{reason}");
+    assert!(sent >= 1);
+    // Every node refuses the address now: the leader, which banned it,
+    // and the follower, which learns it from Redis.
+    for n in &nodes {
+        let mut ws = connect_from(n.addr, "/ws/worker", loopback(3)).await;
+        let (code, reason) = expect_close(&mut ws).await;
+        assert_eq!(code, 1008, "node {}: {reason}", n.id);
+        assert!(reason.contains("banned"), "node {}: {reason}", n.id);
+    }
+}
