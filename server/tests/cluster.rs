@@ -326,3 +326,42 @@ async fn a_cheater_banned_through_one_node_is_refused_by_another() {
         assert!(reason.contains("banned"), "node {}: {reason}", n.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_that_loses_everything_loses_no_frame() {
+    let mut redis = RedisServer::start();
+    let nodes = cluster(&redis, 2);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    leader(&refs).await;
+    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
+    let mut watches = Vec::new();
+    for n in &nodes {
+        watches.push(Watch::start(n.addr).await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before: Vec<u64> = {
+        let mut v = Vec::new();
+        for n in &nodes {
+            v.push(stats(n.addr).await["head"].as_u64().unwrap_or(0));
+        }
+        v
+    };
+    // `--save ''`: the new Redis is empty (no lease, no term, no stream).
+    redis.restart();
+    // A leader again, and the stream goes on from where it was: the
+    // viewers check every frame once, in order, as they come.
+    leader(&refs).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (w, n) in watches.into_iter().zip(&nodes) {
+        let (viewer, _) = w.finish().await;
+        assert!(
+            viewer.seen.next > before.iter().copied().max().unwrap_or(0) + 120,
+            "node {}: the stream did not go on after the restart (at {})",
+            n.id,
+            viewer.seen.next
+        );
+    }
+    for w in workers {
+        w.abort();
+    }
+}
