@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::nginx::Nginx;
 use common::redis_server::RedisServer;
 use common::{HANG, Viewer, cheat_from, connect_from, expect_close, loopback, stats, worker};
 use donut_shared::wire::{RESULT_HEADER_LEN, ToViewer};
@@ -47,8 +48,9 @@ impl Drop for Node {
 }
 
 impl Node {
-    /// Starts node `id` of the cluster at `redis` under `prefix`.
-    fn start(redis: &RedisServer, prefix: &str, id: &str) -> Self {
+    /// Starts node `id` of the cluster at `redis` under `prefix`, with
+    /// `extra` arguments.
+    fn start(redis: &RedisServer, prefix: &str, id: &str, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -60,6 +62,7 @@ impl Node {
             .args(["--node-id", id, "--leader-lease-ms", "1000"])
             // Three seconds sent ahead: a viewer plays through a failover.
             .args(["--viewer-lead-secs", "3", "--max-strikes", "1"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .env(
@@ -89,9 +92,14 @@ impl Node {
 
 /// Starts `n` nodes under a fresh prefix.
 fn cluster(redis: &RedisServer, n: usize) -> Vec<Node> {
+    cluster_with(redis, n, &[])
+}
+
+/// Starts `n` nodes under a fresh prefix, with `extra` arguments.
+fn cluster_with(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Node> {
     let prefix = format!("test{}-{}:", std::process::id(), rand_suffix());
     (1..=n)
-        .map(|k| Node::start(redis, &prefix, &format!("n{k}")))
+        .map(|k| Node::start(redis, &prefix, &format!("n{k}"), extra))
         .collect()
 }
 
@@ -364,4 +372,53 @@ async fn a_redis_restart_that_loses_everything_loses_no_frame() {
     for w in workers {
         w.abort();
     }
+}
+
+/// Behind nginx (the README's cluster recipe): workers spread over the
+/// nodes through the balancer; kill -9 a node, and its workers reconnect
+/// through nginx to the live ones, so the cluster recovers its fleet,
+/// while a viewer through nginx on another node plays on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_a_dead_nodes_workers_come_back_through_the_balancer() {
+    let redis = RedisServer::start();
+    let mut nodes: Vec<Option<Node>> =
+        cluster_with(&redis, 3, &["--trusted-proxies", "127.0.0.1/32"])
+            .into_iter()
+            .map(Some)
+            .collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.addr).collect();
+    let nginx = Nginx::start(&addrs);
+    let refs: Vec<&Node> = nodes.iter().flatten().collect();
+    let lead = leader(&refs).await;
+    // Six workers through nginx from six client addresses: round robin
+    // puts two on each node.
+    let workers: Vec<_> = (0..6u8)
+        .map(|k| common::worker_from(nginx.addr, 1, loopback(10 + k)))
+        .collect();
+    let lead_addr = addrs[lead];
+    wait_for(lead_addr, "six workers cluster-wide", |s| {
+        s["cluster_workers"] == 6
+    })
+    .await;
+    // Kill a follower holding workers: they must come back elsewhere.
+    let victim = (0..3).find(|&k| k != lead).expect("a follower");
+    let mut on_victim = 0;
+    while on_victim == 0 {
+        on_victim = stats(addrs[victim]).await["workers"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let watch = Watch::start(lead_addr).await;
+    nodes[victim].take().expect("alive").kill();
+    wait_for(lead_addr, "two nodes", |s| s["cluster_nodes"] == 2).await;
+    wait_for(lead_addr, "the six workers back", |s| {
+        s["cluster_workers"] == 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (viewer, _) = watch.finish().await;
+    assert!(viewer.seen.frames >= 60, "{} frames", viewer.seen.frames);
+    for w in workers {
+        w.abort();
+    }
+    drop(nginx);
 }
