@@ -4,6 +4,8 @@
 #   ./build.sh [run] [SERVER ARGS...]  set up, build, serve on :8080 (default)
 #   ./build.sh build                   set up and build only
 #   ./build.sh test                    set up (incl. Chromium, Firefox) and run every check
+#   ./build.sh cluster [N] [ARGS...]   N nodes (default 3) sharing one redis-server, behind
+#                                      nginx on http://127.0.0.1:8080; Ctrl-C stops them all
 #   ./build.sh help                    this text
 #
 # Setup installs only what is missing, so a second run is fast:
@@ -28,7 +30,7 @@ die() {
 have() { command -v "$1" >/dev/null 2>&1; }
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # ---------------------------------------------------------------- setup ----
@@ -287,6 +289,94 @@ run_tests() {
 
 # ----------------------------------------------------------------- main ----
 
+# ------------------------------------------------------------- cluster ----
+
+# run_cluster [N] [SERVER ARGS...]: redis-server on 127.0.0.1:6390, N nodes
+# (default 3) on 127.0.0.1:8081.., nginx on 127.0.0.1:8080 balancing over
+# them (the README's recipe), all in the foreground; Ctrl-C, or any of them
+# stopping, stops everything. State lives in a temporary directory.
+run_cluster() {
+    local n="${1:-3}"
+    if [ $# -gt 0 ]; then shift; fi
+    case "$n" in
+        '' | *[!0-9]*) die "cluster: N must be a number of nodes, got '$n'" ;;
+    esac
+    [ "$n" -ge 1 ] || die "cluster: N must be at least 1"
+    local bin="${CARGO_TARGET_DIR:-$ROOT/target}/release/donut"
+    local redis_port=6390 k port upstreams=""
+    CLUSTER_DIR="$(mktemp -d)"
+    CLUSTER_PIDS=()
+    trap stop_cluster INT TERM EXIT
+    say "redis-server on 127.0.0.1:$redis_port (in memory)"
+    "${DONUT_REDIS:-/usr/bin/redis-server}" --bind 127.0.0.1 --port "$redis_port" \
+        --save '' --appendonly no --dir "$CLUSTER_DIR" --daemonize no \
+        >"$CLUSTER_DIR/redis.log" 2>&1 &
+    CLUSTER_PIDS+=("$!")
+    for k in $(seq 1 "$n"); do
+        port=$((8080 + k))
+        say "node n$k on 127.0.0.1:$port"
+        "$bin" serve --listen "127.0.0.1:$port" --cluster "redis://127.0.0.1:$redis_port" \
+            --node-id "n$k" --trusted-proxies 127.0.0.1/32 --viewer-lead-secs 3 "$@" &
+        CLUSTER_PIDS+=("$!")
+        upstreams+="server 127.0.0.1:$port max_fails=1 fail_timeout=5s; "
+    done
+    mkdir -p "$CLUSTER_DIR/nginx"
+    write_cluster_nginx_conf "$CLUSTER_DIR" "$upstreams" >"$CLUSTER_DIR/nginx.conf"
+    say "nginx on http://127.0.0.1:8080 in front of $n nodes (Ctrl-C stops everything)"
+    "${DONUT_NGINX:-/usr/sbin/nginx}" -p "$CLUSTER_DIR" -e "$CLUSTER_DIR/nginx-error.log" \
+        -c "$CLUSTER_DIR/nginx.conf" &
+    CLUSTER_PIDS+=("$!")
+    wait -n "${CLUSTER_PIDS[@]}" || true
+    say "a process of the cluster stopped; stopping the rest"
+}
+
+stop_cluster() {
+    trap - INT TERM EXIT
+    kill "${CLUSTER_PIDS[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "${CLUSTER_DIR:?}"
+}
+
+# write_cluster_nginx_conf DIR UPSTREAMS: the README's nginx configuration
+# for a cluster, one process in the foreground, everything under DIR.
+write_cluster_nginx_conf() {
+    local dir="$1" upstreams="$2"
+    cat <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/nginx/body;
+    proxy_temp_path $dir/nginx/proxy;
+    fastcgi_temp_path $dir/nginx/fastcgi;
+    uwsgi_temp_path $dir/nginx/uwsgi;
+    scgi_temp_path $dir/nginx/scgi;
+    upstream donut { $upstreams}
+    map \$http_upgrade \$connection_upgrade {
+        default upgrade;
+        ''      close;
+    }
+    server {
+        listen 127.0.0.1:8080;
+        location / {
+            proxy_pass http://donut;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection \$connection_upgrade;
+            proxy_set_header Host \$http_host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }
+    }
+}
+CONF
+}
+
 cmd="${1:-run}"
 case "$cmd" in
     -h | --help) cmd=help ;;
@@ -319,11 +409,19 @@ case "$cmd" in
         build_wasm_packages
         run_tests
         ;;
+    cluster)
+        setup
+        ensure_nginx
+        ensure_redis
+        build_wasm_packages
+        build_server
+        run_cluster "$@"
+        ;;
     help | -h | --help)
         usage
         ;;
     *)
         usage >&2
-        die "unknown command '$cmd' (expected run, build, test or help)"
+        die "unknown command '$cmd' (expected run, build, test, cluster or help)"
         ;;
 esac

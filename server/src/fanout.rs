@@ -174,6 +174,12 @@ impl Fanout {
         (rx, catchup)
     }
 
+    /// The highest playback head given (by the core, or by the batches a
+    /// cluster follower relays).
+    pub fn head(&self) -> u64 {
+        self.lock().head
+    }
+
     /// The playback head moved to `head` (a lower head than one given
     /// before changes nothing): batches wholly behind it are no longer
     /// handed to joiners.

@@ -75,7 +75,9 @@ impl App {
                 .map_or(self.fleet.workers(), |n| n.local_workers(self)),
             viewers: self.fleet.viewers(),
             fps: if self.cfg.paced() { self.cfg.fps } else { 0 },
-            head: pos.head,
+            // A cluster follower's core idles: the leader's head is the one
+            // its batches carry.
+            head: pos.head.max(self.fanout.head()),
             contiguous: pos.contiguous,
             broadcast_cursor: pos.cursor,
             buffered_frames: buffered,
