@@ -290,6 +290,7 @@ impl Server {
                     fleet,
                     stats,
                     fps,
+                    cluster: app.engine.node().cloned(),
                 },
                 telemetry_tx,
                 shutdown_rx.clone(),

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use donut_shared::wire::Telemetry;
 use tokio::sync::watch;
 
+use crate::cluster::Node;
 use crate::core::Core;
 use crate::fleet::Fleet;
 use crate::metrics::Stats;
@@ -47,17 +48,34 @@ pub struct Sources {
     pub stats: Arc<Stats>,
     /// Playback rate.
     pub fps: u16,
+    /// The cluster node, if any: viewers and workers are then the
+    /// cluster's, and a follower shows the leader's render rate.
+    pub cluster: Option<Arc<Node>>,
 }
 
 /// Computes the current telemetry; `fleet_fps` comes from the caller.
 pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
     let pos = src.core.position();
     let s = &src.stats;
+    let (workers, viewers, fleet_fps) = match &src.cluster {
+        None => (src.fleet.workers(), src.fleet.viewers(), fleet_fps),
+        Some(node) => {
+            let t = node.totals();
+            // Only the leader's core accepts frames: its rate is the
+            // cluster's (followers report 0, so nothing counts twice).
+            let rate = if node.is_leader() {
+                fleet_fps
+            } else {
+                t.fleet_fps as u32
+            };
+            (t.workers, t.viewers, rate)
+        }
+    };
     Telemetry {
         head: pos.head,
         fps: src.fps,
-        workers: u32::try_from(src.fleet.workers()).unwrap_or(u32::MAX),
-        viewers: u32::try_from(src.fleet.viewers()).unwrap_or(u32::MAX),
+        workers: u32::try_from(workers).unwrap_or(u32::MAX),
+        viewers: u32::try_from(viewers).unwrap_or(u32::MAX),
         fleet_fps,
         buffered_frames: u32::try_from(pos.contiguous.saturating_sub(pos.head)).unwrap_or(u32::MAX),
         batches_verified: s.batches_verified.get(),

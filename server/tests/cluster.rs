@@ -422,3 +422,53 @@ async fn behind_nginx_a_dead_nodes_workers_come_back_through_the_balancer() {
     }
     drop(nginx);
 }
+
+/// A viewer on a follower steers: its push travels up to the leader's
+/// timeline, and every node's viewers get the new version's frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_on_a_follower_changes_the_timeline_on_every_node() {
+    use donut_shared::wire::Input;
+    use futures_util::SinkExt;
+
+    let redis = RedisServer::start();
+    let nodes = cluster(&redis, 2);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let lead = leader(&refs).await;
+    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
+    let mut sockets = Vec::new();
+    for n in &nodes {
+        sockets.push(common::connect(n.addr, "/ws/viewer").await);
+    }
+    // Both play version 0 first.
+    for ws in &mut sockets {
+        assert_eq!(next_version(ws).await, 0);
+    }
+    let push = Input { a: 0, b: 900 }.to_bytes().to_vec();
+    sockets[1 - lead]
+        .send(Message::binary(push))
+        .await
+        .expect("the push is sent");
+    let deadline = Instant::now() + HANG;
+    for ws in &mut sockets {
+        while next_version(ws).await == 0 {
+            assert!(Instant::now() < deadline, "no node played the push");
+        }
+    }
+    for w in workers {
+        w.abort();
+    }
+}
+
+/// The timeline version of the next frames batch on `ws`.
+async fn next_version(ws: &mut common::Ws) -> u32 {
+    loop {
+        let msg = tokio::time::timeout(HANG, ws.next())
+            .await
+            .expect("a message in time");
+        if let Some(Ok(Message::Binary(b))) = msg
+            && let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b)
+        {
+            return f.timeline;
+        }
+    }
+}

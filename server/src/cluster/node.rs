@@ -489,11 +489,17 @@ impl Node {
 
 /// This node's figures for its heartbeat.
 fn figures(app: &App, node: Option<&Node>) -> NodeFigures {
+    let role = node.map_or(Role::Follower, Node::role);
     NodeFigures {
-        role: node.map_or(Role::Follower, Node::role),
+        role,
         workers: node.map_or(0, |n| n.local_workers(app)),
         viewers: app.fleet.viewers(),
-        fleet_fps: f64::from(app.telemetry.borrow().telemetry.fleet_fps),
+        // The leader's core accepts every frame of the cluster; a follower
+        // shows the leader's rate and reports none of its own.
+        fleet_fps: match role {
+            Role::Leader { .. } => f64::from(app.telemetry.borrow().telemetry.fleet_fps),
+            Role::Follower => 0.0,
+        },
         frames: app.stats.frames_accepted.get(),
     }
 }
