@@ -9,6 +9,7 @@
 //! cargo bench -p donut-server --bench e2e -- churn        # 2 and 8 workers, 0/25/50% of results dropped, median of 3
 //! cargo bench -p donut-server --bench e2e -- churn replayed 8   # only those: [replayed|real] [N...] select
 //! cargo bench -p donut-server --bench e2e -- fanout 1000 60   # K viewers for S seconds, paced, server as a subprocess
+//! DONUT_CLUSTER_NODES=3 cargo bench -p donut-server --bench e2e -- fanout 1000 60   # the same over a 3-node cluster
 //! DONUT_CODEC=nibble cargo bench -p donut-server --bench e2e -- throughput   # plain 880-byte frames to viewers
 //! DONUT_BATCH_FRAMES=60 cargo bench -p donut-server --bench e2e -- throughput replayed 8   # 60-frame viewer batches
 //! ```
@@ -38,6 +39,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 mod support;
+
+#[path = "../tests/common/redis_server.rs"]
+#[allow(dead_code)] // Only `start` and `url` are used here.
+mod redis_server;
 
 use support::{
     ServerProcess, TABLE, WARMUP, join_viewer, replay_worker, spawn_checking_viewer, table,
@@ -331,29 +336,58 @@ const TAIL: Duration = Duration::from_secs(2);
 /// broadcast behind. Counted over the batches published in the window
 /// `[all connected + SETTLE, + secs)`; the ramp before it and the tail
 /// after it are reported on their own lines, not dropped.
+///
+/// With `DONUT_CLUSTER_NODES=N` (N ≥ 1) the stream is served by N
+/// `--cluster` nodes sharing a real `redis-server`; the viewers are spread
+/// over the nodes in turn, the worker is on the first, and "behind" counts
+/// against the leader's publish times (followers relay them). Memory and
+/// CPU figures are summed over the nodes.
 fn fanout(k: usize, secs: u64, threads: usize) {
     use std::io::{BufRead, BufReader};
     use std::process::Command;
+    let nodes: usize = std::env::var("DONUT_CLUSTER_NODES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let redis = (nodes > 0).then(redis_server::RedisServer::start);
     let max_viewers = (k + 10).to_string();
-    let mut server = ServerProcess::start_logging(
-        &["--max-per-ip", "0", "--max-viewers", &max_viewers],
-        "warn,donut_server::broadcaster=debug",
-    );
-    let (pid, addr) = (server.pid(), server.addr);
-    // The server's log: publish times, and any warning (counted, shown).
-    let log_reader = server.take_log().map(|err| {
-        std::thread::spawn(move || {
-            let mut published = Vec::new();
-            let mut warnings = Vec::new();
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                match parse_published(&l) {
-                    Some(p) => published.push(p),
-                    None => warnings.push(l),
-                }
+    let mut servers: Vec<ServerProcess> = (0..nodes.max(1))
+        .map(|n| {
+            let id = format!("n{}", n + 1);
+            let mut args = vec!["--max-per-ip", "0", "--max-viewers", &max_viewers];
+            let url = redis.as_ref().map(redis_server::RedisServer::url);
+            if let Some(url) = &url {
+                args.extend(["--cluster", url, "--node-id", &id, "--viewer-lead-secs", "1"]);
             }
-            (published, warnings)
+            ServerProcess::start_logging(&args, "warn,donut_server::broadcaster=debug")
         })
-    });
+        .collect();
+    if nodes > 0 {
+        println!("cluster of {nodes} nodes sharing {}", redis.as_ref().map_or(String::new(), |r| r.url()));
+    }
+    let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let addr = addrs[0];
+    // The servers' logs: publish times, and any warning (counted, shown).
+    let log_readers: Vec<_> = servers
+        .iter_mut()
+        .filter_map(ServerProcess::take_log)
+        .map(|err| {
+            std::thread::spawn(move || {
+                let mut published = Vec::new();
+                let mut warnings = Vec::new();
+                for l in BufReader::new(err).lines().map_while(Result::ok) {
+                    match parse_published(&l) {
+                        Some(p) => published.push(p),
+                        None => warnings.push(l),
+                    }
+                }
+                (published, warnings)
+            })
+        })
+        .collect();
+    let rss = |pids: &[u32]| pids.iter().map(|&p| support::status_kib(p, "VmRSS:")).sum::<u64>();
+    let cpu = |pids: &[u32]| pids.iter().map(|&p| support::cpu_secs(p)).sum::<f64>();
     // One native worker as its own process, so the load generator's CPU
     // figure is the viewers' alone.
     let mut worker = Command::new(support::donut_bin())
@@ -373,7 +407,7 @@ fn fanout(k: usize, secs: u64, threads: usize) {
         .build()
         .expect("runtime");
     std::thread::sleep(Duration::from_secs(2));
-    let rss_idle = support::status_kib(pid, "VmRSS:");
+    let rss_idle = rss(&pids);
     let me = std::process::id();
     let connected = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -382,9 +416,9 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let capacity = (secs as usize + 10) * 6;
     let tasks: Vec<_> = (0..k)
-        .map(|_| {
+        .map(|i| {
             rt.spawn(fanout_viewer(
-                addr,
+                addrs[i % addrs.len()],
                 Arc::clone(&stop),
                 Arc::clone(&gate),
                 Arc::clone(&connected),
@@ -403,28 +437,20 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     let from_us = ready_us + SETTLE.as_micros() as u64;
     let to_us = from_us + secs * 1_000_000;
     std::thread::sleep(SETTLE);
-    let cpu0 = (
-        support::cpu_secs(pid),
-        support::cpu_secs(me),
-        Instant::now(),
-    );
+    let cpu0 = (cpu(&pids), support::cpu_secs(me), Instant::now());
     let mut rss_max = 0;
     for _ in 0..secs {
         std::thread::sleep(Duration::from_secs(1));
-        rss_max = rss_max.max(support::status_kib(pid, "VmRSS:"));
+        rss_max = rss_max.max(rss(&pids));
     }
-    let cpu1 = (
-        support::cpu_secs(pid),
-        support::cpu_secs(me),
-        Instant::now(),
-    );
-    let rss_end = support::status_kib(pid, "VmRSS:");
+    let cpu1 = (cpu(&pids), support::cpu_secs(me), Instant::now());
+    let rss_end = rss(&pids);
     std::thread::sleep(TAIL);
     stop.store(true, Ordering::Relaxed);
     let wall = cpu1.2.duration_since(cpu0.2).as_secs_f64();
     let server_cpu = (cpu1.0 - cpu0.0) / wall * 100.0;
     let gen_cpu = (cpu1.1 - cpu0.1) / wall * 100.0;
-    let stats = server.stats().unwrap_or_default();
+    let stats = servers[0].stats().unwrap_or_default();
     // Each viewer notices `stop` after its next read (a batch every 250 ms).
     let (logs, stuck): (Vec<ViewerLog>, u64) = rt.block_on(async {
         let mut logs = Vec::with_capacity(k);
@@ -440,8 +466,16 @@ fn fanout(k: usize, secs: u64, threads: usize) {
     });
     let _ = worker.kill();
     let _ = worker.wait();
-    drop(server);
-    let (published, warnings) = log_reader.and_then(|h| h.join().ok()).unwrap_or_default();
+    drop(servers);
+    drop(redis);
+    let (mut published, mut warnings) = (Vec::new(), Vec::new());
+    for h in log_readers {
+        if let Ok((p, w)) = h.join() {
+            published.extend(p);
+            warnings.extend(w);
+        }
+    }
+    published.sort_unstable();
     report_fanout(&FanoutRun {
         k,
         connected: connected.load(Ordering::Relaxed),
