@@ -311,7 +311,7 @@ impl Lease {
 
     /// Stops competing and, if leader, deletes the lease so another node
     /// takes over at its next poll instead of after `ttl`.
-    pub async fn resign(self) -> RedisResult<()> {
+    pub async fn resign(&self) -> RedisResult<()> {
         self.task.abort();
         let Role::Leader { term } = *self.role.borrow() else {
             return Ok(());

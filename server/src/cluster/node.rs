@@ -27,7 +27,7 @@
 //! after its last ID when Redis is back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -82,6 +82,8 @@ pub struct Node {
     totals: Mutex<ClusterTotals>,
     /// Workers of other nodes this node's core runs (as leader).
     tunnelled: AtomicU64,
+    /// Set when the node stops: it appends nothing more.
+    stopping: AtomicBool,
 }
 
 impl Node {
@@ -106,6 +108,7 @@ impl Node {
             downs: Mutex::new(HashMap::new()),
             totals: Mutex::new(ClusterTotals::default()),
             tunnelled: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
             cfg,
         }))
     }
@@ -135,6 +138,10 @@ impl Node {
         let handles: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
         tokio::spawn(async move {
             let _ = stop.wait_for(|s| *s).await;
+            // A quick hand-over: append nothing more, then free the lease so
+            // a follower takes it at its next poll, not after the lease.
+            node.stopping.store(true, Ordering::Relaxed);
+            let _ = node.lease.resign().await;
             let _ = registry::leave(&node.link, &node.cfg.node_id).await;
             for h in handles {
                 h.abort();
@@ -395,6 +402,9 @@ impl Node {
             let Role::Leader { term } = self.role() else {
                 continue;
             };
+            if self.stopping.load(Ordering::Relaxed) {
+                continue;
+            }
             let entry = TimelineEntry {
                 term,
                 start: batch.start,

@@ -187,8 +187,17 @@ pub async fn lead(node: Arc<Node>, app: Arc<App>, term: u64) {
     let mut reader = TunnelReader::new(node.link().clone(), key);
     let tunnels: Tunnels = Arc::default();
     let mut check = tokio::time::interval(NODE_CHECK);
+    let mut shutdown = app.shutdown.clone();
     loop {
         tokio::select! {
+            () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                // The node stops: its tunnelled workers end as its own
+                // sockets do (their followers reconnect them elsewhere).
+                for (_, tx) in lock(&tunnels).drain() {
+                    let _ = tx.try_send(Err(End::Shutdown));
+                }
+                return;
+            }
             read = reader.next() => match read {
                 Ok((_, Ok(msg))) => on_up(&node, &app, term, &tunnels, &msg),
                 Ok((_, Err(why))) => warn!("unreadable up message skipped: {why}"),
