@@ -60,7 +60,9 @@ fn now_ms() -> f64 {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn spawn(bin: &PathBuf, args: &[&str]) -> Result<Proc> {
@@ -123,11 +125,17 @@ async fn redis_counters(conn: &mut redis::aio::MultiplexedConnection) -> Result<
 }
 
 /// Timeline entries now: start → (commit ms, term, message bytes).
-async fn timeline(conn: &mut redis::aio::MultiplexedConnection) -> Result<BTreeMap<u64, (f64, u64, usize)>> {
+async fn timeline(
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Result<BTreeMap<u64, (f64, u64, usize)>> {
     let reply: StreamRangeReply = conn.xrange_all(format!("{PREFIX}timeline")).await?;
     let mut out = BTreeMap::new();
     for e in reply.ids {
-        let ms: f64 = e.id.split('-').next().and_then(|m| m.parse().ok()).unwrap_or(f64::NAN);
+        let ms: f64 =
+            e.id.split('-')
+                .next()
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(f64::NAN);
         let field = |k: &str| -> Option<u64> {
             match e.map.get(k) {
                 Some(redis::Value::BulkString(b)) => std::str::from_utf8(b).ok()?.parse().ok(),
@@ -188,8 +196,19 @@ async fn run() -> Result<()> {
         nodes.push(Some(spawn(
             &bin,
             &[
-                "serve", "--listen", &listen, "--cluster", &redis.url(), "--cluster-prefix", PREFIX,
-                "--node-id", &id, "--viewer-lead-secs", "3", "--leader-lease-ms", "2000",
+                "serve",
+                "--listen",
+                &listen,
+                "--cluster",
+                &redis.url(),
+                "--cluster-prefix",
+                PREFIX,
+                "--node-id",
+                &id,
+                "--viewer-lead-secs",
+                "3",
+                "--leader-lease-ms",
+                "2000",
             ],
         )?));
         addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
@@ -201,7 +220,12 @@ async fn run() -> Result<()> {
     }
     let _workers: Vec<Proc> = addrs
         .iter()
-        .map(|a| spawn(&bin, &["work", "--server", &format!("ws://{a}"), "--threads", "1"]))
+        .map(|a| {
+            spawn(
+                &bin,
+                &["work", "--server", &format!("ws://{a}"), "--threads", "1"],
+            )
+        })
         .collect::<Result<_>>()?;
     let mut lead = None;
     while lead.is_none() {
@@ -230,7 +254,10 @@ async fn run() -> Result<()> {
     let dt = t0.elapsed().as_secs_f64();
     let to = now_ms();
     let entries = timeline(&mut conn).await?;
-    let in_window: Vec<_> = entries.values().filter(|(ms, _, _)| *ms >= from && *ms < to).collect();
+    let in_window: Vec<_> = entries
+        .values()
+        .filter(|(ms, _, _)| *ms >= from && *ms < to)
+        .collect();
     let tl_bytes: usize = in_window.iter().map(|e| e.2).sum();
     println!(
         "Redis: {:.0} commands/s, {:.1} KB/s in, {:.1} KB/s out; timeline: {:.1} entries/s, {:.1} KB/s",
@@ -247,7 +274,11 @@ async fn run() -> Result<()> {
             .filter_map(|(start, at)| entries.get(start).map(|(ms, _, _)| at - ms))
             .collect();
         let role = if k == lead { "leader" } else { "follower" };
-        println!("commit → viewer of n{} ({role}): {}", k + 1, percentiles(lat));
+        println!(
+            "commit → viewer of n{} ({role}): {}",
+            k + 1,
+            percentiles(lat)
+        );
     }
     // Failover.
     let before = timeline(&mut conn).await?;

@@ -357,13 +357,23 @@ fn fanout(k: usize, secs: u64, threads: usize) {
             let mut args = vec!["--max-per-ip", "0", "--max-viewers", &max_viewers];
             let url = redis.as_ref().map(redis_server::RedisServer::url);
             if let Some(url) = &url {
-                args.extend(["--cluster", url, "--node-id", &id, "--viewer-lead-secs", "1"]);
+                args.extend([
+                    "--cluster",
+                    url,
+                    "--node-id",
+                    &id,
+                    "--viewer-lead-secs",
+                    "1",
+                ]);
             }
             ServerProcess::start_logging(&args, "warn,donut_server::broadcaster=debug")
         })
         .collect();
     if nodes > 0 {
-        println!("cluster of {nodes} nodes sharing {}", redis.as_ref().map_or(String::new(), |r| r.url()));
+        println!(
+            "cluster of {nodes} nodes sharing {}",
+            redis.as_ref().map_or(String::new(), |r| r.url())
+        );
     }
     let pids: Vec<u32> = servers.iter().map(ServerProcess::pid).collect();
     let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
@@ -386,7 +396,11 @@ fn fanout(k: usize, secs: u64, threads: usize) {
             })
         })
         .collect();
-    let rss = |pids: &[u32]| pids.iter().map(|&p| support::status_kib(p, "VmRSS:")).sum::<u64>();
+    let rss = |pids: &[u32]| {
+        pids.iter()
+            .map(|&p| support::status_kib(p, "VmRSS:"))
+            .sum::<u64>()
+    };
     let cpu = |pids: &[u32]| pids.iter().map(|&p| support::cpu_secs(p)).sum::<f64>();
     // One native worker as its own process, so the load generator's CPU
     // figure is the viewers' alone.

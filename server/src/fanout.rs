@@ -77,6 +77,8 @@ struct Published {
     head: u64,
     /// The timeline version of the last batch published.
     timeline: u32,
+    /// One past the last frame published (0 before any).
+    end: u64,
 }
 
 impl Published {
@@ -95,6 +97,7 @@ impl Published {
             .find(|b| b.start < frame && b.end() > frame)
             .map_or(frame, |b| b.start);
         self.batches.retain(|b| b.end() <= resume);
+        self.end = self.end.min(resume);
         resume
     }
 }
@@ -118,6 +121,7 @@ impl Fanout {
                 batches: VecDeque::new(),
                 head: 0,
                 timeline: 0,
+                end: 0,
             }),
             stats,
         }
@@ -136,10 +140,16 @@ impl Fanout {
     /// batches from its start on.
     ///
     /// Returns false (and sends nothing) for a batch of an older version
-    /// than the last one published: it was superseded before it arrived.
+    /// than the last one published (it was superseded before it arrived),
+    /// or of the same version ending at or before the last one's end (a
+    /// repeat).
     pub fn publish(&self, batch: Batch) -> bool {
         let mut published = self.lock();
-        if batch.timeline < published.timeline {
+        if batch.timeline < published.timeline
+            || (batch.timeline == published.timeline && batch.end() <= published.end)
+        {
+            // Superseded before it arrived, or a repeat (a cluster node
+            // can be handed a batch twice across a change of leader).
             return false;
         }
         if batch.timeline > published.timeline {
@@ -149,6 +159,7 @@ impl Fanout {
         self.stats.broadcast_batches.inc();
         self.stats.broadcast_bytes.add(batch.msg.len() as u64);
         published.head = published.head.max(batch.head);
+        published.end = batch.end();
         published.batches.push_back(batch.clone());
         // No receivers is fine: nobody is watching.
         let _ = self.tx.send(batch);
@@ -301,6 +312,21 @@ mod tests {
         // Past everything published: nothing goes.
         assert_eq!(f.forget_from(500), 500);
         assert_eq!(spans(&f.subscribe().1), [(100, 10, 0)]);
+    }
+
+    #[test]
+    fn a_repeat_of_the_same_version_is_dropped() {
+        let f = fanout();
+        let (mut rx, _) = f.subscribe();
+        assert!(f.publish(batch(100, 10, 0, 100)));
+        assert!(f.publish(batch(110, 10, 0, 100)));
+        assert!(!f.publish(batch(110, 10, 0, 100)));
+        assert!(!f.publish(batch(100, 10, 0, 100)));
+        assert!(f.publish(batch(120, 10, 0, 100)));
+        assert_eq!(
+            spans(&received(&mut rx)),
+            [(100, 10, 0), (110, 10, 0), (120, 10, 0)]
+        );
     }
 
     #[test]
