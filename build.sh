@@ -121,38 +121,34 @@ ensure_chromium() {
     have chromium && have chromedriver || die "chromium/chromedriver still not on PATH after apt-get install"
 }
 
-# The reverse-proxy tests (server/tests/proxy.rs) run Debian's nginx in front
-# of the server; they look for it at $DONUT_NGINX or /usr/sbin/nginx (sbin is
-# often not on a user's PATH, so the path is checked, not `have`).
-ensure_nginx() {
-    if [ -x "${DONUT_NGINX:-/usr/sbin/nginx}" ]; then
+# ensure_debian_binary PATH PACKAGE WHO: installs Debian's PACKAGE when the
+# executable PATH is missing (as root), failing, never skipping, otherwise.
+# The path is checked, not `have`: sbin is often not on a user's PATH.
+ensure_debian_binary() {
+    local path="$1" package="$2" who="$3"
+    if [ -x "$path" ]; then
         return
     fi
     [ "$(id -u)" -eq 0 ] \
-        || die "nginx is needed by the reverse-proxy tests: run as root, or apt-get install nginx (or set DONUT_NGINX)"
-    have apt-get || die "nginx is missing and apt-get is not available to install it"
-    say "installing nginx from Debian"
+        || die "$package is needed by $who: run as root, or apt-get install $package (or set the path)"
+    have apt-get || die "$package is missing and apt-get is not available to install it"
+    say "installing $package from Debian"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update || die "apt-get update failed"
-    apt-get install -y nginx || die "apt-get install nginx failed"
-    [ -x "${DONUT_NGINX:-/usr/sbin/nginx}" ] || die "nginx still not at ${DONUT_NGINX:-/usr/sbin/nginx} after apt-get install"
+    apt-get install -y "$package" || die "apt-get install $package failed"
+    [ -x "$path" ] || die "$package still not at $path after apt-get install"
 }
 
-# The cluster tests (server/tests/cluster_*.rs) start Debian's redis-server on
-# a private loopback port; they look for it at $DONUT_REDIS or
-# /usr/bin/redis-server and fail (never skip) when it is missing.
+# The reverse-proxy and cluster tests (server/tests/proxy.rs, cluster.rs)
+# run Debian's nginx in front of the server: $DONUT_NGINX or /usr/sbin/nginx.
+ensure_nginx() {
+    ensure_debian_binary "${DONUT_NGINX:-/usr/sbin/nginx}" nginx "the reverse-proxy tests"
+}
+
+# The cluster tests (server/tests/cluster*.rs) start Debian's redis-server on
+# a private loopback port: $DONUT_REDIS or /usr/bin/redis-server.
 ensure_redis() {
-    if [ -x "${DONUT_REDIS:-/usr/bin/redis-server}" ]; then
-        return
-    fi
-    [ "$(id -u)" -eq 0 ] \
-        || die "redis-server is needed by the cluster tests: run as root, or apt-get install redis-server (or set DONUT_REDIS)"
-    have apt-get || die "redis-server is missing and apt-get is not available to install it"
-    say "installing redis-server from Debian"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update || die "apt-get update failed"
-    apt-get install -y redis-server || die "apt-get install redis-server failed"
-    [ -x "${DONUT_REDIS:-/usr/bin/redis-server}" ] || die "redis-server still not at ${DONUT_REDIS:-/usr/bin/redis-server} after apt-get install"
+    ensure_debian_binary "${DONUT_REDIS:-/usr/bin/redis-server}" redis-server "the cluster tests"
 }
 
 ensure_firefox() {
