@@ -231,13 +231,7 @@ impl Server {
             Arc::clone(&fanout),
             Instant::now(),
         ));
-        let reputation = Arc::new(Reputation::new(ReputationConfig {
-            scope: cfg.ban_scope,
-            max_strikes: cfg.max_strikes,
-            ban: Duration::from_secs(cfg.ban_secs),
-            max_ban: Duration::from_secs(cfg.max_ban_secs.max(cfg.ban_secs)),
-            max_trust: cfg.sample_trust_batches,
-        }));
+        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
         let caps = Caps {
             workers: cfg.max_workers,
             viewers: cfg.max_viewers,

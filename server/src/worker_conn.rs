@@ -435,13 +435,7 @@ mod tests {
             Arc::clone(&fanout),
             Instant::now(),
         ));
-        let reputation = Arc::new(Reputation::new(ReputationConfig {
-            scope: cfg.ban_scope,
-            max_strikes: cfg.max_strikes,
-            ban: Duration::from_secs(cfg.ban_secs),
-            max_ban: Duration::from_secs(cfg.max_ban_secs.max(cfg.ban_secs)),
-            max_trust: cfg.sample_trust_batches,
-        }));
+        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
         let caps = Caps {
             workers: 8,
             viewers: 8,
