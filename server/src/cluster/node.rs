@@ -1,7 +1,7 @@
 //! One node of a cluster: its link to Redis, its role, and the tasks that
 //! move the timeline between it and the others.
 //!
-//! Every node runs the same tasks; the [lease](super::lease) decides what
+//! Every node runs the same tasks; the [`lease`] decides what
 //! they do:
 //!
 //! - **leader**: the node's own [`Core`](crate::core::Core) runs the
