@@ -35,6 +35,7 @@ up_open = bytes([T, 0x01]) + node + struct.pack(">Q", 7) + bytes(10) + b"\xff\xf
 up_data = bytes([T, 0x02]) + node + struct.pack(">Q", 7) + result1
 up_close = bytes([T, 0x03]) + node + struct.pack(">Q", 7)
 up_input = bytes([T, 0x04]) + node + struct.pack(">Qhh", 3, 300, -1024)
+up_rejected = bytes([T, 0x05]) + node + struct.pack(">QIQ", 7, 8, 1003)
 down_data = bytes([T, 0x11]) + struct.pack(">Q", 7) + task
 down_close = bytes([T, 0x12]) + struct.pack(">QH", 7, 1008) + b"address banned for cheating"
 
@@ -44,6 +45,7 @@ seeds = {
         "up_data": up_data,
         "up_close": up_close,
         "up_input": up_input,
+        "up_rejected": up_rejected,
         "down_data": down_data,
         "down_close": down_close,
     },

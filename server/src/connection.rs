@@ -38,6 +38,15 @@ pub enum Event {
     Binary(Bytes),
     /// A text message (neither endpoint takes text).
     Text,
+    /// The node holding a tunnelled worker's socket checked its answer to
+    /// `task_id` natively and found frame `frame` wrong (a cluster's
+    /// [`Pipe`](crate::pipe::Pipe) only: a socket never yields it).
+    Rejected {
+        /// The task answered.
+        task_id: u32,
+        /// The first wrong frame.
+        frame: u64,
+    },
 }
 
 /// Why a connection ended.

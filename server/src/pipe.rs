@@ -90,6 +90,8 @@ impl Pipe {
 }
 
 impl Transport for Pipe {
+    const CHECKED_UPSTREAM: bool = true;
+
     async fn next(&mut self) -> Result<Event, End> {
         // `recv` is cancel-safe: a lost `select!` loses no message.
         self.inbound.recv().await.unwrap_or(Err(End::PeerVanished))

@@ -24,6 +24,12 @@ use crate::connection::{Connection, End, Event};
 
 /// Messages to and from one peer, and how the exchange ends.
 pub trait Transport: Send {
+    /// Whether the answers arriving here were already checked natively
+    /// where the worker's socket is (a cluster follower, under `full` or
+    /// `sample`): a failed one arrives as [`Event::Rejected`] instead of
+    /// its bytes, so the protocol loop does not check again.
+    const CHECKED_UPSTREAM: bool = false;
+
     /// The next message from the peer, or why the exchange ended (the peer
     /// closed, vanished or idled; the server is stopping). Cancel-safe: it
     /// may lose a `select!` without losing a message.

@@ -150,7 +150,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                             break End::Closed(reason);
                         }
                     }
-                    Ok(Event::Text) => {
+                    Ok(Event::Text | Event::Rejected { .. }) => {
                         app.stats.protocol_errors.inc();
                         break End::Closed(CloseReason::new(
                             UNSUPPORTED,

@@ -48,6 +48,9 @@ struct Conn {
     tasks_sent: u64,
     /// Results that needed no work (repeats, late copies).
     needless: u64,
+    /// Answers were checked where the worker's socket is (see
+    /// [`Transport::CHECKED_UPSTREAM`]).
+    checked_upstream: bool,
 }
 
 /// Answers beyond the tasks given that a worker may send before it counts as
@@ -100,6 +103,7 @@ pub async fn serve<T: Transport>(mut ws: T, app: Arc<App>, admission: Admission)
         contributed: 0,
         tasks_sent: 0,
         needless: 0,
+        checked_upstream: T::CHECKED_UPSTREAM,
     };
     let mut telemetry = app.telemetry.clone();
 
@@ -115,6 +119,11 @@ pub async fn serve<T: Transport>(mut ws: T, app: Arc<App>, admission: Admission)
                 Ok(Event::Text) => {
                     app.stats.protocol_errors.inc();
                     break End::Closed(CloseReason::new(UNSUPPORTED, "binary messages only"));
+                }
+                Ok(Event::Rejected { task_id, frame }) => {
+                    if let Some(reason) = conn.rejected_upstream(task_id, frame) {
+                        break End::Closed(reason);
+                    }
                 }
             },
             Some(event) = events.recv() => match event {
@@ -213,6 +222,11 @@ impl Conn {
             return self.on_vote(r, scene, frames).await;
         }
         let key = self.admission.key;
+        if self.checked_upstream {
+            // Checked natively where the socket is; a failure came as
+            // `Event::Rejected` instead.
+            return self.take(r, scene);
+        }
         let trust = app.fleet.reputation().trust(key);
         let verdict = app.verifier.verify(trust, (r.start, scene), frames).await;
         stats.frames_checked.add(u64::from(verdict.checked));
@@ -225,9 +239,15 @@ impl Conn {
             stats.batches_verified.inc();
             app.fleet.reputation().clean(key, Instant::now());
         }
-        // Checked and in: the address delivers (answers needing no check
-        // do not count, or an idle taker could clear its misses with junk).
-        app.fleet.reputation().delivered(key);
+        self.take(r, scene)
+    }
+
+    /// A checked answer goes in: the address delivers (answers needing no
+    /// check do not count, or an idle taker could clear its misses with
+    /// junk).
+    fn take(&mut self, r: TaskResult<'_>, scene: Scene) -> Option<CloseReason> {
+        let app = &self.app;
+        app.fleet.reputation().delivered(self.admission.key);
         if app.core.accept(
             self.id,
             (r.task_id, scene),
@@ -237,9 +257,17 @@ impl Conn {
         ) {
             self.contributed += u64::from(r.count);
         } else {
-            stats.results_duplicate.inc();
+            app.stats.results_duplicate.inc();
         }
         None
+    }
+
+    /// The node holding this (tunnelled) worker's socket found frame
+    /// `frame` of its answer to `task_id` wrong: as a failed check here.
+    fn rejected_upstream(&mut self, task_id: u32, frame: u64) -> Option<CloseReason> {
+        self.app.stats.batches_rejected.inc();
+        self.app.core.reject(self.id, task_id, Instant::now());
+        self.strike(format!("frame {frame} failed verification"))
     }
 
     /// Under `quorum`: casts the result as a vote (see [`Vote`]).
@@ -523,7 +551,9 @@ mod tests {
         assert_eq!(second.start, START + u64::from(first.count));
         assert_eq!(app.stats.results_accepted.get(), 1);
         assert_eq!(app.stats.frames_accepted.get(), u64::from(first.count));
-        assert_eq!(app.stats.batches_verified.get(), 1);
+        // Over a pipe the answer was checked where the socket is (a cluster
+        // follower): not again here.
+        assert_eq!(app.stats.batches_verified.get(), 0);
         assert_eq!(app.stats.strikes.get(), 0);
         assert_eq!(app.core.position().contiguous, second.start);
         assert_eq!(app.fleet.workers(), 1);
@@ -572,5 +602,54 @@ mod tests {
         assert_eq!(app.stats.protocol_errors.get(), 1);
         assert_eq!(app.stats.results_accepted.get(), 0);
         assert_eq!(app.fleet.workers(), 0);
+    }
+
+    /// The node holding the socket found an answer wrong: a strike here,
+    /// the range goes back, and at the rig's one strike the worker is cut
+    /// off with the reason.
+    #[tokio::test]
+    async fn an_answer_rejected_upstream_is_a_strike_here() {
+        let Rig { app, .. } = rig();
+        let (conn, mut far, id) = connect(&app);
+        let given = task(&mut far).await;
+        far.inbound
+            .send(Ok(Event::Rejected {
+                task_id: given.task_id,
+                frame: given.start + 3,
+            }))
+            .await
+            .expect("the connection is reading");
+        let strikes = app.cfg.max_strikes;
+        for _ in 1..strikes {
+            // Under the cap: struck, still connected, the range handed out
+            // again (perhaps to it).
+            let again = task(&mut far).await;
+            far.inbound
+                .send(Ok(Event::Rejected {
+                    task_id: again.task_id,
+                    frame: again.start,
+                }))
+                .await
+                .expect("the connection is reading");
+        }
+        loop {
+            match hear(&mut far).await {
+                Outbound::Close(End::Closed(reason)) => {
+                    assert_eq!(reason.code, POLICY, "{reason:?}");
+                    assert!(reason.reason.contains("failed verification"), "{reason:?}");
+                    break;
+                }
+                Outbound::Close(other) => panic!("closed otherwise: {other:?}"),
+                Outbound::Message(_) => {}
+            }
+        }
+        tokio::time::timeout(WAIT, conn)
+            .await
+            .expect("ends in time")
+            .expect("no panic");
+        assert_eq!(app.stats.strikes.get(), u64::from(strikes));
+        assert_eq!(app.stats.batches_rejected.get(), u64::from(strikes));
+        assert_eq!(app.stats.results_accepted.get(), 0);
+        assert_eq!(app.core.worker_misses(id), None);
     }
 }

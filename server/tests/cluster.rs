@@ -325,6 +325,13 @@ async fn a_cheater_banned_through_one_node_is_refused_by_another() {
     assert_eq!(code, 1008, "{reason}");
     assert!(reason.contains("banned"), "{reason}");
     assert!(sent >= 1);
+    // Checked where the socket is: the follower rejected it, the leader
+    // struck the address without checking again.
+    let f = stats(follower.addr).await;
+    assert!(f["batches_rejected"].as_u64() >= Some(1), "{f}");
+    let l = stats(nodes[lead].addr).await;
+    assert_eq!(l["frames_checked"], 0, "{l}");
+    assert!(l["strikes"].as_u64() >= Some(1), "{l}");
     // Every node refuses the address now: the leader, which banned it,
     // and the follower, which learns it from Redis.
     for n in &nodes {

@@ -6,8 +6,19 @@
 //! the leader's up stream ([`serve`]); the leader runs the worker protocol
 //! ([`worker_conn::serve`]) over a [`Pipe`] whose far end is fed from that
 //! stream and answers on the follower's down stream ([`lead`]). So tasks,
-//! verification, strikes and bans are decided once, by the one core that
-//! schedules, and a worker cannot tell which node it reached.
+//! strikes and bans are decided once, by the one core that schedules, and
+//! a worker cannot tell which node it reached.
+//!
+//! **Verification stays on the worker's node.** The follower remembers
+//! the tasks it passed down and checks each answer natively (the same
+//! verifier and policy as one node; its own reputation sets `sample`'s
+//! rate) before it reaches the timeline: a right answer goes up as it came,
+//! a wrong one goes up as `Rejected` (task, frame) and never leaves the
+//! node; the leader strikes the worker for it as for a check of its own.
+//! The leader does not check tunnelled answers again
+//! ([`Transport::CHECKED_UPSTREAM`](crate::transport::Transport::CHECKED_UPSTREAM)).
+//! Under `quorum` the leader settles the votes, which need every address's
+//! answer in one place.
 //!
 //! **A new leader.** The follower watches who leads; when the term changes
 //! it opens the tunnel again on the new leader's up stream and replays the
@@ -19,31 +30,33 @@
 //! **A dead follower.** The leader checks the registry every second: the
 //! tunnels of a node whose heartbeat lapsed end as vanished, and their
 //! ranges go to other workers.
-//!
-//! Verification happens on the leader, where the task's scene is known:
-//! it costs 0.17% of a core at 60 fps (BENCHMARKS.md), so one node can
-//! check the whole cluster's results.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use donut_shared::wire::FromWorker;
 use donut_shared::wire::tunnel::{Down, Up};
+use donut_shared::wire::{FromWorker, RESULT_HEADER_LEN, Task, TaskResult, ToWorker};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
 
 use super::node::{Leader, Node, viewer_key};
 use super::registry;
 use super::tunnel_log::{self, TunnelReader};
+use crate::config::VerifyPolicy;
 use crate::connection::{Connection, End, Event};
 use crate::fleet::{Admission, Role};
 use crate::limits::{CloseReason, NORMAL, UNSUPPORTED};
 use crate::pipe::{Outbound, Pipe, PipeEnd};
 use crate::state::App;
+use crate::trust::reputation::AddrKey;
 use crate::worker_conn;
+
+/// Tasks a follower remembers per tunnelled worker (a worker has a few
+/// outstanding at once).
+const MAX_TASKS_HELD: usize = 1024;
 
 /// Messages a tunnel holds in each direction before it counts as stalled.
 const PIPE_CAPACITY: usize = 256;
@@ -59,10 +72,13 @@ pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission
     let mut leader = node.leader();
     let mut tunnel = Tunnel {
         node: &node,
+        app: &app,
         conn,
         ip: admission.ip,
+        key: admission.key,
         term: None,
         hello: None,
+        tasks: HashMap::new(),
     };
     let now = leader.borrow_and_update().clone();
     tunnel.follow(now).await;
@@ -71,7 +87,7 @@ pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission
         tokio::select! {
             event = ws.next() => match event {
                 Ok(Event::Binary(msg)) => tunnel.up(msg).await,
-                Ok(Event::Text) => {
+                Ok(Event::Text | Event::Rejected { .. }) => {
                     app.stats.protocol_errors.inc();
                     break End::Closed(CloseReason::new(UNSUPPORTED, "binary messages only"));
                 }
@@ -83,6 +99,7 @@ pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission
                 }
                 match Down::decode(&msg) {
                     Ok(Down::Data { msg: data, .. }) => {
+                        tunnel.given(data);
                         if let Err(end) = ws.send(msg.slice_ref(data)).await {
                             break end;
                         }
@@ -112,12 +129,17 @@ pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission
 /// The follower's side of one tunnel.
 struct Tunnel<'a> {
     node: &'a Arc<Node>,
+    app: &'a Arc<App>,
     conn: u64,
     ip: IpAddr,
+    key: AddrKey,
     /// The term of the leader it is open on.
     term: Option<u64>,
     /// The worker's `Hello`, replayed to each new leader.
     hello: Option<Bytes>,
+    /// The tasks the leader gave the worker, not yet answered: what its
+    /// answers are checked against here.
+    tasks: HashMap<u32, Task>,
 }
 
 impl Tunnel<'_> {
@@ -147,12 +169,47 @@ impl Tunnel<'_> {
         self.send(Up::Close { node, conn }.to_vec()).await;
     }
 
-    /// Forwards a message from the worker.
-    async fn up(&mut self, msg: Bytes) {
-        if self.hello.is_none() && matches!(FromWorker::decode(&msg), Ok(FromWorker::Hello(_))) {
-            self.hello = Some(msg.clone());
+    /// Notes a task the leader sent the worker.
+    fn given(&mut self, msg: &[u8]) {
+        if let Ok(ToWorker::Task(task)) = ToWorker::decode(msg) {
+            if self.tasks.len() >= MAX_TASKS_HELD {
+                // A worker this far behind is missing its tasks anyway.
+                self.tasks.clear();
+            }
+            self.tasks.insert(task.task_id, task);
         }
+    }
+
+    /// Forwards a message from the worker; an answer is checked natively
+    /// first (unless the policy is `quorum`, which the leader settles), and
+    /// a wrong one is reported instead of forwarded.
+    async fn up(&mut self, msg: Bytes) {
         let (node, conn) = (self.node.id(), self.conn);
+        match FromWorker::decode(&msg) {
+            Ok(FromWorker::Hello(_)) if self.hello.is_none() => self.hello = Some(msg.clone()),
+            Ok(FromWorker::Result(r)) if self.app.verifier.policy() != VerifyPolicy::Quorum => {
+                let Some(task) = self.tasks.remove(&r.task_id) else {
+                    // Not a task of this tunnel's leader (a late answer
+                    // across a change of leader): nothing to take.
+                    return;
+                };
+                if let Some(frame) = self.check(&task, r, &msg).await {
+                    let task_id = r.task_id;
+                    self.send(
+                        Up::Rejected {
+                            node,
+                            conn,
+                            task_id,
+                            frame,
+                        }
+                        .to_vec(),
+                    )
+                    .await;
+                    return;
+                }
+            }
+            _ => {}
+        }
         self.send(
             Up::Data {
                 node,
@@ -162,6 +219,37 @@ impl Tunnel<'_> {
             .to_vec(),
         )
         .await;
+    }
+
+    /// Checks answer `r` (the whole message `msg`) to `task` natively, at
+    /// the positions the policy and this node's trust in the address pick;
+    /// the first wrong frame, if any. A header that does not match the
+    /// task is left to the leader (a strike there).
+    async fn check(&self, task: &Task, r: TaskResult<'_>, msg: &Bytes) -> Option<u64> {
+        if r.start != task.start || r.count != task.count {
+            return None;
+        }
+        let app = self.app;
+        let trust = app.fleet.reputation().trust(self.key);
+        let frames = msg.slice(RESULT_HEADER_LEN..);
+        let verdict = app
+            .verifier
+            .verify(trust, (task.start, task.scene), frames)
+            .await;
+        app.stats.frames_checked.add(u64::from(verdict.checked));
+        match verdict.bad_frame {
+            Some(bad) => {
+                app.stats.batches_rejected.inc();
+                Some(bad)
+            }
+            None => {
+                if verdict.checked > 0 {
+                    app.stats.batches_verified.inc();
+                    app.fleet.reputation().clean(self.key, Instant::now());
+                }
+                None
+            }
+        }
     }
 
     /// Appends one message to the current leader's up stream. Without a
@@ -243,6 +331,17 @@ fn on_up(node: &Arc<Node>, app: &Arc<App>, term: u64, tunnels: &Tunnels, msg: &B
         Up::Close { node: from, conn } => {
             if let Some(tx) = lock(tunnels).remove(&(from.to_owned(), conn)) {
                 let _ = tx.try_send(Err(End::PeerClosed(None)));
+            }
+        }
+        Up::Rejected {
+            node: from,
+            conn,
+            task_id,
+            frame,
+        } => {
+            let tx = lock(tunnels).get(&(from.to_owned(), conn)).cloned();
+            if let Some(tx) = tx {
+                let _ = tx.try_send(Ok(Event::Rejected { task_id, frame }));
             }
         }
         Up::Input {

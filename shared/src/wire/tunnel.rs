@@ -17,6 +17,7 @@
 //! | `Up::Data` (0x02) | node, conn `u64`, the worker's message (≤ [`MAX_WORKER_MESSAGE_LEN`]) |
 //! | `Up::Close` (0x03) | node, conn `u64` |
 //! | `Up::Input` (0x04) | node, viewer `u64`, `a` `i16`, `b` `i16` (±[`MAX_INPUT_UNITS`]) |
+//! | `Up::Rejected` (0x05) | node, conn `u64`, task id `u32`, frame `u64` |
 //! | `Down::Data` (0x11) | conn `u64`, a message for the worker (≤ [`MAX_DOWN_DATA_LEN`]) |
 //! | `Down::Close` (0x12) | conn `u64`, code `u16`, reason (UTF-8, ≤ 123 bytes) |
 //!
@@ -50,6 +51,7 @@ mod tag {
     pub const DATA: u8 = 0x02;
     pub const CLOSE: u8 = 0x03;
     pub const INPUT: u8 = 0x04;
+    pub const REJECTED: u8 = 0x05;
     pub const DOWN_DATA: u8 = 0x11;
     pub const DOWN_CLOSE: u8 = 0x12;
 }
@@ -93,6 +95,19 @@ pub enum Up<'a> {
         a: i16,
         /// Push on rotation B, spin units.
         b: i16,
+    },
+    /// The worker's answer to `task_id` failed the native check on `node`
+    /// (which holds its socket and checked it there): frame `frame` is
+    /// wrong. The answer itself is not forwarded.
+    Rejected {
+        /// The follower's id.
+        node: &'a str,
+        /// The connection.
+        conn: u64,
+        /// The task answered.
+        task_id: u32,
+        /// The first wrong frame (absolute number).
+        frame: u64,
     },
 }
 
@@ -165,7 +180,10 @@ impl<'a> Up<'a> {
     /// one valid message.
     pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
         let (t, mut r) = open(buf)?;
-        if !matches!(t, tag::OPEN | tag::DATA | tag::CLOSE | tag::INPUT) {
+        if !matches!(
+            t,
+            tag::OPEN | tag::DATA | tag::CLOSE | tag::INPUT | tag::REJECTED
+        ) {
             return Err(DecodeError::UnknownTag(t));
         }
         let node = node_id(&mut r)?;
@@ -188,6 +206,12 @@ impl<'a> Up<'a> {
                 Self::Data { node, conn, msg }
             }
             tag::CLOSE => Self::Close { node, conn },
+            tag::REJECTED => Self::Rejected {
+                node,
+                conn,
+                task_id: r.u32()?,
+                frame: r.u64()?,
+            },
             _ => {
                 let (a, b) = (r.i16()?, r.i16()?);
                 if a.unsigned_abs() > MAX_INPUT_UNITS.unsigned_abs()
@@ -213,7 +237,8 @@ impl<'a> Up<'a> {
             Self::Open { node, .. }
             | Self::Data { node, .. }
             | Self::Close { node, .. }
-            | Self::Input { node, .. } => node,
+            | Self::Input { node, .. }
+            | Self::Rejected { node, .. } => node,
         }
     }
 
@@ -226,6 +251,7 @@ impl<'a> Up<'a> {
             Self::Data { node, conn, .. } => (tag::DATA, node, conn),
             Self::Close { node, conn } => (tag::CLOSE, node, conn),
             Self::Input { node, viewer, .. } => (tag::INPUT, node, viewer),
+            Self::Rejected { node, conn, .. } => (tag::REJECTED, node, conn),
         };
         let mut out = alloc::vec::Vec::with_capacity(64);
         out.extend_from_slice(&[TUNNEL_VERSION, t]);
@@ -246,6 +272,10 @@ impl<'a> Up<'a> {
             Self::Input { a, b, .. } => {
                 out.extend_from_slice(&a.to_be_bytes());
                 out.extend_from_slice(&b.to_be_bytes());
+            }
+            Self::Rejected { task_id, frame, .. } => {
+                out.extend_from_slice(&task_id.to_be_bytes());
+                out.extend_from_slice(&frame.to_be_bytes());
             }
         }
         out
@@ -351,6 +381,7 @@ mod tests {
                 Up::Data { node, conn, msg },
                 Up::Close { node, conn },
                 Up::Input { node, viewer: conn, a, b },
+                Up::Rejected { node, conn, task_id: conn as u32, frame: conn ^ 7 },
             ] {
                 let bytes = m.to_vec();
                 let back = Up::decode(&bytes);
@@ -423,11 +454,12 @@ mod tests {
     /// `fuzz/seeds/make_seeds.py`) are valid messages.
     #[test]
     fn the_fuzz_seeds_decode() {
-        let up: [&[u8]; 4] = [
+        let up: [&[u8]; 5] = [
             include_bytes!("../../../fuzz/seeds/tunnel/up_open"),
             include_bytes!("../../../fuzz/seeds/tunnel/up_data"),
             include_bytes!("../../../fuzz/seeds/tunnel/up_close"),
             include_bytes!("../../../fuzz/seeds/tunnel/up_input"),
+            include_bytes!("../../../fuzz/seeds/tunnel/up_rejected"),
         ];
         for bytes in up {
             let m = Up::decode(bytes).expect("a valid up seed");
