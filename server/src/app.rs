@@ -239,7 +239,6 @@ impl Server {
         };
         let fleet = Arc::new(Fleet::new(caps, Arc::clone(&reputation)));
         let verifier = Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches);
-        let referee = Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (telemetry_tx, telemetry_rx) = watch::channel(TelemetryMsg::new(Telemetry {
             fps,
@@ -256,6 +255,8 @@ impl Server {
             }
         };
         let (commit_tx, commit_rx) = commits.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
+        let referee = Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats))
+            .in_cluster(engine.node().cloned());
         let app = Arc::new(App {
             cfg: cfg.clone(),
             engine,

@@ -156,6 +156,9 @@ impl Tunnel<'_> {
             debug!(old, term, "leader changed: tunnel reopened");
         }
         self.term = Some(term);
+        // The new leader numbers its own tasks: answers are checked only
+        // against tasks of the term they were given under.
+        self.tasks.clear();
         let (node, conn, ip) = (self.node.id(), self.conn, self.ip);
         self.send(Up::Open { node, conn, ip }.to_vec()).await;
         if let Some(msg) = &self.hello {

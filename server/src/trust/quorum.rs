@@ -27,6 +27,7 @@ use crate::config::VerifyPolicy;
 use crate::core::{Candidate, Core};
 use crate::metrics::Stats;
 use crate::trust::reputation::{AddrKey, Reputation};
+use crate::cluster::Node;
 use crate::trust::verifier::{Trust, Verifier};
 
 /// Re-renders disputed and lone votes; strikes liars. Cheap to clone.
@@ -36,6 +37,8 @@ pub struct Referee {
     reputation: Arc<Reputation>,
     stats: Arc<Stats>,
     verifier: Verifier,
+    /// The cluster node, if any: its bans are shared through Redis.
+    cluster: Option<Arc<Node>>,
 }
 
 impl Referee {
@@ -46,6 +49,16 @@ impl Referee {
             reputation,
             stats,
             verifier: Verifier::new(VerifyPolicy::Full, 1.0, 0),
+            cluster: None,
+        }
+    }
+
+    /// The same referee on a cluster node: the addresses it bans are
+    /// refused by every node.
+    pub fn in_cluster(self, node: Option<Arc<Node>>) -> Self {
+        Self {
+            cluster: node,
+            ..self
         }
     }
 
@@ -130,9 +143,12 @@ impl Referee {
         self.stats.strikes.inc();
         let strike = self.reputation.strike(addr, Instant::now());
         warn!(%addr, start, strikes = strike.strikes, "strike: quorum vote failed verification");
-        if strike.banned_for.is_some() {
+        if let Some(length) = strike.banned_for {
             self.stats.workers_banned.inc();
             self.core.evict(addr);
+            if let Some(node) = &self.cluster {
+                node.ban(addr, length);
+            }
         }
     }
 
