@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::warn;
 
+use crate::cluster::Node;
 use crate::config::VerifyPolicy;
 use crate::core::{Candidate, Core};
 use crate::metrics::Stats;
 use crate::trust::reputation::{AddrKey, Reputation};
-use crate::cluster::Node;
 use crate::trust::verifier::{Trust, Verifier};
 
 /// Re-renders disputed and lone votes; strikes liars. Cheap to clone.
