@@ -33,7 +33,9 @@
 //!   upgrade, and the client's address behind trusted proxies.
 //! - [`metrics`]: `/metrics` and `/api/stats`.
 //! - [`native_worker`]: `donut work`.
-//! - [`cluster`]: several nodes sharing one timeline through Redis
+//! - [`engine`]: the one seam between the connections and what runs the
+//!   stream, in this process ([`engine::Engine::Memory`]) or across a
+//!   cluster; [`cluster`]: several nodes sharing one timeline through Redis
 //!   (`--cluster`); absent, nothing of it runs.
 
 pub mod app;
