@@ -37,6 +37,7 @@ use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
 use crate::scheduler::Claim;
 use crate::state::App;
 use crate::transport::Transport;
+use crate::trust::reputation::AddrKey;
 
 /// Per-connection state.
 struct Conn {
@@ -56,6 +57,29 @@ struct Conn {
 /// Answers beyond the tasks given that a worker may send before it counts as
 /// a flood (a hedged or expired task legitimately gets one late answer).
 const NEEDLESS_ALLOWANCE: u64 = 16;
+
+/// Checks the packed `frames` of an answer from `key` (the task's first
+/// frame and its scene) natively, at the positions the policy and the
+/// address's trust pick; counts what was checked, cleans the address on a
+/// pass. Returns the first wrong frame, if any (counted as rejected). Used
+/// where the worker's socket is: here, or a cluster follower's tunnel.
+pub async fn check_answer(
+    app: &App,
+    key: AddrKey,
+    (start, scene): (u64, Scene),
+    frames: Bytes,
+) -> Option<u64> {
+    let trust = app.fleet.reputation().trust(key);
+    let verdict = app.verifier.verify(trust, (start, scene), frames).await;
+    app.stats.frames_checked.add(u64::from(verdict.checked));
+    if verdict.bad_frame.is_some() {
+        app.stats.batches_rejected.inc();
+    } else if verdict.checked > 0 {
+        app.stats.batches_verified.inc();
+        app.fleet.reputation().clean(key, Instant::now());
+    }
+    verdict.bad_frame
+}
 
 /// Runs a worker connection on its upgraded socket to its end (inside its
 /// connection span, see `app.rs`).
@@ -227,17 +251,9 @@ impl Conn {
             // `Event::Rejected` instead.
             return self.take(r, scene);
         }
-        let trust = app.fleet.reputation().trust(key);
-        let verdict = app.verifier.verify(trust, (r.start, scene), frames).await;
-        stats.frames_checked.add(u64::from(verdict.checked));
-        if let Some(bad) = verdict.bad_frame {
-            stats.batches_rejected.inc();
+        if let Some(bad) = check_answer(&app, key, (r.start, scene), frames).await {
             app.core.reject(self.id, r.task_id, Instant::now());
             return self.strike(format!("frame {bad} failed verification"));
-        }
-        if verdict.checked > 0 {
-            stats.batches_verified.inc();
-            app.fleet.reputation().clean(key, Instant::now());
         }
         self.take(r, scene)
     }

@@ -34,7 +34,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use donut_shared::wire::tunnel::{Down, Up};
@@ -232,27 +232,8 @@ impl Tunnel<'_> {
         if r.start != task.start || r.count != task.count {
             return None;
         }
-        let app = self.app;
-        let trust = app.fleet.reputation().trust(self.key);
         let frames = msg.slice(RESULT_HEADER_LEN..);
-        let verdict = app
-            .verifier
-            .verify(trust, (task.start, task.scene), frames)
-            .await;
-        app.stats.frames_checked.add(u64::from(verdict.checked));
-        match verdict.bad_frame {
-            Some(bad) => {
-                app.stats.batches_rejected.inc();
-                Some(bad)
-            }
-            None => {
-                if verdict.checked > 0 {
-                    app.stats.batches_verified.inc();
-                    app.fleet.reputation().clean(self.key, Instant::now());
-                }
-                None
-            }
-        }
+        worker_conn::check_answer(self.app, self.key, (task.start, task.scene), frames).await
     }
 
     /// Appends one message to the current leader's up stream. Without a
