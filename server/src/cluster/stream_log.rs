@@ -62,7 +62,8 @@ pub struct TimelineEntry {
     pub msg: Bytes,
 }
 
-/// Why a stream entry is not a [`TimelineEntry`].
+/// Why a stream entry is not what it should be (a [`TimelineEntry`], a
+/// tunnel message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecodeError {
     /// The field is absent.
@@ -74,8 +75,8 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Missing(field) => write!(f, "timeline entry without field {field:?}"),
-            Self::Garbled(field) => write!(f, "timeline entry with a garbled {field:?}"),
+            Self::Missing(field) => write!(f, "stream entry without field {field:?}"),
+            Self::Garbled(field) => write!(f, "stream entry with a garbled {field:?}"),
         }
     }
 }
@@ -83,7 +84,10 @@ impl fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 /// The raw bytes of a string-like field.
-fn field<'a>(map: &'a HashMap<String, Value>, name: &'static str) -> Result<&'a [u8], DecodeError> {
+pub(super) fn field<'a>(
+    map: &'a HashMap<String, Value>,
+    name: &'static str,
+) -> Result<&'a [u8], DecodeError> {
     match map.get(name) {
         None => Err(DecodeError::Missing(name)),
         Some(Value::BulkString(b)) => Ok(b),
@@ -93,7 +97,7 @@ fn field<'a>(map: &'a HashMap<String, Value>, name: &'static str) -> Result<&'a 
 }
 
 /// A decimal unsigned integer field that fits `T`.
-fn number<T: TryFrom<u64>>(
+pub(super) fn number<T: TryFrom<u64>>(
     map: &HashMap<String, Value>,
     name: &'static str,
 ) -> Result<T, DecodeError> {
@@ -238,15 +242,15 @@ impl TimelineLog {
     }
 }
 
-/// What [`TimelineReader::next`] yields.
+/// What [`StreamReader::next`] yields (a timeline entry by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadEvent {
+pub enum ReadEvent<T = TimelineEntry> {
     /// The next entry, in stream order.
     Entry {
         /// Its ID.
         id: EntryId,
         /// Its contents.
-        entry: TimelineEntry,
+        entry: T,
     },
     /// The next entry, unreadable (skipped; the reader goes on after it).
     Garbled {
@@ -274,9 +278,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Reads the timeline in order from a last-seen ID, on its own connection,
 /// across reconnects (see the [module docs](self)).
+pub type TimelineReader = StreamReader<TimelineEntry>;
+
+/// Reads one stream in order from a last-seen ID, on its own connection,
+/// across reconnects, noticing when that ID is gone (see the
+/// [module docs](self)); each entry's fields are decoded into a `T`. The
+/// timeline's reader, and the tunnels' (`tunnel_log`).
 #[derive(Debug)]
-pub struct TimelineReader {
+pub struct StreamReader<T> {
     link: Link,
+    key: String,
+    parse: fn(&HashMap<String, Value>) -> Result<T, DecodeError>,
     last: EntryId,
     conn: Option<MultiplexedConnection>,
     pending: VecDeque<(String, HashMap<String, Value>)>,
@@ -285,10 +297,26 @@ pub struct TimelineReader {
 }
 
 impl TimelineReader {
-    /// A reader of the entries after `after` on `link`'s Redis.
+    /// A reader of the timeline's entries after `after` on `link`'s Redis.
     pub fn new(link: Link, after: EntryId) -> Self {
+        let key = link.keys().timeline();
+        StreamReader::of(link, key, after, TimelineEntry::from_fields)
+    }
+}
+
+impl<T> StreamReader<T> {
+    /// A reader of stream `key`'s entries after `after`, decoding each
+    /// entry's fields with `parse`.
+    pub fn of(
+        link: Link,
+        key: String,
+        after: EntryId,
+        parse: fn(&HashMap<String, Value>) -> Result<T, DecodeError>,
+    ) -> Self {
         Self {
             link,
+            key,
+            parse,
             last: after,
             conn: None,
             pending: VecDeque::new(),
@@ -306,7 +334,7 @@ impl TimelineReader {
     /// unreachable) is returned once per failed attempt; call again to
     /// retry, after a backoff, from the same place. Cancel-safe: nothing is
     /// consumed until it is returned.
-    pub async fn next(&mut self) -> RedisResult<ReadEvent> {
+    pub async fn next(&mut self) -> RedisResult<ReadEvent<T>> {
         loop {
             if let Some(event) = self.pop() {
                 return Ok(event);
@@ -321,7 +349,7 @@ impl TimelineReader {
     }
 
     /// The next buffered event, if any.
-    fn pop(&mut self) -> Option<ReadEvent> {
+    fn pop(&mut self) -> Option<ReadEvent<T>> {
         if let Some(last_seen) = self.reset.take() {
             return Some(ReadEvent::Reset { last_seen });
         }
@@ -331,7 +359,7 @@ impl TimelineReader {
             return self.pop();
         };
         self.last = id;
-        Some(match TimelineEntry::from_fields(&map) {
+        Some(match (self.parse)(&map) {
             Ok(entry) => ReadEvent::Entry { id, entry },
             Err(error) => ReadEvent::Garbled { id, error },
         })
@@ -354,7 +382,7 @@ impl TimelineReader {
     /// One blocking read: checks the last ID is still there, then takes up
     /// to [`READ_COUNT`] entries after it.
     async fn read(&mut self) -> RedisResult<()> {
-        let key = self.link.keys().timeline();
+        let key = self.key.clone();
         let last = self.last;
         let mut pipe = redis::pipe();
         pipe.cmd("XRANGE").arg(&key).arg(last).arg(last);

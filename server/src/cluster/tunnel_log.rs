@@ -14,28 +14,19 @@
 //!
 //! [`shared::wire::tunnel`]: donut_shared::wire::tunnel
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::collections::HashMap;
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
-use redis::streams::StreamReadReply;
-use redis::{ErrorKind, RedisError, RedisResult, Value};
+use redis::{RedisResult, Value};
 
 use super::Link;
-use super::stream_log::EntryId;
+use super::stream_log::{DecodeError, EntryId, ReadEvent, StreamReader, field, number};
 
 /// Entries kept per tunnel stream (about; Redis trims whole nodes).
 pub const MAXLEN: usize = 10_000;
 
 /// Seconds a tunnel stream outlives its last write.
 const EXPIRE_SECS: u64 = 3600;
-
-/// Longest `BLOCK` of one read.
-const BLOCK: Duration = Duration::from_millis(1000);
-
-/// Most entries taken per read.
-const READ_COUNT: usize = 256;
 
 /// Appends `msg` (under leader term `term`) to stream `key`.
 pub async fn append(link: &Link, key: &str, term: u64, msg: &[u8]) -> RedisResult<()> {
@@ -66,84 +57,36 @@ pub async fn clear(link: &Link, key: &str) -> RedisResult<()> {
 
 /// One entry read: the term it was sent under and the message, or why it
 /// is unreadable.
-pub type Entry = (u64, Result<Bytes, &'static str>);
+pub type Entry = (u64, Result<Bytes, DecodeError>);
 
-/// Reads one tunnel stream in order, on its own connection, across
-/// reconnects.
-#[derive(Debug)]
-pub struct TunnelReader {
-    link: Link,
-    key: String,
-    last: EntryId,
-    conn: Option<MultiplexedConnection>,
-    pending: VecDeque<Entry>,
+/// An entry's fields: `t`, the term, and `m`, the message.
+fn parse(map: &HashMap<String, Value>) -> Result<(u64, Bytes), DecodeError> {
+    Ok((number(map, "t")?, Bytes::copy_from_slice(field(map, "m")?)))
 }
+
+/// Reads one tunnel stream in order from its first entry, on its own
+/// connection, across reconnects: the timeline's [`StreamReader`] over
+/// the tunnel's fields.
+#[derive(Debug)]
+pub struct TunnelReader(StreamReader<(u64, Bytes)>);
 
 impl TunnelReader {
     /// A reader of stream `key` from its first entry.
     pub fn new(link: Link, key: String) -> Self {
-        Self {
-            link,
-            key,
-            last: EntryId::ZERO,
-            conn: None,
-            pending: VecDeque::new(),
-        }
+        Self(StreamReader::of(link, key, EntryId::ZERO, parse))
     }
 
     /// The next entry, waiting as long as it takes. An error (Redis
     /// unreachable) is returned once per failed attempt; call again to
-    /// retry from the same place. Cancel-safe.
+    /// retry from the same place. Cancel-safe. A stream that lost its
+    /// entries (Redis lost its data) is read again from its start.
     pub async fn next(&mut self) -> RedisResult<Entry> {
         loop {
-            if let Some(entry) = self.pending.pop_front() {
-                return Ok(entry);
-            }
-            if let Err(e) = self.read().await {
-                self.conn = None;
-                return Err(e);
+            match self.0.next().await? {
+                ReadEvent::Entry { entry, .. } => return Ok((entry.0, Ok(entry.1))),
+                ReadEvent::Garbled { error, .. } => return Ok((0, Err(error))),
+                ReadEvent::Reset { .. } => {}
             }
         }
-    }
-
-    async fn read(&mut self) -> RedisResult<()> {
-        if self.conn.is_none() {
-            self.conn = Some(self.link.dedicated(BLOCK).await?);
-        }
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| RedisError::from((ErrorKind::Client, "no tunnel connection")))?;
-        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(READ_COUNT)
-            .arg("BLOCK")
-            .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(u64::MAX))
-            .arg("STREAMS")
-            .arg(&self.key)
-            .arg(self.last)
-            .query_async(conn)
-            .await?;
-        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-            if let Ok(id) = entry.id.parse::<EntryId>() {
-                self.last = id;
-            }
-            let term = entry.map.get("t").and_then(as_u64).unwrap_or(0);
-            let msg = match entry.map.get("m") {
-                Some(Value::BulkString(b)) => Ok(Bytes::copy_from_slice(b)),
-                Some(_) => Err("message field is not bytes"),
-                None => Err("no message field"),
-            };
-            self.pending.push_back((term, msg));
-        }
-        Ok(())
-    }
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        Value::Int(i) => u64::try_from(*i).ok(),
-        _ => None,
     }
 }
