@@ -778,4 +778,4 @@ fn send(inner: &Inner, id: WorkerId, event: WorkerEvent) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -425,7 +425,7 @@ mod tests {
 
     use std::net::IpAddr;
 
-    use donut_shared::wire::{Codec, Hello, Task, Telemetry, ToWorker};
+    use donut_shared::wire::{Hello, Task, Telemetry, ToWorker};
     use tokio::sync::watch;
 
     use super::*;
@@ -439,13 +439,12 @@ mod tests {
     use crate::native_worker::render_result;
     use crate::origin::OriginPolicy;
     use crate::pipe::{Outbound, Pipe, PipeEnd};
-    use crate::scheduler::SchedulerConfig;
     use crate::telemetry::TelemetryMsg;
     use crate::trust::quorum::Referee;
     use crate::trust::reputation::{Reputation, ReputationConfig};
     use crate::trust::verifier::Verifier;
 
-    const START: u64 = 1_000;
+    use crate::core::tests::START;
     const WAIT: Duration = Duration::from_secs(10);
 
     /// An [`App`] as `app.rs` builds it (full verification, an unpaced
@@ -464,16 +463,8 @@ mod tests {
         let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
         let core = Arc::new(Core::new(
             CoreConfig {
-                fps: 0,
-                lead_frames: 90,
                 viewer_lead_frames: u64::MAX,
-                ring_frames: 120,
-                start_frame: START,
-                batch_frames: 10,
-                codec: Codec::Context,
-                scheduler: SchedulerConfig::default(),
-                input_lead_frames: 4,
-                input_commit_interval: Duration::ZERO,
+                ..crate::core::tests::config()
             },
             Arc::clone(&stats),
             Arc::clone(&fanout),

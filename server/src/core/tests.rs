@@ -17,10 +17,11 @@ use super::*;
 use crate::trust::reputation::BanScope;
 
 /// The first frame of every test stream (not 0, so absolute numbers show).
-const START: u64 = 1_000;
+pub(crate) const START: u64 = 1_000;
 
-/// An unpaced core: 90 frames rendered ahead, batches of at most 10.
-fn config() -> CoreConfig {
+/// An unpaced core: 90 frames rendered ahead, batches of at most 10 (also
+/// the `worker_conn` tests' core).
+pub(crate) fn config() -> CoreConfig {
     CoreConfig {
         fps: 0,
         lead_frames: 90,
