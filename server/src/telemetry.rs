@@ -83,6 +83,7 @@ pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
         batches_rejected: s.batches_rejected.get(),
         workers_banned: u32::try_from(s.workers_banned.get()).unwrap_or(u32::MAX),
         contributed: 0,
+        ..Telemetry::default()
     }
 }
 

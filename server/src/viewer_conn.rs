@@ -185,6 +185,13 @@ fn on_input(
     };
     let input = match FromViewer::decode(bytes) {
         Ok(FromViewer::Input(input)) => input,
+        Ok(_) => {
+            app.stats.protocol_errors.inc();
+            return Err(refuse(CloseReason::new(
+                UNSUPPORTED,
+                "peer relay messages need --p2p on",
+            )));
+        }
         Err(DecodeError::WrongDirection(_)) => {
             app.stats.protocol_errors.inc();
             return Err(refuse(CloseReason::new(

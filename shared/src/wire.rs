@@ -9,9 +9,11 @@
 //! | `0x01` | `Hello`     | worker → server   | `slots:u16`                                       |
 //! | `0x02` | `Result`    | worker → server   | `task:u32 start:u64 count:u32` + count×880 bytes  |
 //! | `0x03` | `Input`     | viewer → server   | `a:i16 b:i16` (a push, in spin units)             |
+//! | `0x04`–`0x08` | the peer relay's | viewer → server | see [`p2p`]                          |
 //! | `0x10` | `Task`      | server → worker   | `task:u32 start:u64 count:u32 timeline:u32` + scene (32 bytes) |
 //! | `0x20` | `Frames`    | server → viewer   | `start:u64 count:u32 timeline:u32 codec:u8` + payload |
-//! | `0x30` | `Telemetry` | server → both     | fixed 62-byte body, see [`Telemetry`]             |
+//! | `0x21`–`0x23`, `0x05` | the peer relay's | server → viewer | see [`p2p`]                   |
+//! | `0x30` | `Telemetry` | server → both     | fixed 80-byte body, see [`Telemetry`]             |
 //!
 //! A `Frames` payload is `codec` 0 (nibble: count × 880 packed bytes) or 1
 //! (context: [`crate::codec`], about 90 bytes a frame, what servers send).
@@ -36,12 +38,16 @@ use crate::codec::CodecError;
 use crate::frame::{FrameError, PACKED_LEN, validate_frame};
 use crate::scene::{Impulse, SCENE_LEN, Scene};
 
+pub mod p2p;
 pub mod tunnel;
+
+pub use p2p::{Assign, Digest, Fetch, Link, Peering, Report, Signal, SignalKind, Welcome};
 
 /// The protocol version every message starts with. Version 2 added the
 /// scene and timeline version to `Task`, the timeline version to `Frames`
-/// and the viewer's `Input`.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// and the viewer's `Input`; version 3 the peer relay's messages ([`p2p`])
+/// and its figures in `Telemetry`.
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// The most frames one task (and so one result) may cover.
 pub const MAX_TASK_FRAMES: u32 = 600;
@@ -66,7 +72,7 @@ pub const RESULT_HEADER_LEN: usize = PREFIX_LEN + 16;
 /// Length of a `Frames` message before its payload.
 pub const FRAMES_HEADER_LEN: usize = PREFIX_LEN + 17;
 /// Length of a `Telemetry` message.
-pub const TELEMETRY_LEN: usize = PREFIX_LEN + 62;
+pub const TELEMETRY_LEN: usize = PREFIX_LEN + 80;
 
 /// The largest message a worker may send (a full-size `Result`). Servers
 /// reject anything longer before reading it.
@@ -89,10 +95,42 @@ pub mod tag {
     pub const FRAMES: u8 = 0x20;
     /// Server → worker and viewer: fleet statistics.
     pub const TELEMETRY: u8 = 0x30;
+    /// Viewer → server: join or leave the relay tree.
+    pub const PEERING: u8 = 0x04;
+    /// Viewer ↔ server: WebRTC signalling for a peer.
+    pub const SIGNAL: u8 = 0x05;
+    /// Viewer → server: the data channel from the parent opened or was lost.
+    pub const LINK: u8 = 0x06;
+    /// Viewer → server: send a batch now (the deadline fallback).
+    pub const FETCH: u8 = 0x07;
+    /// Viewer → server: a peer relayed bytes that failed their digest.
+    pub const REPORT: u8 = 0x08;
+    /// Server → viewer: a batch's digest, instead of the batch.
+    pub const DIGEST: u8 = 0x21;
+    /// Server → viewer: the viewer's peer id and the ICE servers.
+    pub const WELCOME: u8 = 0x22;
+    /// Server → viewer: the relay tree's parent and backup.
+    pub const ASSIGN: u8 = 0x23;
 
     /// Whether `t` is a tag of this protocol version.
     pub fn is_known(t: u8) -> bool {
-        matches!(t, HELLO | RESULT | INPUT | TASK | FRAMES | TELEMETRY)
+        matches!(
+            t,
+            HELLO
+                | RESULT
+                | INPUT
+                | PEERING
+                | SIGNAL
+                | LINK
+                | FETCH
+                | REPORT
+                | TASK
+                | FRAMES
+                | DIGEST
+                | WELCOME
+                | ASSIGN
+                | TELEMETRY
+        )
     }
 }
 
@@ -354,6 +392,15 @@ pub struct Telemetry {
     pub workers_banned: u32,
     /// For a worker connection, the frames it contributed; zero for viewers.
     pub contributed: u64,
+    /// Viewers fed by a peer over a data channel.
+    pub peers_linked: u32,
+    /// Of the batch bytes viewers received, the share peers delivered, in
+    /// thousandths (the offload ratio; 0 without P2P).
+    pub offload_permille: u16,
+    /// Batches viewers fetched from the server because a peer was late.
+    pub p2p_fallbacks: u64,
+    /// Batches from peers whose bytes failed their digest.
+    pub digest_mismatches: u32,
 }
 
 /// Messages a worker sends.
@@ -367,9 +414,19 @@ pub enum FromWorker<'a> {
 
 /// Messages a viewer sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FromViewer {
+pub enum FromViewer<'a> {
     /// A push on the donut.
     Input(Input),
+    /// Join or leave the relay tree.
+    Peering(Peering),
+    /// Signalling for a peer.
+    Signal(Signal<'a>),
+    /// The data channel from the parent opened or was lost.
+    Link(Link),
+    /// The deadline fallback: send this batch now.
+    Fetch(Fetch),
+    /// A peer relayed bytes that failed their digest.
+    Report(Report),
 }
 
 /// Messages a worker receives.
@@ -388,6 +445,14 @@ pub enum ToViewer<'a> {
     Frames(Frames<'a>),
     /// Fleet statistics.
     Telemetry(Telemetry),
+    /// A batch's digest (its bytes come from the parent peer).
+    Digest(Digest),
+    /// The viewer's peer id and ICE servers.
+    Welcome(Welcome<'a>),
+    /// The relay tree's parent and backup.
+    Assign(Assign),
+    /// Signalling from a peer.
+    Signal(Signal<'a>),
 }
 
 /// A bounds-checked big-endian reader over a message.
@@ -800,6 +865,10 @@ impl Telemetry {
         w.u64(self.batches_rejected);
         w.u32(self.workers_banned);
         w.u64(self.contributed);
+        w.u32(self.peers_linked);
+        w.u16(self.offload_permille);
+        w.u64(self.p2p_fallbacks);
+        w.u32(self.digest_mismatches);
         Ok(w.done())
     }
 
@@ -821,6 +890,10 @@ impl Telemetry {
             batches_rejected: r.u64()?,
             workers_banned: r.u32()?,
             contributed: r.u64()?,
+            peers_linked: r.u32()?,
+            offload_permille: r.u16()?,
+            p2p_fallbacks: r.u64()?,
+            digest_mismatches: r.u32()?,
         };
         r.finish()?;
         Ok(t)
@@ -839,15 +912,62 @@ impl<'a> FromWorker<'a> {
     }
 }
 
-impl FromViewer {
+impl<'a> FromViewer<'a> {
     /// Decodes a message received from a viewer.
-    pub fn decode(buf: &[u8]) -> Result<Self, DecodeError> {
-        let (t, r) = open(buf, INPUT_LEN)?;
+    pub fn decode(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        let (t, r) = open(buf, p2p::MAX_FROM_VIEWER_LEN)?;
         match t {
             tag::INPUT => Input::decode_body(r).map(Self::Input),
+            tag::PEERING => Peering::decode_body(r).map(Self::Peering),
+            tag::SIGNAL => Signal::decode_body(r).map(Self::Signal),
+            tag::LINK => Link::decode_body(r).map(Self::Link),
+            tag::FETCH => Fetch::decode_body(r).map(Self::Fetch),
+            tag::REPORT => Report::decode_body(r).map(Self::Report),
             other => Err(DecodeError::WrongDirection(other)),
         }
     }
+}
+
+#[cfg(feature = "alloc")]
+impl FromViewer<'_> {
+    /// The encoded message.
+    pub fn to_vec(&self) -> alloc::vec::Vec<u8> {
+        match self {
+            Self::Input(m) => m.to_bytes().to_vec(),
+            Self::Peering(m) => m.to_bytes().to_vec(),
+            Self::Signal(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
+            Self::Link(m) => m.to_bytes().to_vec(),
+            Self::Fetch(m) => m.to_bytes().to_vec(),
+            Self::Report(m) => m.to_bytes().to_vec(),
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl ToViewer<'_> {
+    /// The encoded message.
+    pub fn to_vec(&self) -> alloc::vec::Vec<u8> {
+        match self {
+            Self::Frames(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
+            Self::Telemetry(m) => m.to_bytes().to_vec(),
+            Self::Digest(m) => m.to_bytes().to_vec(),
+            Self::Welcome(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
+            Self::Assign(m) => m.to_bytes().to_vec(),
+            Self::Signal(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
+        }
+    }
+}
+
+/// A message of `len` bytes encoded by `encode` into a vector of exactly
+/// that length (so encoding cannot fail).
+#[cfg(feature = "alloc")]
+fn encode_vec(
+    len: usize,
+    encode: impl FnOnce(&mut [u8]) -> Result<usize, BufferTooSmall>,
+) -> alloc::vec::Vec<u8> {
+    let mut out = alloc::vec![0u8; len];
+    let _ = encode(&mut out);
+    out
 }
 
 impl ToWorker {
@@ -869,6 +989,10 @@ impl<'a> ToViewer<'a> {
         match t {
             tag::FRAMES => Frames::decode_body(r).map(Self::Frames),
             tag::TELEMETRY => Telemetry::decode_body(r).map(Self::Telemetry),
+            tag::DIGEST => Digest::decode_body(r).map(Self::Digest),
+            tag::WELCOME => Welcome::decode_body(r).map(Self::Welcome),
+            tag::ASSIGN => Assign::decode_body(r).map(Self::Assign),
+            tag::SIGNAL => Signal::decode_body(r).map(Self::Signal),
             other => Err(DecodeError::WrongDirection(other)),
         }
     }

@@ -17,6 +17,7 @@ use donut_shared::donut::DRAWN_COLS;
 use donut_shared::frame::validate_frame;
 use donut_shared::frame::{ALPHABET, FrameError};
 use donut_shared::scene::{Impulse, MAX_SPIN, Scene, Spin};
+use donut_shared::wire::p2p::MAX_FROM_VIEWER_LEN;
 use donut_shared::wire::{
     BufferTooSmall, Codec, DecodeError, FRAMES_HEADER_LEN, Frames, FromViewer, FromWorker,
     HELLO_LEN, Hello, INPUT_LEN, Input, MAX_BATCH_FRAMES, MAX_INPUT_UNITS, MAX_SLOTS,
@@ -140,14 +141,7 @@ fn encode_to_worker(m: &ToWorker) -> Vec<u8> {
 
 /// Re-encodes a decoded message for a viewer.
 fn encode_to_viewer(m: &ToViewer<'_>) -> Vec<u8> {
-    let mut out = vec![0u8; MAX_VIEWER_MESSAGE_LEN];
-    let n = match m {
-        ToViewer::Frames(f) => f.encode(&mut out),
-        ToViewer::Telemetry(t) => t.encode(&mut out),
-    }
-    .expect("a decoded message fits the largest buffer");
-    out.truncate(n);
-    out
+    m.to_vec()
 }
 
 /// Runs all three decoders on `bytes`: none may panic, every error must be a
@@ -166,7 +160,7 @@ fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
         Err(e) => check_error(&e)?,
     }
     match FromViewer::decode(bytes) {
-        Ok(FromViewer::Input(i)) => prop_assert_eq!(&i.to_bytes()[..], bytes),
+        Ok(m) => prop_assert_eq!(m.to_vec(), bytes),
         Err(e) => check_error(&e)?,
     }
     Ok(())
@@ -209,6 +203,10 @@ fn any_telemetry() -> impl Strategy<Value = Telemetry> {
                 batches_rejected,
                 workers_banned,
                 contributed,
+                peers_linked: workers_banned.rotate_left(7),
+                offload_permille: fps.rotate_left(3),
+                p2p_fallbacks: contributed.rotate_left(9),
+                digest_mismatches: viewers.rotate_left(5),
             },
         )
 }
@@ -544,12 +542,12 @@ proptest! {
             let m = msg(t);
             prop_assert_eq!(ToViewer::decode(&m), Err(DecodeError::WrongDirection(t)));
         }
-        // A viewer's messages are tiny: anything longer is refused by length
-        // before its tag is looked at.
-        for t in [tag::HELLO, tag::RESULT, tag::TASK, tag::FRAMES, tag::TELEMETRY] {
+        // A viewer's messages are small: anything longer than the longest
+        // signal is refused by length before its tag is looked at.
+        for t in [tag::HELLO, tag::RESULT, tag::TASK, tag::FRAMES, tag::TELEMETRY, tag::DIGEST] {
             let m = msg(t);
-            let want = if m.len() > INPUT_LEN {
-                Err(DecodeError::TooLarge { len: m.len(), max: INPUT_LEN })
+            let want = if m.len() > MAX_FROM_VIEWER_LEN {
+                Err(DecodeError::TooLarge { len: m.len(), max: MAX_FROM_VIEWER_LEN })
             } else {
                 Err(DecodeError::WrongDirection(t))
             };
@@ -568,17 +566,13 @@ proptest! {
         prop_assert_eq!(FromWorker::decode(&unknown), Err(DecodeError::UnknownTag(t)));
         prop_assert_eq!(ToWorker::decode(&unknown), Err(DecodeError::UnknownTag(t)));
         prop_assert_eq!(ToViewer::decode(&unknown), Err(DecodeError::UnknownTag(t)));
-        if unknown.len() <= INPUT_LEN {
-            prop_assert_eq!(FromViewer::decode(&unknown), Err(DecodeError::UnknownTag(t)));
-        }
+        prop_assert_eq!(FromViewer::decode(&unknown), Err(DecodeError::UnknownTag(t)));
         let mut other = vec![version];
         other.extend_from_slice(&body);
         prop_assert_eq!(FromWorker::decode(&other), Err(DecodeError::Version { got: version }));
         prop_assert_eq!(ToWorker::decode(&other), Err(DecodeError::Version { got: version }));
         prop_assert_eq!(ToViewer::decode(&other), Err(DecodeError::Version { got: version }));
-        if other.len() <= INPUT_LEN {
-            prop_assert_eq!(FromViewer::decode(&other), Err(DecodeError::Version { got: version }));
-        }
+        prop_assert_eq!(FromViewer::decode(&other), Err(DecodeError::Version { got: version }));
     }
 
     #[test]

@@ -771,6 +771,7 @@ impl Inner {
                 }
                 self.last_frames = bytes;
             }
+            Ok(Received::Relay) => {}
             // The server was upgraded to another protocol version while
             // this page was open: retrying would loop forever.
             Err(DecodeError::Version { got }) => {

@@ -68,6 +68,9 @@ pub enum Received {
     },
     /// Fleet statistics (also kept in [`Player::telemetry`]).
     Telemetry(Telemetry),
+    /// A message of the peer relay ([`donut_shared::wire::p2p`]), not the
+    /// player's: the page's relay handles it.
+    Relay,
 }
 
 /// Jitter buffer, clock and what is on screen.
@@ -139,6 +142,10 @@ impl Player {
                 self.trim(now_ms);
                 Ok(Received::Telemetry(t))
             }
+            ToViewer::Digest(_)
+            | ToViewer::Welcome(_)
+            | ToViewer::Assign(_)
+            | ToViewer::Signal(_) => Ok(Received::Relay),
         }
     }
 

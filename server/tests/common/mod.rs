@@ -183,6 +183,7 @@ impl Viewer {
                 self.seen.frames += u64::from(f.count);
                 Some((f.start, f.count))
             }
+            other => panic!("a viewer that never joined the relay tree got {other:?}"),
         }
     }
 
