@@ -4,6 +4,7 @@
 import { missingWasmFeatures, BROWSERS } from './support.js';
 
 const KEY = 'donut.contribute';
+const RELAY_KEY = 'donut.relay';
 const params = new URLSearchParams(location.search);
 
 // `?contribute=0|1` decides for this page load; otherwise the last choice
@@ -11,6 +12,13 @@ const params = new URLSearchParams(location.search);
 function initialChoice() {
   if (params.has('contribute')) return params.get('contribute') !== '0';
   try { return localStorage.getItem(KEY) !== '0'; } catch { return true; }
+}
+
+// `?p2p=0|1` decides for this page load; otherwise the last choice made
+// with the relay switch (default: share).
+function relayChoice() {
+  if (params.has('p2p')) return params.get('p2p') !== '0';
+  try { return localStorage.getItem(RELAY_KEY) !== '0'; } catch { return true; }
 }
 
 // An engine without WebAssembly, or without a feature the wasm is compiled
@@ -27,6 +35,7 @@ function showUnsupported(missing) {
   state.textContent = 'this browser cannot run the donut';
   state.dataset.state = 'unsupported';
   document.getElementById('contribute').disabled = true;
+  document.getElementById('relay').disabled = true;
 }
 
 const missing = missingWasmFeatures();
@@ -47,6 +56,16 @@ async function start() {
     viewer.setSteering(false);
     document.querySelector('.steer-hint').hidden = true;
   }
+
+  // Relaying to other viewers (WebRTC): the user's choice, see the switch's
+  // title for what it costs and shows.
+  const relay = document.getElementById('relay');
+  relay.checked = relayChoice();
+  relay.addEventListener('change', () => {
+    try { localStorage.setItem(RELAY_KEY, relay.checked ? '1' : '0'); } catch { /* private mode */ }
+    viewer.setRelaying(relay.checked);
+  });
+  viewer.setRelaying(relay.checked);
 
   let worker = null;
   let suspended = false;

@@ -36,7 +36,8 @@ use donut_browser::stats::{WorkerState, WorkerStats};
 use donut_shared::FRAME_LEN;
 use donut_shared::backoff::write_endpoint_url;
 use donut_shared::digest::fnv1a64;
-use donut_shared::wire::DecodeError;
+use donut_shared::wire::p2p::SERVER;
+use donut_shared::wire::{DecodeError, ToViewer};
 use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -44,6 +45,8 @@ use web_sys::{HtmlCanvasElement, KeyboardEvent, PointerEvent, Window};
 
 use crate::clock::{History, RateMeter};
 use crate::input::{Arrow, InputGate};
+use crate::p2p::Relay;
+use crate::p2p::link::{LinkEvent, Sink};
 use crate::panel::{Panel, RunningTotal, buffer_text, group};
 use crate::player::{Player, Received};
 use crate::screen::{Chart, Layout, Screen};
@@ -54,6 +57,9 @@ const PANEL_INTERVAL_MS: f64 = 500.0;
 const PAINTED_LOG: usize = 1_200;
 /// `Input` messages remembered in the sent log ([`DonutViewer::inputs`]).
 const INPUT_LOG: usize = 256;
+/// Batches remembered in the arrival log ([`DonutViewer::arrivals`]):
+/// about 2.5 minutes of quarter-second batches.
+const ARRIVAL_LOG: usize = 600;
 /// Start-up milestones on this page's `performance.now()` clock (0 is the
 /// navigation start), for the start-up benchmark (`server/benches/startup.rs`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -118,6 +124,11 @@ struct Inner {
     /// The last `Input` messages sent: (wall-clock ms of the first event
     /// they carry, wall-clock ms they were sent), oldest first.
     inputs: VecDeque<(f64, f64)>,
+    /// The peer relay: batches from a parent viewer, passed on to children.
+    relay: Relay,
+    /// The last batches played: (first frame, wall-clock ms it arrived,
+    /// whether it came from a peer), oldest first.
+    arrivals: VecDeque<(u64, f64, bool)>,
 }
 
 /// The running viewer. The page keeps it as `window.donutViewer`.
@@ -153,6 +164,12 @@ impl DonutViewer {
         let created = window.performance().map_or(0.0, |p| p.now());
         let inner = Shared::new_cyclic(|me| {
             let weak = me.clone();
+            let links = me.clone();
+            let sink: Sink = Rc::new(move |serial, event| {
+                if let Some(v) = links.upgrade() {
+                    v.update(move |v: &mut Inner| v.on_link_event(serial, event));
+                }
+            });
             Inner {
                 window,
                 player: Player::new(),
@@ -183,6 +200,8 @@ impl DonutViewer {
                 painted: VecDeque::with_capacity(PAINTED_LOG),
                 input_since: None,
                 inputs: VecDeque::with_capacity(INPUT_LOG),
+                relay: Relay::new(sink),
+                arrivals: VecDeque::with_capacity(ARRIVAL_LOG),
             }
         });
         let listeners = steering_listeners(&inner)?;
@@ -204,6 +223,78 @@ impl DonutViewer {
                 v.input = InputGate::new();
             }
         });
+    }
+
+    /// Lets this tab take the stream from other viewers and relay it to
+    /// them (the page's switch; `?p2p=0` turns it off). Relaying costs
+    /// upload bandwidth and shows this tab's network address to its peers.
+    /// Off, every peer link closes and the server serves this tab itself.
+    #[wasm_bindgen(js_name = setRelaying)]
+    pub fn set_relaying(&self, on: bool) {
+        self.inner.update(move |v| {
+            v.relay.set_wanted(on, &v.socket);
+            v.update_relay_panel();
+        });
+    }
+
+    /// The peer relay's state: `{joined, id, parent, parentOpen, backup,
+    /// children, batchesFromPeer, bytesFromPeer, batchesFromServer,
+    /// batchesRelayed, bytesRelayed, fetches, mismatches, parentsLost}`
+    /// (`parent` and `backup` are peer ids, 0 for the server; `id` is 0
+    /// before the server gave one; `children` counts open channels).
+    #[wasm_bindgen(js_name = relayStats)]
+    pub fn relay_stats(&self) -> JsValue {
+        let Some((r, joined, id, (parent, open), backup, children)) = self.inner.try_read(|v| {
+            let r = &v.relay;
+            (
+                r.stats(),
+                r.joined(),
+                r.id().unwrap_or(0),
+                r.parent(),
+                r.backup(),
+                r.children(),
+            )
+        }) else {
+            return JsValue::NULL;
+        };
+        object(&[
+            ("joined", f64::from(u8::from(joined))),
+            ("id", id as f64),
+            ("parent", parent as f64),
+            ("parentOpen", f64::from(u8::from(open))),
+            ("backup", backup as f64),
+            ("children", children as f64),
+            ("batchesFromPeer", r.batches_from_peer as f64),
+            ("bytesFromPeer", r.bytes_from_peer as f64),
+            ("batchesFromServer", r.batches_from_server as f64),
+            ("batchesRelayed", r.batches_relayed as f64),
+            ("bytesRelayed", r.bytes_relayed as f64),
+            ("fetches", r.fetches as f64),
+            ("mismatches", r.mismatches as f64),
+            ("parentsLost", r.parents_lost as f64),
+        ])
+    }
+
+    /// The last batches played (up to 600), oldest first, each as
+    /// `[start, wallMs, fromPeer]`: the batch's first frame, when it arrived
+    /// (ms since the Unix epoch, `performance.timeOrigin`-based, so tabs
+    /// compare), and 1 if it came from the parent peer (0: the server).
+    pub fn arrivals(&self) -> JsValue {
+        self.inner
+            .try_read(|v| {
+                v.arrivals
+                    .iter()
+                    .map(|(start, wall, peer)| {
+                        Array::of3(
+                            &JsValue::from_f64(*start as f64),
+                            &JsValue::from_f64(*wall),
+                            &JsValue::from_f64(f64::from(u8::from(*peer))),
+                        )
+                    })
+                    .collect::<Array>()
+                    .into()
+            })
+            .unwrap_or(JsValue::NULL)
     }
 
     /// The last frames painted (up to 1,200), oldest first, each as
@@ -472,6 +563,20 @@ fn steering_listeners(inner: &Rc<Shared<Inner>>) -> Result<Vec<JsCallback>, JsVa
     Ok(listeners)
 }
 
+/// The fleet's peer relay figures, for the panel.
+fn peers_text(t: &donut_shared::wire::Telemetry) -> String {
+    if t.peers_linked == 0 && t.offload_permille == 0 {
+        return "none linked".to_owned();
+    }
+    format!(
+        "{} fed by peers · {:.1}% of bytes · {} fallbacks · {} bad",
+        group(u64::from(t.peers_linked)),
+        f64::from(t.offload_permille) / 10.0,
+        group(t.p2p_fallbacks),
+        group(u64::from(t.digest_mismatches))
+    )
+}
+
 /// A plain JS object of numbers.
 fn object(fields: &[(&str, f64)]) -> JsValue {
     let o = Object::new();
@@ -490,13 +595,18 @@ impl Client for Inner {
         match event {
             Event::Open => {
                 self.player.resubscribed();
+                self.relay.on_open(&self.socket);
                 if self.milestones.socket_open.is_none() {
                     self.milestones.socket_open = Some(self.now());
                 }
             }
             Event::Message(bytes) => self.on_message(bytes),
-            Event::Closed(End::RefusedVersion { .. }) => self.show_link(),
-            Event::Connecting | Event::Closed(_) => {}
+            Event::Closed(End::RefusedVersion { .. }) => {
+                self.relay.on_closed();
+                self.show_link();
+            }
+            Event::Closed(_) => self.relay.on_closed(),
+            Event::Connecting => {}
         }
     }
 }
@@ -651,6 +761,8 @@ impl Inner {
         let started = self.now();
         self.milestones.first_refresh.get_or_insert(started);
         self.send_input(started);
+        let due = self.player.clock().frame_at(now);
+        self.relay.poll(started, due, &self.socket);
         let resized = self.screen.fit(self.window.device_pixel_ratio());
         if !self.paused
             && let Some(frame) = self.player.tick(now)
@@ -744,6 +856,7 @@ impl Inner {
         p.set("fleet-fps", &group(u64::from(t.fleet_fps)));
         p.set("buffer", &buffer_text(t.buffered_frames, t.fps));
         p.set("verified", &group(t.batches_verified));
+        p.set("peers", &peers_text(t));
         p.set(
             "rejected",
             &format!(
@@ -759,16 +872,46 @@ impl Inner {
 
     fn on_message(&mut self, bytes: Vec<u8>) {
         let now = self.now();
+        match ToViewer::decode(&bytes) {
+            Ok(ToViewer::Frames(f)) if !self.relay.server_batch((f.start, f.timeline)) => {
+                // Already played: its copy came from the parent first.
+                self.socket.healthy();
+                return;
+            }
+            Ok(ToViewer::Frames(_) | ToViewer::Telemetry(_)) | Err(_) => {}
+            Ok(msg) => {
+                self.socket.healthy();
+                let verified = self.relay.on_server(&msg, &self.socket, now);
+                for batch in verified {
+                    self.play(batch, now, true);
+                }
+                let due = self.player.clock().frame_at(now);
+                self.relay.poll(now, due, &self.socket);
+                return;
+            }
+        }
+        self.play(bytes, now, false);
+    }
+
+    /// Plays a message from the server, or a batch from the parent peer
+    /// (`from_peer`) that matched its digest; a batch is then passed on to
+    /// the children.
+    fn play(&mut self, bytes: Vec<u8>, now: f64, from_peer: bool) {
         match self.player.on_message(&bytes, now) {
             Ok(Received::Telemetry(t)) => {
                 self.socket.healthy();
                 self.on_telemetry(&t);
             }
-            Ok(Received::Frames { .. }) => {
+            Ok(Received::Frames { start, .. }) => {
                 self.socket.healthy();
                 if self.milestones.first_frames.is_none() {
                     self.milestones.first_frames = Some(now);
                 }
+                if self.arrivals.len() == ARRIVAL_LOG {
+                    self.arrivals.pop_front();
+                }
+                self.arrivals.push_back((start, self.wall(now), from_peer));
+                self.relay.relay(&bytes);
                 self.last_frames = bytes;
             }
             Ok(Received::Relay) => {}
@@ -780,5 +923,31 @@ impl Inner {
             }
             Err(err) => self.socket.close(Close::Protocol(&err.to_string())),
         }
+    }
+
+    /// An event of one of the relay's WebRTC links.
+    fn on_link_event(&mut self, serial: u32, event: LinkEvent) {
+        let now = self.now();
+        for batch in self.relay.on_link(serial, event, &self.socket) {
+            self.play(batch, now, true);
+        }
+        self.update_relay_panel();
+    }
+
+    /// This tab's place in the relay tree, on the panel.
+    fn update_relay_panel(&self) {
+        let r = &self.relay;
+        let text = if !r.joined() {
+            "off (served by the server only)".to_owned()
+        } else {
+            let (parent, open) = r.parent();
+            let from = match (parent, open) {
+                (SERVER, _) => "fed by the server".to_owned(),
+                (p, true) => format!("fed by viewer #{p}"),
+                (p, false) => format!("connecting to viewer #{p}…"),
+            };
+            format!("{from} · relaying to {}", r.children())
+        };
+        self.panel.set("relay", &text);
     }
 }

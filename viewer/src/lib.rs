@@ -8,6 +8,8 @@
 //!   (plain Rust, tested natively and under wasm-bindgen-test).
 //! - [`player`]: which frame is due on each refresh (plain Rust, tested
 //!   natively and under wasm-bindgen-test).
+//! - [`p2p`]: the peer relay (batches from a parent viewer over WebRTC,
+//!   checked against the server's digests, passed on to children).
 //! - [`screen`], [`panel`]: canvas drawing and the DOM panel.
 //! - [`app`]: the WebSocket, the animation loop and the page's handle,
 //!   [`DonutViewer`].
@@ -18,6 +20,7 @@ pub mod app;
 pub mod clock;
 pub mod input;
 pub mod jitter;
+pub mod p2p;
 pub mod panel;
 pub mod player;
 pub mod screen;
