@@ -177,8 +177,11 @@ impl RelayTree {
         }
         self.nodes.remove(&id);
         if self.active() {
-            for c in children {
+            // All off first, so no placement sees a child of the departed.
+            for &c in &children {
                 self.detach(c);
+            }
+            for c in children {
                 self.place(c, None);
             }
         } else {
@@ -421,8 +424,10 @@ impl RelayTree {
     /// Moves every child of `id` elsewhere (it relays no more).
     fn shed(&mut self, id: u64) {
         let children = self.nodes[&id].children.clone();
-        for c in children {
+        for &c in &children {
             self.detach(c);
+        }
+        for c in children {
             self.place(c, Some(id));
         }
     }
