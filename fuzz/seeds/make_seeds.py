@@ -6,7 +6,7 @@ Run from fuzz/: python3 seeds/make_seeds.py. Layouts follow shared/src/wire.rs.
 import os
 import struct
 
-V = 2
+V = 3
 FRAME = bytes([0x00] * 40 + [0x12, 0x3C, 0xD0] + [0x5A] * 837)  # 880 valid bytes
 assert len(FRAME) == 880
 
@@ -23,9 +23,28 @@ result2 = bytes([V, 0x02]) + struct.pack(">IQI", 8, 2**40, 2) + FRAME + FRAME
 frames1 = bytes([V, 0x20]) + struct.pack(">QIIB", 1000, 1, 0, 0) + FRAME
 frames2 = bytes([V, 0x20]) + struct.pack(">QIIB", 2**63, 2, 7, 0) + FRAME + FRAME
 telemetry = bytes([V, 0x30]) + struct.pack(
-    ">QHIIIIQQQIQ", 123456, 60, 3, 10, 600, 240, 99, 990, 1, 0, 5400
+    ">QHIIIIQQQIQIHQI", 123456, 60, 3, 10, 600, 240, 99, 990, 1, 0, 5400, 7, 650, 3, 1
 )
-assert len(telemetry) == 64
+assert len(telemetry) == 82
+
+# The peer relay (shared/src/wire/p2p.rs).
+peering_on = bytes([V, 0x04, 1])
+peering_off = bytes([V, 0x04, 0])
+SDP = b"v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\na=candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host\r\na=mid:0\r\n"
+CANDIDATE = b"candidate:842163049 1 udp 1677729535 192.0.2.7 53219 typ srflx raddr 0.0.0.0 rport 0"
+signal_offer = bytes([V, 0x05]) + struct.pack(">QB", 2, 1) + SDP
+signal_answer = bytes([V, 0x05]) + struct.pack(">QB", 1, 2) + SDP
+signal_candidate = bytes([V, 0x05]) + struct.pack(">QB", 1, 3) + CANDIDATE
+signal_end = bytes([V, 0x05]) + struct.pack(">QB", 1, 3)
+link_up = bytes([V, 0x06]) + struct.pack(">QB", 1, 1)
+link_down = bytes([V, 0x06]) + struct.pack(">QB", 1, 0)
+fetch = bytes([V, 0x07]) + struct.pack(">QI", 1000, 2)
+report = bytes([V, 0x08]) + struct.pack(">QQI", 1, 1000, 2)
+digest = bytes([V, 0x21]) + struct.pack(">QIII", 1000, 15, 2, 1400) + bytes(range(32))
+welcome = bytes([V, 0x22]) + struct.pack(">Q", 5) + b"stun:stun.example.org:3478,turn:t.example.org"
+welcome_bare = bytes([V, 0x22]) + struct.pack(">Q", 5)
+assign = bytes([V, 0x23]) + struct.pack(">QQ", 1, 0)
+assert len(digest) == 2 + 20 + 32 and len(assign) == 18 and len(report) == 22
 
 # Cluster tunnel messages (shared/src/wire/tunnel.rs): version 1, tag, then
 # node (length byte + id) and conn for up messages, conn for down ones.
@@ -51,8 +70,29 @@ seeds = {
     },
     "from_worker": {"hello": hello, "result1": result1, "result2": result2},
     "to_worker": {"task": task, "task_spun": task_spun, "telemetry": telemetry},
-    "from_viewer": {"input": inputs},
-    "to_viewer": {"frames1": frames1, "frames2": frames2, "telemetry": telemetry},
+    "from_viewer": {
+        "input": inputs,
+        "peering_on": peering_on,
+        "peering_off": peering_off,
+        "signal_offer": signal_offer,
+        "signal_candidate": signal_candidate,
+        "signal_end": signal_end,
+        "link_up": link_up,
+        "link_down": link_down,
+        "fetch": fetch,
+        "report": report,
+    },
+    "to_viewer": {
+        "frames1": frames1,
+        "frames2": frames2,
+        "telemetry": telemetry,
+        "digest": digest,
+        "welcome": welcome,
+        "welcome_bare": welcome_bare,
+        "assign": assign,
+        "signal_answer": signal_answer,
+        "signal_candidate": signal_candidate,
+    },
     "unpack": {"frame": FRAME, "bad": FRAME[:879] + b"\xef"},
 }
 here = os.path.dirname(os.path.abspath(__file__))

@@ -17,6 +17,7 @@ use axum::extract::ws::WebSocket;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use donut_shared::wire::p2p::MAX_FROM_VIEWER_LEN;
 use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -34,6 +35,7 @@ use crate::handshake::Handshake;
 use crate::limits::shutdown_reason;
 use crate::metrics::Stats;
 use crate::origin::OriginPolicy;
+use crate::p2p::hub::Hub;
 use crate::scheduler::SchedulerConfig;
 use crate::send_queue::SendQueue;
 use crate::state::App;
@@ -42,10 +44,6 @@ use crate::trust::quorum::Referee;
 use crate::trust::reputation::{Reputation, ReputationConfig};
 use crate::trust::verifier::Verifier;
 use crate::{broadcaster, connection, viewer_conn};
-
-/// Largest message a viewer may send (viewers send only 6-byte `Input`
-/// messages; this bounds what is read before a bigger one is refused).
-const MAX_VIEWER_INBOUND: usize = 1024;
 
 /// The router over an [`App`].
 pub fn router(app: Arc<App>) -> Router {
@@ -103,8 +101,8 @@ async fn viewer_ws(
     upgrade
         .read_buffer_size(4096)
         .write_buffer_size(256)
-        .max_message_size(MAX_VIEWER_INBOUND)
-        .max_frame_size(MAX_VIEWER_INBOUND)
+        .max_message_size(MAX_FROM_VIEWER_LEN)
+        .max_frame_size(MAX_FROM_VIEWER_LEN)
         .on_upgrade(move |mut socket| {
             async move {
                 if let Some(a) = admit(&app, Role::Viewer, client, &mut socket).await {
@@ -255,6 +253,7 @@ impl Server {
             }
         };
         let (commit_tx, commit_rx) = commits.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
+        let hub = Arc::new(Hub::new(&cfg, Arc::clone(&stats)));
         let referee = Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats))
             .in_cluster(engine.node().cloned());
         let app = Arc::new(App {
@@ -271,6 +270,7 @@ impl Server {
             started: Instant::now(),
             origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
             client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
+            hub: Arc::clone(&hub),
         });
         let mut tasks = vec![
             tokio::spawn(broadcaster::run(
@@ -286,6 +286,7 @@ impl Server {
                     stats,
                     fps,
                     cluster: app.engine.node().cloned(),
+                    hub: Arc::clone(&hub),
                 },
                 telemetry_tx,
                 shutdown_rx.clone(),
@@ -293,6 +294,12 @@ impl Server {
         ];
         if let (Some(node), Some(rx)) = (app.engine.node(), commit_rx) {
             tasks.extend(node.start(&app, rx, shutdown_rx.clone()));
+        }
+        if hub.enabled() {
+            tasks.push(tokio::spawn(crate::p2p::hub::tick(
+                hub,
+                shutdown_rx.clone(),
+            )));
         }
         if cfg.verify == VerifyPolicy::Quorum {
             let wait = Duration::from_millis(cfg.quorum_wait_ms.max(1));

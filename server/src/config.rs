@@ -66,6 +66,19 @@ pub enum VerifyPolicy {
     Off,
 }
 
+/// Whether viewers relay the broadcast to each other (`--p2p`, see
+/// [`crate::p2p`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum P2pMode {
+    /// Never: `Peering` goes unanswered and every viewer is served by the
+    /// server, exactly as without P2P.
+    Off,
+    /// Peers feed peers once `--p2p-min-viewers` viewers joined the tree.
+    Auto,
+    /// Peers feed peers whenever there are two.
+    On,
+}
+
 /// Parses `--codec` / `DONUT_CODEC`: one of the names of [`Codec::name`],
 /// listed as the possible values in `--help`.
 fn codec_parser() -> impl TypedValueParser<Value = Codec> {
@@ -251,6 +264,36 @@ pub struct ServeConfig {
     /// every third of it): how long a dead leader is waited for.
     #[arg(long, env = "DONUT_LEADER_LEASE_MS", default_value_t = 2000)]
     pub leader_lease_ms: u64,
+    /// The peer relay: viewers that allow it relay the broadcast to each
+    /// other over WebRTC (`off`, `auto`: from `--p2p-min-viewers`, `on`).
+    #[arg(long, env = "DONUT_P2P", value_enum, default_value_t = P2pMode::Auto)]
+    pub p2p: P2pMode,
+    /// Networks viewers may show peers as ICE candidates (CIDRs or
+    /// addresses, comma-separated); others (and mDNS names) are dropped.
+    /// Empty: all.
+    #[arg(
+        long,
+        env = "DONUT_P2P_CANDIDATES",
+        value_delimiter = ',',
+        value_parser = crate::p2p::filter::parse_net
+    )]
+    pub p2p_candidates: Vec<ipnet::IpNet>,
+    /// ICE servers sent to relaying viewers (comma-separated `stun:` or
+    /// `turn:` URLs). Empty: host candidates only.
+    #[arg(long, env = "DONUT_P2P_ICE_SERVERS", default_value = "")]
+    pub p2p_ice_servers: String,
+    /// Children a relaying viewer starts with.
+    #[arg(long, env = "DONUT_P2P_FANOUT", default_value_t = 3)]
+    pub p2p_fanout: u32,
+    /// Most children a relaying viewer earns by relaying well.
+    #[arg(long, env = "DONUT_P2P_MAX_FANOUT", default_value_t = 6)]
+    pub p2p_max_fanout: u32,
+    /// Deepest relay chain (a server-fed viewer is at depth 1).
+    #[arg(long, env = "DONUT_P2P_MAX_DEPTH", default_value_t = 3)]
+    pub p2p_max_depth: u32,
+    /// Under `--p2p auto`, relaying viewers needed before peers are used.
+    #[arg(long, env = "DONUT_P2P_MIN_VIEWERS", default_value_t = 3)]
+    pub p2p_min_viewers: usize,
 }
 
 impl ServeConfig {
@@ -339,6 +382,7 @@ impl ServeConfig {
         if self.leader_lease_ms < 300 {
             return Err("--leader-lease-ms must be at least 300".into());
         }
+        self.validate_p2p()?;
         let cap = self.ring_capacity() as u64;
         if self.paced() && self.lead_frames() > cap {
             return Err(format!(
@@ -349,6 +393,33 @@ impl ServeConfig {
             ));
         }
         Ok(())
+    }
+
+    fn validate_p2p(&self) -> Result<(), String> {
+        let max_ice = donut_shared::wire::p2p::MAX_ICE_TEXT;
+        if self.p2p_ice_servers.len() > max_ice {
+            return Err(format!("--p2p-ice-servers must be at most {max_ice} bytes"));
+        }
+        if self.p2p_fanout == 0 {
+            return Err("--p2p-fanout must be at least 1".into());
+        }
+        if self.p2p_max_fanout < self.p2p_fanout {
+            return Err("--p2p-max-fanout must be at least --p2p-fanout".into());
+        }
+        if self.p2p_max_depth < 2 {
+            return Err("--p2p-max-depth must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    /// The relay tree's limits.
+    pub fn tree_config(&self) -> crate::p2p::tree::TreeConfig {
+        crate::p2p::tree::TreeConfig {
+            fanout: self.p2p_fanout,
+            max_fanout: self.p2p_max_fanout,
+            max_depth: self.p2p_max_depth,
+            min_viewers: self.p2p_min_viewers,
+        }
     }
 
     /// A configuration for tests and benchmarks: listen on an ephemeral
@@ -438,6 +509,40 @@ mod tests {
         match from_env.command {
             Some(Command::Serve(c)) => assert_eq!(c.codec, Codec::Nibble),
             other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn p2p_flags_parse_and_validate() {
+        let parse = |args: &[&str]| match defaults_only(
+            &[&["serve", "--listen", "127.0.0.1:0"], args].concat(),
+        ) {
+            Some(Command::Serve(c)) => c,
+            other => panic!("parsed as {other:?}"),
+        };
+        let c = parse(&[]);
+        assert_eq!(c.p2p, P2pMode::Auto);
+        assert!(c.p2p_candidates.is_empty() && c.p2p_ice_servers.is_empty());
+        assert_eq!(c.tree_config(), crate::p2p::tree::TreeConfig::default());
+        let c = parse(&["--p2p", "on", "--p2p-candidates", "127.0.0.1/32,10.0.0.0/8"]);
+        assert_eq!(c.p2p, P2pMode::On);
+        assert_eq!(c.p2p_candidates.len(), 2);
+        assert!(c.validate().is_ok());
+        let long = "x".repeat(donut_shared::wire::p2p::MAX_ICE_TEXT + 1);
+        for (bad, what) in [
+            (
+                vec!["--p2p-ice-servers", long.as_str()],
+                "--p2p-ice-servers",
+            ),
+            (vec!["--p2p-fanout", "0"], "--p2p-fanout"),
+            (
+                vec!["--p2p-fanout", "4", "--p2p-max-fanout", "3"],
+                "--p2p-max-fanout",
+            ),
+            (vec!["--p2p-max-depth", "1"], "--p2p-max-depth"),
+        ] {
+            let err = parse(&bad).validate().expect_err(what);
+            assert!(err.contains(what), "{err}");
         }
     }
 }

@@ -765,6 +765,7 @@ impl Due {
             head: self.head,
             scene: self.scene,
             msg: Bytes::from(msg),
+            digest: Default::default(),
         })
     }
 }

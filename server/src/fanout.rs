@@ -34,7 +34,7 @@
 //! between a change and the next publish gets no superseded batch.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
@@ -60,9 +60,26 @@ pub struct Batch {
     pub scene: Scene,
     /// The encoded `Frames` message.
     pub msg: Bytes,
+    /// Its encoded `Digest` (what a peer-fed viewer is sent instead),
+    /// computed once, by whichever viewer needs it first, and shared by
+    /// every clone: nothing is hashed while no viewer is peer-fed.
+    pub digest: Arc<OnceLock<Bytes>>,
 }
 
 impl Batch {
+    /// The encoded `Digest` of the batch (computed on first use).
+    pub fn digest(&self) -> &Bytes {
+        self.digest.get_or_init(|| {
+            let d = donut_shared::wire::p2p::Digest::of(
+                self.start,
+                self.count,
+                self.timeline,
+                &self.msg,
+            );
+            Bytes::copy_from_slice(&d.to_bytes())
+        })
+    }
+
     /// One past its last frame.
     pub fn end(&self) -> u64 {
         self.start.saturating_add(u64::from(self.count))
@@ -185,6 +202,16 @@ impl Fanout {
         (rx, catchup)
     }
 
+    /// The kept batch of `timeline` starting at `start`, if the fan-out
+    /// still holds it (a peer-fed viewer's fallback fetch).
+    pub fn find(&self, start: u64, timeline: u32) -> Option<Batch> {
+        self.lock()
+            .batches
+            .iter()
+            .find(|b| b.start == start && b.timeline == timeline)
+            .cloned()
+    }
+
     /// The highest playback head given (by the core, or by the batches a
     /// cluster follower relays).
     pub fn head(&self) -> u64 {
@@ -226,6 +253,7 @@ mod tests {
             head,
             scene: Scene::idle(start),
             msg: Bytes::from(format!("{start}+{count}@{timeline}")),
+            digest: Arc::default(),
         }
     }
 
@@ -312,6 +340,26 @@ mod tests {
         // Past everything published: nothing goes.
         assert_eq!(f.forget_from(500), 500);
         assert_eq!(spans(&f.subscribe().1), [(100, 10, 0)]);
+    }
+
+    #[test]
+    fn kept_batches_are_found_by_start_and_version_and_hashed_once() {
+        let f = fanout();
+        f.publish(batch(100, 10, 0, 100));
+        f.publish(batch(110, 10, 1, 100));
+        assert_eq!(f.find(110, 1).map(|b| b.msg), Some(Bytes::from("110+10@1")));
+        assert!(f.find(110, 0).is_none() && f.find(105, 0).is_none());
+        let b = f.find(100, 0).expect("kept");
+        let d = b.digest().clone();
+        // Every clone shares the one digest.
+        assert!(f.find(100, 0).expect("kept").digest.get().is_some());
+        let parsed = donut_shared::wire::ToViewer::decode(&d).expect("a digest");
+        match parsed {
+            donut_shared::wire::ToViewer::Digest(d) => assert!(d.matches(&b.msg)),
+            other => panic!("{other:?}"),
+        }
+        f.advance(200);
+        assert!(f.find(100, 0).is_none());
     }
 
     #[test]

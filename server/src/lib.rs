@@ -55,6 +55,7 @@ pub mod limits;
 pub mod metrics;
 pub mod native_worker;
 pub mod origin;
+pub mod p2p;
 pub mod pipe;
 pub mod scheduler;
 pub mod send_queue;

@@ -198,6 +198,18 @@ figures! {
         /// Viewer connections over the cluster's nodes.
         cluster_viewers: u64 =>
             gauge "cluster_viewers" "Viewer connections over all nodes.";
+        /// Viewers in the relay tree (sent `Peering { on: true }`).
+        p2p_peering: u64 => gauge "p2p_peering" "Viewers in the relay tree.";
+        /// Viewers fed by a peer over an open data channel.
+        p2p_linked: u64 => gauge "p2p_linked" "Viewers fed by a peer.";
+        /// Viewers relaying to at least one linked child.
+        p2p_relays: u64 => gauge "p2p_relays" "Viewers relaying to at least one linked peer.";
+        /// The relay tree's deepest node (1: server-fed only; 0: empty).
+        p2p_depth: u64 => gauge "p2p_depth" "Depth of the relay tree.";
+        /// Of the batch bytes viewers needed, the share peers delivered, in
+        /// thousandths, from what the server sent (see [`crate::p2p::offload_permille`]).
+        p2p_offload_permille: u64 =>
+            gauge "p2p_offload_permille" "Share of batch bytes delivered by peers, per mille.";
     }
     counted {
         /// Frames accepted into the ring.
@@ -212,6 +224,24 @@ figures! {
         broadcast_bytes: "Bytes of broadcast batches as encoded once.";
         /// Bytes written to viewer sockets (frames and telemetry, all viewers).
         viewer_bytes_sent: "Bytes written to all viewer sockets.";
+        /// Bytes of `Frames` batches written to viewers (catch-ups and fetches included).
+        viewer_batch_bytes_direct: "Bytes of frame batches written to viewers.";
+        /// Bytes of batches a peer-fed viewer got as a digest instead (the batch's length).
+        p2p_batch_bytes_offloaded: "Bytes of batches announced by digest, delivered by peers.";
+        /// Batches fetched by viewers whose peer was late (served).
+        p2p_fallbacks: "Batches served to viewers whose peer was late.";
+        /// Bytes of the batches served as fallbacks.
+        p2p_fallback_bytes: "Bytes of batches served to viewers whose peer was late.";
+        /// Fetches for a batch the server no longer holds (ignored).
+        p2p_fetches_missed: "Fetches for batches no longer held.";
+        /// Reports of bytes from a peer failing their digest.
+        p2p_digest_mismatches: "Reports of peer bytes failing their digest.";
+        /// Signals forwarded between a viewer and its parent or child.
+        p2p_signals_forwarded: "Signals forwarded between relay peers.";
+        /// Signals dropped (not between a pair, or the peer's queue full).
+        p2p_signals_dropped: "Signals dropped (not between relay peers).";
+        /// ICE candidates dropped by `--p2p-candidates` (trickled or in SDP).
+        p2p_candidates_filtered: "ICE candidates dropped by the candidate filter.";
         /// Times a viewer fell behind the broadcast and was skipped ahead to live.
         viewer_lag_events: "Viewers skipped ahead to live after falling behind.";
         /// Batches a lagging viewer skipped.
@@ -295,6 +325,11 @@ mod tests {
             cluster_nodes: 3,
             cluster_workers: 6,
             cluster_viewers: 9,
+            p2p_peering: 0,
+            p2p_linked: 0,
+            p2p_relays: 0,
+            p2p_depth: 0,
+            p2p_offload_permille: 0,
             verify_policy: "quorum",
         };
         Snapshot::new(read, &stats)

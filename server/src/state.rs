@@ -22,6 +22,7 @@ use crate::fanout::Fanout;
 use crate::fleet::Fleet;
 use crate::metrics::{Readings, Snapshot, Stats};
 use crate::origin::OriginPolicy;
+use crate::p2p::hub::Hub;
 use crate::telemetry::TelemetryMsg;
 use crate::trust::quorum::Referee;
 use crate::trust::verifier::Verifier;
@@ -54,6 +55,8 @@ pub struct App {
     pub origins: OriginPolicy,
     /// Whose forwarded client address is believed.
     pub client_addr: ClientAddr,
+    /// The peer relay's tree and its members' control channels.
+    pub hub: Arc<Hub>,
 }
 
 impl App {
@@ -62,7 +65,13 @@ impl App {
         let pos = self.core.position();
         let buffered = pos.contiguous.saturating_sub(pos.head);
         let (cluster_role, cluster_term, totals) = self.cluster_figures();
+        let tree = self.hub.counts();
         let read = Readings {
+            p2p_peering: tree.peering as u64,
+            p2p_linked: tree.linked as u64,
+            p2p_relays: tree.relays as u64,
+            p2p_depth: u64::from(tree.depth),
+            p2p_offload_permille: u64::from(crate::p2p::offload_permille(&self.stats)),
             cluster_role,
             cluster_term,
             cluster_nodes: totals.map_or(1, |t| t.nodes),

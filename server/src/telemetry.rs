@@ -15,6 +15,7 @@ use crate::cluster::Node;
 use crate::core::Core;
 use crate::fleet::Fleet;
 use crate::metrics::Stats;
+use crate::p2p::hub::Hub;
 
 /// Interval between telemetry messages.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -51,6 +52,8 @@ pub struct Sources {
     /// The cluster node, if any: viewers and workers are then the
     /// cluster's, and a follower shows the leader's render rate.
     pub cluster: Option<Arc<Node>>,
+    /// The relay tree (this node's viewers).
+    pub hub: Arc<Hub>,
 }
 
 /// Computes the current telemetry; `fleet_fps` comes from the caller.
@@ -83,7 +86,10 @@ pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
         batches_rejected: s.batches_rejected.get(),
         workers_banned: u32::try_from(s.workers_banned.get()).unwrap_or(u32::MAX),
         contributed: 0,
-        ..Telemetry::default()
+        peers_linked: u32::try_from(src.hub.counts().linked).unwrap_or(u32::MAX),
+        offload_permille: crate::p2p::offload_permille(s),
+        p2p_fallbacks: s.p2p_fallbacks.get(),
+        digest_mismatches: u32::try_from(s.p2p_digest_mismatches.get()).unwrap_or(u32::MAX),
     }
 }
 

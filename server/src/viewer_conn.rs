@@ -26,6 +26,17 @@
 //! ([`crate::send_queue`]), so the memory it can pin is the channel's
 //! bounded retention plus a fixed socket buffer.
 //!
+//! A viewer that joins the peer relay (`Peering { on: true }`, see
+//! [`crate::p2p`]) becomes a [`Member`] of the tree: its task also writes
+//! the control messages the hub queues for it (`Welcome`, `Assign`,
+//! forwarded `Signal`s), and while it is fed by a peer it is sent each
+//! batch's `Digest` instead of the batch (telemetry as before). Its
+//! `Signal`, `Link` and `Report` messages (capped by a token bucket) go to
+//! the hub; a `Fetch` (capped too) is answered with the batch's bytes if
+//! the fan-out still holds it. Relay messages from a viewer that has not
+//! joined close it with 1008. A viewer that never joins is served exactly
+//! as without P2P.
+//!
 //! The fan-out is bound by `write` calls (on loopback at 10,000 viewers
 //! three quarters of the server's CPU is the kernel's send path), so a
 //! telemetry update (once a second) is held until the next batch (four a
@@ -35,11 +46,12 @@
 //! without first polling its other sources.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocket;
 use bytes::Bytes;
-use donut_shared::wire::{DecodeError, FromViewer};
+use donut_shared::wire::p2p::{Fetch, Peering};
+use donut_shared::wire::{DecodeError, FromViewer, Input};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
@@ -47,6 +59,7 @@ use crate::connection::{Connection, End, Event};
 use crate::fanout::Batch;
 use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
+use crate::p2p::hub::Member;
 use crate::send_queue::SendQueue;
 use crate::state::App;
 use crate::timeline::rate::TokenBucket;
@@ -55,6 +68,17 @@ use crate::timeline::rate::TokenBucket;
 /// than the quarter-second batch interval, so while the stream plays every
 /// update rides along, and when it stalls updates still go out on their own.
 pub const TELEMETRY_HOLD: Duration = Duration::from_millis(300);
+
+/// Relay signalling (`Signal`, `Link`, `Report`) one viewer may send a
+/// second on average; setting up a data channel takes a handful.
+pub const SIGNAL_RATE: f64 = 50.0;
+/// Relay signalling one viewer may send at once.
+pub const SIGNAL_BURST: u32 = 200;
+/// Fallback fetches one viewer may send a second on average (a stalled
+/// parent costs four a second).
+pub const FETCH_RATE: f64 = 20.0;
+/// Fallback fetches one viewer may send at once.
+pub const FETCH_BURST: u32 = 40;
 
 /// Runs a viewer connection to its end (inside its connection span, see
 /// `app.rs`). `queue` is its socket's send queue, bounded by
@@ -65,11 +89,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
         TOO_BIG,
         "message exceeds the viewer limit; viewers send only Input messages",
     );
-    let mut inputs = TokenBucket::new(
-        app.cfg.input_rate,
-        app.cfg.input_burst,
-        std::time::Instant::now(),
-    );
+    let mut session = Session::new(&app, admission.id);
     let mut ws = Connection::new(socket, &app, oversize);
     // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
     // (benchmarks) the stream runs as fast as it can be rendered, kernel
@@ -98,7 +118,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     let (mut rx, catchup) = app.fanout.subscribe();
     let mut ok = out.send(&mut ws, None, first).await;
     if ok.is_ok() {
-        ok = out.send_batches(&mut ws, catchup).await;
+        ok = out.send_batches(&mut ws, catchup, false).await;
     }
 
     // A telemetry update waiting for the next batch, and its deadline.
@@ -114,7 +134,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                 biased;
                 batch = rx.recv() => match batch {
                     Ok(b) => {
-                        if let Err(end) = out.send(&mut ws, held.take(), b.msg).await {
+                        let fed = session.peer_fed();
+                        if let Err(end) = out.send_batch(&mut ws, held.take(), &b, fed).await {
                             break end;
                         }
                     }
@@ -124,12 +145,17 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                         warn!(skipped = n, "viewer lagging; skipped ahead to live");
                         let (fresh, catchup) = app.fanout.subscribe();
                         rx = fresh;
-                        if let Err(end) = out.send_batches(&mut ws, catchup).await {
+                        if let Err(end) = out.send_batches(&mut ws, catchup, session.peer_fed()).await {
                             break end;
                         }
                     }
                     Err(RecvError::Closed) => break End::Shutdown,
                 },
+                Some(msg) = next_control(&mut session.member) => {
+                    if let Err(end) = out.send(&mut ws, None, msg).await {
+                        break end;
+                    }
+                }
                 Ok(()) = telemetry.changed(), if held.is_none() => {
                     held = Some(telemetry.borrow_and_update().viewer_msg.clone());
                     hold.as_mut().reset(tokio::time::Instant::now() + TELEMETRY_HOLD);
@@ -145,16 +171,20 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                 }
                 event = ws.next() => match event {
                     Err(end) => break end,
-                    Ok(Event::Binary(bytes)) => {
-                        if let Err(reason) = on_input(&app, admission.id, &mut inputs, &bytes) {
-                            break End::Closed(reason);
+                    Ok(Event::Binary(bytes)) => match session.on_message(&bytes) {
+                        Err(reason) => break End::Closed(reason),
+                        Ok(Some(fallback)) => {
+                            if let Err(end) = out.send_fallback(&mut ws, fallback).await {
+                                break end;
+                            }
                         }
-                    }
+                        Ok(None) => {}
+                    },
                     Ok(Event::Text | Event::Rejected { .. }) => {
                         app.stats.protocol_errors.inc();
                         break End::Closed(CloseReason::new(
                             UNSUPPORTED,
-                            "viewers send nothing but binary Input messages; workers connect to /ws/worker",
+                            "viewers send only binary messages; workers connect to /ws/worker",
                         ));
                     }
                 },
@@ -165,57 +195,157 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
         debug!(code = reason.code, reason = %reason.reason, "closing viewer");
     }
     ws.finish(&end).await;
+    // Leave the relay tree before the id is released.
+    drop(session);
     drop(admission);
     debug!(?end, "viewer disconnected");
 }
 
-/// Handles one binary message from viewer `viewer`: queues its push, or
-/// returns why the viewer is closed (malformed, out of range, wrong
-/// role, or over its input rate).
-fn on_input(
-    app: &App,
-    viewer: u64,
-    bucket: &mut TokenBucket,
-    bytes: &[u8],
-) -> Result<(), CloseReason> {
-    let refuse = |reason: CloseReason| {
-        app.stats.inputs_refused.inc();
-        debug!(code = reason.code, reason = %reason.reason, "input refused");
+/// The next control message for a member; never, for a viewer that has
+/// not joined the relay tree.
+async fn next_control(member: &mut Option<Member>) -> Option<Bytes> {
+    match member {
+        Some(m) => m.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What one viewer's messages do: its rate limits and its place in the
+/// relay tree.
+struct Session {
+    app: Arc<App>,
+    id: u64,
+    inputs: TokenBucket,
+    signals: TokenBucket,
+    fetches: TokenBucket,
+    member: Option<Member>,
+}
+
+impl Session {
+    fn new(app: &Arc<App>, id: u64) -> Self {
+        let now = Instant::now();
+        Self {
+            app: Arc::clone(app),
+            id,
+            inputs: TokenBucket::new(app.cfg.input_rate, app.cfg.input_burst, now),
+            signals: TokenBucket::new(SIGNAL_RATE, SIGNAL_BURST, now),
+            fetches: TokenBucket::new(FETCH_RATE, FETCH_BURST, now),
+            member: None,
+        }
+    }
+
+    /// Whether the viewer is fed by a peer now (send it digests).
+    fn peer_fed(&self) -> bool {
+        self.member.as_ref().is_some_and(Member::peer_fed)
+    }
+
+    /// Handles one binary message: `Ok(Some(batch))` for a fetched batch to
+    /// send, or why the viewer is closed (malformed, wrong role, over a
+    /// rate, relay messages without joining).
+    fn on_message(&mut self, bytes: &[u8]) -> Result<Option<Bytes>, CloseReason> {
+        let msg = FromViewer::decode(bytes).map_err(|e| self.refuse_decode(&e))?;
+        let msg = match msg {
+            FromViewer::Input(input) => return self.on_input(input).map(|()| None),
+            FromViewer::Peering(p) => return Ok(self.on_peering(p)),
+            other => other,
+        };
+        if self.member.is_none() {
+            self.app.stats.protocol_errors.inc();
+            return Err(CloseReason::new(
+                POLICY,
+                "join the relay tree first: send Peering on before relay messages",
+            ));
+        }
+        if let FromViewer::Fetch(f) = msg {
+            return self.on_fetch(f);
+        }
+        let now = Instant::now();
+        self.signalled(now)?;
+        let hub = &self.app.hub;
+        match msg {
+            FromViewer::Signal(s) => hub.signal(self.id, s),
+            FromViewer::Link(l) => hub.link(self.id, l, now),
+            FromViewer::Report(r) => hub.report(self.id, r),
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn refuse_decode(&self, e: &DecodeError) -> CloseReason {
+        self.app.stats.protocol_errors.inc();
+        self.app.stats.inputs_refused.inc();
+        let reason = match e {
+            DecodeError::WrongDirection(_) => CloseReason::new(
+                UNSUPPORTED,
+                "viewers send Input and relay messages only; workers connect to /ws/worker",
+            ),
+            e => CloseReason::for_decode_error(e),
+        };
+        debug!(code = reason.code, reason = %reason.reason, "viewer message refused");
         reason
-    };
-    let input = match FromViewer::decode(bytes) {
-        Ok(FromViewer::Input(input)) => input,
-        Ok(_) => {
-            app.stats.protocol_errors.inc();
-            return Err(refuse(CloseReason::new(
-                UNSUPPORTED,
-                "peer relay messages need --p2p on",
-            )));
+    }
+
+    /// Queues a push on the scene, within the input rate.
+    fn on_input(&mut self, input: Input) -> Result<(), CloseReason> {
+        let app = &self.app;
+        if !self.inputs.take(Instant::now()) {
+            app.stats.inputs_refused.inc();
+            return Err(CloseReason::new(
+                POLICY,
+                format!(
+                    "input flood: over {} inputs a second (burst {})",
+                    app.cfg.input_rate, app.cfg.input_burst
+                ),
+            ));
         }
-        Err(DecodeError::WrongDirection(_)) => {
-            app.stats.protocol_errors.inc();
-            return Err(refuse(CloseReason::new(
-                UNSUPPORTED,
-                "viewers send nothing but Input; workers connect to /ws/worker",
-            )));
+        app.stats.inputs_accepted.inc();
+        app.engine.input(app, self.id, input.impulse());
+        Ok(())
+    }
+
+    /// Joins (unless `--p2p off`: ignored) or leaves the relay tree.
+    fn on_peering(&mut self, p: Peering) -> Option<Bytes> {
+        if !p.on {
+            self.member = None;
+        } else if self.member.is_none() {
+            self.member = self.app.hub.join(self.id, Instant::now());
         }
-        Err(e) => {
-            app.stats.protocol_errors.inc();
-            return Err(refuse(CloseReason::for_decode_error(&e)));
+        None
+    }
+
+    /// Spends a signalling token, or closes a flooding viewer.
+    fn signalled(&mut self, now: Instant) -> Result<(), CloseReason> {
+        if self.signals.take(now) {
+            return Ok(());
         }
-    };
-    if !bucket.take(std::time::Instant::now()) {
-        return Err(refuse(CloseReason::new(
+        Err(CloseReason::new(
             POLICY,
             format!(
-                "input flood: over {} inputs a second (burst {})",
-                app.cfg.input_rate, app.cfg.input_burst
+                "signal flood: over {SIGNAL_RATE} relay messages a second (burst {SIGNAL_BURST})"
             ),
-        )));
+        ))
     }
-    app.stats.inputs_accepted.inc();
-    app.engine.input(app, viewer, input.impulse());
-    Ok(())
+
+    /// The deadline fallback: the batch, if still held; a strike on the
+    /// parent either way.
+    fn on_fetch(&mut self, f: Fetch) -> Result<Option<Bytes>, CloseReason> {
+        let now = Instant::now();
+        if !self.fetches.take(now) {
+            return Err(CloseReason::new(
+                POLICY,
+                format!("fetch flood: over {FETCH_RATE} fetches a second (burst {FETCH_BURST})"),
+            ));
+        }
+        self.app.hub.late(self.id, now);
+        let stats = &self.app.stats;
+        let Some(batch) = self.app.fanout.find(f.start, f.timeline) else {
+            stats.p2p_fetches_missed.inc();
+            return Ok(None);
+        };
+        stats.p2p_fallbacks.inc();
+        stats.p2p_fallback_bytes.add(batch.msg.len() as u64);
+        Ok(Some(batch.msg))
+    }
 }
 
 /// How a viewer's messages go out: timed, counted, and bounded by what it
@@ -248,10 +378,43 @@ impl Out<'_> {
         self.write(ws, lead, msg).await
     }
 
-    async fn send_batches(&self, ws: &mut Connection, batches: Vec<Batch>) -> Result<(), End> {
+    async fn send_batches(
+        &self,
+        ws: &mut Connection,
+        batches: Vec<Batch>,
+        fed: bool,
+    ) -> Result<(), End> {
         for b in batches {
-            self.send(ws, None, b.msg).await?;
+            self.send_batch(ws, None, &b, fed).await?;
         }
+        Ok(())
+    }
+
+    /// Sends a batch, or its digest to a viewer fed by a peer (`fed`),
+    /// counting the batch bytes sent or offloaded.
+    async fn send_batch(
+        &self,
+        ws: &mut Connection,
+        lead: Option<Bytes>,
+        b: &Batch,
+        fed: bool,
+    ) -> Result<(), End> {
+        let len = b.msg.len() as u64;
+        if fed {
+            self.send(ws, lead, b.digest().clone()).await?;
+            self.app.stats.p2p_batch_bytes_offloaded.add(len);
+        } else {
+            self.send(ws, lead, b.msg.clone()).await?;
+            self.app.stats.viewer_batch_bytes_direct.add(len);
+        }
+        Ok(())
+    }
+
+    /// Sends a fetched batch (counted as sent directly).
+    async fn send_fallback(&self, ws: &mut Connection, msg: Bytes) -> Result<(), End> {
+        let len = msg.len() as u64;
+        self.send(ws, None, msg).await?;
+        self.app.stats.viewer_batch_bytes_direct.add(len);
         Ok(())
     }
 

@@ -485,6 +485,7 @@ mod tests {
             referee: Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats)),
             origins: OriginPolicy::new(&[]).expect("no origins is a valid policy"),
             client_addr: ClientAddr::new(Vec::new(), cfg.forwarded_header),
+            hub: Arc::new(crate::p2p::hub::Hub::new(&cfg, Arc::clone(&stats))),
             cfg,
             core,
             fanout,

@@ -7,7 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use donut_shared::wire::{Codec, Frames, MAX_WORKER_MESSAGE_LEN, PROTOCOL_VERSION};
+use donut_shared::wire::p2p::{Fetch, MAX_FROM_VIEWER_LEN, Signal, SignalKind};
+use donut_shared::wire::{Codec, Frames, FromViewer, MAX_WORKER_MESSAGE_LEN, PROTOCOL_VERSION};
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -75,17 +76,53 @@ async fn bad_messages_close_only_the_sender() {
             "/ws/viewer",
             Message::binary(vec![PROTOCOL_VERSION, 0x01, 0, 1]),
             1003,
-            "viewers send nothing",
+            "viewers send",
         ),
-        (
-            "/ws/viewer",
-            Message::text("hi"),
-            1003,
-            "viewers send nothing",
-        ),
+        ("/ws/viewer", Message::text("hi"), 1003, "viewers send"),
         (
             "/ws/viewer",
             Message::binary(vec![0u8; 64 * 1024]),
+            1009,
+            "exceeds",
+        ),
+        (
+            // A relay message from a viewer outside the relay tree.
+            "/ws/viewer",
+            Message::binary(
+                FromViewer::Fetch(Fetch {
+                    start: 0,
+                    timeline: 0,
+                })
+                .to_vec(),
+            ),
+            1008,
+            "join the relay tree first",
+        ),
+        (
+            // A Peering whose flag is neither 0 nor 1.
+            "/ws/viewer",
+            Message::binary(vec![PROTOCOL_VERSION, 0x04, 7]),
+            1002,
+            "invalid",
+        ),
+        (
+            // A Report cut short.
+            "/ws/viewer",
+            Message::binary(vec![PROTOCOL_VERSION, 0x08, 0, 0, 0]),
+            1002,
+            "truncated",
+        ),
+        (
+            // A Signal one byte over the largest a viewer may send.
+            "/ws/viewer",
+            Message::binary(
+                FromViewer::Signal(Signal {
+                    peer: 1,
+                    kind: SignalKind::Offer,
+                    text: &"x".repeat(MAX_FROM_VIEWER_LEN - 10),
+                })
+                .to_vec(),
+            ),
             1009,
             "exceeds",
         ),
@@ -102,7 +139,7 @@ async fn bad_messages_close_only_the_sender() {
     }
     let s = stats(addr).await;
     assert_eq!(s["workers"], 1);
-    assert!(s["protocol_errors"].as_u64().unwrap_or(0) >= 10, "{s}");
+    assert!(s["protocol_errors"].as_u64().unwrap_or(0) >= 13, "{s}");
     honest.abort();
     server.shutdown(Duration::from_secs(3)).await;
 }

@@ -221,7 +221,7 @@ async fn floods_and_bad_inputs_are_refused_and_others_play_on() {
     assert_eq!(code, 1008, "{reason}");
     assert!(reason.contains("input flood"), "{reason}");
 
-    let cases: [(Vec<u8>, u16, &str); 3] = [
+    let cases: [(Vec<u8>, u16, &str); 4] = [
         // Beyond ±MAX_INPUT_UNITS.
         (
             {
@@ -241,6 +241,17 @@ async fn floods_and_bad_inputs_are_refused_and_others_play_on() {
             1002,
             "version",
         ),
+        // A relay message of a kind that does not exist (Signal kind 9).
+        (
+            {
+                let mut m = vec![PROTOCOL_VERSION, 0x05];
+                m.extend_from_slice(&1u64.to_be_bytes());
+                m.push(9);
+                m
+            },
+            1002,
+            "invalid",
+        ),
     ];
     for (msg, want_code, want) in cases {
         let mut ws = connect(addr, "/ws/viewer").await;
@@ -253,7 +264,7 @@ async fn floods_and_bad_inputs_are_refused_and_others_play_on() {
         );
     }
     let s = stats(addr).await;
-    assert_eq!(s["inputs_refused"], 4, "{s}");
+    assert_eq!(s["inputs_refused"], 5, "{s}");
     assert_eq!(s["scene_changes"], 0, "{s}");
     // The watcher saw every frame, in order, idle, and keeps receiving.
     let seen = watcher.finish(120).await;

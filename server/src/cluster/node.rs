@@ -392,6 +392,7 @@ impl Node {
             head: entry.head,
             scene,
             msg: entry.msg,
+            digest: Default::default(),
         });
     }
 

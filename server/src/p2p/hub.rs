@@ -1,0 +1,262 @@
+//! The IO side of the relay tree, shared by every viewer connection.
+//!
+//! The [`RelayTree`] decides; the hub carries its decisions to the
+//! viewers. A tree change made on one viewer's task (a parent leaving,
+//! a report) moves other viewers, whose sockets belong to other tasks: so
+//! each member has a bounded control channel of encoded messages
+//! (`Welcome`, `Assign`, forwarded `Signal`s) its own connection task
+//! writes out, and a flag saying whether it is fed by a peer now (which
+//! its task reads for every batch, without the lock). The tree and the
+//! channels sit behind one mutex, never held across an await, so a change
+//! and the messages announcing it are one step.
+//!
+//! Signals are forwarded only between a viewer and its current parent or
+//! child, with `peer` rewritten to the sender; anything else is dropped and
+//! counted (races with a reassignment are normal). Candidates go through
+//! the [`CandidateFilter`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use donut_shared::wire::ToViewer;
+use donut_shared::wire::p2p::{Link, Report, SERVER, Signal, SignalKind, Welcome};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::config::{P2pMode, ServeConfig};
+use crate::metrics::Stats;
+use crate::p2p::filter::CandidateFilter;
+use crate::p2p::tree::{Command, Counts, RelayTree};
+
+/// Control messages one member may have waiting (a viewer that leaves
+/// this many unread is closed by its send bound long before they matter).
+pub const CONTROL_QUEUE: usize = 256;
+
+struct Peer {
+    tx: mpsc::Sender<Bytes>,
+    fed: Arc<AtomicBool>,
+}
+
+struct Inner {
+    tree: RelayTree,
+    peers: HashMap<u64, Peer>,
+}
+
+/// See the module docs.
+pub struct Hub {
+    mode: P2pMode,
+    ice_servers: String,
+    filter: CandidateFilter,
+    stats: Arc<Stats>,
+    inner: Mutex<Inner>,
+}
+
+/// A viewer's place in the tree, held by its connection task; dropping it
+/// leaves the tree (its children move at once).
+pub struct Member {
+    hub: Arc<Hub>,
+    id: u64,
+    rx: mpsc::Receiver<Bytes>,
+    fed: Arc<AtomicBool>,
+}
+
+impl Member {
+    /// Whether batches reach this viewer from its parent (send it digests).
+    pub fn peer_fed(&self) -> bool {
+        self.fed.load(Ordering::Relaxed)
+    }
+
+    /// The next control message to write to this viewer.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.hub.leave(self.id);
+    }
+}
+
+impl Hub {
+    /// A hub for `cfg`'s `--p2p*` settings.
+    pub fn new(cfg: &ServeConfig, stats: Arc<Stats>) -> Self {
+        Self {
+            mode: cfg.p2p,
+            ice_servers: cfg.p2p_ice_servers.clone(),
+            filter: CandidateFilter::new(cfg.p2p_candidates.clone()),
+            stats,
+            inner: Mutex::new(Inner {
+                tree: RelayTree::new(cfg.tree_config(), cfg.p2p == P2pMode::On),
+                peers: HashMap::new(),
+            }),
+        }
+    }
+
+    /// Whether viewers may join at all (`--p2p` not `off`).
+    pub fn enabled(&self) -> bool {
+        self.mode != P2pMode::Off
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every critical section leaves the tree whole before anything
+        // that could panic, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Viewer `id` joins: its `Welcome` and `Assign` are queued on the
+    /// returned member's channel. `None` under `--p2p off`, or if it is a
+    /// member already.
+    pub fn join(self: &Arc<Self>, id: u64, now: Instant) -> Option<Member> {
+        if !self.enabled() || id == SERVER {
+            return None;
+        }
+        let mut inner = self.lock();
+        if inner.peers.contains_key(&id) {
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+        let welcome = Welcome {
+            id,
+            ice_servers: &self.ice_servers,
+        };
+        let _ = tx.try_send(Bytes::from(ToViewer::Welcome(welcome).to_vec()));
+        let fed = Arc::new(AtomicBool::new(false));
+        let peer = Peer {
+            tx,
+            fed: Arc::clone(&fed),
+        };
+        inner.peers.insert(id, peer);
+        let cmds = inner.tree.join(id, now);
+        dispatch(&inner, &cmds);
+        Some(Member {
+            hub: Arc::clone(self),
+            id,
+            rx,
+            fed,
+        })
+    }
+
+    fn leave(&self, id: u64) {
+        let mut inner = self.lock();
+        inner.peers.remove(&id);
+        let cmds = inner.tree.leave(id);
+        dispatch(&inner, &cmds);
+    }
+
+    /// Forwards `signal` from `from` to its parent or child `signal.peer`,
+    /// filtered; drops (and counts) anything else.
+    pub fn signal(&self, from: u64, signal: Signal<'_>) {
+        let inner = self.lock();
+        let to = signal.peer;
+        let Some(peer) = inner
+            .peers
+            .get(&to)
+            .filter(|_| inner.tree.is_pair(from, to))
+        else {
+            self.stats.p2p_signals_dropped.inc();
+            debug!(from, to, "signal between strangers dropped");
+            return;
+        };
+        let Some(text) = self.filtered(signal.kind, signal.text) else {
+            self.stats.p2p_candidates_filtered.inc();
+            return;
+        };
+        let out = Signal {
+            peer: from,
+            kind: signal.kind,
+            text: &text,
+        };
+        match peer
+            .tx
+            .try_send(Bytes::from(ToViewer::Signal(out).to_vec()))
+        {
+            Ok(()) => self.stats.p2p_signals_forwarded.inc(),
+            Err(_) => self.stats.p2p_signals_dropped.inc(),
+        }
+    }
+
+    /// The text to forward, or `None` for a refused candidate.
+    fn filtered(&self, kind: SignalKind, text: &str) -> Option<String> {
+        match kind {
+            SignalKind::Candidate => self.filter.allows_candidate(text).then(|| text.to_owned()),
+            SignalKind::Offer | SignalKind::Answer => {
+                let (sdp, removed) = self.filter.strip_sdp(text);
+                self.stats.p2p_candidates_filtered.add(removed as u64);
+                Some(sdp)
+            }
+        }
+    }
+
+    /// `id`'s data channel from `link.parent` opened or was lost.
+    pub fn link(&self, id: u64, link: Link, now: Instant) {
+        let mut inner = self.lock();
+        let cmds = inner.tree.link(id, link.parent, link.up, now);
+        if let Some(p) = inner.peers.get(&id) {
+            p.fed.store(inner.tree.peer_fed(id), Ordering::Relaxed);
+        }
+        dispatch(&inner, &cmds);
+    }
+
+    /// `id` fetched a batch from the server: its parent was late.
+    pub fn late(&self, id: u64, now: Instant) {
+        let mut inner = self.lock();
+        let cmds = inner.tree.late(id, now);
+        dispatch(&inner, &cmds);
+    }
+
+    /// `id` reports bytes from `report.peer` that failed their digest.
+    pub fn report(&self, id: u64, report: Report) {
+        self.stats.p2p_digest_mismatches.inc();
+        let mut inner = self.lock();
+        let cmds = inner.tree.mismatch(id, report.peer);
+        if !cmds.is_empty() {
+            debug!(reporter = id, peer = report.peer, "relay barred");
+        }
+        dispatch(&inner, &cmds);
+    }
+
+    /// Time passes (relays earn slots, roots are folded under peers).
+    pub fn tick(&self, now: Instant) {
+        let mut inner = self.lock();
+        let cmds = inner.tree.tick(now);
+        dispatch(&inner, &cmds);
+    }
+
+    /// The tree's figures.
+    pub fn counts(&self) -> Counts {
+        self.lock().tree.counts()
+    }
+}
+
+/// Sends each command's `Assign` to its viewer and updates its flag (a
+/// moved viewer is server-fed until its new link is up).
+fn dispatch(inner: &Inner, cmds: &[Command]) {
+    for c in cmds {
+        if let Some(p) = inner.peers.get(&c.viewer) {
+            p.fed
+                .store(inner.tree.peer_fed(c.viewer), Ordering::Relaxed);
+            let msg = Bytes::copy_from_slice(&c.assign.to_bytes());
+            if p.tx.try_send(msg).is_err() {
+                debug!(viewer = c.viewer, "control queue full; assign dropped");
+            }
+        }
+    }
+}
+
+/// How often the tree is ticked (relays earn slots, roots fold under peers).
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ticks `hub`'s tree every [`TICK`] until `shutdown` turns true.
+pub async fn tick(hub: Arc<Hub>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = every.tick() => hub.tick(Instant::now()),
+            _ = shutdown.changed() => return,
+        }
+    }
+}

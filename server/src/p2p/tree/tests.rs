@@ -1,0 +1,279 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn tree(always: bool) -> RelayTree {
+    RelayTree::new(TreeConfig::default(), always)
+}
+
+/// Applies `cmds` to a model of what each viewer was told.
+fn apply(told: &mut HashMap<u64, u64>, cmds: &[Command]) {
+    for c in cmds {
+        told.insert(c.viewer, c.assign.parent);
+    }
+}
+
+#[test]
+fn joiners_fill_the_shallowest_relays_first() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    let a = t.join(1, t0);
+    assert_eq!(
+        a,
+        [Command {
+            viewer: 1,
+            assign: Assign {
+                parent: SERVER,
+                backup: SERVER
+            }
+        }]
+    );
+    assert_eq!(t.join(2, t0)[0].assign.parent, 1);
+    assert_eq!(t.join(3, t0)[0].assign.parent, 1);
+    assert_eq!(t.join(4, t0)[0].assign.parent, 1);
+    // Node 1 is full (fanout 3): the next goes one level down.
+    let cmds = t.join(5, t0);
+    assert_eq!(t.parent(5), Some(2));
+    assert!(cmds.iter().any(|c| c.viewer == 5));
+    assert!(t.is_pair(5, 2) && t.is_pair(2, 5) && !t.is_pair(5, 3));
+    // Depth 3 is the limit: nodes at depth 3 take no children.
+    for id in 6..=13 {
+        t.join(id, t0);
+    }
+    assert!(t.counts().depth <= 3);
+}
+
+#[test]
+fn auto_mode_uses_peers_only_from_min_viewers() {
+    let t0 = Instant::now();
+    let mut t = tree(false);
+    t.join(1, t0);
+    t.join(2, t0);
+    assert_eq!(t.parent(2), Some(SERVER));
+    let cmds = t.join(3, t0);
+    assert_eq!(t.parent(2), Some(1));
+    assert_eq!(t.parent(3), Some(1));
+    assert!(cmds.iter().any(|c| c.viewer == 2 && c.assign.parent == 1));
+    let cmds = t.leave(1);
+    assert_eq!(t.parent(2), Some(SERVER));
+    assert!(
+        cmds.iter()
+            .any(|c| c.viewer == 3 && c.assign.parent == SERVER)
+    );
+}
+
+#[test]
+fn a_leaving_parent_s_children_move_at_once() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=5 {
+        t.join(id, t0);
+    }
+    let kids: Vec<u64> = (2..=5).filter(|&c| t.parent(c) == Some(2)).collect();
+    assert!(!kids.is_empty());
+    let cmds = t.leave(2);
+    for k in kids {
+        assert!(cmds.iter().any(|c| c.viewer == k));
+        assert_ne!(t.parent(k), Some(2));
+    }
+}
+
+#[test]
+fn linking_makes_a_viewer_peer_fed_only_under_its_parent() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    t.join(1, t0);
+    t.join(2, t0);
+    assert!(t.link(2, 7, true, t0).is_empty());
+    assert!(!t.peer_fed(2));
+    t.link(2, 1, true, t0);
+    assert!(t.peer_fed(2));
+    assert_eq!(
+        t.counts(),
+        Counts {
+            peering: 2,
+            linked: 1,
+            relays: 1,
+            depth: 2
+        }
+    );
+    // Lost: back to the server (nobody else can take it), and a strike.
+    let cmds = t.link(2, 1, false, t0);
+    assert!(!t.peer_fed(2));
+    assert_eq!(t.parent(2), Some(SERVER));
+    assert_eq!(cmds[0].viewer, 2);
+}
+
+#[test]
+fn three_late_fetches_demote_a_relay() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=3 {
+        t.join(id, t0);
+    }
+    t.late(2, t0);
+    t.late(3, t0 + Duration::from_secs(1));
+    assert_eq!(t.parent(2), Some(1));
+    let cmds = t.late(2, t0 + Duration::from_secs(2));
+    // Node 1 relays no more; its children moved (one under the other).
+    assert_eq!(t.nodes[&1].capacity, 0);
+    assert!(t.nodes[&1].children.is_empty());
+    assert!(t.parent(2) != Some(1) && t.parent(3) != Some(1));
+    assert!(cmds.iter().any(|c| c.viewer == 2) && cmds.iter().any(|c| c.viewer == 3));
+}
+
+#[test]
+fn strikes_far_apart_do_not_demote() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    t.join(1, t0);
+    t.join(2, t0);
+    for s in 0..10 {
+        t.late(2, t0 + STRIKE_WINDOW * s);
+    }
+    assert_eq!(t.parent(2), Some(1));
+}
+
+#[test]
+fn a_mismatch_bars_the_parent_and_moves_its_children() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=6 {
+        t.join(id, t0);
+    }
+    assert_eq!(t.parent(5), Some(2));
+    // A stale report changes nothing.
+    assert!(t.mismatch(5, 3).is_empty());
+    let cmds = t.mismatch(5, 2);
+    assert_eq!(t.parent(2), Some(SERVER));
+    assert_ne!(t.parent(5), Some(2));
+    assert!(t.nodes[&2].children.is_empty() && t.nodes[&2].barred);
+    assert!(cmds.iter().any(|c| c.viewer == 5));
+    // Barred nodes never take children again.
+    for id in 7..=20 {
+        t.join(id, t0);
+        assert!(t.nodes[&2].children.is_empty());
+    }
+}
+
+#[test]
+fn good_relays_grow_to_max_fanout() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=4 {
+        t.join(id, t0);
+        t.link(id, 1, true, t0);
+    }
+    assert_eq!(t.nodes[&1].capacity, 3);
+    for k in 1..=5 {
+        t.tick(t0 + GROW_AFTER * k);
+    }
+    assert_eq!(t.nodes[&1].capacity, 6);
+}
+
+#[test]
+fn rebalance_moves_childless_roots_under_peers() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    t.join(1, t0);
+    t.join(2, t0);
+    t.join(3, t0);
+    // Demote 1 via its children's late fetches: 2 and 3 become roots or
+    // go elsewhere; the server still feeds as few roots as it can.
+    for s in 0..3 {
+        t.late(2, t0 + Duration::from_millis(s));
+    }
+    t.tick(t0);
+    let roots = (1..=3).filter(|&id| t.parent(id) == Some(SERVER)).count();
+    assert!(roots <= 2, "{t:?}");
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join(u64),
+    Leave(u64),
+    Link(u64, bool),
+    Late(u64),
+    Mismatch(u64),
+    Tick(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let id = 1u64..=24;
+    prop_oneof![
+        4 => id.clone().prop_map(Op::Join),
+        2 => id.clone().prop_map(Op::Leave),
+        3 => (id.clone(), any::<bool>()).prop_map(|(i, up)| Op::Link(i, up)),
+        2 => id.clone().prop_map(Op::Late),
+        1 => id.clone().prop_map(Op::Mismatch),
+        1 => (0u64..40).prop_map(Op::Tick),
+    ]
+}
+
+fn check(t: &RelayTree, told: &HashMap<u64, u64>) -> Result<(), TestCaseError> {
+    for (&id, n) in &t.nodes {
+        prop_assert!(t.depth(id) <= t.cfg.max_depth, "{id} too deep: {t:?}");
+        if n.parent != SERVER {
+            let p = t.nodes.get(&n.parent);
+            prop_assert!(
+                p.is_some_and(|p| p.children.contains(&id)),
+                "{id}'s parent is gone"
+            );
+            prop_assert!(!t.is_within(n.parent, id), "cycle through {id}");
+            prop_assert!(t.active());
+        }
+        for c in &n.children {
+            prop_assert_eq!(t.nodes[c].parent, id);
+        }
+        prop_assert!(n.children.len() as u32 <= n.capacity, "{id} over capacity");
+        prop_assert!(!n.barred || (n.children.is_empty() && n.parent == SERVER));
+        prop_assert!(!n.linked || n.parent != SERVER);
+        prop_assert_eq!(told.get(&id), Some(&n.parent), "{} not told its parent", id);
+        prop_assert!(n.backup != n.parent || n.backup == SERVER);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn the_tree_stays_sound_and_every_viewer_knows_its_parent(
+        always: bool,
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let t0 = Instant::now();
+        let mut t = tree(always);
+        let mut told = HashMap::new();
+        let mut clock = t0;
+        for op in ops {
+            clock += Duration::from_millis(700);
+            let cmds = match op {
+                Op::Join(id) => t.join(id, clock),
+                Op::Leave(id) => {
+                    told.remove(&id);
+                    t.leave(id)
+                }
+                Op::Link(id, up) => match t.parent(id) {
+                    Some(p) => t.link(id, p, up, clock),
+                    None => Vec::new(),
+                },
+                Op::Late(id) => t.late(id, clock),
+                Op::Mismatch(id) => match t.parent(id) {
+                    Some(p) => t.mismatch(id, p),
+                    None => Vec::new(),
+                },
+                Op::Tick(s) => {
+                    clock += Duration::from_secs(s);
+                    t.tick(clock)
+                }
+            };
+            for c in &cmds {
+                prop_assert!(t.contains(c.viewer), "assign for a departed viewer");
+            }
+            apply(&mut told, &cmds);
+            check(&t, &told)?;
+        }
+    }
+}
