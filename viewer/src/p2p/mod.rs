@@ -40,6 +40,14 @@ use self::link::{Link, LinkEvent, Role, Sink};
 /// server's own limit is lower; this bounds what a buggy or hostile
 /// server could make the page open).
 const MAX_CHILDREN: usize = 16;
+/// Longest a parent's data channel may take to open before the link is
+/// given up as failed (ICE usually connects in well under a second, or
+/// fails: a peer behind a NAT it cannot cross).
+pub const LINK_TIMEOUT_MS: f64 = 8_000.0;
+/// Parent links that may fail in a row before this tab leaves the tree
+/// and is served by the server only: a tab that can reach no peer should
+/// not keep opening connections (Chromium allows 500 in a tab's life).
+pub const MAX_FAILED_LINKS: u32 = 3;
 
 /// What the relay did, for the page's panel and the tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -75,6 +83,10 @@ pub struct Relay {
     parent_id: u64,
     backup: u64,
     parent: Option<Link>,
+    /// When the parent link was made (`performance.now()` ms).
+    parent_since: f64,
+    /// Parent links that failed in a row (reset when one opens).
+    failed_links: u32,
     children: Vec<Link>,
     gate: Gate,
     next_serial: u32,
@@ -94,6 +106,8 @@ impl Relay {
             parent_id: SERVER,
             backup: SERVER,
             parent: None,
+            parent_since: 0.0,
+            failed_links: 0,
             children: Vec::new(),
             gate: Gate::new(),
             next_serial: 0,
@@ -139,7 +153,7 @@ impl Relay {
                 self.id = Some(w.id);
                 self.ice_servers = w.ice_server_urls().map(str::to_owned).collect();
             }
-            ToViewer::Assign(a) => self.assign(a.parent, a.backup, socket),
+            ToViewer::Assign(a) => self.assign(a.parent, a.backup, socket, now_ms),
             ToViewer::Signal(s) => self.on_signal(&s),
             ToViewer::Digest(d) => {
                 if let Some(verdict) = self.gate.announce(d, now_ms) {
@@ -200,9 +214,18 @@ impl Relay {
 
     /// Asks the server for every announced batch that is late (see
     /// [`gate::Gate::due`]); `due_frame` is the frame playing now.
+    /// A parent link that has not opened in [`LINK_TIMEOUT_MS`] is given up.
     pub fn poll(&mut self, now_ms: f64, due_frame: Option<u64>, socket: &Socket) {
         if !self.joined {
             return;
+        }
+        let stuck = self
+            .parent
+            .as_ref()
+            .filter(|p| !p.is_open() && now_ms - self.parent_since > LINK_TIMEOUT_MS)
+            .map(Link::serial);
+        if let Some(serial) = stuck {
+            self.drop_link(serial, socket);
         }
         for fetch in self.gate.due(now_ms, due_frame) {
             self.stats.fetches += 1;
@@ -286,7 +309,7 @@ impl Relay {
     }
 
     /// The server moved this tab under `parent`.
-    fn assign(&mut self, parent: u64, backup: u64, socket: &Socket) {
+    fn assign(&mut self, parent: u64, backup: u64, socket: &Socket, now_ms: f64) {
         self.backup = backup;
         if parent == self.parent_id && (parent == SERVER || self.parent.is_some()) {
             return;
@@ -306,7 +329,10 @@ impl Relay {
             &self.ice_servers,
             self.sink.clone(),
         ) {
-            Ok(link) => self.parent = Some(link),
+            Ok(link) => {
+                self.parent = Some(link);
+                self.parent_since = now_ms;
+            }
             Err(_) => {
                 socket.send(&LinkMsg { parent, up: false }.to_bytes());
             }
@@ -388,8 +414,11 @@ impl Relay {
     /// dropped, the server told (it serves this tab and finds another
     /// parent), and what it still owed is fetched.
     fn drop_link(&mut self, serial: u32, socket: &Socket) {
-        if self.parent.as_ref().is_some_and(|p| p.serial() == serial) {
-            self.parent = None;
+        if let Some(parent) = self.parent.take_if(|p| p.serial() == serial) {
+            if !parent.is_open() {
+                self.failed_links += 1;
+            }
+            drop(parent);
             self.stats.parents_lost += 1;
             socket.send(
                 &LinkMsg {
@@ -399,6 +428,11 @@ impl Relay {
                 .to_bytes(),
             );
             self.fetch_pending(socket);
+            if self.failed_links >= MAX_FAILED_LINKS {
+                // No peer is reachable from here: the server feeds this tab.
+                socket.send(&Peering { on: false }.to_bytes());
+                self.leave();
+            }
         } else {
             self.children.retain(|c| c.serial() != serial);
         }
