@@ -146,7 +146,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                         warn!(skipped = n, "viewer lagging; skipped ahead to live");
                         let (fresh, catchup) = app.fanout.subscribe();
                         rx = fresh;
-                        if let Err(end) = out.send_batches(&mut ws, catchup, session.peer_fed()).await {
+                        let fed = session.peer_fed();
+                        if let Err(end) = out.send_batches(&mut ws, catchup, fed).await {
                             break end;
                         }
                     }
