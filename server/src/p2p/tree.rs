@@ -27,6 +27,8 @@
 //!   beyond the first are moved under peers with free slots, so the server
 //!   feeds as few roots as it can.
 //! - **Auto mode.** Below `min_viewers` nodes every node is server-fed.
+//! - **Unlinkable.** A node that lost [`MAX_LOST_LINKS`] links stays
+//!   server-fed (it still relays, if it can).
 //!
 //! The clock is an argument (`now`), so the tree is tested, by property,
 //! without sockets or sleeps.
@@ -42,6 +44,11 @@ pub const STRIKES: usize = 3;
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// Relaying this long to linked children without a strike earns a slot.
 pub const GROW_AFTER: Duration = Duration::from_secs(30);
+/// Links a viewer may lose before it is left to the server for good (one
+/// that cannot hold a data channel, behind a NAT no host or STUN
+/// candidate crosses, would otherwise be moved back under a peer by every
+/// rebalance, striking good relays for its own failures).
+pub const MAX_LOST_LINKS: u32 = 3;
 
 /// The tree's shape limits (`--p2p-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +108,8 @@ struct Node {
     linked: bool,
     /// Join order (lower: older).
     seq: u64,
+    /// Links from a parent this node lost.
+    lost: u32,
     /// 1 if server-fed, else the parent's plus one (kept up to date).
     depth: u32,
     strikes: VecDeque<Instant>,
@@ -162,6 +171,7 @@ impl RelayTree {
                 barred: false,
                 linked: false,
                 seq: self.seq,
+                lost: 0,
                 depth: 1,
                 strikes: VecDeque::new(),
                 good_since: None,
@@ -217,6 +227,9 @@ impl RelayTree {
             return Vec::new();
         }
         self.strike(parent, now);
+        if let Some(n) = self.nodes.get_mut(&child) {
+            n.lost += 1;
+        }
         if self.nodes.get(&child).is_some_and(|n| n.parent == parent) {
             self.detach(child);
             self.place(child, Some(parent));
@@ -405,7 +418,12 @@ impl RelayTree {
     /// descendants pushed past `max_depth`. Returns whether it found a
     /// parent.
     fn place(&mut self, id: u64, avoid: Option<u64>) -> bool {
-        if !self.active() || self.nodes.get(&id).is_none_or(|n| n.barred) {
+        if !self.active()
+            || self
+                .nodes
+                .get(&id)
+                .is_none_or(|n| n.barred || n.lost >= MAX_LOST_LINKS)
+        {
             return false;
         }
         let backup = self.nodes[&id].backup;
@@ -545,7 +563,11 @@ impl RelayTree {
         for (_, id) in roots {
             // A childless node nobody can take means no free slot is left
             // for any: stop (the scan stays linear when the tree is full).
-            if Some(id) != keep && self.nodes[&id].children.is_empty() && !self.place(id, None) {
+            let n = &self.nodes[&id];
+            if Some(id) == keep || !n.children.is_empty() || n.lost >= MAX_LOST_LINKS {
+                continue;
+            }
+            if !self.place(id, None) {
                 break;
             }
         }

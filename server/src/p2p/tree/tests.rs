@@ -174,6 +174,27 @@ fn good_relays_grow_to_max_fanout() {
 }
 
 #[test]
+fn a_viewer_that_keeps_losing_links_is_left_to_the_server() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=3 {
+        t.join(id, t0);
+    }
+    // Node 3 loses link after link, a minute apart (no relay demoted).
+    for k in 0..MAX_LOST_LINKS {
+        let now = t0 + Duration::from_secs(60 * u64::from(k + 1));
+        t.tick(now);
+        let parent = t.parent(3).expect("a node");
+        assert_ne!(parent, SERVER, "moved back under a peer after {k} losses");
+        t.link(3, parent, false, now);
+    }
+    t.tick(t0 + Duration::from_secs(3600));
+    t.join(4, t0 + Duration::from_secs(3600));
+    assert_eq!(t.parent(3), Some(SERVER));
+    assert!(t.nodes.values().all(|n| n.capacity > 0));
+}
+
+#[test]
 fn rebalance_moves_childless_roots_under_peers() {
     let t0 = Instant::now();
     let mut t = tree(true);
