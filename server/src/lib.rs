@@ -31,6 +31,9 @@
 //!   file-descriptor budget the caps must fit.
 //! - [`handshake`], [`origin`], [`client_addr`]: checks before a WebSocket
 //!   upgrade, and the client's address behind trusted proxies.
+//! - [`p2p`]: the peer relay: viewers feed viewers over WebRTC, the
+//!   server assigns the tree ([`p2p::tree`]), forwards signalling
+//!   ([`p2p::hub`]) and announces each batch by its digest.
 //! - [`metrics`]: `/metrics` and `/api/stats`.
 //! - [`native_worker`]: `donut work`.
 //! - [`engine`]: the one seam between the connections and what runs the

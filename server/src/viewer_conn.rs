@@ -69,8 +69,9 @@ use crate::timeline::rate::TokenBucket;
 /// update rides along, and when it stalls updates still go out on their own.
 pub const TELEMETRY_HOLD: Duration = Duration::from_millis(300);
 
-/// Relay signalling (`Signal`, `Link`, `Report`) one viewer may send a
-/// second on average; setting up a data channel takes a handful.
+/// Relay messages other than `Fetch` (`Peering`, `Signal`, `Link`,
+/// `Report`) one viewer may send a second on average; setting up a data
+/// channel takes a handful.
 pub const SIGNAL_RATE: f64 = 50.0;
 /// Relay signalling one viewer may send at once.
 pub const SIGNAL_BURST: u32 = 200;
@@ -145,7 +146,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                         warn!(skipped = n, "viewer lagging; skipped ahead to live");
                         let (fresh, catchup) = app.fanout.subscribe();
                         rx = fresh;
-                        if let Err(end) = out.send_batches(&mut ws, catchup, session.peer_fed()).await {
+                        let fed = session.peer_fed();
+                        if let Err(end) = out.send_batches(&mut ws, catchup, fed).await {
                             break end;
                         }
                     }
@@ -194,9 +196,10 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     if let Some(reason) = end.close_reason() {
         debug!(code = reason.code, reason = %reason.reason, "closing viewer");
     }
-    ws.finish(&end).await;
-    // Leave the relay tree before the id is released.
+    // Leave the relay tree at once (its children move now, not after the
+    // closing handshake), and before the id is released.
     drop(session);
+    ws.finish(&end).await;
     drop(admission);
     debug!(?end, "viewer disconnected");
 }
@@ -246,7 +249,7 @@ impl Session {
         let msg = FromViewer::decode(bytes).map_err(|e| self.refuse_decode(&e))?;
         let msg = match msg {
             FromViewer::Input(input) => return self.on_input(input).map(|()| None),
-            FromViewer::Peering(p) => return Ok(self.on_peering(p)),
+            FromViewer::Peering(p) => return self.on_peering(p).map(|()| None),
             other => other,
         };
         if self.member.is_none() {
@@ -303,14 +306,17 @@ impl Session {
         Ok(())
     }
 
-    /// Joins (unless `--p2p off`: ignored) or leaves the relay tree.
-    fn on_peering(&mut self, p: Peering) -> Option<Bytes> {
+    /// Joins (unless `--p2p off`: ignored) or leaves the relay tree;
+    /// capped with the signalling, as each change moves others.
+    fn on_peering(&mut self, p: Peering) -> Result<(), CloseReason> {
+        let now = Instant::now();
+        self.signalled(now)?;
         if !p.on {
             self.member = None;
         } else if self.member.is_none() {
-            self.member = self.app.hub.join(self.id, Instant::now());
+            self.member = self.app.hub.join(self.id, now);
         }
-        None
+        Ok(())
     }
 
     /// Spends a signalling token, or closes a flooding viewer.

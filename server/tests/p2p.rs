@@ -242,10 +242,13 @@ async fn the_tree_forms_and_signals_pass_only_between_assigned_pairs() {
         v3.next_signal().await,
         (v1.id, SignalKind::Candidate, String::new())
     );
-    let s = stats(addr).await;
-    assert_eq!(counter(&s, "p2p_signals_dropped"), 3, "{s}");
-    assert_eq!(counter(&s, "p2p_signals_forwarded"), 4, "{s}");
-    assert_eq!(counter(&s, "p2p_peering"), 3, "{s}");
+    // (v2's socket is read by another task than v1's: wait for it.)
+    wait_stats(addr, "three dropped, four forwarded", |s| {
+        counter(s, "p2p_signals_dropped") == 3
+            && counter(s, "p2p_signals_forwarded") == 4
+            && counter(s, "p2p_peering") == 3
+    })
+    .await;
     assert!(
         http_get(addr, "/metrics")
             .await
@@ -326,14 +329,24 @@ async fn a_linked_viewer_gets_digests_of_its_parent_s_bytes_and_fetches_them() {
     })
     .await;
     // Telemetry carries the figures too.
-    let t = loop {
-        if let Some(Ok(Message::Binary(b))) = v1.ws.next().await
-            && let Ok(ToViewer::Telemetry(t)) = ToViewer::decode(&b)
-            && t.p2p_fallbacks == 1
-        {
-            break t;
+    let telemetry = async {
+        loop {
+            match v1.ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    if let Ok(ToViewer::Telemetry(t)) = ToViewer::decode(&b)
+                        && t.p2p_fallbacks == 1
+                    {
+                        return t;
+                    }
+                }
+                Some(Ok(_)) => {}
+                other => panic!("parent socket ended: {other:?}"),
+            }
         }
     };
+    let t = tokio::time::timeout(HANG, telemetry)
+        .await
+        .expect("telemetry in time");
     assert_eq!(t.peers_linked, 1);
     assert!(t.offload_permille > 0 && t.offload_permille < 1000, "{t:?}");
     // Link lost: frames again.
@@ -446,9 +459,11 @@ async fn a_reported_parent_is_barred_and_its_children_moved() {
     assert_ne!(v4.parent, v1.id);
     v4.signal(v1.id, SignalKind::Offer, "x").await;
     v1.signal(v2.id, SignalKind::Offer, "x").await;
-    let s = stats(addr).await;
-    assert_eq!(counter(&s, "p2p_digest_mismatches"), 2, "{s}");
-    assert_eq!(counter(&s, "p2p_signals_dropped"), 2, "{s}");
+    wait_stats(addr, "both reports counted, both signals dropped", |s| {
+        counter(s, "p2p_digest_mismatches") == 2 && counter(s, "p2p_signals_dropped") == 2
+    })
+    .await;
+    assert_eq!(counter(&stats(addr).await, "p2p_signals_forwarded"), 0);
     // v1 was told nothing new (still server-fed) and is still connected.
     v1.send(FromViewer::Peering(Peering { on: false })).await;
     wait_stats(addr, "v1 left the tree", |s| counter(s, "p2p_peering") == 3).await;
@@ -546,5 +561,31 @@ async fn malformed_relay_messages_and_floods_close_only_their_viewer() {
     wait_stats(addr, "the tree emptied", |s| counter(s, "p2p_peering") == 0).await;
     let seen = watcher.finish(60).await;
     assert!(seen.frames >= 60);
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_uses_peers_only_from_min_viewers() {
+    let server = start(p2p_config(P2pMode::Auto)).await;
+    let addr = server.addr;
+    let mut v1 = Peer::join(addr, ICE).await;
+    let mut v2 = Peer::join(addr, ICE).await;
+    // Two of the default three: both server-fed, no signalling between them.
+    assert_eq!((v1.parent, v2.parent), (SERVER, SERVER));
+    v2.signal(v1.id, SignalKind::Offer, "x").await;
+    // The third turns peers on: the second moves under the first.
+    let v3 = Peer::join(addr, ICE).await;
+    assert_eq!(v3.parent, v1.id);
+    assert_eq!(v2.next_assign().await.parent, v1.id);
+    v2.signal(v1.id, SignalKind::Offer, "y").await;
+    assert_eq!(
+        v1.next_signal().await,
+        (v2.id, SignalKind::Offer, "y".to_owned())
+    );
+    // Below the threshold again: everyone back to the server, at once.
+    drop(v3);
+    assert_eq!(v2.next_assign().await.parent, SERVER);
+    let s = stats(addr).await;
+    assert_eq!(counter(&s, "p2p_signals_dropped"), 1, "{s}");
     server.shutdown(Duration::from_secs(2)).await;
 }

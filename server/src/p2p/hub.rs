@@ -260,3 +260,113 @@ pub async fn tick(hub: Arc<Hub>, mut shutdown: tokio::sync::watch::Receiver<bool
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use donut_shared::wire::p2p::Assign;
+
+    use super::*;
+    use crate::config::ServeConfig;
+
+    fn hub(mode: P2pMode) -> Arc<Hub> {
+        let mut cfg = ServeConfig::for_tests();
+        cfg.p2p = mode;
+        cfg.p2p_ice_servers = "stun:s.example:3478".into();
+        cfg.p2p_candidates = vec!["127.0.0.1/32".parse().expect("cidr")];
+        Arc::new(Hub::new(&cfg, Arc::new(Stats::default())))
+    }
+
+    /// Every control message waiting for `m`, decoded to owned values.
+    fn drain(m: &mut Member) -> Vec<String> {
+        std::iter::from_fn(|| m.rx.try_recv().ok())
+            .map(|b| format!("{:?}", ToViewer::decode(&b).expect("valid")))
+            .collect()
+    }
+
+    fn assign(parent: u64, backup: u64) -> String {
+        format!("{:?}", ToViewer::Assign(Assign { parent, backup }))
+    }
+
+    #[test]
+    fn off_never_answers_and_on_welcomes_then_assigns() {
+        let now = Instant::now();
+        assert!(hub(P2pMode::Off).join(1, now).is_none());
+        let h = hub(P2pMode::On);
+        let mut a = h.join(1, now).expect("joined");
+        assert!(h.join(1, now).is_none(), "a member joins once");
+        let got = drain(&mut a);
+        assert!(
+            got[0].contains("Welcome") && got[0].contains("stun:s.example:3478"),
+            "{got:?}"
+        );
+        assert_eq!(got[1..], [assign(SERVER, SERVER)]);
+        let mut b = h.join(2, now).expect("joined");
+        assert_eq!(drain(&mut b)[1..], [assign(1, SERVER)]);
+        assert!(drain(&mut a).is_empty());
+    }
+
+    #[test]
+    fn signals_are_rewritten_filtered_and_the_link_flag_follows_the_tree() {
+        let now = Instant::now();
+        let h = hub(P2pMode::On);
+        let mut a = h.join(1, now).expect("joined");
+        let mut b = h.join(2, now).expect("joined");
+        drain(&mut a);
+        drain(&mut b);
+        let text = "candidate:1 1 udp 1 127.0.0.1 5000 typ host";
+        let kind = SignalKind::Candidate;
+        h.signal(
+            2,
+            Signal {
+                peer: 1,
+                kind,
+                text,
+            },
+        );
+        h.signal(
+            2,
+            Signal {
+                peer: 1,
+                kind,
+                text: "candidate:1 1 udp 1 192.0.2.7 5000 typ host",
+            },
+        );
+        h.signal(
+            2,
+            Signal {
+                peer: 3,
+                kind,
+                text,
+            },
+        );
+        let got = drain(&mut a);
+        assert_eq!(
+            got,
+            [format!(
+                "{:?}",
+                ToViewer::Signal(Signal {
+                    peer: 2,
+                    kind,
+                    text
+                })
+            )]
+        );
+        assert_eq!(h.stats.p2p_signals_forwarded.get(), 1);
+        assert_eq!(h.stats.p2p_candidates_filtered.get(), 1);
+        assert_eq!(h.stats.p2p_signals_dropped.get(), 1);
+        // Linked to its parent: fed by it; the parent gone: moved, unlinked.
+        h.link(
+            2,
+            Link {
+                parent: 1,
+                up: true,
+            },
+            now,
+        );
+        assert!(b.peer_fed() && !a.peer_fed());
+        drop(a);
+        assert!(!b.peer_fed());
+        assert_eq!(drain(&mut b), [assign(SERVER, SERVER)]);
+        assert_eq!(h.counts().peering, 1);
+    }
+}

@@ -27,6 +27,8 @@
 //!   beyond the first are moved under peers with free slots, so the server
 //!   feeds as few roots as it can.
 //! - **Auto mode.** Below `min_viewers` nodes every node is server-fed.
+//! - **Unlinkable.** A node that lost [`MAX_LOST_LINKS`] links stays
+//!   server-fed (it still relays, if it can).
 //!
 //! The clock is an argument (`now`), so the tree is tested, by property,
 //! without sockets or sleeps.
@@ -42,6 +44,11 @@ pub const STRIKES: usize = 3;
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// Relaying this long to linked children without a strike earns a slot.
 pub const GROW_AFTER: Duration = Duration::from_secs(30);
+/// Links a viewer may lose before it is left to the server for good (one
+/// that cannot hold a data channel, behind a NAT no host or STUN
+/// candidate crosses, would otherwise be moved back under a peer by every
+/// rebalance, striking good relays for its own failures).
+pub const MAX_LOST_LINKS: u32 = 3;
 
 /// The tree's shape limits (`--p2p-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +108,10 @@ struct Node {
     linked: bool,
     /// Join order (lower: older).
     seq: u64,
+    /// Links from a parent this node lost.
+    lost: u32,
+    /// 1 if server-fed, else the parent's plus one (kept up to date).
+    depth: u32,
     strikes: VecDeque<Instant>,
     /// Relaying to linked children without a strike since.
     good_since: Option<Instant>,
@@ -116,6 +127,11 @@ pub struct RelayTree {
     always: bool,
     nodes: BTreeMap<u64, Node>,
     seq: u64,
+    /// Nodes whose parent, depth or fitness as a backup changed since the
+    /// last sync (only they, and those backed by them, are looked at).
+    changed: BTreeSet<u64>,
+    /// When relays were last checked for growth.
+    grown: Option<Instant>,
 }
 
 impl RelayTree {
@@ -127,6 +143,8 @@ impl RelayTree {
             always,
             nodes: BTreeMap::new(),
             seq: 0,
+            changed: BTreeSet::new(),
+            grown: None,
         }
     }
 
@@ -153,11 +171,14 @@ impl RelayTree {
                 barred: false,
                 linked: false,
                 seq: self.seq,
+                lost: 0,
+                depth: 1,
                 strikes: VecDeque::new(),
                 good_since: None,
                 told: None,
             },
         );
+        self.changed.insert(id);
         if self.active() {
             self.place(id, None);
         }
@@ -176,6 +197,7 @@ impl RelayTree {
             p.children.remove(&id);
         }
         self.nodes.remove(&id);
+        self.changed.insert(id);
         if self.active() {
             // All off first, so no placement sees a child of the departed.
             for &c in &children {
@@ -205,6 +227,9 @@ impl RelayTree {
             return Vec::new();
         }
         self.strike(parent, now);
+        if let Some(n) = self.nodes.get_mut(&child) {
+            n.lost += 1;
+        }
         if self.nodes.get(&child).is_some_and(|n| n.parent == parent) {
             self.detach(child);
             self.place(child, Some(parent));
@@ -235,6 +260,7 @@ impl RelayTree {
         node.barred = true;
         node.capacity = 0;
         node.good_since = None;
+        self.changed.insert(peer);
         self.detach(peer);
         self.shed(peer);
         self.sync()
@@ -296,16 +322,24 @@ impl RelayTree {
 
     /// Depth of `id`: 1 if server-fed.
     fn depth(&self, id: u64) -> u32 {
-        let mut depth = 1;
-        let mut at = id;
-        while let Some(n) = self.nodes.get(&at) {
-            if n.parent == SERVER || depth as usize > self.nodes.len() {
-                break;
-            }
-            depth += 1;
-            at = n.parent;
+        self.nodes.get(&id).map_or(1, |n| n.depth)
+    }
+
+    /// Recomputes the depth of `id`'s subtree after it moved, marking its
+    /// nodes changed.
+    fn redepth(&mut self, id: u64) {
+        let mut queue = VecDeque::from([id]);
+        while let Some(at) = queue.pop_front() {
+            let parent = self.nodes[&at].parent;
+            let depth = match parent {
+                SERVER => 1,
+                p => self.depth(p) + 1,
+            };
+            let n = self.nodes.get_mut(&at).expect("queued nodes exist");
+            n.depth = depth;
+            queue.extend(n.children.iter().copied());
+            self.changed.insert(at);
         }
-        depth
     }
 
     /// Whether `ancestor` is `id` or above it.
@@ -351,16 +385,19 @@ impl RelayTree {
     /// `max_depth`; else any (its deep descendants move again).
     fn best_parent(&self, id: u64, avoid: Option<u64>) -> Option<u64> {
         let height = self.height(id);
-        let key = |c: &u64| {
-            let n = &self.nodes[c];
-            let fits = self.depth(*c) + height <= self.cfg.max_depth;
-            (!fits, self.depth(*c), n.children.len(), n.seq)
-        };
+        let max = self.cfg.max_depth;
         self.nodes
-            .keys()
-            .filter(|&&c| Some(c) != avoid && self.can_take(c, id))
-            .min_by_key(|c| key(c))
-            .copied()
+            .iter()
+            // The cheap tests first: most nodes fail them in a full tree.
+            .filter(|&(&c, n)| {
+                Some(c) != avoid
+                    && !n.barred
+                    && (n.children.len() as u32) < n.capacity
+                    && n.depth < max
+            })
+            .filter(|&(&c, _)| !self.is_within(c, id))
+            .min_by_key(|&(_, n)| (n.depth + height > max, n.depth, n.children.len(), n.seq))
+            .map(|(&c, _)| c)
     }
 
     /// Takes `id` off its parent (it becomes server-fed, unlinked).
@@ -373,14 +410,21 @@ impl RelayTree {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.remove(&id);
         }
+        self.redepth(id);
     }
 
     /// Puts detached `id` under its backup if that can take it, else the
     /// best parent (not `avoid`), else leaves it server-fed; then moves
-    /// descendants pushed past `max_depth`.
-    fn place(&mut self, id: u64, avoid: Option<u64>) {
-        if !self.active() || self.nodes.get(&id).is_none_or(|n| n.barred) {
-            return;
+    /// descendants pushed past `max_depth`. Returns whether it found a
+    /// parent.
+    fn place(&mut self, id: u64, avoid: Option<u64>) -> bool {
+        if !self.active()
+            || self
+                .nodes
+                .get(&id)
+                .is_none_or(|n| n.barred || n.lost >= MAX_LOST_LINKS)
+        {
+            return false;
         }
         let backup = self.nodes[&id].backup;
         let parent = if backup != SERVER && Some(backup) != avoid && self.can_take(backup, id) {
@@ -388,10 +432,12 @@ impl RelayTree {
         } else {
             self.best_parent(id, avoid)
         };
-        if let Some(p) = parent {
-            self.attach(id, p);
-            self.fix_depths(id);
-        }
+        let Some(p) = parent else {
+            return false;
+        };
+        self.attach(id, p);
+        self.fix_depths(id);
+        true
     }
 
     fn attach(&mut self, id: u64, parent: u64) {
@@ -402,6 +448,7 @@ impl RelayTree {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.insert(id);
         }
+        self.redepth(id);
     }
 
     /// Moves the descendants of `id` that are deeper than `max_depth`.
@@ -448,6 +495,7 @@ impl RelayTree {
         if n.strikes.len() >= STRIKES {
             n.capacity = 0;
             n.strikes.clear();
+            self.changed.insert(id);
             self.shed(id);
         }
     }
@@ -466,6 +514,14 @@ impl RelayTree {
     /// Gives a slot to each relay that has relayed without a strike for
     /// [`GROW_AFTER`].
     fn grow(&mut self, now: Instant) {
+        // At most once a second: slots are earned over tens of seconds.
+        if self
+            .grown
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.grown = Some(now);
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
             let relaying = self.nodes[&id]
@@ -505,17 +561,25 @@ impl RelayTree {
             .find(|(_, id)| self.nodes[id].capacity > 0)
             .map(|&(_, id)| id);
         for (_, id) in roots {
-            if Some(id) != keep && self.nodes[&id].children.is_empty() {
-                self.place(id, None);
+            // A childless node nobody can take means no free slot is left
+            // for any: stop (the scan stays linear when the tree is full).
+            let n = &self.nodes[&id];
+            if Some(id) == keep || !n.children.is_empty() || n.lost >= MAX_LOST_LINKS {
+                continue;
+            }
+            if !self.place(id, None) {
+                break;
             }
         }
     }
 
     fn all_to_server(&mut self) {
-        for n in self.nodes.values_mut() {
+        for (&id, n) in &mut self.nodes {
             n.parent = SERVER;
+            n.depth = 1;
             n.linked = false;
             n.children.clear();
+            self.changed.insert(id);
         }
     }
 
@@ -537,11 +601,18 @@ impl RelayTree {
     }
 
     /// Refreshes stale backups and returns an assign for every viewer
-    /// whose parent or backup differs from what it was last told.
+    /// whose parent or backup differs from what it was last told. Looks
+    /// only at the changed nodes and those they back up.
     fn sync(&mut self) -> Vec<Command> {
-        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        let changed = std::mem::take(&mut self.changed);
+        let dirty: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(id, n)| changed.contains(id) || changed.contains(&n.backup))
+            .map(|(&id, _)| id)
+            .collect();
         let mut out = Vec::new();
-        for id in ids {
+        for id in dirty {
             if !self.backup_valid(id) {
                 let parent = self.nodes[&id].parent;
                 let backup = match parent {

@@ -174,6 +174,27 @@ fn good_relays_grow_to_max_fanout() {
 }
 
 #[test]
+fn a_viewer_that_keeps_losing_links_is_left_to_the_server() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=3 {
+        t.join(id, t0);
+    }
+    // Node 3 loses link after link, a minute apart (no relay demoted).
+    for k in 0..MAX_LOST_LINKS {
+        let now = t0 + Duration::from_secs(60 * u64::from(k + 1));
+        t.tick(now);
+        let parent = t.parent(3).expect("a node");
+        assert_ne!(parent, SERVER, "moved back under a peer after {k} losses");
+        t.link(3, parent, false, now);
+    }
+    t.tick(t0 + Duration::from_secs(3600));
+    t.join(4, t0 + Duration::from_secs(3600));
+    assert_eq!(t.parent(3), Some(SERVER));
+    assert!(t.nodes.values().all(|n| n.capacity > 0));
+}
+
+#[test]
 fn rebalance_moves_childless_roots_under_peers() {
     let t0 = Instant::now();
     let mut t = tree(true);
@@ -188,6 +209,31 @@ fn rebalance_moves_childless_roots_under_peers() {
     t.tick(t0);
     let roots = (1..=3).filter(|&id| t.parent(id) == Some(SERVER)).count();
     assert!(roots <= 2, "{t:?}");
+}
+
+#[test]
+fn a_large_audience_needs_few_server_fed_roots() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    let n = 2_000;
+    for id in 1..=n {
+        t.join(id, t0);
+    }
+    // Fanout 3, depth 3: a root feeds 1 + 3 + 9 = 13 viewers.
+    let roots = (1..=n).filter(|&id| t.parent(id) == Some(SERVER)).count() as u64;
+    assert!(roots <= n.div_ceil(13) + 1, "{roots} roots");
+    assert_eq!(t.counts().depth, 3);
+    // Every third leaves: the tree stays whole and full.
+    let mut told = HashMap::new();
+    for id in (1..=n).step_by(3) {
+        apply(&mut told, &t.leave(id));
+    }
+    let roots = t.nodes.values().filter(|n| n.parent == SERVER).count() as u64;
+    assert!(
+        roots <= t.nodes.len() as u64 / 4,
+        "{roots} roots of {}",
+        t.nodes.len()
+    );
 }
 
 #[derive(Debug, Clone)]
@@ -232,12 +278,18 @@ fn check(t: &RelayTree, told: &HashMap<u64, u64>) -> Result<(), TestCaseError> {
         prop_assert!(!n.linked || n.parent != SERVER);
         prop_assert_eq!(told.get(&id), Some(&n.parent), "{} not told its parent", id);
         prop_assert!(n.backup != n.parent || n.backup == SERVER);
+        prop_assert!(t.backup_valid(id), "{id}'s backup {} is stale", n.backup);
+        let depth = match n.parent {
+            SERVER => 1,
+            p => t.nodes[&p].depth + 1,
+        };
+        prop_assert_eq!(n.depth, depth, "{}'s depth is stale", id);
     }
     Ok(())
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(ProptestConfig::with_cases(500))]
     #[test]
     fn the_tree_stays_sound_and_every_viewer_knows_its_parent(
         always: bool,
