@@ -103,7 +103,7 @@ fn depths(all: &[Value]) -> Vec<u32> {
         .collect()
 }
 
-async fn run_one(bin: &PathBuf, tabs: usize, p2p: bool, secs: u64) -> Result<Run> {
+async fn run_one(bin: &std::path::Path, tabs: usize, p2p: bool, secs: u64) -> Result<Run> {
     let mode = if p2p { "on" } else { "off" };
     let stream = LiveStream::start(
         bin,
