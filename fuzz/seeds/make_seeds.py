@@ -7,7 +7,13 @@ import os
 import struct
 
 V = 3
-FRAME = bytes([0x00] * 40 + [0x12, 0x3C, 0xD0] + [0x5A] * 837)  # 880 valid bytes
+# A frame with a valid layout (shared/src/frame.rs: a newline, code 13, in
+# the last column of each of the 22 rows of 80, blanks elsewhere; what can
+# be drawn where is the fuzzer's to find): two codes a byte, the first in
+# the high nibble.
+ROW = [0] * 79 + [13]
+CODES = ROW * 22
+FRAME = bytes(CODES[k] << 4 | CODES[k + 1] for k in range(0, len(CODES), 2))
 assert len(FRAME) == 880
 
 hello = bytes([V, 0x01]) + struct.pack(">H", 4)

@@ -88,7 +88,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     debug!("viewer connected");
     let oversize = CloseReason::new(
         TOO_BIG,
-        "message exceeds the viewer limit; viewers send only Input messages",
+        "message exceeds the viewer limit: Input and relay signalling (at most 4 KiB of text)",
     );
     let mut session = Session::new(&app, admission.id);
     let mut ws = Connection::new(socket, &app, oversize);

@@ -515,6 +515,42 @@ mod tests {
         ));
     }
 
+    /// The fuzzer's seeds (`fuzz/seeds/{from,to}_viewer`, written by
+    /// `fuzz/seeds/make_seeds.py`) for the relay messages and batches are
+    /// valid messages, so the fuzzer starts from inside every one.
+    #[test]
+    fn the_fuzz_seeds_decode() {
+        let from: [&[u8]; 9] = [
+            include_bytes!("../../../fuzz/seeds/from_viewer/fetch"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/link_down"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/link_up"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/peering_off"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/peering_on"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/report"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/signal_candidate"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/signal_end"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/signal_offer"),
+        ];
+        for seed in from {
+            let msg = FromViewer::decode(seed).expect("a valid viewer message");
+            assert_eq!(msg.to_vec(), seed);
+        }
+        let to: [&[u8]; 8] = [
+            include_bytes!("../../../fuzz/seeds/to_viewer/frames1"),
+            include_bytes!("../../../fuzz/seeds/to_viewer/frames2"),
+            include_bytes!("../../../fuzz/seeds/to_viewer/assign"),
+            include_bytes!("../../../fuzz/seeds/to_viewer/digest"),
+            include_bytes!("../../../fuzz/seeds/to_viewer/signal_answer"),
+            include_bytes!("../../../fuzz/seeds/to_viewer/signal_candidate"),
+            include_bytes!("../../../fuzz/seeds/to_viewer/welcome"),
+            include_bytes!("../../../fuzz/seeds/to_viewer/welcome_bare"),
+        ];
+        for seed in to {
+            let msg = ToViewer::decode(seed).expect("a valid server message");
+            assert_eq!(msg.to_vec(), seed);
+        }
+    }
+
     fn kind() -> impl Strategy<Value = SignalKind> {
         prop_oneof![
             Just(SignalKind::Offer),
