@@ -207,6 +207,10 @@ pub fn batch_key(bytes: &[u8]) -> Option<Key> {
 mod tests {
     use super::*;
     use donut_shared::wire::{Codec, Frames, Telemetry};
+    // The same tests run natively and, with the BLAKE3 the page uses, as
+    // wasm (`./build.sh test` runs them in Node).
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn batch(start: u64, timeline: u32, fill: u8) -> Vec<u8> {
         let payload = vec![fill; 40];
