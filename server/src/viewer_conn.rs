@@ -135,8 +135,18 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                 biased;
                 batch = rx.recv() => match batch {
                     Ok(b) => {
-                        let fed = session.peer_fed();
-                        if let Err(end) = out.send_batch(&mut ws, held.take(), &b, fed).await {
+                        let sent = if session.fell_back() {
+                            // Fed by a peer until now: what it may still
+                            // owe comes again from the server, in order
+                            // (the page drops batches it has).
+                            let (fresh, catchup) = app.fanout.subscribe();
+                            rx = fresh;
+                            out.send_catchup(&mut ws, held.take(), catchup).await
+                        } else {
+                            let fed = session.peer_fed();
+                            out.send_batch(&mut ws, held.take(), &b, fed).await
+                        };
+                        if let Err(end) = sent {
                             break end;
                         }
                     }
@@ -146,6 +156,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                         warn!(skipped = n, "viewer lagging; skipped ahead to live");
                         let (fresh, catchup) = app.fanout.subscribe();
                         rx = fresh;
+                        session.fell_back();
                         let fed = session.peer_fed();
                         if let Err(end) = out.send_batches(&mut ws, catchup, fed).await {
                             break end;
@@ -222,6 +233,8 @@ struct Session {
     signals: TokenBucket,
     fetches: TokenBucket,
     member: Option<Member>,
+    /// Whether the last batch went out as a digest.
+    was_fed: bool,
 }
 
 impl Session {
@@ -234,12 +247,23 @@ impl Session {
             signals: TokenBucket::new(SIGNAL_RATE, SIGNAL_BURST, now),
             fetches: TokenBucket::new(FETCH_RATE, FETCH_BURST, now),
             member: None,
+            was_fed: false,
         }
     }
 
     /// Whether the viewer is fed by a peer now (send it digests).
     fn peer_fed(&self) -> bool {
         self.member.as_ref().is_some_and(Member::peer_fed)
+    }
+
+    /// Whether the viewer was fed by a peer and no longer is (its parent
+    /// left or failed, it was moved, or it left the tree) since the last
+    /// call.
+    fn fell_back(&mut self) -> bool {
+        let fed = self.peer_fed();
+        let fell = self.was_fed && !fed;
+        self.was_fed = fed;
+        fell
     }
 
     /// Handles one binary message: `Ok(Some(batch))` for a fetched batch to
@@ -414,6 +438,21 @@ impl Out<'_> {
             self.app.stats.viewer_batch_bytes_direct.add(len);
         }
         Ok(())
+    }
+
+    /// Sends `lead` (held telemetry), then `batches` themselves: a viewer
+    /// no longer fed by a peer is sent everything from the playback head,
+    /// so a batch its parent owed arrives in order before the next.
+    async fn send_catchup(
+        &self,
+        ws: &mut Connection,
+        lead: Option<Bytes>,
+        batches: Vec<Batch>,
+    ) -> Result<(), End> {
+        if let Some(lead) = lead {
+            self.send(ws, None, lead).await?;
+        }
+        self.send_batches(ws, batches, false).await
     }
 
     /// Sends a fetched batch (counted as sent directly).

@@ -349,15 +349,39 @@ async fn a_linked_viewer_gets_digests_of_its_parent_s_bytes_and_fetches_them() {
         .expect("telemetry in time");
     assert_eq!(t.peers_linked, 1);
     assert!(t.offload_permille > 0 && t.offload_permille < 1000, "{t:?}");
-    // Link lost: frames again.
+    // Link lost: frames again, from the playback head, so the batches
+    // announced by the digests still queued for v2 (which its parent may
+    // not have delivered) come before what follows, in order.
     v2.send(FromViewer::Link(Link {
         parent: v1.id,
         up: false,
     }))
     .await;
-    v2.next_assign().await;
-    v2.until(|g| matches!(g, Got::Frames { .. }).then_some(()))
-        .await;
+    let mut announced = None;
+    let mut next = None;
+    let mut frames = 0;
+    while frames < 4 {
+        match v2.next().await {
+            Got::Digest(d) => announced = Some(d.start),
+            Got::Frames { start, bytes, .. } => {
+                let f = match ToViewer::decode(&bytes) {
+                    Ok(ToViewer::Frames(f)) => f,
+                    other => panic!("not a batch: {other:?}"),
+                };
+                match next {
+                    None => {
+                        if let Some(a) = announced {
+                            assert!(start <= a, "the catch-up starts at {start}, past {a}");
+                        }
+                    }
+                    Some(n) => assert_eq!(start, n, "a gap after the fall back"),
+                }
+                next = Some(start + u64::from(f.count));
+                frames += 1;
+            }
+            _ => {}
+        }
+    }
     server.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -21,7 +21,7 @@
 //!   [`PATIENCE_MS`] after its digest, or whose first frame is due within
 //!   [`MARGIN_FRAMES`], is fetched from the server ([`Gate::due`]), once.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use donut_shared::wire::{Digest, Fetch, ToViewer};
 
@@ -35,8 +35,8 @@ pub const PATIENCE_MS: f64 = 500.0;
 pub const MARGIN_FRAMES: u64 = 15;
 /// Most batches held while their digest is awaited.
 pub const MAX_HELD: usize = 16;
-/// Most digests remembered (about 40 s of quarter-second batches): older
-/// ones are forgotten first.
+/// Most digests, and most batches passed on, remembered (about 40 s of
+/// quarter-second batches): older ones are forgotten first.
 pub const MAX_ANNOUNCED: usize = 160;
 
 /// A batch's identity: its first frame and timeline version.
@@ -64,13 +64,15 @@ struct Announced {
     digest: Digest,
     at_ms: f64,
     fetched: bool,
-    done: bool,
 }
 
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Gate {
+    /// Announced batches not yet passed on.
     announced: BTreeMap<Key, Announced>,
+    /// Batches passed on (from a peer or the server), whatever the path.
+    passed: BTreeSet<Key>,
     held: VecDeque<(Key, Vec<u8>)>,
 }
 
@@ -90,11 +92,13 @@ impl Gate {
     /// they are judged now.
     pub fn announce(&mut self, digest: Digest, now_ms: f64) -> Option<Verdict> {
         let key = (digest.start, digest.timeline);
+        if self.passed.contains(&key) {
+            return None;
+        }
         self.announced.entry(key).or_insert(Announced {
             digest,
             at_ms: now_ms,
             fetched: false,
-            done: false,
         });
         while self.announced.len() > MAX_ANNOUNCED {
             self.announced.pop_first();
@@ -109,6 +113,9 @@ impl Gate {
         let Some(key) = batch_key(&bytes) else {
             return Verdict::Mismatch { key: (0, 0) };
         };
+        if self.passed.contains(&key) {
+            return Verdict::Duplicate;
+        }
         if !self.announced.contains_key(&key) {
             if self.held.iter().any(|(k, _)| *k == key) {
                 return Verdict::Duplicate;
@@ -126,14 +133,8 @@ impl Gate {
     /// new (to be played and relayed) rather than a duplicate.
     pub fn from_server(&mut self, key: Key) -> bool {
         self.held.retain(|(k, _)| *k != key);
-        match self.announced.get_mut(&key) {
-            Some(a) if a.done => false,
-            Some(a) => {
-                a.done = true;
-                true
-            }
-            None => true,
-        }
+        self.announced.remove(&key);
+        self.pass(key)
     }
 
     /// The batches to fetch from the server now: announced, not yet come,
@@ -143,7 +144,7 @@ impl Gate {
         let soon = due_frame.map(|f| f.saturating_add(MARGIN_FRAMES));
         self.announced
             .iter_mut()
-            .filter(|(_, a)| !a.done && !a.fetched)
+            .filter(|(_, a)| !a.fetched)
             .filter(|((start, _), a)| {
                 now_ms - a.at_ms >= PATIENCE_MS || soon.is_some_and(|s| s >= *start)
             })
@@ -158,7 +159,7 @@ impl Gate {
     /// a [`Fetch`] unless it came or was asked for already.
     pub fn fetch_now(&mut self, key: Key) -> Option<Fetch> {
         let a = self.announced.get_mut(&key)?;
-        if a.done || a.fetched {
+        if a.fetched {
             return None;
         }
         a.fetched = true;
@@ -177,21 +178,28 @@ impl Gate {
 
     /// Batches announced but not yet come.
     pub fn pending(&self) -> usize {
-        self.announced.values().filter(|a| !a.done).count()
+        self.announced.len()
     }
 
     fn judge(&mut self, key: Key, bytes: Vec<u8>) -> Verdict {
-        let Some(a) = self.announced.get_mut(&key) else {
+        let Some(a) = self.announced.get(&key) else {
             return Verdict::Mismatch { key };
         };
-        if a.done {
-            return Verdict::Duplicate;
-        }
         if !a.digest.matches(&bytes) {
             return Verdict::Mismatch { key };
         }
-        a.done = true;
+        self.announced.remove(&key);
+        self.pass(key);
         Verdict::Play(bytes)
+    }
+
+    /// Records `key` as passed on; whether it was new.
+    fn pass(&mut self, key: Key) -> bool {
+        let new = self.passed.insert(key);
+        while self.passed.len() > MAX_ANNOUNCED {
+            self.passed.pop_first();
+        }
+        new
     }
 }
 
@@ -280,6 +288,21 @@ mod tests {
         let telemetry = Telemetry::default().to_bytes().to_vec();
         assert_eq!(g.from_peer(telemetry), Verdict::Mismatch { key: (0, 0) });
         assert_eq!(g.from_peer(vec![]), Verdict::Mismatch { key: (0, 0) });
+    }
+
+    #[test]
+    fn a_batch_passed_on_once_is_a_duplicate_on_any_path() {
+        let mut g = Gate::new();
+        let b = batch(10, 0, 1);
+        // Came directly from the server (before this tab was peer-fed), then
+        // again in the catch-up after a parent left: passed on once.
+        assert!(g.from_server((10, 0)));
+        assert!(!g.from_server((10, 0)));
+        // A digest for it afterwards asks for nothing; a peer's copy is a
+        // duplicate.
+        assert_eq!(g.announce(digest(&b), 0.0), None);
+        assert!(g.due(10_000.0, None).is_empty());
+        assert_eq!(g.from_peer(b), Verdict::Duplicate);
     }
 
     #[test]
