@@ -887,6 +887,9 @@ impl Inner {
                 }
                 let due = self.player.clock().frame_at(now);
                 self.relay.poll(now, due, &self.socket);
+                if matches!(msg, ToViewer::Welcome(_) | ToViewer::Assign(_)) {
+                    self.update_relay_panel();
+                }
                 return;
             }
         }
@@ -939,6 +942,8 @@ impl Inner {
         let r = &self.relay;
         let text = if !r.joined() {
             "off (served by the server only)".to_owned()
+        } else if r.id().is_none() {
+            "not offered by the server (served by it)".to_owned()
         } else {
             let (parent, open) = r.parent();
             let from = match (parent, open) {
