@@ -42,6 +42,8 @@ use donut_shared::wire::p2p::{Assign, SERVER};
 pub const STRIKES: usize = 3;
 /// The window strikes are counted over.
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
+/// Late fetches from one child count as one strike per this long.
+pub const LATE_SPACING: Duration = Duration::from_secs(1);
 /// Relaying this long to linked children without a strike earns a slot.
 pub const GROW_AFTER: Duration = Duration::from_secs(30);
 /// Links a viewer may lose before it is left to the server for good (one
@@ -117,6 +119,8 @@ struct Node {
     good_since: Option<Instant>,
     /// The last (parent, backup) told to the viewer.
     told: Option<(u64, u64)>,
+    /// When a late fetch of this node's last struck its parent.
+    last_late: Option<Instant>,
 }
 
 /// See the module docs.
@@ -176,6 +180,7 @@ impl RelayTree {
                 strikes: VecDeque::new(),
                 good_since: None,
                 told: None,
+                last_late: None,
             },
         );
         self.changed.insert(id);
@@ -238,15 +243,25 @@ impl RelayTree {
     }
 
     /// `child` fetched a batch its parent did not deliver in time: a strike
-    /// on the parent.
+    /// on the parent, if the child is linked to it (a fetch while moving
+    /// between parents is what the old one owed, not the new one's fault),
+    /// and at most one per child per [`LATE_SPACING`] (a stall makes a
+    /// child fetch several batches at once).
     pub fn late(&mut self, child: u64, now: Instant) -> Vec<Command> {
-        match self.parent(child) {
-            Some(parent) if parent != SERVER => {
-                self.strike(parent, now);
-                self.sync()
-            }
-            _ => Vec::new(),
+        let Some(parent) = self.parent(child).filter(|_| self.peer_fed(child)) else {
+            return Vec::new();
+        };
+        let Some(n) = self.nodes.get_mut(&child) else {
+            return Vec::new();
+        };
+        if n.last_late
+            .is_some_and(|t| now.saturating_duration_since(t) < LATE_SPACING)
+        {
+            return Vec::new();
         }
+        n.last_late = Some(now);
+        self.strike(parent, now);
+        self.sync()
     }
 
     /// `reporter` got bytes from `peer` failing their digest. If `peer` is

@@ -113,7 +113,12 @@ fn three_late_fetches_demote_a_relay() {
     for id in 1..=3 {
         t.join(id, t0);
     }
+    t.link(2, 1, true, t0);
+    t.link(3, 1, true, t0);
     t.late(2, t0);
+    // A burst of fetches (one stall) is one strike.
+    t.late(2, t0 + Duration::from_millis(100));
+    t.late(2, t0 + Duration::from_millis(200));
     t.late(3, t0 + Duration::from_secs(1));
     assert_eq!(t.parent(2), Some(1));
     let cmds = t.late(2, t0 + Duration::from_secs(2));
@@ -130,10 +135,26 @@ fn strikes_far_apart_do_not_demote() {
     let mut t = tree(true);
     t.join(1, t0);
     t.join(2, t0);
+    t.link(2, 1, true, t0);
     for s in 0..10 {
         t.late(2, t0 + STRIKE_WINDOW * s);
     }
     assert_eq!(t.parent(2), Some(1));
+}
+
+#[test]
+fn a_fetch_while_not_linked_is_no_strike() {
+    // Moved under a new parent, a child fetches what the old one owed
+    // before its new link is up: the new parent is not to blame.
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    t.join(1, t0);
+    t.join(2, t0);
+    for s in 0..5 {
+        t.late(2, t0 + Duration::from_secs(s));
+    }
+    assert_eq!(t.parent(2), Some(1));
+    assert_eq!(t.nodes[&1].capacity, TreeConfig::default().fanout);
 }
 
 #[test]
@@ -203,10 +224,12 @@ fn rebalance_moves_childless_roots_under_peers() {
     t.join(3, t0);
     // Demote 1 via its children's late fetches: 2 and 3 become roots or
     // go elsewhere; the server still feeds as few roots as it can.
+    t.link(2, 1, true, t0);
     for s in 0..3 {
-        t.late(2, t0 + Duration::from_millis(s));
+        t.late(2, t0 + Duration::from_secs(s));
     }
-    t.tick(t0);
+    assert_eq!(t.nodes[&1].capacity, 0, "demoted");
+    t.tick(t0 + Duration::from_secs(3));
     let roots = (1..=3).filter(|&id| t.parent(id) == Some(SERVER)).count();
     assert!(roots <= 2, "{t:?}");
 }
