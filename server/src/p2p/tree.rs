@@ -271,7 +271,9 @@ impl RelayTree {
         if peer == SERVER || self.parent(reporter) != Some(peer) {
             return Vec::new();
         }
-        let node = self.nodes.get_mut(&peer).expect("a parent is a node");
+        let Some(node) = self.nodes.get_mut(&peer) else {
+            return Vec::new();
+        };
         node.barred = true;
         node.capacity = 0;
         node.good_since = None;

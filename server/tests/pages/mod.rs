@@ -266,7 +266,23 @@ impl Browser {
     }
 
     pub async fn quit(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    /// A test that panics never reaches [`Browser::quit`], and killing the
+    /// WebDriver server leaves its browser running (with every renderer,
+    /// playing at 60 fps: CPU every later test pays for). Whatever still
+    /// runs with this session's fresh profile is killed, then the profile
+    /// removed.
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-9", "-f"])
+            .arg(self.profile.display().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
