@@ -30,7 +30,7 @@ pub mod link;
 use donut_browser::socket::Socket;
 use donut_shared::wire::p2p::SERVER;
 use donut_shared::wire::{
-    FromViewer, Link as LinkMsg, Peering, Report, Signal, SignalKind, ToViewer,
+    Fetch, FromViewer, Link as LinkMsg, Peering, Report, Signal, SignalKind, ToViewer,
 };
 
 use self::gate::{Gate, Key, Verdict};
@@ -227,10 +227,8 @@ impl Relay {
         if let Some(serial) = stuck {
             self.drop_link(serial, socket);
         }
-        for fetch in self.gate.due(now_ms, due_frame) {
-            self.stats.fetches += 1;
-            socket.send(&fetch.to_bytes());
-        }
+        let late = self.gate.due(now_ms, due_frame);
+        self.send_fetches(late, socket);
     }
 
     /// Passes a batch this tab is about to play on to every open child. A
@@ -439,7 +437,12 @@ impl Relay {
     }
 
     fn fetch_pending(&mut self, socket: &Socket) {
-        for fetch in self.gate.fetch_all_pending() {
+        let owed = self.gate.fetch_all_pending();
+        self.send_fetches(owed, socket);
+    }
+
+    fn send_fetches(&mut self, fetches: Vec<Fetch>, socket: &Socket) {
+        for fetch in fetches {
             self.stats.fetches += 1;
             socket.send(&fetch.to_bytes());
         }
