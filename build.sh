@@ -166,6 +166,13 @@ ensure_firefox() {
     have geckodriver || cargo_install geckodriver
 }
 
+# The WebKitGTK browser test (server/tests/browser.rs, tests/webkit) drives
+# Debian's MiniBrowser through WebKitWebDriver on a virtual X display.
+ensure_webkit() {
+    ensure_debian_binary "${DONUT_WEBKITDRIVER:-/usr/bin/WebKitWebDriver}" webkit2gtk-driver "the WebKitGTK browser test"
+    ensure_debian_binary "${DONUT_XVFB:-/usr/bin/Xvfb}" xvfb "the WebKitGTK browser test"
+}
+
 # The wasm determinism test runs the shipped worker wasm in Node's V8.
 ensure_node() {
     if have node; then
@@ -400,6 +407,7 @@ case "$cmd" in
         ensure_nginx
         ensure_redis
         ensure_firefox
+        ensure_webkit
         ensure_node
         ensure_machete
         build_wasm_packages

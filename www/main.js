@@ -60,6 +60,9 @@ async function start() {
   // Relaying to other viewers (WebRTC): the user's choice, see the switch's
   // title for what it costs and shows.
   const relay = document.getElementById('relay');
+  // An engine without WebRTC (WebKitGTK) cannot relay: no switch to offer,
+  // and the viewer never joins the relay tree there.
+  if (!viewer.relayAvailable()) relay.parentNode.hidden = true;
   relay.checked = relayChoice();
   relay.addEventListener('change', () => {
     try { localStorage.setItem(RELAY_KEY, relay.checked ? '1' : '0'); } catch { /* private mode */ }

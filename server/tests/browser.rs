@@ -1052,3 +1052,253 @@ fn cell_ink(img: &Image, g: &Grid) -> Vec<u32> {
     }
     out
 }
+
+/// What the header looks like: the page's and the header's scroll and
+/// client widths, the box of every visible item in the header, and each
+/// visible switch's track (`.slider`) and label boxes, the track's CSS
+/// width (2.4 rem) and the label's font size.
+const HEADER_MEASURE: &str = "const de = document.documentElement, h = document.querySelector('header');\
+    const rect = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };\
+    const shown = (e) => !e.hidden && getComputedStyle(e).display !== 'none';\
+    const rem = parseFloat(getComputedStyle(de).fontSize);\
+    return {width: innerWidth, height: innerHeight, scrollWidth: de.scrollWidth, clientWidth: de.clientWidth,\
+      bodyScroll: document.body.scrollWidth, headerScroll: h.scrollWidth, headerClient: h.clientWidth,\
+      boxes: [...h.children].filter(shown).map(e => ({name: e.id || e.className || e.tagName, box: rect(e)})),\
+      switches: [...h.querySelectorAll('.switch')].filter(shown).map(s => ({\
+        slider: rect(s.querySelector('.slider')), label: rect(s.querySelector('.label')),\
+        track: 2.4 * rem, font: parseFloat(getComputedStyle(s.querySelector('.label')).fontSize)}))};";
+
+/// Asserts the header of a page measured by [`HEADER_MEASURE`] fits its
+/// `what` screen: nothing scrolls sideways (WCAG 1.4.10 reflow), every
+/// item of the header is inside the screen and overlaps no other, and
+/// every switch keeps its full track beside (never over) its label, in
+/// legible text.
+fn assert_header_fits(m: &Value, what: &str) {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let width = f(&m["width"]);
+    assert!(width > 0.0, "{what}: {m}");
+    assert!(
+        f(&m["scrollWidth"]) <= f(&m["clientWidth"]) && f(&m["bodyScroll"]) <= f(&m["clientWidth"]),
+        "{what}: the page scrolls sideways: {m}"
+    );
+    assert!(
+        f(&m["headerScroll"]) <= f(&m["headerClient"]),
+        "{what}: the header overflows: {m}"
+    );
+    let boxes: Vec<(String, [f64; 4])> = m["boxes"]
+        .as_array()
+        .expect("header boxes")
+        .iter()
+        .map(|b| {
+            let r = &b["box"];
+            (
+                b["name"].as_str().unwrap_or("?").to_owned(),
+                [f(&r[0]), f(&r[1]), f(&r[2]), f(&r[3])],
+            )
+        })
+        .collect();
+    assert!(boxes.len() >= 2, "{what}: no switches in the header: {m}");
+    let overlap = |a: &[f64; 4], b: &[f64; 4]| {
+        a[0] < b[2] - 0.5 && b[0] < a[2] - 0.5 && a[1] < b[3] - 0.5 && b[1] < a[3] - 0.5
+    };
+    for (i, (name, b)) in boxes.iter().enumerate() {
+        assert!(
+            b[0] >= -0.5 && b[2] <= width + 0.5,
+            "{what}: {name} runs off the screen: {m}"
+        );
+        for (other, o) in &boxes[i + 1..] {
+            assert!(!overlap(b, o), "{what}: {name} overlaps {other}: {m}");
+        }
+    }
+    let switches = m["switches"].as_array().expect("switches");
+    assert!(!switches.is_empty(), "{what}: no switch: {m}");
+    for s in switches {
+        let (sl, lb) = (&s["slider"], &s["label"]);
+        let track = f(&sl[2]) - f(&sl[0]);
+        assert!(
+            track >= f(&s["track"]) - 0.5,
+            "{what}: a switch's track is squashed to {track} px: {m}"
+        );
+        assert!(
+            f(&sl[2]) <= f(&lb[0]) + 0.5,
+            "{what}: a switch's knob overlaps its label: {m}"
+        );
+        assert!(
+            f(&lb[2]) <= width + 0.5 && f(&lb[2]) > f(&lb[0]),
+            "{what}: a switch's label is cut off: {m}"
+        );
+        assert!(f(&s["font"]) >= 12.0, "{what}: illegible label: {m}");
+    }
+}
+
+/// Phones in portrait (320 to 430 CSS px wide) and on their side.
+const PHONES: [(u32, u32); 7] = [
+    (320, 568),
+    (360, 740),
+    (390, 844),
+    (412, 915),
+    (430, 932),
+    (844, 390),
+    (667, 375),
+];
+
+#[test]
+fn the_header_fits_a_phone_in_chromium() {
+    serial(async {
+        let server = Server::start(&[]);
+        let _native = server.native_worker();
+        let mut browser = Browser::chromium(&[]).await;
+        browser.open(&server.url("/?contribute=0")).await;
+        for (w, h) in PHONES {
+            // A phone: its width in CSS px, three device pixels to each,
+            // the viewport meta tag honoured.
+            browser
+                .cdp(
+                    "Emulation.setDeviceMetricsOverride",
+                    serde_json::json!({"width": w, "height": h, "deviceScaleFactor": 3, "mobile": true}),
+                )
+                .await;
+            browser
+                .client
+                .execute_async(
+                    "requestAnimationFrame(() => requestAnimationFrame(() => arguments[0](null)))",
+                    Vec::new(),
+                )
+                .await
+                .expect("wait for a refresh");
+            let m = browser.js(HEADER_MEASURE).await;
+            eprintln!("Chromium at {w}x{h}: {m}");
+            assert_eq!(m["width"].as_f64(), Some(f64::from(w)), "{m}");
+            assert_header_fits(&m, &format!("Chromium at {w}x{h}"));
+        }
+        // And it still plays there: a frame painted at the phone's size.
+        let f = eventually("a frame", async || browser.current_frame(0).await).await;
+        browser.wait_playing_past(0, f, 30).await;
+        browser.quit().await;
+    });
+}
+
+#[test]
+fn the_header_fits_a_phone_in_firefox() {
+    serial(async {
+        let server = Server::start(&[]);
+        let _native = server.native_worker();
+        let mut browser = Browser::firefox(&[]).await;
+        browser.open(&server.url("/?contribute=0")).await;
+        // WebDriver cannot make a window this small, nor does Firefox
+        // emulate devices through it: the page runs in a same-origin
+        // iframe of the phone's size instead (its own viewport, so the
+        // media queries and the reflow are the phone's).
+        browser
+            .js("document.body.innerHTML = ''; const f = document.createElement('iframe');\
+                 f.id = 'phone'; f.style.cssText = 'border:0;position:absolute;left:0;top:0;width:320px;height:568px';\
+                 f.src = '/?contribute=0'; document.body.appendChild(f); return null")
+            .await;
+        eventually("the viewer in the phone-sized frame", async || {
+            browser
+                .js("const f = document.getElementById('phone');\
+                     return Boolean(f.contentWindow && f.contentWindow.donutViewer)")
+                .await
+                .as_bool()
+                .filter(|b| *b)
+        })
+        .await;
+        for (w, h) in PHONES {
+            let m = eventually(&format!("a {w} px wide viewport"), async || {
+                let m = browser
+                    .client
+                    .execute_async(
+                        "const [w, h, src, done] = arguments; const f = document.getElementById('phone');\
+                         f.style.width = w + 'px'; f.style.height = h + 'px'; const win = f.contentWindow;\
+                         win.requestAnimationFrame(() => win.requestAnimationFrame(() => done(new win.Function(src)())))",
+                        vec![Value::from(w), Value::from(h), Value::from(HEADER_MEASURE)],
+                    )
+                    .await
+                    .expect("measure the header");
+                (m["width"].as_f64() == Some(f64::from(w))).then_some(m)
+            })
+            .await;
+            eprintln!("Firefox at {w}x{h}: {m}");
+            assert_header_fits(&m, &format!("Firefox at {w}x{h}"));
+        }
+        browser.quit().await;
+    });
+}
+
+/// WebKitGTK (Safari's engine family; Debian builds it without WebRTC):
+/// the page plays frames equal to the native render and contributes frames
+/// that verify, offers no relay switch, and never joins the relay tree,
+/// even on a server that relays whenever it can (`--p2p on`).
+#[test]
+fn webkit_without_webrtc_plays_and_contributes_but_never_relays() {
+    serial(async {
+        let server = Server::start(&["--p2p", "on"]);
+        let mut browser = Browser::webkit().await;
+        let tab = browser.open(&server.url("/")).await;
+        assert_eq!(
+            browser.js("return typeof RTCPeerConnection").await,
+            "undefined",
+            "this WebKitGTK has WebRTC: the test needs one without"
+        );
+        wait_for_fleet(&server, 1, 1, "the WebKit tab's worker and viewer").await;
+        eventually("the WebKit tab's frames to be accepted", async || {
+            let s = browser.js("return window.donutWorkerStats ?? null").await;
+            (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+        })
+        .await;
+        let stats = eventually("a few seconds of WebKit frames", async || {
+            let s = server.stats();
+            (num(&s, "frames_accepted") >= 300 && num(&s, "batches_verified") >= 5).then_some(s)
+        })
+        .await;
+        eprintln!("server after a WebKit worker: {stats}");
+        assert_eq!(num(&stats, "batches_rejected"), 0, "{stats}");
+        assert_eq!(num(&stats, "protocol_errors"), 0, "{stats}");
+        // It plays: a second of frames, and the one on screen is the
+        // native render's.
+        let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+        browser.wait_playing_past(tab, f, 60).await;
+        let shown = browser
+            .js("const v = window.donutViewer; v.setPaused(true);\
+                 const out = {frame: v.currentFrame(), text: v.currentText(), painted: v.painted().length};\
+                 v.setPaused(false); return out;")
+            .await;
+        let frame = num(&shown, "frame");
+        let mut want = [0u8; FRAME_LEN];
+        donut_shared::render(frame, &mut want);
+        assert_eq!(
+            shown["text"].as_str().map(str::as_bytes),
+            Some(&want[..]),
+            "WebKit shows something else than frame {frame}"
+        );
+        assert!(num(&shown, "painted") >= 60, "{shown}");
+        // No relay: no switch on the page, never in the tree.
+        let relay = browser
+            .js("const s = document.getElementById('relay').parentNode;\
+                 return {shown: getComputedStyle(s).display !== 'none' && s.getBoundingClientRect().width > 0,\
+                   available: typeof window.donutViewer.relayAvailable === 'function'\
+                     ? window.donutViewer.relayAvailable() : null,\
+                   joined: window.donutViewer.relayStats().joined,\
+                   panel: document.querySelector('[data-stat=relay]').textContent}")
+            .await;
+        eprintln!("WebKit relay: {relay}");
+        assert_eq!(
+            relay["shown"], false,
+            "WebKit is offered the relay: {relay}"
+        );
+        assert_eq!(relay["available"], false, "{relay}");
+        assert_eq!(num(&relay, "joined"), 0, "{relay}");
+        assert!(
+            relay["panel"].as_str().unwrap_or("").contains("no WebRTC"),
+            "{relay}"
+        );
+        let stats = server.stats();
+        assert_eq!(
+            num(&stats, "p2p_peering"),
+            0,
+            "WebKit joined the relay tree: {stats}"
+        );
+        assert_eq!(num(&stats, "viewers"), 1, "{stats}");
+        browser.quit().await;
+    });
+}

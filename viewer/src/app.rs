@@ -126,6 +126,9 @@ struct Inner {
     inputs: VecDeque<(f64, f64)>,
     /// The peer relay: batches from a parent viewer, passed on to children.
     relay: Relay,
+    /// The engine has `RTCPeerConnection` (WebKitGTK, for one, has not):
+    /// without it the tab never joins the relay tree.
+    webrtc: bool,
     /// The last batches played: (first frame, wall-clock ms it arrived,
     /// whether it came from a peer), oldest first.
     arrivals: VecDeque<(u64, f64, bool)>,
@@ -162,6 +165,7 @@ impl DonutViewer {
         let screen = Screen::new(canvas)?;
         let chart = chart.map(Chart::new).transpose()?;
         let created = window.performance().map_or(0.0, |p| p.now());
+        let webrtc = has_webrtc(&window);
         let inner = Shared::new_cyclic(|me| {
             let weak = me.clone();
             let links = me.clone();
@@ -201,6 +205,7 @@ impl DonutViewer {
                 input_since: None,
                 inputs: VecDeque::with_capacity(INPUT_LOG),
                 relay: Relay::new(sink),
+                webrtc,
                 arrivals: VecDeque::with_capacity(ARRIVAL_LOG),
             }
         });
@@ -232,9 +237,17 @@ impl DonutViewer {
     #[wasm_bindgen(js_name = setRelaying)]
     pub fn set_relaying(&self, on: bool) {
         self.inner.update(move |v| {
-            v.relay.set_wanted(on, &v.socket);
+            v.relay.set_wanted(on && v.webrtc, &v.socket);
             v.update_relay_panel();
         });
+    }
+
+    /// Whether this engine can relay at all (it has WebRTC's
+    /// `RTCPeerConnection`). When it cannot, the page offers no relay
+    /// switch and [`Self::set_relaying`] never joins the relay tree.
+    #[wasm_bindgen(js_name = relayAvailable)]
+    pub fn relay_available(&self) -> bool {
+        self.inner.try_read(|v| v.webrtc).unwrap_or(false)
     }
 
     /// The peer relay's state: `{joined, id, parent, parentOpen, backup,
@@ -563,6 +576,11 @@ fn steering_listeners(inner: &Rc<Shared<Inner>>) -> Result<Vec<JsCallback>, JsVa
     Ok(listeners)
 }
 
+/// Whether `window` has WebRTC's `RTCPeerConnection` constructor.
+fn has_webrtc(window: &Window) -> bool {
+    Reflect::get(window, &JsValue::from_str("RTCPeerConnection")).is_ok_and(|c| c.is_function())
+}
+
 /// The fleet's peer relay figures, for the panel.
 fn peers_text(t: &donut_shared::wire::Telemetry) -> String {
     if t.peers_linked == 0 && t.offload_permille == 0 {
@@ -781,10 +799,6 @@ impl Inner {
                 self.milestones.paint_refresh = Some(started);
                 self.milestones.first_paint = Some(self.now());
             }
-            let _ = self
-                .screen
-                .canvas()
-                .set_attribute("data-frame", &frame.to_string());
         } else if resized && self.text_frame.is_some() {
             self.screen.draw(&self.text);
         }
@@ -940,7 +954,9 @@ impl Inner {
     /// This tab's place in the relay tree, on the panel.
     fn update_relay_panel(&self) {
         let r = &self.relay;
-        let text = if !r.joined() {
+        let text = if !self.webrtc {
+            "not in this browser (no WebRTC; served by the server)".to_owned()
+        } else if !r.joined() {
             "off (served by the server only)".to_owned()
         } else if r.id().is_none() {
             "not offered by the server (served by it)".to_owned()

@@ -9,7 +9,9 @@
 use web_sys::{Document, Element};
 
 /// Every statistic the panel shows, by its `data-stat` name.
-pub const STATS: [&str; 10] = [
+pub const STATS: [&str; 12] = [
+    "peers",
+    "relay",
     "workers",
     "viewers",
     "fleet-fps",

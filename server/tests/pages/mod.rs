@@ -14,6 +14,11 @@ use fantoccini::wd::WindowHandle;
 use serde_json::Value;
 
 use crate::chromium::{self, Proc};
+
+// WebKitGTK's launcher lives beside Chromium's and Firefox's; it is only
+// reached through [`Browser::webkit`], so it is a part of this harness.
+#[path = "../webkit/mod.rs"]
+pub mod webkit;
 use crate::firefox;
 
 /// Generous limit so a broken test fails instead of hanging.
@@ -24,7 +29,7 @@ pub const POLL: Duration = Duration::from_millis(200);
 /// One browser test at a time.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
-pub const HOW_TO_FIX: &str = "run ./build.sh test (it installs Chromium, chromedriver, Firefox and geckodriver and builds the wasm packages into www/pkg)";
+pub const HOW_TO_FIX: &str = "run ./build.sh test (it installs Chromium, chromedriver, Firefox, geckodriver, WebKitGTK's WebKitWebDriver and Xvfb and builds the wasm packages into www/pkg)";
 
 pub fn www() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../www")
@@ -131,6 +136,8 @@ pub struct Browser {
     pub tabs: Vec<WindowHandle>,
     _driver: Proc,
     profile: PathBuf,
+    /// The virtual X display a WebKitGTK session runs on.
+    _display: Option<Proc>,
 }
 
 impl Browser {
@@ -163,6 +170,24 @@ impl Browser {
             tabs: Vec::new(),
             _driver: s.driver,
             profile: s.profile,
+            _display: None,
+        }
+    }
+
+    /// WebKitGTK's MiniBrowser on its own virtual X display (see
+    /// `tests/webkit`).
+    pub async fn webkit() -> Self {
+        require_prerequisites([webkit::driver(), webkit::minibrowser()]);
+        require_prerequisites([webkit::xvfb(), webkit::xvfb()]);
+        let (s, display) = webkit::launch(HANG)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {HOW_TO_FIX}"));
+        Self {
+            client: s.client,
+            tabs: Vec::new(),
+            _driver: s.driver,
+            profile: s.profile,
+            _display: Some(display),
         }
     }
 
