@@ -9,7 +9,7 @@
 use web_sys::{Document, Element};
 
 /// Every statistic the panel shows, by its `data-stat` name.
-pub const STATS: [&str; 10] = [
+pub const STATS: [&str; 13] = [
     "workers",
     "viewers",
     "fleet-fps",
@@ -19,6 +19,9 @@ pub const STATS: [&str; 10] = [
     "mine",
     "playback",
     "timeline",
+    "peers",
+    "relay",
+    "cost",
     "connection",
 ];
 
