@@ -21,7 +21,7 @@
 //! tab's cost, in total and as the share of a core over the last second.
 
 /// Shortest wall-clock window the recent load is computed over, in ms.
-const LOAD_WINDOW_MS: f64 = 1_000.0;
+pub const LOAD_WINDOW_MS: f64 = 1_000.0;
 /// Smallest share accepted (1% of a core): below it a slice would rest for
 /// seconds.
 pub const MIN_SHARE: f64 = 0.01;
