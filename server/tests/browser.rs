@@ -1388,15 +1388,16 @@ fn every_panel_row_of_a_contributing_tab_shows_a_figure() {
 }
 
 /// The budget as the server sees it: with `--no-pacing` a worker renders
-/// as fast as it may, and a tab held to 10% of a core delivers far fewer
-/// frames a second than the same tab at 100%.
+/// as fast as it may, and a tab held to 5% of a core delivers far fewer
+/// frames a second than the same tab at 100% (about 0.1×: at 100% the
+/// debug server's checking is the limit, not the tab).
 #[test]
 fn a_contributing_tab_keeps_to_its_cpu_budget_as_the_server_sees_it() {
     serial(async {
         let mut browser = Browser::launch(1.0).await;
         browser.goto("about:blank").await;
         let mut rates = Vec::new();
-        for budget in [100u64, 10] {
+        for budget in [100u64, 5] {
             let arg = budget.to_string();
             // Nibble batches: the viewer's encoding costs the server little.
             let server = Server::start(&[
@@ -1427,7 +1428,7 @@ fn a_contributing_tab_keeps_to_its_cpu_budget_as_the_server_sees_it() {
         assert!(rates[1] > 0.0, "the budgeted tab still contributes");
         assert!(
             rates[1] < 0.3 * rates[0],
-            "10% of a core delivered {:.0} frames/s against {:.0} at 100%",
+            "5% of a core delivered {:.0} frames/s against {:.0} at 100%",
             rates[1],
             rates[0]
         );
