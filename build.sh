@@ -6,6 +6,8 @@
 #   ./build.sh test                    set up (incl. Chromium, Firefox) and run every check
 #   ./build.sh cluster [N] [ARGS...]   N nodes (default 3) sharing one redis-server, behind
 #                                      nginx on http://127.0.0.1:8080; Ctrl-C stops them all
+#   ./build.sh screenshot [ARGS...]    retake docs/screenshot.png in headless Chromium
+#                                      (bench/screenshot.mjs; ARGS go to it)
 #   ./build.sh help                    this text
 #
 # Setup installs only what is missing, so a second run is fast:
@@ -30,7 +32,7 @@ die() {
 have() { command -v "$1" >/dev/null 2>&1; }
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # ---------------------------------------------------------------- setup ----
@@ -421,11 +423,19 @@ case "$cmd" in
         build_server
         run_cluster "$@"
         ;;
+    screenshot)
+        setup
+        ensure_chromium
+        ensure_node
+        build_wasm_packages
+        build_server
+        node bench/screenshot.mjs --bin "${CARGO_TARGET_DIR:-target}/release/donut" "$@"
+        ;;
     help | -h | --help)
         usage
         ;;
     *)
         usage >&2
-        die "unknown command '$cmd' (expected run, build, test, cluster or help)"
+        die "unknown command '$cmd' (expected run, build, test, cluster, screenshot or help)"
         ;;
 esac

@@ -1,17 +1,95 @@
 // The page shim: checks the engine can run our wasm, loads the viewer wasm,
-// starts the Web Worker, wires the contribute switch and the `?steer=0`
-// option, and forwards the page's lifecycle. No protocol or rendering logic lives here.
+// asks before contributing (first visit), starts the Web Worker within its
+// CPU budget, wires the contribute switch, the pause button and the
+// `?steer=0` option, and forwards the page's lifecycle. No protocol or
+// rendering logic lives here.
 import { missingWasmFeatures, BROWSERS } from './support.js';
 
 const KEY = 'donut.contribute';
 const RELAY_KEY = 'donut.relay';
 const params = new URLSearchParams(location.search);
 
-// `?contribute=0|1` decides for this page load; otherwise the last choice
-// made with the switch (default: contribute).
-function initialChoice() {
+// The operator's choices (`/api/page`: `--contribute-default` and
+// `--contribute-budget`), fetched at once, in parallel with the wasm. If it
+// cannot be read the page asks, with the default budget.
+const pageConfig = fetchPageConfig();
+
+async function fetchPageConfig() {
+  const fallback = { contribute: 'ask', budget: 25 };
+  try {
+    const r = await fetch('/api/page', { cache: 'no-store' });
+    if (!r.ok) return fallback;
+    const c = await r.json();
+    return {
+      contribute: ['ask', 'on', 'off'].includes(c.contribute) ? c.contribute : 'ask',
+      budget: c.budget >= 1 && c.budget <= 100 ? Number(c.budget) : fallback.budget,
+    };
+  } catch {
+    return fallback;
+  }
+}
+
+// `?contribute=0|1` decides for this page load; otherwise the visitor's
+// last answer or switch flip; otherwise the operator's default, where
+// `'ask'` means: ask before any worker starts.
+function initialChoice(operatorDefault) {
   if (params.has('contribute')) return params.get('contribute') !== '0';
-  try { return localStorage.getItem(KEY) !== '0'; } catch { return true; }
+  let stored = null;
+  try { stored = localStorage.getItem(KEY); } catch { /* private mode */ }
+  if (stored === '1' || stored === '0') return stored === '1';
+  if (operatorDefault === 'on' || operatorDefault === 'off') return operatorDefault === 'on';
+  return 'ask';
+}
+
+function rememberChoice(on) {
+  try { localStorage.setItem(KEY, on ? '1' : '0'); } catch { /* private mode */ }
+}
+
+// The first-visit question, with the budget's figures; `answer(bool)` once
+// the visitor picks a button.
+function askToContribute(budget, answer) {
+  const box = document.getElementById('consent');
+  box.querySelector('[data-budget]').textContent = `${budget}%`;
+  box.querySelector('[data-battery-budget]').textContent = `${batteryBudget(budget)}%`;
+  for (const button of box.querySelectorAll('button[data-consent]')) {
+    button.addEventListener('click', () => answer(button.dataset.consent === 'yes'));
+  }
+  box.hidden = false;
+}
+
+function closeQuestion() {
+  document.getElementById('consent').hidden = true;
+}
+
+// Percent of one core while the battery discharges: half the budget.
+function batteryBudget(budget) {
+  return Math.max(1, Math.round(budget / 2));
+}
+
+// Calls `onChange(discharging)` now and whenever charging starts or stops,
+// where the browser says (`navigator.getBattery`, Chromium only).
+async function watchBattery(onChange) {
+  if (typeof navigator.getBattery !== 'function') return;
+  try {
+    const battery = await navigator.getBattery();
+    const report = () => onChange(!battery.charging);
+    battery.addEventListener('chargingchange', report);
+    report();
+  } catch { /* no battery information */ }
+}
+
+// The pause button, and `prefers-reduced-motion`: such a page starts
+// paused on a still frame (and follows the setting if it changes).
+function wireMotion(viewer) {
+  const button = document.getElementById('pause');
+  const setPaused = (paused) => {
+    viewer.setPaused(paused);
+    button.setAttribute('aria-pressed', paused ? 'true' : 'false');
+  };
+  const reduce = matchMedia('(prefers-reduced-motion: reduce)');
+  setPaused(reduce.matches);
+  reduce.addEventListener('change', () => setPaused(reduce.matches));
+  button.addEventListener('click', () => setPaused(button.getAttribute('aria-pressed') !== 'true'));
 }
 
 // `?p2p=0|1` decides for this page load; otherwise the last choice made
@@ -36,6 +114,7 @@ function showUnsupported(missing) {
   state.dataset.state = 'unsupported';
   document.getElementById('contribute').disabled = true;
   document.getElementById('relay').disabled = true;
+  document.getElementById('pause').disabled = true;
 }
 
 const missing = missingWasmFeatures();
@@ -50,6 +129,7 @@ async function start() {
   await initViewer();
   const viewer = new DonutViewer(document.getElementById('donut'), document.getElementById('chart'));
   window.donutViewer = viewer;
+  wireMotion(viewer);
   // `?steer=0`: a screen that only watches (a TV in a lobby) ignores drags
   // and arrow keys and never sends input.
   if (params.get('steer') === '0') {
@@ -73,6 +153,13 @@ async function start() {
   let worker = null;
   let suspended = false;
   const toggle = document.getElementById('contribute');
+  const config = await pageConfig;
+  // The share of one core the worker may use (lower on a discharging battery).
+  let share = config.budget / 100;
+  watchBattery((discharging) => {
+    share = (discharging ? batteryBudget(config.budget) : config.budget) / 100;
+    if (worker) worker.postMessage({ budget: share });
+  });
   function setContributing(on) {
     viewer.setContributing(on);
     if (on && !worker) {
@@ -86,14 +173,24 @@ async function start() {
         viewer.workerStats({ state: 'failed' });
       };
     }
-    if (worker) worker.postMessage({ contribute: on });
+    if (worker) worker.postMessage({ contribute: on, budget: share });
   }
 
-  toggle.checked = initialChoice();
+  const choice = initialChoice(config.contribute);
+  toggle.checked = choice === true;
   toggle.addEventListener('change', () => {
-    try { localStorage.setItem(KEY, toggle.checked ? '1' : '0'); } catch { /* private mode */ }
+    closeQuestion();
+    rememberChoice(toggle.checked);
     setContributing(toggle.checked);
   });
+  if (choice === 'ask') {
+    askToContribute(config.budget, (yes) => {
+      closeQuestion();
+      rememberChoice(yes);
+      toggle.checked = yes;
+      setContributing(yes);
+    });
+  }
   setContributing(toggle.checked);
 
   // Back/forward cache and frozen tabs: both sockets hang up while the page

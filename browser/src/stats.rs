@@ -83,6 +83,13 @@ pub struct WorkerStats {
     pub contributed: u64,
     /// Tasks queued or being rendered.
     pub pending: u64,
+    /// Milliseconds the worker spent rendering since it started: the CPU
+    /// it cost (busy time measured in the worker).
+    pub busy_ms: u64,
+    /// Its CPU budget, in thousandths of one core (0: not reported).
+    pub budget_permille: u64,
+    /// Share of one core it used over the last second, in thousandths.
+    pub load_permille: u64,
 }
 
 impl WorkerStats {
@@ -95,11 +102,14 @@ impl WorkerStats {
             results: 0,
             contributed: 0,
             pending: 0,
+            busy_ms: 0,
+            budget_permille: 0,
+            load_permille: 0,
         }
     }
 
     /// The plain JS object `{state, contributing, rendered, results,
-    /// contributed, pending}` (numbers as JS numbers: exact below 2^53).
+    /// contributed, pending, busyMs, budgetPermille, loadPermille}` (numbers as JS numbers: exact below 2^53).
     pub fn to_js(&self) -> JsValue {
         let o = Object::new();
         let set = |k: &str, v: JsValue| {
@@ -127,15 +137,21 @@ impl WorkerStats {
             results: count("results"),
             contributed: count("contributed"),
             pending: count("pending"),
+            busy_ms: count("busyMs"),
+            budget_permille: count("budgetPermille"),
+            load_permille: count("loadPermille"),
         })
     }
 
-    fn counters(&self) -> [(&'static str, u64); 4] {
+    fn counters(&self) -> [(&'static str, u64); 7] {
         [
             ("rendered", self.rendered),
             ("results", self.results),
             ("contributed", self.contributed),
             ("pending", self.pending),
+            ("busyMs", self.busy_ms),
+            ("budgetPermille", self.budget_permille),
+            ("loadPermille", self.load_permille),
         ]
     }
 }
@@ -171,6 +187,9 @@ mod tests {
                 results: 7,
                 contributed: 123_456,
                 pending: 2,
+                busy_ms: 4_321,
+                budget_permille: 250,
+                load_permille: 198,
             };
             assert_eq!(WorkerStats::from_js(&s.to_js()), Some(s));
         }

@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
+        .route("/api/page", get(page_config))
         .fallback(crate::assets::route())
         .with_state(app)
 }
@@ -169,6 +170,26 @@ async fn stats(State(app): State<Arc<App>>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// What the page needs from the operator before it starts a worker:
+/// `{"contribute": "ask"|"on"|"off", "budget": PERCENT}` (the first-visit
+/// default, `--contribute-default`, and a contributing tab's CPU budget in
+/// percent of one core, `--contribute-budget`). Never cached, so a changed
+/// flag reaches the next page load.
+async fn page_config(State(app): State<Arc<App>>) -> Response {
+    let body = serde_json::json!({
+        "contribute": app.cfg.contribute_default.name(),
+        "budget": app.cfg.contribute_budget,
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// A running server.

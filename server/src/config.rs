@@ -79,6 +79,32 @@ pub enum P2pMode {
     On,
 }
 
+/// What a first-time visitor's page does about contributing
+/// (`--contribute-default`), before the visitor chose: a choice they made
+/// (stored by the page) or `?contribute=0|1` in the address always wins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ContributeDefault {
+    /// Ask, in a sentence saying what it does and costs; no worker starts
+    /// until the visitor agrees.
+    Ask,
+    /// Contribute without asking (a kiosk or a demo the operator owns).
+    On,
+    /// Only watch, without asking (a watch-only deployment); the switch
+    /// still lets a visitor opt in.
+    Off,
+}
+
+impl ContributeDefault {
+    /// Its name, as in the flag and in `/api/page`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ask => "ask",
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+}
+
 /// Parses `--codec` / `DONUT_CODEC`: one of the names of [`Codec::name`],
 /// listed as the possible values in `--help`.
 fn codec_parser() -> impl TypedValueParser<Value = Codec> {
@@ -294,6 +320,16 @@ pub struct ServeConfig {
     /// Under `--p2p auto`, relaying viewers needed before peers are used.
     #[arg(long, env = "DONUT_P2P_MIN_VIEWERS", default_value_t = 3)]
     pub p2p_min_viewers: usize,
+    /// What a first-time visitor's page does about contributing: `ask`
+    /// (no worker until they agree), `on` (a kiosk or demo), `off`
+    /// (watch-only). A stored choice or `?contribute=` wins.
+    #[arg(long, env = "DONUT_CONTRIBUTE_DEFAULT", value_enum, default_value_t = ContributeDefault::Ask)]
+    pub contribute_default: ContributeDefault,
+    /// Most a contributing tab's Web Worker may use, in percent of one CPU
+    /// core (1..=100; a duty cycle); halved while the device's battery
+    /// discharges, where the browser says so.
+    #[arg(long, env = "DONUT_CONTRIBUTE_BUDGET", default_value_t = 25)]
+    pub contribute_budget: u8,
 }
 
 impl ServeConfig {
@@ -383,6 +419,9 @@ impl ServeConfig {
             return Err("--leader-lease-ms must be at least 300".into());
         }
         self.validate_p2p()?;
+        if !(1..=100).contains(&self.contribute_budget) {
+            return Err("--contribute-budget must be within 1..=100 (% of one core)".into());
+        }
         let cap = self.ring_capacity() as u64;
         if self.paced() && self.lead_frames() > cap {
             return Err(format!(
@@ -543,6 +582,35 @@ mod tests {
         ] {
             let err = parse(&bad).validate().expect_err(what);
             assert!(err.contains(what), "{err}");
+        }
+    }
+
+    #[test]
+    fn contribute_flags_parse_and_validate() {
+        let parse = |args: &[&str]| match defaults_only(
+            &[&["serve", "--listen", "127.0.0.1:0"], args].concat(),
+        ) {
+            Some(Command::Serve(c)) => c,
+            other => panic!("parsed as {other:?}"),
+        };
+        let c = parse(&[]);
+        assert_eq!(c.contribute_default, ContributeDefault::Ask);
+        assert_eq!(c.contribute_budget, 25);
+        for (flag, want) in [
+            ("ask", ContributeDefault::Ask),
+            ("on", ContributeDefault::On),
+            ("off", ContributeDefault::Off),
+        ] {
+            let c = parse(&["--contribute-default", flag]);
+            assert_eq!(c.contribute_default, want);
+            assert_eq!(want.name(), flag);
+        }
+        assert!(parse(&["--contribute-budget", "100"]).validate().is_ok());
+        for bad in ["0", "101"] {
+            let err = parse(&["--contribute-budget", bad])
+                .validate()
+                .expect_err(bad);
+            assert!(err.contains("--contribute-budget"), "{err}");
         }
     }
 }

@@ -1302,3 +1302,385 @@ fn webkit_without_webrtc_plays_and_contributes_but_never_relays() {
         browser.quit().await;
     });
 }
+// --- Visitors in control (issue 27): asked first, a CPU budget, motion
+// they can pause, every panel row filled. ---
+
+/// Whether the first-visit question is on screen in the current tab.
+async fn asking(browser: &Browser) -> bool {
+    browser
+        .js("return !document.getElementById('consent').hidden")
+        .await
+        .as_bool()
+        .expect("the consent box")
+}
+
+/// Clicks the first element matching `css` in the current tab.
+async fn click(browser: &Browser, css: &str) {
+    browser
+        .client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+/// Reloads the current tab and waits for its viewer.
+async fn reload(browser: &Browser) {
+    browser.client.refresh().await.expect("reload");
+    wait_viewer(browser).await;
+}
+
+/// Waits for the viewer of the page loaded in the current tab.
+async fn wait_viewer(browser: &Browser) {
+    eventually("the viewer of the page", async || {
+        browser
+            .js("return typeof window.donutViewer === 'object' && window.donutViewer !== null")
+            .await
+            .as_bool()
+            .filter(|b| *b)
+    })
+    .await;
+}
+
+/// For `secs` seconds, the server counts no worker and the page has no
+/// worker stats (no Web Worker was started).
+async fn no_worker_for(browser: &Browser, server: &Server, secs: u64, what: &str) {
+    for _ in 0..secs * 4 {
+        assert_eq!(server.stat("workers"), 0, "{what}: a worker joined");
+        assert_eq!(
+            browser.js("return window.donutWorkerStats ?? null").await,
+            Value::Null,
+            "{what}: the page started a worker"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The whole first-visit flow, in whichever browser: the question names
+/// the budget, nothing runs until the visitor agrees, agreeing starts one
+/// worker, and both answers are remembered across reloads.
+async fn first_visit_asks(mut browser: Browser, name: &str) {
+    let server = Server::start(&["--contribute-default", "ask", "--contribute-budget", "30"]);
+    // No worker anywhere: nothing renders, so nothing plays yet.
+    browser.open(&server.url("/")).await;
+    eventually(&format!("{name}: a first visit asks"), async || {
+        asking(&browser).await.then_some(())
+    })
+    .await;
+    let text = browser
+        .js("return document.getElementById('consent').textContent")
+        .await;
+    let text = text.as_str().unwrap_or_default();
+    assert!(
+        text.contains("30%") && text.contains("15%") && text.contains("core"),
+        "{name}: the question says what it costs: {text}"
+    );
+    assert_eq!(
+        browser
+            .js("return document.getElementById('contribute').checked")
+            .await,
+        false
+    );
+    no_worker_for(&browser, &server, 3, name).await;
+
+    // Yes: one worker joins, its frames are accepted, the question goes.
+    click(&browser, "button[data-consent=yes]").await;
+    eventually("the worker to join", async || {
+        (server.stat("workers") == 1).then_some(())
+    })
+    .await;
+    eventually("frames from the worker", async || {
+        let s = browser.js("return window.donutWorkerStats ?? null").await;
+        (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+    })
+    .await;
+    assert!(!asking(&browser).await);
+    assert_eq!(
+        browser
+            .js("return document.getElementById('contribute').checked")
+            .await,
+        true
+    );
+    // Remembered: a reload contributes without asking.
+    reload(&browser).await;
+    assert!(!asking(&browser).await, "{name}: asked again after yes");
+    eventually("the worker after the reload", async || {
+        let s = browser.js("return window.donutWorkerStats ?? null").await;
+        (s["state"] == "connected" && server.stat("workers") == 1).then_some(())
+    })
+    .await;
+
+    // A visitor who forgot their answer is asked again; "just watch" is
+    // remembered too.
+    browser.js("localStorage.clear(); return null").await;
+    reload(&browser).await;
+    eventually("the old worker to leave", async || {
+        (server.stat("workers") == 0).then_some(())
+    })
+    .await;
+    assert!(asking(&browser).await, "{name}: asks again");
+    click(&browser, "button[data-consent=no]").await;
+    assert!(!asking(&browser).await);
+    no_worker_for(&browser, &server, 2, name).await;
+    reload(&browser).await;
+    assert!(!asking(&browser).await, "{name}: asked again after no");
+    no_worker_for(&browser, &server, 2, name).await;
+    assert_eq!(
+        browser
+            .js("return localStorage.getItem('donut.contribute')")
+            .await,
+        "0"
+    );
+    browser.quit().await;
+}
+
+#[test]
+fn a_first_visit_in_chromium_asks_before_any_worker_starts() {
+    serial(async {
+        first_visit_asks(Browser::launch(1.0).await, "Chromium").await;
+    });
+}
+
+#[test]
+fn a_first_visit_in_firefox_asks_before_any_worker_starts() {
+    serial(async {
+        first_visit_asks(Browser::firefox(&[]).await, "Firefox").await;
+    });
+}
+
+/// `--contribute-default on` contributes without asking, `off` watches
+/// without asking (the switch still opts in), and `?contribute=1` on an
+/// asking server contributes at once.
+#[test]
+fn the_operator_default_on_contributes_and_off_only_watches() {
+    serial(async {
+        let mut browser = Browser::launch(1.0).await;
+        let on = Server::start(&["--contribute-default", "on"]);
+        browser.open(&on.url("/")).await;
+        assert!(!asking(&browser).await, "on: no question");
+        eventually("on: the worker to join", async || {
+            (on.stat("workers") == 1).then_some(())
+        })
+        .await;
+
+        // Another port is another origin: a first visit again.
+        let off = Server::start(&["--contribute-default", "off"]);
+        browser.goto(&off.url("/")).await;
+        wait_viewer(&browser).await;
+        assert!(!asking(&browser).await, "off: no question");
+        no_worker_for(&browser, &off, 3, "off").await;
+        click(&browser, "label.switch").await;
+        eventually("off: the switch opts in", async || {
+            (off.stat("workers") == 1).then_some(())
+        })
+        .await;
+
+        let ask = Server::start(&["--contribute-default", "ask"]);
+        browser.goto(&ask.url("/?contribute=1")).await;
+        wait_viewer(&browser).await;
+        assert!(!asking(&browser).await, "?contribute=1: no question");
+        eventually("?contribute=1: the worker to join", async || {
+            (ask.stat("workers") == 1).then_some(())
+        })
+        .await;
+        browser.quit().await;
+    });
+}
+
+/// The last frame painted in the current tab and when: `(frame, wallMs)`.
+async fn last_painted(browser: &Browser) -> Option<(u64, f64)> {
+    let p = browser
+        .js("const p = window.donutViewer.painted(); return p.length ? p[p.length - 1] : null")
+        .await;
+    Some((p[0].as_f64()? as u64, p[3].as_f64()?))
+}
+
+/// Presses Space on the pause button (the keyboard, not a click) and
+/// returns its `aria-pressed` afterwards.
+async fn press_pause(browser: &Browser, want: &str) {
+    let button = browser
+        .client
+        .find(Locator::Id("pause"))
+        .await
+        .expect("the pause button");
+    button.send_keys(" ").await.expect("press Space on it");
+    eventually(&format!("aria-pressed={want}"), async || {
+        let v = browser
+            .js("return document.getElementById('pause').getAttribute('aria-pressed')")
+            .await;
+        (v == want).then_some(())
+    })
+    .await;
+}
+
+/// The pause button (a labelled toggle, pressed with the keyboard) stops
+/// drawing while the stream keeps arriving; resuming plays the live frame,
+/// not the one it stopped at. A page whose system asks for reduced motion
+/// (Chromium's emulation) starts paused on a still frame.
+#[test]
+fn the_pause_button_and_reduced_motion_stop_drawing_and_resume_live() {
+    serial(async {
+        let server = Server::start(&[]);
+        let _worker = server.native_worker();
+        let mut browser = Browser::launch(1.0).await;
+        let tab = browser.open(&server.url("/?contribute=0")).await;
+        let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+        browser.wait_playing_past(tab, f, 30).await;
+        let name = browser
+            .js("const b = document.getElementById('pause');\
+                 return [b.tagName, b.textContent, b.getAttribute('aria-pressed')]")
+            .await;
+        assert_eq!(
+            name,
+            serde_json::json!(["BUTTON", "Pause motion", "false"]),
+            "a named toggle button"
+        );
+
+        press_pause(&browser, "true").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let paused = last_painted(&browser).await.expect("a frame painted");
+        let received = num(&browser.viewer_stats(tab).await, "framesReceived");
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        browser.focus(tab).await;
+        assert_eq!(
+            last_painted(&browser).await,
+            Some(paused),
+            "the canvas was drawn while paused"
+        );
+        let still_received = num(&browser.viewer_stats(tab).await, "framesReceived");
+        assert!(
+            still_received > received,
+            "the stream stopped while paused: {received} then {still_received}"
+        );
+
+        press_pause(&browser, "false").await;
+        let (resumed, _) = eventually("drawing again", async || {
+            last_painted(&browser)
+                .await
+                .filter(|(frame, _)| *frame != paused.0)
+        })
+        .await;
+        // 2.3 s paused at 60 fps: live is about 140 frames on.
+        assert!(
+            resumed >= paused.0 + 100,
+            "resumed at {resumed}, not live (paused at {})",
+            paused.0
+        );
+
+        // prefers-reduced-motion: reduce.
+        browser
+            .cdp(
+                "Emulation.setEmulatedMedia",
+                serde_json::json!({
+                    "features": [{"name": "prefers-reduced-motion", "value": "reduce"}]
+                }),
+            )
+            .await;
+        reload(&browser).await;
+        let pressed = browser
+            .js("return document.getElementById('pause').getAttribute('aria-pressed')")
+            .await;
+        assert_eq!(pressed, "true", "reduced motion starts paused");
+        let still = eventually("a still frame", async || last_painted(&browser).await).await;
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert_eq!(last_painted(&browser).await, Some(still), "it moved");
+        let painted = browser
+            .js("return window.donutViewer.painted().length")
+            .await;
+        assert_eq!(painted, 1, "one still frame");
+        // The visitor may still play it.
+        press_pause(&browser, "false").await;
+        eventually("motion on request", async || {
+            last_painted(&browser)
+                .await
+                .filter(|(frame, _)| *frame >= still.0 + 30)
+        })
+        .await;
+        browser.quit().await;
+    });
+}
+
+/// Every row of the panel of a contributing tab shows a figure, not "–".
+#[test]
+fn every_panel_row_of_a_contributing_tab_shows_a_figure() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::launch(1.0).await;
+        let tab = browser.open(&server.url("/")).await;
+        eventually("frames from the tab's worker", async || {
+            let s = browser.js("return window.donutWorkerStats ?? null").await;
+            (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+        })
+        .await;
+        let rows = eventually("every row filled", async || {
+            let rows = browser.panel_rows(tab).await;
+            rows.iter()
+                .all(|(_, v)| !v.trim().is_empty() && v.trim() != "–")
+                .then_some(rows)
+        })
+        .await;
+        eprintln!("panel: {rows:?}");
+        let row = |name: &str| {
+            rows.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no row {name}: {rows:?}"))
+        };
+        assert!(row("Peer relay").contains("none linked"), "{rows:?}");
+        assert!(row("This tab's cost").contains("s CPU"), "{rows:?}");
+        assert!(row("This tab's cost").contains("25% budget"), "{rows:?}");
+        assert!(row("This tab").contains("frames"), "{rows:?}");
+        browser.quit().await;
+    });
+}
+
+/// The budget as the server sees it: with `--no-pacing` a worker renders
+/// as fast as it may, and a tab held to 5% of a core delivers far fewer
+/// frames a second than the same tab at 100% (about 0.1×: at 100% the
+/// debug server's checking is the limit, not the tab).
+#[test]
+fn a_contributing_tab_keeps_to_its_cpu_budget_as_the_server_sees_it() {
+    serial(async {
+        let mut browser = Browser::launch(1.0).await;
+        browser.goto("about:blank").await;
+        let mut rates = Vec::new();
+        for budget in [100u64, 5] {
+            let arg = budget.to_string();
+            // Nibble batches: the viewer's encoding costs the server little.
+            let server = Server::start(&[
+                "--no-pacing",
+                "--codec",
+                "nibble",
+                "--contribute-budget",
+                &arg,
+            ]);
+            browser.goto(&server.url("/")).await;
+            wait_viewer(&browser).await;
+            let s = eventually("the worker's frames", async || {
+                let s = browser.js("return window.donutWorkerStats ?? null").await;
+                (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then_some(s)
+            })
+            .await;
+            assert_eq!(num(&s, "budgetPermille"), budget * 10, "{s}");
+            // The scheduler has measured the worker's pace.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (a, t0) = (server.stat("frames_accepted"), std::time::Instant::now());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let b = server.stat("frames_accepted");
+            let rate = (b - a) as f64 / t0.elapsed().as_secs_f64();
+            let s = browser.js("return window.donutWorkerStats").await;
+            eprintln!("budget {budget}%: the server accepted {rate:.0} frames/s; worker {s}");
+            rates.push(rate);
+        }
+        assert!(rates[1] > 0.0, "the budgeted tab still contributes");
+        assert!(
+            rates[1] < 0.3 * rates[0],
+            "5% of a core delivered {:.0} frames/s against {:.0} at 100%",
+            rates[1],
+            rates[0]
+        );
+        browser.quit().await;
+    });
+}

@@ -316,3 +316,40 @@ fn with_p2p_off_tabs_are_served_as_before() {
         browser.quit().await;
     });
 }
+
+/// Four relaying tabs: every row of every tab's panel shows a figure
+/// (none stays "–"), and the two relay rows say what the relay does.
+#[test]
+fn every_panel_row_of_every_relaying_tab_shows_a_figure() {
+    serial(async {
+        let server = Server::start(&P2P);
+        let _worker = server.native_worker();
+        let mut browser = webrtc_browser().await;
+        open_tabs(&mut browser, &server, 4).await;
+        wait_linked(&browser, 3).await;
+        for tab in 0..4 {
+            let rows = eventually(&format!("tab {tab}'s rows filled"), async || {
+                let rows = browser.panel_rows(tab).await;
+                let peers = rows
+                    .iter()
+                    .any(|(k, v)| k == "Peer relay" && v.contains("fed by peers"));
+                let filled = rows
+                    .iter()
+                    .all(|(_, v)| !v.trim().is_empty() && v.trim() != "–");
+                (filled && peers).then_some(rows)
+            })
+            .await;
+            eprintln!("tab {tab}: {rows:?}");
+            let relay = rows
+                .iter()
+                .find(|(k, _)| k == "This tab relays")
+                .map(|(_, v)| v.as_str())
+                .unwrap_or_default();
+            assert!(
+                relay.contains("fed by") && relay.contains("relaying to"),
+                "tab {tab}: {rows:?}"
+            );
+        }
+        browser.quit().await;
+    });
+}

@@ -87,6 +87,12 @@ struct Contribution {
     /// Across workers: the page starts a fresh one after a freeze.
     rendered: RunningTotal,
     contributed: RunningTotal,
+    /// Milliseconds the workers spent rendering: what contributing cost.
+    busy_ms: RunningTotal,
+    /// The worker's budget and its load over the last second, in
+    /// thousandths of one core (0 budget: not reported yet).
+    budget_permille: u64,
+    load_permille: u64,
 }
 
 struct Inner {
@@ -391,7 +397,10 @@ impl DonutViewer {
             .unwrap_or_default()
     }
 
-    /// Freezes (or resumes) the picture; frames keep being received.
+    /// Freezes (or resumes) the picture; frames keep being received, and
+    /// playing resumes at the live frame. A viewer paused before its first
+    /// frame still draws that one (a still picture, for
+    /// `prefers-reduced-motion`), then holds it.
     #[wasm_bindgen(js_name = setPaused)]
     pub fn set_paused(&self, paused: bool) {
         self.inner.update(move |v| v.paused = paused);
@@ -521,6 +530,11 @@ impl DonutViewer {
             v.contribution.state = Some(s.state);
             v.contribution.rendered.update(s.rendered);
             v.contribution.contributed.update(s.contributed);
+            v.contribution.busy_ms.update(s.busy_ms);
+            if s.budget_permille > 0 {
+                v.contribution.budget_permille = s.budget_permille;
+            }
+            v.contribution.load_permille = s.load_permille;
             v.update_contribution();
         });
     }
@@ -579,6 +593,24 @@ fn steering_listeners(inner: &Rc<Shared<Inner>>) -> Result<Vec<JsCallback>, JsVa
 /// Whether `window` has WebRTC's `RTCPeerConnection` constructor.
 fn has_webrtc(window: &Window) -> bool {
     Reflect::get(window, &JsValue::from_str("RTCPeerConnection")).is_ok_and(|c| c.is_function())
+}
+
+/// What contributing cost this tab, for the panel: the workers' busy time
+/// (the CPU it took), the share of a core over the last second while on,
+/// and the budget.
+fn cost_text(c: &Contribution) -> String {
+    let cpu = format!("{:.1} s CPU", c.busy_ms.total() as f64 / 1000.0);
+    if !c.on {
+        return format!("{cpu} (not contributing)");
+    }
+    let budget = match c.budget_permille {
+        0 => String::new(),
+        b => format!(" of {:.0}% budget", b as f64 / 10.0),
+    };
+    format!(
+        "{cpu} · {:.1}% of a core{budget}",
+        c.load_permille as f64 / 10.0
+    )
 }
 
 /// The fleet's peer relay figures, for the panel.
@@ -782,7 +814,7 @@ impl Inner {
         let due = self.player.clock().frame_at(now);
         self.relay.poll(started, due, &self.socket);
         let resized = self.screen.fit(self.window.device_pixel_ratio());
-        if !self.paused
+        if (!self.paused || self.text_frame.is_none())
             && let Some(frame) = self.player.tick(now)
             && self.player.frame_text(frame, &mut self.text)
         {
@@ -860,6 +892,7 @@ impl Inner {
             ),
         };
         self.panel.set("mine", &text);
+        self.panel.set("cost", &cost_text(c));
     }
 
     fn on_telemetry(&mut self, t: &donut_shared::wire::Telemetry) {

@@ -9,9 +9,7 @@
 use web_sys::{Document, Element};
 
 /// Every statistic the panel shows, by its `data-stat` name.
-pub const STATS: [&str; 12] = [
-    "peers",
-    "relay",
+pub const STATS: [&str; 13] = [
     "workers",
     "viewers",
     "fleet-fps",
@@ -21,6 +19,9 @@ pub const STATS: [&str; 12] = [
     "mine",
     "playback",
     "timeline",
+    "peers",
+    "relay",
+    "cost",
     "connection",
 ];
 

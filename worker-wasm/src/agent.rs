@@ -9,6 +9,12 @@
 //! within one slice: the socket is closed and queued tasks are dropped, and
 //! the server hands them to someone else.
 //!
+//! The pump keeps to the tab's CPU budget ([`crate::budget`]): after a
+//! slice it rests as long as the duty cycle says (a `setTimeout`), so a
+//! budget of 25% renders 8 ms and rests 24. The page sets the share with a
+//! `{budget: 0.25}` message (lower while the battery discharges) and the
+//! worker reports what it cost (`busyMs`, `loadPermille`) in its stats.
+//!
 //! The reconnecting socket, the callback guards and the re-entry-safe state
 //! are `donut_browser`'s, shared with the viewer; callbacks hold only a
 //! `Weak` reference, so nothing keeps a stopped agent alive. The stats the
@@ -28,6 +34,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageChannel, MessageEvent};
 
+use crate::budget::DutyCycle;
 use crate::task_loop::{Inbound, Refused, TaskLoop};
 
 /// Longest stretch of rendering between two yields to the event loop.
@@ -43,6 +50,10 @@ struct Agent {
     pump: MessageChannel,
     pump_scheduled: bool,
     last_stats_ms: f64,
+    /// The CPU budget and what rendering cost.
+    duty: DutyCycle,
+    /// Runs the next slice after a rest (a `setTimeout` callback).
+    on_rest: Option<Closure<dyn FnMut()>>,
     /// The pump's listener on `pump.port2`, removed with the agent.
     _on_pump: Option<JsCallback>,
 }
@@ -83,8 +94,17 @@ impl WorkerAgent {
             pump,
             pump_scheduled: false,
             last_stats_ms: 0.0,
+            duty: DutyCycle::new(1.0, now_ms(&scope)),
+            on_rest: None,
             _on_pump: None,
         });
+        let weak = Rc::downgrade(&inner);
+        let on_rest = Closure::<dyn FnMut()>::new(move || {
+            if let Some(agent) = weak.upgrade() {
+                agent.update(Agent::run_slice);
+            }
+        });
+        inner.update(move |a| a.on_rest = Some(on_rest));
         let weak = Rc::downgrade(&inner);
         let on_pump = JsCallback::new(&port, "message", move |_| {
             if let Some(agent) = weak.upgrade() {
@@ -101,7 +121,15 @@ impl WorkerAgent {
             let (Some(agent), Ok(e)) = (weak.upgrade(), e.dyn_into::<MessageEvent>()) else {
                 return;
             };
-            if let Ok(v) = Reflect::get(&e.data(), &JsValue::from_str("contribute")) {
+            if let Some(share) = Reflect::get(&e.data(), &JsValue::from_str("budget"))
+                .ok()
+                .and_then(|v| v.as_f64())
+            {
+                agent.update(move |a| a.set_budget(share));
+            }
+            if let Ok(v) = Reflect::get(&e.data(), &JsValue::from_str("contribute"))
+                && !v.is_undefined()
+            {
                 let on = v.is_truthy();
                 agent.update(move |a| a.set_contributing(on));
             }
@@ -118,6 +146,17 @@ impl WorkerAgent {
     pub fn set_contributing(&self, on: bool) {
         self.inner.update(move |a| a.set_contributing(on));
     }
+
+    /// Caps rendering to `share` of one core (0.01..=1; a duty cycle).
+    #[wasm_bindgen(js_name = setBudget)]
+    pub fn set_budget(&self, share: f64) {
+        self.inner.update(move |a| a.set_budget(share));
+    }
+}
+
+/// `performance.now()` in the worker, in ms (0 if it is unavailable).
+fn now_ms(scope: &DedicatedWorkerGlobalScope) -> f64 {
+    scope.performance().map_or(0.0, |p| p.now())
 }
 
 impl Client for Agent {
@@ -157,6 +196,11 @@ impl Agent {
         self.post_stats(true);
     }
 
+    fn set_budget(&mut self, share: f64) {
+        self.duty.set_share(share);
+        self.post_stats(true);
+    }
+
     fn on_message(&mut self, bytes: &[u8]) {
         match self.tasks.on_message(bytes) {
             Ok(Inbound::Task(_)) => {
@@ -182,34 +226,69 @@ impl Agent {
         }
     }
 
+    /// Runs a slice soon: at once, or when the budget's rest is over.
     fn schedule_pump(&mut self) {
-        if !self.pump_scheduled {
-            self.pump_scheduled = true;
-            let _ = self.pump.port1().post_message(&JsValue::NULL);
+        if self.pump_scheduled {
+            return;
+        }
+        let wait = self.duty.wait_ms(now_ms(&self.scope));
+        if wait >= 1.0 {
+            self.schedule_after(wait);
+        } else {
+            self.post_pump();
         }
     }
 
-    /// Renders for up to [`SLICE_MS`], sends finished results, and yields.
+    /// Runs a slice at once, after the events already queued.
+    fn post_pump(&mut self) {
+        self.pump_scheduled = true;
+        let _ = self.pump.port1().post_message(&JsValue::NULL);
+    }
+
+    /// Renders for up to [`SLICE_MS`], sends finished results, and yields:
+    /// at once, or after the rest the budget asks for.
     fn run_slice(&mut self) {
         self.pump_scheduled = false;
         if !self.contributing || self.socket.state() != State::Open {
             return;
         }
-        let started = js_sys::Date::now();
+        let started = now_ms(&self.scope);
+        let mut now = started;
         while self.tasks.has_work() {
             if let Some(reply) = self.tasks.step() {
                 self.socket.send(&reply);
                 // The page sees `pending` change as it happens.
                 self.post_stats(true);
             }
-            if js_sys::Date::now() - started >= SLICE_MS {
+            now = now_ms(&self.scope);
+            if now - started >= SLICE_MS {
                 break;
             }
         }
+        self.duty.after_slice(now - started, now);
         if self.tasks.has_work() {
             self.schedule_pump();
         }
         self.post_stats(false);
+    }
+
+    /// Runs the next slice in `rest_ms` (a `setTimeout`).
+    fn schedule_after(&mut self, rest_ms: f64) {
+        let Some(cb) = &self.on_rest else {
+            return self.post_pump();
+        };
+        let scheduled = self
+            .scope
+            .set_timeout_with_callback_and_timeout_and_arguments_0(
+                cb.as_ref().unchecked_ref(),
+                rest_ms.ceil().min(f64::from(i32::MAX)) as i32,
+            )
+            .is_ok();
+        if scheduled {
+            self.pump_scheduled = true;
+        } else {
+            self.post_pump();
+        }
     }
 
     /// Where the worker is, for the page.
@@ -239,6 +318,9 @@ impl Agent {
             results: counters.results_sent,
             contributed: counters.contributed,
             pending: self.tasks.pending_tasks() as u64,
+            busy_ms: self.duty.busy_total_ms() as u64,
+            budget_permille: (self.duty.share() * 1000.0).round() as u64,
+            load_permille: (self.duty.load(now_ms(&self.scope)) * 1000.0).round() as u64,
         };
         let _ = self.scope.post_message(&stats.to_js());
     }

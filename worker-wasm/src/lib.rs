@@ -7,6 +7,8 @@
 //!
 //! - [`task_loop`]: the protocol as plain Rust (decode, queue, render one
 //!   frame per step into the reply); unit-tested natively.
+//! - [`budget`]: the duty cycle capping rendering to a share of one core,
+//!   and what it cost; unit-tested natively.
 //! - [`agent`]: the browser glue (WebSocket, yielding pump, page messages).
 //!
 //! Besides the worker itself it exports `donut_selftest_digest`, a plain
@@ -16,6 +18,7 @@
 use wasm_bindgen::prelude::*;
 
 pub mod agent;
+pub mod budget;
 pub mod task_loop;
 
 pub use agent::WorkerAgent;

@@ -86,11 +86,16 @@ impl Server {
         Self::start_on(free_port(), extra)
     }
 
+    /// The server on `port` with `extra` flags. Its first-visit default is
+    /// `--contribute-default on` (the tests that open `/` and expect a
+    /// worker predate the question); a test about the question passes
+    /// `--contribute-default` itself, which overrides it.
     pub fn start_on(port: u16, extra: &[&str]) -> Self {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(env!("CARGO_BIN_EXE_donut"))
             .args(["serve", "--listen", &listen, "--verify", "full"])
             .args(extra)
+            .env("DONUT_CONTRIBUTE_DEFAULT", "on")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -260,6 +265,25 @@ impl Browser {
             .execute(script, Vec::new())
             .await
             .unwrap_or_else(|e| panic!("script failed ({e}): {script}"))
+    }
+
+    /// The panel's rows in tab `tab`: (label, figure) in page order.
+    pub async fn panel_rows(&self, tab: usize) -> Vec<(String, String)> {
+        self.focus(tab).await;
+        let rows = self
+            .js(
+                "return [...document.querySelectorAll('[data-panel] dl dt')]\
+                 .map(dt => [dt.textContent, dt.nextElementSibling.textContent])",
+            )
+            .await;
+        rows.as_array()
+            .expect("the panel's rows")
+            .iter()
+            .map(|r| {
+                let s = |i: usize| r[i].as_str().unwrap_or_default().to_owned();
+                (s(0), s(1))
+            })
+            .collect()
     }
 
     /// The viewer's counters in tab `tab`.
