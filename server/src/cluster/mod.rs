@@ -41,6 +41,7 @@
 //! which Redis Cluster would only allow under one hash tag.
 
 pub mod bans;
+pub mod fence;
 pub mod keys;
 pub mod lease;
 pub mod node;

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::fence::{Appended, Token};
 use super::lease::{self, Lease, Role};
 use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
 use super::relay::{Relay, ResumePoint, Verdict};
@@ -84,6 +85,37 @@ pub struct Node {
     tunnelled: AtomicU64,
     /// Set when the node stops: it appends nothing more.
     stopping: AtomicBool,
+    /// The cluster's playback head as the last entry taken said it, when
+    /// (see [`Node::cluster_head`]).
+    relayed_head: Mutex<Option<RelayedHead>>,
+}
+
+/// The leader's playback head as an entry of the timeline carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayedHead {
+    /// The head (a frame number) when the leader published the batch.
+    pub head: u64,
+    /// One past the batch's last frame: the head never passes it.
+    pub end: u64,
+    /// When this node took the entry.
+    pub at: Instant,
+}
+
+impl RelayedHead {
+    /// Where the leader's head is at `now` when it plays `fps` frames a
+    /// second (0: unpaced, the head is the one carried): the carried head
+    /// moved on by the time since, never past the end of what was
+    /// committed (the leader's head waits there too when frames run out).
+    pub fn at(&self, now: Instant, fps: u16) -> u64 {
+        if fps == 0 {
+            return self.head;
+        }
+        let elapsed = now.saturating_duration_since(self.at);
+        // The carried head is a whole frame: the leader was on average
+        // half a frame past it.
+        let moved = (elapsed.as_secs_f64() * f64::from(fps) + 0.5) as u64;
+        self.head.saturating_add(moved).min(self.end.max(self.head))
+    }
 }
 
 impl Node {
@@ -109,6 +141,7 @@ impl Node {
             totals: Mutex::new(ClusterTotals::default()),
             tunnelled: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            relayed_head: Mutex::new(None),
             cfg,
         }))
     }
@@ -128,7 +161,7 @@ impl Node {
         });
         let tasks = vec![
             tokio::spawn(Arc::clone(self).roles(Arc::clone(app), shutdown.clone())),
-            tokio::spawn(Arc::clone(self).append(commits)),
+            tokio::spawn(Arc::clone(self).append(Arc::clone(app), commits)),
             tokio::spawn(Arc::clone(self).poll_leader()),
             tokio::spawn(Arc::clone(self).read_downs()),
             tokio::spawn(Arc::clone(self).poll_totals(beat)),
@@ -187,6 +220,24 @@ impl Node {
         *self.role.borrow()
     }
 
+    /// The cluster's playback head as the timeline stream says it, moved
+    /// on to `now` at `fps` frames a second: what a follower's telemetry
+    /// tells its pages, so they play in step with the leader's (its idle
+    /// core's head is not the show's), and the end of what the stream
+    /// committed (frame numbers). `None` before any entry.
+    pub fn cluster_head(&self, now: Instant, fps: u16) -> Option<(u64, u64)> {
+        lock(&self.relayed_head).map(|h| (h.at(now, fps), h.end.max(h.head)))
+    }
+
+    /// Records the head carried by `entry`, taken now.
+    fn note_head(&self, entry: &TimelineEntry) {
+        *lock(&self.relayed_head) = Some(RelayedHead {
+            head: entry.head,
+            end: entry.start.saturating_add(u64::from(entry.count)),
+            at: Instant::now(),
+        });
+    }
+
     /// Who leads, as last read (updated every 200 ms).
     pub fn leader(&self) -> watch::Receiver<Option<Leader>> {
         self.leader.subscribe()
@@ -220,7 +271,8 @@ impl Node {
         let node = Arc::clone(self);
         tokio::spawn(async move {
             let key = node.link.keys().up(term);
-            if let Err(e) = tunnel_log::append(&node.link, &key, term, &msg).await {
+            let token = Token::term(term);
+            if let Err(e) = tunnel_log::append(&node.link, &key, &token, &msg).await {
                 debug!("an input was lost: {e}");
             }
         });
@@ -382,6 +434,7 @@ impl Node {
             }
             Verdict::Take => {}
         }
+        self.note_head(&entry);
         let Ok(scene) = Scene::from_bytes(&entry.scene) else {
             return;
         };
@@ -398,7 +451,7 @@ impl Node {
 
     /// Appends each batch the broadcaster published, in order, while this
     /// node leads; retries while Redis is away (and the lease holds).
-    async fn append(self: Arc<Self>, mut commits: mpsc::UnboundedReceiver<Batch>) {
+    async fn append(self: Arc<Self>, app: Arc<App>, mut commits: mpsc::UnboundedReceiver<Batch>) {
         while let Some(batch) = commits.recv().await {
             let Role::Leader { term } = self.role() else {
                 continue;
@@ -413,12 +466,31 @@ impl Node {
                 version: batch.timeline,
                 head: batch.head,
                 scene: batch.scene.to_bytes(),
-                msg: batch.msg,
+                msg: batch.msg.clone(),
             };
+            let token = Token::leader(self.id(), term);
             loop {
-                match self.log.append(&entry).await {
-                    Ok(id) => {
-                        lock(&self.relay).offer(id, &entry);
+                match self.log.append_fenced(&token, &entry).await {
+                    Ok(Appended::Id(id)) => {
+                        // Durable in the shared log: now, and only now,
+                        // this node's viewers may see it.
+                        if lock(&self.relay).offer(id, &entry) != Verdict::Drop {
+                            self.note_head(&entry);
+                            app.fanout.publish(batch.clone());
+                        }
+                        break;
+                    }
+                    Ok(Appended::Fenced { holder }) => {
+                        // Redis says our term is over: nothing more of it
+                        // can be written; the lease driver learns it at its
+                        // next renewal.
+                        warn!(
+                            term,
+                            ?holder,
+                            start = entry.start,
+                            "append refused: the term no longer holds the lease"
+                        );
+                        app.stats.cluster_appends_fenced.inc();
                         break;
                     }
                     Err(e) if self.is_leader() => {
@@ -529,4 +601,30 @@ pub fn viewer_key(node: &str, viewer: u64) -> u64 {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here leaves its value whole.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_head_moves_with_time_up_to_the_committed_end() {
+        let t0 = Instant::now();
+        let h = RelayedHead {
+            head: 1_000,
+            end: 1_180,
+            at: t0,
+        };
+        assert_eq!(h.at(t0, 60), 1_000);
+        assert_eq!(h.at(t0 + Duration::from_millis(500), 60), 1_030);
+        // Frames ran out: the leader's head waits at the end, so does this.
+        assert_eq!(h.at(t0 + Duration::from_secs(10), 60), 1_180);
+        // Unpaced: the head carried.
+        assert_eq!(h.at(t0 + Duration::from_secs(1), 0), 1_000);
+        // A clock read before the entry was taken: no time has passed.
+        assert_eq!(
+            h.at(t0.checked_sub(Duration::from_secs(1)).unwrap_or(t0), 60),
+            1_000
+        );
+    }
 }
