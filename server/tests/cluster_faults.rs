@@ -366,3 +366,65 @@ async fn a_push_while_redis_is_frozen_forks_nothing() {
 async fn a_push_while_redis_restarts_empty_forks_nothing() {
     a_push_during_a_redis_fault_is_on_every_node_or_none(Fault::Restart).await;
 }
+
+/// A push on a follower's viewer while Redis is down (killed, then
+/// restarted empty a second later, so the lease and the term are gone):
+/// the follower carries it until a leader takes it, and every node plays
+/// it (`cluster_inputs_forwarded`, none lost). It used to be dropped at
+/// the first failed append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_on_a_follower_during_a_redis_outage_reaches_the_next_leader() {
+    let mut redis = RedisServer::start();
+    let (nodes, _) = cluster(&redis, 3);
+    let lead = leader(&nodes).await;
+    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
+    for n in &nodes {
+        common::wait_stats(n.addr, "three workers cluster-wide", |s| {
+            s["cluster_workers"] == 3
+        })
+        .await;
+    }
+    let mut recorders = Vec::new();
+    for n in &nodes {
+        recorders.push(Recorder::start(n.addr).await);
+    }
+    let pusher = nodes[(lead + 1) % nodes.len()].addr;
+    let mut steer = connect(pusher, "/ws/viewer").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    steer
+        .send(Message::binary(
+            Input { a: -800, b: 600 }.to_bytes().to_vec(),
+        ))
+        .await
+        .expect("the push is sent");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart();
+    let drain = tokio::spawn(async move { while steer.next().await.is_some() {} });
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut records = Vec::new();
+    for r in recorders {
+        records.push(r.finish().await);
+    }
+    drain.abort();
+    let versions: Vec<u32> = records.iter().map(|r| r.version).collect();
+    let s = stats(pusher).await;
+    eprintln!(
+        "versions per node {versions:?}; forwarded {}, lost {}",
+        s["cluster_inputs_forwarded"], s["cluster_inputs_lost"]
+    );
+    assert!(
+        versions.iter().all(|&v| v >= 1),
+        "the push made during the outage was lost: versions {versions:?}"
+    );
+    assert_eq!(s["cluster_inputs_lost"], 0, "{s}");
+    assert!(
+        s["cluster_inputs_forwarded"].as_u64().unwrap_or(0) >= 1,
+        "{s}"
+    );
+    assert_one_timeline("push during an outage", &records);
+    for w in workers {
+        w.abort();
+    }
+}

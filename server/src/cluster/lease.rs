@@ -16,6 +16,15 @@
 //! persistence resets `{p}term` to nothing) the next term still exceeds
 //! every term already written to the timeline.
 //!
+//! The term is enforced where it matters, in Redis: every append goes
+//! through the [`fence`](super::fence) script, which refuses a write whose
+//! term no longer holds this key. A node's own belief that it leads (below,
+//! on the boot clock [`Instant`], which counts through suspends) only
+//! decides whether it tries. Acquiring counts a request once: a node that
+//! finds the lease already its own under a term above the highest it knows
+//! (an earlier request of its own that timed out, then ran) gets that term
+//! back, not a new one.
+//!
 //! **Stepping down safely**: the lease counts from when the request was
 //! *sent* (Redis set the expiry later than that), minus a margin of
 //! `ttl / 10` for clock rates. A renewal that fails, or has no answer by

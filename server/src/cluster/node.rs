@@ -9,9 +9,11 @@
 //!   reads the timeline stream to its end, then resumes the core where the
 //!   committed timeline ends (frame, version and scene: see
 //!   [`Relay`]), so viewers everywhere see no gap and no repeat. Its
-//!   broadcaster publishes to its own viewers as on one node, and the
-//!   appender adds every batch to `{p}timeline`, encoded once for the
-//!   whole cluster. Workers of other nodes reach its core through
+//!   broadcaster hands every batch to the appender, which adds it to
+//!   `{p}timeline` (encoded once for the whole cluster, through the
+//!   [`fence`](super::fence) script: Redis refuses it if this node's term
+//!   no longer holds the lease) and only then publishes it to the node's
+//!   own viewers: nothing is shown that the next leader cannot read. Workers of other nodes reach its core through
 //!   [`tunnel::lead`].
 //! - **follower**: the core idles (no workers: its own workers are
 //!   tunnelled to the leader); the timeline reader feeds each new entry of
@@ -22,9 +24,11 @@
 //! down stream, and the cluster's totals for `/metrics`.
 //!
 //! A node keeps serving what it has while Redis is away: the leader's core
-//! keeps playing (appends wait and retry, in order) until its lease would
-//! lapse; followers' viewers play out their buffers; every reader resumes
-//! after its last ID when Redis is back.
+//! keeps rendering (appends wait and retry, in order) until its lease would
+//! lapse, and its viewers, like followers', play out their buffers; every
+//! reader resumes after its last ID when Redis is back. A follower's
+//! telemetry carries the cluster's head as the stream last told it
+//! ([`Node::cluster_head`]), so pages on every node play in step.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -66,6 +70,10 @@ const LEADER_POLL: Duration = Duration::from_millis(200);
 /// How long admission waits for Redis to say whether an address is banned
 /// before letting the worker in (this node's own bans still apply).
 const BAN_CHECK: Duration = Duration::from_millis(300);
+
+/// How long a follower keeps trying to hand a viewer's push to a leader
+/// (none known, Redis away, the term fenced) before it counts it lost.
+pub const INPUT_CARRY: Duration = Duration::from_secs(3);
 
 /// Pause before retrying a Redis call that failed.
 const RETRY: Duration = Duration::from_millis(100);
@@ -250,15 +258,19 @@ impl Node {
 
     /// A viewer of this node (`viewer`, its connection id) pushed the
     /// donut: into the core if this node leads, else up to the leader.
+    ///
+    /// A push is not dropped for want of a leader: while none is known, or
+    /// the term it was sent to is over (Redis fences the write), it is
+    /// carried to whichever node leads next, for up to [`INPUT_CARRY`].
+    /// Counted as `cluster_inputs_forwarded` or, given up,
+    /// `cluster_inputs_lost`.
     pub fn input(self: &Arc<Self>, app: &App, viewer: u64, push: Impulse) {
         if self.is_leader() {
             app.core.input(viewer_key(self.id(), viewer), push);
             return;
         }
-        let Some(Leader { term, .. }) = self.leader.borrow().clone() else {
-            return;
-        };
         let (Ok(a), Ok(b)) = (i16::try_from(push.a), i16::try_from(push.b)) else {
+            app.stats.cluster_inputs_lost.inc();
             return;
         };
         let msg = Up::Input {
@@ -269,11 +281,28 @@ impl Node {
         }
         .to_vec();
         let node = Arc::clone(self);
+        let stats = Arc::clone(&app.stats);
         tokio::spawn(async move {
-            let key = node.link.keys().up(term);
-            let token = Token::term(term);
-            if let Err(e) = tunnel_log::append(&node.link, &key, &token, &msg).await {
-                debug!("an input was lost: {e}");
+            let give_up = tokio::time::Instant::now() + INPUT_CARRY;
+            loop {
+                let leader = node.leader.borrow().clone();
+                if let Some(Leader { term, .. }) = leader {
+                    let key = node.link.keys().up(term);
+                    let token = Token::term(term);
+                    match tunnel_log::append(&node.link, &key, &token, &msg).await {
+                        Ok(()) => {
+                            stats.cluster_inputs_forwarded.inc();
+                            return;
+                        }
+                        Err(e) => debug!(term, "an input was not taken (retrying): {e}"),
+                    }
+                }
+                if tokio::time::Instant::now() >= give_up {
+                    warn!("an input was lost: no leader took it in {INPUT_CARRY:?}");
+                    stats.cluster_inputs_lost.inc();
+                    return;
+                }
+                tokio::time::sleep(RETRY).await;
             }
         });
     }
