@@ -224,6 +224,15 @@ impl Server {
         let stats = Arc::new(Stats::default());
         let fps = if cfg.paced() { cfg.fps } else { 0 };
         let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
+        // In a cluster the core publishes to a fan-out of its own, which no
+        // viewer reads: the node passes each batch on to the viewers' once
+        // Redis has appended it (durability before visibility, see
+        // `cluster::node`).
+        let core_fanout = if cfg.cluster.is_some() {
+            Arc::new(Fanout::new(cfg.viewer_queue, Arc::new(Stats::default())))
+        } else {
+            Arc::clone(&fanout)
+        };
         let core = Arc::new(Core::new(
             CoreConfig {
                 fps,
@@ -247,7 +256,7 @@ impl Server {
                 },
             },
             Arc::clone(&stats),
-            Arc::clone(&fanout),
+            Arc::clone(&core_fanout),
             Instant::now(),
         ));
         let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
@@ -296,7 +305,7 @@ impl Server {
         let mut tasks = vec![
             tokio::spawn(broadcaster::run(
                 Arc::clone(&core),
-                fanout,
+                core_fanout,
                 commit_tx,
                 shutdown_rx.clone(),
             )),

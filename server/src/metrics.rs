@@ -276,6 +276,12 @@ figures! {
         scene_changes: "Scene changes committed.";
         /// Frames missing from the cluster's timeline stream when a node read it (Redis lost entries).
         cluster_frames_lost: "Frames missing from the cluster timeline stream.";
+        /// Timeline appends Redis refused because this node's term no longer held the lease (fencing).
+        cluster_appends_fenced: "Cluster timeline appends refused by fencing.";
+        /// Viewer pushes a follower handed to the leader's up stream.
+        cluster_inputs_forwarded: "Viewer inputs forwarded to the cluster's leader.";
+        /// Viewer pushes a follower could not hand to any leader in time (or could not encode).
+        cluster_inputs_lost: "Viewer inputs no leader took.";
         /// Frames handed out at or after a change's frame, superseded and rendered again.
         frames_superseded: "Frames superseded by scene changes.";
         /// Connections closed for a malformed or wrong-role message.
@@ -404,6 +410,9 @@ mod tests {
             "donut_inputs_refused_total counter",
             "donut_scene_changes_total counter",
             "donut_cluster_frames_lost_total counter",
+            "donut_cluster_appends_fenced_total counter",
+            "donut_cluster_inputs_forwarded_total counter",
+            "donut_cluster_inputs_lost_total counter",
             "donut_frames_superseded_total counter",
             "donut_protocol_errors_total counter",
             "donut_connections_refused_total counter",
@@ -506,6 +515,9 @@ mod tests {
             "inputs_refused",
             "scene_changes",
             "cluster_frames_lost",
+            "cluster_appends_fenced",
+            "cluster_inputs_forwarded",
+            "cluster_inputs_lost",
             "frames_superseded",
             "protocol_errors",
             "connections_refused",

@@ -59,6 +59,16 @@ pub struct Sources {
 /// Computes the current telemetry; `fleet_fps` comes from the caller.
 pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
     let pos = src.core.position();
+    // A follower's core idles (its head is 0, or frozen where it stopped
+    // leading): its pages anchor their clocks on the cluster's head, the
+    // one the timeline stream carries, so every node's pages show the same
+    // frame at the same moment.
+    let (head, contiguous) = match &src.cluster {
+        Some(node) if !node.is_leader() => node
+            .cluster_head(Instant::now(), src.fps)
+            .unwrap_or((pos.head, pos.contiguous)),
+        _ => (pos.head, pos.contiguous),
+    };
     let s = &src.stats;
     let (workers, viewers, fleet_fps) = match &src.cluster {
         None => (src.fleet.workers(), src.fleet.viewers(), fleet_fps),
@@ -75,12 +85,12 @@ pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
         }
     };
     Telemetry {
-        head: pos.head,
+        head,
         fps: src.fps,
         workers: u32::try_from(workers).unwrap_or(u32::MAX),
         viewers: u32::try_from(viewers).unwrap_or(u32::MAX),
         fleet_fps,
-        buffered_frames: u32::try_from(pos.contiguous.saturating_sub(pos.head)).unwrap_or(u32::MAX),
+        buffered_frames: u32::try_from(contiguous.saturating_sub(head)).unwrap_or(u32::MAX),
         batches_verified: s.batches_verified.get(),
         frames_checked: s.frames_checked.get(),
         batches_rejected: s.batches_rejected.get(),

@@ -272,7 +272,7 @@ async fn append_all(
     let mut out = Vec::new();
     for start in starts {
         let e = entry(start);
-        let id = retrying("XADD", || log.append(&e)).await;
+        let id = retrying("XADD", || log.append_unfenced(&e)).await;
         out.push((id, e));
     }
     out
@@ -407,4 +407,138 @@ async fn poll_totals(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The fencing script (issue 23): an append lands only while the lease
+/// is held under the writer's token, checked inside Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fenced_append_is_refused_for_any_other_holder_or_term() {
+    use donut_server::cluster::fence::{self, Appended, Token};
+    let redis = RedisServer::start();
+    let p = prefix("fence");
+    let l = link(&redis, &p).await;
+    let key = format!("{p}timeline");
+    let put = |token: Token, tag: &'static str| {
+        let (l, key) = (l.clone(), key.clone());
+        async move {
+            fence::append(&l, &key, &token, 100, 0, &[("x", tag.as_bytes())])
+                .await
+                .expect("the script runs")
+        }
+    };
+    // Nobody holds the lease: every append is refused.
+    assert_eq!(
+        put(Token::leader("n1", 1), "none").await,
+        Appended::Fenced { holder: None }
+    );
+    let won = lease::acquire(&l, "n1", 60_000, 0).await.expect("acquire");
+    assert_eq!(won, Some(lease::Acquired::Won { term: 1 }));
+    assert!(matches!(
+        put(Token::leader("n1", 1), "a").await,
+        Appended::Id(_)
+    ));
+    assert!(matches!(put(Token::term(1), "b").await, Appended::Id(_)));
+    let n1 = Some(("n1".to_owned(), 1));
+    for stale in [
+        Token::leader("n1", 0),
+        Token::leader("n2", 1),
+        Token::term(2),
+    ] {
+        assert_eq!(
+            put(stale.clone(), "stale").await,
+            Appended::Fenced { holder: n1.clone() },
+            "{stale:?}"
+        );
+    }
+    // n1 steps down (its floor is now 1) and takes the lease again: a new
+    // term, and its old token is refused from then on.
+    let again = lease::acquire(&l, "n1", 60_000, 1).await.expect("acquire");
+    assert_eq!(again, Some(lease::Acquired::Won { term: 2 }));
+    assert!(matches!(
+        put(Token::leader("n1", 1), "late").await,
+        Appended::Fenced { .. }
+    ));
+    assert!(matches!(
+        put(Token::leader("n1", 2), "c").await,
+        Appended::Id(_)
+    ));
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut l.conn())
+        .await
+        .expect("XRANGE");
+    let tags: Vec<String> = reply
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("x").expect("a tag"))
+        .collect();
+    assert_eq!(tags, ["a", "b", "c"], "only the holder's appends landed");
+}
+
+/// The acquire script counts a request once: repeats by the holder under
+/// the same floor (requests that timed out and ran later) get the same
+/// term, another node gets the holder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acquire_requests_that_run_late_count_once() {
+    let redis = RedisServer::start();
+    let p = prefix("acquire-once");
+    let l = link(&redis, &p).await;
+    for _ in 0..5 {
+        assert_eq!(
+            lease::acquire(&l, "n1", 60_000, 0).await.expect("acquire"),
+            Some(lease::Acquired::Won { term: 1 })
+        );
+    }
+    assert_eq!(
+        lease::acquire(&l, "n2", 60_000, 0).await.expect("acquire"),
+        Some(lease::Acquired::HeldBy { term: Some(1) })
+    );
+    let term: u64 = redis::cmd("GET")
+        .arg(format!("{p}term"))
+        .query_async(&mut l.conn())
+        .await
+        .expect("GET term");
+    assert_eq!(term, 1);
+}
+
+/// Redis frozen (`SIGSTOP`) for several leases while two drivers keep
+/// sending: the acquires queued behind it run when it thaws, and the term
+/// moves by one leadership, not by one per queued request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_does_not_inflate_the_term() {
+    let redis = RedisServer::start();
+    let p = prefix("frozen");
+    let a = Lease::start(link(&redis, &p).await, "node-a".into(), TTL);
+    let b = Lease::start(link(&redis, &p).await, "node-b".into(), TTL);
+    wait_until("a leader", Duration::from_secs(5), || {
+        is_leader(&a).is_some() || is_leader(&b).is_some()
+    })
+    .await;
+    let before = is_leader(&a).or(is_leader(&b)).expect("a leader");
+    redis.freeze();
+    tokio::time::sleep(TTL * 8).await;
+    assert_eq!(
+        (is_leader(&a), is_leader(&b)),
+        (None, None),
+        "a leader outlived its lease with Redis frozen"
+    );
+    redis.thaw();
+    wait_until("a leader after the thaw", Duration::from_secs(10), || {
+        is_leader(&a).is_some() || is_leader(&b).is_some()
+    })
+    .await;
+    tokio::time::sleep(TTL * 2).await;
+    let observer = link(&redis, &p).await;
+    let term: u64 = retrying("GET term", || {
+        let mut c = observer.conn();
+        let key = format!("{p}term");
+        async move { redis::cmd("GET").arg(key).query_async(&mut c).await }
+    })
+    .await;
+    assert!(
+        term <= before + 1,
+        "term {term} after {before}: queued acquires counted more than once"
+    );
 }

@@ -16,6 +16,15 @@
 //! persistence resets `{p}term` to nothing) the next term still exceeds
 //! every term already written to the timeline.
 //!
+//! The term is enforced where it matters, in Redis: every append goes
+//! through the [`fence`](super::fence) script, which refuses a write whose
+//! term no longer holds this key. A node's own belief that it leads (below,
+//! on the boot clock [`Instant`], which counts through suspends) only
+//! decides whether it tries. Acquiring counts a request once: a node that
+//! finds the lease already its own under a term above the highest it knows
+//! (an earlier request of its own that timed out, then ran) gets that term
+//! back, not a new one.
+//!
 //! **Stepping down safely**: the lease counts from when the request was
 //! *sent* (Redis set the expiry later than that), minus a margin of
 //! `ttl / 10` for clock rates. A renewal that fails, or has no answer by
@@ -34,7 +43,71 @@ use std::time::Duration;
 use redis::{RedisResult, Script, Value};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+
+/// The lease's clock: `CLOCK_BOOTTIME` on Linux, which (unlike
+/// `CLOCK_MONOTONIC`, behind `std::time::Instant` and Tokio's) keeps
+/// counting while the machine is suspended. A leader whose host slept
+/// through its lease must find the lease over when it wakes, not resume
+/// believing it still holds it. Elsewhere `CLOCK_MONOTONIC`. The belief
+/// only decides whether the node *tries* to lead: Redis's fencing script
+/// ([`super::fence`]) decides whether a write lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant(Duration);
+
+impl Instant {
+    /// Now, on the boot clock.
+    pub fn now() -> Self {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        const CLOCK: libc::clockid_t = libc::CLOCK_BOOTTIME;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        const CLOCK: libc::clockid_t = libc::CLOCK_MONOTONIC;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id exists
+        // on every kernel this builds for (Linux 2.6.39+ for BOOTTIME).
+        let r = unsafe { libc::clock_gettime(CLOCK, &raw mut ts) };
+        if r != 0 {
+            return Self(Duration::ZERO);
+        }
+        Self(Duration::new(
+            u64::try_from(ts.tv_sec).unwrap_or(0),
+            u32::try_from(ts.tv_nsec).unwrap_or(0),
+        ))
+    }
+
+    /// Time from `earlier` to `self`, zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Self) -> Duration {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// `self - d`, if that is not before the clock's start.
+    pub fn checked_sub(self, d: Duration) -> Option<Self> {
+        self.0.checked_sub(d).map(Self)
+    }
+}
+
+impl std::ops::Add<Duration> for Instant {
+    type Output = Self;
+    fn add(self, d: Duration) -> Self {
+        Self(self.0.saturating_add(d))
+    }
+}
+
+impl std::ops::Sub<Duration> for Instant {
+    type Output = Self;
+    fn sub(self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(d))
+    }
+}
+
+impl std::ops::Sub for Instant {
+    type Output = Duration;
+    fn sub(self, earlier: Self) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
 
 use super::Link;
 
@@ -200,15 +273,28 @@ impl LeasePolicy {
     }
 }
 
-/// `GET` leader; if another node's, return it; else `INCR` term (above the
-/// floor) and `SET` leader `<node>:<term> PX ttl`; return the term.
+/// `GET` leader; if another node's, return it. If ours under a term above
+/// the floor (the highest term this node knows), a request of ours that
+/// timed out ran after all: return that term (and extend it), so requests
+/// queued behind a frozen Redis count once, not once each. Else `INCR`
+/// term (above the floor) and `SET` leader `<node>:<term> PX ttl`; return
+/// the term. A term is one unbroken holding of the lease by one node: a
+/// node that stepped down (its floor is its old term) and takes the lease
+/// again gets a new one, which fences whatever it still had in flight.
 const ACQUIRE: &str = r"
+local floor = tonumber(ARGV[3])
 local held = redis.call('GET', KEYS[1])
-if held and string.sub(held, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then
-  return held
+if held then
+  if string.sub(held, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then
+    return held
+  end
+  local ours = tonumber(string.sub(held, #ARGV[1] + 2))
+  if ours and ours > floor then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return ours
+  end
 end
 local term = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[3])
 if term <= floor then
   term = floor + 1
   redis.call('SET', KEYS[2], string.format('%d', term))
@@ -262,6 +348,31 @@ pub async fn holder(link: &Link) -> RedisResult<Option<(String, u64)>> {
         .map(|(node, term)| (node.to_owned(), term)))
 }
 
+/// One run of the acquire script for `node` (a lease of `ttl_ms`, a term
+/// above `floor`): the term won, or who holds the lease; `None` for an
+/// answer the script never gives.
+///
+/// # Errors
+/// Redis unreachable or slow. A request that timed out may still run
+/// later: the script counts it once (see the `ACQUIRE` script).
+pub async fn acquire(
+    link: &Link,
+    node: &str,
+    ttl_ms: u64,
+    floor: u64,
+) -> RedisResult<Option<Acquired>> {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    let mut invocation = SCRIPT.get_or_init(|| Script::new(ACQUIRE)).prepare_invoke();
+    invocation
+        .key(link.keys().leader())
+        .key(link.keys().term())
+        .arg(node)
+        .arg(ttl_ms)
+        .arg(floor);
+    let reply: Value = invocation.invoke_async(&mut link.conn()).await?;
+    Ok(parse_acquired(&reply))
+}
+
 /// A running lease driver. Dropping it stops the driver at once without
 /// releasing the lease (as a crash would: the lease lapses after `ttl`);
 /// [`Lease::resign`] releases it for a quick hand-over.
@@ -286,7 +397,6 @@ impl Lease {
             policy: LeasePolicy::new(ttl, Instant::now()),
             role: tx,
             floor: Arc::clone(&floor),
-            acquire: Script::new(ACQUIRE),
             renew: Script::new(RENEW),
         };
         let task = tokio::spawn(driver.run());
@@ -339,14 +449,18 @@ struct Driver {
     policy: LeasePolicy,
     role: watch::Sender<Role>,
     floor: Arc<AtomicU64>,
-    acquire: Script,
     renew: Script,
 }
 
 impl Driver {
     async fn run(mut self) {
         loop {
-            tokio::time::sleep_until(self.policy.due()).await;
+            // Tokio's timer runs on CLOCK_MONOTONIC: a sleep may end late
+            // after a suspend, never early; the boot clock is re-read below.
+            let wait = self.policy.due().saturating_duration_since(Instant::now());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             self.policy.observe_term(self.floor.load(Ordering::Relaxed));
             let sent = Instant::now();
             self.policy.tick(sent);
@@ -381,17 +495,10 @@ impl Driver {
     }
 
     async fn try_acquire(&self, floor: u64, deadline: Instant) -> Option<Acquired> {
-        let mut invocation = self.acquire.prepare_invoke();
-        invocation
-            .key(self.link.keys().leader())
-            .key(self.link.keys().term())
-            .arg(self.value_prefix.trim_end_matches(':'))
-            .arg(self.ttl_ms())
-            .arg(floor);
-        let mut conn = self.link.conn();
-        let call = invocation.invoke_async::<Value>(&mut conn);
-        let reply = tokio::time::timeout_at(deadline, call).await.ok()?;
-        parse_acquired(&reply.ok()?)
+        let node = self.value_prefix.trim_end_matches(':');
+        let call = acquire(&self.link, node, self.ttl_ms(), floor);
+        let limit = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(limit, call).await.ok()?.ok()?
     }
 
     async fn try_renew(&self, term: u64, deadline: Instant) -> Option<bool> {
@@ -402,7 +509,8 @@ impl Driver {
             .arg(self.ttl_ms());
         let mut conn = self.link.conn();
         let call = invocation.invoke_async::<i64>(&mut conn);
-        let reply = tokio::time::timeout_at(deadline, call).await.ok()?;
+        let limit = deadline.saturating_duration_since(Instant::now());
+        let reply = tokio::time::timeout(limit, call).await.ok()?;
         reply.ok().map(|extended| extended == 1)
     }
 }

@@ -31,7 +31,7 @@
 //! | key | type | written by | role |
 //! |---|---|---|---|
 //! | `{p}leader` | string `<node>:<term>`, `PX` lease | the leader | who orders the timeline ([`lease`]) |
-//! | `{p}term` | integer | a node acquiring the lease | the fencing epoch: strictly grows with each leader |
+//! | `{p}term` | integer | a node acquiring the lease | the fencing epoch: strictly grows with each leader; every stream append checks it in Redis ([`fence`]) |
 //! | `{p}timeline` | stream, `MAXLEN ~` ring | the leader | committed batches, encoded once ([`stream_log`]) |
 //! | `{p}node:<id>` | hash, `PEXPIRE` | each node, every ~500 ms | its figures ([`registry`]) |
 //! | `{p}nodes` | sorted set, score = expiry (ms) | each node | index of live nodes ([`registry`]) |
@@ -41,6 +41,7 @@
 //! which Redis Cluster would only allow under one hash tag.
 
 pub mod bans;
+pub mod fence;
 pub mod keys;
 pub mod lease;
 pub mod node;

@@ -9,9 +9,11 @@
 //!   reads the timeline stream to its end, then resumes the core where the
 //!   committed timeline ends (frame, version and scene: see
 //!   [`Relay`]), so viewers everywhere see no gap and no repeat. Its
-//!   broadcaster publishes to its own viewers as on one node, and the
-//!   appender adds every batch to `{p}timeline`, encoded once for the
-//!   whole cluster. Workers of other nodes reach its core through
+//!   broadcaster hands every batch to the appender, which adds it to
+//!   `{p}timeline` (encoded once for the whole cluster, through the
+//!   [`fence`](super::fence) script: Redis refuses it if this node's term
+//!   no longer holds the lease) and only then publishes it to the node's
+//!   own viewers: nothing is shown that the next leader cannot read. Workers of other nodes reach its core through
 //!   [`tunnel::lead`].
 //! - **follower**: the core idles (no workers: its own workers are
 //!   tunnelled to the leader); the timeline reader feeds each new entry of
@@ -22,9 +24,11 @@
 //! down stream, and the cluster's totals for `/metrics`.
 //!
 //! A node keeps serving what it has while Redis is away: the leader's core
-//! keeps playing (appends wait and retry, in order) until its lease would
-//! lapse; followers' viewers play out their buffers; every reader resumes
-//! after its last ID when Redis is back.
+//! keeps rendering (appends wait and retry, in order) until its lease would
+//! lapse, and its viewers, like followers', play out their buffers; every
+//! reader resumes after its last ID when Redis is back. A follower's
+//! telemetry carries the cluster's head as the stream last told it
+//! ([`Node::cluster_head`]), so pages on every node play in step.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +43,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::fence::{Appended, Token};
 use super::lease::{self, Lease, Role};
 use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
 use super::relay::{Relay, ResumePoint, Verdict};
@@ -66,6 +71,10 @@ const LEADER_POLL: Duration = Duration::from_millis(200);
 /// before letting the worker in (this node's own bans still apply).
 const BAN_CHECK: Duration = Duration::from_millis(300);
 
+/// How long a follower keeps trying to hand a viewer's push to a leader
+/// (none known, Redis away, the term fenced) before it counts it lost.
+pub const INPUT_CARRY: Duration = Duration::from_secs(3);
+
 /// Pause before retrying a Redis call that failed.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -84,6 +93,37 @@ pub struct Node {
     tunnelled: AtomicU64,
     /// Set when the node stops: it appends nothing more.
     stopping: AtomicBool,
+    /// The cluster's playback head as the last entry taken said it, when
+    /// (see [`Node::cluster_head`]).
+    relayed_head: Mutex<Option<RelayedHead>>,
+}
+
+/// The leader's playback head as an entry of the timeline carried it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayedHead {
+    /// The head (a frame number) when the leader published the batch.
+    pub head: u64,
+    /// One past the batch's last frame: the head never passes it.
+    pub end: u64,
+    /// When this node took the entry.
+    pub at: Instant,
+}
+
+impl RelayedHead {
+    /// Where the leader's head is at `now` when it plays `fps` frames a
+    /// second (0: unpaced, the head is the one carried): the carried head
+    /// moved on by the time since, never past the end of what was
+    /// committed (the leader's head waits there too when frames run out).
+    pub fn at(&self, now: Instant, fps: u16) -> u64 {
+        if fps == 0 {
+            return self.head;
+        }
+        let elapsed = now.saturating_duration_since(self.at);
+        // The carried head is a whole frame: the leader was on average
+        // half a frame past it.
+        let moved = (elapsed.as_secs_f64() * f64::from(fps) + 0.5) as u64;
+        self.head.saturating_add(moved).min(self.end.max(self.head))
+    }
 }
 
 impl Node {
@@ -109,6 +149,7 @@ impl Node {
             totals: Mutex::new(ClusterTotals::default()),
             tunnelled: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            relayed_head: Mutex::new(None),
             cfg,
         }))
     }
@@ -128,7 +169,7 @@ impl Node {
         });
         let tasks = vec![
             tokio::spawn(Arc::clone(self).roles(Arc::clone(app), shutdown.clone())),
-            tokio::spawn(Arc::clone(self).append(commits)),
+            tokio::spawn(Arc::clone(self).append(Arc::clone(app), commits)),
             tokio::spawn(Arc::clone(self).poll_leader()),
             tokio::spawn(Arc::clone(self).read_downs()),
             tokio::spawn(Arc::clone(self).poll_totals(beat)),
@@ -187,6 +228,24 @@ impl Node {
         *self.role.borrow()
     }
 
+    /// The cluster's playback head as the timeline stream says it, moved
+    /// on to `now` at `fps` frames a second: what a follower's telemetry
+    /// tells its pages, so they play in step with the leader's (its idle
+    /// core's head is not the show's), and the end of what the stream
+    /// committed (frame numbers). `None` before any entry.
+    pub fn cluster_head(&self, now: Instant, fps: u16) -> Option<(u64, u64)> {
+        lock(&self.relayed_head).map(|h| (h.at(now, fps), h.end.max(h.head)))
+    }
+
+    /// Records the head carried by `entry`, taken now.
+    fn note_head(&self, entry: &TimelineEntry) {
+        *lock(&self.relayed_head) = Some(RelayedHead {
+            head: entry.head,
+            end: entry.start.saturating_add(u64::from(entry.count)),
+            at: Instant::now(),
+        });
+    }
+
     /// Who leads, as last read (updated every 200 ms).
     pub fn leader(&self) -> watch::Receiver<Option<Leader>> {
         self.leader.subscribe()
@@ -199,15 +258,19 @@ impl Node {
 
     /// A viewer of this node (`viewer`, its connection id) pushed the
     /// donut: into the core if this node leads, else up to the leader.
+    ///
+    /// A push is not dropped for want of a leader: while none is known, or
+    /// the term it was sent to is over (Redis fences the write), it is
+    /// carried to whichever node leads next, for up to [`INPUT_CARRY`].
+    /// Counted as `cluster_inputs_forwarded` or, given up,
+    /// `cluster_inputs_lost`.
     pub fn input(self: &Arc<Self>, app: &App, viewer: u64, push: Impulse) {
         if self.is_leader() {
             app.core.input(viewer_key(self.id(), viewer), push);
             return;
         }
-        let Some(Leader { term, .. }) = self.leader.borrow().clone() else {
-            return;
-        };
         let (Ok(a), Ok(b)) = (i16::try_from(push.a), i16::try_from(push.b)) else {
+            app.stats.cluster_inputs_lost.inc();
             return;
         };
         let msg = Up::Input {
@@ -218,10 +281,28 @@ impl Node {
         }
         .to_vec();
         let node = Arc::clone(self);
+        let stats = Arc::clone(&app.stats);
         tokio::spawn(async move {
-            let key = node.link.keys().up(term);
-            if let Err(e) = tunnel_log::append(&node.link, &key, term, &msg).await {
-                debug!("an input was lost: {e}");
+            let give_up = tokio::time::Instant::now() + INPUT_CARRY;
+            loop {
+                let leader = node.leader.borrow().clone();
+                if let Some(Leader { term, .. }) = leader {
+                    let key = node.link.keys().up(term);
+                    let token = Token::term(term);
+                    match tunnel_log::append(&node.link, &key, &token, &msg).await {
+                        Ok(()) => {
+                            stats.cluster_inputs_forwarded.inc();
+                            return;
+                        }
+                        Err(e) => debug!(term, "an input was not taken (retrying): {e}"),
+                    }
+                }
+                if tokio::time::Instant::now() >= give_up {
+                    warn!("an input was lost: no leader took it in {INPUT_CARRY:?}");
+                    stats.cluster_inputs_lost.inc();
+                    return;
+                }
+                tokio::time::sleep(RETRY).await;
             }
         });
     }
@@ -382,6 +463,7 @@ impl Node {
             }
             Verdict::Take => {}
         }
+        self.note_head(&entry);
         let Ok(scene) = Scene::from_bytes(&entry.scene) else {
             return;
         };
@@ -398,7 +480,7 @@ impl Node {
 
     /// Appends each batch the broadcaster published, in order, while this
     /// node leads; retries while Redis is away (and the lease holds).
-    async fn append(self: Arc<Self>, mut commits: mpsc::UnboundedReceiver<Batch>) {
+    async fn append(self: Arc<Self>, app: Arc<App>, mut commits: mpsc::UnboundedReceiver<Batch>) {
         while let Some(batch) = commits.recv().await {
             let Role::Leader { term } = self.role() else {
                 continue;
@@ -413,12 +495,31 @@ impl Node {
                 version: batch.timeline,
                 head: batch.head,
                 scene: batch.scene.to_bytes(),
-                msg: batch.msg,
+                msg: batch.msg.clone(),
             };
+            let token = Token::leader(self.id(), term);
             loop {
-                match self.log.append(&entry).await {
-                    Ok(id) => {
-                        lock(&self.relay).offer(id, &entry);
+                match self.log.append_fenced(&token, &entry).await {
+                    Ok(Appended::Id(id)) => {
+                        // Durable in the shared log: now, and only now,
+                        // this node's viewers may see it.
+                        if lock(&self.relay).offer(id, &entry) != Verdict::Drop {
+                            self.note_head(&entry);
+                            app.fanout.publish(batch.clone());
+                        }
+                        break;
+                    }
+                    Ok(Appended::Fenced { holder }) => {
+                        // Redis says our term is over: nothing more of it
+                        // can be written; the lease driver learns it at its
+                        // next renewal.
+                        warn!(
+                            term,
+                            ?holder,
+                            start = entry.start,
+                            "append refused: the term no longer holds the lease"
+                        );
+                        app.stats.cluster_appends_fenced.inc();
                         break;
                     }
                     Err(e) if self.is_leader() => {
@@ -529,4 +630,30 @@ pub fn viewer_key(node: &str, viewer: u64) -> u64 {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here leaves its value whole.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_head_moves_with_time_up_to_the_committed_end() {
+        let t0 = Instant::now();
+        let h = RelayedHead {
+            head: 1_000,
+            end: 1_180,
+            at: t0,
+        };
+        assert_eq!(h.at(t0, 60), 1_000);
+        assert_eq!(h.at(t0 + Duration::from_millis(500), 60), 1_030);
+        // Frames ran out: the leader's head waits at the end, so does this.
+        assert_eq!(h.at(t0 + Duration::from_secs(10), 60), 1_180);
+        // Unpaced: the head carried.
+        assert_eq!(h.at(t0 + Duration::from_secs(1), 0), 1_000);
+        // A clock read before the entry was taken: no time has passed.
+        assert_eq!(
+            h.at(t0.checked_sub(Duration::from_secs(1)).unwrap_or(t0), 60),
+            1_000
+        );
+    }
 }

@@ -201,8 +201,34 @@ impl TimelineLog {
         Self { link, maxlen }
     }
 
-    /// Appends `entry` (`XADD {p}timeline MAXLEN ~ N * …`); returns its ID.
-    pub async fn append(&self, entry: &TimelineEntry) -> RedisResult<EntryId> {
+    /// Appends `entry` if the lease is held under `token`, through the
+    /// [`fence`](super::fence) script: the entry's ID, or the refusal.
+    ///
+    /// # Errors
+    /// Redis unreachable or slow (the append may still run later: it is
+    /// then fenced like any other).
+    pub async fn append_fenced(
+        &self,
+        token: &super::fence::Token,
+        entry: &TimelineEntry,
+    ) -> RedisResult<super::fence::Appended> {
+        let fields = entry.to_fields();
+        let pairs: Vec<(&str, &[u8])> = fields.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        super::fence::append(
+            &self.link,
+            &self.link.keys().timeline(),
+            token,
+            self.maxlen,
+            0,
+            &pairs,
+        )
+        .await
+    }
+
+    /// Appends `entry` with a bare `XADD {p}timeline MAXLEN ~ N * …`,
+    /// unfenced: only for comparison in benchmarks and tests (every node
+    /// writes through [`Self::append_fenced`]). Returns its ID.
+    pub async fn append_unfenced(&self, entry: &TimelineEntry) -> RedisResult<EntryId> {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(self.link.keys().timeline())
             .arg("MAXLEN")

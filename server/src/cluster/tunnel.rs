@@ -42,6 +42,7 @@ use donut_shared::wire::{FromWorker, RESULT_HEADER_LEN, Task, TaskResult, ToWork
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
 
+use super::fence::Token;
 use super::node::{Leader, Node, viewer_key};
 use super::registry;
 use super::tunnel_log::{self, TunnelReader};
@@ -242,7 +243,8 @@ impl Tunnel<'_> {
     async fn send(&self, msg: Vec<u8>) {
         let Some(term) = self.term else { return };
         let key = self.node.link().keys().up(term);
-        if let Err(e) = tunnel_log::append(self.node.link(), &key, term, &msg).await {
+        let token = Token::term(term);
+        if let Err(e) = tunnel_log::append(self.node.link(), &key, &token, &msg).await {
             debug!("tunnel message lost: {e}");
         }
     }
@@ -370,8 +372,9 @@ fn open(
             }
             .to_vec();
             let link = node.link().clone();
+            let token = Token::leader(node.id(), term);
             tokio::spawn(async move {
-                let _ = tunnel_log::append(&link, &down, term, &msg).await;
+                let _ = tunnel_log::append(&link, &down, &token, &msg).await;
             });
             return;
         }
@@ -389,11 +392,12 @@ fn open(
         counted.count_tunnel(false);
     };
     tokio::spawn(serve.instrument(span.clone()));
-    tokio::spawn(forward(node.link().clone(), down, term, conn, far).instrument(span));
+    let token = Token::leader(node.id(), term);
+    tokio::spawn(forward(node.link().clone(), down, token, conn, far).instrument(span));
 }
 
 /// Sends what the worker protocol says to the follower's down stream.
-async fn forward(link: super::Link, down: String, term: u64, conn: u64, far: PipeEnd) {
+async fn forward(link: super::Link, down: String, token: Token, conn: u64, far: PipeEnd) {
     let PipeEnd {
         mut outbound,
         inbound,
@@ -413,7 +417,7 @@ async fn forward(link: super::Link, down: String, term: u64, conn: u64, far: Pip
                 .to_vec()
             }
         };
-        if let Err(e) = tunnel_log::append(&link, &down, term, &msg).await {
+        if let Err(e) = tunnel_log::append(&link, &down, &token, &msg).await {
             debug!("down message lost: {e}");
         }
         if matches!(out, Outbound::Close(_)) {

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use redis::{RedisResult, Value};
 
 use super::Link;
+use super::fence::{self, Appended, Token};
 use super::stream_log::{DecodeError, EntryId, ReadEvent, StreamReader, field, number};
 
 /// Entries kept per tunnel stream (about; Redis trims whole nodes).
@@ -28,22 +29,34 @@ pub const MAXLEN: usize = 10_000;
 /// Seconds a tunnel stream outlives its last write.
 const EXPIRE_SECS: u64 = 3600;
 
-/// Appends `msg` (under leader term `term`) to stream `key`.
-pub async fn append(link: &Link, key: &str, term: u64, msg: &[u8]) -> RedisResult<()> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("XADD")
-        .arg(key)
-        .arg("MAXLEN")
-        .arg("~")
-        .arg(MAXLEN)
-        .arg("*")
-        .arg("t")
-        .arg(term)
-        .arg("m")
-        .arg(msg)
-        .ignore();
-    pipe.cmd("EXPIRE").arg(key).arg(EXPIRE_SECS).ignore();
-    pipe.query_async(&mut link.conn()).await
+/// Appends `msg` to stream `key` if the lease is held under `token` (the
+/// leader writing down to a follower: its own node and term; a follower
+/// writing up: any node under the term it addresses), through the
+/// [`fence`](super::fence) script. The entry carries the token's term.
+///
+/// # Errors
+/// Redis unreachable or slow; or [`Fenced`] when Redis refused the write
+/// because that term no longer leads.
+pub async fn append(link: &Link, key: &str, token: &Token, msg: &[u8]) -> RedisResult<()> {
+    let term = token.term.to_string();
+    let fields: [(&str, &[u8]); 2] = [("t", term.as_bytes()), ("m", msg)];
+    match fence::append(link, key, token, MAXLEN, EXPIRE_SECS, &fields).await? {
+        Appended::Id(_) => Ok(()),
+        Appended::Fenced { .. } => Err(Fenced.into()),
+    }
+}
+
+/// A tunnel write refused by Redis: its term no longer holds the lease.
+#[derive(Debug, Clone, Copy)]
+pub struct Fenced;
+
+impl From<Fenced> for redis::RedisError {
+    fn from(_: Fenced) -> Self {
+        redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "fenced: the term no longer holds the lease",
+        ))
+    }
 }
 
 /// Empties stream `key` (a node's own down stream, at start: its id is

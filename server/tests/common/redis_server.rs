@@ -59,6 +59,17 @@ impl RedisServer {
         format!("redis://{}", self.addr())
     }
 
+    /// Freezes it (`SIGSTOP`): connections stay open, nothing is answered,
+    /// and commands sent meanwhile run when it is thawed ([`Self::thaw`]).
+    pub fn freeze(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// Thaws it after [`Self::freeze`] (`SIGCONT`).
+    pub fn thaw(&self) {
+        signal(self.child.id(), "CONT");
+    }
+
     /// Kills it (`SIGKILL`: no goodbye to clients) and waits for it to go.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -87,6 +98,16 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Sends `SIGsig` to process `pid` (with kill(1)).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 fn spawn(port: u16) -> Child {
