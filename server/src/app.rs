@@ -213,6 +213,7 @@ impl Server {
                 batch_frames: cfg.batch_frames,
                 codec: cfg.codec,
                 input_lead_frames: cfg.input_lead_frames,
+                input_lead_min_frames: cfg.input_lead_min_frames,
                 input_commit_interval: Duration::from_millis(cfg.input_commit_ms),
                 hot_quiet: Duration::from_millis(cfg.input_hot_ms),
                 scheduler: SchedulerConfig {

@@ -164,6 +164,13 @@ pub struct ServeConfig {
     /// workers get to render the changed frames before playback needs them.
     #[arg(long, env = "DONUT_INPUT_LEAD_FRAMES", default_value_t = 8)]
     pub input_lead_frames: u64,
+    /// The least input lead in frames. The lead used is measured: the
+    /// slowest of the last 8 changes' commit → broadcast of their first
+    /// frames, plus a frame, between this floor and `--input-lead-frames`
+    /// (the ceiling, used until a change has been measured). Equal to the
+    /// ceiling, the lead is fixed.
+    #[arg(long, env = "DONUT_INPUT_LEAD_MIN_FRAMES", default_value_t = 2)]
+    pub input_lead_min_frames: u64,
     /// Least milliseconds between two scene changes. Inputs arriving sooner
     /// wait and fold into the next change, so a player spinning
     /// continuously costs at most 1000 / this many re-renders of the

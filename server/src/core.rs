@@ -100,6 +100,7 @@ use crate::fanout::{Batch, Fanout};
 use crate::metrics::Stats;
 use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
 use crate::timeline::Timeline;
+use crate::timeline::lead::LeadEstimator;
 use crate::trust::reputation::AddrKey;
 
 /// What the core tells one worker's connection.
@@ -175,10 +176,14 @@ pub struct CoreConfig {
     pub codec: Codec,
     /// Scheduler tunables.
     pub scheduler: SchedulerConfig,
-    /// A scene change applies this many frames past the playback head:
-    /// the time workers get to render the changed frames before playback
-    /// needs them (see [`crate::timeline`]).
+    /// A scene change applies at most this many frames past the playback
+    /// head: the time workers get to render the changed frames before
+    /// playback needs them (see [`crate::timeline`]). The lead used is
+    /// measured ([`crate::timeline::lead`]) between this and
+    /// `input_lead_min_frames`.
     pub input_lead_frames: u64,
+    /// The least input lead in frames (the measured lead's floor).
+    pub input_lead_min_frames: u64,
     /// Least time between two scene changes: a throttle with a leading
     /// edge (see [`crate::timeline`]).
     pub input_commit_interval: Duration,
@@ -211,6 +216,9 @@ pub struct Position {
     pub sched: SchedulerStats,
     /// The scene timeline's version.
     pub timeline: u32,
+    /// The input lead now, in frames (measured; see
+    /// [`crate::timeline::lead`]).
+    pub input_lead: u64,
     /// Whether the timeline is hot (viewers are steering): the window
     /// rendered and sent ends at the earliest frame the next change can
     /// land on.
@@ -238,6 +246,12 @@ struct Inner {
     last_tick: Instant,
     /// When the last scene change was committed.
     last_change: Option<Instant>,
+    /// The input lead, measured from how fast changes reach viewers.
+    lead: LeadEstimator,
+    /// The input lead in effect, in frames: the measured one, except that
+    /// it falls only while the timeline is quiet (a change made while hot
+    /// must not land before the window already sent).
+    input_lead: u64,
 }
 
 /// See the module docs.
@@ -272,6 +286,8 @@ impl Core {
             carry: 0.0,
             last_tick: now,
             last_change: None,
+            lead: LeadEstimator::new(cfg.input_lead_min_frames, cfg.input_lead_frames, cfg.fps),
+            input_lead: cfg.input_lead_frames,
         };
         Self {
             cfg,
@@ -305,6 +321,12 @@ impl Core {
             carry: 0.0,
             last_tick: now,
             last_change: None,
+            lead: LeadEstimator::new(
+                self.cfg.input_lead_min_frames,
+                self.cfg.input_lead_frames,
+                self.cfg.fps,
+            ),
+            input_lead: self.cfg.input_lead_frames,
         };
         self.fanout.advance(at);
     }
@@ -386,7 +408,7 @@ impl Core {
         Some(
             inner
                 .head
-                .saturating_add(self.cfg.input_lead_frames)
+                .saturating_add(inner.input_lead)
                 .saturating_add(wait_frames)
                 .max(inner.timeline.last_keyframe()),
         )
@@ -642,6 +664,14 @@ impl Core {
             }
         }
         inner.last_tick = inner.last_tick.max(now);
+        // A change whose first frames playback reached unsent was too
+        // slow for the lead.
+        let head = inner.head;
+        inner.lead.played(head, now);
+        let measured = inner.lead.lead();
+        if measured > inner.input_lead || self.hot_limit(&inner, now).is_none() {
+            inner.input_lead = measured;
+        }
         // After the head moved: the change lands `input_lead` frames past
         // where playback is now (see `hot_limit` for why it matters).
         self.commit_inputs(&mut inner, now);
@@ -682,9 +712,10 @@ impl Core {
         {
             return;
         }
-        let at = inner.head.saturating_add(self.cfg.input_lead_frames);
+        let at = inner.head.saturating_add(inner.input_lead);
         if let Some(change) = inner.timeline.commit(at) {
             inner.last_change = Some(now);
+            inner.lead.committed(change.frame, change.version, now);
             self.supersede(inner, change.frame);
         }
     }
@@ -712,6 +743,15 @@ impl Core {
 
     /// Copies out every batch due now and moves the cursor past it.
     fn take_due(&self, inner: &mut Inner, now: Instant) -> Vec<Due> {
+        let due = self.take_batches(inner, now);
+        for d in &due {
+            inner.lead.broadcast(d.start, d.count, d.timeline, now);
+        }
+        due
+    }
+
+    /// [`Core::take_due`]'s batches.
+    fn take_batches(&self, inner: &mut Inner, now: Instant) -> Vec<Due> {
         let (end, min_batch) = if self.paced() {
             let end = inner
                 .contiguous
@@ -720,7 +760,7 @@ impl Core {
                 // Hot: nothing past the earliest next change frame, so no
                 // batch is ever superseded; batches of half the input lead
                 // (a batch's first frame costs about twice the others).
-                Some(hot) => (end.min(hot), (self.cfg.input_lead_frames / 2).max(1)),
+                Some(hot) => (end.min(hot), (inner.input_lead / 2).max(1)),
                 // Batch about a quarter second, unless viewers are running low.
                 None => (end, u64::from(self.cfg.fps / 4).max(1)),
             }
@@ -783,6 +823,7 @@ impl Core {
             outstanding: inner.sched.outstanding_ranges() as u64,
             sched: inner.sched.stats(),
             timeline: inner.timeline.version(),
+            input_lead: inner.input_lead,
             hot: self.hot_limit(&inner, inner.last_tick).is_some(),
         }
     }

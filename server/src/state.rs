@@ -95,6 +95,8 @@ impl App {
             } else {
                 0.0
             },
+            input_lead_frames: pos.input_lead,
+            timeline_hot: u64::from(pos.hot),
             fleet_fps: u64::from(self.telemetry.borrow().telemetry.fleet_fps),
             ring_frames: pos.ring_frames,
             ring_bytes: pos.ring_bytes,

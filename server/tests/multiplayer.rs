@@ -414,6 +414,13 @@ async fn steering_at_the_rate_limit_costs_watchers_no_more_than_playing() {
     assert_eq!(s["strikes"], 0, "{s}");
     assert_eq!(s["batches_rejected"], 0, "{s}");
     assert_eq!(s["inputs_refused"], 0, "{s}");
+    // The measured lead stays within the floor and the ceiling.
+    let lead = s["input_lead_frames"].as_u64().expect("the lead");
+    println!(
+        "input lead now {lead} frames, playback stalls {}",
+        s["playback_stall_frames"]
+    );
+    assert!((2..=8).contains(&lead), "{s}");
     drop(checker);
     drop(steerers);
     server.shutdown(Duration::from_secs(2)).await;

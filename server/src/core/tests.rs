@@ -32,6 +32,7 @@ pub(crate) fn config() -> CoreConfig {
         codec: Codec::Context,
         scheduler: SchedulerConfig::default(),
         input_lead_frames: 4,
+        input_lead_min_frames: 4,
         input_commit_interval: Duration::ZERO,
         hot_quiet: Duration::ZERO,
     }
@@ -1094,7 +1095,16 @@ mod props {
             }
             prop_assert_eq!(version, self.version + 1);
             let last = self.keys.last_key_value().map_or(START, |(&k, _)| k);
-            let at = (head + self.cfg.input_lead_frames).max(last);
+            // The lead in effect (measured, within the floor and ceiling).
+            let lead = self.core.position().input_lead;
+            prop_assert!(lead <= self.cfg.input_lead_frames);
+            prop_assert!(
+                lead >= self
+                    .cfg
+                    .input_lead_min_frames
+                    .min(self.cfg.input_lead_frames)
+            );
+            let at = (head + lead).max(last);
             prop_assert_eq!(key, at);
             let max = crate::timeline::MAX_TOTAL_UNITS;
             let mut total = Impulse::default();
@@ -1320,9 +1330,10 @@ mod props {
             any::<bool>(),
             prop_oneof![Just(0u64), Just(50), Just(400)],
             prop_oneof![Just(0u64), Just(300), Just(2000)],
+            1u64..=4,
         )
             .prop_map(
-                |(fps, lead, viewer_lead, ring, batch, quorum, commit, hot)| {
+                |(fps, lead, viewer_lead, ring, batch, quorum, commit, hot, floor)| {
                     let cfg = CoreConfig {
                         fps,
                         lead_frames: lead,
@@ -1331,6 +1342,7 @@ mod props {
                         batch_frames: batch,
                         input_commit_interval: ms(commit),
                         hot_quiet: ms(hot),
+                        input_lead_min_frames: floor,
                         ..config()
                     };
                     (cfg, quorum)
@@ -1384,6 +1396,7 @@ mod hot {
             ring_frames: 600,
             batch_frames: 600,
             input_lead_frames: 8,
+            input_lead_min_frames: 2,
             input_commit_interval: ms(100),
             hot_quiet: ms(500),
             scheduler: SchedulerConfig {

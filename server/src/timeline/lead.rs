@@ -175,16 +175,20 @@ mod tests {
         let t0 = Instant::now();
         let mut l = LeadEstimator::new(1, 8, 60);
         l.committed(100, 1, t0);
+        // 1 ms: one frame, plus the margin.
         l.broadcast(100, 1, 1, t0 + ms(1));
-        assert_eq!(l.lead(), 1);
+        assert_eq!(l.lead(), 2);
         l.committed(102, 2, t0 + ms(50));
         l.played(101, t0 + ms(60));
-        assert_eq!(l.lead(), 1);
+        assert_eq!(l.lead(), 2);
         l.played(102, t0 + ms(400));
         assert_eq!(l.lead(), 8);
         // Measured once: the broadcast that comes later is not a sample.
         l.broadcast(102, 6, 2, t0 + ms(500));
-        assert_eq!(l.slowest(), Some(ms(350) + Duration::from_secs_f64(1.0 / 60.0)));
+        assert_eq!(
+            l.slowest(),
+            Some(ms(350) + Duration::from_secs_f64(1.0 / 60.0))
+        );
     }
 
     #[test]
