@@ -219,6 +219,9 @@ pub struct Position {
     /// The input lead now, in frames (measured; see
     /// [`crate::timeline::lead`]).
     pub input_lead: u64,
+    /// The slowest of the last changes measured, commit → the broadcast of
+    /// its first frame (what the lead is made of), if any was measured.
+    pub change_to_broadcast: Option<Duration>,
     /// Whether the timeline is hot (viewers are steering): the window
     /// rendered and sent ends at the earliest frame the next change can
     /// land on.
@@ -824,6 +827,7 @@ impl Core {
             sched: inner.sched.stats(),
             timeline: inner.timeline.version(),
             input_lead: inner.input_lead,
+            change_to_broadcast: inner.lead.slowest(),
             hot: self.hot_limit(&inner, inner.last_tick).is_some(),
         }
     }

@@ -165,6 +165,10 @@ figures! {
         /// `timeline::lead`).
         input_lead_frames: u64 =>
             gauge "input_lead_frames" "Frames past the head a scene change lands on.";
+        /// Milliseconds from a scene change's commit to the broadcast of its
+        /// first frame: the slowest of the last 8 changes (0 before any).
+        change_broadcast_ms: f64 =>
+            gauge "change_broadcast_ms" "Slowest recent change, commit to first broadcast, ms.";
         /// 1 while the timeline is hot (viewers steering: short windows), else 0.
         timeline_hot: u64 => gauge "timeline_hot" "1 while viewers steer (short windows).";
         /// Frames accepted per second over the last telemetry interval.
@@ -318,6 +322,7 @@ mod tests {
             buffered_frames: 60,
             buffered_secs: 1.0,
             input_lead_frames: 3,
+            change_broadcast_ms: 12.5,
             timeline_hot: 1,
             fleet_fps: 240,
             ring_frames: 600,
@@ -362,6 +367,7 @@ mod tests {
             "donut_buffered_frames gauge",
             "donut_buffered_seconds gauge",
             "donut_input_lead_frames gauge",
+            "donut_change_broadcast_ms gauge",
             "donut_timeline_hot gauge",
             "donut_render_rate_fps gauge",
             "donut_ring_frames gauge",
@@ -521,6 +527,7 @@ mod tests {
             "connections_refused",
             "idle_reaped",
             "input_lead_frames",
+            "change_broadcast_ms",
             "timeline_hot",
             "verify_policy",
         ];
