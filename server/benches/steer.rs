@@ -36,6 +36,13 @@
 //! `scene_changes` and `frames_superseded` (`/api/stats`, the same counters
 //! as `/metrics`).
 //!
+//! **Crowd** (`DONUT_CROWD=1`, issue 25): instead of the above, bytes
+//! and frames to one watching viewer (a WebSocket counting what it
+//! receives) and frames the fleet renders, idle and while 5, then 50,
+//! viewers push at the input rate limit, for the server as it was
+//! (`--input-hot-ms 0 --input-lead-min-frames 8`) and as it is, in one
+//! run; `DONUT_CROWD_SECS` (default 30) a phase.
+//!
 //! Environment: `DONUT_BIN`, `DONUT_STEERS`, `DONUT_SPIN_SECS`,
 //! `DONUT_INPUT_LEAD_FRAMES` and `DONUT_INPUT_COMMIT_MS` (passed on to the
 //! server), `DONUT_CHROMIUM`, `DONUT_CHROMEDRIVER`. It
@@ -143,7 +150,10 @@ async fn run() -> Result<()> {
     let lead: u64 = env_or("DONUT_INPUT_LEAD_FRAMES", 8);
     let commit_ms: u64 = env_or("DONUT_INPUT_COMMIT_MS", 100);
     let spin_secs: f64 = env_or("DONUT_SPIN_SECS", 10.0);
+    let min_lead: u64 = env_or("DONUT_INPUT_LEAD_MIN_FRAMES", 2);
+    let hot_ms: u64 = env_or("DONUT_INPUT_HOT_MS", 500);
     let (lead_arg, commit_arg) = (lead.to_string(), commit_ms.to_string());
+    let (min_arg, hot_arg) = (min_lead.to_string(), hot_ms.to_string());
     let stream = LiveStream::start(
         &bin,
         &[
@@ -151,6 +161,10 @@ async fn run() -> Result<()> {
             "60",
             "--input-lead-frames",
             &lead_arg,
+            "--input-lead-min-frames",
+            &min_arg,
+            "--input-hot-ms",
+            &hot_arg,
             "--input-commit-ms",
             &commit_arg,
         ],
@@ -159,8 +173,9 @@ async fn run() -> Result<()> {
     let port = stream.port;
     let listen = format!("127.0.0.1:{port}");
     println!(
-        "server {} on {listen} at 60 fps, --input-lead-frames {lead}, --input-commit-ms \
-         {commit_ms}, one native worker (1 thread), stream live",
+        "server {} on {listen} at 60 fps, --input-lead-frames {lead}, --input-lead-min-frames \
+         {min_lead}, --input-hot-ms {hot_ms}, --input-commit-ms {commit_ms}, one native worker \
+         (1 thread), stream live",
         bin.display()
     );
     let chromium::Session {
@@ -192,7 +207,12 @@ async fn run() -> Result<()> {
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut fps_seen = Vec::new();
+    let mut leads = Vec::new();
     for i in 0..steers {
+        // The lead the drag's first change will land at (measured by the
+        // server; steady while nobody steers).
+        let lead = num(&stats(port)?, "input_lead_frames") as u64;
+        leads.push(lead as f64);
         let version = num(
             &js(&client, &b, "return window.donutViewer.stats()").await?,
             "timeline",
@@ -277,10 +297,11 @@ async fn run() -> Result<()> {
     println!(
         "{}",
         summary(
-            &format!("event → tab B draws first new-version frame ≥ +{lead}"),
+            "**event → tab B draws first new-version frame ≥ + the lead** (the change frame, estimated)",
             col(|s| s.reflecting)
         )
     );
+    println!("{}", summary("input lead at each drag, frames", leads));
     println!(
         "{}",
         summary(
@@ -303,7 +324,7 @@ async fn run() -> Result<()> {
     let changes = ds("scene_changes");
     println!(
         "Server: {changes} scene changes, {} frames superseded ({:.1} a change), \
-         lead {lead} frames = {:.0} ms at {FPS} fps; batches rejected {}, protocol errors {}",
+         lead ceiling {lead} frames = {:.0} ms at {FPS} fps; batches rejected {}, protocol errors {}",
         ds("frames_superseded"),
         ds("frames_superseded") / changes,
         lead as f64 * 1000.0 / FPS,
@@ -411,11 +432,216 @@ async fn spin(
     Ok(())
 }
 
+/// What a watching viewer and the server did over one phase of the crowd
+/// bench.
+#[derive(Clone, Copy, Debug, Default)]
+struct Phase {
+    secs: f64,
+    /// Bytes of `Frames` messages the watcher received.
+    bytes: u64,
+    frames: u64,
+    batches: u64,
+    /// Frames the playback head moved on.
+    played: f64,
+    /// Frames handed out then superseded by a change (rendered again).
+    superseded: f64,
+    changes: f64,
+    stalls: f64,
+}
+
+impl Phase {
+    fn per_sec(&self, x: f64) -> f64 {
+        x / self.secs
+    }
+    /// Frames the fleet was asked to render a second: each frame played
+    /// once, plus every frame handed out and superseded.
+    fn rendered_per_sec(&self) -> f64 {
+        self.per_sec(self.played + self.superseded)
+    }
+}
+
+/// Counts what a watching viewer receives, until dropped.
+struct Watcher {
+    counts: std::sync::Arc<std::sync::Mutex<(u64, u64, u64)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watcher {
+    async fn start(port: u16) -> Result<Self> {
+        use futures_util::StreamExt;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/viewer")).await?;
+        let counts = std::sync::Arc::new(std::sync::Mutex::new((0, 0, 0)));
+        let c = std::sync::Arc::clone(&counts);
+        let task = tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Binary(b) = msg
+                    && let Ok(donut_shared::wire::ToViewer::Frames(f)) =
+                        donut_shared::wire::ToViewer::decode(&b)
+                {
+                    let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+                    c.0 += b.len() as u64;
+                    c.1 += u64::from(f.count);
+                    c.2 += 1;
+                }
+            }
+        });
+        Ok(Self { counts, task })
+    }
+
+    fn read(&self) -> (u64, u64, u64) {
+        *self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Measures `secs` of the stream at `port` from the watcher, while
+/// `steerers` (if any) each push at 93% of the input rate limit.
+async fn phase(port: u16, watcher: &Watcher, steerers: &mut [Steerer], secs: f64) -> Result<Phase> {
+    use futures_util::SinkExt;
+    let s0 = stats(port)?;
+    let w0 = watcher.read();
+    let started = Instant::now();
+    let gap = Duration::from_secs_f64(1.0 / (30.0 * 0.93));
+    let mut k = 0u64;
+    while started.elapsed().as_secs_f64() < secs {
+        if steerers.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        for (i, s) in steerers.iter_mut().enumerate() {
+            // Every steerer the same way on `a` (turning back every 7
+            // pushes), so the crowd's pushes never cancel out.
+            let sign: i16 = if (k / 7).is_multiple_of(2) { 1 } else { -1 };
+            let msg = donut_shared::wire::Input {
+                a: sign * 40,
+                b: 10 + (i % 5) as i16,
+            };
+            // A steerer closed by the server simply stops pushing.
+            let _ = s
+                .send(tokio_tungstenite::tungstenite::Message::binary(
+                    msg.to_bytes().to_vec(),
+                ))
+                .await;
+        }
+        k += 1;
+        tokio::time::sleep(gap).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let s1 = stats(port)?;
+    let w1 = watcher.read();
+    let ds = |key: &str| num(&s1, key) - num(&s0, key);
+    Ok(Phase {
+        secs,
+        bytes: w1.0 - w0.0,
+        frames: w1.1 - w0.1,
+        batches: w1.2 - w0.2,
+        played: ds("head"),
+        superseded: ds("frames_superseded"),
+        changes: ds("scene_changes"),
+        stalls: ds("playback_stall_frames"),
+    })
+}
+
+/// A steering viewer's sending half; its receiving half is drained by a
+/// task (a viewer that never reads is dropped as too slow).
+type Steerer = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    tokio_tungstenite::tungstenite::Message,
+>;
+
+/// The crowd bench (`DONUT_CROWD=1`, issue 25): for the server as it was
+/// (`--input-hot-ms 0 --input-lead-min-frames 8`: every change supersedes
+/// the render-ahead) and as it is, one watching viewer is measured idle
+/// and while 5, then 50, viewers push at the input rate limit for
+/// `DONUT_CROWD_SECS` (default 30) each, with 3 s of quiet in between.
+async fn crowd(bin: &std::path::Path) -> Result<()> {
+    let secs: f64 = env_or("DONUT_CROWD_SECS", 30.0);
+    let setups: [(&str, &[&str]); 2] = [
+        (
+            "before (never hot, fixed 8-frame lead)",
+            &["--input-hot-ms", "0", "--input-lead-min-frames", "8"],
+        ),
+        ("after (defaults)", &[]),
+    ];
+    let mut rows = Vec::new();
+    for (name, extra) in setups {
+        let args = [&["--fps", "60", "--max-per-ip", "0"][..], extra].concat();
+        let stream = LiveStream::start(bin, &args, HANG)?;
+        let port = stream.port;
+        let watcher = Watcher::start(port).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let idle = phase(port, &watcher, &mut [], secs.min(10.0)).await?;
+        let mut out = vec![(0usize, idle)];
+        for n in [5usize, 50] {
+            let mut steerers = Vec::with_capacity(n);
+            let mut drains = Vec::with_capacity(n);
+            for _ in 0..n {
+                let (ws, _) =
+                    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws/viewer"))
+                        .await?;
+                let (tx, mut rx) = futures_util::StreamExt::split(ws);
+                drains.push(tokio::spawn(async move {
+                    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut rx).await {}
+                }));
+                steerers.push(tx);
+            }
+            let p = phase(port, &watcher, &mut steerers, secs).await?;
+            for mut s in steerers {
+                let _ = futures_util::SinkExt::close(&mut s).await;
+            }
+            for d in drains {
+                d.abort();
+            }
+            out.push((n, p));
+            // Quiet: the render-ahead comes back.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        println!("\n{name}: {}", stats(port)?);
+        rows.push((name, out));
+    }
+    println!(
+        "\nCrowd bench, {secs} s a phase, one native worker (1 thread), 60 fps, context codec:\n"
+    );
+    println!(
+        "| server | steerers | watcher bytes/s | × idle | watcher frames/s | batches/s | \
+         frames rendered/s | × idle | changes/s | stall frames |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, out) in &rows {
+        let idle = out[0].1;
+        for (n, p) in out {
+            let bps = p.per_sec(p.bytes as f64);
+            println!(
+                "| {name} | {n} | {bps:.0} | {:.2} | {:.1} | {:.1} | {:.0} | {:.2} | {:.1} | {} |",
+                bps / idle.per_sec(idle.bytes as f64),
+                p.per_sec(p.frames as f64),
+                p.per_sec(p.batches as f64),
+                p.rendered_per_sec(),
+                p.rendered_per_sec() / idle.rendered_per_sec(),
+                p.per_sec(p.changes),
+                p.stalls,
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; nothing here takes arguments.
-    tokio::runtime::Builder::new_multi_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .build()?
-        .block_on(run())
+        .build()?;
+    if std::env::var_os("DONUT_CROWD").is_some() {
+        let bin = std::env::var_os("DONUT_BIN")
+            .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_donut")), PathBuf::from);
+        return rt.block_on(crowd(&bin));
+    }
+    rt.block_on(run())
 }

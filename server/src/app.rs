@@ -243,7 +243,9 @@ impl Server {
                 batch_frames: cfg.batch_frames,
                 codec: cfg.codec,
                 input_lead_frames: cfg.input_lead_frames,
+                input_lead_min_frames: cfg.input_lead_min_frames,
                 input_commit_interval: Duration::from_millis(cfg.input_commit_ms),
+                hot_quiet: Duration::from_millis(cfg.input_hot_ms),
                 scheduler: SchedulerConfig {
                     task_target: Duration::from_millis(cfg.task_ms.max(1)),
                     first_task_frames: cfg.first_task_frames,

@@ -190,6 +190,13 @@ pub struct ServeConfig {
     /// workers get to render the changed frames before playback needs them.
     #[arg(long, env = "DONUT_INPUT_LEAD_FRAMES", default_value_t = 8)]
     pub input_lead_frames: u64,
+    /// The least input lead in frames. The lead used is measured: the
+    /// slowest of the last 8 changes' commit → broadcast of their first
+    /// frames, plus a frame, between this floor and `--input-lead-frames`
+    /// (the ceiling, used until a change has been measured). Equal to the
+    /// ceiling, the lead is fixed.
+    #[arg(long, env = "DONUT_INPUT_LEAD_MIN_FRAMES", default_value_t = 2)]
+    pub input_lead_min_frames: u64,
     /// Least milliseconds between two scene changes. Inputs arriving sooner
     /// wait and fold into the next change, so a player spinning
     /// continuously costs at most 1000 / this many re-renders of the
@@ -197,6 +204,15 @@ pub struct ServeConfig {
     /// once. 0 = a change at every broadcaster tick with input.
     #[arg(long, env = "DONUT_INPUT_COMMIT_MS", default_value_t = 100)]
     pub input_commit_ms: u64,
+    /// Milliseconds the timeline stays *hot* after its last scene change:
+    /// while hot, workers render and viewers are sent only up to the
+    /// earliest frame the next change can land on (a few frames past the
+    /// last change), so steering costs watchers and workers what changes,
+    /// not the render-ahead; once quiet this long, the full `--lead-secs`
+    /// and `--viewer-lead-secs` come back. 0 = never hot (every change
+    /// supersedes the whole render-ahead).
+    #[arg(long, env = "DONUT_INPUT_HOT_MS", default_value_t = 500)]
+    pub input_hot_ms: u64,
     /// Inputs a second one viewer may send on average (a token bucket); a
     /// viewer over it is closed with 1008. A drag sends far fewer.
     #[arg(long, env = "DONUT_INPUT_RATE", default_value_t = 30.0)]

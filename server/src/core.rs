@@ -56,6 +56,18 @@
 //! hold from its start on. Answers to superseded tasks are
 //! harmless: never accepted, never a strike.
 //!
+//! # Hot and quiet
+//!
+//! While viewers steer, most of a full render-ahead past a change would be
+//! superseded by the next one. So the timeline is *hot* from a push until
+//! `hot_quiet` after the last change: the window handed to workers and the
+//! window sent to viewers then both end at the earliest frame the next
+//! change can land on (`Core::hot_limit`), and a change made while hot
+//! supersedes nothing handed out or sent. Steering then costs what
+//! playing costs, a few frames a change; only the first change after a
+//! quiet spell supersedes a render-ahead. Once quiet, the full lead and
+//! viewer lead come back.
+//!
 //! # A seam, driven by a clock it is given
 //!
 //! `Core` is the one place the connections, the broadcaster and the
@@ -88,6 +100,7 @@ use crate::fanout::{Batch, Fanout};
 use crate::metrics::Stats;
 use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
 use crate::timeline::Timeline;
+use crate::timeline::lead::LeadEstimator;
 use crate::trust::reputation::AddrKey;
 
 /// What the core tells one worker's connection.
@@ -163,13 +176,23 @@ pub struct CoreConfig {
     pub codec: Codec,
     /// Scheduler tunables.
     pub scheduler: SchedulerConfig,
-    /// A scene change applies this many frames past the playback head:
-    /// the time workers get to render the changed frames before playback
-    /// needs them (see [`crate::timeline`]).
+    /// A scene change applies at most this many frames past the playback
+    /// head: the time workers get to render the changed frames before
+    /// playback needs them (see [`crate::timeline`]). The lead used is
+    /// measured ([`crate::timeline::lead`]) between this and
+    /// `input_lead_min_frames`.
     pub input_lead_frames: u64,
+    /// The least input lead in frames (the measured lead's floor).
+    pub input_lead_min_frames: u64,
     /// Least time between two scene changes: a throttle with a leading
     /// edge (see [`crate::timeline`]).
     pub input_commit_interval: Duration,
+    /// How long the timeline stays *hot* after its last change (see
+    /// "Hot and quiet" in the module docs): while hot, workers render and
+    /// viewers are sent only up to the earliest frame the next change can
+    /// land on. `Duration::ZERO` never runs hot (the whole render-ahead
+    /// at every change). Only with pacing.
+    pub hot_quiet: Duration,
 }
 
 /// Positions of the stream, for telemetry and metrics.
@@ -193,6 +216,16 @@ pub struct Position {
     pub sched: SchedulerStats,
     /// The scene timeline's version.
     pub timeline: u32,
+    /// The input lead now, in frames (measured; see
+    /// [`crate::timeline::lead`]).
+    pub input_lead: u64,
+    /// The slowest of the last changes measured, commit → the broadcast of
+    /// its first frame (what the lead is made of), if any was measured.
+    pub change_to_broadcast: Option<Duration>,
+    /// Whether the timeline is hot (viewers are steering): the window
+    /// rendered and sent ends at the earliest frame the next change can
+    /// land on.
+    pub hot: bool,
 }
 
 struct Inner {
@@ -216,6 +249,12 @@ struct Inner {
     last_tick: Instant,
     /// When the last scene change was committed.
     last_change: Option<Instant>,
+    /// The input lead, measured from how fast changes reach viewers.
+    lead: LeadEstimator,
+    /// The input lead in effect, in frames: the measured one, except that
+    /// it falls only while the timeline is quiet (a change made while hot
+    /// must not land before the window already sent).
+    input_lead: u64,
 }
 
 /// See the module docs.
@@ -250,6 +289,8 @@ impl Core {
             carry: 0.0,
             last_tick: now,
             last_change: None,
+            lead: LeadEstimator::new(cfg.input_lead_min_frames, cfg.input_lead_frames, cfg.fps),
+            input_lead: cfg.input_lead_frames,
         };
         Self {
             cfg,
@@ -283,6 +324,12 @@ impl Core {
             carry: 0.0,
             last_tick: now,
             last_change: None,
+            lead: LeadEstimator::new(
+                self.cfg.input_lead_min_frames,
+                self.cfg.input_lead_frames,
+                self.cfg.fps,
+            ),
+            input_lead: self.cfg.input_lead_frames,
         };
         self.fanout.advance(at);
     }
@@ -312,16 +359,62 @@ impl Core {
         for (id, _) in inner.sched.take_misses() {
             send(inner, id, WorkerEvent::Missed);
         }
-        let limit = inner
+        let mut limit = inner
             .head
             .saturating_add(self.cfg.lead_frames)
             .min(inner.ring.limit());
+        let hot = self.hot_limit(inner, now);
+        if let Some(hot) = hot {
+            limit = limit.min(hot);
+        }
         let Inner {
             sched, timeline, ..
         } = &mut *inner;
-        for (id, task) in sched.dispatch(now, limit, timeline) {
+        // While hot the window opens a frame at a time: any task size will do.
+        let min_new = hot.map(|_| 1);
+        for (id, task) in sched.dispatch_window(now, (limit, min_new), timeline) {
             send(inner, id, WorkerEvent::Task(task));
         }
+    }
+
+    /// While the timeline is hot at `now` (a change within
+    /// `hot_quiet`, or pushes queued for the next one): the earliest frame
+    /// the next change can land on, where the window rendered and sent
+    /// ends. `None` when quiet (the full render-ahead), unpaced, or hot
+    /// mode is off.
+    ///
+    /// The next change commits at a tick no sooner than the commit
+    /// interval after the last one, at the head of that tick (moved
+    /// first) plus the input lead. The head moves only at ticks, by at
+    /// least `floor(elapsed × fps)` since the last tick unless playback
+    /// stalls (a stalled head lets a change land earlier: what was
+    /// rendered past it is superseded as ever, waste, not a wrong frame).
+    /// So no change can land before `head + lead + floor(wait × fps)`,
+    /// `wait` being the time from the last tick to the throttle opening,
+    /// nor before the last keyframe.
+    fn hot_limit(&self, inner: &Inner, now: Instant) -> Option<u64> {
+        if self.cfg.hot_quiet.is_zero() || !self.paced() {
+            return None;
+        }
+        let recent = inner
+            .last_change
+            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.hot_quiet);
+        if !recent && !inner.timeline.has_pending() {
+            return None;
+        }
+        // The head moves only at ticks: count from the last one at most.
+        let now = now.max(inner.last_tick);
+        let wait = inner.last_change.map_or(Duration::ZERO, |t| {
+            (t + self.cfg.input_commit_interval).saturating_duration_since(now)
+        });
+        let wait_frames = (wait.as_secs_f64() * f64::from(self.cfg.fps)).floor() as u64;
+        Some(
+            inner
+                .head
+                .saturating_add(inner.input_lead)
+                .saturating_add(wait_frames)
+                .max(inner.timeline.last_keyframe()),
+        )
     }
 
     /// Registers a worker connection from `addr`, whose address has missed
@@ -555,7 +648,6 @@ impl Core {
     /// earlier one counts as no time passing).
     pub fn tick(&self, now: Instant) -> Vec<Due> {
         let mut inner = self.lock();
-        self.commit_inputs(&mut inner, now);
         if self.paced() {
             let dt = now.saturating_duration_since(inner.last_tick).as_secs_f64();
             inner.carry += dt * f64::from(self.cfg.fps);
@@ -575,7 +667,18 @@ impl Core {
             }
         }
         inner.last_tick = inner.last_tick.max(now);
-        let mut due = self.take_due(&mut inner);
+        // A change whose first frames playback reached unsent was too
+        // slow for the lead.
+        let head = inner.head;
+        inner.lead.played(head, now);
+        let measured = inner.lead.lead();
+        if measured > inner.input_lead || self.hot_limit(&inner, now).is_none() {
+            inner.input_lead = measured;
+        }
+        // After the head moved: the change lands `input_lead` frames past
+        // where playback is now (see `hot_limit` for why it matters).
+        self.commit_inputs(&mut inner, now);
+        let mut due = self.take_due(&mut inner, now);
         if !self.paced() {
             inner.head = inner.cursor;
         }
@@ -612,9 +715,10 @@ impl Core {
         {
             return;
         }
-        let at = inner.head.saturating_add(self.cfg.input_lead_frames);
+        let at = inner.head.saturating_add(inner.input_lead);
         if let Some(change) = inner.timeline.commit(at) {
             inner.last_change = Some(now);
+            inner.lead.committed(change.frame, change.version, now);
             self.supersede(inner, change.frame);
         }
     }
@@ -641,13 +745,28 @@ impl Core {
     }
 
     /// Copies out every batch due now and moves the cursor past it.
-    fn take_due(&self, inner: &mut Inner) -> Vec<Due> {
+    fn take_due(&self, inner: &mut Inner, now: Instant) -> Vec<Due> {
+        let due = self.take_batches(inner, now);
+        for d in &due {
+            inner.lead.broadcast(d.start, d.count, d.timeline, now);
+        }
+        due
+    }
+
+    /// [`Core::take_due`]'s batches.
+    fn take_batches(&self, inner: &mut Inner, now: Instant) -> Vec<Due> {
         let (end, min_batch) = if self.paced() {
             let end = inner
                 .contiguous
                 .min(inner.head.saturating_add(self.cfg.viewer_lead_frames));
-            // Batch about a quarter second, unless viewers are running low.
-            (end, u64::from(self.cfg.fps / 4).max(1))
+            match self.hot_limit(inner, now) {
+                // Hot: nothing past the earliest next change frame, so no
+                // batch is ever superseded; batches of half the input lead
+                // (a batch's first frame costs about twice the others).
+                Some(hot) => (end.min(hot), (inner.input_lead / 2).max(1)),
+                // Batch about a quarter second, unless viewers are running low.
+                None => (end, u64::from(self.cfg.fps / 4).max(1)),
+            }
         } else {
             (inner.contiguous, 1)
         };
@@ -707,6 +826,9 @@ impl Core {
             outstanding: inner.sched.outstanding_ranges() as u64,
             sched: inner.sched.stats(),
             timeline: inner.timeline.version(),
+            input_lead: inner.input_lead,
+            change_to_broadcast: inner.lead.slowest(),
+            hot: self.hot_limit(&inner, inner.last_tick).is_some(),
         }
     }
 }

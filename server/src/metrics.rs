@@ -161,6 +161,16 @@ figures! {
         buffered_frames: u64 => gauge "buffered_frames" "Accepted frames ahead of the head.";
         /// Buffered frames in seconds at the playback rate.
         buffered_secs: f64 => gauge "buffered_seconds" "Buffer depth in seconds.";
+        /// Frames past the head a scene change lands on now (measured; see
+        /// `timeline::lead`).
+        input_lead_frames: u64 =>
+            gauge "input_lead_frames" "Frames past the head a scene change lands on.";
+        /// Milliseconds from a scene change's commit to the broadcast of its
+        /// first frame: the slowest of the last 8 changes (0 before any).
+        change_broadcast_ms: f64 =>
+            gauge "change_broadcast_ms" "Slowest recent change, commit to first broadcast, ms.";
+        /// 1 while the timeline is hot (viewers steering: short windows), else 0.
+        timeline_hot: u64 => gauge "timeline_hot" "1 while viewers steer (short windows).";
         /// Frames accepted per second over the last telemetry interval.
         fleet_fps: u64 => gauge "render_rate_fps" "Frames accepted per second, last interval.";
         /// Ring capacity in frames.
@@ -317,6 +327,9 @@ mod tests {
             broadcast_cursor: 130,
             buffered_frames: 60,
             buffered_secs: 1.0,
+            input_lead_frames: 3,
+            change_broadcast_ms: 12.5,
+            timeline_hot: 1,
             fleet_fps: 240,
             ring_frames: 600,
             ring_bytes: 528_000,
@@ -359,6 +372,9 @@ mod tests {
             "donut_contiguous_frame gauge",
             "donut_buffered_frames gauge",
             "donut_buffered_seconds gauge",
+            "donut_input_lead_frames gauge",
+            "donut_change_broadcast_ms gauge",
+            "donut_timeline_hot gauge",
             "donut_render_rate_fps gauge",
             "donut_ring_frames gauge",
             "donut_ring_bytes gauge",
@@ -522,6 +538,9 @@ mod tests {
             "protocol_errors",
             "connections_refused",
             "idle_reaped",
+            "input_lead_frames",
+            "change_broadcast_ms",
+            "timeline_hot",
             "verify_policy",
         ];
         keys.sort_unstable();

@@ -357,12 +357,16 @@ pub struct Scheduler {
     stats: SchedulerStats,
     /// Misses not yet taken by [`Scheduler::take_misses`].
     missed: Vec<(WorkerId, u32)>,
+    /// `min_new_frames` of the dispatch under way (see
+    /// [`Scheduler::dispatch_window`]).
+    min_new: u32,
 }
 
 impl Scheduler {
     /// A scheduler whose first range starts at `start`.
     pub fn new(cfg: SchedulerConfig, start: u64) -> Self {
         Self {
+            min_new: cfg.min_new_frames,
             cfg,
             workers: HashMap::new(),
             ranges: BTreeMap::new(),
@@ -559,7 +563,7 @@ impl Scheduler {
     /// ending at the next keyframe of `timeline` if one lies inside.
     fn pick_new(&mut self, want: u32, limit: u64, timeline: &Timeline) -> Option<(u64, u32)> {
         let room = limit.saturating_sub(self.frontier);
-        if room == 0 || room < u64::from(want.min(self.cfg.min_new_frames)) {
+        if room == 0 || room < u64::from(want.min(self.min_new)) {
             return None;
         }
         let cut = timeline
@@ -582,6 +586,20 @@ impl Scheduler {
         limit: u64,
         timeline: &Timeline,
     ) -> Vec<(WorkerId, Task)> {
+        self.dispatch_window(now, (limit, None), timeline)
+    }
+
+    /// [`Scheduler::dispatch`] with the window's least new task size for
+    /// this dispatch only: `Some(n)` instead of `min_new_frames` (a hot
+    /// timeline's window opens a frame at a time and is short, so waiting
+    /// for `min_new_frames` to fit would stall playback).
+    pub fn dispatch_window(
+        &mut self,
+        now: Instant,
+        (limit, min_new): (u64, Option<u32>),
+        timeline: &Timeline,
+    ) -> Vec<(WorkerId, Task)> {
+        self.min_new = min_new.unwrap_or(self.cfg.min_new_frames);
         let mut out = Vec::new();
         // Longest waiting first, so every worker gets a share when the
         // window opens a little at a time (paced playback): sizes already

@@ -95,6 +95,11 @@ impl App {
             } else {
                 0.0
             },
+            input_lead_frames: pos.input_lead,
+            change_broadcast_ms: pos
+                .change_to_broadcast
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            timeline_hot: u64::from(pos.hot),
             fleet_fps: u64::from(self.telemetry.borrow().telemetry.fleet_fps),
             ring_frames: pos.ring_frames,
             ring_bytes: pos.ring_bytes,

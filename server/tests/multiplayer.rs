@@ -271,3 +271,157 @@ async fn floods_and_bad_inputs_are_refused_and_others_play_on() {
     assert!(seen.frames >= 120);
     server.shutdown(Duration::from_secs(2)).await;
 }
+
+/// Viewers steering at the input rate limit cost a watching viewer no more
+/// than playing does (issue 25): while the timeline is hot, the server
+/// renders and sends only up to the earliest frame the next change can land
+/// on, so a change supersedes nothing already sent or handed out (only the
+/// first change after a quiet spell may, once). Five viewers push about 28
+/// times a second each for 5 s: a checking viewer receives at most 1.5
+/// frames per frame played (the first change re-sends up to the 1 s viewer
+/// lead once), the fleet re-renders at most one render-ahead plus half the
+/// frames played, every frame held is the native render of the committed
+/// timeline, and the full render-ahead is back within a second of the last
+/// push. Before, each change re-sent and re-rendered the whole window
+/// (a checking viewer received ~9 frames per frame played).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steering_at_the_rate_limit_costs_watchers_no_more_than_playing() {
+    let cfg = config();
+    let lead_frames = cfg.lead_frames();
+    let viewer_lead = cfg.viewer_lead_frames();
+    let rate = cfg.input_rate;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let _w1 = worker(addr, 1);
+    let _w2 = worker_from(addr, 1, loopback(2));
+    let core = std::sync::Arc::clone(&server.app().core);
+    let mut checker = connect(addr, "/ws/viewer").await;
+    let mut steerers = Vec::new();
+    for k in 0..5u8 {
+        steerers.push(connect_from(addr, "/ws/viewer", loopback(10 + k)).await);
+    }
+    let mut holder = Holder::default();
+    let mut committed = Committed::default();
+    committed.observe(&core.timeline());
+
+    // Warm up 1.5 s (the catch-up burst of joining is not counted), then
+    // 5 s of steering, then 1.5 s of quiet.
+    let t0 = tokio::time::Instant::now();
+    let steer_from = t0 + Duration::from_millis(1500);
+    let steer_until = steer_from + Duration::from_secs(5);
+    let end = steer_until + Duration::from_millis(1500);
+    let gap = Duration::from_secs_f64(1.0 / (rate * 0.93));
+    let mut next_push = steer_from;
+    let mut pushes = 0u64;
+    let mut observe = tokio::time::interval(Duration::from_millis(10));
+    let mut window: Option<(u64, u64, u64, u64)> = None; // head, frames, superseded, batches
+    let mut measured = None;
+    let mut hot_after_last = None;
+    let run = async {
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                break;
+            }
+            if window.is_none() && now >= steer_from {
+                let s = stats(addr).await;
+                window = Some((
+                    core.position().head,
+                    holder.frames,
+                    s["frames_superseded"].as_u64().expect("a count"),
+                    holder.batches.values().map(|&b| u64::from(b)).sum(),
+                ));
+            }
+            if measured.is_none() && now >= steer_until {
+                let s = stats(addr).await;
+                measured = Some((
+                    core.position().head,
+                    holder.frames,
+                    s["frames_superseded"].as_u64().expect("a count"),
+                    holder.batches.values().map(|&b| u64::from(b)).sum::<u64>(),
+                ));
+            }
+            if hot_after_last.is_none() && now >= steer_until + Duration::from_secs(1) {
+                hot_after_last = Some(core.position());
+            }
+            tokio::select! {
+                msg = checker.next() => match msg {
+                    Some(Ok(Message::Binary(b))) => holder.take(&b),
+                    Some(Ok(Message::Close(f))) => panic!("checker closed: {f:?}"),
+                    Some(Ok(_)) => {}
+                    other => panic!("checker socket: {other:?}"),
+                },
+                () = tokio::time::sleep_until(next_push), if next_push < steer_until => {
+                    for (k, s) in steerers.iter_mut().enumerate() {
+                        let sign = if (pushes / 7 + k as u64).is_multiple_of(2) { 1 } else { -1 };
+                        s.send(input(sign * 40, -sign * (10 + k as i16)))
+                            .await
+                            .expect("input sent");
+                    }
+                    pushes += 1;
+                    next_push += gap;
+                }
+                _ = observe.tick() => {}
+            }
+            committed.observe(&core.timeline());
+        }
+    };
+    tokio::time::timeout(HANG, run)
+        .await
+        .expect("the stream keeps going");
+
+    let (h0, f0, s0, b0) = window.expect("the steering began");
+    let (h1, f1, s1, b1) = measured.expect("the steering ended");
+    let played = h1 - h0;
+    let received = f1 - f0;
+    let superseded = s1 - s0;
+    let changes = committed.keys.len() - 1;
+    println!(
+        "steering 5 s: {pushes} pushes each from 5 viewers, {changes} changes, {played} frames \
+         played, {received} received ({:.2} a frame played), {} batches, {superseded} frames \
+         superseded",
+        received as f64 / played as f64,
+        b1 - b0
+    );
+    assert!(played >= 150, "the stream moved on: {played} frames in 5 s");
+    assert!(changes >= 20, "the pushes committed changes: {changes}");
+    assert!(
+        received as f64 <= 1.5 * played as f64,
+        "{received} frames received for {played} played (viewer lead {viewer_lead})"
+    );
+    assert!(
+        superseded <= lead_frames + played / 2,
+        "{superseded} frames re-rendered for {played} played"
+    );
+    // Quiet a second after the last push: the full render-ahead is back.
+    let pos = hot_after_last.expect("quiet after the steering");
+    assert!(!pos.hot, "{pos:?}");
+    let pos = core.position();
+    assert!(
+        pos.frontier >= pos.head + lead_frames / 2,
+        "the render-ahead grows back: {pos:?}"
+    );
+    // Every frame held is the committed timeline's, byte for byte.
+    let mut want = [0u8; PACKED_LEN];
+    let mut steered = 0;
+    for (&n, (_, got)) in &holder.held {
+        render_pose_packed(committed.scene(n).pose, &mut want);
+        assert_eq!(got, &want, "frame {n} is not the committed timeline's");
+        steered += u64::from(committed.scene(n) != Scene::idle(n));
+    }
+    assert!(steered > 200, "steered frames held: {steered}");
+    let s = stats(addr).await;
+    assert_eq!(s["strikes"], 0, "{s}");
+    assert_eq!(s["batches_rejected"], 0, "{s}");
+    assert_eq!(s["inputs_refused"], 0, "{s}");
+    // The measured lead stays within the floor and the ceiling.
+    let lead = s["input_lead_frames"].as_u64().expect("the lead");
+    println!(
+        "input lead now {lead} frames, playback stalls {}",
+        s["playback_stall_frames"]
+    );
+    assert!((2..=8).contains(&lead), "{s}");
+    drop(checker);
+    drop(steerers);
+    server.shutdown(Duration::from_secs(2)).await;
+}

@@ -32,7 +32,9 @@ pub(crate) fn config() -> CoreConfig {
         codec: Codec::Context,
         scheduler: SchedulerConfig::default(),
         input_lead_frames: 4,
+        input_lead_min_frames: 4,
         input_commit_interval: Duration::ZERO,
+        hot_quiet: Duration::ZERO,
     }
 }
 
@@ -1016,7 +1018,14 @@ mod props {
         fn tick(&mut self) -> Result<(), TestCaseError> {
             let head = self.core.position().head;
             let due = self.core.tick(self.now);
-            let changed = self.follow_change(head)?;
+            // Paced, a change lands past the head the tick moved to;
+            // unpaced, the head follows the broadcast after it.
+            let at = if self.cfg.fps > 0 {
+                self.core.position().head
+            } else {
+                head
+            };
+            let changed = self.follow_change(at)?;
             self.check_joiner_before_publish(&due)?;
             let mut batches = Vec::new();
             for due in due {
@@ -1086,7 +1095,16 @@ mod props {
             }
             prop_assert_eq!(version, self.version + 1);
             let last = self.keys.last_key_value().map_or(START, |(&k, _)| k);
-            let at = (head + self.cfg.input_lead_frames).max(last);
+            // The lead in effect (measured, within the floor and ceiling).
+            let lead = self.core.position().input_lead;
+            prop_assert!(lead <= self.cfg.input_lead_frames);
+            prop_assert!(
+                lead >= self
+                    .cfg
+                    .input_lead_min_frames
+                    .min(self.cfg.input_lead_frames)
+            );
+            let at = (head + lead).max(last);
             prop_assert_eq!(key, at);
             let max = crate::timeline::MAX_TOTAL_UNITS;
             let mut total = Impulse::default();
@@ -1311,19 +1329,25 @@ mod props {
             1u32..40,
             any::<bool>(),
             prop_oneof![Just(0u64), Just(50), Just(400)],
+            prop_oneof![Just(0u64), Just(300), Just(2000)],
+            1u64..=4,
         )
-            .prop_map(|(fps, lead, viewer_lead, ring, batch, quorum, commit)| {
-                let cfg = CoreConfig {
-                    fps,
-                    lead_frames: lead,
-                    viewer_lead_frames: viewer_lead,
-                    ring_frames: ring,
-                    batch_frames: batch,
-                    input_commit_interval: ms(commit),
-                    ..config()
-                };
-                (cfg, quorum)
-            })
+            .prop_map(
+                |(fps, lead, viewer_lead, ring, batch, quorum, commit, hot, floor)| {
+                    let cfg = CoreConfig {
+                        fps,
+                        lead_frames: lead,
+                        viewer_lead_frames: viewer_lead,
+                        ring_frames: ring,
+                        batch_frames: batch,
+                        input_commit_interval: ms(commit),
+                        hot_quiet: ms(hot),
+                        input_lead_min_frames: floor,
+                        ..config()
+                    };
+                    (cfg, quorum)
+                },
+            )
     }
 
     proptest! {
@@ -1346,6 +1370,254 @@ mod props {
                 sim.check()?;
             }
             sim.recover()?;
+        }
+    }
+}
+
+mod hot {
+    //! The hot timeline: while viewers steer, the window rendered and sent
+    //! ends at the earliest frame the next change can land on, so a change
+    //! made while hot supersedes nothing already handed out or sent; once
+    //! quiet, the full render-ahead comes back.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The server's defaults: 60 fps, 3 s rendered and 1 s sent ahead,
+    /// changes 8 frames past the head at most every 100 ms, hot for 500 ms.
+    fn cfg() -> CoreConfig {
+        CoreConfig {
+            fps: 60,
+            lead_frames: 180,
+            viewer_lead_frames: 60,
+            ring_frames: 600,
+            batch_frames: 600,
+            input_lead_frames: 8,
+            input_lead_min_frames: 2,
+            input_commit_interval: ms(100),
+            hot_quiet: ms(500),
+            scheduler: SchedulerConfig {
+                min_new_frames: 45,
+                ..SchedulerConfig::default()
+            },
+            ..config()
+        }
+    }
+
+    /// A viewer holding frames as the page does: a newer version replaces
+    /// everything held from its batch's start on.
+    #[derive(Default)]
+    struct Screen {
+        held: BTreeMap<u64, (u32, Vec<u8>)>,
+        version: u32,
+        /// Frames received in all.
+        received: u64,
+        batches: u64,
+    }
+
+    impl Screen {
+        fn take(&mut self, batch: &Batch) -> Result<(), TestCaseError> {
+            let Ok(ToViewer::Frames(f)) = ToViewer::decode(&batch.msg) else {
+                return Err(TestCaseError::fail("a batch that does not decode"));
+            };
+            prop_assert!(f.timeline >= self.version, "a version went back");
+            if f.timeline > self.version {
+                self.held.split_off(&f.start);
+                self.version = f.timeline;
+            }
+            self.batches += 1;
+            let (held, received) = (&mut self.held, &mut self.received);
+            f.decode_frames(|n, packed| {
+                held.insert(n, (f.timeline, packed.to_vec()));
+                *received += 1;
+            })
+            .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            Ok(())
+        }
+    }
+
+    /// The core, two honest workers answering every task at once, a
+    /// screen, and the committed timeline as it was observed.
+    struct Rig {
+        core: Core,
+        now: Instant,
+        workers: Vec<(WorkerId, UnboundedReceiver<WorkerEvent>)>,
+        screen: Screen,
+        keys: BTreeMap<u64, Scene>,
+        version: u32,
+        /// Changes committed while the timeline was quiet at the tick
+        /// before (each may supersede a whole render-ahead once).
+        cold_changes: u64,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let (core, now) = core(cfg());
+            let workers = (1..=2)
+                .map(|k| (u64::from(k), join(&core, u64::from(k), addr(k), now)))
+                .collect();
+            let mut rig = Self {
+                core,
+                now,
+                workers,
+                screen: Screen::default(),
+                keys: BTreeMap::from([(START, Scene::idle(START))]),
+                version: 0,
+                cold_changes: 0,
+            };
+            rig.answer();
+            rig
+        }
+
+        /// Every worker answers every task it holds, until none is left.
+        fn answer(&mut self) {
+            loop {
+                let mut any = false;
+                for (id, rx) in &mut self.workers {
+                    for t in tasks(rx) {
+                        any = true;
+                        let frames = rendered_from(t.start, t.scene, t.count);
+                        if let Claim::Fresh(_) =
+                            self.core.claim(*id, t.task_id, t.start, t.count, self.now)
+                        {
+                            self.core
+                                .accept(*id, (t.task_id, t.scene), t.start, &frames, self.now);
+                        }
+                    }
+                }
+                if !any {
+                    return;
+                }
+            }
+        }
+
+        /// `dt` ms pass, perhaps with a push, with the broadcaster ticking
+        /// at least every 10 ms (as the server's does, every 5) and the
+        /// workers answering after each tick.
+        fn step(&mut self, dt: u64, push: Option<(u8, i16, i16)>) -> Result<(), TestCaseError> {
+            let mut left = dt;
+            while left > 10 {
+                self.tick_once(10, None)?;
+                left -= 10;
+            }
+            self.tick_once(left, push)
+        }
+
+        fn tick_once(
+            &mut self,
+            dt: u64,
+            push: Option<(u8, i16, i16)>,
+        ) -> Result<(), TestCaseError> {
+            self.now += ms(dt);
+            let hot_before = self.core.position().hot;
+            if let Some((v, a, b)) = push {
+                self.core.input(
+                    u64::from(v),
+                    Impulse {
+                        a: i32::from(a),
+                        b: i32::from(b),
+                    },
+                );
+            }
+            for batch in tick(&self.core, self.now) {
+                self.screen.take(&batch)?;
+            }
+            let t = self.core.timeline();
+            if t.version() != self.version {
+                prop_assert_eq!(t.version(), self.version + 1);
+                self.version = t.version();
+                if !hot_before {
+                    self.cold_changes += 1;
+                }
+            }
+            for k in t.keyframes() {
+                self.keys.insert(k, t.scene_at(k));
+            }
+            self.answer();
+            Ok(())
+        }
+
+        fn scene(&self, frame: u64) -> Scene {
+            let (&k, s) = self.keys.range(..=frame).next_back().expect("a key");
+            let mut s = *s;
+            s.advance(frame - k);
+            s
+        }
+    }
+
+    /// Milliseconds, then perhaps a push: (viewer, a, b).
+    type Step = (u64, Option<(u8, i16, i16)>);
+
+    fn script() -> impl Strategy<Value = Vec<Step>> {
+        let steer = (0u8..50, -1024i16..=1024, -1024i16..=1024)
+            .prop_filter("a push", |&(_, a, b)| a != 0 || b != 0);
+        prop::collection::vec(
+            prop_oneof![
+                // Steering: a push every few milliseconds.
+                6 => (1u64..40, steer.prop_map(Some)),
+                // Watching.
+                3 => (1u64..40).prop_map(|dt| (dt, None)),
+                // A quiet spell.
+                1 => (200u64..900).prop_map(|dt| (dt, None)),
+            ],
+            20..200,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever the steering: no frame is skipped, the screen ends up
+        /// with exactly the committed timeline's frames, a change made
+        /// while hot supersedes no frame handed out or sent (only a change
+        /// after a quiet spell may, once), and the full render-ahead is
+        /// back once the timeline is quiet.
+        #[test]
+        fn steering_costs_only_what_changes_and_every_screen_converges(script in script()) {
+            let mut rig = Rig::new();
+            for (dt, push) in script {
+                rig.step(dt, push)?;
+            }
+            // Quiet for a second: the full render-ahead comes back.
+            for _ in 0..100 {
+                rig.step(10, None)?;
+            }
+            let pos = rig.core.position();
+            prop_assert!(!pos.hot);
+            let c = cfg();
+            prop_assert!(
+                pos.frontier + u64::from(c.scheduler.min_new_frames) >= pos.head + c.lead_frames,
+                "{:?}", pos
+            );
+            prop_assert!(pos.cursor + c.viewer_lead_frames / 4 >= pos.head + c.viewer_lead_frames);
+            // Instant workers: playback never stalled.
+            prop_assert_eq!(rig.core.stats.playback_stall_frames.get(), 0);
+            // Every frame from the start to the head, in the committed
+            // version, byte for byte.
+            for n in START..pos.head {
+                let Some((_, got)) = rig.screen.held.get(&n) else {
+                    return Err(TestCaseError::fail(format!("frame {n} never arrived")));
+                };
+                let mut want = [0u8; PACKED_LEN];
+                donut_shared::render_pose_packed(rig.scene(n).pose, &mut want);
+                prop_assert_eq!(&got[..], &want[..], "frame {}", n);
+            }
+            // The cost: frames sent twice and frames rendered twice come
+            // only from changes after a quiet spell, a window each.
+            let distinct = rig.screen.held.range(START..).count() as u64;
+            let resent = rig.screen.received - distinct;
+            prop_assert!(
+                resent <= rig.cold_changes * c.viewer_lead_frames,
+                "{} frames sent again, {} cold changes of {}", resent, rig.cold_changes, rig.version
+            );
+            let superseded = rig.core.stats.frames_superseded.get();
+            prop_assert!(
+                superseded <= rig.cold_changes * c.lead_frames,
+                "{} frames superseded, {} cold changes of {}", superseded, rig.cold_changes, rig.version
+            );
         }
     }
 }

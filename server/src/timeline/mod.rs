@@ -50,6 +50,7 @@
 //! ([`Timeline::prune`]), so it holds only the changes still ahead of
 //! playback plus one.
 
+pub mod lead;
 pub mod rate;
 
 use std::collections::BTreeMap;
