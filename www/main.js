@@ -1,8 +1,12 @@
-// The page shim: checks the engine can run our wasm, loads the viewer wasm,
+// The page shim: loads the viewer wasm of the build `support.js` chose,
 // starts the Web Worker, wires the contribute switch and the `?steer=0`
 // option, and forwards the page's lifecycle. No protocol or rendering logic lives here.
-import { missingWasmFeatures, BROWSERS } from './support.js';
-
+//
+// A classic script, loaded by `support.js` after the viewer's glue and only
+// where a wasm build can run; ES2017 at most (no modules, no `import`, no
+// `catch {}`, no `??` or `?.`), which every engine with WebAssembly parses
+// (es-check in CI). The glue (wasm-bindgen `--target no-modules`) defines the
+// global `wasm_bindgen`.
 const KEY = 'donut.contribute';
 const RELAY_KEY = 'donut.relay';
 const params = new URLSearchParams(location.search);
@@ -11,43 +15,33 @@ const params = new URLSearchParams(location.search);
 // made with the switch (default: contribute).
 function initialChoice() {
   if (params.has('contribute')) return params.get('contribute') !== '0';
-  try { return localStorage.getItem(KEY) !== '0'; } catch { return true; }
+  try { return localStorage.getItem(KEY) !== '0'; } catch (e) { return true; }
 }
 
 // `?p2p=0|1` decides for this page load; otherwise the last choice made
 // with the relay switch (default: share).
 function relayChoice() {
   if (params.has('p2p')) return params.get('p2p') !== '0';
-  try { return localStorage.getItem(RELAY_KEY) !== '0'; } catch { return true; }
+  try { return localStorage.getItem(RELAY_KEY) !== '0'; } catch (e) { return true; }
 }
 
-// An engine without WebAssembly, or without a feature the wasm is compiled
-// with, would fail to compile it with an opaque error: say so instead.
-function showUnsupported(missing) {
-  const box = document.getElementById('unsupported');
-  box.dataset.missing = missing.join(', ');
-  box.querySelector('[data-missing]').textContent = missing[0] === 'WebAssembly'
-    ? 'WebAssembly (it is missing or switched off)'
-    : `the WebAssembly features ${missing.join(', ')}`;
-  box.querySelector('[data-browsers]').textContent = BROWSERS;
-  box.hidden = false;
-  const state = document.querySelector('[data-stat=connection]');
-  state.textContent = 'this browser cannot run the donut';
-  state.dataset.state = 'unsupported';
-  document.getElementById('contribute').disabled = true;
-  document.getElementById('relay').disabled = true;
+// An engine without WebAssembly, or whose start failed, would leave the
+// page blank: say so instead (`support.js` writes the message).
+function showUnsupported(missing, error) {
+  DonutSupport.showUnsupported(missing, error);
 }
 
-const missing = missingWasmFeatures();
-if (missing.length > 0) {
-  showUnsupported(missing);
-} else {
-  await start();
-}
+const build = DonutSupport.build;
+DonutSupport.whenReady(() => {
+  start().catch((e) => {
+    console.error('donut viewer failed to start', e);
+    showUnsupported([`the ${build.name} build`], String(e && e.message || e));
+  });
+});
 
 async function start() {
-  const { default: initViewer, DonutViewer } = await import('./pkg/viewer/donut_viewer.js');
-  await initViewer();
+  await wasm_bindgen({ module_or_path: `${build.viewer}/donut_viewer_bg.wasm` });
+  const { DonutViewer } = wasm_bindgen;
   const viewer = new DonutViewer(document.getElementById('donut'), document.getElementById('chart'));
   window.donutViewer = viewer;
   // `?steer=0`: a screen that only watches (a TV in a lobby) ignores drags
@@ -62,7 +56,7 @@ async function start() {
   const relay = document.getElementById('relay');
   relay.checked = relayChoice();
   relay.addEventListener('change', () => {
-    try { localStorage.setItem(RELAY_KEY, relay.checked ? '1' : '0'); } catch { /* private mode */ }
+    try { localStorage.setItem(RELAY_KEY, relay.checked ? '1' : '0'); } catch (e) { /* private mode */ }
     viewer.setRelaying(relay.checked);
   });
   viewer.setRelaying(relay.checked);
@@ -73,7 +67,9 @@ async function start() {
   function setContributing(on) {
     viewer.setContributing(on);
     if (on && !worker) {
-      worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+      // A classic worker (module workers need Firefox 114): worker.js
+      // loads the same build's worker glue with importScripts.
+      worker = new Worker(`worker.js?build=${build.name}`);
       worker.onmessage = (e) => {
         window.donutWorkerStats = e.data;
         viewer.workerStats(e.data);
@@ -88,7 +84,7 @@ async function start() {
 
   toggle.checked = initialChoice();
   toggle.addEventListener('change', () => {
-    try { localStorage.setItem(KEY, toggle.checked ? '1' : '0'); } catch { /* private mode */ }
+    try { localStorage.setItem(KEY, toggle.checked ? '1' : '0'); } catch (e) { /* private mode */ }
     setContributing(toggle.checked);
   });
   setContributing(toggle.checked);
