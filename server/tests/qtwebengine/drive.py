@@ -7,7 +7,8 @@ Loads URL in a visible QWebEngineView on Qt's offscreen platform and, every
 quarter of a second for SECONDS, prints one JSON line describing what the
 page shows: {"t": seconds, "state": {...}} where state is the page's answer
 to the probe below (the build chosen, the frame on screen and its text, the
-worker's statistics, the unsupported message). Every console message is
+worker's statistics, the viewer's start-up milestones in ms since the
+navigation start, the unsupported message). Every console message is
 printed as {"console": level, "message": ..., "source": ..., "line": ...}
 (level 2 is an error), and the user agent first as {"ua": ...}. Only a
 driver: every judgement is the Rust test's.
@@ -44,6 +45,7 @@ PROBE = """(function () {
     frame: frame === undefined ? null : frame,
     text: text === undefined ? null : text,
     worker: window.donutWorkerStats || null,
+    milestones: v ? v.milestones() : null,
     unsupported: box && !box.hidden ? box.innerText : null,
     connection: (document.querySelector('[data-stat=connection]') || {}).textContent || null
   });
