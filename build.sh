@@ -268,6 +268,9 @@ inputs_digest() {
         sha256sum Cargo.toml Cargo.lock
         if [ -d .cargo ]; then find .cargo -type f -print0 | sort -z | xargs -0 sha256sum; fi
         printf 'RUSTFLAGS=%s\n' "${RUSTFLAGS:-}"
+        # How the glue is emitted: a package built with another target
+        # (`--target web` before the classic-script bootstrap) is stale.
+        printf 'glue=no-modules\n'
         wasm-pack --version
         wasm-bindgen --version
         rustc --version
