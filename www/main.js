@@ -1,10 +1,14 @@
-// The page shim: checks the engine can run our wasm, loads the viewer wasm,
+// The page shim: loads the viewer wasm of the build `support.js` chose,
 // asks before contributing (first visit), starts the Web Worker within its
 // CPU budget, wires the contribute switch, the pause button and the
 // `?steer=0` option, and forwards the page's lifecycle. No protocol or
 // rendering logic lives here.
-import { missingWasmFeatures, BROWSERS } from './support.js';
-
+//
+// A classic script, loaded by `support.js` after the viewer's glue and only
+// where a wasm build can run; ES2017 at most (no modules, no `import`, no
+// `catch {}`, no `??` or `?.`), which every engine with WebAssembly parses
+// (es-check in CI). The glue (wasm-bindgen `--target no-modules`) defines the
+// global `wasm_bindgen`.
 const KEY = 'donut.contribute';
 const RELAY_KEY = 'donut.relay';
 const params = new URLSearchParams(location.search);
@@ -21,10 +25,10 @@ async function fetchPageConfig() {
     if (!r.ok) return fallback;
     const c = await r.json();
     return {
-      contribute: ['ask', 'on', 'off'].includes(c.contribute) ? c.contribute : 'ask',
+      contribute: ['ask', 'on', 'off'].indexOf(c.contribute) >= 0 ? c.contribute : 'ask',
       budget: c.budget >= 1 && c.budget <= 100 ? Number(c.budget) : fallback.budget,
     };
-  } catch {
+  } catch (e) {
     return fallback;
   }
 }
@@ -35,14 +39,14 @@ async function fetchPageConfig() {
 function initialChoice(operatorDefault) {
   if (params.has('contribute')) return params.get('contribute') !== '0';
   let stored = null;
-  try { stored = localStorage.getItem(KEY); } catch { /* private mode */ }
+  try { stored = localStorage.getItem(KEY); } catch (e) { /* private mode */ }
   if (stored === '1' || stored === '0') return stored === '1';
   if (operatorDefault === 'on' || operatorDefault === 'off') return operatorDefault === 'on';
   return 'ask';
 }
 
 function rememberChoice(on) {
-  try { localStorage.setItem(KEY, on ? '1' : '0'); } catch { /* private mode */ }
+  try { localStorage.setItem(KEY, on ? '1' : '0'); } catch (e) { /* private mode */ }
 }
 
 // The first-visit question, with the budget's figures; `answer(bool)` once
@@ -51,8 +55,10 @@ function askToContribute(budget, answer) {
   const box = document.getElementById('consent');
   box.querySelector('[data-budget]').textContent = `${budget}%`;
   box.querySelector('[data-battery-budget]').textContent = `${batteryBudget(budget)}%`;
-  for (const button of box.querySelectorAll('button[data-consent]')) {
-    button.addEventListener('click', () => answer(button.dataset.consent === 'yes'));
+  const buttons = box.querySelectorAll('button[data-consent]');
+  for (let i = 0; i < buttons.length; i++) {
+    const button = buttons[i];
+    button.addEventListener('click', () => answer(button.getAttribute('data-consent') === 'yes'));
   }
   box.hidden = false;
 }
@@ -75,7 +81,7 @@ async function watchBattery(onChange) {
     const report = () => onChange(!battery.charging);
     battery.addEventListener('chargingchange', report);
     report();
-  } catch { /* no battery information */ }
+  } catch (e) { /* no battery information */ }
 }
 
 // The pause button, and `prefers-reduced-motion`: such a page starts
@@ -88,7 +94,10 @@ function wireMotion(viewer) {
   };
   const reduce = matchMedia('(prefers-reduced-motion: reduce)');
   setPaused(reduce.matches);
-  reduce.addEventListener('change', () => setPaused(reduce.matches));
+  const follow = () => setPaused(reduce.matches);
+  // MediaQueryList is an EventTarget only since Chrome 45 / Safari 14.
+  if (typeof reduce.addEventListener === 'function') reduce.addEventListener('change', follow);
+  else if (typeof reduce.addListener === 'function') reduce.addListener(follow);
   button.addEventListener('click', () => setPaused(button.getAttribute('aria-pressed') !== 'true'));
 }
 
@@ -96,37 +105,26 @@ function wireMotion(viewer) {
 // with the relay switch (default: share).
 function relayChoice() {
   if (params.has('p2p')) return params.get('p2p') !== '0';
-  try { return localStorage.getItem(RELAY_KEY) !== '0'; } catch { return true; }
+  try { return localStorage.getItem(RELAY_KEY) !== '0'; } catch (e) { return true; }
 }
 
-// An engine without WebAssembly, or without a feature the wasm is compiled
-// with, would fail to compile it with an opaque error: say so instead.
-function showUnsupported(missing) {
-  const box = document.getElementById('unsupported');
-  box.dataset.missing = missing.join(', ');
-  box.querySelector('[data-missing]').textContent = missing[0] === 'WebAssembly'
-    ? 'WebAssembly (it is missing or switched off)'
-    : `the WebAssembly features ${missing.join(', ')}`;
-  box.querySelector('[data-browsers]').textContent = BROWSERS;
-  box.hidden = false;
-  const state = document.querySelector('[data-stat=connection]');
-  state.textContent = 'this browser cannot run the donut';
-  state.dataset.state = 'unsupported';
-  document.getElementById('contribute').disabled = true;
-  document.getElementById('relay').disabled = true;
-  document.getElementById('pause').disabled = true;
+// An engine without WebAssembly, or whose start failed, would leave the
+// page blank: say so instead (`support.js` writes the message).
+function showUnsupported(missing, error) {
+  DonutSupport.showUnsupported(missing, error);
 }
 
-const missing = missingWasmFeatures();
-if (missing.length > 0) {
-  showUnsupported(missing);
-} else {
-  await start();
-}
+const build = DonutSupport.build;
+DonutSupport.whenReady(() => {
+  start().catch((e) => {
+    console.error('donut viewer failed to start', e);
+    showUnsupported([`the ${build.name} build`], String(e && e.message || e));
+  });
+});
 
 async function start() {
-  const { default: initViewer, DonutViewer } = await import('./pkg/viewer/donut_viewer.js');
-  await initViewer();
+  await wasm_bindgen({ module_or_path: `${build.viewer}/donut_viewer_bg.wasm` });
+  const { DonutViewer } = wasm_bindgen;
   const viewer = new DonutViewer(document.getElementById('donut'), document.getElementById('chart'));
   window.donutViewer = viewer;
   wireMotion(viewer);
@@ -145,7 +143,7 @@ async function start() {
   if (!viewer.relayAvailable()) relay.parentNode.hidden = true;
   relay.checked = relayChoice();
   relay.addEventListener('change', () => {
-    try { localStorage.setItem(RELAY_KEY, relay.checked ? '1' : '0'); } catch { /* private mode */ }
+    try { localStorage.setItem(RELAY_KEY, relay.checked ? '1' : '0'); } catch (e) { /* private mode */ }
     viewer.setRelaying(relay.checked);
   });
   viewer.setRelaying(relay.checked);
@@ -163,7 +161,9 @@ async function start() {
   function setContributing(on) {
     viewer.setContributing(on);
     if (on && !worker) {
-      worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+      // A classic worker (module workers need Firefox 114): worker.js
+      // loads the same build's worker glue with importScripts.
+      worker = new Worker(`worker.js?build=${build.name}`);
       worker.onmessage = (e) => {
         window.donutWorkerStats = e.data;
         viewer.workerStats(e.data);

@@ -22,7 +22,9 @@
 //! Then, on the last cold page, `donutViewer.benchDecode(reps)` re-decodes
 //! the last `Frames` message the page received from the server (a real
 //! context-coded batch) in the shipped viewer wasm, and the bench reports
-//! milliseconds per 60 frames.
+//! milliseconds per 60 frames; then the same in a window that opened the
+//! page with `?build=compat` (the compatibility build, WebAssembly 1.0), and
+//! the ratio of the two medians.
 //!
 //! Environment: `DONUT_BIN`, `DONUT_RUNS`, `DONUT_CHROMIUM`,
 //! `DONUT_CHROMEDRIVER`. It needs `www/pkg` built before the server binary
@@ -175,7 +177,7 @@ async fn run() -> Result<()> {
     );
     let url = format!("http://{listen}/?contribute=0");
     let (mut cold, mut warm) = (Vec::new(), Vec::new());
-    let mut decode = Vec::new();
+    let (mut decode, mut decode_compat) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let chromium::Session {
             client,
@@ -194,24 +196,48 @@ async fn run() -> Result<()> {
         warm.push(h);
         if i + 1 == runs {
             // Let a few batches arrive, warm up, then re-decode the last one
-            // in several rounds.
+            // in several rounds; then the same in the compatibility build
+            // (`?build=compat`, WebAssembly 1.0), in a window of its own.
             tokio::time::sleep(Duration::from_secs(2)).await;
-            let _ = client
-                .execute("return window.donutViewer.benchDecode(200)", Vec::new())
-                .await?;
-            for _ in 0..DECODE_ROUNDS {
-                decode.push(
-                    client
-                        .execute("return window.donutViewer.benchDecode(1000)", Vec::new())
-                        .await?,
-                );
-            }
+            decode = bench_decode(&client).await?;
+            let w = client.new_window(false).await?;
+            client.switch_to_window(w.handle).await?;
+            measure(&client, &format!("{url}&build=compat")).await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            decode_compat = bench_decode(&client).await?;
         }
         let _ = client.close().await;
         let _ = std::fs::remove_dir_all(&profile);
     }
     table("Cold: fresh Chromium, fresh profile, empty cache", &cold);
     table("Warm: same browser, new window, HTTP cache warm", &warm);
+    let default = decode_table("default build", &decode)?;
+    let compat = decode_table("compatibility build (`?build=compat`)", &decode_compat)?;
+    println!(
+        "\ncompatibility / default, median ms per 60 frames: {:.2}",
+        median(compat) / median(default)
+    );
+    Ok(())
+}
+
+/// `benchDecode` in the current page: one warm-up, then the rounds.
+async fn bench_decode(client: &Client) -> Result<Vec<serde_json::Value>> {
+    let _ = client
+        .execute("return window.donutViewer.benchDecode(200)", Vec::new())
+        .await?;
+    let mut out = Vec::new();
+    for _ in 0..DECODE_ROUNDS {
+        out.push(
+            client
+                .execute("return window.donutViewer.benchDecode(1000)", Vec::new())
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// Prints the decode rounds of `build`; returns ms per 60 frames.
+fn decode_table(build: &str, decode: &[serde_json::Value]) -> Result<Vec<f64>> {
     let last = decode.last().ok_or("benchDecode never ran")?;
     let frames = last["frames"]
         .as_f64()
@@ -222,7 +248,7 @@ async fn run() -> Result<()> {
         .map(|ms| ms * 60.0 / frames)
         .collect();
     println!(
-        "\nViewer decode in Chromium (shipped wasm), the last Frames message the page \
+        "\nViewer decode in Chromium, {build}, the last Frames message the page \
          received: {frames} frames, {} bytes, codec {}; {} rounds of {} decodes:\n",
         last["bytes"],
         last["codec"],
@@ -239,7 +265,12 @@ async fn run() -> Result<()> {
             per60.iter().map(|ms| ms * 1000.0 / 60.0).collect()
         )
     );
-    Ok(())
+    Ok(per60)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn main() -> Result<()> {

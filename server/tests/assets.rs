@@ -202,3 +202,46 @@ async fn assets_are_compressed_as_asked_and_decompress_to_the_file() {
     honest.abort();
     server.shutdown(Duration::from_secs(3)).await;
 }
+
+/// WebAssembly 1.0 (the MVP) plus mutable globals: what the compatibility
+/// builds claim (build.sh re-emits them with exactly these features), so
+/// what an engine like Chromium 69 or Safari 15 can compile.
+fn mvp() -> wasmparser::WasmFeatures {
+    wasmparser::WasmFeatures::WASM1 | wasmparser::WasmFeatures::MUTABLE_GLOBAL
+}
+
+/// The compatibility wasm packages are served like the rest, and what is
+/// served validates with only the features they claim, while the default
+/// builds (SIMD, reference types…) do not: the page's probes must choose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compat_wasm_is_served_and_is_webassembly_1_0() {
+    let server = start(config()).await;
+    let addr = server.addr;
+    for (sub, name) in [("viewer", "donut_viewer"), ("worker", "donut_worker")] {
+        let compat_path = format!("/pkg/{sub}-compat/{name}_bg.wasm");
+        let compat = get(addr, &compat_path, &[]).await;
+        assert_eq!(compat.status, 200, "{compat_path}: {}", compat.head);
+        assert_eq!(compat.header("content-type"), Some("application/wasm"));
+        assert_eq!(compat.body, www(&compat_path[1..]), "{compat_path}");
+        if let Err(e) = wasmparser::Validator::new_with_features(mvp()).validate_all(&compat.body) {
+            panic!("{compat_path} is not WebAssembly 1.0 + mutable globals: {e}");
+        }
+        let glue = format!("/pkg/{sub}-compat/{name}.js");
+        let js = get(addr, &glue, &[]).await;
+        assert_eq!(js.status, 200, "{glue}: {}", js.head);
+        assert_eq!(js.body, www(&glue[1..]), "{glue}");
+
+        let default_path = format!("/pkg/{sub}/{name}_bg.wasm");
+        let default = get(addr, &default_path, &[]).await;
+        assert_eq!(default.status, 200, "{default_path}: {}", default.head);
+        wasmparser::Validator::new()
+            .validate_all(&default.body)
+            .unwrap_or_else(|e| panic!("{default_path} does not validate at all: {e}"));
+        let refused = wasmparser::Validator::new_with_features(mvp()).validate_all(&default.body);
+        assert!(
+            refused.is_err(),
+            "{default_path} validates as WebAssembly 1.0: the compatibility build would be pointless"
+        );
+    }
+    server.shutdown(Duration::from_secs(3)).await;
+}

@@ -550,7 +550,8 @@ async fn unsupported_message(browser: &Browser, server: &Server) -> (String, Str
     .await;
     assert_eq!(shown["visible"], true, "{shown}");
     let text = shown["text"].as_str().unwrap_or_default().to_owned();
-    for browsers in ["Chrome or Edge 96+", "Firefox 89+", "Safari 16.4+"] {
+    // The compatibility build's floor (WebAssembly 1.0, ES2017).
+    for browsers in ["Chrome or Edge 69+", "Firefox 78+", "Safari 15+"] {
         assert!(
             text.contains(browsers),
             "the message names no {browsers}: {text}"
@@ -591,8 +592,11 @@ fn a_page_without_webassembly_says_which_browsers_it_needs() {
     });
 }
 
+/// An engine with WebAssembly but without SIMD (Chromium 87, Safari 15):
+/// the probes pick the compatibility build (WebAssembly 1.0), which plays
+/// frames equal to the native render and contributes frames that verify.
 #[test]
-fn a_page_whose_engine_lacks_simd_names_what_is_missing() {
+fn a_page_whose_engine_lacks_simd_plays_the_compatibility_build() {
     serial(async {
         let server = Server::start(&[]);
         let mut browser = Browser::chromium(&[]).await;
@@ -609,10 +613,81 @@ fn a_page_whose_engine_lacks_simd_names_what_is_missing() {
                   }"}),
             )
             .await;
+        let tab = browser.open(&server.url("/")).await;
+        let build = browser
+            .js("return {name: DonutSupport.build.name, missing: DonutSupport.build.missing}")
+            .await;
+        assert_eq!(build["name"], "compat", "{build}");
+        assert_eq!(build["missing"], serde_json::json!(["SIMD"]), "{build}");
+        let first = eventually("a frame on screen", async || {
+            browser.current_frame(tab).await
+        })
+        .await;
+        browser.wait_playing_past(tab, first, 60).await;
+        let shown = browser
+            .js("const v = window.donutViewer; return {frame: v.currentFrame(), text: v.currentText()}")
+            .await;
+        let frame = num(&shown, "frame");
+        let mut want = [0u8; FRAME_LEN];
+        donut_shared::render(frame, &mut want);
+        assert_eq!(
+            shown["text"].as_str().unwrap_or_default().as_bytes(),
+            &want[..],
+            "frame {frame} of the compatibility viewer is not the native render"
+        );
+        // Its worker is the compatibility worker, and the server, verifying
+        // every frame natively, accepts what it renders.
+        eventually("the tab's frames to be accepted", async || {
+            let s = browser.js("return window.donutWorkerStats ?? null").await;
+            (s["contributed"].as_f64().unwrap_or(0.0) > 0.0).then_some(())
+        })
+        .await;
+        let wasm = browser
+            .js("return performance.getEntriesByType('resource').map(e => e.name).filter(n => n.endsWith('.wasm'))")
+            .await;
+        let names: Vec<&str> = wasm
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        assert!(
+            !names.is_empty() && names.iter().all(|n| n.contains("/pkg/viewer-compat/")),
+            "the page fetched other wasm than the compatibility viewer's: {wasm}"
+        );
+        let stats = eventually("a second of the tab's frames", async || {
+            let s = server.stats();
+            (num(&s, "frames_accepted") >= 60).then_some(s)
+        })
+        .await;
+        assert_eq!(num(&stats, "batches_rejected"), 0, "{stats}");
+        assert_eq!(num(&stats, "strikes"), 0, "{stats}");
+        browser.quit().await;
+    });
+}
+
+/// Whatever fails while the page starts (here: the engine refuses to
+/// instantiate any wasm), the page says so and names the browsers that
+/// work, instead of "starting…" on a blank canvas.
+#[test]
+fn a_page_whose_wasm_fails_to_start_says_so_instead_of_going_blank() {
+    serial(async {
+        let server = Server::start(&[]);
+        let mut browser = Browser::chromium(&[]).await;
+        browser
+            .cdp(
+                "Page.addScriptToEvaluateOnNewDocument",
+                serde_json::json!({"source": "{\
+                    const refuse = () => Promise.reject(new WebAssembly.CompileError('refused by the test'));\
+                    WebAssembly.instantiate = refuse;\
+                    WebAssembly.instantiateStreaming = refuse;\
+                    WebAssembly.compile = refuse;\
+                    WebAssembly.compileStreaming = refuse;\
+                  }"}),
+            )
+            .await;
         browser.goto(&server.url("/")).await;
         let (missing, text) = unsupported_message(&browser, &server).await;
-        assert_eq!(missing, "SIMD", "{text}");
-        assert!(text.contains("SIMD"), "{text}");
+        assert_eq!(missing, "the simd build", "{text}");
+        assert!(text.contains("refused by the test"), "{text}");
         browser.quit().await;
     });
 }

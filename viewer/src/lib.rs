@@ -11,6 +11,8 @@
 //! - [`p2p`]: the peer relay (batches from a parent viewer over WebRTC,
 //!   checked against the server's digests, passed on to children).
 //! - [`screen`], [`panel`]: canvas drawing and the DOM panel.
+//! - [`selftest`]: the batch decoding as C-ABI exports, for the tests that
+//!   run the shipped wasm (default and compatibility builds) in Node.
 //! - [`app`]: the WebSocket, the animation loop and the page's handle,
 //!   [`DonutViewer`].
 
@@ -24,6 +26,7 @@ pub mod p2p;
 pub mod panel;
 pub mod player;
 pub mod screen;
+pub mod selftest;
 
 pub use app::DonutViewer;
 

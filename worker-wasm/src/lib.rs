@@ -54,3 +54,40 @@ pub extern "C" fn donut_selftest_render_packed(frame: u64) -> u32 {
 pub fn protocol_version() -> u8 {
     donut_shared::wire::PROTOCOL_VERSION
 }
+
+/// The buffer of the i32-only selftest exports below, in this module's
+/// memory: engines without the BigInt-to-i64 boundary (Chromium before 85,
+/// Node before 15) cannot call the `u64` exports above, so the determinism
+/// test of the compatibility build in old V8s goes through memory instead.
+static SELFTEST: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Makes the selftest buffer `len` zero bytes long and returns its address
+/// in this module's memory (the caller writes `len / 8` little-endian u64
+/// frame numbers there, then calls [`donut_selftest_digests`]).
+#[unsafe(no_mangle)]
+pub extern "C" fn donut_selftest_buffer(len: u32) -> u32 {
+    let mut buf = SELFTEST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *buf = vec![0; len as usize];
+    buf.as_ptr() as usize as u32
+}
+
+/// Replaces every little-endian u64 in the selftest buffer with its digest:
+/// [`donut_selftest_digest`]'s when `scripted` is 0, else
+/// [`donut_selftest_scripted_digest`]'s. Trailing bytes short of 8 are left.
+#[unsafe(no_mangle)]
+pub extern "C" fn donut_selftest_digests(scripted: u32) {
+    let mut buf = SELFTEST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for chunk in buf.as_chunks_mut::<8>().0 {
+        let k = u64::from_le_bytes(*chunk);
+        let digest = if scripted == 0 {
+            donut_selftest_digest(k)
+        } else {
+            donut_selftest_scripted_digest(k)
+        };
+        *chunk = digest.to_le_bytes();
+    }
+}

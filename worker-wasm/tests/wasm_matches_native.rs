@@ -161,9 +161,22 @@ fn frames_under_test() -> Vec<u64> {
 /// `native`, reporting every mismatch (input and both digests).
 fn assert_same_digests(path: &Path, export: &str, inputs: &[u64], native: impl Fn(u64) -> u64) {
     let wasm = wasm_digests(path, export, inputs);
+    compare_digests(&path.display().to_string(), export, inputs, &wasm, native);
+}
+
+/// Compares the digests `wasm` of `inputs`, computed by `what`, with
+/// `native`, reporting every mismatch (input and both digests).
+fn compare_digests(
+    what: &str,
+    export: &str,
+    inputs: &[u64],
+    wasm: &[u64],
+    native: impl Fn(u64) -> u64,
+) {
+    assert_eq!(wasm.len(), inputs.len(), "{what}: a short answer");
     let mismatches: Vec<String> = inputs
         .iter()
-        .zip(&wasm)
+        .zip(wasm)
         .filter_map(|(&k, &w)| {
             let n = native(k);
             (w != n).then(|| format!("{export}({k}): wasm {w:016x} native {n:016x}"))
@@ -171,10 +184,9 @@ fn assert_same_digests(path: &Path, export: &str, inputs: &[u64], native: impl F
         .collect();
     assert!(
         mismatches.is_empty(),
-        "{} of {} digests differ between {} and native:\n{}",
+        "{} of {} digests differ between {what} and native:\n{}",
         mismatches.len(),
         inputs.len(),
-        path.display(),
         mismatches[..mismatches.len().min(20)].join("\n")
     );
 }
@@ -208,4 +220,182 @@ fn shipped_wasm_matches_native() {
         shipped.display()
     );
     assert_matches_native(&shipped);
+}
+
+// ---------------------------------------------------------------------
+// The compatibility build (www/pkg/worker-compat): WebAssembly 1.0, for
+// engines without SIMD, reference types and the rest (see build.sh).
+
+/// The same as `NODE_HARNESS`, but ES5 and through the i32-only buffer
+/// exports (`donut_selftest_buffer`, `donut_selftest_digests`), so that it
+/// runs in Node 10 (V8 6.8, about Chromium 69), which has neither `??=`
+/// nor the BigInt-to-i64 boundary. `$SCRIPTED` picks the digest.
+const BUFFER_HARNESS: &str = r#"
+var fs = require('fs');
+var mod = new WebAssembly.Module(fs.readFileSync(process.env.WASM));
+var imports = {};
+WebAssembly.Module.imports(mod).forEach(function (imp) {
+  if (imp.kind !== 'function') throw new Error('unexpected ' + imp.kind + ' import ' + imp.name);
+  imports[imp.module] = imports[imp.module] || {};
+  imports[imp.module][imp.name] = function () {
+    throw new Error('selftest called import ' + imp.module + '.' + imp.name);
+  };
+});
+var ex = new WebAssembly.Instance(mod, imports).exports;
+var input = fs.readFileSync(0);
+var at = ex.donut_selftest_buffer(input.length) >>> 0;
+new Uint8Array(ex.memory.buffer, at, input.length).set(input);
+ex.donut_selftest_digests(Number(process.env.SCRIPTED));
+process.stdout.write(Buffer.from(new Uint8Array(ex.memory.buffer, at, input.length)));
+"#;
+
+/// The npm tools directory `./build.sh test` installs into (`$DONUT_TOOLS`,
+/// default `~/.cache/donut-tools`).
+fn tools_dir() -> PathBuf {
+    std::env::var_os("DONUT_TOOLS").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").expect("$HOME or $DONUT_TOOLS");
+            Path::new(&home).join(".cache/donut-tools")
+        },
+        PathBuf::from,
+    )
+}
+
+/// The old Node binaries the tests run, with the Chromium of their V8.
+const OLD_NODES: [(&str, &str); 3] = [
+    ("node10", "V8 6.8, about Chromium 69"),
+    ("node14", "V8 8.4, about Chromium 84"),
+    ("node16", "V8 9.4, about Chromium 94"),
+];
+
+/// The binary of `name` (`node10`...), failing if it is missing.
+fn old_node(name: &str) -> PathBuf {
+    let path = tools_dir().join("node_modules").join(name).join("bin/node");
+    assert!(
+        path.is_file(),
+        "{} is missing: ./build.sh test installs it (npm, into $DONUT_TOOLS)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `script` in `node` with `env`, `input` on stdin; returns whether
+/// it succeeded, its stdout and its stderr.
+fn run_node(
+    node: &Path,
+    script: &str,
+    env: &[(&str, &Path)],
+    input: Vec<u8>,
+) -> (bool, Vec<u8>, String) {
+    let mut cmd = Command::new(node);
+    cmd.args(["-e", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", node.display()));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("waiting for node");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("writing to node");
+    (
+        output.status.success(),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The digests of `frames` by the wasm at `path`, run in `node` through
+/// the buffer exports.
+fn buffer_digests(node: &Path, path: &Path, scripted: bool, frames: &[u64]) -> Vec<u64> {
+    let input: Vec<u8> = frames.iter().flat_map(|f| f.to_le_bytes()).collect();
+    let flag = Path::new(if scripted { "1" } else { "0" });
+    let (ok, out, err) = run_node(
+        node,
+        BUFFER_HARNESS,
+        &[("WASM", path), ("SCRIPTED", flag)],
+        input,
+    );
+    assert!(
+        ok,
+        "{} failed running {}:\n{err}",
+        node.display(),
+        path.display()
+    );
+    out.chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+        .collect()
+}
+
+/// Every frame under test and the steered scene, as `assert_matches_native`,
+/// by the wasm at `path` in `node`.
+fn assert_buffer_matches_native(node: &Path, path: &Path) {
+    let what = format!("{} in {}", path.display(), node.display());
+    let frames = frames_under_test();
+    let wasm = buffer_digests(node, path, false, &frames);
+    compare_digests(
+        &what,
+        "donut_selftest_digests",
+        &frames,
+        &wasm,
+        frame_digest,
+    );
+    let steered: Vec<u64> = (0..1_500).collect();
+    let wasm = buffer_digests(node, path, true, &steered);
+    compare_digests(&what, "donut_selftest_digests", &steered, &wasm, |k| {
+        pose_digest(scripted_scene(k).pose)
+    });
+}
+
+fn shipped(sub: &str) -> PathBuf {
+    let path = workspace_root()
+        .join("www/pkg")
+        .join(sub)
+        .join("donut_worker_bg.wasm");
+    assert!(
+        path.exists(),
+        "{} is missing: build the wasm packages with ./build.sh (or run the \
+         whole suite with ./build.sh test)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn shipped_compat_wasm_matches_native() {
+    let path = shipped("worker-compat");
+    assert_matches_native(&path);
+    assert_buffer_matches_native(Path::new("node"), &path);
+}
+
+/// The compatibility worker runs in the V8s of Chromium 69, 84 and 94 (the
+/// engines of 2020-2023 smart TVs) and renders exactly the native bytes
+/// there.
+#[test]
+fn compat_wasm_matches_native_in_old_v8s() {
+    let path = shipped("worker-compat");
+    for (name, v8) in OLD_NODES {
+        eprintln!("{name} ({v8})");
+        assert_buffer_matches_native(&old_node(name), &path);
+    }
+}
+
+/// The default build does not even compile there (so the test above is the
+/// compatibility build's doing, and the page must choose between them).
+#[test]
+fn the_default_wasm_does_not_compile_in_old_v8s() {
+    let path = shipped("worker");
+    let script = "new WebAssembly.Module(require('fs').readFileSync(process.env.WASM))";
+    for (name, v8) in OLD_NODES {
+        let (ok, _, err) = run_node(&old_node(name), script, &[("WASM", &path)], Vec::new());
+        assert!(!ok, "{} compiled in {name} ({v8})", path.display());
+        assert!(err.contains("CompileError"), "{name}: {err}");
+    }
 }
