@@ -72,6 +72,8 @@ impl App {
             p2p_relays: tree.relays as u64,
             p2p_depth: u64::from(tree.depth),
             p2p_offload_permille: u64::from(crate::p2p::offload_permille(&self.stats)),
+            p2p_barred: tree.barred as u64,
+            p2p_suspects: tree.suspects as u64,
             cluster_role,
             cluster_term,
             cluster_nodes: totals.map_or(1, |t| t.nodes),
