@@ -668,8 +668,8 @@ enum Role {
     /// Never joins: a plain viewer, fed by the server.
     Plain,
     /// Joins; links to every parent it is given (says so, at least), and
-    /// fetches the newest batch announced to it 19 times a second (under
-    /// the fetch bucket).
+    /// fetches the newest batch it heard of (by digest or frames) 19 times
+    /// a second (under the fetch bucket).
     Fetcher,
 }
 
@@ -718,6 +718,8 @@ impl Driven {
             let mut log = Log::default();
             let mut newest: Option<(u64, u32)> = None;
             let mut fetch = tokio::time::interval(Duration::from_millis(1000 / 19));
+            // Never more than 19 a second, even after a delay.
+            fetch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !stopping.load(Ordering::Relaxed) {
                 let next = tokio::select! {
                     m = tokio::time::timeout(Duration::from_millis(200), ws.next()) => m,
@@ -749,7 +751,8 @@ impl Driven {
                 };
                 let a = match ToViewer::decode(&b) {
                     Ok(ToViewer::Assign(a)) => a,
-                    Ok(ToViewer::Frames(_)) => {
+                    Ok(ToViewer::Frames(f)) => {
+                        newest = newest.max(Some((f.start, f.timeline)));
                         let now = Instant::now();
                         if let Some(t) = log.last_frames {
                             log.longest_gap = log.longest_gap.max(now - t);
@@ -760,7 +763,7 @@ impl Driven {
                     }
                     Ok(ToViewer::Digest(d)) => {
                         log.digests += 1;
-                        newest = Some((d.start, d.timeline));
+                        newest = newest.max(Some((d.start, d.timeline)));
                         continue;
                     }
                     _ => continue,
@@ -841,7 +844,7 @@ async fn twelve_and_two(extra: Role) -> (f64, serde_json::Value, Vec<Log>) {
         if extra == Role::Reporter {
             // One after the other, as two sockets a moment apart would.
             wait_stats(addr, "the report", |s| {
-                counter(s, "p2p_digest_mismatches") == u64::from(h)
+                counter(s, "p2p_digest_mismatches") >= u64::from(h)
             })
             .await;
         }
