@@ -206,10 +206,15 @@ figures! {
         p2p_relays: u64 => gauge "p2p_relays" "Viewers relaying to at least one linked peer.";
         /// The relay tree's deepest node (1: server-fed only; 0: empty).
         p2p_depth: u64 => gauge "p2p_depth" "Depth of the relay tree.";
-        /// Of the batch bytes viewers needed, the share peers delivered, in
-        /// thousandths, from what the server sent (see [`crate::p2p::offload_permille`]).
-        p2p_offload_permille: u64 =>
-            gauge "p2p_offload_permille" "Share of batch bytes delivered by peers, per mille.";
+        /// Of the batch bytes viewers needed over the last minute, the share
+        /// peers delivered as the viewers proved (`Proof`), in thousandths
+        /// (see [`crate::p2p::OffloadWindow`]): what the server measurably saved.
+        p2p_offload_permille: u64 => gauge "p2p_offload_permille"
+            "Share of batch bytes peers delivered, proven by the viewers, last minute, per mille.";
+        /// The share announced by digest to viewers that said they were linked
+        /// (proven or not), last minute, in thousandths: claims.
+        p2p_claimed_permille: u64 => gauge "p2p_claimed_permille"
+            "Share of batch bytes announced by digest (claimed links), last minute, per mille.";
         /// Viewers barred from relaying now (accused by enough witnesses).
         p2p_barred: u64 => gauge "p2p_barred" "Viewers barred from relaying now.";
         /// Viewers whose address is a suspect reporter now (server-fed only).
@@ -238,6 +243,11 @@ figures! {
         p2p_fallback_bytes: "Bytes of batches served to viewers whose peer was late.";
         /// Fetches for a batch the server no longer holds (ignored).
         p2p_fetches_missed: "Fetches for batches no longer held.";
+        /// Bytes of batches a peer-fed viewer proved it holds (`Proof`).
+        p2p_bytes_confirmed: "Bytes of batches viewers proved peers delivered.";
+        /// Proofs that did not match the batch (or were not owed, or its batch
+        /// was no longer held to check).
+        p2p_proofs_refused: "Proofs not counted (wrong, not owed, or unverifiable).";
         /// Fetches for a batch not owed to the viewer (not announced to it by
         /// digest, or already sent): refused, nothing sent.
         p2p_fetches_refused: "Fetches for batches not owed to the viewer (refused).";
@@ -346,6 +356,7 @@ mod tests {
             p2p_relays: 0,
             p2p_depth: 0,
             p2p_offload_permille: 0,
+            p2p_claimed_permille: 0,
             p2p_barred: 0,
             p2p_suspects: 0,
             verify_policy: "quorum",
@@ -390,6 +401,7 @@ mod tests {
             "donut_p2p_relays gauge",
             "donut_p2p_depth gauge",
             "donut_p2p_offload_permille gauge",
+            "donut_p2p_claimed_permille gauge",
             "donut_p2p_barred gauge",
             "donut_p2p_suspects gauge",
             "donut_frames_accepted_total counter",
@@ -403,6 +415,8 @@ mod tests {
             "donut_p2p_fallbacks_total counter",
             "donut_p2p_fallback_bytes_total counter",
             "donut_p2p_fetches_missed_total counter",
+            "donut_p2p_bytes_confirmed_total counter",
+            "donut_p2p_proofs_refused_total counter",
             "donut_p2p_fetches_refused_total counter",
             "donut_p2p_digest_mismatches_total counter",
             "donut_p2p_bars_total counter",
@@ -499,6 +513,7 @@ mod tests {
             "p2p_relays",
             "p2p_depth",
             "p2p_offload_permille",
+            "p2p_claimed_permille",
             "p2p_barred",
             "p2p_suspects",
             "frames_accepted",
@@ -512,6 +527,8 @@ mod tests {
             "p2p_fallbacks",
             "p2p_fallback_bytes",
             "p2p_fetches_missed",
+            "p2p_bytes_confirmed",
+            "p2p_proofs_refused",
             "p2p_fetches_refused",
             "p2p_digest_mismatches",
             "p2p_bars",

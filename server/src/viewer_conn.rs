@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocket;
 use bytes::Bytes;
-use donut_shared::wire::p2p::{Fetch, Peering};
+use donut_shared::wire::p2p::{Fetch, Peering, Proof};
 use donut_shared::wire::{DecodeError, FromViewer, Input};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
@@ -325,6 +325,10 @@ impl Session {
         if let FromViewer::Fetch(f) = msg {
             return self.on_fetch(f);
         }
+        if let FromViewer::Proof(p) = msg {
+            self.on_proof(p);
+            return Ok(None);
+        }
         let now = Instant::now();
         self.signalled(now)?;
         let hub = &self.app.hub;
@@ -393,6 +397,27 @@ impl Session {
                 "signal flood: over {SIGNAL_RATE} relay messages a second (burst {SIGNAL_BURST})"
             ),
         ))
+    }
+
+    /// A proof that the viewer holds a batch a peer delivered: counted as
+    /// offloaded (confirmed) if the batch was owed to it (announced by
+    /// digest, not sent, not proven or fetched before: so one check of a
+    /// batch's bytes per batch of its own stream, at most), is still held,
+    /// and the tag matches its bytes and this viewer's id. Anything else is
+    /// counted as refused.
+    fn on_proof(&mut self, p: Proof) {
+        let stats = &self.app.stats;
+        // One attempt per owed batch, right or wrong.
+        let owed = self.owed.iter().position(|&k| k == (p.start, p.timeline));
+        let batch = owed
+            .and_then(|at| self.owed.remove(at))
+            .and_then(|_| self.app.fanout.find(p.start, p.timeline));
+        match batch {
+            Some(b) if Proof::tag_of(self.id, &b.msg) == p.tag => {
+                stats.p2p_bytes_confirmed.add(b.msg.len() as u64);
+            }
+            _ => stats.p2p_proofs_refused.inc(),
+        }
     }
 
     /// The deadline fallback: the batch, if it was announced to this

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use donut_server::config::P2pMode;
 use donut_shared::wire::p2p::{
-    Assign, Digest, Fetch, Link, Peering, Report, SERVER, Signal, SignalKind,
+    Assign, Digest, Fetch, Link, Peering, Proof, Report, SERVER, Signal, SignalKind,
 };
 use donut_shared::wire::{FromViewer, PROTOCOL_VERSION, ToViewer};
 use futures_util::{SinkExt, StreamExt};
@@ -310,11 +310,19 @@ async fn a_linked_viewer_gets_digests_of_its_parent_s_bytes_and_fetches_them() {
             other => panic!("a linked viewer got {other:?}"),
         }
     }
-    // Each announces exactly the bytes the parent got.
+    // Each announces exactly the bytes the parent got; the child proves
+    // it holds them (as the page does for what its parent delivered), but
+    // the last, which it fetches below.
     for d in &digests {
         let bytes = v1.frames_of(d.start, d.timeline).await;
         assert!(d.matches(&bytes), "digest of {} does not match", d.start);
         assert_eq!(d.len as usize, bytes.len());
+        if Some(d) != digests.last() {
+            v2.send(FromViewer::Proof(Proof::of(
+                v2.id, d.start, d.timeline, &bytes,
+            )))
+            .await;
+        }
     }
     // The deadline fallback: the very bytes, at once.
     let last = *digests.last().expect("digests");
@@ -1025,4 +1033,61 @@ async fn twenty_fetch_flooders_cost_no_more_than_their_own_streams() {
     );
     // Fetches for batches already sent were refused, not served.
     assert!(counter(&s, "p2p_fetches_refused") > 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sybils_claiming_links_to_each_other_do_not_move_the_offload_figure() {
+    let server = start(p2p_config(P2pMode::On)).await;
+    let addr = server.addr;
+    let _w = worker(addr, 1);
+    let mut root = Peer::join_from(addr, host(0, 2)).await;
+    let mut child = Peer::join_from(addr, host(0, 3)).await;
+    assert_eq!(child.parent, root.id);
+    child
+        .send(FromViewer::Link(Link {
+            parent: root.id,
+            up: true,
+        }))
+        .await;
+    // The honest child proves every batch its parent "delivered" (here:
+    // the bytes its parent got, as a data channel would carry them).
+    let mut sybils = Vec::new();
+    let begun = Instant::now();
+    let mut proven = 0;
+    while begun.elapsed() < Duration::from_secs(25) {
+        if let Got::Digest(d) = child.next().await {
+            let bytes = root.frames_of(d.start, d.timeline).await;
+            child
+                .send(FromViewer::Proof(Proof::of(
+                    child.id, d.start, d.timeline, &bytes,
+                )))
+                .await;
+            proven += 1;
+        }
+        // Five seconds in, six sybils join and say their link to whatever
+        // parent they are given is up (to each other, mostly), never
+        // holding a byte.
+        if sybils.is_empty() && begun.elapsed() > Duration::from_secs(5) {
+            for h in 1..=6 {
+                sybils.push(Driven::start(addr, host(1, h), Role::Honest).await);
+            }
+        }
+    }
+    let s = stats(addr).await;
+    for d in sybils {
+        d.finish().await;
+    }
+    println!("{proven} proven; {s}");
+    // What the server saved: the one child's stream of the batches it
+    // needed to send (the root's, the child's, and the sybils' not
+    // linked), half at best; the claims are counted apart.
+    let offload = counter(&s, "p2p_offload_permille");
+    assert!(offload <= 520, "offload {offload}‰ counts claims: {s}");
+    assert!(offload >= 100, "the proven deliveries count: {s}");
+    assert!(counter(&s, "p2p_claimed_permille") > offload + 200, "{s}");
+    assert!(
+        counter(&s, "p2p_linked") >= 4,
+        "the sybils claimed links: {s}"
+    );
+    server.shutdown(Duration::from_secs(2)).await;
 }

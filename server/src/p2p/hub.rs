@@ -73,6 +73,7 @@ pub struct Hub {
     filter: CandidateFilter,
     stats: Arc<Stats>,
     inner: Mutex<Inner>,
+    offload: crate::p2p::OffloadWindow,
 }
 
 /// A viewer's place in the tree, held by its connection task; dropping it
@@ -114,6 +115,7 @@ impl Hub {
                 tree: RelayTree::new(cfg.tree_config(), cfg.p2p == P2pMode::On),
                 peers: HashMap::new(),
             }),
+            offload: crate::p2p::OffloadWindow::default(),
         }
     }
 
@@ -276,6 +278,11 @@ impl Hub {
         let mut inner = self.lock();
         let cmds = inner.tree.tick(now);
         dispatch(&inner, &cmds);
+    }
+
+    /// The offload ratios over the last minute (proven, and claimed).
+    pub fn offload(&self, now: Instant) -> crate::p2p::Offload {
+        self.offload.read(&self.stats, now)
     }
 
     /// The tree's figures.

@@ -31,7 +31,7 @@ pub mod offers;
 use donut_browser::socket::Socket;
 use donut_shared::wire::p2p::SERVER;
 use donut_shared::wire::{
-    Fetch, FromViewer, Link as LinkMsg, Peering, Report, Signal, SignalKind, ToViewer,
+    Fetch, FromViewer, Link as LinkMsg, Peering, Proof, Report, Signal, SignalKind, ToViewer,
 };
 
 use self::gate::{Gate, Key, Verdict};
@@ -395,6 +395,11 @@ impl Relay {
             Verdict::Play(bytes) => {
                 self.stats.batches_from_peer += 1;
                 self.stats.bytes_from_peer += bytes.len() as u64;
+                // Tell the server, with proof, that a peer delivered it:
+                // its offload figure counts only proven deliveries.
+                if let (Some(id), Some((start, timeline))) = (self.id, gate::batch_key(&bytes)) {
+                    socket.send(&Proof::of(id, start, timeline, &bytes).to_bytes());
+                }
                 vec![bytes]
             }
             Verdict::Held | Verdict::Duplicate => Vec::new(),
