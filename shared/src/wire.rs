@@ -46,7 +46,8 @@ pub use p2p::{Assign, Digest, Fetch, Link, Peering, Proof, Report, Signal, Signa
 /// The protocol version every message starts with. Version 2 added the
 /// scene and timeline version to `Task`, the timeline version to `Frames`
 /// and the viewer's `Input`; version 3 the peer relay's messages ([`p2p`])
-/// and its figures in `Telemetry`.
+/// and its figures in `Telemetry`; version 4 the relay's `Proof` (a viewer
+/// proves it holds a batch a peer delivered).
 pub const PROTOCOL_VERSION: u8 = 4;
 
 /// The most frames one task (and so one result) may cover.
