@@ -9,8 +9,10 @@
 //! `Frames` message, computed once per batch), and plays or relays only
 //! bytes that hash to it. A peer can delay, drop or corrupt a batch but
 //! never make anyone show a forged frame: a corrupt batch is reported
-//! (`Report`) and its relay barred, a late one fetched from the server
-//! (`Fetch`) and its relay struck. The offload ratio is measured on the
+//! (`Report`: its relay is barred once children at two addresses say so,
+//! and a reporter that keeps reporting becomes the suspect; see
+//! [`tree`]), a late one fetched from the server (`Fetch`, only batches
+//! owed, each once) and its relay struck. The offload ratio is measured on the
 //! server over the last minute ([`OffloadWindow`]): bytes of batches it did
 //! not send to viewers that proved they hold them (`Proof`: a hash of the
 //! exact bytes bound to the viewer's id), against the bytes it did send;
