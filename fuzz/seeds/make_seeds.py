@@ -6,7 +6,7 @@ Run from fuzz/: python3 seeds/make_seeds.py. Layouts follow shared/src/wire.rs.
 import os
 import struct
 
-V = 3
+V = 4
 # A frame with a valid layout (shared/src/frame.rs: a newline, code 13, in
 # the last column of each of the 22 rows of 80, blanks elsewhere; what can
 # be drawn where is the fuzzer's to find): two codes a byte, the first in
@@ -46,6 +46,7 @@ link_up = bytes([V, 0x06]) + struct.pack(">QB", 1, 1)
 link_down = bytes([V, 0x06]) + struct.pack(">QB", 1, 0)
 fetch = bytes([V, 0x07]) + struct.pack(">QI", 1000, 2)
 report = bytes([V, 0x08]) + struct.pack(">QQI", 1, 1000, 2)
+proof = bytes([V, 0x09]) + struct.pack(">QI", 1000, 2) + bytes(range(16))
 digest = bytes([V, 0x21]) + struct.pack(">QIII", 1000, 15, 2, 1400) + bytes(range(32))
 welcome = bytes([V, 0x22]) + struct.pack(">Q", 5) + b"stun:stun.example.org:3478,turn:t.example.org"
 welcome_bare = bytes([V, 0x22]) + struct.pack(">Q", 5)
@@ -87,6 +88,7 @@ seeds = {
         "link_down": link_down,
         "fetch": fetch,
         "report": report,
+        "proof": proof,
     },
     "to_viewer": {
         "frames1": frames1,

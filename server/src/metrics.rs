@@ -216,10 +216,19 @@ figures! {
         p2p_relays: u64 => gauge "p2p_relays" "Viewers relaying to at least one linked peer.";
         /// The relay tree's deepest node (1: server-fed only; 0: empty).
         p2p_depth: u64 => gauge "p2p_depth" "Depth of the relay tree.";
-        /// Of the batch bytes viewers needed, the share peers delivered, in
-        /// thousandths, from what the server sent (see [`crate::p2p::offload_permille`]).
-        p2p_offload_permille: u64 =>
-            gauge "p2p_offload_permille" "Share of batch bytes delivered by peers, per mille.";
+        /// Of the batch bytes viewers needed over the last minute, the share
+        /// peers delivered as the viewers proved (`Proof`), in thousandths
+        /// (see [`crate::p2p::OffloadWindow`]): what the server measurably saved.
+        p2p_offload_permille: u64 => gauge "p2p_offload_permille"
+            "Share of batch bytes peers delivered, proven by the viewers, last minute, per mille.";
+        /// The share announced by digest to viewers that said they were linked
+        /// (proven or not), last minute, in thousandths: claims.
+        p2p_claimed_permille: u64 => gauge "p2p_claimed_permille"
+            "Share of batch bytes announced by digest (claimed links), last minute, per mille.";
+        /// Viewers barred from relaying now (accused by enough witnesses).
+        p2p_barred: u64 => gauge "p2p_barred" "Viewers barred from relaying now.";
+        /// Viewers whose address is a suspect reporter now (server-fed only).
+        p2p_suspects: u64 => gauge "p2p_suspects" "Viewers from suspect reporting addresses.";
     }
     counted {
         /// Frames accepted into the ring.
@@ -244,12 +253,29 @@ figures! {
         p2p_fallback_bytes: "Bytes of batches served to viewers whose peer was late.";
         /// Fetches for a batch the server no longer holds (ignored).
         p2p_fetches_missed: "Fetches for batches no longer held.";
+        /// Bytes of batches a peer-fed viewer proved it holds (`Proof`).
+        p2p_bytes_confirmed: "Bytes of batches viewers proved peers delivered.";
+        /// Proofs that did not match the batch (or were not owed, or its batch
+        /// was no longer held to check).
+        p2p_proofs_refused: "Proofs not counted (wrong, not owed, or unverifiable).";
+        /// Fetches for a batch not owed to the viewer (not announced to it by
+        /// digest, or already sent): refused, nothing sent.
+        p2p_fetches_refused: "Fetches for batches not owed to the viewer (refused).";
         /// Reports of bytes from a peer failing their digest.
         p2p_digest_mismatches: "Reports of peer bytes failing their digest.";
+        /// Relays barred (reports from enough distinct addresses).
+        p2p_bars: "Relays barred on reports from enough witnesses.";
+        /// Reporting addresses made suspects (too many reports).
+        p2p_suspicions: "Reporting addresses made suspects.";
+        /// Reports not counted (stale, or from a suspect).
+        p2p_reports_discounted: "Reports not counted as evidence.";
         /// Signals forwarded between a viewer and its parent or child.
         p2p_signals_forwarded: "Signals forwarded between relay peers.";
         /// Signals dropped (not between a pair, or the peer's queue full).
         p2p_signals_dropped: "Signals dropped (not between relay peers).";
+        /// Signals dropped for the addressee's sake (over the pair's rate, or
+        /// its socket backed up): included in `p2p_signals_dropped`.
+        p2p_signals_throttled: "Signals dropped over the pair's rate or the addressee's backlog.";
         /// ICE candidates dropped by `--p2p-candidates` (trickled or in SDP).
         p2p_candidates_filtered: "ICE candidates dropped by the candidate filter.";
         /// Times a viewer fell behind the broadcast and was skipped ahead to live.
@@ -349,6 +375,9 @@ mod tests {
             p2p_relays: 0,
             p2p_depth: 0,
             p2p_offload_permille: 0,
+            p2p_claimed_permille: 0,
+            p2p_barred: 0,
+            p2p_suspects: 0,
             verify_policy: "quorum",
         };
         Snapshot::new(read, &stats)
@@ -394,6 +423,9 @@ mod tests {
             "donut_p2p_relays gauge",
             "donut_p2p_depth gauge",
             "donut_p2p_offload_permille gauge",
+            "donut_p2p_claimed_permille gauge",
+            "donut_p2p_barred gauge",
+            "donut_p2p_suspects gauge",
             "donut_frames_accepted_total counter",
             "donut_results_accepted_total counter",
             "donut_results_duplicate_total counter",
@@ -405,9 +437,16 @@ mod tests {
             "donut_p2p_fallbacks_total counter",
             "donut_p2p_fallback_bytes_total counter",
             "donut_p2p_fetches_missed_total counter",
+            "donut_p2p_bytes_confirmed_total counter",
+            "donut_p2p_proofs_refused_total counter",
+            "donut_p2p_fetches_refused_total counter",
             "donut_p2p_digest_mismatches_total counter",
+            "donut_p2p_bars_total counter",
+            "donut_p2p_suspicions_total counter",
+            "donut_p2p_reports_discounted_total counter",
             "donut_p2p_signals_forwarded_total counter",
             "donut_p2p_signals_dropped_total counter",
+            "donut_p2p_signals_throttled_total counter",
             "donut_p2p_candidates_filtered_total counter",
             "donut_viewer_lag_events_total counter",
             "donut_viewer_batches_skipped_total counter",
@@ -499,6 +538,9 @@ mod tests {
             "p2p_relays",
             "p2p_depth",
             "p2p_offload_permille",
+            "p2p_claimed_permille",
+            "p2p_barred",
+            "p2p_suspects",
             "frames_accepted",
             "results_accepted",
             "results_duplicate",
@@ -510,9 +552,16 @@ mod tests {
             "p2p_fallbacks",
             "p2p_fallback_bytes",
             "p2p_fetches_missed",
+            "p2p_bytes_confirmed",
+            "p2p_proofs_refused",
+            "p2p_fetches_refused",
             "p2p_digest_mismatches",
+            "p2p_bars",
+            "p2p_suspicions",
+            "p2p_reports_discounted",
             "p2p_signals_forwarded",
             "p2p_signals_dropped",
+            "p2p_signals_throttled",
             "p2p_candidates_filtered",
             "viewer_lag_events",
             "viewer_batches_skipped",

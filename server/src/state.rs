@@ -66,12 +66,16 @@ impl App {
         let buffered = pos.contiguous.saturating_sub(pos.head);
         let (cluster_role, cluster_term, totals) = self.cluster_figures();
         let tree = self.hub.counts();
+        let offload = self.hub.offload(std::time::Instant::now());
         let read = Readings {
             p2p_peering: tree.peering as u64,
             p2p_linked: tree.linked as u64,
             p2p_relays: tree.relays as u64,
             p2p_depth: u64::from(tree.depth),
-            p2p_offload_permille: u64::from(crate::p2p::offload_permille(&self.stats)),
+            p2p_offload_permille: u64::from(offload.confirmed),
+            p2p_claimed_permille: u64::from(offload.claimed),
+            p2p_barred: tree.barred as u64,
+            p2p_suspects: tree.suspects as u64,
             cluster_role,
             cluster_term,
             cluster_nodes: totals.map_or(1, |t| t.nodes),

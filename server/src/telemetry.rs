@@ -97,7 +97,7 @@ pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
         workers_banned: u32::try_from(s.workers_banned.get()).unwrap_or(u32::MAX),
         contributed: 0,
         peers_linked: u32::try_from(src.hub.counts().linked).unwrap_or(u32::MAX),
-        offload_permille: crate::p2p::offload_permille(s),
+        offload_permille: src.hub.offload(std::time::Instant::now()).confirmed,
         p2p_fallbacks: s.p2p_fallbacks.get(),
         digest_mismatches: u32::try_from(s.p2p_digest_mismatches.get()).unwrap_or(u32::MAX),
     }

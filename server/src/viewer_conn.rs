@@ -33,7 +33,9 @@
 //! batch's `Digest` instead of the batch (telemetry as before). Its
 //! `Signal`, `Link` and `Report` messages (capped by a token bucket) go to
 //! the hub; a `Fetch` (capped too) is answered with the batch's bytes if
-//! the fan-out still holds it. Relay messages from a viewer that has not
+//! it was announced to this viewer by digest and not sent since (each at
+//! most once: a viewer's fetches cost at most its own stream) and the
+//! fan-out still holds it; any other fetch is refused and counted. Relay messages from a viewer that has not
 //! joined close it with 1008. A viewer that never joins is served exactly
 //! as without P2P.
 //!
@@ -45,12 +47,13 @@
 //! broadcast first (`biased`): a viewer with a batch waiting sends it
 //! without first polling its other sources.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::WebSocket;
 use bytes::Bytes;
-use donut_shared::wire::p2p::{Fetch, Peering};
+use donut_shared::wire::p2p::{Fetch, Peering, Proof};
 use donut_shared::wire::{DecodeError, FromViewer, Input};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
@@ -59,10 +62,11 @@ use crate::connection::{Connection, End, Event};
 use crate::fanout::Batch;
 use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
-use crate::p2p::hub::Member;
+use crate::p2p::hub::{Control, Member};
 use crate::send_queue::SendQueue;
 use crate::state::App;
 use crate::timeline::rate::TokenBucket;
+use crate::trust::reputation::AddrKey;
 
 /// Longest a telemetry update waits for a batch to ride with: a little more
 /// than the quarter-second batch interval, so while the stream plays every
@@ -80,6 +84,9 @@ pub const SIGNAL_BURST: u32 = 200;
 pub const FETCH_RATE: f64 = 20.0;
 /// Fallback fetches one viewer may send at once.
 pub const FETCH_BURST: u32 = 40;
+/// Batches announced by digest a viewer may still fetch (16 s of 60-frame
+/// batches at 60 fps; its jitter buffer is about a second).
+pub const OWED_KEPT: usize = 64;
 
 /// Runs a viewer connection to its end (inside its connection span, see
 /// `app.rs`). `queue` is its socket's send queue, bounded by
@@ -90,7 +97,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
         TOO_BIG,
         "message exceeds the viewer limit: Input and relay signalling (at most 4 KiB of text)",
     );
-    let mut session = Session::new(&app, admission.id);
+    let mut session = Session::new(&app, admission.id, admission.key);
     let mut ws = Connection::new(socket, &app, oversize);
     // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
     // (benchmarks) the stream runs as fast as it can be rendered, kernel
@@ -144,7 +151,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                             out.send_catchup(&mut ws, held.take(), catchup).await
                         } else {
                             let fed = session.peer_fed();
-                            out.send_batch(&mut ws, held.take(), &b, fed).await
+                            let sent = out.send_batch(&mut ws, held.take(), &b, fed).await;
+                            if fed {
+                                session.owe(&b);
+                            }
+                            sent
                         };
                         if let Err(end) = sent {
                             break end;
@@ -158,6 +169,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                         rx = fresh;
                         session.fell_back();
                         let fed = session.peer_fed();
+                        if fed {
+                            for b in &catchup {
+                                session.owe(b);
+                            }
+                        }
                         if let Err(end) = out.send_batches(&mut ws, catchup, fed).await {
                             break end;
                         }
@@ -165,7 +181,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                     Err(RecvError::Closed) => break End::Shutdown,
                 },
                 Some(msg) = next_control(&mut session.member) => {
-                    if let Err(end) = out.send(&mut ws, None, msg).await {
+                    let sent = match msg {
+                        Control::Must(msg) => out.send(&mut ws, None, msg).await,
+                        Control::Signal(msg) => out.send_signal(&mut ws, msg).await,
+                    };
+                    if let Err(end) = sent {
                         break end;
                     }
                 }
@@ -217,7 +237,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
 
 /// The next control message for a member; never, for a viewer that has
 /// not joined the relay tree.
-async fn next_control(member: &mut Option<Member>) -> Option<Bytes> {
+async fn next_control(member: &mut Option<Member>) -> Option<Control> {
     match member {
         Some(m) => m.recv().await,
         None => std::future::pending().await,
@@ -229,25 +249,32 @@ async fn next_control(member: &mut Option<Member>) -> Option<Bytes> {
 struct Session {
     app: Arc<App>,
     id: u64,
+    /// The address it connected from, as reputation keys it.
+    origin: AddrKey,
     inputs: TokenBucket,
     signals: TokenBucket,
     fetches: TokenBucket,
     member: Option<Member>,
     /// Whether the last batch went out as a digest.
     was_fed: bool,
+    /// Batches announced to it by digest and not sent since (the newest
+    /// [`OWED_KEPT`]): the only ones it may fetch, each once.
+    owed: VecDeque<(u64, u32)>,
 }
 
 impl Session {
-    fn new(app: &Arc<App>, id: u64) -> Self {
+    fn new(app: &Arc<App>, id: u64, origin: AddrKey) -> Self {
         let now = Instant::now();
         Self {
             app: Arc::clone(app),
             id,
+            origin,
             inputs: TokenBucket::new(app.cfg.input_rate, app.cfg.input_burst, now),
             signals: TokenBucket::new(SIGNAL_RATE, SIGNAL_BURST, now),
             fetches: TokenBucket::new(FETCH_RATE, FETCH_BURST, now),
             member: None,
             was_fed: false,
+            owed: VecDeque::new(),
         }
     }
 
@@ -263,7 +290,19 @@ impl Session {
         let fed = self.peer_fed();
         let fell = self.was_fed && !fed;
         self.was_fed = fed;
+        if fell {
+            // Everything from the playback head is sent again.
+            self.owed.clear();
+        }
         fell
+    }
+
+    /// `b` went out as a digest: the viewer may fetch it once.
+    fn owe(&mut self, b: &Batch) {
+        if self.owed.len() >= OWED_KEPT {
+            self.owed.pop_front();
+        }
+        self.owed.push_back((b.start, b.timeline));
     }
 
     /// Handles one binary message: `Ok(Some(batch))` for a fetched batch to
@@ -286,13 +325,17 @@ impl Session {
         if let FromViewer::Fetch(f) = msg {
             return self.on_fetch(f);
         }
+        if let FromViewer::Proof(p) = msg {
+            self.on_proof(p);
+            return Ok(None);
+        }
         let now = Instant::now();
         self.signalled(now)?;
         let hub = &self.app.hub;
         match msg {
-            FromViewer::Signal(s) => hub.signal(self.id, s),
+            FromViewer::Signal(s) => hub.signal(self.id, s, now),
             FromViewer::Link(l) => hub.link(self.id, l, now),
-            FromViewer::Report(r) => hub.report(self.id, r),
+            FromViewer::Report(r) => hub.report(self.id, r, now),
             _ => {}
         }
         Ok(None)
@@ -338,7 +381,7 @@ impl Session {
         if !p.on {
             self.member = None;
         } else if self.member.is_none() {
-            self.member = self.app.hub.join(self.id, now);
+            self.member = self.app.hub.join(self.id, self.origin, now);
         }
         Ok(())
     }
@@ -356,8 +399,32 @@ impl Session {
         ))
     }
 
-    /// The deadline fallback: the batch, if still held; a strike on the
-    /// parent either way.
+    /// A proof that the viewer holds a batch a peer delivered: counted as
+    /// offloaded (confirmed) if the batch was owed to it (announced by
+    /// digest, not sent, not proven or fetched before: so one check of a
+    /// batch's bytes per batch of its own stream, at most), is still held,
+    /// and the tag matches its bytes and this viewer's id. Anything else is
+    /// counted as refused.
+    fn on_proof(&mut self, p: Proof) {
+        let stats = &self.app.stats;
+        // One attempt per owed batch, right or wrong.
+        let owed = self.owed.iter().position(|&k| k == (p.start, p.timeline));
+        let batch = owed
+            .and_then(|at| self.owed.remove(at))
+            .and_then(|_| self.app.fanout.find(p.start, p.timeline));
+        match batch {
+            Some(b) if Proof::tag_of(self.id, &b.msg) == p.tag => {
+                stats.p2p_bytes_confirmed.add(b.msg.len() as u64);
+            }
+            _ => stats.p2p_proofs_refused.inc(),
+        }
+    }
+
+    /// The deadline fallback: the batch, if it was announced to this
+    /// viewer by digest and not sent since (each at most once, so its
+    /// fetches cost at most its own stream), and still held; a strike on
+    /// the parent either way. A fetch for anything else is refused
+    /// (counted, nothing sent, no strike).
     fn on_fetch(&mut self, f: Fetch) -> Result<Option<Bytes>, CloseReason> {
         let now = Instant::now();
         if !self.fetches.take(now) {
@@ -366,8 +433,13 @@ impl Session {
                 format!("fetch flood: over {FETCH_RATE} fetches a second (burst {FETCH_BURST})"),
             ));
         }
-        self.app.hub.late(self.id, now);
         let stats = &self.app.stats;
+        let Some(at) = self.owed.iter().position(|&k| k == (f.start, f.timeline)) else {
+            stats.p2p_fetches_refused.inc();
+            return Ok(None);
+        };
+        self.owed.remove(at);
+        self.app.hub.late(self.id, now);
         let Some(batch) = self.app.fanout.find(f.start, f.timeline) else {
             stats.p2p_fetches_missed.inc();
             return Ok(None);
@@ -406,6 +478,21 @@ impl Out<'_> {
             )));
         }
         self.write(ws, lead, msg).await
+    }
+
+    /// Sends a signal another viewer sent this one, unless this one's
+    /// socket already holds half its bound unread: then it is dropped
+    /// (and counted), never a reason to close this viewer.
+    async fn send_signal(&self, ws: &mut Connection, msg: Bytes) -> Result<(), End> {
+        if let Some(max) = self.bound
+            && let Ok(unsent) = self.queue.unsent()
+            && unsent + msg.len() > max / 2
+        {
+            self.app.stats.p2p_signals_dropped.inc();
+            self.app.stats.p2p_signals_throttled.inc();
+            return Ok(());
+        }
+        self.write(ws, None, msg).await
     }
 
     async fn send_batches(

@@ -36,6 +36,7 @@ use crate::fleet::Admission;
 use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
 use crate::scheduler::Claim;
 use crate::state::App;
+use crate::timeline::rate::TokenBucket;
 use crate::transport::Transport;
 use crate::trust::reputation::AddrKey;
 
@@ -52,7 +53,16 @@ struct Conn {
     /// Answers were checked where the worker's socket is (see
     /// [`Transport::CHECKED_UPSTREAM`]).
     checked_upstream: bool,
+    /// `Hello`s it may still send (each takes the core's lock and runs a
+    /// dispatch round).
+    hellos: TokenBucket,
 }
+
+/// `Hello`s one worker may send a second on average: a worker says it once
+/// per connection (a pause or resume may say it again).
+pub const HELLO_RATE: f64 = 2.0;
+/// `Hello`s one worker may send at once.
+pub const HELLO_BURST: u32 = 8;
 
 /// Answers beyond the tasks given that a worker may send before it counts as
 /// a flood (a hedged or expired task legitimately gets one late answer).
@@ -128,6 +138,7 @@ pub async fn serve<T: Transport>(mut ws: T, app: Arc<App>, admission: Admission)
         tasks_sent: 0,
         needless: 0,
         checked_upstream: T::CHECKED_UPSTREAM,
+        hellos: TokenBucket::new(HELLO_RATE, HELLO_BURST, Instant::now()),
     };
     let mut telemetry = app.telemetry.clone();
 
@@ -204,7 +215,18 @@ impl Conn {
         };
         match msg {
             FromWorker::Hello(h) => {
-                self.app.core.hello(self.id, h.slots, Instant::now());
+                let now = Instant::now();
+                if !self.hellos.take(now) {
+                    stats.protocol_errors.inc();
+                    return Some(CloseReason::new(
+                        POLICY,
+                        format!(
+                            "hello flood: over {HELLO_RATE} Hello messages a second \
+                             (burst {HELLO_BURST})"
+                        ),
+                    ));
+                }
+                self.app.core.hello(self.id, h.slots, now);
                 None
             }
             FromWorker::Result(r) => self.on_result(r, &bytes).await,
@@ -582,6 +604,35 @@ mod tests {
         assert_eq!(far.outbound.recv().await, None);
         assert_eq!(app.fleet.workers(), 0);
         assert_eq!(app.core.worker_misses(id), None);
+    }
+
+    #[tokio::test]
+    async fn a_hello_flood_closes_only_its_worker() {
+        let Rig { app, .. } = rig();
+        let (conn, mut far, _) = connect(&app);
+        let (_other, mut other_far, _) = connect(&app);
+        for _ in 0..=HELLO_BURST {
+            say(&far, &Hello { slots: 1 }.to_bytes()).await;
+        }
+        loop {
+            match hear(&mut far).await {
+                Outbound::Close(End::Closed(reason)) => {
+                    assert_eq!(reason.code, POLICY, "{reason:?}");
+                    assert!(reason.reason.contains("hello flood"), "{reason:?}");
+                    break;
+                }
+                Outbound::Close(other) => panic!("closed otherwise: {other:?}"),
+                Outbound::Message(_) => {}
+            }
+        }
+        tokio::time::timeout(WAIT, conn)
+            .await
+            .expect("ends in time")
+            .expect("no panic");
+        assert_eq!(app.fleet.workers(), 1);
+        // The other worker is still given work.
+        say(&other_far, &Hello { slots: 1 }.to_bytes()).await;
+        task(&mut other_far).await;
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use donut_server::config::P2pMode;
 use donut_shared::wire::p2p::{
-    Assign, Digest, Fetch, Link, Peering, Report, SERVER, Signal, SignalKind,
+    Assign, Digest, Fetch, Link, Peering, Proof, Report, SERVER, Signal, SignalKind,
 };
 use donut_shared::wire::{FromViewer, PROTOCOL_VERSION, ToViewer};
 use futures_util::{SinkExt, StreamExt};
@@ -81,6 +81,25 @@ impl Peer {
             parent: SERVER,
             frames: BTreeMap::new(),
         }
+    }
+
+    /// Connects from `local`, joins, waits for its Welcome and Assign.
+    async fn join_from(addr: std::net::SocketAddr, local: std::net::IpAddr) -> Self {
+        let mut p = Self {
+            ws: connect_from(addr, "/ws/viewer", Some(local)).await,
+            id: 0,
+            parent: SERVER,
+            frames: BTreeMap::new(),
+        };
+        p.send(FromViewer::Peering(Peering { on: true })).await;
+        p.id = p
+            .until(|g| match g {
+                Got::Welcome { id, .. } => Some(*id),
+                _ => None,
+            })
+            .await;
+        p.next_assign().await;
+        p
     }
 
     /// Connects and joins: Welcome, then Assign.
@@ -291,11 +310,19 @@ async fn a_linked_viewer_gets_digests_of_its_parent_s_bytes_and_fetches_them() {
             other => panic!("a linked viewer got {other:?}"),
         }
     }
-    // Each announces exactly the bytes the parent got.
+    // Each announces exactly the bytes the parent got; the child proves
+    // it holds them (as the page does for what its parent delivered), but
+    // the last, which it fetches below.
     for d in &digests {
         let bytes = v1.frames_of(d.start, d.timeline).await;
         assert!(d.matches(&bytes), "digest of {} does not match", d.start);
         assert_eq!(d.len as usize, bytes.len());
+        if Some(d) != digests.last() {
+            v2.send(FromViewer::Proof(Proof::of(
+                v2.id, d.start, d.timeline, &bytes,
+            )))
+            .await;
+        }
     }
     // The deadline fallback: the very bytes, at once.
     let last = *digests.last().expect("digests");
@@ -312,7 +339,7 @@ async fn a_linked_viewer_gets_digests_of_its_parent_s_bytes_and_fetches_them() {
         .await;
     assert!(last.matches(&fetched));
     assert_eq!(fetched, v1.frames_of(last.start, last.timeline).await);
-    // A fetch for a batch long gone is ignored.
+    // A fetch for a batch never announced to it is refused.
     v2.send(FromViewer::Fetch(Fetch {
         start: 1,
         timeline: 0,
@@ -320,7 +347,8 @@ async fn a_linked_viewer_gets_digests_of_its_parent_s_bytes_and_fetches_them() {
     .await;
     wait_stats(addr, "the figures", |s| {
         counter(s, "p2p_fallbacks") == 1
-            && counter(s, "p2p_fetches_missed") == 1
+            && counter(s, "p2p_fetches_refused") == 1
+            && counter(s, "p2p_fetches_missed") == 0
             && counter(s, "p2p_linked") == 1
             && counter(s, "p2p_relays") == 1
             && counter(s, "p2p_batch_bytes_offloaded") > 0
@@ -461,12 +489,14 @@ async fn a_departed_parent_s_children_are_reassigned_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reported_parent_is_barred_and_its_children_moved() {
+async fn a_parent_reported_by_two_witnesses_is_barred_and_its_children_moved() {
     let server = start(p2p_config(P2pMode::On)).await;
     let addr = server.addr;
-    let mut v1 = Peer::join(addr, ICE).await;
-    let mut v2 = Peer::join(addr, ICE).await;
-    let mut v3 = Peer::join(addr, ICE).await;
+    let join = |h| Peer::join_from(addr, host(0, h));
+    let mut v1 = join(2).await;
+    let mut v2 = join(3).await;
+    let mut v3 = join(4).await;
+    assert_eq!((v2.parent, v3.parent), (v1.id, v1.id));
     // A report against someone not its parent: counted, nothing moves.
     v3.send(FromViewer::Report(Report {
         peer: v2.id,
@@ -474,22 +504,33 @@ async fn a_reported_parent_is_barred_and_its_children_moved() {
         timeline: 0,
     }))
     .await;
+    // One witness: the reporter goes to the server; the parent stays.
     v2.send(FromViewer::Report(Report {
         peer: v1.id,
         start: 0,
         timeline: 0,
     }))
     .await;
-    let a2 = v2.next_assign().await;
+    assert_eq!(v2.next_assign().await.parent, SERVER);
+    // A second, at another address: barred, its other child moved.
+    v3.send(FromViewer::Report(Report {
+        peer: v1.id,
+        start: 0,
+        timeline: 0,
+    }))
+    .await;
     let a3 = v3.next_assign().await;
-    assert!(a2.parent != v1.id && a3.parent != v1.id);
+    assert_ne!(a3.parent, v1.id);
     // The barred viewer keeps watching, fed by the server, and takes no one.
-    let mut v4 = Peer::join(addr, ICE).await;
+    let mut v4 = join(5).await;
     assert_ne!(v4.parent, v1.id);
     v4.signal(v1.id, SignalKind::Offer, "x").await;
     v1.signal(v2.id, SignalKind::Offer, "x").await;
-    wait_stats(addr, "both reports counted, both signals dropped", |s| {
-        counter(s, "p2p_digest_mismatches") == 2 && counter(s, "p2p_signals_dropped") == 2
+    wait_stats(addr, "all reports counted, both signals dropped", |s| {
+        counter(s, "p2p_digest_mismatches") == 3
+            && counter(s, "p2p_signals_dropped") == 2
+            && counter(s, "p2p_bars") == 1
+            && counter(s, "p2p_barred") == 1
     })
     .await;
     assert_eq!(counter(&stats(addr).await, "p2p_signals_forwarded"), 0);
@@ -616,5 +657,437 @@ async fn auto_mode_uses_peers_only_from_min_viewers() {
     assert_eq!(v2.next_assign().await.parent, SERVER);
     let s = stats(addr).await;
     assert_eq!(counter(&s, "p2p_signals_dropped"), 1, "{s}");
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+// ---------------------------------------------------------------------
+// Liars (issue 24): cheap sockets speaking the relay's messages, next to
+// honest native peers that follow the page's rules (link to every parent
+// they are given, never report).
+// ---------------------------------------------------------------------
+
+/// How a background test viewer behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Joins; links to every parent it is given.
+    Honest,
+    /// Joins; reports every parent it is given, links to none.
+    Reporter,
+    /// Never joins: a plain viewer, fed by the server.
+    Plain,
+    /// Joins; links to every parent it is given (says so, at least), and
+    /// fetches the newest batch it heard of (by digest or frames) 19 times
+    /// a second (under the fetch bucket).
+    Fetcher,
+}
+
+/// What a background viewer saw.
+#[derive(Debug, Default)]
+struct Log {
+    /// Parents assigned (not the server), with when.
+    parents: Vec<(Instant, u64)>,
+    /// Reports sent.
+    reports: u32,
+    /// The close frame, if the server closed it.
+    closed: Option<String>,
+    /// The last parent it was told.
+    parent: u64,
+    /// `Frames` messages received, and when the last came.
+    frames: u32,
+    last_frames: Option<Instant>,
+    /// The longest gap between two `Frames` messages.
+    longest_gap: Duration,
+    /// `Digest` messages received.
+    digests: u32,
+}
+
+/// A test viewer driven in the background until stopped.
+struct Driven {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Log>,
+}
+
+impl Driven {
+    /// Connects from `local` as `role` and answers its assigns in the
+    /// background.
+    async fn start(addr: std::net::SocketAddr, local: std::net::IpAddr, role: Role) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut ws = connect_from(addr, "/ws/viewer", Some(local)).await;
+        if role != Role::Plain {
+            ws.send(Message::binary(
+                FromViewer::Peering(Peering { on: true }).to_vec(),
+            ))
+            .await
+            .expect("send");
+        }
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = std::sync::Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut log = Log::default();
+            let mut newest: Option<(u64, u32)> = None;
+            let mut fetch = tokio::time::interval(Duration::from_millis(1000 / 19));
+            // Never more than 19 a second, even after a delay.
+            fetch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !stopping.load(Ordering::Relaxed) {
+                let next = tokio::select! {
+                    m = tokio::time::timeout(Duration::from_millis(200), ws.next()) => m,
+                    _ = fetch.tick(), if role == Role::Fetcher && newest.is_some() => {
+                        let (start, timeline) = newest.unwrap_or_default();
+                        let msg = FromViewer::Fetch(Fetch { start, timeline });
+                        if ws.send(Message::binary(msg.to_vec())).await.is_err() {
+                            log.closed = Some("send failed".into());
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let msg = match next {
+                    Err(_) => continue,
+                    Ok(Some(Ok(m))) => m,
+                    Ok(other) => {
+                        log.closed = Some(format!("{other:?}"));
+                        break;
+                    }
+                };
+                let b = match msg {
+                    Message::Binary(b) => b,
+                    Message::Close(f) => {
+                        log.closed = Some(format!("{f:?}"));
+                        break;
+                    }
+                    _ => continue,
+                };
+                let a = match ToViewer::decode(&b) {
+                    Ok(ToViewer::Assign(a)) => a,
+                    Ok(ToViewer::Frames(f)) => {
+                        newest = newest.max(Some((f.start, f.timeline)));
+                        let now = Instant::now();
+                        if let Some(t) = log.last_frames {
+                            log.longest_gap = log.longest_gap.max(now - t);
+                        }
+                        log.last_frames = Some(now);
+                        log.frames += 1;
+                        continue;
+                    }
+                    Ok(ToViewer::Digest(d)) => {
+                        log.digests += 1;
+                        newest = newest.max(Some((d.start, d.timeline)));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                log.parent = a.parent;
+                if a.parent == SERVER {
+                    continue;
+                }
+                log.parents.push((Instant::now(), a.parent));
+                let reply = match role {
+                    Role::Honest | Role::Fetcher => FromViewer::Link(Link {
+                        parent: a.parent,
+                        up: true,
+                    }),
+                    Role::Reporter => {
+                        log.reports += 1;
+                        FromViewer::Report(Report {
+                            peer: a.parent,
+                            start: 0,
+                            timeline: 0,
+                        })
+                    }
+                    Role::Plain => continue,
+                };
+                if ws.send(Message::binary(reply.to_vec())).await.is_err() {
+                    log.closed = Some("send failed".into());
+                    break;
+                }
+            }
+            log
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Log {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.expect("driver task")
+    }
+}
+
+/// 127.0.`net`.`host`: the tests' own loopback addresses, one per host.
+fn host(net: u8, host: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, net, host])
+}
+
+/// Server egress to viewers (bytes a second) measured by the server over
+/// `window`, after `settle`.
+async fn egress(addr: std::net::SocketAddr, settle: Duration, window: Duration) -> f64 {
+    tokio::time::sleep(settle).await;
+    let before = counter(&stats(addr).await, "viewer_bytes_sent");
+    let t = Instant::now();
+    tokio::time::sleep(window).await;
+    let after = counter(&stats(addr).await, "viewer_bytes_sent");
+    (after - before) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// One run of twelve honest relaying peers (each at its own address) and
+/// two more viewers at two more addresses, as `extra`: returns the
+/// server's egress, its figures at the end, and the extra viewers' logs.
+async fn twelve_and_two(extra: Role) -> (f64, serde_json::Value, Vec<Log>) {
+    let mut cfg = p2p_config(P2pMode::On);
+    // Room for all fourteen (three levels hold thirteen).
+    cfg.p2p_max_depth = 4;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let _w = worker(addr, 1);
+    let mut honest = Vec::new();
+    for h in 2..14 {
+        honest.push(Driven::start(addr, host(0, h), Role::Honest).await);
+    }
+    wait_stats(addr, "twelve peers, eleven linked", |s| {
+        counter(s, "p2p_peering") == 12 && counter(s, "p2p_linked") == 11
+    })
+    .await;
+    let mut two = Vec::new();
+    for h in 1..=2 {
+        two.push(Driven::start(addr, host(1, h), extra).await);
+        if extra == Role::Reporter {
+            // One after the other, as two sockets a moment apart would.
+            wait_stats(addr, "the report", |s| {
+                counter(s, "p2p_digest_mismatches") >= u64::from(h)
+            })
+            .await;
+        }
+    }
+    let rate = egress(addr, Duration::from_secs(15), Duration::from_secs(20)).await;
+    let s = stats(addr).await;
+    let mut logs = Vec::new();
+    for d in two {
+        logs.push(d.finish().await);
+    }
+    for d in honest {
+        let log = d.finish().await;
+        assert!(log.closed.is_none(), "an honest peer was closed: {log:?}");
+    }
+    server.shutdown(Duration::from_secs(2)).await;
+    (rate, s, logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sybils_reporting_every_parent_bar_no_one_for_long() {
+    // The same run without sybils: the two extra sockets watch plainly
+    // (their own streams are the server's either way: they link to no one).
+    let (plain, _, _) = twelve_and_two(Role::Plain).await;
+    let (attacked, s, logs) = twelve_and_two(Role::Reporter).await;
+    println!(
+        "egress: {plain:.0} B/s without sybils, {attacked:.0} B/s with ({:.2}x); {s}",
+        attacked / plain
+    );
+    assert!(
+        attacked <= 1.2 * plain,
+        "egress {attacked:.0} B/s with sybils, {plain:.0} B/s without"
+    );
+    assert_eq!(counter(&s, "p2p_linked"), 11, "honest peers unlinked: {s}");
+    // Both sybils were found out, and from then on were given no parent,
+    // so they could report no one.
+    assert_eq!(counter(&s, "p2p_suspects"), 2, "{s}");
+    assert_eq!(counter(&s, "p2p_bars"), 0, "{s}");
+    for log in &logs {
+        assert!(log.reports >= 1 && log.reports <= 2, "{log:?}");
+        assert_eq!(log.parent, SERVER, "{log:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_flood_never_closes_the_relay_it_is_aimed_at() {
+    let mut cfg = p2p_config(P2pMode::On);
+    // One relay with room for an honest child and three sybils.
+    cfg.p2p_fanout = 4;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let _w = worker(addr, 1);
+    let relay = Driven::start(addr, host(0, 2), Role::Honest).await;
+    wait_stats(addr, "the relay", |s| counter(s, "p2p_peering") == 1).await;
+    let child = Driven::start(addr, host(0, 3), Role::Honest).await;
+    wait_stats(addr, "the child linked", |s| counter(s, "p2p_linked") == 1).await;
+    let mut sybils = Vec::new();
+    for h in 1..=3 {
+        let p = Peer::join_from(addr, host(1, h)).await;
+        assert_ne!(p.parent, SERVER, "a sybil is under the relay");
+        sybils.push(p);
+    }
+    let relay_id = sybils[0].parent;
+    assert!(sybils.iter().all(|p| p.parent == relay_id));
+    // Each floods the relay with 4 KiB offers, up to its signalling
+    // bucket (a burst of 199, then 48 a second), for ten seconds.
+    let offer = format!("v=0\r\n{}", "a".repeat(4000));
+    let floods: Vec<_> = sybils
+        .into_iter()
+        .map(|mut p| {
+            let offer = offer.clone();
+            tokio::spawn(async move {
+                let begun = Instant::now();
+                let mut sent = 0u32;
+                let mut closed = None;
+                while begun.elapsed() < Duration::from_secs(10) {
+                    let burst = if sent == 0 { 199 } else { 12 };
+                    for _ in 0..burst {
+                        let msg = FromViewer::Signal(Signal {
+                            peer: relay_id,
+                            kind: SignalKind::Offer,
+                            text: &offer,
+                        });
+                        if p.ws.send(Message::binary(msg.to_vec())).await.is_err() {
+                            closed = Some("send failed".to_owned());
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    if closed.is_some() {
+                        break;
+                    }
+                    // Drain what the server sends (so the sybil itself is
+                    // never the one not reading).
+                    let drain = async {
+                        while let Some(m) = p.ws.next().await {
+                            if let Ok(Message::Close(f)) = m {
+                                return Some(format!("{f:?}"));
+                            }
+                        }
+                        Some("ended".to_owned())
+                    };
+                    if let Ok(c) = tokio::time::timeout(Duration::from_millis(250), drain).await {
+                        closed = c;
+                        break;
+                    }
+                }
+                (sent, closed)
+            })
+        })
+        .collect();
+    let mut sent = 0;
+    for f in floods {
+        let (n, _closed) = f.await.expect("flood task");
+        sent += n;
+    }
+    let s = stats(addr).await;
+    let relay = relay.finish().await;
+    let child = child.finish().await;
+    println!("{sent} offers sent; relay {relay:?}; child {child:?}; {s}");
+    // The relay was never closed and its stream never stalled; its child
+    // stayed linked under it.
+    assert!(relay.closed.is_none(), "the relay was closed: {relay:?}");
+    assert!(relay.frames >= 30, "{relay:?}");
+    assert!(relay.longest_gap < Duration::from_secs(2), "{relay:?}");
+    assert!(child.closed.is_none() && child.digests >= 30, "{child:?}");
+    assert_eq!(counter(&s, "p2p_linked"), 1, "{s}");
+    // The flood was throttled: the relay was handed a small part of it.
+    let forwarded = counter(&s, "p2p_signals_forwarded");
+    assert!(counter(&s, "p2p_signals_throttled") > 0, "{s}");
+    assert!(
+        forwarded * 10 < u64::from(sent),
+        "{forwarded} of {sent} forwarded"
+    );
+    server.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Four honest relaying peers and twenty more viewers at twenty more
+/// addresses, as `extra`: the server's egress (bytes a second) and its
+/// figures at the end.
+async fn four_and_twenty(extra: Role) -> (f64, serde_json::Value) {
+    let server = start(p2p_config(P2pMode::On)).await;
+    let addr = server.addr;
+    let _w = worker(addr, 1);
+    let mut all = Vec::new();
+    for h in 2..6 {
+        all.push(Driven::start(addr, host(0, h), Role::Honest).await);
+    }
+    wait_stats(addr, "four peers, three linked", |s| {
+        counter(s, "p2p_peering") == 4 && counter(s, "p2p_linked") == 3
+    })
+    .await;
+    for h in 1..=20 {
+        all.push(Driven::start(addr, host(1, h), extra).await);
+    }
+    let rate = egress(addr, Duration::from_secs(8), Duration::from_secs(20)).await;
+    let s = stats(addr).await;
+    for d in all {
+        let log = d.finish().await;
+        assert!(log.closed.is_none(), "a viewer was closed: {log:?}");
+    }
+    server.shutdown(Duration::from_secs(2)).await;
+    (rate, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_fetch_flooders_cost_no_more_than_their_own_streams() {
+    // Their own streams' worth: the same twenty sockets, watching plainly.
+    let (plain, _) = four_and_twenty(Role::Plain).await;
+    let (flooded, s) = four_and_twenty(Role::Fetcher).await;
+    println!(
+        "egress: {plain:.0} B/s with twenty plain viewers, {flooded:.0} B/s with twenty \
+         fetch flooders ({:.2}x); {s}",
+        flooded / plain
+    );
+    assert!(
+        flooded <= 1.1 * plain,
+        "egress {flooded:.0} B/s with fetch flooders, {plain:.0} B/s with plain viewers"
+    );
+    // Fetches for batches already sent were refused, not served.
+    assert!(counter(&s, "p2p_fetches_refused") > 0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sybils_claiming_links_to_each_other_do_not_move_the_offload_figure() {
+    let server = start(p2p_config(P2pMode::On)).await;
+    let addr = server.addr;
+    let _w = worker(addr, 1);
+    let mut root = Peer::join_from(addr, host(0, 2)).await;
+    let mut child = Peer::join_from(addr, host(0, 3)).await;
+    assert_eq!(child.parent, root.id);
+    child
+        .send(FromViewer::Link(Link {
+            parent: root.id,
+            up: true,
+        }))
+        .await;
+    // The honest child proves every batch its parent "delivered" (here:
+    // the bytes its parent got, as a data channel would carry them).
+    let mut sybils = Vec::new();
+    let begun = Instant::now();
+    let mut proven = 0;
+    while begun.elapsed() < Duration::from_secs(25) {
+        if let Got::Digest(d) = child.next().await {
+            let bytes = root.frames_of(d.start, d.timeline).await;
+            child
+                .send(FromViewer::Proof(Proof::of(
+                    child.id, d.start, d.timeline, &bytes,
+                )))
+                .await;
+            proven += 1;
+        }
+        // Five seconds in, six sybils join and say their link to whatever
+        // parent they are given is up (to each other, mostly), never
+        // holding a byte.
+        if sybils.is_empty() && begun.elapsed() > Duration::from_secs(5) {
+            for h in 1..=6 {
+                sybils.push(Driven::start(addr, host(1, h), Role::Honest).await);
+            }
+        }
+    }
+    let s = stats(addr).await;
+    for d in sybils {
+        d.finish().await;
+    }
+    println!("{proven} proven; {s}");
+    // What the server saved: the one child's stream of the batches it
+    // needed to send (the root's, the child's, and the sybils' not
+    // linked), half at best; the claims are counted apart.
+    let offload = counter(&s, "p2p_offload_permille");
+    assert!(offload <= 520, "offload {offload}‰ counts claims: {s}");
+    assert!(offload >= 100, "the proven deliveries count: {s}");
+    assert!(counter(&s, "p2p_claimed_permille") > offload + 200, "{s}");
+    assert!(
+        counter(&s, "p2p_linked") >= 4,
+        "the sybils claimed links: {s}"
+    );
     server.shutdown(Duration::from_secs(2)).await;
 }

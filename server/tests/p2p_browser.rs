@@ -157,6 +157,10 @@ fn watching_tabs_take_most_batches_from_peers() {
         let stats = server.stats();
         assert_eq!(num(&stats, "p2p_digest_mismatches"), 0, "{stats}");
         assert_eq!(num(&stats, "protocol_errors"), 0, "{stats}");
+        // The pages proved what peers delivered (issue 24): the offload
+        // figure counts those proofs, none refused.
+        assert!(num(&stats, "p2p_offload_permille") >= 300, "{stats}");
+        assert_eq!(num(&stats, "p2p_proofs_refused"), 0, "{stats}");
         browser.quit().await;
     });
 }

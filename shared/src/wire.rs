@@ -41,13 +41,14 @@ use crate::scene::{Impulse, SCENE_LEN, Scene};
 pub mod p2p;
 pub mod tunnel;
 
-pub use p2p::{Assign, Digest, Fetch, Link, Peering, Report, Signal, SignalKind, Welcome};
+pub use p2p::{Assign, Digest, Fetch, Link, Peering, Proof, Report, Signal, SignalKind, Welcome};
 
 /// The protocol version every message starts with. Version 2 added the
 /// scene and timeline version to `Task`, the timeline version to `Frames`
 /// and the viewer's `Input`; version 3 the peer relay's messages ([`p2p`])
-/// and its figures in `Telemetry`.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// and its figures in `Telemetry`; version 4 the relay's `Proof` (a viewer
+/// proves it holds a batch a peer delivered).
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// The most frames one task (and so one result) may cover.
 pub const MAX_TASK_FRAMES: u32 = 600;
@@ -105,6 +106,8 @@ pub mod tag {
     pub const FETCH: u8 = 0x07;
     /// Viewer → server: a peer relayed bytes that failed their digest.
     pub const REPORT: u8 = 0x08;
+    /// Viewer → server: proof it holds a batch a peer delivered.
+    pub const PROOF: u8 = 0x09;
     /// Server → viewer: a batch's digest, instead of the batch.
     pub const DIGEST: u8 = 0x21;
     /// Server → viewer: the viewer's peer id and the ICE servers.
@@ -124,6 +127,7 @@ pub mod tag {
                 | LINK
                 | FETCH
                 | REPORT
+                | PROOF
                 | TASK
                 | FRAMES
                 | DIGEST
@@ -427,6 +431,8 @@ pub enum FromViewer<'a> {
     Fetch(Fetch),
     /// A peer relayed bytes that failed their digest.
     Report(Report),
+    /// Proof that it holds a batch a peer delivered.
+    Proof(Proof),
 }
 
 /// Messages a worker receives.
@@ -923,6 +929,7 @@ impl<'a> FromViewer<'a> {
             tag::LINK => Link::decode_body(r).map(Self::Link),
             tag::FETCH => Fetch::decode_body(r).map(Self::Fetch),
             tag::REPORT => Report::decode_body(r).map(Self::Report),
+            tag::PROOF => Proof::decode_body(r).map(Self::Proof),
             other => Err(DecodeError::WrongDirection(other)),
         }
     }
@@ -939,6 +946,7 @@ impl FromViewer<'_> {
             Self::Link(m) => m.to_bytes().to_vec(),
             Self::Fetch(m) => m.to_bytes().to_vec(),
             Self::Report(m) => m.to_bytes().to_vec(),
+            Self::Proof(m) => m.to_bytes().to_vec(),
         }
     }
 }

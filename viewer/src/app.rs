@@ -619,7 +619,7 @@ fn peers_text(t: &donut_shared::wire::Telemetry) -> String {
         return "none linked".to_owned();
     }
     format!(
-        "{} fed by peers · {:.1}% of bytes · {} fallbacks · {} bad",
+        "{} fed by peers · {:.1}% of bytes, proven, last min · {} fallbacks · {} bad",
         group(u64::from(t.peers_linked)),
         f64::from(t.offload_permille) / 10.0,
         group(t.p2p_fallbacks),

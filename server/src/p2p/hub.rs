@@ -29,15 +29,36 @@ use tracing::debug;
 use crate::config::{P2pMode, ServeConfig};
 use crate::metrics::Stats;
 use crate::p2p::filter::CandidateFilter;
-use crate::p2p::tree::{Command, Counts, RelayTree};
+use crate::p2p::tree::{Command, Counts, RelayTree, Verdict};
+use crate::timeline::rate::TokenBucket;
+use crate::trust::reputation::AddrKey;
 
 /// Control messages one member may have waiting (a viewer that leaves
 /// this many unread is closed by its send bound long before they matter).
 pub const CONTROL_QUEUE: usize = 256;
+/// Signals one member may forward to one of its pair a second, on
+/// average: setting up a link takes an offer or answer and a handful of
+/// candidates; more is dropped, not forwarded (the addressee pays nothing
+/// for what others send it).
+pub const PAIR_SIGNAL_RATE: f64 = 4.0;
+/// Signals one member may forward to one of its pair at once.
+pub const PAIR_SIGNAL_BURST: u32 = 24;
+
+/// A message for one member's connection task to write.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// `Welcome`, `Assign`: always written.
+    Must(Bytes),
+    /// A forwarded `Signal`: written only if the member's socket has room
+    /// (dropped, never a reason to close the member).
+    Signal(Bytes),
+}
 
 struct Peer {
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Control>,
     fed: Arc<AtomicBool>,
+    /// Per sender: what it may still forward to this member.
+    inbound: HashMap<u64, TokenBucket>,
 }
 
 struct Inner {
@@ -52,6 +73,7 @@ pub struct Hub {
     filter: CandidateFilter,
     stats: Arc<Stats>,
     inner: Mutex<Inner>,
+    offload: crate::p2p::OffloadWindow,
 }
 
 /// A viewer's place in the tree, held by its connection task; dropping it
@@ -59,7 +81,7 @@ pub struct Hub {
 pub struct Member {
     hub: Arc<Hub>,
     id: u64,
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Control>,
     fed: Arc<AtomicBool>,
 }
 
@@ -70,7 +92,7 @@ impl Member {
     }
 
     /// The next control message to write to this viewer.
-    pub async fn recv(&mut self) -> Option<Bytes> {
+    pub async fn recv(&mut self) -> Option<Control> {
         self.rx.recv().await
     }
 }
@@ -93,6 +115,7 @@ impl Hub {
                 tree: RelayTree::new(cfg.tree_config(), cfg.p2p == P2pMode::On),
                 peers: HashMap::new(),
             }),
+            offload: crate::p2p::OffloadWindow::default(),
         }
     }
 
@@ -107,10 +130,10 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Viewer `id` joins: its `Welcome` and `Assign` are queued on the
-    /// returned member's channel. `None` under `--p2p off`, or if it is a
-    /// member already.
-    pub fn join(self: &Arc<Self>, id: u64, now: Instant) -> Option<Member> {
+    /// Viewer `id`, connected from `origin`, joins: its `Welcome` and
+    /// `Assign` are queued on the returned member's channel. `None` under
+    /// `--p2p off`, or if it is a member already.
+    pub fn join(self: &Arc<Self>, id: u64, origin: AddrKey, now: Instant) -> Option<Member> {
         if !self.enabled() || id == SERVER {
             return None;
         }
@@ -123,14 +146,17 @@ impl Hub {
             id,
             ice_servers: &self.ice_servers,
         };
-        let _ = tx.try_send(Bytes::from(ToViewer::Welcome(welcome).to_vec()));
+        let _ = tx.try_send(Control::Must(Bytes::from(
+            ToViewer::Welcome(welcome).to_vec(),
+        )));
         let fed = Arc::new(AtomicBool::new(false));
         let peer = Peer {
             tx,
             fed: Arc::clone(&fed),
+            inbound: HashMap::new(),
         };
         inner.peers.insert(id, peer);
-        let cmds = inner.tree.join(id, now);
+        let cmds = inner.tree.join_from(id, origin, now);
         dispatch(&inner, &cmds);
         Some(Member {
             hub: Arc::clone(self),
@@ -148,19 +174,31 @@ impl Hub {
     }
 
     /// Forwards `signal` from `from` to its parent or child `signal.peer`,
-    /// filtered; drops (and counts) anything else.
-    pub fn signal(&self, from: u64, signal: Signal<'_>) {
-        let inner = self.lock();
+    /// filtered, within the pair's budget ([`PAIR_SIGNAL_RATE`]) and the
+    /// addressee's control queue; drops (and counts) anything else.
+    pub fn signal(&self, from: u64, signal: Signal<'_>, now: Instant) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let to = signal.peer;
-        let Some(peer) = inner
-            .peers
-            .get(&to)
-            .filter(|_| inner.tree.is_pair(from, to))
-        else {
+        let pair = inner.tree.is_pair(from, to);
+        let Some(peer) = inner.peers.get_mut(&to).filter(|_| pair) else {
             self.stats.p2p_signals_dropped.inc();
             debug!(from, to, "signal between strangers dropped");
             return;
         };
+        if peer.inbound.len() > 64 {
+            let tree = &inner.tree;
+            peer.inbound.retain(|&f, _| tree.is_pair(f, to));
+        }
+        let budget = peer
+            .inbound
+            .entry(from)
+            .or_insert_with(|| TokenBucket::new(PAIR_SIGNAL_RATE, PAIR_SIGNAL_BURST, now));
+        if !budget.take(now) {
+            self.stats.p2p_signals_dropped.inc();
+            self.stats.p2p_signals_throttled.inc();
+            return;
+        }
         let Some(text) = self.filtered(signal.kind, signal.text) else {
             self.stats.p2p_candidates_filtered.inc();
             return;
@@ -172,7 +210,7 @@ impl Hub {
         };
         match peer
             .tx
-            .try_send(Bytes::from(ToViewer::Signal(out).to_vec()))
+            .try_send(Control::Signal(Bytes::from(ToViewer::Signal(out).to_vec())))
         {
             Ok(()) => self.stats.p2p_signals_forwarded.inc(),
             Err(_) => self.stats.p2p_signals_dropped.inc(),
@@ -208,13 +246,29 @@ impl Hub {
         dispatch(&inner, &cmds);
     }
 
-    /// `id` reports bytes from `report.peer` that failed their digest.
-    pub fn report(&self, id: u64, report: Report) {
+    /// `id` reports bytes from `report.peer` that failed their digest:
+    /// weighed by the tree (see [`RelayTree::mismatch`]).
+    pub fn report(&self, id: u64, report: Report, now: Instant) {
         self.stats.p2p_digest_mismatches.inc();
         let mut inner = self.lock();
-        let cmds = inner.tree.mismatch(id, report.peer);
-        if !cmds.is_empty() {
-            debug!(reporter = id, peer = report.peer, "relay barred");
+        let (verdict, cmds) = inner.tree.mismatch(id, report.peer, now);
+        match verdict {
+            Verdict::Stale | Verdict::Discounted => self.stats.p2p_reports_discounted.inc(),
+            Verdict::Suspected => {
+                self.stats.p2p_reports_discounted.inc();
+                self.stats.p2p_suspicions.inc();
+            }
+            Verdict::Accused => {}
+            Verdict::Barred => self.stats.p2p_bars.inc(),
+        }
+        debug!(
+            reporter = id,
+            peer = report.peer,
+            ?verdict,
+            "report weighed"
+        );
+        if let Some(p) = inner.peers.get(&id) {
+            p.fed.store(inner.tree.peer_fed(id), Ordering::Relaxed);
         }
         dispatch(&inner, &cmds);
     }
@@ -224,6 +278,11 @@ impl Hub {
         let mut inner = self.lock();
         let cmds = inner.tree.tick(now);
         dispatch(&inner, &cmds);
+    }
+
+    /// The offload ratios over the last minute (proven, and claimed).
+    pub fn offload(&self, now: Instant) -> crate::p2p::Offload {
+        self.offload.read(&self.stats, now)
     }
 
     /// The tree's figures.
@@ -239,7 +298,7 @@ fn dispatch(inner: &Inner, cmds: &[Command]) {
         if let Some(p) = inner.peers.get(&c.viewer) {
             p.fed
                 .store(inner.tree.peer_fed(c.viewer), Ordering::Relaxed);
-            let msg = Bytes::copy_from_slice(&c.assign.to_bytes());
+            let msg = Control::Must(Bytes::copy_from_slice(&c.assign.to_bytes()));
             if p.tx.try_send(msg).is_err() {
                 debug!(viewer = c.viewer, "control queue full; assign dropped");
             }
@@ -267,6 +326,7 @@ mod tests {
 
     use super::*;
     use crate::config::ServeConfig;
+    use crate::p2p::tree::origin_of;
 
     fn hub(mode: P2pMode) -> Arc<Hub> {
         let mut cfg = ServeConfig::for_tests();
@@ -279,6 +339,9 @@ mod tests {
     /// Every control message waiting for `m`, decoded to owned values.
     fn drain(m: &mut Member) -> Vec<String> {
         std::iter::from_fn(|| m.rx.try_recv().ok())
+            .map(|c| match c {
+                Control::Must(b) | Control::Signal(b) => b,
+            })
             .map(|b| format!("{:?}", ToViewer::decode(&b).expect("valid")))
             .collect()
     }
@@ -290,17 +353,20 @@ mod tests {
     #[test]
     fn off_never_answers_and_on_welcomes_then_assigns() {
         let now = Instant::now();
-        assert!(hub(P2pMode::Off).join(1, now).is_none());
+        assert!(hub(P2pMode::Off).join(1, origin_of(1), now).is_none());
         let h = hub(P2pMode::On);
-        let mut a = h.join(1, now).expect("joined");
-        assert!(h.join(1, now).is_none(), "a member joins once");
+        let mut a = h.join(1, origin_of(1), now).expect("joined");
+        assert!(
+            h.join(1, origin_of(1), now).is_none(),
+            "a member joins once"
+        );
         let got = drain(&mut a);
         assert!(
             got[0].contains("Welcome") && got[0].contains("stun:s.example:3478"),
             "{got:?}"
         );
         assert_eq!(got[1..], [assign(SERVER, SERVER)]);
-        let mut b = h.join(2, now).expect("joined");
+        let mut b = h.join(2, origin_of(2), now).expect("joined");
         assert_eq!(drain(&mut b)[1..], [assign(1, SERVER)]);
         assert!(drain(&mut a).is_empty());
     }
@@ -309,8 +375,8 @@ mod tests {
     fn signals_are_rewritten_filtered_and_the_link_flag_follows_the_tree() {
         let now = Instant::now();
         let h = hub(P2pMode::On);
-        let mut a = h.join(1, now).expect("joined");
-        let mut b = h.join(2, now).expect("joined");
+        let mut a = h.join(1, origin_of(1), now).expect("joined");
+        let mut b = h.join(2, origin_of(2), now).expect("joined");
         drain(&mut a);
         drain(&mut b);
         let text = "candidate:1 1 udp 1 127.0.0.1 5000 typ host";
@@ -322,6 +388,7 @@ mod tests {
                 kind,
                 text,
             },
+            now,
         );
         h.signal(
             2,
@@ -330,6 +397,7 @@ mod tests {
                 kind,
                 text: "candidate:1 1 udp 1 192.0.2.7 5000 typ host",
             },
+            now,
         );
         h.signal(
             2,
@@ -338,6 +406,7 @@ mod tests {
                 kind,
                 text,
             },
+            now,
         );
         let got = drain(&mut a);
         assert_eq!(

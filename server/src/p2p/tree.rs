@@ -15,9 +15,25 @@
 //! - **Capacity.** A relay starts with `fanout` slots and gains one per
 //!   [`GROW_AFTER`] of relaying without a strike, up to `max_fanout`.
 //!   [`STRIKES`] strikes (a child's fallback fetch or lost link) within
-//!   [`STRIKE_WINDOW`] demote it to no slots: its children move.
-//! - **Barred.** A node reported for bytes failing their digest relays
-//!   nothing again and is fed by the server.
+//!   [`STRIKE_WINDOW`], from children at two addresses or more, demote it
+//!   to no slots for [`DEMOTION`]: its children move. A child alone that
+//!   strikes its parent that often moves itself instead.
+//! - **Barred, on evidence.** A `Report` (bytes failing their digest) is
+//!   one child's word: it moves the reporter to the server (its own
+//!   stream, at its own cost) and never back under the peer it accused,
+//!   and counts as an accusation; the accused takes no new children for
+//!   [`QUARANTINE`] (a second witness cannot be steered under it). A relay
+//!   is barred (fed by the server, relaying nothing) only once children
+//!   from [`WITNESSES`] distinct addresses, none its own, accused it within
+//!   [`REPORTER_MEMORY`]. Bars
+//!   expire: the first lasts [`BAR`], each next one from the same address
+//!   twice the last, up to [`MAX_BAR`] (as worker bans do).
+//! - **Suspects.** Reporting is not free: an address whose viewers report
+//!   more than [`REPORTS_ALLOWED`] times within [`REPORTER_MEMORY`] (an honest
+//!   child almost never meets one corrupt relay, let alone two) becomes the
+//!   suspect: its accusations are withdrawn, its reports stop counting, and
+//!   its viewers are fed by the server, neither fed by nor feeding a peer,
+//!   for [`SUSPECT`], doubling with each suspicion up to [`MAX_BAR`].
 //! - **Placement.** A joiner (or a moved node) goes under the shallowest
 //!   relay with a free slot, then the one with the fewest children, then the
 //!   oldest; never under itself or its own subtree (no cycles), so a moved
@@ -33,13 +49,39 @@
 //! The clock is an argument (`now`), so the tree is tested, by property,
 //! without sockets or sleeps.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use donut_shared::wire::p2p::{Assign, SERVER};
 
-/// Strikes within [`STRIKE_WINDOW`] that demote a relay.
+use crate::trust::reputation::{AddrKey, BanScope};
+
+/// An accused relay takes no new children this long (so a second witness
+/// cannot be steered under it).
+pub const QUARANTINE: Duration = Duration::from_secs(60);
+/// Accusations, and a reporter's own reports, count this long.
+pub const REPORTER_MEMORY: Duration = Duration::from_secs(600);
+/// Distinct addresses whose accusations bar a relay.
+pub const WITNESSES: usize = 2;
+/// Reports one address may make within [`REPORTER_MEMORY`] and still be
+/// believed; one more makes it the suspect.
+pub const REPORTS_ALLOWED: usize = 1;
+/// The first bar; each next one from the same address is twice the last.
+pub const BAR: Duration = Duration::from_secs(60);
+/// The first suspicion; each next one is twice the last.
+pub const SUSPECT: Duration = Duration::from_secs(120);
+/// The longest bar or suspicion.
+pub const MAX_BAR: Duration = Duration::from_secs(3600);
+/// Standing with nothing live is forgotten after this long quiet.
+pub const FORGET: Duration = Duration::from_secs(3 * 3600);
+
+/// Strikes within [`STRIKE_WINDOW`], from children at two or more
+/// addresses, that demote a relay (one child alone, however late, moves
+/// itself instead: its word alone is not evidence).
 pub const STRIKES: usize = 3;
+/// A demoted relay earns its starting slots back after this long.
+pub const DEMOTION: Duration = Duration::from_secs(120);
 /// The window strikes are counted over.
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(10);
 /// Late fetches from one child count as one strike per this long.
@@ -97,6 +139,91 @@ pub struct Counts {
     pub relays: usize,
     /// The deepest node's depth (0 without nodes).
     pub depth: u32,
+    /// Nodes barred now (accused by enough witnesses).
+    pub barred: usize,
+    /// Nodes whose address is a suspect reporter now.
+    pub suspects: usize,
+}
+
+/// What a `Report` came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not about the reporter's parent (a race with a move): nothing.
+    Stale,
+    /// The reporter is a suspect already: moved, its word not counted.
+    Discounted,
+    /// One more report than allowed: the reporter's address is now the
+    /// suspect, its accusations withdrawn.
+    Suspected,
+    /// Counted against the parent, not yet enough witnesses.
+    Accused,
+    /// Enough witnesses: the parent is barred.
+    Barred,
+}
+
+/// What the tree remembers about one address (reporter or accused),
+/// across its viewers' reconnects.
+#[derive(Debug, Clone)]
+struct Standing {
+    /// This address's counted reports within [`REPORTER_MEMORY`].
+    reports: VecDeque<Instant>,
+    suspect_until: Option<Instant>,
+    suspicions: u32,
+    barred_until: Option<Instant>,
+    bars: u32,
+    last: Instant,
+}
+
+impl Standing {
+    fn new(now: Instant) -> Self {
+        Self {
+            reports: VecDeque::new(),
+            suspect_until: None,
+            suspicions: 0,
+            barred_until: None,
+            bars: 0,
+            last: now,
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self
+            .reports
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) > REPORTER_MEMORY)
+        {
+            self.reports.pop_front();
+        }
+    }
+
+    fn suspect(&self, now: Instant) -> bool {
+        self.suspect_until.is_some_and(|u| u > now)
+    }
+
+    fn barred(&self, now: Instant) -> bool {
+        self.barred_until.is_some_and(|u| u > now)
+    }
+
+    /// Nothing live left to remember.
+    fn idle(&self, now: Instant) -> bool {
+        !self.suspect(now)
+            && !self.barred(now)
+            && self.reports.is_empty()
+            && now.saturating_duration_since(self.last) > FORGET
+    }
+}
+
+/// `base × 2^n`, at most [`MAX_BAR`].
+fn escalate(base: Duration, n: u32) -> Duration {
+    base.saturating_mul(1u32 << n.min(16)).min(MAX_BAR)
+}
+
+/// A distinct made-up address for node `id` (for callers without one).
+pub fn origin_of(id: u64) -> AddrKey {
+    AddrKey::new(
+        IpAddr::V6(Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(id))),
+        BanScope::Address,
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +233,17 @@ struct Node {
     children: BTreeSet<u64>,
     capacity: u32,
     barred: bool,
+    /// Its address is a suspect reporter: fed by the server only.
+    suspect: bool,
+    /// The address it connected from.
+    origin: AddrKey,
+    /// The peer it reported last: never its parent again.
+    shun: Option<u64>,
+    /// Counted accusations against it within [`REPORTER_MEMORY`]: (when,
+    /// accuser address).
+    accusers: Vec<(Instant, AddrKey)>,
+    /// Accused: takes no new children until then.
+    quarantine: Option<Instant>,
     /// The data channel from `parent` is open.
     linked: bool,
     /// Join order (lower: older).
@@ -114,7 +252,11 @@ struct Node {
     lost: u32,
     /// 1 if server-fed, else the parent's plus one (kept up to date).
     depth: u32,
-    strikes: VecDeque<Instant>,
+    /// Strikes within [`STRIKE_WINDOW`]: (when, the striking child's
+    /// address).
+    strikes: VecDeque<(Instant, AddrKey)>,
+    /// When strikes took its slots (they come back after [`DEMOTION`]).
+    demoted: Option<Instant>,
     /// Relaying to linked children without a strike since.
     good_since: Option<Instant>,
     /// The last (parent, backup) told to the viewer.
@@ -136,6 +278,10 @@ pub struct RelayTree {
     changed: BTreeSet<u64>,
     /// When relays were last checked for growth.
     grown: Option<Instant>,
+    /// Reporters' and accused addresses' standing.
+    standing: HashMap<AddrKey, Standing>,
+    /// The latest clock reading seen.
+    now: Option<Instant>,
 }
 
 impl RelayTree {
@@ -149,6 +295,8 @@ impl RelayTree {
             seq: 0,
             changed: BTreeSet::new(),
             grown: None,
+            standing: HashMap::new(),
+            now: None,
         }
     }
 
@@ -157,27 +305,45 @@ impl RelayTree {
         self.always || self.nodes.len() >= self.cfg.min_viewers
     }
 
-    /// Viewer `id` joins (again: nothing changes). Returns the assigns,
-    /// including the joiner's own.
+    /// Viewer `id` joins from a made-up address of its own (see
+    /// [`RelayTree::join_from`]).
     pub fn join(&mut self, id: u64, now: Instant) -> Vec<Command> {
+        self.join_from(id, origin_of(id), now)
+    }
+
+    /// Viewer `id` joins (again: nothing changes) from `origin`. A viewer
+    /// from a barred or suspect address starts barred or suspect. Returns
+    /// the assigns, including the joiner's own.
+    pub fn join_from(&mut self, id: u64, origin: AddrKey, now: Instant) -> Vec<Command> {
         if id == SERVER || self.nodes.contains_key(&id) {
             return Vec::new();
         }
+        self.now = Some(now);
         self.grow(now);
         self.seq += 1;
+        let (barred, suspect) = self
+            .standing
+            .get(&origin)
+            .map_or((false, false), |s| (s.barred(now), s.suspect(now)));
         self.nodes.insert(
             id,
             Node {
                 parent: SERVER,
                 backup: SERVER,
                 children: BTreeSet::new(),
-                capacity: self.cfg.fanout,
-                barred: false,
+                capacity: if barred { 0 } else { self.cfg.fanout },
+                barred,
+                suspect,
+                origin,
+                shun: None,
+                accusers: Vec::new(),
+                quarantine: None,
                 linked: false,
                 seq: self.seq,
                 lost: 0,
                 depth: 1,
                 strikes: VecDeque::new(),
+                demoted: None,
                 good_since: None,
                 told: None,
                 last_late: None,
@@ -231,7 +397,7 @@ impl RelayTree {
             self.set_linked(child, now);
             return Vec::new();
         }
-        self.strike(parent, now);
+        self.strike(parent, child, now);
         if let Some(n) = self.nodes.get_mut(&child) {
             n.lost += 1;
         }
@@ -260,32 +426,166 @@ impl RelayTree {
             return Vec::new();
         }
         n.last_late = Some(now);
-        self.strike(parent, now);
+        self.strike(parent, child, now);
+        // Late again and again under this parent, with no one else's
+        // word: the child moves (never back under it).
+        let origin = self.nodes.get(&child).map(|n| n.origin);
+        let own = self.nodes.get(&parent).map_or(0, |p| {
+            p.strikes
+                .iter()
+                .filter(|&&(_, by)| Some(by) == origin)
+                .count()
+        });
+        if own >= STRIKES && self.parent(child) == Some(parent) {
+            if let Some(n) = self.nodes.get_mut(&child) {
+                n.shun = Some(parent);
+            }
+            self.detach(child);
+            self.place(child, Some(parent));
+        }
         self.sync()
     }
 
     /// `reporter` got bytes from `peer` failing their digest. If `peer` is
-    /// its parent, `peer` is barred: fed by the server, relaying nothing,
-    /// its children moved. Otherwise (a stale report) nothing changes.
-    pub fn mismatch(&mut self, reporter: u64, peer: u64) -> Vec<Command> {
+    /// not its parent (a stale report) nothing changes. Otherwise the
+    /// reporter is fed by the server and never placed under `peer` again,
+    /// and the report is weighed (see the module docs): the reporter may
+    /// become the suspect, or `peer` be barred on enough witnesses.
+    pub fn mismatch(&mut self, reporter: u64, peer: u64, now: Instant) -> (Verdict, Vec<Command>) {
         if peer == SERVER || self.parent(reporter) != Some(peer) {
-            return Vec::new();
+            return (Verdict::Stale, Vec::new());
         }
-        let Some(node) = self.nodes.get_mut(&peer) else {
-            return Vec::new();
+        let Some(accused) = self.nodes.get(&peer).map(|n| n.origin) else {
+            return (Verdict::Stale, Vec::new());
+        };
+        self.now = Some(now);
+        let Some(r) = self.nodes.get_mut(&reporter) else {
+            return (Verdict::Stale, Vec::new());
+        };
+        r.shun = Some(peer);
+        let origin = r.origin;
+        self.detach(reporter);
+        let st = self
+            .standing
+            .entry(origin)
+            .or_insert_with(|| Standing::new(now));
+        st.last = now;
+        st.prune(now);
+        let verdict = if st.suspect(now) {
+            Verdict::Discounted
+        } else if st.reports.len() >= REPORTS_ALLOWED {
+            st.suspect_until = Some(now + escalate(SUSPECT, st.suspicions));
+            st.suspicions += 1;
+            for n in self.nodes.values_mut() {
+                n.accusers.retain(|&(_, by)| by != origin);
+                if n.accusers.is_empty() {
+                    n.quarantine = None;
+                }
+            }
+            self.set_suspect(origin, true);
+            Verdict::Suspected
+        } else {
+            st.reports.push_back(now);
+            let Some(p) = self.nodes.get_mut(&peer) else {
+                return (Verdict::Stale, self.sync());
+            };
+            p.accusers
+                .retain(|&(t, _)| now.saturating_duration_since(t) <= REPORTER_MEMORY);
+            if origin != accused {
+                p.accusers.push((now, origin));
+                p.quarantine = Some(now + QUARANTINE);
+            }
+            let witnesses: HashSet<AddrKey> = p.accusers.iter().map(|&(_, by)| by).collect();
+            if witnesses.len() >= WITNESSES {
+                p.accusers.clear();
+                p.quarantine = None;
+                let ast = self
+                    .standing
+                    .entry(accused)
+                    .or_insert_with(|| Standing::new(now));
+                ast.last = now;
+                ast.barred_until = Some(now + escalate(BAR, ast.bars));
+                ast.bars += 1;
+                self.bar(peer);
+                Verdict::Barred
+            } else {
+                Verdict::Accused
+            }
+        };
+        (verdict, self.sync())
+    }
+
+    /// Bars node `id`: fed by the server, relaying nothing.
+    fn bar(&mut self, id: u64) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
         };
         node.barred = true;
         node.capacity = 0;
         node.good_since = None;
-        self.changed.insert(peer);
-        self.detach(peer);
-        self.shed(peer);
-        self.sync()
+        self.changed.insert(id);
+        self.detach(id);
+        self.shed(id);
+    }
+
+    /// Marks (or clears) every node from `origin` a suspect: a suspect is
+    /// fed by the server and feeds no one.
+    fn set_suspect(&mut self, origin: AddrKey, on: bool) {
+        let ids: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.origin == origin && n.suspect != on)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.suspect = on;
+            }
+            self.changed.insert(id);
+            if on {
+                self.detach(id);
+                self.shed(id);
+            }
+        }
+    }
+
+    /// Lifts bars and suspicions that ran out; forgets idle standing.
+    fn expire(&mut self, now: Instant) {
+        for n in self.nodes.values_mut() {
+            n.accusers
+                .retain(|&(t, _)| now.saturating_duration_since(t) <= REPORTER_MEMORY);
+            if n.quarantine.is_some_and(|u| u <= now) {
+                n.quarantine = None;
+            }
+        }
+        let mut lifted = Vec::new();
+        for (&id, n) in &self.nodes {
+            let st = self.standing.get(&n.origin);
+            let barred = st.is_some_and(|s| s.barred(now));
+            let suspect = st.is_some_and(|s| s.suspect(now));
+            if (n.barred && !barred) || (n.suspect && !suspect) {
+                lifted.push((id, barred, suspect));
+            }
+        }
+        for (id, barred, suspect) in lifted {
+            let fanout = self.cfg.fanout;
+            if let Some(n) = self.nodes.get_mut(&id) {
+                if n.barred && !barred && n.demoted.is_none() {
+                    n.capacity = fanout;
+                }
+                n.barred = barred;
+                n.suspect = suspect;
+            }
+            self.changed.insert(id);
+        }
+        self.standing.retain(|_, s| !s.idle(now));
     }
 
     /// Time passes: relays that have done well gain a slot, and server-fed
     /// nodes move under peers with free slots.
     pub fn tick(&mut self, now: Instant) -> Vec<Command> {
+        self.now = Some(now);
+        self.expire(now);
         self.grow(now);
         self.rebalance();
         self.sync()
@@ -334,6 +634,8 @@ impl RelayTree {
                 .map(|&id| self.depth(id))
                 .max()
                 .unwrap_or(0),
+            barred: self.nodes.values().filter(|n| n.barred).count(),
+            suspects: self.nodes.values().filter(|n| n.suspect).count(),
         }
     }
 
@@ -391,7 +693,8 @@ impl RelayTree {
         let Some(n) = self.nodes.get(&c) else {
             return false;
         };
-        !n.barred
+        !n.out()
+            && n.quarantine.is_none()
             && (n.children.len() as u32) < n.capacity
             && self.depth(c) < self.cfg.max_depth
             && !self.is_within(c, id)
@@ -403,12 +706,15 @@ impl RelayTree {
     fn best_parent(&self, id: u64, avoid: Option<u64>) -> Option<u64> {
         let height = self.height(id);
         let max = self.cfg.max_depth;
+        let shun = self.nodes.get(&id).and_then(|n| n.shun);
         self.nodes
             .iter()
             // The cheap tests first: most nodes fail them in a full tree.
             .filter(|&(&c, n)| {
                 Some(c) != avoid
-                    && !n.barred
+                    && Some(c) != shun
+                    && !n.out()
+                    && n.quarantine.is_none()
                     && (n.children.len() as u32) < n.capacity
                     && n.depth < max
             })
@@ -439,12 +745,16 @@ impl RelayTree {
             || self
                 .nodes
                 .get(&id)
-                .is_none_or(|n| n.barred || n.lost >= MAX_LOST_LINKS)
+                .is_none_or(|n| n.out() || n.lost >= MAX_LOST_LINKS)
         {
             return false;
         }
-        let backup = self.nodes[&id].backup;
-        let parent = if backup != SERVER && Some(backup) != avoid && self.can_take(backup, id) {
+        let (backup, shun) = (self.nodes[&id].backup, self.nodes[&id].shun);
+        let parent = if backup != SERVER
+            && Some(backup) != avoid
+            && Some(backup) != shun
+            && self.can_take(backup, id)
+        {
             Some(backup)
         } else {
             self.best_parent(id, avoid)
@@ -496,21 +806,28 @@ impl RelayTree {
         }
     }
 
-    fn strike(&mut self, id: u64, now: Instant) {
+    /// A strike on `id` by its child `by`: [`STRIKES`] within the window,
+    /// from two addresses or more, demote it (no slots for [`DEMOTION`]).
+    fn strike(&mut self, id: u64, by: u64, now: Instant) {
+        let Some(by) = self.nodes.get(&by).map(|n| n.origin) else {
+            return;
+        };
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
         n.good_since = None;
-        n.strikes.push_back(now);
+        n.strikes.push_back((now, by));
         while n
             .strikes
             .front()
-            .is_some_and(|&t| now.saturating_duration_since(t) > STRIKE_WINDOW)
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > STRIKE_WINDOW)
         {
             n.strikes.pop_front();
         }
-        if n.strikes.len() >= STRIKES {
+        let distinct = n.strikes.iter().any(|&(_, o)| o != by);
+        if n.strikes.len() >= STRIKES && distinct {
             n.capacity = 0;
+            n.demoted = Some(now);
             n.strikes.clear();
             self.changed.insert(id);
             self.shed(id);
@@ -545,8 +862,16 @@ impl RelayTree {
                 .children
                 .iter()
                 .any(|c| self.nodes[c].linked);
-            let max = self.cfg.max_fanout;
+            let (max, fanout) = (self.cfg.max_fanout, self.cfg.fanout);
             let n = self.nodes.get_mut(&id).expect("listed");
+            if let Some(at) = n.demoted
+                && now.saturating_duration_since(at) >= DEMOTION
+            {
+                n.demoted = None;
+                if !n.barred {
+                    n.capacity = fanout;
+                }
+            }
             if !relaying {
                 n.good_since = None;
             } else if let Some(since) = n.good_since
@@ -569,7 +894,7 @@ impl RelayTree {
         let mut roots: Vec<(u64, u64)> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.parent == SERVER && !n.barred)
+            .filter(|(_, n)| n.parent == SERVER && !n.out())
             .map(|(&id, n)| (n.seq, id))
             .collect();
         roots.sort_unstable();
@@ -612,7 +937,8 @@ impl RelayTree {
                 && self
                     .nodes
                     .get(&b)
-                    .is_some_and(|bn| !bn.barred && bn.capacity > 0)
+                    .is_some_and(|bn| !bn.out() && bn.capacity > 0)
+                && n.shun != Some(b)
                 && self.depth(b) < self.cfg.max_depth
                 && !self.is_within(b, id))
     }
@@ -652,6 +978,13 @@ impl RelayTree {
             }
         }
         out
+    }
+}
+
+impl Node {
+    /// Barred or suspect: takes no children, has no peer parent.
+    fn out(&self) -> bool {
+        self.barred || self.suspect
     }
 }
 

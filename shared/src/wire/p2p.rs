@@ -19,6 +19,7 @@
 //! | `0x06` | [`Link`] | viewer → server | `parent:u64 up:u8` |
 //! | `0x07` | [`Fetch`] | viewer → server | `start:u64 timeline:u32` |
 //! | `0x08` | [`Report`] | viewer → server | `peer:u64 start:u64 timeline:u32` |
+//! | `0x09` | [`Proof`] | viewer → server | `start:u64 timeline:u32` + 16-byte tag (version 4) |
 //! | `0x21` | [`Digest`] | server → viewer | `start:u64 count:u32 timeline:u32 len:u32` + 32-byte hash |
 //! | `0x22` | [`Welcome`] | server → viewer | `id:u64` + ICE server URLs (UTF-8, ≤ [`MAX_ICE_TEXT`]) |
 //! | `0x23` | [`Assign`] | server → viewer | `parent:u64 backup:u64` |
@@ -53,6 +54,10 @@ pub const LINK_LEN: usize = super::PREFIX_LEN + 9;
 pub const FETCH_LEN: usize = super::PREFIX_LEN + 12;
 /// Length of a `Report` message.
 pub const REPORT_LEN: usize = super::PREFIX_LEN + 20;
+/// Length of a `Proof` message.
+pub const PROOF_LEN: usize = super::PREFIX_LEN + 12 + PROOF_TAG_LEN;
+/// Bytes of a [`Proof`]'s tag.
+pub const PROOF_TAG_LEN: usize = 16;
 /// Length of a `Digest` message.
 pub const DIGEST_LEN: usize = super::PREFIX_LEN + 20 + HASH_LEN;
 /// Length of a `Welcome` message before its text.
@@ -136,6 +141,21 @@ pub struct Report {
     pub start: u64,
     /// Its timeline version.
     pub timeline: u32,
+}
+
+/// Viewer → server: this viewer holds the batch (`start`, `timeline`) a
+/// peer delivered: `tag` is [`Proof::tag_of`] its own peer id and the
+/// batch's exact bytes, which only a viewer that has them can compute. The
+/// server counts as offloaded only the bytes of batches proven so (what
+/// viewers merely claim, by `Link`, is counted apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proof {
+    /// The batch's first frame.
+    pub start: u64,
+    /// Its timeline version.
+    pub timeline: u32,
+    /// [`Proof::tag_of`] the prover's id and the batch.
+    pub tag: [u8; PROOF_TAG_LEN],
 }
 
 /// Server → viewer: the batch `start .. start + count` of `timeline` is
@@ -330,6 +350,53 @@ impl Report {
     }
 }
 
+impl Proof {
+    /// The proof that viewer `id` holds `msg`, the encoded `Frames`
+    /// message of the batch (`start`, `timeline`).
+    pub fn of(id: u64, start: u64, timeline: u32, msg: &[u8]) -> Self {
+        Self {
+            start,
+            timeline,
+            tag: Self::tag_of(id, msg),
+        }
+    }
+
+    /// BLAKE3 in key-derivation mode (context `donut relay proof v4`) over
+    /// `id` (big-endian) then `msg`, truncated to [`PROOF_TAG_LEN`] bytes:
+    /// bound to the prover, so one viewer's proof is no other's.
+    pub fn tag_of(id: u64, msg: &[u8]) -> [u8; PROOF_TAG_LEN] {
+        let mut h = blake3::Hasher::new_derive_key("donut relay proof v4");
+        h.update(&id.to_be_bytes());
+        h.update(msg);
+        let mut tag = [0u8; PROOF_TAG_LEN];
+        tag.copy_from_slice(&h.finalize().as_bytes()[..PROOF_TAG_LEN]);
+        tag
+    }
+
+    /// The encoded message.
+    pub fn to_bytes(&self) -> [u8; PROOF_LEN] {
+        super::fixed(|out| {
+            let mut w = Writer::start(out, PROOF_LEN, tag::PROOF)?;
+            w.u64(self.start);
+            w.u32(self.timeline);
+            w.put(&self.tag);
+            Ok(w.done())
+        })
+    }
+
+    pub(super) fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
+        let start = r.u64()?;
+        let timeline = r.u32()?;
+        let tag = r.bytes::<PROOF_TAG_LEN>()?;
+        r.finish()?;
+        Ok(Self {
+            start,
+            timeline,
+            tag,
+        })
+    }
+}
+
 impl Digest {
     /// The digest of `msg`, an encoded `Frames` message of the batch
     /// `start .. start + count` of `timeline`.
@@ -520,8 +587,9 @@ mod tests {
     /// valid messages, so the fuzzer starts from inside every one.
     #[test]
     fn the_fuzz_seeds_decode() {
-        let from: [&[u8]; 9] = [
+        let from: [&[u8]; 10] = [
             include_bytes!("../../../fuzz/seeds/from_viewer/fetch"),
+            include_bytes!("../../../fuzz/seeds/from_viewer/proof"),
             include_bytes!("../../../fuzz/seeds/from_viewer/link_down"),
             include_bytes!("../../../fuzz/seeds/from_viewer/link_up"),
             include_bytes!("../../../fuzz/seeds/from_viewer/peering_off"),
@@ -565,7 +633,9 @@ mod tests {
             on: bool, peer: u64, start: u64, timeline: u32, up: bool,
             kind in kind(), text in "\\PC{0,300}",
         ) {
-            let cases: [(Vec<u8>, FromViewer<'_>); 5] = [
+            let proof = Proof { start, timeline, tag: [timeline as u8; PROOF_TAG_LEN] };
+            let cases: [(Vec<u8>, FromViewer<'_>); 6] = [
+                (proof.to_bytes().to_vec(), FromViewer::Proof(proof)),
                 (Peering { on }.to_bytes().to_vec(), FromViewer::Peering(Peering { on })),
                 (Link { parent: peer, up }.to_bytes().to_vec(), FromViewer::Link(Link { parent: peer, up })),
                 (Fetch { start, timeline }.to_bytes().to_vec(), FromViewer::Fetch(Fetch { start, timeline })),

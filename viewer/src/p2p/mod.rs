@@ -26,15 +26,17 @@
 
 pub mod gate;
 pub mod link;
+pub mod offers;
 
 use donut_browser::socket::Socket;
 use donut_shared::wire::p2p::SERVER;
 use donut_shared::wire::{
-    Fetch, FromViewer, Link as LinkMsg, Peering, Report, Signal, SignalKind, ToViewer,
+    Fetch, FromViewer, Link as LinkMsg, Peering, Proof, Report, Signal, SignalKind, ToViewer,
 };
 
 use self::gate::{Gate, Key, Verdict};
 use self::link::{Link, LinkEvent, Role, Sink};
+use self::offers::OfferBudget;
 
 /// Most children this tab feeds at once, whatever the server asks (the
 /// server's own limit is lower; this bounds what a buggy or hostile
@@ -88,6 +90,8 @@ pub struct Relay {
     /// Parent links that failed in a row (reset when one opens).
     failed_links: u32,
     children: Vec<Link>,
+    /// Offers this tab may still answer (each is a new connection).
+    offers: OfferBudget,
     gate: Gate,
     next_serial: u32,
     sink: Sink,
@@ -109,6 +113,7 @@ impl Relay {
             parent_since: 0.0,
             failed_links: 0,
             children: Vec::new(),
+            offers: OfferBudget::new(),
             gate: Gate::new(),
             next_serial: 0,
             sink,
@@ -154,7 +159,7 @@ impl Relay {
                 self.ice_servers = w.ice_server_urls().map(str::to_owned).collect();
             }
             ToViewer::Assign(a) => self.assign(a.parent, a.backup, socket, now_ms),
-            ToViewer::Signal(s) => self.on_signal(&s),
+            ToViewer::Signal(s) => self.on_signal(&s, now_ms),
             ToViewer::Digest(d) => {
                 if let Some(verdict) = self.gate.announce(d, now_ms) {
                     return self.on_verdict(verdict, socket);
@@ -337,12 +342,16 @@ impl Relay {
         }
     }
 
-    fn on_signal(&mut self, s: &Signal<'_>) {
+    fn on_signal(&mut self, s: &Signal<'_>, now_ms: f64) {
         if !self.joined {
             return;
         }
         match s.kind {
-            SignalKind::Offer => self.adopt(s.peer, s.text),
+            SignalKind::Offer => {
+                if self.offers.allow(s.peer, now_ms) {
+                    self.adopt(s.peer, s.text);
+                }
+            }
             SignalKind::Answer => {
                 if let Some(p) = self.parent.as_ref().filter(|p| p.peer() == s.peer) {
                     p.apply_remote(SignalKind::Answer, s.text);
@@ -386,6 +395,11 @@ impl Relay {
             Verdict::Play(bytes) => {
                 self.stats.batches_from_peer += 1;
                 self.stats.bytes_from_peer += bytes.len() as u64;
+                // Tell the server, with proof, that a peer delivered it:
+                // its offload figure counts only proven deliveries.
+                if let (Some(id), Some((start, timeline))) = (self.id, gate::batch_key(&bytes)) {
+                    socket.send(&Proof::of(id, start, timeline, &bytes).to_bytes());
+                }
                 vec![bytes]
             }
             Verdict::Held | Verdict::Duplicate => Vec::new(),

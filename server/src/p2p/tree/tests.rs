@@ -1,5 +1,7 @@
 use std::collections::HashMap;
 
+use std::net::IpAddr;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -96,7 +98,9 @@ fn linking_makes_a_viewer_peer_fed_only_under_its_parent() {
             peering: 2,
             linked: 1,
             relays: 1,
-            depth: 2
+            depth: 2,
+            barred: 0,
+            suspects: 0,
         }
     );
     // Lost: back to the server (nobody else can take it), and a strike.
@@ -130,6 +134,32 @@ fn three_late_fetches_demote_a_relay() {
 }
 
 #[test]
+fn one_child_alone_cannot_demote_its_parent_and_moves_itself() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=4 {
+        t.join(id, t0);
+    }
+    t.link(2, 1, true, t0);
+    for s in 0..3 {
+        t.late(2, t0 + Duration::from_secs(s));
+    }
+    assert_eq!(t.nodes[&1].capacity, TreeConfig::default().fanout);
+    assert!(t.parent(2).is_some_and(|p| p != 1));
+    assert_eq!(t.parent(3), Some(1));
+    // Demoted by two children, a relay gets its slots back later.
+    t.link(3, 1, true, t0);
+    t.link(4, 1, true, t0);
+    let at = t0 + Duration::from_secs(20);
+    t.late(3, at);
+    t.late(4, at);
+    t.late(3, at + Duration::from_secs(1));
+    assert_eq!(t.nodes[&1].capacity, 0);
+    t.tick(at + Duration::from_secs(1) + DEMOTION);
+    assert_eq!(t.nodes[&1].capacity, TreeConfig::default().fanout);
+}
+
+#[test]
 fn strikes_far_apart_do_not_demote() {
     let t0 = Instant::now();
     let mut t = tree(true);
@@ -157,26 +187,124 @@ fn a_fetch_while_not_linked_is_no_strike() {
     assert_eq!(t.nodes[&1].capacity, TreeConfig::default().fanout);
 }
 
+/// An address of the test's own (10.0.0.`n`).
+fn addr(n: u8) -> AddrKey {
+    AddrKey::new(IpAddr::from([10, 0, 0, n]), BanScope::Address)
+}
+
 #[test]
-fn a_mismatch_bars_the_parent_and_moves_its_children() {
+fn one_report_moves_the_reporter_and_two_witnesses_bar_the_parent() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=11 {
+        t.join_from(id, addr(id as u8), t0);
+    }
+    assert_eq!(
+        (t.parent(5), t.parent(8), t.parent(11)),
+        (Some(2), Some(2), Some(2))
+    );
+    // A stale report changes nothing.
+    assert_eq!(t.mismatch(5, 3, t0), (Verdict::Stale, Vec::new()));
+    // One child's word: the reporter goes to the server, the parent stays.
+    let (v, cmds) = t.mismatch(5, 2, t0);
+    assert_eq!(v, Verdict::Accused);
+    assert_eq!(t.parent(5), Some(SERVER));
+    assert!(
+        cmds.iter()
+            .any(|c| c.viewer == 5 && c.assign.parent == SERVER)
+    );
+    assert!(!t.nodes[&2].barred && t.nodes[&2].children.contains(&8));
+    // While accused it keeps its children but takes no new ones.
+    t.join_from(40, addr(40), t0);
+    assert_ne!(t.parent(40), Some(2));
+    t.leave(40);
+    // Rebalanced, it is never put back under the peer it accused.
+    for s in 1..=20 {
+        t.tick(t0 + Duration::from_secs(s));
+        assert_ne!(t.parent(5), Some(2));
+    }
+    // A second child at another address: barred, its children moved.
+    let (v, cmds) = t.mismatch(8, 2, t0 + Duration::from_secs(21));
+    assert_eq!(v, Verdict::Barred);
+    assert_eq!(t.parent(2), Some(SERVER));
+    assert!(t.nodes[&2].children.is_empty() && t.nodes[&2].barred);
+    assert!(cmds.iter().any(|c| c.viewer == 11));
+    assert_eq!(t.counts().barred, 1);
+    // Barred nodes take no children while the bar lasts (a reconnect from
+    // its address is barred too)...
+    let later = t0 + Duration::from_secs(22);
+    for id in 12..=20 {
+        t.join_from(id, addr(id as u8), later);
+        assert!(t.nodes[&2].children.is_empty());
+    }
+    t.join_from(30, addr(2), later);
+    assert!(t.nodes[&30].barred);
+    // ...and relay again once it ran out.
+    t.tick(later + BAR);
+    assert!(!t.nodes[&2].barred && !t.nodes[&30].barred);
+    assert_eq!(t.nodes[&2].capacity, TreeConfig::default().fanout);
+}
+
+#[test]
+fn reports_from_one_address_are_one_witness() {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    t.join_from(1, addr(1), t0);
+    for id in 2..=4 {
+        t.join_from(id, addr(9), t0);
+    }
+    assert_eq!(t.mismatch(2, 1, t0).0, Verdict::Accused);
+    // Its neighbour behind the same address: that address's second report.
+    assert_eq!(t.mismatch(3, 1, t0).0, Verdict::Suspected);
+    assert!(!t.nodes[&1].barred);
+    // The whole address is now fed by the server and feeds no one.
+    assert!((2..=4).all(|id| t.nodes[&id].suspect && t.parent(id) == Some(SERVER)));
+}
+
+#[test]
+fn a_reporter_that_keeps_reporting_becomes_the_suspect_for_longer_each_time() {
     let t0 = Instant::now();
     let mut t = tree(true);
     for id in 1..=6 {
-        t.join(id, t0);
+        t.join_from(id, addr(id as u8), t0);
     }
-    assert_eq!(t.parent(5), Some(2));
-    // A stale report changes nothing.
-    assert!(t.mismatch(5, 3).is_empty());
-    let cmds = t.mismatch(5, 2);
-    assert_eq!(t.parent(2), Some(SERVER));
-    assert_ne!(t.parent(5), Some(2));
-    assert!(t.nodes[&2].children.is_empty() && t.nodes[&2].barred);
-    assert!(cmds.iter().any(|c| c.viewer == 5));
-    // Barred nodes never take children again.
-    for id in 7..=20 {
-        t.join(id, t0);
-        assert!(t.nodes[&2].children.is_empty());
+    let sybil = 7;
+    t.join_from(sybil, addr(66), t0);
+    let first = t.parent(sybil).expect("a node");
+    assert_ne!(first, SERVER);
+    assert_eq!(t.mismatch(sybil, first, t0).0, Verdict::Accused);
+    t.tick(t0 + Duration::from_secs(5));
+    let second = t.parent(sybil).expect("a node");
+    assert!(second != SERVER && second != first);
+    // The second report in the window: its own standing goes, and with it
+    // the accusation it made.
+    let at = t0 + Duration::from_secs(5);
+    assert_eq!(t.mismatch(sybil, second, at).0, Verdict::Suspected);
+    assert!(t.nodes[&first].accusers.is_empty() && t.nodes[&first].quarantine.is_none());
+    assert_eq!(t.counts().suspects, 1);
+    // A suspect is never placed under a peer, so it can report no one.
+    let mut at = at;
+    let until = at + SUSPECT;
+    while at + Duration::from_secs(5) < until {
+        at += Duration::from_secs(5);
+        t.tick(at);
+        assert_eq!(t.parent(sybil), Some(SERVER));
+        assert!(t.nodes[&sybil].children.is_empty());
     }
+    // Out of suspicion it is placed again, but its first report is still
+    // remembered: the next one makes it the suspect for twice as long.
+    t.tick(until + Duration::from_secs(1));
+    let p = t.parent(sybil).expect("a node");
+    assert_ne!(p, SERVER);
+    let at = until + Duration::from_secs(2);
+    assert_eq!(t.mismatch(sybil, p, at).0, Verdict::Suspected);
+    assert_eq!(t.standing[&addr(66)].suspect_until, Some(at + SUSPECT * 2));
+    // Only past its memory is it believed once more.
+    let later = t0 + REPORTER_MEMORY + SUSPECT * 4;
+    t.tick(later);
+    let p = t.parent(sybil).expect("a node");
+    assert_ne!(p, SERVER);
+    assert_eq!(t.mismatch(sybil, p, later).0, Verdict::Accused);
 }
 
 #[test]
@@ -225,8 +353,9 @@ fn rebalance_moves_childless_roots_under_peers() {
     // Demote 1 via its children's late fetches: 2 and 3 become roots or
     // go elsewhere; the server still feeds as few roots as it can.
     t.link(2, 1, true, t0);
+    t.link(3, 1, true, t0);
     for s in 0..3 {
-        t.late(2, t0 + Duration::from_secs(s));
+        t.late(2 + s % 2, t0 + Duration::from_secs(s));
     }
     assert_eq!(t.nodes[&1].capacity, 0, "demoted");
     t.tick(t0 + Duration::from_secs(3));
@@ -297,7 +426,7 @@ fn check(t: &RelayTree, told: &HashMap<u64, u64>) -> Result<(), TestCaseError> {
             prop_assert_eq!(t.nodes[c].parent, id);
         }
         prop_assert!(n.children.len() as u32 <= n.capacity, "{id} over capacity");
-        prop_assert!(!n.barred || (n.children.is_empty() && n.parent == SERVER));
+        prop_assert!(!n.out() || (n.children.is_empty() && n.parent == SERVER));
         prop_assert!(!n.linked || n.parent != SERVER);
         prop_assert_eq!(told.get(&id), Some(&n.parent), "{} not told its parent", id);
         prop_assert!(n.backup != n.parent || n.backup == SERVER);
@@ -336,7 +465,7 @@ proptest! {
                 },
                 Op::Late(id) => t.late(id, clock),
                 Op::Mismatch(id) => match t.parent(id) {
-                    Some(p) => t.mismatch(id, p),
+                    Some(p) => t.mismatch(id, p, clock).1,
                     None => Vec::new(),
                 },
                 Op::Tick(s) => {
@@ -350,5 +479,101 @@ proptest! {
             apply(&mut told, &cmds);
             check(&t, &told)?;
         }
+    }
+}
+
+/// What [`sybils_reporting_every_parent_end_up_barring_no_one`] ran:
+/// bars, honest viewers fed by a peer at the end, and the tree.
+struct SybilRun {
+    bars: u32,
+    last_bar: Option<Instant>,
+    linked: usize,
+    tree: RelayTree,
+    end: Instant,
+}
+
+/// `honest` viewers that link to every parent they are given and never
+/// report, joined in `order`, with `sybils` that report every parent they
+/// are given, for ten minutes of 2.5 s steps.
+fn sybil_run(honest: u64, sybils: &[u64], order: &[u64]) -> Result<SybilRun, TestCaseError> {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    let mut told = HashMap::new();
+    let mut ids: Vec<u64> = (1..=honest).chain(sybils.iter().copied()).collect();
+    for (i, k) in order.iter().enumerate() {
+        let n = ids.len();
+        ids.swap(i % n, (*k as usize) % n);
+    }
+    for &id in &ids {
+        let origin = if sybils.contains(&id) {
+            addr((id % 50) as u8 + 200)
+        } else {
+            origin_of(id)
+        };
+        apply(&mut told, &t.join_from(id, origin, t0));
+    }
+    let (mut bars, mut last_bar, mut clock) = (0, None, t0);
+    for _ in 0..240 {
+        clock += Duration::from_millis(2500);
+        for id in 1..=honest {
+            if let Some(p) = t.parent(id).filter(|&p| p != SERVER) {
+                apply(&mut told, &t.link(id, p, true, clock));
+            }
+        }
+        for &s in sybils {
+            if let Some(p) = t.parent(s).filter(|&p| p != SERVER) {
+                let (v, cmds) = t.mismatch(s, p, clock);
+                if v == Verdict::Barred {
+                    bars += 1;
+                    last_bar = Some(clock);
+                }
+                apply(&mut told, &cmds);
+            }
+        }
+        apply(&mut told, &t.tick(clock));
+        check(&t, &told)?;
+    }
+    let linked = (1..=honest).filter(|&id| t.peer_fed(id)).count();
+    Ok(SybilRun {
+        bars,
+        last_bar,
+        linked,
+        tree: t,
+        end: clock,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Two sybil addresses that report every parent they are given, among
+    /// honest viewers that never report: each counted report needs a
+    /// second witness within the window, each sybil is believed once per
+    /// [`REPORTER_MEMORY`], so over ten minutes they bar at most one
+    /// relay, none in the last minute, end as suspects fed by the
+    /// server, and the honest viewers are fed by peers about as well as
+    /// without them.
+    #[test]
+    fn sybils_reporting_every_parent_end_up_barring_no_one(
+        honest in 6u64..40,
+        order in proptest::collection::vec(0u64..1000, 1..40),
+    ) {
+        let sybils = [1001u64, 1002];
+        let run = sybil_run(honest, &sybils, &order)?;
+        let twin = sybil_run(honest, &[], &order)?;
+        // One counted report each in ten minutes (the second makes it
+        // the suspect), two per bar.
+        prop_assert!(run.bars <= 1, "{} bars", run.bars);
+        prop_assert!(run
+            .last_bar
+            .is_none_or(|b| run.end.duration_since(b) > QUARANTINE));
+        // Fed by the server: suspects, or the oldest root (never given a
+        // parent, so never a report).
+        for s in sybils {
+            prop_assert_eq!(run.tree.parent(s), Some(SERVER));
+        }
+        prop_assert!(
+            run.linked + 3 * run.bars as usize + 1 >= twin.linked,
+            "{} linked with sybils, {} without", run.linked, twin.linked
+        );
     }
 }
