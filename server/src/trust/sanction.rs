@@ -112,3 +112,86 @@ impl Sanctions {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::ServeConfig;
+    use crate::fanout::Fanout;
+    use crate::trust::reputation::ReputationConfig;
+
+    /// The bans shared so far.
+    type Shared = Vec<(AddrKey, Duration)>;
+
+    /// Sanctions with `max_strikes` 3 and bans of `ban_secs`, recording
+    /// what they share.
+    fn sanctions(ban_secs: u64) -> (Sanctions, Arc<Mutex<Shared>>) {
+        let mut cfg = ServeConfig::for_tests();
+        cfg.max_strikes = 3;
+        cfg.ban_secs = ban_secs;
+        let stats = Arc::new(Stats::default());
+        let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
+        let core = Arc::new(Core::new(
+            crate::core::tests::config(),
+            Arc::clone(&stats),
+            fanout,
+            Instant::now(),
+        ));
+        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
+        let shared = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&shared);
+        let share: Share = Arc::new(move |key, length| {
+            log.lock().expect("not poisoned").push((key, length));
+        });
+        let s = Sanctions::new(core, reputation, stats).sharing(Some(share));
+        (s, shared)
+    }
+
+    fn addr(s: &Sanctions, last: u8) -> AddrKey {
+        s.reputation().key(IpAddr::from([192, 0, 2, last]))
+    }
+
+    #[test]
+    fn the_third_strike_bans_once_and_shares_the_ban() {
+        let (s, shared) = sanctions(60);
+        let a = addr(&s, 1);
+        assert_eq!(s.strike(a, "one"), None);
+        assert_eq!(s.strike(a, "two"), None);
+        let cut = s.strike(a, "three").expect("cut off at the third");
+        assert_eq!(cut.strikes, 3);
+        let ban = cut.ban.expect("bans are on");
+        assert_eq!(s.stats().strikes.get(), 3);
+        assert_eq!(s.stats().workers_banned.get(), 1);
+        assert_eq!(*shared.lock().expect("not poisoned"), vec![(a, ban)]);
+        assert!(s.reputation().banned(a, Instant::now()).is_some());
+    }
+
+    #[test]
+    fn a_flood_is_cut_off_at_once() {
+        let (s, shared) = sanctions(60);
+        let a = addr(&s, 2);
+        let cut = s.cut_off(a);
+        assert_eq!(cut.strikes, 0);
+        assert!(cut.ban.is_some());
+        assert_eq!(s.stats().strikes.get(), 0);
+        assert_eq!(s.stats().workers_banned.get(), 1);
+        assert_eq!(shared.lock().expect("not poisoned").len(), 1);
+    }
+
+    #[test]
+    fn with_bans_off_a_cut_off_bans_counts_and_shares_nothing() {
+        let (s, shared) = sanctions(0);
+        let a = addr(&s, 3);
+        s.strike(a, "one");
+        s.strike(a, "two");
+        let cut = s.strike(a, "three").expect("still cut off");
+        assert_eq!(cut.ban, None);
+        assert_eq!(s.cut_off(a).ban, None);
+        assert_eq!(s.stats().strikes.get(), 3);
+        assert_eq!(s.stats().workers_banned.get(), 0);
+        assert!(shared.lock().expect("not poisoned").is_empty());
+    }
+}
