@@ -42,6 +42,7 @@ use crate::state::App;
 use crate::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
 use crate::trust::reputation::{Reputation, ReputationConfig};
+use crate::trust::sanction::Sanctions;
 use crate::trust::verifier::Verifier;
 use crate::{broadcaster, connection, viewer_conn};
 
@@ -286,8 +287,9 @@ impl Server {
         };
         let (commit_tx, commit_rx) = commits.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
         let hub = Arc::new(Hub::new(&cfg, Arc::clone(&stats)));
-        let referee = Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats))
-            .in_cluster(engine.node().cloned());
+        let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats))
+            .sharing(engine.ban_share());
+        let referee = Referee::new(sanctions.clone());
         let app = Arc::new(App {
             cfg: cfg.clone(),
             engine,
@@ -297,6 +299,7 @@ impl Server {
             stats: Arc::clone(&stats),
             verifier,
             referee: referee.clone(),
+            sanctions,
             telemetry: telemetry_rx,
             shutdown: shutdown_rx.clone(),
             started: Instant::now(),

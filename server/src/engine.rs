@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | serve a worker | the node's own [`Core`](crate::core::Core) | the leader's: here if this node leads, else tunnelled to it ([`cluster::tunnel`]) |
 //! | a viewer's push | the node's timeline | the leader's timeline (sent up if this node follows) |
-//! | a ban | the node's reputation | also every node's, through Redis |
+//! | a ban ([`Engine::ban_share`]) | the node's reputation | also every node's, through Redis |
 //! | admit a worker | the node's bans | also the cluster's |
 //!
 //! Viewers need no engine: every node's viewers subscribe to its
@@ -27,6 +27,7 @@ use crate::fleet::Admission;
 use crate::limits::CloseReason;
 use crate::state::App;
 use crate::trust::reputation::AddrKey;
+use crate::trust::sanction::Share;
 use crate::worker_conn;
 
 /// See the module docs.
@@ -57,10 +58,17 @@ impl Engine {
         }
     }
 
-    /// `key` was banned here for `length`: in a cluster, every node learns.
-    pub fn banned(&self, key: AddrKey, length: Duration) {
-        if let Self::Cluster(node) = self {
-            node.ban(key, length);
+    /// How a ban made here is shared: in a cluster, every node learns
+    /// (`None`: one node, nothing to share).
+    pub fn ban_share(&self) -> Option<Share> {
+        match self {
+            Self::Memory => None,
+            Self::Cluster(node) => {
+                let node = Arc::clone(node);
+                Some(Arc::new(move |key: AddrKey, length: Duration| {
+                    node.ban(key, length);
+                }))
+            }
         }
     }
 

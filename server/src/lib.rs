@@ -26,7 +26,8 @@
 //!   [`transport`]: what a worker connection runs over, a [`connection`]
 //!   or a [`pipe`] (channels to a socket on another node).
 //! - [`trust`]: native re-rendering of results ([`trust::verifier`]),
-//!   reputation by address, the quorum referee.
+//!   reputation by address, the quorum referee, and the one sanctions rule
+//!   both judges use ([`trust::sanction`]).
 //! - [`fleet`], [`limits`], [`fds`]: admission, caps, bans, close codes, the
 //!   file-descriptor budget the caps must fit.
 //! - [`handshake`], [`origin`], [`client_addr`]: checks before a WebSocket

@@ -292,8 +292,9 @@ figures! {
         batches_rejected: "Result batches rejected by verification.";
         /// Strikes given (failed checks and protocol violations).
         strikes: "Strikes given to workers.";
-        /// Workers cut off after too many strikes.
-        workers_banned: "Workers cut off for cheating.";
+        /// Bans imposed on workers' addresses (too many strikes, or a flood),
+        /// once per ban whoever judged (`trust::sanction`); none with bans off.
+        workers_banned: "Workers cut off for cheating (bans imposed on their addresses).";
         /// Ranges accepted because workers of two addresses returned the same bytes (`quorum`).
         quorum_agreements: "Ranges accepted by a quorum of two addresses.";
         /// Ranges whose two votes differed, settled by a native re-render (`quorum`).

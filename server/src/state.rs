@@ -25,6 +25,7 @@ use crate::origin::OriginPolicy;
 use crate::p2p::hub::Hub;
 use crate::telemetry::TelemetryMsg;
 use crate::trust::quorum::Referee;
+use crate::trust::sanction::Sanctions;
 use crate::trust::verifier::Verifier;
 
 /// State shared by every handler and connection.
@@ -45,6 +46,9 @@ pub struct App {
     pub verifier: Verifier,
     /// Settles quorum disputes and lone votes.
     pub referee: Referee,
+    /// The one sanctions rule (strike, ban, evict, share) every judge of
+    /// an address uses.
+    pub sanctions: Sanctions,
     /// Latest telemetry.
     pub telemetry: watch::Receiver<TelemetryMsg>,
     /// Turns true when the server is stopping.

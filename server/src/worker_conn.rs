@@ -393,50 +393,31 @@ impl Conn {
         ))
     }
 
-    /// Records a violation against the address; returns the close reason
-    /// once that bans it.
+    /// Records a violation against the address (the one rule,
+    /// [`Sanctions`](crate::trust::sanction::Sanctions)); returns the close
+    /// reason once that cuts it off.
     fn strike(&mut self, why: String) -> Option<CloseReason> {
-        let app = &self.app;
-        app.stats.strikes.inc();
-        let key = self.admission.key;
-        let strike = app.fleet.reputation().strike(key, Instant::now());
-        warn!(addr = %key, strikes = strike.strikes, "strike: {why}");
-        if strike.strikes < app.cfg.max_strikes {
-            return None;
-        }
-        self.banned(strike.banned_for, &why, app.cfg.max_strikes)
+        let cut = self.app.sanctions.strike(self.admission.key, &why)?;
+        Some(self.banned(cut.ban, &why, self.app.cfg.max_strikes))
     }
 
     /// Cuts the worker off now and bans its address (a flood).
     fn cut_off(&mut self, why: String) -> Option<CloseReason> {
-        let banned_for = self
-            .app
-            .fleet
-            .reputation()
-            .ban(self.admission.key, Instant::now());
-        self.banned(banned_for, &why, 0)
+        let cut = self.app.sanctions.cut_off(self.admission.key);
+        Some(self.banned(cut.ban, &why, 0))
     }
 
-    /// The close of a worker whose address was just banned (or would have
-    /// been, were bans enabled); the address's other workers go too.
-    fn banned(&mut self, ban: Option<Duration>, why: &str, strikes: u32) -> Option<CloseReason> {
-        let app = &self.app;
-        app.stats.workers_banned.inc();
+    /// The close of a worker whose address was just cut off (and banned,
+    /// if bans are on: its other workers were evicted).
+    fn banned(&self, ban: Option<Duration>, why: &str, strikes: u32) -> CloseReason {
         let key = self.admission.key;
-        if let Some(length) = ban {
-            app.core.evict(key);
-            app.engine.banned(key, length);
-        }
         let secs = ban.map_or(0, |b| b.as_secs());
         warn!(addr = %key, ban_secs = secs, "worker cut off");
         let strikes = match strikes {
             0 => String::new(),
             n => format!(" ({n} strikes)"),
         };
-        Some(CloseReason::new(
-            POLICY,
-            format!("cut off{strikes}, banned {secs} s: {why}"),
-        ))
+        CloseReason::new(POLICY, format!("cut off{strikes}, banned {secs} s: {why}"))
     }
 }
 
@@ -464,6 +445,7 @@ mod tests {
     use crate::telemetry::TelemetryMsg;
     use crate::trust::quorum::Referee;
     use crate::trust::reputation::{Reputation, ReputationConfig};
+    use crate::trust::sanction::Sanctions;
     use crate::trust::verifier::Verifier;
 
     use crate::core::tests::START;
@@ -501,10 +483,12 @@ mod tests {
         let fleet = Arc::new(Fleet::new(caps, Arc::clone(&reputation)));
         let (telemetry_tx, telemetry) = watch::channel(TelemetryMsg::new(Telemetry::default()));
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats));
         let app = Arc::new(App {
             engine: crate::engine::Engine::Memory,
             verifier: Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches),
-            referee: Referee::new(Arc::clone(&core), reputation, Arc::clone(&stats)),
+            referee: Referee::new(sanctions.clone()),
+            sanctions,
             origins: OriginPolicy::new(&[]).expect("no origins is a valid policy"),
             client_addr: ClientAddr::new(Vec::new(), cfg.forwarded_header),
             hub: Arc::new(crate::p2p::hub::Hub::new(&cfg, Arc::clone(&stats))),

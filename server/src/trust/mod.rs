@@ -21,8 +21,11 @@
 //!
 //! Every judgement is about an *address* ([`reputation`]), not a
 //! connection: strikes, trust, bans and missed tasks survive reconnects, and
-//! repeated bans grow longer.
+//! repeated bans grow longer. Whoever judges (the worker endpoint or the
+//! quorum referee) sanctions by one rule, [`sanction`]: strike, ban at the
+//! limit, evict the address's workers, share the ban with the cluster.
 
 pub mod quorum;
 pub mod reputation;
+pub mod sanction;
 pub mod verifier;

@@ -21,13 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::warn;
 
-use crate::cluster::Node;
 use crate::config::VerifyPolicy;
 use crate::core::{Candidate, Core};
 use crate::metrics::Stats;
 use crate::trust::reputation::{AddrKey, Reputation};
+use crate::trust::sanction::Sanctions;
 use crate::trust::verifier::{Trust, Verifier};
 
 /// Re-renders disputed and lone votes; strikes liars. Cheap to clone.
@@ -37,28 +36,21 @@ pub struct Referee {
     reputation: Arc<Reputation>,
     stats: Arc<Stats>,
     verifier: Verifier,
-    /// The cluster node, if any: its bans are shared through Redis.
-    cluster: Option<Arc<Node>>,
+    /// How a liar is sanctioned (and its ban shared, in a cluster).
+    sanctions: Sanctions,
 }
 
 impl Referee {
-    /// A referee over these parts, re-rendering every frame it judges.
-    pub fn new(core: Arc<Core>, reputation: Arc<Reputation>, stats: Arc<Stats>) -> Self {
+    /// A referee over the parts `sanctions` holds, re-rendering every
+    /// frame it judges and sanctioning liars by that rule (in a cluster,
+    /// the addresses it bans are refused by every node).
+    pub fn new(sanctions: Sanctions) -> Self {
         Self {
-            core,
-            reputation,
-            stats,
+            core: Arc::clone(sanctions.core()),
+            reputation: Arc::clone(sanctions.reputation()),
+            stats: Arc::clone(sanctions.stats()),
             verifier: Verifier::new(VerifyPolicy::Full, 1.0, 0),
-            cluster: None,
-        }
-    }
-
-    /// The same referee on a cluster node: the addresses it bans are
-    /// refused by every node.
-    pub fn in_cluster(self, node: Option<Arc<Node>>) -> Self {
-        Self {
-            cluster: node,
-            ..self
+            sanctions,
         }
     }
 
@@ -140,16 +132,9 @@ impl Referee {
     /// the address answers for it), evicting its workers if that bans it.
     fn punish(&self, addr: AddrKey, start: u64) {
         self.stats.batches_rejected.inc();
-        self.stats.strikes.inc();
-        let strike = self.reputation.strike(addr, Instant::now());
-        warn!(%addr, start, strikes = strike.strikes, "strike: quorum vote failed verification");
-        if let Some(length) = strike.banned_for {
-            self.stats.workers_banned.inc();
-            self.core.evict(addr);
-            if let Some(node) = &self.cluster {
-                node.ban(addr, length);
-            }
-        }
+        let why = format!("quorum vote for frame {start} failed verification");
+        // No connection to close here: a ban, if any, evicts its workers.
+        let _ = self.sanctions.strike(addr, &why);
     }
 
     /// Settles lone votes older than `wait` until shutdown.

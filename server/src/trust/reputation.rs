@@ -242,10 +242,16 @@ impl Reputation {
         });
     }
 
+    /// Strikes that cut an address off ([`ReputationConfig::max_strikes`],
+    /// at least 1).
+    pub fn max_strikes(&self) -> u32 {
+        self.cfg.max_strikes.max(1)
+    }
+
     /// A violation by `key`: trust is gone, and at `max_strikes` the
     /// address is banned (longer each time).
     pub fn strike(&self, key: AddrKey, now: Instant) -> Strike {
-        let max_strikes = self.cfg.max_strikes.max(1);
+        let max_strikes = self.max_strikes();
         self.with(key, now, |r| {
             r.last_event = now;
             r.clean_batches = 0;

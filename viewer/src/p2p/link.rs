@@ -33,14 +33,7 @@ const LABEL: &str = "donut-frames";
 /// too slow (about 40 s of the stream): it falls back to the server.
 pub const MAX_BUFFERED: u32 = 256 * 1024;
 
-/// Which end of the link this viewer is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// This viewer is fed over the link (it offers).
-    Child,
-    /// This viewer feeds the link (it answers).
-    Parent,
-}
+pub use super::policy::Role;
 
 /// What happened on a link.
 pub enum LinkEvent {
