@@ -63,7 +63,8 @@ use crate::config::ServeConfig;
 /// What a node needs to join a cluster, from [`ServeConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// The Redis to share (`redis://HOST:PORT`).
+    /// The Redis to share (`redis://HOST:PORT`, or
+    /// `redis+sentinel://HOST:PORT,.../MASTER`: see [`redis_link::Target`]).
     pub url: String,
     /// Prefix of every key.
     pub prefix: String,
@@ -86,11 +87,11 @@ impl ClusterConfig {
 }
 
 /// Parses `--cluster`: a `redis://` (or `redis+unix://`, `unix://`) URL the
-/// `redis` crate accepts; returned unchanged.
+/// `redis` crate accepts, or `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`
+/// (the primary Redis Sentinels name, see [`redis_link`]); returned
+/// unchanged.
 pub fn parse_redis_url(url: &str) -> Result<String, String> {
-    redis::Client::open(url)
-        .map(|_| url.to_owned())
-        .map_err(|e| format!("not a Redis URL ({e}); expected redis://HOST:PORT"))
+    redis_link::Target::parse(url).map(|_| url.to_owned())
 }
 
 /// 16 random hex digits: a node name unlikely to repeat across restarts.
@@ -134,5 +135,7 @@ mod tests {
         assert_eq!(cluster.lease, Duration::from_millis(2000));
         assert!(cfg.validate().is_ok());
         assert!(parse_redis_url("http://127.0.0.1").is_err());
+        assert!(parse_redis_url("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/donut").is_ok());
+        assert!(parse_redis_url("redis+sentinel://127.0.0.1:26379").is_err());
     }
 }
