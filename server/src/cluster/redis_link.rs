@@ -161,12 +161,24 @@ impl std::fmt::Debug for Link {
     }
 }
 
-/// The shared, reconnecting connection to `client`'s Redis.
-async fn manager(client: &Client) -> RedisResult<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
+/// How many times a manager behind Sentinels retries connecting before the
+/// commands waiting on it fail. A command in flight when the primary dies
+/// waits for the manager's reconnection (the crate's default of 6 retries
+/// is about 3.5 s of backoff against a dead port), and it was taken from
+/// the old manager: it must fail quickly, so that its retry takes the new
+/// primary's. The next command tries to reconnect again anyway.
+const SENTINEL_RECONNECT_RETRIES: usize = 1;
+
+/// The shared, reconnecting connection to `client`'s Redis; `retries`:
+/// reconnection attempts per failure (`None`: the crate's default).
+async fn manager(client: &Client, retries: Option<usize>) -> RedisResult<ConnectionManager> {
+    let mut config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(COMMAND_TIMEOUT))
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_max_delay(MAX_RECONNECT_DELAY);
+    if let Some(retries) = retries {
+        config = config.set_number_of_retries(retries);
+    }
     ConnectionManager::new_with_config(client.clone(), config).await
 }
 
@@ -196,14 +208,14 @@ impl Link {
         match target {
             Target::Direct(url) => {
                 let client = Client::open(url)?;
-                let conn = manager(&client).await?;
+                let conn = manager(&client, None).await?;
                 Ok(Self::new(client, conn, prefix))
             }
             Target::Sentinel { sentinels, master } => {
                 let urls: Vec<String> = sentinels.iter().map(|s| format!("redis://{s}")).collect();
                 let mut sentinel = Sentinel::build(urls)?;
                 let client = resolve(&mut sentinel, &master).await?;
-                let conn = manager(&client).await?;
+                let conn = manager(&client, Some(SENTINEL_RECONNECT_RETRIES)).await?;
                 let link = Self::new(client, conn, prefix);
                 tokio::spawn(follow_primary(
                     Arc::downgrade(&link.shared),
@@ -295,7 +307,7 @@ async fn follow_primary(shared: Weak<Shared>, mut sentinel: Sentinel, master: St
         if to == from {
             continue;
         }
-        match manager(&client).await {
+        match manager(&client, Some(SENTINEL_RECONNECT_RETRIES)).await {
             Ok(conn) => {
                 *shared
                     .current
