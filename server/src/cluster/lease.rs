@@ -14,7 +14,10 @@
 //! burned by a node that loses the race. The script also takes the highest
 //! term the node has seen: after Redis lost its data (a restart without
 //! persistence resets `{p}term` to nothing) the next term still exceeds
-//! every term already written to the timeline.
+//! every term already written to the timeline. The script itself also
+//! reads the term of the timeline's last entry, so a lost counter alone
+//! (eviction, `DEL`, a Sentinel promoting a replica that missed the last
+//! acquisition) cannot send terms back below any term in the stream.
 //!
 //! The term is enforced where it matters, in Redis: every append goes
 //! through the [`fence`](super::fence) script, which refuses a write whose

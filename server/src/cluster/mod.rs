@@ -38,7 +38,10 @@
 //! | `{p}ban:<addr>` | string, `PX` = ban length | the node that banned | cluster-wide bans ([`bans`]) |
 //!
 //! One Redis, not Redis Cluster: the lease scripts touch two keys at once,
-//! which Redis Cluster would only allow under one hash tag.
+//! which Redis Cluster would only allow under one hash tag. That Redis may
+//! be a primary with replicas under Redis Sentinel
+//! (`--cluster redis+sentinel://…`): the [`redis_link`] follows the primary
+//! across failovers.
 
 pub mod bans;
 pub mod fence;
