@@ -32,7 +32,7 @@ const EXPIRE_SECS: u64 = 3600;
 /// Appends `msg` to stream `key` if the lease is held under `token` (the
 /// leader writing down to a follower: its own node and term; a follower
 /// writing up: any node under the term it addresses), through the
-/// [`fence`](super::fence) script. The entry carries the token's term.
+/// [`fence`] script. The entry carries the token's term.
 ///
 /// # Errors
 /// Redis unreachable or slow; or [`Fenced`] when Redis refused the write
