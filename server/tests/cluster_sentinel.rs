@@ -126,6 +126,22 @@ async fn last_entry(conn: &mut ConnectionManager, key: &str) -> Option<(String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_failover_mid_stream_loses_no_frame_and_a_leader_follows_in_time() {
+    failover(None).await;
+}
+
+/// The replica frozen (`SIGSTOP`) for `lag` before the primary dies, so the
+/// promoted replica misses the primary's last acknowledged appends (frames
+/// some viewers were already sent): the next leader resumes where the
+/// replica's timeline ends, re-renders those frames, and every viewer still
+/// sees every frame once, in order, right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_replica_that_missed_the_last_appends_forks_nothing() {
+    failover(Some(Duration::from_millis(1500))).await;
+}
+
+/// The failover test; `lag`: how long the replica is frozen before the
+/// primary's kill (it then misses that much of the stream).
+async fn failover(lag: Option<Duration>) {
     let mut primary = RedisServer::start();
     let replica = RedisServer::replica_of(&primary);
     let sentinels: Vec<RedisSentinel> = (0..3)
@@ -183,10 +199,23 @@ async fn a_sentinel_failover_mid_stream_loses_no_frame_and_a_leader_follows_in_t
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     // The stream reached the replica; then the primary dies mid-stream.
-    let before = last_entry(&mut on_replica, &timeline)
+    let mut before = last_entry(&mut on_replica, &timeline)
         .await
         .expect("the timeline is replicated");
     let mut on_primary = connect(primary.addr()).await;
+    if let Some(lag) = lag {
+        // Frozen, and its link cut by the primary: what the primary takes
+        // from now on never reaches it (a thaw alone would deliver what
+        // the kernel had buffered).
+        replica.freeze();
+        let cut: Option<u64> = ask(
+            &mut on_primary,
+            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica"),
+        )
+        .await;
+        assert_eq!(cut, Some(1), "the replica's link was not cut");
+        tokio::time::sleep(lag).await;
+    }
     let at_kill = last_entry(&mut on_primary, &timeline)
         .await
         .expect("the timeline on the primary");
@@ -199,6 +228,18 @@ async fn a_sentinel_failover_mid_stream_loses_no_frame_and_a_leader_follows_in_t
     };
     primary.kill();
     let killed = Instant::now();
+    if lag.is_some() {
+        replica.thaw();
+        before = last_entry(&mut on_replica, &timeline)
+            .await
+            .expect("the replica's timeline");
+        assert!(
+            before.2 < at_kill.2,
+            "the replica missed nothing (frame {} of {}): the test shows nothing",
+            before.2,
+            at_kill.2
+        );
+    }
 
     // Promotion: the replica answers ROLE as a primary. Then: the first
     // Sentinel to name it, and the first entry a leader appends there.
@@ -266,7 +307,7 @@ async fn a_sentinel_failover_mid_stream_loses_no_frame_and_a_leader_follows_in_t
     let since = |t: Instant| t.saturating_duration_since(promoted).as_millis();
     let leader_after = leading.saturating_duration_since(promoted);
     eprintln!(
-        "Sentinel failover: roles before {roles:?}; promotion {} ms after the SIGKILL; \
+        "Sentinel failover (replica frozen {lag:?} before): roles before {roles:?}; promotion {} ms after the SIGKILL; \
          first Sentinel naming the new primary +{} ms; a leader under a new term on it \
          +{} ms, its first append +{} ms after the promotion (lease {} ms); frames: {} \
          replicated, {} on the primary at the kill",
