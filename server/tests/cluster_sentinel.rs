@@ -10,7 +10,9 @@
 //! failover), well past the frame where the primary died; the timeline's
 //! terms never went back; and a node appended to the new primary within
 //! lease + 1 s of the promotion (measured from the moment the replica
-//! answers `ROLE` as a primary, printed with `--nocapture`).
+//! answers as a primary, printed with `--nocapture`). A second run freezes
+//! the replica and cuts its link before the kill, so the promoted replica
+//! lacks the last appends some viewers were already sent: the same holds.
 //!
 //! Before `redis+sentinel://`, `--cluster` took one Redis only: the nodes
 //! could not start against Sentinels, and after the primary's loss stayed
