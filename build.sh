@@ -6,6 +6,8 @@
 #   ./build.sh test                    set up (incl. Chromium, Firefox) and run every check
 #   ./build.sh cluster [N] [ARGS...]   N nodes (default 3) sharing one redis-server, behind
 #                                      nginx on http://127.0.0.1:8080; Ctrl-C stops them all
+#   ./build.sh cluster --sentinel [N] [ARGS...]  the same through a Redis primary, a replica
+#                                      and three redis-sentinel (kill -9 the primary: a failover)
 #   ./build.sh screenshot [ARGS...]    retake docs/screenshot.png in headless Chromium
 #                                      (bench/screenshot.mjs; ARGS go to it)
 #   ./build.sh help                    this text
@@ -15,7 +17,7 @@
 #   - wasm-pack                                   (cargo install --locked)
 #   - cargo-machete, the unused-dependency check  (cargo install --locked, for `test`)
 #   - wasm-bindgen-cli, exactly the version that Cargo.lock pins
-#   - Chromium, chromedriver, nginx, redis-server, Node.js for `test` (Debian apt, as root)
+#   - Chromium, chromedriver, nginx, redis-server, redis-sentinel, Node.js for `test` (Debian apt, as root)
 #   - Firefox ESR (Debian apt) and geckodriver (cargo install) for `test`
 # The wasm packages are rebuilt only when their inputs change. CARGO_TARGET_DIR
 # is respected throughout.
@@ -32,7 +34,7 @@ die() {
 have() { command -v "$1" >/dev/null 2>&1; }
 
 usage() {
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 # ---------------------------------------------------------------- setup ----
@@ -151,6 +153,9 @@ ensure_nginx() {
 # a private loopback port: $DONUT_REDIS or /usr/bin/redis-server.
 ensure_redis() {
     ensure_debian_binary "${DONUT_REDIS:-/usr/bin/redis-server}" redis-server "the cluster tests"
+    # server/tests/cluster_sentinel.rs and `./build.sh cluster --sentinel`.
+    ensure_debian_binary "${DONUT_REDIS_SENTINEL:-/usr/bin/redis-sentinel}" redis-sentinel \
+        "the Sentinel failover test"
 }
 
 ensure_firefox() {
@@ -426,11 +431,20 @@ run_tests() {
 
 # ------------------------------------------------------------- cluster ----
 
-# run_cluster [N] [SERVER ARGS...]: redis-server on 127.0.0.1:6390, N nodes
-# (default 3) on 127.0.0.1:8081.., nginx on 127.0.0.1:8080 balancing over
-# them (the README's recipe), all in the foreground; Ctrl-C, or any of them
-# stopping, stops everything. State lives in a temporary directory.
+# run_cluster [--sentinel] [N] [SERVER ARGS...]: redis-server on
+# 127.0.0.1:6390, N nodes (default 3) on 127.0.0.1:8081.., nginx on
+# 127.0.0.1:8080 balancing over them (the README's recipe), all in the
+# foreground; Ctrl-C, or any of them stopping, stops everything. State lives
+# in a temporary directory. With --sentinel: a replica on 6391 and three
+# redis-sentinel on 26390..26392 (service "donut", quorum 2, down after
+# 1 s), the nodes reach Redis through them (redis+sentinel://), and the
+# Redis processes may die (kill -9 the printed primary to see a failover).
 run_cluster() {
+    local sentinel=0
+    if [ "${1:-}" = "--sentinel" ]; then
+        sentinel=1
+        shift
+    fi
     local n="${1:-3}"
     if [ $# -gt 0 ]; then shift; fi
     case "$n" in
@@ -447,12 +461,37 @@ run_cluster() {
         --save '' --appendonly no --dir "$CLUSTER_DIR" --daemonize no \
         >"$CLUSTER_DIR/redis.log" 2>&1 &
     CLUSTER_PIDS+=("$!")
+    local url="redis://127.0.0.1:$redis_port" watched=("$!")
+    if [ "$sentinel" -eq 1 ]; then
+        say "primary redis-server pid $! (kill -9 it to see a Sentinel failover)"
+        say "replica redis-server on 127.0.0.1:$((redis_port + 1))"
+        "${DONUT_REDIS:-/usr/bin/redis-server}" --bind 127.0.0.1 --port "$((redis_port + 1))" \
+            --save '' --appendonly no --dir "$CLUSTER_DIR" --daemonize no \
+            --replicaof 127.0.0.1 "$redis_port" >"$CLUSTER_DIR/replica.log" 2>&1 &
+        CLUSTER_PIDS+=("$!")
+        local s sentinels=""
+        for s in 26390 26391 26392; do
+            say "redis-sentinel on 127.0.0.1:$s"
+            printf '%s\n' "bind 127.0.0.1" "port $s" "daemonize no" "dir $CLUSTER_DIR" \
+                "sentinel monitor donut 127.0.0.1 $redis_port 2" \
+                "sentinel down-after-milliseconds donut 1000" \
+                "sentinel failover-timeout donut 10000" >"$CLUSTER_DIR/sentinel-$s.conf"
+            "${DONUT_REDIS_SENTINEL:-/usr/bin/redis-sentinel}" "$CLUSTER_DIR/sentinel-$s.conf" \
+                >"$CLUSTER_DIR/sentinel-$s.log" 2>&1 &
+            CLUSTER_PIDS+=("$!")
+            sentinels+="${sentinels:+,}127.0.0.1:$s"
+        done
+        url="redis+sentinel://$sentinels/donut"
+        watched=() # Redis processes may die: that is the point
+        sleep 1
+    fi
     for k in $(seq 1 "$n"); do
         port=$((8080 + k))
-        say "node n$k on 127.0.0.1:$port"
-        "$bin" serve --listen "127.0.0.1:$port" --cluster "redis://127.0.0.1:$redis_port" \
+        say "node n$k on 127.0.0.1:$port (--cluster $url)"
+        "$bin" serve --listen "127.0.0.1:$port" --cluster "$url" \
             --node-id "n$k" --trusted-proxies 127.0.0.1/32 --viewer-lead-secs 3 "$@" &
         CLUSTER_PIDS+=("$!")
+        watched+=("$!")
         upstreams+="server 127.0.0.1:$port max_fails=1 fail_timeout=5s; "
     done
     mkdir -p "$CLUSTER_DIR/nginx"
@@ -461,7 +500,8 @@ run_cluster() {
     "${DONUT_NGINX:-/usr/sbin/nginx}" -p "$CLUSTER_DIR" -e "$CLUSTER_DIR/nginx-error.log" \
         -c "$CLUSTER_DIR/nginx.conf" &
     CLUSTER_PIDS+=("$!")
-    wait -n "${CLUSTER_PIDS[@]}" || true
+    watched+=("$!")
+    wait -n "${watched[@]}" || true
     say "a process of the cluster stopped; stopping the rest"
 }
 

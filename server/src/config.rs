@@ -290,7 +290,9 @@ pub struct ServeConfig {
     )]
     pub forwarded_header: ForwardedHeader,
     /// Join a cluster of nodes sharing one timeline and one pool of work
-    /// through this Redis (`redis://HOST:PORT`, see [`crate::cluster`]).
+    /// through this Redis (`redis://HOST:PORT`, see [`crate::cluster`]), or
+    /// through the primary Redis Sentinels name, followed across failovers
+    /// (`redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`).
     /// Absent: a single node, exactly as without Redis.
     #[arg(long, env = "DONUT_CLUSTER", value_parser = crate::cluster::parse_redis_url)]
     pub cluster: Option<String>,

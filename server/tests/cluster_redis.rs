@@ -542,3 +542,30 @@ async fn a_frozen_redis_does_not_inflate_the_term() {
         "term {term} after {before}: queued acquires counted more than once"
     );
 }
+
+/// The term lives in the timeline as well as in `{p}term`: with the
+/// counter gone (evicted, deleted, or never replicated to a promoted
+/// replica) and a node that knows no term (floor 0), the next term still
+/// exceeds the last entry's. Before, the counter alone set it: term 1
+/// again, after entries of term 7.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_term_exceeds_the_timelines_last_even_without_the_counter() {
+    let redis = RedisServer::start();
+    let p = prefix("term-in-stream");
+    let l = link(&redis, &p).await;
+    let log = TimelineLog::new(l.clone(), 100);
+    for start in [0, 30] {
+        let mut e = entry(start);
+        e.term = 7;
+        log.append_unfenced(&e).await.expect("XADD");
+    }
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{p}term"))
+        .query_async(&mut l.conn())
+        .await
+        .expect("DEL");
+    assert_eq!(
+        lease::acquire(&l, "n1", 60_000, 0).await.expect("acquire"),
+        Some(lease::Acquired::Won { term: 8 })
+    );
+}

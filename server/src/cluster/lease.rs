@@ -14,7 +14,10 @@
 //! burned by a node that loses the race. The script also takes the highest
 //! term the node has seen: after Redis lost its data (a restart without
 //! persistence resets `{p}term` to nothing) the next term still exceeds
-//! every term already written to the timeline.
+//! every term already written to the timeline. The script itself also
+//! reads the term of the timeline's last entry, so a lost counter alone
+//! (eviction, `DEL`, a Sentinel promoting a replica that missed the last
+//! acquisition) cannot send terms back below any term in the stream.
 //!
 //! The term is enforced where it matters, in Redis: every append goes
 //! through the [`fence`](super::fence) script, which refuses a write whose
@@ -281,6 +284,11 @@ impl LeasePolicy {
 /// the term. A term is one unbroken holding of the lease by one node: a
 /// node that stepped down (its floor is its old term) and takes the lease
 /// again gets a new one, which fences whatever it still had in flight.
+///
+/// The new term also exceeds the term of the timeline's last entry
+/// (`XREVRANGE {p}timeline + - COUNT 1`, `KEYS[3]`): the term lives in
+/// the stream as well as in `{p}term`, so losing the counter alone (a
+/// `maxmemory` eviction, an operator's `DEL`) cannot send terms back.
 const ACQUIRE: &str = r"
 local floor = tonumber(ARGV[3])
 local held = redis.call('GET', KEYS[1])
@@ -292,6 +300,18 @@ if held then
   if ours and ours > floor then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return ours
+  end
+end
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+if last[1] then
+  local fields = last[1][2]
+  for i = 1, #fields - 1, 2 do
+    if fields[i] == 'term' then
+      local written = tonumber(fields[i + 1])
+      if written and written > floor then
+        floor = written
+      end
+    end
   end
 end
 local term = redis.call('INCR', KEYS[2])
@@ -366,6 +386,7 @@ pub async fn acquire(
     invocation
         .key(link.keys().leader())
         .key(link.keys().term())
+        .key(link.keys().timeline())
         .arg(node)
         .arg(ttl_ms)
         .arg(floor);

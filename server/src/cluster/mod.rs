@@ -38,7 +38,10 @@
 //! | `{p}ban:<addr>` | string, `PX` = ban length | the node that banned | cluster-wide bans ([`bans`]) |
 //!
 //! One Redis, not Redis Cluster: the lease scripts touch two keys at once,
-//! which Redis Cluster would only allow under one hash tag.
+//! which Redis Cluster would only allow under one hash tag. That Redis may
+//! be a primary with replicas under Redis Sentinel
+//! (`--cluster redis+sentinel://…`): the [`redis_link`] follows the primary
+//! across failovers.
 
 pub mod bans;
 pub mod fence;
@@ -63,7 +66,8 @@ use crate::config::ServeConfig;
 /// What a node needs to join a cluster, from [`ServeConfig`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// The Redis to share (`redis://HOST:PORT`).
+    /// The Redis to share (`redis://HOST:PORT`, or
+    /// `redis+sentinel://HOST:PORT,.../MASTER`: see [`redis_link::Target`]).
     pub url: String,
     /// Prefix of every key.
     pub prefix: String,
@@ -86,11 +90,11 @@ impl ClusterConfig {
 }
 
 /// Parses `--cluster`: a `redis://` (or `redis+unix://`, `unix://`) URL the
-/// `redis` crate accepts; returned unchanged.
+/// `redis` crate accepts, or `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER`
+/// (the primary Redis Sentinels name, see [`redis_link`]); returned
+/// unchanged.
 pub fn parse_redis_url(url: &str) -> Result<String, String> {
-    redis::Client::open(url)
-        .map(|_| url.to_owned())
-        .map_err(|e| format!("not a Redis URL ({e}); expected redis://HOST:PORT"))
+    redis_link::Target::parse(url).map(|_| url.to_owned())
 }
 
 /// 16 random hex digits: a node name unlikely to repeat across restarts.
@@ -134,5 +138,7 @@ mod tests {
         assert_eq!(cluster.lease, Duration::from_millis(2000));
         assert!(cfg.validate().is_ok());
         assert!(parse_redis_url("http://127.0.0.1").is_err());
+        assert!(parse_redis_url("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/donut").is_ok());
+        assert!(parse_redis_url("redis+sentinel://127.0.0.1:26379").is_err());
     }
 }
