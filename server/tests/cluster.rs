@@ -12,13 +12,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::cluster::{Node, fresh_prefix, start_nodes};
 use common::nginx::Nginx;
 use common::redis_server::RedisServer;
-use common::{HANG, Viewer, cheat_from, connect_from, expect_close, loopback, stats, worker};
+use common::{
+    HANG, Viewer, cheat_from, cluster_leader, connect_from, expect_close, loopback, stats, worker,
+};
 use donut_shared::wire::{RESULT_HEADER_LEN, ToViewer};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
@@ -33,94 +35,25 @@ fn run_secs() -> u64 {
         .unwrap_or(20)
 }
 
-/// A `donut serve` process in the cluster; killed (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    id: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    /// Starts node `id` of the cluster at `redis` under `prefix`, with
-    /// `extra` arguments.
-    fn start(redis: &RedisServer, prefix: &str, id: &str, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(env!("CARGO_BIN_EXE_donut"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--cluster", &redis.url(), "--cluster-prefix", prefix])
-            .args(["--node-id", id, "--leader-lease-ms", "1000"])
-            // Three seconds sent ahead: a viewer plays through a failover.
-            .args(["--viewer-lead-secs", "3", "--max-strikes", "1"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .expect("the donut binary starts");
-        let deadline = Instant::now() + HANG;
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "node {id} never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            addr,
-            id: id.to_owned(),
-        }
-    }
-
-    /// Kills it at once, as `kill -9` does.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `n` nodes under a fresh prefix.
 fn cluster(redis: &RedisServer, n: usize) -> Vec<Node> {
     cluster_with(redis, n, &[])
 }
 
-/// Starts `n` nodes under a fresh prefix, with `extra` arguments.
+/// Starts `n` nodes under a fresh prefix (lease 1 s, one strike), with
+/// `extra` arguments.
 fn cluster_with(redis: &RedisServer, n: usize, extra: &[&str]) -> Vec<Node> {
-    let prefix = format!("test{}-{}:", std::process::id(), rand_suffix());
-    (1..=n)
-        .map(|k| Node::start(redis, &prefix, &format!("n{k}"), extra))
-        .collect()
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::from(d.subsec_nanos()))
-}
-
-/// The node that leads now (its `cluster_role` is 2), waiting for one.
-async fn leader(nodes: &[&Node]) -> usize {
-    let deadline = Instant::now() + HANG;
-    loop {
-        for (k, n) in nodes.iter().enumerate() {
-            if stats(n.addr).await["cluster_role"] == 2 {
-                return k;
-            }
-        }
-        assert!(Instant::now() < deadline, "no node became leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let extra: Vec<&str> = ["--max-strikes", "1"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    start_nodes(
+        &redis.url(),
+        &fresh_prefix("test"),
+        n,
+        Duration::from_secs(1),
+        &extra,
+    )
 }
 
 /// A checking viewer on one node, in the background: every frame in order,
@@ -206,7 +139,7 @@ async fn three_nodes_play_one_timeline_byte_for_byte() {
     let redis = RedisServer::start();
     let nodes = cluster(&redis, 3);
     let refs: Vec<&Node> = nodes.iter().collect();
-    leader(&refs).await;
+    cluster_leader(&refs).await;
     let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
     for n in &nodes {
         wait_for(n.addr, "three workers cluster-wide", |s| {
@@ -266,7 +199,7 @@ async fn killing_the_leader_twice_leaves_no_gap_or_repeat() {
     for round in 0..2 {
         let alive = live(&nodes);
         let refs: Vec<&Node> = alive.iter().filter_map(|&k| nodes[k].as_ref()).collect();
-        let lead = alive[leader(&refs).await];
+        let lead = alive[cluster_leader(&refs).await];
         let term = stats(addr(&nodes, lead)).await["cluster_term"]
             .as_u64()
             .unwrap_or(0);
@@ -282,7 +215,7 @@ async fn killing_the_leader_twice_leaves_no_gap_or_repeat() {
         // A survivor takes over under a higher term, and the stream goes on.
         let alive = live(&nodes);
         let refs: Vec<&Node> = alive.iter().filter_map(|&k| nodes[k].as_ref()).collect();
-        let next = alive[leader(&refs).await];
+        let next = alive[cluster_leader(&refs).await];
         let next_term = stats(addr(&nodes, next)).await["cluster_term"]
             .as_u64()
             .unwrap_or(0);
@@ -311,7 +244,7 @@ async fn a_cheater_banned_through_one_node_is_refused_by_another() {
     let redis = RedisServer::start();
     let nodes = cluster(&redis, 2);
     let refs: Vec<&Node> = nodes.iter().collect();
-    let lead = leader(&refs).await;
+    let lead = cluster_leader(&refs).await;
     // Cheat through the follower: its results are tunnelled to the leader,
     // checked there, and the ban shared through Redis.
     let follower = &nodes[1 - lead];
@@ -347,7 +280,7 @@ async fn a_redis_restart_that_loses_everything_loses_no_frame() {
     let mut redis = RedisServer::start();
     let nodes = cluster(&redis, 2);
     let refs: Vec<&Node> = nodes.iter().collect();
-    leader(&refs).await;
+    cluster_leader(&refs).await;
     let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
     let mut watches = Vec::new();
     for n in &nodes {
@@ -365,7 +298,7 @@ async fn a_redis_restart_that_loses_everything_loses_no_frame() {
     redis.restart();
     // A leader again, and the stream goes on from where it was: the
     // viewers check every frame once, in order, as they come.
-    leader(&refs).await;
+    cluster_leader(&refs).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     for (w, n) in watches.into_iter().zip(&nodes) {
         let (viewer, _) = w.finish().await;
@@ -396,7 +329,7 @@ async fn behind_nginx_a_dead_nodes_workers_come_back_through_the_balancer() {
     let addrs: Vec<SocketAddr> = nodes.iter().flatten().map(|n| n.addr).collect();
     let nginx = Nginx::start(&addrs);
     let refs: Vec<&Node> = nodes.iter().flatten().collect();
-    let lead = leader(&refs).await;
+    let lead = cluster_leader(&refs).await;
     // Six workers through nginx from six client addresses: round robin
     // puts two on each node.
     let workers: Vec<_> = (0..6u8)
@@ -440,7 +373,7 @@ async fn a_push_on_a_follower_changes_the_timeline_on_every_node() {
     let redis = RedisServer::start();
     let nodes = cluster(&redis, 2);
     let refs: Vec<&Node> = nodes.iter().collect();
-    let lead = leader(&refs).await;
+    let lead = cluster_leader(&refs).await;
     let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
     let mut sockets = Vec::new();
     for n in &nodes {

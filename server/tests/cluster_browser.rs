@@ -12,6 +12,8 @@
 //! and ran seconds ahead of the leader's, missing frames all along.
 
 mod chromium;
+#[path = "common/cluster.rs"]
+mod cluster;
 mod firefox;
 mod pages;
 #[allow(dead_code)]
@@ -19,11 +21,11 @@ mod pages;
 mod redis_server;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chromium::Proc;
+use cluster::Node;
 use pages::*;
 use redis_server::RedisServer;
 
@@ -35,36 +37,8 @@ fn run_secs() -> u64 {
         .unwrap_or(25)
 }
 
-/// One `donut serve` node of the cluster, killed when dropped.
-struct ClusterNode {
-    addr: SocketAddr,
-    _proc: Proc,
-}
-
-impl ClusterNode {
-    /// Node `id` of the cluster at `redis` under `prefix`, as the README's
-    /// recipe runs it (three seconds sent ahead of the playback head).
-    fn start(redis: &RedisServer, prefix: &str, id: &str) -> Self {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(env!("CARGO_BIN_EXE_donut"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--cluster", &redis.url(), "--cluster-prefix", prefix])
-            .args(["--node-id", id, "--leader-lease-ms", "1000"])
-            .args(["--viewer-lead-secs", "3"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .expect("the donut binary starts");
-        let proc = Proc(child);
-        wait_for_port(port, "a cluster node");
-        Self { addr, _proc: proc }
-    }
-
+/// What the pages need of a node.
+impl Node {
     fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -128,10 +102,8 @@ fn every_node_s_page_paints_the_same_frame_at_the_same_moment() {
     serial(async {
         let redis = RedisServer::start();
         let prefix = format!("page{}:", std::process::id());
-        let nodes: Vec<ClusterNode> = (1..=3)
-            .map(|k| ClusterNode::start(&redis, &prefix, &format!("n{k}")))
-            .collect();
-        let _workers: Vec<Proc> = nodes.iter().map(ClusterNode::native_worker).collect();
+        let nodes = cluster::start_nodes(&redis.url(), &prefix, 3, Duration::from_secs(1), &[]);
+        let _workers: Vec<Proc> = nodes.iter().map(Node::native_worker).collect();
         let leader = eventually("a leader", async || {
             nodes.iter().position(|n| n.stats()["cluster_role"] == 2)
         })

@@ -14,83 +14,24 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cluster::{Node, fresh_prefix, start_nodes};
 use common::redis_server::{RedisServer, signal};
-use common::{HANG, connect, stats, worker};
+use common::{cluster_leader, connect, stats, worker_on_each};
 use donut_shared::PACKED_LEN;
 use donut_shared::wire::{Input, ToViewer};
 use futures_util::{SinkExt, StreamExt};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A `donut serve` process in the cluster; killed (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(redis: &RedisServer, prefix: &str, id: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(env!("CARGO_BIN_EXE_donut"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--cluster", &redis.url(), "--cluster-prefix", prefix])
-            .args(["--node-id", id, "--leader-lease-ms", "1000"])
-            .args(["--viewer-lead-secs", "3"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .expect("the donut binary starts");
-        let deadline = Instant::now() + HANG;
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "node {id} never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, addr }
-    }
-}
-
-/// `n` nodes under a fresh prefix; returns them and the prefix.
+/// `n` nodes under a fresh prefix (lease 1 s); returns them and the prefix.
 fn cluster(redis: &RedisServer, n: usize) -> (Vec<Node>, String) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let prefix = format!("faults{}-{nanos}:", std::process::id());
-    let nodes = (1..=n)
-        .map(|k| Node::start(redis, &prefix, &format!("n{k}")))
-        .collect();
-    (nodes, prefix)
-}
-
-/// The node that leads now, waiting for one.
-async fn leader(nodes: &[Node]) -> usize {
-    let deadline = Instant::now() + HANG;
-    loop {
-        for (k, n) in nodes.iter().enumerate() {
-            if stats(n.addr).await["cluster_role"] == 2 {
-                return k;
-            }
-        }
-        assert!(Instant::now() < deadline, "no node became leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let prefix = fresh_prefix("faults");
+    (
+        start_nodes(&redis.url(), &prefix, n, Duration::from_secs(1), &[]),
+        prefix,
+    )
 }
 
 /// What one viewer was sent.
@@ -170,14 +111,8 @@ enum Fault {
 async fn a_push_during_a_redis_fault_is_on_every_node_or_none(fault: Fault) {
     let mut redis = RedisServer::start();
     let (nodes, _) = cluster(&redis, 3);
-    let lead = leader(&nodes).await;
-    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
-    for n in &nodes {
-        common::wait_stats(n.addr, "three workers cluster-wide", |s| {
-            s["cluster_workers"] == 3
-        })
-        .await;
-    }
+    let lead = cluster_leader(&nodes).await;
+    let workers = worker_on_each(&nodes).await;
     let mut recorders = Vec::new();
     for n in &nodes {
         recorders.push(Recorder::start(n.addr).await);
@@ -282,14 +217,8 @@ fn assert_one_timeline(what: &str, records: &[Record]) -> u64 {
 async fn a_leader_frozen_past_its_lease_writes_nothing_after_the_next_term() {
     let redis = RedisServer::start();
     let (nodes, prefix) = cluster(&redis, 3);
-    let lead = leader(&nodes).await;
-    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
-    for n in &nodes {
-        common::wait_stats(n.addr, "three workers cluster-wide", |s| {
-            s["cluster_workers"] == 3
-        })
-        .await;
-    }
+    let lead = cluster_leader(&nodes).await;
+    let workers = worker_on_each(&nodes).await;
     let mut recorders = Vec::new();
     for n in &nodes {
         recorders.push(Recorder::start(n.addr).await);
@@ -376,14 +305,8 @@ async fn a_push_while_redis_restarts_empty_forks_nothing() {
 async fn a_push_on_a_follower_during_a_redis_outage_reaches_the_next_leader() {
     let mut redis = RedisServer::start();
     let (nodes, _) = cluster(&redis, 3);
-    let lead = leader(&nodes).await;
-    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
-    for n in &nodes {
-        common::wait_stats(n.addr, "three workers cluster-wide", |s| {
-            s["cluster_workers"] == 3
-        })
-        .await;
-    }
+    let lead = cluster_leader(&nodes).await;
+    let workers = worker_on_each(&nodes).await;
     let mut recorders = Vec::new();
     for n in &nodes {
         recorders.push(Recorder::start(n.addr).await);

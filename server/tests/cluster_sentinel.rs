@@ -21,11 +21,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::{Node, fresh_prefix, start_nodes};
 use common::redis_server::{RedisSentinel, RedisServer};
-use common::{BackgroundViewer, HANG, stats, worker};
+use common::{BackgroundViewer, HANG, stats, worker_on_each};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 
@@ -34,49 +34,6 @@ const LEASE: Duration = Duration::from_millis(1000);
 
 /// The service name the Sentinels monitor.
 const MASTER: &str = "donut";
-
-/// A `donut serve` process in the cluster; killed (SIGKILL) when dropped.
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(url: &str, prefix: &str, id: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let lease_ms = LEASE.as_millis().to_string();
-        let child = Command::new(env!("CARGO_BIN_EXE_donut"))
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--cluster", url, "--cluster-prefix", prefix])
-            .args(["--node-id", id, "--leader-lease-ms", &lease_ms])
-            .args(["--viewer-lead-secs", "3"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .spawn()
-            .expect("the donut binary starts");
-        let deadline = Instant::now() + HANG;
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "node {id} never listened");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, addr }
-    }
-}
 
 /// A connection that reconnects after an error: the Sentinels cut every
 /// client of the replica they promote (`CLIENT KILL TYPE normal`).
@@ -179,21 +136,10 @@ async fn failover(lag: Option<Duration>) {
             .collect::<Vec<_>>()
             .join(",")
     );
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let prefix = format!("sentinel{}-{nanos}:", std::process::id());
+    let prefix = fresh_prefix("sentinel");
     let timeline = format!("{prefix}timeline");
-    let nodes: Vec<Node> = (1..=3)
-        .map(|k| Node::start(&url, &prefix, &format!("n{k}")))
-        .collect();
-    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
-    for n in &nodes {
-        common::wait_stats(n.addr, "three workers cluster-wide", |s| {
-            s["cluster_workers"] == 3
-        })
-        .await;
-    }
+    let nodes: Vec<Node> = start_nodes(&url, &prefix, 3, LEASE, &[]);
+    let workers = worker_on_each(&nodes).await;
     let mut viewers = Vec::new();
     for n in &nodes {
         viewers.push(BackgroundViewer::start(n.addr).await);

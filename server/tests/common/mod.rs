@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod cluster;
 pub mod nginx;
 pub mod redis_server;
 
@@ -318,4 +319,37 @@ pub async fn cheat_from(addr: SocketAddr, from: u8, mut forge: Forge) -> ((u16, 
         .await
         .expect("cheater is cut off in time");
     (close, sent)
+}
+
+/// The index in `nodes` of the node that leads now (its `cluster_role` is
+/// 2), polling every 100 ms; panics after [`HANG`] without one.
+pub async fn cluster_leader<N: std::borrow::Borrow<cluster::Node>>(nodes: &[N]) -> usize {
+    let deadline = std::time::Instant::now() + HANG;
+    loop {
+        for (k, n) in nodes.iter().enumerate() {
+            if stats(n.borrow().addr).await["cluster_role"] == 2 {
+                return k;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node became leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A native worker (one thread) on each of `nodes`, returned once every
+/// node counts them all cluster-wide (`cluster_workers`).
+pub async fn worker_on_each(nodes: &[cluster::Node]) -> Vec<JoinHandle<()>> {
+    let workers: Vec<_> = nodes.iter().map(|n| worker(n.addr, 1)).collect();
+    for n in nodes {
+        wait_stats(
+            n.addr,
+            &format!("{} workers cluster-wide", nodes.len()),
+            |s| s["cluster_workers"] == nodes.len(),
+        )
+        .await;
+    }
+    workers
 }
