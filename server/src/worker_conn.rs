@@ -541,6 +541,27 @@ mod tests {
     }
 
     /// The next message, which must be a task.
+    /// Hears `far` (passing over messages) until the connection closes
+    /// with [`POLICY`] and a reason containing `why`; then `conn` ends in
+    /// time. Panics on any other close.
+    async fn closed_for_policy(far: &mut PipeEnd, conn: tokio::task::JoinHandle<()>, why: &str) {
+        loop {
+            match hear(far).await {
+                Outbound::Close(End::Closed(reason)) => {
+                    assert_eq!(reason.code, POLICY, "{reason:?}");
+                    assert!(reason.reason.contains(why), "{reason:?}");
+                    break;
+                }
+                Outbound::Close(other) => panic!("closed otherwise: {other:?}"),
+                Outbound::Message(_) => {}
+            }
+        }
+        tokio::time::timeout(WAIT, conn)
+            .await
+            .expect("ends in time")
+            .expect("no panic");
+    }
+
     async fn task(far: &mut PipeEnd) -> Task {
         match hear(far).await {
             Outbound::Message(m) => match ToWorker::decode(&m) {
@@ -598,21 +619,7 @@ mod tests {
         for _ in 0..=HELLO_BURST {
             say(&far, &Hello { slots: 1 }.to_bytes()).await;
         }
-        loop {
-            match hear(&mut far).await {
-                Outbound::Close(End::Closed(reason)) => {
-                    assert_eq!(reason.code, POLICY, "{reason:?}");
-                    assert!(reason.reason.contains("hello flood"), "{reason:?}");
-                    break;
-                }
-                Outbound::Close(other) => panic!("closed otherwise: {other:?}"),
-                Outbound::Message(_) => {}
-            }
-        }
-        tokio::time::timeout(WAIT, conn)
-            .await
-            .expect("ends in time")
-            .expect("no panic");
+        closed_for_policy(&mut far, conn, "hello flood").await;
         assert_eq!(app.fleet.workers(), 1);
         // The other worker is still given work.
         say(&other_far, &Hello { slots: 1 }.to_bytes()).await;
@@ -675,21 +682,7 @@ mod tests {
                 .await
                 .expect("the connection is reading");
         }
-        loop {
-            match hear(&mut far).await {
-                Outbound::Close(End::Closed(reason)) => {
-                    assert_eq!(reason.code, POLICY, "{reason:?}");
-                    assert!(reason.reason.contains("failed verification"), "{reason:?}");
-                    break;
-                }
-                Outbound::Close(other) => panic!("closed otherwise: {other:?}"),
-                Outbound::Message(_) => {}
-            }
-        }
-        tokio::time::timeout(WAIT, conn)
-            .await
-            .expect("ends in time")
-            .expect("no panic");
+        closed_for_policy(&mut far, conn, "failed verification").await;
         assert_eq!(app.stats.strikes.get(), u64::from(strikes));
         assert_eq!(app.stats.batches_rejected.get(), u64::from(strikes));
         assert_eq!(app.stats.results_accepted.get(), 0);
