@@ -84,6 +84,12 @@ pub const SIGNAL_BURST: u32 = 200;
 pub const FETCH_RATE: f64 = 20.0;
 /// Fallback fetches one viewer may send at once.
 pub const FETCH_BURST: u32 = 40;
+/// Proofs of peer-delivered batches one viewer may send a second on
+/// average: two a frame at 60 fps (an honest viewer sends at most one a
+/// batch, and a batch is at least a frame).
+pub const PROOF_RATE: f64 = 120.0;
+/// Proofs one viewer may send at once.
+pub const PROOF_BURST: u32 = 240;
 /// Batches announced by digest a viewer may still fetch (16 s of 60-frame
 /// batches at 60 fps; its jitter buffer is about a second).
 pub const OWED_KEPT: usize = 64;
@@ -254,6 +260,7 @@ struct Session {
     inputs: TokenBucket,
     signals: TokenBucket,
     fetches: TokenBucket,
+    proofs: TokenBucket,
     member: Option<Member>,
     /// Whether the last batch went out as a digest.
     was_fed: bool,
@@ -272,6 +279,7 @@ impl Session {
             inputs: TokenBucket::new(app.cfg.input_rate, app.cfg.input_burst, now),
             signals: TokenBucket::new(SIGNAL_RATE, SIGNAL_BURST, now),
             fetches: TokenBucket::new(FETCH_RATE, FETCH_BURST, now),
+            proofs: TokenBucket::new(PROOF_RATE, PROOF_BURST, now),
             member: None,
             was_fed: false,
             owed: VecDeque::new(),
@@ -326,6 +334,12 @@ impl Session {
             return self.on_fetch(f);
         }
         if let FromViewer::Proof(p) = msg {
+            if !self.proofs.take(Instant::now()) {
+                return Err(CloseReason::new(
+                    POLICY,
+                    format!("proof flood: over {PROOF_RATE} proofs a second (burst {PROOF_BURST})"),
+                ));
+            }
             self.on_proof(p);
             return Ok(None);
         }

@@ -591,6 +591,7 @@ async fn malformed_relay_messages_and_floods_close_only_their_viewer() {
         up: true,
     })
     .to_vec();
+    let proof = FromViewer::Proof(Proof::of(1, 0, 0, b"not a batch")).to_vec();
     let mut bad_kind = FromViewer::Signal(Signal {
         peer: 1,
         kind: SignalKind::Offer,
@@ -613,6 +614,11 @@ async fn malformed_relay_messages_and_floods_close_only_their_viewer() {
             [vec![peering.clone()], vec![link; 400]].concat(),
             1008,
             "signal flood",
+        ),
+        (
+            [vec![peering.clone()], vec![proof; 600]].concat(),
+            1008,
+            "proof flood",
         ),
     ];
     for (msgs, want_code, want) in cases {
