@@ -6,7 +6,7 @@
 //! a viewer that floods it. So movement is *accumulated* and at most one
 //! message leaves every [`MIN_INTERVAL_MS`] (under 30 a second, below the
 //! server's per-viewer limit), carrying the sum of everything since the
-//! last one. The browser shell ([`crate::app`]) only forwards events and
+//! last one. The browser shell ([`crate::web`]) only forwards events and
 //! calls [`InputGate::poll`] once per animation frame; everything that
 //! decides what is sent lives here and is tested natively.
 //!

@@ -21,7 +21,7 @@
 //!   straight through the switch.
 
 use donut_shared::FRAME_LEN;
-use donut_shared::wire::{DecodeError, Frames, Telemetry, ToViewer};
+use donut_shared::wire::{DecodeError, Frames, Telemetry};
 
 use crate::clock::PlaybackClock;
 use crate::jitter::JitterBuffer;
@@ -54,23 +54,6 @@ pub struct PlayerStats {
     pub switches: u64,
     /// Batches of an older timeline version, ignored.
     pub superseded: u64,
-}
-
-/// What a message meant for the page.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Received {
-    /// A batch of frames was buffered.
-    Frames {
-        /// Its first frame.
-        start: u64,
-        /// Its frame count.
-        count: u32,
-    },
-    /// Fleet statistics (also kept in [`Player::telemetry`]).
-    Telemetry(Telemetry),
-    /// A message of the peer relay ([`donut_shared::wire::p2p`]), not the
-    /// player's: the page's relay handles it.
-    Relay,
 }
 
 /// Jitter buffer, clock and what is on screen.
@@ -118,35 +101,20 @@ impl Player {
         }
     }
 
-    /// Handles one binary message from `/ws/viewer` received at `now_ms`.
-    pub fn on_message(&mut self, bytes: &[u8], now_ms: f64) -> Result<Received, DecodeError> {
-        match ToViewer::decode(bytes)? {
-            ToViewer::Frames(f) => {
-                self.on_frames(&f, now_ms)?;
-                Ok(Received::Frames {
-                    start: f.start,
-                    count: f.count,
-                })
-            }
-            ToViewer::Telemetry(t) => {
-                let behind = self.buffer.floor().is_some_and(|floor| t.head < floor);
-                if self.clock.sync(t.head, t.fps, now_ms) && behind {
-                    // The stream went back (a restarted server): start over.
-                    self.buffer.reset();
-                    self.shown = None;
-                    self.last_miss = None;
-                    self.received_end = None;
-                    self.timeline_known = false;
-                }
-                self.telemetry = Some(t);
-                self.trim(now_ms);
-                Ok(Received::Telemetry(t))
-            }
-            ToViewer::Digest(_)
-            | ToViewer::Welcome(_)
-            | ToViewer::Assign(_)
-            | ToViewer::Signal(_) => Ok(Received::Relay),
+    /// Fleet statistics received at `now_ms` (kept in
+    /// [`Player::telemetry`]): they set the playback clock.
+    pub fn on_telemetry(&mut self, t: Telemetry, now_ms: f64) {
+        let behind = self.buffer.floor().is_some_and(|floor| t.head < floor);
+        if self.clock.sync(t.head, t.fps, now_ms) && behind {
+            // The stream went back (a restarted server): start over.
+            self.buffer.reset();
+            self.shown = None;
+            self.last_miss = None;
+            self.received_end = None;
+            self.timeline_known = false;
         }
+        self.telemetry = Some(t);
+        self.trim(now_ms);
     }
 
     /// The socket (re)connected: the next batch says which timeline version
@@ -161,7 +129,10 @@ impl Player {
         self.timeline
     }
 
-    fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) -> Result<(), DecodeError> {
+    /// A batch of frames received at `now_ms` (from the server, or from a
+    /// parent peer and vouched for by its digest), decoded into the jitter
+    /// buffer. An error: its payload does not decode.
+    pub fn on_frames(&mut self, f: &Frames<'_>, now_ms: f64) -> Result<(), DecodeError> {
         self.stats.batches += 1;
         let first = self.received_end.is_none();
         let newer = if self.timeline_known {
@@ -284,9 +255,24 @@ impl Player {
 mod tests {
     use super::*;
     use donut_shared::PACKED_LEN;
-    use donut_shared::wire::{Codec, Frames};
+    use donut_shared::wire::{Codec, Frames, ToViewer};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    impl Player {
+        /// Decodes a message from the server as the page's runner does and
+        /// hands the player its part (`Frames`, `Telemetry`).
+        fn on_message(&mut self, bytes: &[u8], now_ms: f64) -> Result<(), DecodeError> {
+            match ToViewer::decode(bytes)? {
+                ToViewer::Frames(f) => self.on_frames(&f, now_ms),
+                ToViewer::Telemetry(t) => {
+                    self.on_telemetry(t, now_ms);
+                    Ok(())
+                }
+                _ => Ok(()),
+            }
+        }
+    }
 
     fn batch(start: u64, count: u32) -> Vec<u8> {
         version(start, count, 0)

@@ -25,6 +25,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use donut_shared::wire::{Digest, Fetch, ToViewer};
 
+use crate::batch::Batch;
+pub use crate::batch::Key;
+
 /// Longest a batch may take from the parent after its digest came before
 /// it is fetched from the server. A batch is announced about a second
 /// before it plays (the server's `--viewer-lead-secs`), so this leaves
@@ -39,14 +42,12 @@ pub const MAX_HELD: usize = 16;
 /// quarter-second batches): older ones are forgotten first.
 pub const MAX_ANNOUNCED: usize = 160;
 
-/// A batch's identity: its first frame and timeline version.
-pub type Key = (u64, u32);
-
 /// What to do with bytes that came from a peer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// They match the server's digest: play them and relay them.
-    Play(Vec<u8>),
+    /// They match the server's digest: play them and relay them (decoded
+    /// once, here).
+    Play(Batch),
     /// Their digest has not come yet: held.
     Held,
     /// This batch was already passed on.
@@ -73,7 +74,7 @@ pub struct Gate {
     announced: BTreeMap<Key, Announced>,
     /// Batches passed on (from a peer or the server), whatever the path.
     passed: BTreeSet<Key>,
-    held: VecDeque<(Key, Vec<u8>)>,
+    held: VecDeque<Batch>,
 }
 
 impl Gate {
@@ -103,36 +104,37 @@ impl Gate {
         while self.announced.len() > MAX_ANNOUNCED {
             self.announced.pop_first();
         }
-        let at = self.held.iter().position(|(k, _)| *k == key)?;
-        let (_, bytes) = self.held.remove(at)?;
-        Some(self.judge(key, bytes))
+        let at = self.held.iter().position(|b| b.key() == key)?;
+        let batch = self.held.remove(at)?;
+        Some(self.judge(batch))
     }
 
-    /// Bytes that came from the parent peer.
+    /// Bytes that came from the parent peer (decoded here, once).
     pub fn from_peer(&mut self, bytes: Vec<u8>) -> Verdict {
-        let Some(key) = batch_key(&bytes) else {
+        let Some(batch) = Batch::decode(bytes) else {
             return Verdict::Mismatch { key: (0, 0) };
         };
+        let key = batch.key();
         if self.passed.contains(&key) {
             return Verdict::Duplicate;
         }
         if !self.announced.contains_key(&key) {
-            if self.held.iter().any(|(k, _)| *k == key) {
+            if self.held.iter().any(|b| b.key() == key) {
                 return Verdict::Duplicate;
             }
             if self.held.len() == MAX_HELD {
                 self.held.pop_front();
             }
-            self.held.push_back((key, bytes));
+            self.held.push_back(batch);
             return Verdict::Held;
         }
-        self.judge(key, bytes)
+        self.judge(batch)
     }
 
     /// A batch came from the server (directly or fetched): whether it is
     /// new (to be played and relayed) rather than a duplicate.
     pub fn from_server(&mut self, key: Key) -> bool {
-        self.held.retain(|(k, _)| *k != key);
+        self.held.retain(|b| b.key() != key);
         self.announced.remove(&key);
         self.pass(key)
     }
@@ -181,16 +183,17 @@ impl Gate {
         self.announced.len()
     }
 
-    fn judge(&mut self, key: Key, bytes: Vec<u8>) -> Verdict {
+    fn judge(&mut self, batch: Batch) -> Verdict {
+        let key = batch.key();
         let Some(a) = self.announced.get(&key) else {
             return Verdict::Mismatch { key };
         };
-        if !a.digest.matches(&bytes) {
+        if !a.digest.matches(batch.bytes()) {
             return Verdict::Mismatch { key };
         }
         self.announced.remove(&key);
         self.pass(key);
-        Verdict::Play(bytes)
+        Verdict::Play(batch)
     }
 
     /// Records `key` as passed on; whether it was new.
@@ -203,7 +206,8 @@ impl Gate {
     }
 }
 
-/// The key of a `Frames` message, or `None` if `bytes` is not one.
+/// The key of a `Frames` message, or `None` if `bytes` is not one (for
+/// callers holding raw bytes; a [`Batch`] knows its key).
 pub fn batch_key(bytes: &[u8]) -> Option<Key> {
     match ToViewer::decode(bytes) {
         Ok(ToViewer::Frames(f)) => Some((f.start, f.timeline)),
@@ -235,6 +239,11 @@ mod tests {
         out
     }
 
+    /// The verdict that plays `bytes`.
+    fn played(bytes: Vec<u8>) -> Verdict {
+        Verdict::Play(Batch::decode(bytes).expect("a batch"))
+    }
+
     fn digest(bytes: &[u8]) -> Digest {
         let (start, timeline) = batch_key(bytes).expect("a batch");
         Digest::of(start, 1, timeline, bytes)
@@ -245,7 +254,7 @@ mod tests {
         let mut g = Gate::new();
         let b = batch(10, 0, 1);
         assert_eq!(g.announce(digest(&b), 0.0), None);
-        assert_eq!(g.from_peer(b.clone()), Verdict::Play(b.clone()));
+        assert_eq!(g.from_peer(b.clone()), played(b.clone()));
         assert_eq!(g.from_peer(b), Verdict::Duplicate);
         assert!(!g.from_server((10, 0)), "a fetched copy is a duplicate");
         assert_eq!(g.pending(), 0);
@@ -256,7 +265,7 @@ mod tests {
         let mut g = Gate::new();
         let b = batch(10, 0, 1);
         assert_eq!(g.from_peer(b.clone()), Verdict::Held);
-        assert_eq!(g.announce(digest(&b), 0.0), Some(Verdict::Play(b)));
+        assert_eq!(g.announce(digest(&b), 0.0), Some(played(b)));
     }
 
     #[test]
@@ -337,7 +346,7 @@ mod tests {
         g.announce(digest(&c), 550.0);
         assert_eq!(g.due(551.0, Some(300 - MARGIN_FRAMES)).len(), 1);
         // Come from the parent in time: never fetched.
-        assert_eq!(g.from_peer(b.clone()), Verdict::Play(b));
+        assert_eq!(g.from_peer(b.clone()), played(b));
         assert!(g.due(10_000.0, None).is_empty());
     }
 
@@ -347,7 +356,7 @@ mod tests {
         let (a, b) = (batch(1, 0, 1), batch(2, 0, 1));
         g.announce(digest(&a), 0.0);
         g.announce(digest(&b), 0.0);
-        assert_eq!(g.from_peer(a.clone()), Verdict::Play(a));
+        assert_eq!(g.from_peer(a.clone()), played(a));
         assert_eq!(
             g.fetch_all_pending(),
             vec![Fetch {

@@ -42,6 +42,7 @@ use self::gate::Key;
 use self::link::{Link, LinkEvent, Sink};
 use self::policy::{Action, Delivery, LinkState, RelayPolicy};
 pub use self::policy::{LINK_TIMEOUT_MS, MAX_FAILED_LINKS, RelayStats};
+use crate::batch::Batch;
 
 /// See the module docs.
 pub struct Relay {
@@ -91,7 +92,7 @@ impl Relay {
     /// A relay message from the server (the player handles `Frames` and
     /// `Telemetry`). Returns the batches to play (held bytes a digest just
     /// vouched for).
-    pub fn on_server(&mut self, msg: &ToViewer<'_>, socket: &Socket, now_ms: f64) -> Vec<Vec<u8>> {
+    pub fn on_server(&mut self, msg: &ToViewer<'_>, socket: &Socket, now_ms: f64) -> Vec<Batch> {
         self.policy.on_server(msg, now_ms);
         self.run(socket)
     }
@@ -103,7 +104,7 @@ impl Relay {
     }
 
     /// An event of the link numbered `serial`. Returns the batches to play.
-    pub fn on_link(&mut self, serial: u32, event: LinkEvent, socket: &Socket) -> Vec<Vec<u8>> {
+    pub fn on_link(&mut self, serial: u32, event: LinkEvent, socket: &Socket) -> Vec<Batch> {
         let Some(link) = self.links.get_mut(&serial) else {
             return Vec::new();
         };
@@ -205,7 +206,7 @@ impl Relay {
 
     /// Carries out the policy's actions in order; returns the batches to
     /// play.
-    fn run(&mut self, socket: &Socket) -> Vec<Vec<u8>> {
+    fn run(&mut self, socket: &Socket) -> Vec<Batch> {
         let mut play = Vec::new();
         while let Some(action) = self.policy.poll_action() {
             match action {

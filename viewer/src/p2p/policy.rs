@@ -38,8 +38,9 @@ use donut_shared::wire::{
     Fetch, FromViewer, Link as LinkMsg, Peering, Proof, Report, Signal, SignalKind, ToViewer,
 };
 
-use super::gate::{self, Gate, Key, Verdict};
+use super::gate::{Gate, Key, Verdict};
 use super::offers::OfferBudget;
+use crate::batch::Batch;
 
 /// Most children this tab feeds at once, whatever the server asks (the
 /// server's own limit is lower; this bounds what a buggy or hostile
@@ -101,8 +102,8 @@ pub enum Action {
     },
     /// Close link `serial` and forget it.
     Close(u32),
-    /// Play this batch (bytes a digest vouched for).
-    Play(Vec<u8>),
+    /// Play this batch (bytes a digest vouched for), then pass it on.
+    Play(Batch),
 }
 
 /// What happened on a link, as far as the policy cares (the link's own
@@ -543,15 +544,16 @@ impl RelayPolicy {
 
     fn on_verdict(&mut self, verdict: Verdict) {
         match verdict {
-            Verdict::Play(bytes) => {
+            Verdict::Play(batch) => {
                 self.stats.batches_from_peer += 1;
-                self.stats.bytes_from_peer += bytes.len() as u64;
+                self.stats.bytes_from_peer += batch.bytes().len() as u64;
                 // Tell the server, with proof, that a peer delivered it:
                 // its offload figure counts only proven deliveries.
-                if let (Some(id), Some((start, timeline))) = (self.id, gate::batch_key(&bytes)) {
-                    self.send(&Proof::of(id, start, timeline, &bytes).to_bytes());
+                if let Some(id) = self.id {
+                    let (start, timeline) = batch.key();
+                    self.send(&Proof::of(id, start, timeline, batch.bytes()).to_bytes());
                 }
-                self.actions.push_back(Action::Play(bytes));
+                self.actions.push_back(Action::Play(batch));
             }
             Verdict::Held | Verdict::Duplicate => {}
             Verdict::Mismatch { key } => {
