@@ -2,9 +2,9 @@
 //! WebSocket, the guards that unhook JS callbacks, a shared cell that never
 //! panics on re-entry, and the worker's statistics as one typed shape.
 //!
-//! - [`link`]: the reconnect state machine, sans-IO (events and a clock in,
+//! - [`reconnect`]: the reconnect state machine, sans-IO (events and a clock in,
 //!   what to do out), unit-tested natively.
-//! - [`socket`]: the WebSocket shell that drives a [`link::Link`] and hands
+//! - [`socket`]: the WebSocket shell that drives a [`reconnect::Reconnect`] and hands
 //!   its owner typed [`socket::Event`]s.
 //! - [`callback`]: [`callback::JsCallback`] and [`callback::Timeout`], a
 //!   listener or timer that is removed or cleared when dropped.
@@ -14,7 +14,7 @@
 //!   page, with its one conversion to and from a JS value.
 
 pub mod callback;
-pub mod link;
+pub mod reconnect;
 pub mod shared;
 pub mod socket;
 pub mod stats;

@@ -1,5 +1,5 @@
 //! The reconnecting WebSocket of a browser client: the browser half of
-//! [`crate::link`].
+//! [`crate::reconnect`].
 //!
 //! A [`Socket`] lives inside its owner's state (a [`Shared`]), opens
 //! binary WebSockets to one URL, and hands the owner typed [`Event`]s
@@ -21,7 +21,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::callback::{JsCallback, Timeout};
-use crate::link::{CLOSE_NORMAL, Close, End, Link, State};
+use crate::reconnect::{CLOSE_NORMAL, Close, End, Reconnect, State};
 use crate::shared::Shared;
 
 /// What the socket tells its owner.
@@ -90,7 +90,7 @@ pub struct Socket {
     /// Names the client in console warnings ("donut viewer").
     label: &'static str,
     url: String,
-    link: Link,
+    reconnect: Reconnect,
     conn: Option<Conn>,
     retry: Option<Timeout>,
     dispatch: Rc<dyn Fn(Raw)>,
@@ -115,7 +115,7 @@ impl Socket {
         Self {
             label,
             url,
-            link: Link::new(),
+            reconnect: Reconnect::new(),
             conn: None,
             retry: None,
             dispatch,
@@ -124,18 +124,18 @@ impl Socket {
 
     /// Where the connection is.
     pub fn state(&self) -> State {
-        self.link.state()
+        self.reconnect.state()
     }
 
     /// Milliseconds until the next attempt, while waiting to retry.
     pub fn retry_in_ms(&self) -> Option<f64> {
-        self.link.retry_in_ms(js_sys::Date::now())
+        self.reconnect.retry_in_ms(js_sys::Date::now())
     }
 
     /// Connects, if the socket was [`State::Off`] (with a fresh backoff);
     /// otherwise does nothing.
     pub fn start(&mut self) {
-        if self.link.start() {
+        if self.reconnect.start() {
             let _ = self.connect();
         }
     }
@@ -144,7 +144,7 @@ impl Socket {
     /// goes outdated, or retries after a protocol error. A stop of a socket
     /// that is already off does nothing.
     pub fn close(&mut self, why: Close<'_>) {
-        if matches!(why, Close::Stop(_)) && self.link.state() == State::Off {
+        if matches!(why, Close::Stop(_)) && self.reconnect.state() == State::Off {
             return;
         }
         if let Some(conn) = self.conn.take() {
@@ -159,7 +159,7 @@ impl Socket {
         }
         self.retry = None;
         if let Some(delay) = self
-            .link
+            .reconnect
             .close(why, js_sys::Date::now(), js_sys::Math::random())
         {
             self.arm_retry(delay);
@@ -169,14 +169,14 @@ impl Socket {
     /// The server proved healthy (a valid message): the next failure
     /// retries after the base delay.
     pub fn healthy(&mut self) {
-        self.link.healthy();
+        self.reconnect.healthy();
     }
 
     /// Sends one binary message if the socket is open. Returns whether it
     /// was handed to the browser.
     pub fn send(&self, bytes: &[u8]) -> bool {
         match &self.conn {
-            Some(conn) if self.link.state() == State::Open => {
+            Some(conn) if self.reconnect.state() == State::Open => {
                 conn.ws.send_with_u8_array(bytes).is_ok()
             }
             _ => false,
@@ -186,9 +186,9 @@ impl Socket {
     /// Interprets what a listener or the timer saw.
     fn handle(&mut self, raw: Raw) -> Option<Event> {
         match raw {
-            Raw::Open(generation) => self.link.opened(generation).then_some(Event::Open),
+            Raw::Open(generation) => self.reconnect.opened(generation).then_some(Event::Open),
             Raw::Message(generation, data) => {
-                if !self.link.is_current(generation) {
+                if !self.reconnect.is_current(generation) {
                     return None;
                 }
                 if let Ok(buf) = data.dyn_into::<ArrayBuffer>() {
@@ -205,9 +205,13 @@ impl Socket {
                 reason,
             } => {
                 let now = js_sys::Date::now();
-                let (end, delay) =
-                    self.link
-                        .closed(generation, code, &reason, now, js_sys::Math::random())?;
+                let (end, delay) = self.reconnect.closed(
+                    generation,
+                    code,
+                    &reason,
+                    now,
+                    js_sys::Math::random(),
+                )?;
                 self.conn = None;
                 if let Some(delay) = delay {
                     self.arm_retry(delay);
@@ -216,7 +220,7 @@ impl Socket {
             }
             Raw::RetryDue => {
                 self.retry = None;
-                if self.link.retry_due() {
+                if self.reconnect.retry_due() {
                     self.connect()
                 } else {
                     None
@@ -228,14 +232,16 @@ impl Socket {
     /// Opens a new socket, or schedules a retry if it cannot be created.
     fn connect(&mut self) -> Option<Event> {
         self.conn = None;
-        let generation = self.link.connecting();
+        let generation = self.reconnect.connecting();
         match self.open(generation) {
             Ok(conn) => {
                 self.conn = Some(conn);
                 Some(Event::Connecting)
             }
             Err(_) => {
-                let delay = self.link.retry(js_sys::Date::now(), js_sys::Math::random());
+                let delay = self
+                    .reconnect
+                    .retry(js_sys::Date::now(), js_sys::Math::random());
                 if let Some(delay) = delay {
                     self.arm_retry(delay);
                 }

@@ -12,7 +12,7 @@
 //! natively: the runner ([`crate::web`]) only gathers the figures and
 //! sets what these functions return.
 
-use donut_browser::link::State;
+use donut_browser::reconnect::State;
 use donut_browser::stats::WorkerState;
 use donut_shared::wire::Telemetry;
 use donut_shared::wire::p2p::SERVER;

@@ -23,7 +23,7 @@
 use std::rc::Rc;
 
 use donut_browser::callback::JsCallback;
-use donut_browser::link::{Close, State};
+use donut_browser::reconnect::{Close, State};
 use donut_browser::shared::Shared;
 use donut_browser::socket::{Client, Event, Socket};
 use donut_browser::stats::{WorkerState, WorkerStats};

@@ -33,7 +33,7 @@ const LABEL: &str = "donut-frames";
 /// too slow (about 40 s of the stream): it falls back to the server.
 pub const MAX_BUFFERED: u32 = 256 * 1024;
 
-pub use super::policy::Role;
+pub use super::policy::PeerRole;
 
 /// What happened on a link.
 pub enum LinkEvent {
@@ -57,10 +57,10 @@ pub enum LinkEvent {
 pub type Sink = Rc<dyn Fn(u32, LinkEvent)>;
 
 /// See the module docs.
-pub struct Link {
+pub struct PeerLink {
     serial: u32,
     peer: u64,
-    role: Role,
+    role: PeerRole,
     pc: RtcPeerConnection,
     channel: Option<RtcDataChannel>,
     remote_applied: bool,
@@ -69,13 +69,13 @@ pub struct Link {
     sink: Sink,
 }
 
-impl Link {
+impl PeerLink {
     /// A link to `peer` as `role`, using `ice_servers` (none: host
     /// candidates only). A child opens the channel and starts the offer.
     pub fn new(
         serial: u32,
         peer: u64,
-        role: Role,
+        role: PeerRole,
         ice_servers: &[String],
         sink: Sink,
     ) -> Result<Self, JsValue> {
@@ -92,7 +92,7 @@ impl Link {
             sink,
         };
         link.listen_connection()?;
-        if role == Role::Child {
+        if role == PeerRole::Child {
             let init = RtcDataChannelInit::new();
             init.set_ordered(true);
             let channel = link
@@ -166,8 +166,8 @@ impl Link {
         };
         let init = RtcSessionDescriptionInit::new(ty);
         init.set_sdp(sdp);
-        let answer =
-            (self.role == Role::Parent && kind == SignalKind::Offer).then_some(SignalKind::Answer);
+        let answer = (self.role == PeerRole::Parent && kind == SignalKind::Offer)
+            .then_some(SignalKind::Answer);
         self.negotiate(Some(init), answer);
     }
 
@@ -287,7 +287,7 @@ impl Link {
     }
 }
 
-impl Drop for Link {
+impl Drop for PeerLink {
     fn drop(&mut self) {
         self.listeners.clear();
         if let Some(c) = &self.channel {

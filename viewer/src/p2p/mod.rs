@@ -39,7 +39,7 @@ use donut_browser::socket::Socket;
 use donut_shared::wire::{Peering, ToViewer};
 
 use self::gate::Key;
-use self::link::{Link, LinkEvent, Sink};
+use self::link::{LinkEvent, PeerLink, Sink};
 use self::policy::{Action, Delivery, LinkState, RelayPolicy};
 pub use self::policy::{LINK_TIMEOUT_MS, MAX_FAILED_LINKS, RelayStats};
 use crate::batch::Batch;
@@ -48,7 +48,7 @@ use crate::batch::Batch;
 pub struct Relay {
     policy: RelayPolicy,
     /// The links the policy holds, by serial.
-    links: BTreeMap<u32, Link>,
+    links: BTreeMap<u32, PeerLink>,
     sink: Sink,
 }
 
@@ -185,7 +185,7 @@ impl Relay {
         let (parent, serial) = self.policy.parent();
         let open = serial
             .and_then(|s| self.links.get(&s))
-            .is_some_and(Link::is_open);
+            .is_some_and(PeerLink::is_open);
         (parent, open)
     }
 
@@ -219,7 +219,7 @@ impl Relay {
                 }
                 Action::Open { serial, peer, role } => {
                     let ice = self.policy.ice_servers();
-                    match Link::new(serial, peer, role, ice, self.sink.clone()) {
+                    match PeerLink::new(serial, peer, role, ice, self.sink.clone()) {
                         Ok(link) => {
                             self.links.insert(serial, link);
                         }

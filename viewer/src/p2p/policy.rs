@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 
 use donut_shared::wire::p2p::SERVER;
 use donut_shared::wire::{
-    Fetch, FromViewer, Link as LinkMsg, Peering, Proof, Report, Signal, SignalKind, ToViewer,
+    Fetch, FromViewer, Link, Peering, Proof, Report, Signal, SignalKind, ToViewer,
 };
 
 use super::gate::{Gate, Key, Verdict};
@@ -57,7 +57,7 @@ pub const MAX_FAILED_LINKS: u32 = 3;
 
 /// Which end of the link this viewer is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
+pub enum PeerRole {
     /// This viewer is fed over the link (it offers).
     Child,
     /// This viewer feeds the link (it answers).
@@ -81,7 +81,7 @@ pub enum Action {
         /// The other viewer's peer id.
         peer: u64,
         /// This tab's end of the link.
-        role: Role,
+        role: PeerRole,
     },
     /// Apply the peer's offer (then answer) or answer `sdp` to link
     /// `serial`.
@@ -305,7 +305,7 @@ impl RelayPolicy {
                 link.open = true;
                 if is_parent {
                     self.send(
-                        &LinkMsg {
+                        &Link {
                             parent: peer,
                             up: true,
                         }
@@ -372,7 +372,7 @@ impl RelayPolicy {
     pub fn open_failed(&mut self, serial: u32) {
         if let Some(parent) = self.parent.take_if(|p| p.serial == serial) {
             self.send(
-                &LinkMsg {
+                &Link {
                     parent: parent.peer,
                     up: false,
                 }
@@ -473,7 +473,7 @@ impl RelayPolicy {
         self.actions.push_back(Action::Open {
             serial,
             peer: parent,
-            role: Role::Child,
+            role: PeerRole::Child,
         });
     }
 
@@ -533,7 +533,7 @@ impl RelayPolicy {
         self.actions.push_back(Action::Open {
             serial,
             peer: child,
-            role: Role::Parent,
+            role: PeerRole::Parent,
         });
         self.actions.push_back(Action::ApplyRemote {
             serial,
@@ -585,7 +585,7 @@ impl RelayPolicy {
             self.actions.push_back(Action::Close(serial));
             self.stats.parents_lost += 1;
             self.send(
-                &LinkMsg {
+                &Link {
                     parent: self.parent_id,
                     up: false,
                 }

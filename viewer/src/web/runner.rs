@@ -17,7 +17,7 @@
 
 use std::rc::Rc;
 
-use donut_browser::link::{Close, End, State};
+use donut_browser::reconnect::{Close, End, State};
 use donut_browser::shared::Shared;
 use donut_browser::socket::{Client, Event, Socket};
 use donut_shared::FRAME_LEN;

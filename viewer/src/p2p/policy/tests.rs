@@ -68,7 +68,7 @@ fn closes(actions: &[Action]) -> Vec<u32> {
         .collect()
 }
 
-fn opened(actions: &[Action]) -> Option<(u32, u64, Role)> {
+fn opened(actions: &[Action]) -> Option<(u32, u64, PeerRole)> {
     actions.iter().find_map(|a| match a {
         Action::Open { serial, peer, role } => Some((*serial, *peer, *role)),
         _ => None,
@@ -97,7 +97,7 @@ fn under(p: &mut RelayPolicy, parent: u64, now: f64) -> u32 {
     p.on_server(&assign(parent), now);
     let actions = drain(p);
     let (serial, peer, role) = opened(&actions).expect("a link to the parent");
-    assert_eq!((peer, role), (parent, Role::Child));
+    assert_eq!((peer, role), (parent, PeerRole::Child));
     serial
 }
 
@@ -112,7 +112,7 @@ fn a_parent_link_that_does_not_open_in_time_is_given_up() {
     assert_eq!(closes(&actions), vec![serial]);
     assert_eq!(
         sent(&actions),
-        vec![FromViewer::Link(LinkMsg {
+        vec![FromViewer::Link(Link {
             parent: 7,
             up: false
         })]
@@ -128,7 +128,7 @@ fn a_parent_link_that_opened_is_kept_past_the_timeout() {
     p.on_link(serial, LinkState::Open);
     assert_eq!(
         sent(&drain(&mut p)),
-        vec![FromViewer::Link(LinkMsg {
+        vec![FromViewer::Link(Link {
             parent: 7,
             up: true
         })]
@@ -204,7 +204,7 @@ fn what_a_lost_parent_owed_is_fetched_from_the_server() {
     assert_eq!(
         sent(&actions),
         vec![
-            FromViewer::Link(LinkMsg {
+            FromViewer::Link(Link {
                 parent: 7,
                 up: false
             }),
@@ -269,7 +269,7 @@ fn child(p: &mut RelayPolicy, peer: u64) -> u32 {
     );
     let actions = drain(p);
     let (serial, at, role) = opened(&actions).expect("a link to the child");
-    assert_eq!((at, role), (peer, Role::Parent));
+    assert_eq!((at, role), (peer, PeerRole::Parent));
     assert_eq!(
         actions.last(),
         Some(&Action::ApplyRemote {
@@ -352,7 +352,7 @@ fn a_link_that_cannot_be_made_is_reported_down() {
     p.open_failed(serial);
     assert_eq!(
         sent(&drain(&mut p)),
-        vec![FromViewer::Link(LinkMsg {
+        vec![FromViewer::Link(Link {
             parent: 7,
             up: false
         })]

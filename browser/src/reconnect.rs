@@ -29,7 +29,7 @@ pub const CLOSE_PROTOCOL_ERROR: u16 = 4002;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum State {
     /// Not wanted (never started, stopped, page hidden): no socket, no
-    /// retries until [`Link::start`].
+    /// retries until [`Reconnect::start`].
     Off,
     /// A socket is opening.
     Connecting,
@@ -54,7 +54,7 @@ pub enum State {
 pub enum Close<'a> {
     /// The owner no longer wants a connection (the page is hidden, the
     /// worker stops contributing): 1000 with this reason, and no retries
-    /// until [`Link::start`].
+    /// until [`Reconnect::start`].
     Stop(&'a str),
     /// The server broke the protocol: 4002 with this reason (at most 123
     /// bytes, or the browser closes without one), then retry with backoff.
@@ -112,19 +112,19 @@ pub enum End {
 
 /// The reconnect state machine of one client socket.
 #[derive(Debug)]
-pub struct Link {
+pub struct Reconnect {
     state: State,
     backoff: Backoff,
     generation: u32,
 }
 
-impl Default for Link {
+impl Default for Reconnect {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Link {
+impl Reconnect {
     /// A link that is [`State::Off`].
     pub fn new() -> Self {
         Self {
@@ -274,8 +274,8 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     /// A link that started and whose socket `generation` is open.
-    fn open() -> (Link, u32) {
-        let mut l = Link::new();
+    fn open() -> (Reconnect, u32) {
+        let mut l = Reconnect::new();
         assert!(l.start());
         let g = l.connecting();
         assert!(l.opened(g));
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn starts_once_and_opens() {
-        let mut l = Link::new();
+        let mut l = Reconnect::new();
         assert_eq!(l.state(), State::Off);
         assert!(l.start());
         let g = l.connecting();
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn delays_stay_capped() {
-        let mut l = Link::new();
+        let mut l = Reconnect::new();
         assert!(l.start());
         for _ in 0..40 {
             l.connecting();
