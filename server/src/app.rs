@@ -1,7 +1,7 @@
 //! The HTTP application: the router, the operations endpoints, and
 //! starting and stopping the server. The shared state it builds is
 //! [`App`] ([`crate::state`]); the embedded web client is served by
-//! [`crate::assets`].
+//! [`crate::edge::assets`].
 //!
 //! Background work is two tasks: the [`broadcaster`]
 //! (the stream's clock) and the [`telemetry`] publisher.
@@ -24,27 +24,29 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info};
 
-use crate::client_addr::ClientAddr;
 use crate::cluster::Node;
 use crate::config::{ServeConfig, VerifyPolicy};
-use crate::core::{Core, CoreConfig};
+use crate::conn::connection;
+use crate::conn::fleet::{Admission, Caps, Fleet, Role};
+use crate::conn::limits::shutdown_reason;
+use crate::edge::client_addr::ClientAddr;
+use crate::edge::handshake::Handshake;
+use crate::edge::origin::OriginPolicy;
+use crate::edge::send_queue::SendQueue;
+use crate::endpoint::viewer;
 use crate::engine::Engine;
-use crate::fanout::Fanout;
-use crate::fleet::{Admission, Caps, Fleet, Role};
-use crate::handshake::Handshake;
-use crate::limits::shutdown_reason;
 use crate::metrics::Stats;
-use crate::origin::OriginPolicy;
 use crate::p2p::hub::Hub;
-use crate::scheduler::SchedulerConfig;
-use crate::send_queue::SendQueue;
 use crate::state::App;
-use crate::telemetry::{self, TelemetryMsg};
+use crate::stream::broadcaster;
+use crate::stream::core::{Core, CoreConfig};
+use crate::stream::fanout::Fanout;
+use crate::stream::scheduler::SchedulerConfig;
+use crate::stream::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
 use crate::trust::reputation::{Reputation, ReputationConfig};
 use crate::trust::sanction::Sanctions;
 use crate::trust::verifier::Verifier;
-use crate::{broadcaster, connection, viewer_conn};
 
 /// The router over an [`App`].
 pub fn router(app: Arc<App>) -> Router {
@@ -55,7 +57,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
         .route("/api/page", get(page_config))
-        .fallback(crate::assets::route())
+        .fallback(crate::edge::assets::route())
         .with_state(app)
 }
 
@@ -98,7 +100,7 @@ async fn viewer_ws(
     // (the 128 KiB defaults cost about 140 KiB resident per viewer). The
     // write threshold is above a telemetry message (66 bytes framed) and
     // below a batch, so a held telemetry update and the batch it rides
-    // with go out in one write (see `viewer_conn`); a batch alone is
+    // with go out in one write (see `endpoint::viewer`); a batch alone is
     // written at once.
     upgrade
         .read_buffer_size(4096)
@@ -108,7 +110,7 @@ async fn viewer_ws(
         .on_upgrade(move |mut socket| {
             async move {
                 if let Some(a) = admit(&app, Role::Viewer, client, &mut socket).await {
-                    viewer_conn::run(socket, app, a, SendQueue::of(peer)).await;
+                    viewer::run(socket, app, a, SendQueue::of(peer)).await;
                 }
             }
             .instrument(span(Role::Viewer, client))
@@ -130,7 +132,7 @@ fn span(role: Role, client: IpAddr) -> Span {
 /// reason rather than a bare HTTP status: `None` once `socket` has been
 /// closed with it.
 ///
-/// `client` is the resolved client address (`crate::client_addr`), not
+/// `client` is the resolved client address (`crate::edge::client_addr`), not
 /// necessarily the TCP peer.
 async fn admit(
     app: &Arc<App>,
@@ -207,21 +209,21 @@ impl Server {
     /// Binds `cfg.listen` and starts serving.
     ///
     /// Raises the file-descriptor limit first and lowers the connection
-    /// caps to fit it (see [`crate::fds`]).
+    /// caps to fit it (see [`crate::edge::fds`]).
     pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Self> {
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let budget = crate::fds::raise_nofile_limit().unwrap_or_else(|e| {
+        let budget = crate::edge::fds::raise_nofile_limit().unwrap_or_else(|e| {
             tracing::warn!("RLIMIT_NOFILE not read or raised ({e}); connection caps left as set");
             u64::MAX
         });
         (cfg.max_workers, cfg.max_viewers) =
-            crate::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
+            crate::edge::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
                 .map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let listener = crate::send_queue::Listener(listener);
+        let listener = crate::edge::send_queue::Listener(listener);
         let stats = Arc::new(Stats::default());
         let fps = if cfg.paced() { cfg.fps } else { 0 };
         let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
@@ -342,7 +344,7 @@ impl Server {
         }
         let mut stop = shutdown_rx;
         let service = router(Arc::clone(&app))
-            .into_make_service_with_connect_info::<crate::send_queue::Peer>();
+            .into_make_service_with_connect_info::<crate::edge::send_queue::Peer>();
         let http = tokio::spawn(async move {
             axum::serve(listener, service)
                 .with_graceful_shutdown(async move {

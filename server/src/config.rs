@@ -11,7 +11,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use donut_shared::wire::Codec;
 
-use crate::client_addr::ForwardedHeader;
+use crate::edge::client_addr::ForwardedHeader;
 use crate::trust::reputation::BanScope;
 
 /// Distributed Donut: a browser render farm for a1k0n's spinning donut.
@@ -278,7 +278,7 @@ pub struct ServeConfig {
         long,
         env = "DONUT_TRUSTED_PROXIES",
         value_delimiter = ',',
-        value_parser = crate::client_addr::parse_proxy
+        value_parser = crate::edge::client_addr::parse_proxy
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The header the trusted proxies write the client's address into.
@@ -431,7 +431,7 @@ impl ServeConfig {
         if !(self.addr_share > 0.0 && self.addr_share <= 1.0) {
             return Err("--addr-share must be within (0, 1]".into());
         }
-        crate::origin::OriginPolicy::new(&self.allowed_origins)?;
+        crate::edge::origin::OriginPolicy::new(&self.allowed_origins)?;
         crate::cluster::check_node_id(&self.node_id)?;
         if self.leader_lease_ms < 300 {
             return Err("--leader-lease-ms must be at least 300".into());

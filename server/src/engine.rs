@@ -7,13 +7,13 @@
 //!
 //! | the connections ask | [`Engine::Memory`] (one node) | [`Engine::Cluster`] (`--cluster`) |
 //! |---|---|---|
-//! | serve a worker | the node's own [`Core`](crate::core::Core) | the leader's: here if this node leads, else tunnelled to it ([`cluster::tunnel`]) |
+//! | serve a worker | the node's own [`Core`](crate::stream::core::Core) | the leader's: here if this node leads, else tunnelled to it ([`cluster::tunnel`]) |
 //! | a viewer's push | the node's timeline | the leader's timeline (sent up if this node follows) |
 //! | a ban ([`Engine::ban_share`]) | the node's reputation | also every node's, through Redis |
 //! | admit a worker | the node's bans | also the cluster's |
 //!
 //! Viewers need no engine: every node's viewers subscribe to its
-//! [`Fanout`](crate::fanout::Fanout), fed by its core (one node, or the
+//! [`Fanout`](crate::stream::fanout::Fanout), fed by its core (one node, or the
 //! leader) or by the timeline stream (a follower).
 
 use std::sync::Arc;
@@ -23,12 +23,12 @@ use axum::extract::ws::WebSocket;
 use donut_shared::scene::Impulse;
 
 use crate::cluster::{self, Node};
-use crate::fleet::Admission;
-use crate::limits::CloseReason;
+use crate::conn::fleet::Admission;
+use crate::conn::limits::CloseReason;
+use crate::endpoint::worker;
 use crate::state::App;
 use crate::trust::reputation::AddrKey;
 use crate::trust::sanction::Share;
-use crate::worker_conn;
 
 /// See the module docs.
 pub enum Engine {
@@ -41,12 +41,12 @@ pub enum Engine {
 impl Engine {
     /// Runs an admitted worker's upgraded socket to its end.
     pub async fn serve_worker(&self, socket: WebSocket, app: Arc<App>, admission: Admission) {
-        let conn = worker_conn::connection(socket, &app);
+        let conn = worker::connection(socket, &app);
         match self {
             Self::Cluster(node) if !node.is_leader() => {
                 cluster::tunnel::serve(conn, app, Arc::clone(node), admission).await;
             }
-            _ => worker_conn::serve(conn, app, admission).await,
+            _ => worker::serve(conn, app, admission).await,
         }
     }
 

@@ -12,18 +12,18 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::client_addr::ClientAddr;
 use crate::cluster::lease::Role;
 use crate::cluster::registry::ClusterTotals;
 use crate::config::{ServeConfig, VerifyPolicy};
-use crate::core::Core;
+use crate::conn::fleet::Fleet;
+use crate::edge::client_addr::ClientAddr;
+use crate::edge::origin::OriginPolicy;
 use crate::engine::Engine;
-use crate::fanout::Fanout;
-use crate::fleet::Fleet;
 use crate::metrics::{Readings, Snapshot, Stats};
-use crate::origin::OriginPolicy;
 use crate::p2p::hub::Hub;
-use crate::telemetry::TelemetryMsg;
+use crate::stream::core::Core;
+use crate::stream::fanout::Fanout;
+use crate::stream::telemetry::TelemetryMsg;
 use crate::trust::quorum::Referee;
 use crate::trust::sanction::Sanctions;
 use crate::trust::verifier::Verifier;

@@ -4,7 +4,7 @@
 //! Every node runs the same tasks; the [`lease`] decides what
 //! they do:
 //!
-//! - **leader**: the node's own [`Core`](crate::core::Core) runs the
+//! - **leader**: the node's own [`Core`](crate::stream::core::Core) runs the
 //!   stream for the whole cluster. When a node becomes leader it first
 //!   reads the timeline stream to its end, then resumes the core where the
 //!   committed timeline ends (frame, version and scene: see
@@ -50,9 +50,9 @@ use super::relay::{Relay, ResumePoint, Verdict};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
 use super::{ClusterConfig, Link, bans, tunnel};
-use crate::fanout::Batch;
-use crate::limits::{CloseReason, POLICY};
+use crate::conn::limits::{CloseReason, POLICY};
 use crate::state::App;
+use crate::stream::fanout::Batch;
 use crate::trust::reputation::AddrKey;
 
 /// Who leads the cluster, as last read from the lease key.

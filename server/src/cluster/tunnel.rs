@@ -4,7 +4,7 @@
 //! The follower keeps the worker's socket (a [`Connection`]: keep-alive,
 //! size limit, timeouts) and forwards each binary message, unchanged, to
 //! the leader's up stream ([`serve`]); the leader runs the worker protocol
-//! ([`worker_conn::serve`]) over a [`Pipe`] whose far end is fed from that
+//! ([`worker::serve`]) over a [`Pipe`] whose far end is fed from that
 //! stream and answers on the follower's down stream ([`lead`]). So tasks,
 //! strikes and bans are decided once, by the one core that schedules, and
 //! a worker cannot tell which node it reached.
@@ -16,7 +16,7 @@
 //! a wrong one goes up as `Rejected` (task, frame) and never leaves the
 //! node; the leader strikes the worker for it as for a check of its own.
 //! The leader does not check tunnelled answers again
-//! ([`Transport::CHECKED_UPSTREAM`](crate::transport::Transport::CHECKED_UPSTREAM)).
+//! ([`Transport::CHECKED_UPSTREAM`](crate::conn::transport::Transport::CHECKED_UPSTREAM)).
 //! Under `quorum` the leader settles the votes, which need every address's
 //! answer in one place.
 //!
@@ -24,7 +24,7 @@
 //! it opens the tunnel again on the new leader's up stream and replays the
 //! worker's `Hello`, so the worker keeps its socket and simply gets tasks
 //! from the new core (answers to the old leader's tasks are needless
-//! there, within the allowance `worker_conn` gives late answers). Down
+//! there, within the allowance `endpoint::worker` gives late answers). Down
 //! messages of an older term are ignored.
 //!
 //! **A dead follower.** The leader checks the registry every second: the
@@ -47,13 +47,13 @@ use super::node::{Leader, Node, viewer_key};
 use super::registry;
 use super::tunnel_log::{self, TunnelReader};
 use crate::config::VerifyPolicy;
-use crate::connection::{Connection, End, Event};
-use crate::fleet::{Admission, Role};
-use crate::limits::{CloseReason, NORMAL, UNSUPPORTED};
-use crate::pipe::{Outbound, Pipe, PipeEnd};
+use crate::conn::connection::{Connection, End, Event};
+use crate::conn::fleet::{Admission, Role};
+use crate::conn::limits::{CloseReason, NORMAL, UNSUPPORTED};
+use crate::conn::pipe::{Outbound, Pipe, PipeEnd};
+use crate::endpoint::worker;
 use crate::state::App;
 use crate::trust::reputation::AddrKey;
-use crate::worker_conn;
 
 /// Tasks a follower remembers per tunnelled worker (a worker has a few
 /// outstanding at once).
@@ -234,7 +234,7 @@ impl Tunnel<'_> {
             return None;
         }
         let frames = msg.slice(RESULT_HEADER_LEN..);
-        worker_conn::check_answer(self.app, self.key, (task.start, task.scene), frames).await
+        worker::check_answer(self.app, self.key, (task.start, task.scene), frames).await
     }
 
     /// Appends one message to the current leader's up stream. Without a
@@ -388,7 +388,7 @@ fn open(
     node.count_tunnel(true);
     let (app, counted) = (Arc::clone(app), Arc::clone(node));
     let serve = async move {
-        worker_conn::serve(pipe, app, admission).await;
+        worker::serve(pipe, app, admission).await;
         counted.count_tunnel(false);
     };
     tokio::spawn(serve.instrument(span.clone()));

@@ -30,7 +30,7 @@ use crate::config::{P2pMode, ServeConfig};
 use crate::metrics::Stats;
 use crate::p2p::filter::CandidateFilter;
 use crate::p2p::tree::{Command, Counts, RelayTree, Verdict};
-use crate::timeline::rate::TokenBucket;
+use crate::stream::timeline::rate::TokenBucket;
 use crate::trust::reputation::AddrKey;
 
 /// Control messages one member may have waiting (a viewer that leaves

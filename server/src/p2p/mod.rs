@@ -35,7 +35,7 @@
 //!   lock, each member's control channel (so a change reaches the other
 //!   viewers' tasks), signal forwarding and the ICE candidate filter.
 //!
-//! The viewer connection (`crate::viewer_conn`) decodes the messages and
+//! The viewer connection (`crate::endpoint::viewer`) decodes the messages and
 //! chooses, per batch, `Frames` or its `Digest`.
 
 pub mod filter;

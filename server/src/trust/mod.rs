@@ -2,7 +2,7 @@
 //! client, cheating or merely idle, can stall the show.
 //!
 //! A result passes four gates before it can reach a viewer (see
-//! [`crate::worker_conn`]): the decoder checks every frame's symbols *and
+//! [`crate::endpoint::worker`]): the decoder checks every frame's symbols *and
 //! layout* (`donut_shared::frame::validate_frame`) whatever the policy; the
 //! scheduler checks the header against the task it gave; then the
 //! [`VerifyPolicy`](crate::config::VerifyPolicy) decides how the glyphs are

@@ -1,5 +1,5 @@
 //! The one sanctions rule: strike → ban → evict → share, for every judge of
-//! an address (the worker endpoint, `worker_conn`, for what a connection
+//! an address (the worker endpoint, `endpoint::worker`, for what a connection
 //! sends; the [`quorum`](super::quorum) referee for a vote it settled,
 //! whose connection may be gone).
 //!
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::core::Core;
 use crate::metrics::Stats;
+use crate::stream::core::Core;
 use crate::trust::reputation::{AddrKey, Reputation};
 
 /// Shares a ban of an address, for a length, with the other nodes of a
@@ -120,7 +120,7 @@ mod tests {
 
     use super::*;
     use crate::config::ServeConfig;
-    use crate::fanout::Fanout;
+    use crate::stream::fanout::Fanout;
     use crate::trust::reputation::ReputationConfig;
 
     /// The bans shared so far.
@@ -135,7 +135,7 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
         let core = Arc::new(Core::new(
-            crate::core::tests::config(),
+            crate::stream::core::tests::config(),
             Arc::clone(&stats),
             fanout,
             Instant::now(),

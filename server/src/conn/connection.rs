@@ -26,7 +26,7 @@ use tokio::time::Interval;
 use tokio_tungstenite::tungstenite;
 use tracing::debug;
 
-use crate::limits::{CloseReason, NORMAL, shutdown_reason};
+use crate::conn::limits::{CloseReason, NORMAL, shutdown_reason};
 use crate::metrics::Stats;
 use crate::state::App;
 
@@ -40,7 +40,7 @@ pub enum Event {
     Text,
     /// The node holding a tunnelled worker's socket checked its answer to
     /// `task_id` natively and found frame `frame` wrong (a cluster's
-    /// [`Pipe`](crate::pipe::Pipe) only: a socket never yields it).
+    /// [`Pipe`](crate::conn::pipe::Pipe) only: a socket never yields it).
     Rejected {
         /// The task answered.
         task_id: u32,
@@ -308,7 +308,7 @@ mod tests {
             Some(CloseReason::new(NORMAL, "idle timeout"))
         );
         assert_eq!(End::Shutdown.close_reason(), Some(shutdown_reason()));
-        let r = CloseReason::new(crate::limits::POLICY, "no");
+        let r = CloseReason::new(crate::conn::limits::POLICY, "no");
         assert_eq!(End::Closed(r.clone()).close_reason(), Some(r));
         for end in [
             End::PeerClosed(Some(1000)),

@@ -57,7 +57,7 @@
 //!
 //! No dispatch waits for a round: a worker is given its next range the moment
 //! it has a free slot, and the frames an unanswered range blocks are only
-//! its own. The playback head (in [`crate::core`]) advances as soon as the
+//! its own. The playback head (in [`crate::stream::core`]) advances as soon as the
 //! frames in front of it are in.
 //!
 //! The scheduler is plain synchronous code with the clock passed in, so its
@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 use donut_shared::scene::Scene;
 use donut_shared::wire::{MAX_TASK_FRAMES, Task};
 
-use crate::timeline::Timeline;
+use crate::stream::timeline::Timeline;
 use crate::trust::reputation::AddrKey;
 
 /// Identifies a worker connection for the life of the server.

@@ -14,7 +14,7 @@
 //! closed once its address has missed `--max-misses` in a row.
 //!
 //! The loop runs over any [`Transport`]: the worker's own socket
-//! ([`run`]), or a [`Pipe`](crate::pipe::Pipe) to a socket held by another
+//! ([`run`]), or a [`Pipe`](crate::conn::pipe::Pipe) to a socket held by another
 //! node of a cluster ([`serve`]); the protocol is the same.
 
 use std::sync::Arc;
@@ -30,14 +30,14 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::config::VerifyPolicy;
-use crate::connection::{Connection, End, Event};
-use crate::core::{Candidate, Vote, WorkerEvent};
-use crate::fleet::Admission;
-use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
-use crate::scheduler::Claim;
+use crate::conn::connection::{Connection, End, Event};
+use crate::conn::fleet::Admission;
+use crate::conn::limits::{CloseReason, POLICY, UNSUPPORTED};
+use crate::conn::transport::Transport;
 use crate::state::App;
-use crate::timeline::rate::TokenBucket;
-use crate::transport::Transport;
+use crate::stream::core::{Candidate, Vote, WorkerEvent};
+use crate::stream::scheduler::Claim;
+use crate::stream::timeline::rate::TokenBucket;
 use crate::trust::reputation::AddrKey;
 
 /// Per-connection state.
@@ -176,7 +176,7 @@ pub async fn serve<T: Transport>(mut ws: T, app: Arc<App>, admission: Admission)
                 WorkerEvent::Banned => {
                     break End::Closed(CloseReason::new(POLICY, "address banned for cheating"));
                 }
-                WorkerEvent::Handover => break End::Closed(crate::limits::handover_reason()),
+                WorkerEvent::Handover => break End::Closed(crate::conn::limits::handover_reason()),
             },
             Ok(()) = telemetry.changed() => {
                 let mut t = telemetry.borrow_and_update().telemetry;
@@ -432,23 +432,23 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::client_addr::ClientAddr;
     use crate::config::ServeConfig;
-    use crate::core::{Core, CoreConfig};
-    use crate::fanout::Fanout;
-    use crate::fleet::{Caps, Fleet, Role};
-    use crate::limits::PROTOCOL_ERROR;
+    use crate::conn::fleet::{Caps, Fleet, Role};
+    use crate::conn::limits::PROTOCOL_ERROR;
+    use crate::conn::pipe::{Outbound, Pipe, PipeEnd};
+    use crate::edge::client_addr::ClientAddr;
+    use crate::edge::origin::OriginPolicy;
     use crate::metrics::Stats;
     use crate::native_worker::render_result;
-    use crate::origin::OriginPolicy;
-    use crate::pipe::{Outbound, Pipe, PipeEnd};
-    use crate::telemetry::TelemetryMsg;
+    use crate::stream::core::{Core, CoreConfig};
+    use crate::stream::fanout::Fanout;
+    use crate::stream::telemetry::TelemetryMsg;
     use crate::trust::quorum::Referee;
     use crate::trust::reputation::{Reputation, ReputationConfig};
     use crate::trust::sanction::Sanctions;
     use crate::trust::verifier::Verifier;
 
-    use crate::core::tests::START;
+    use crate::stream::core::tests::START;
     const WAIT: Duration = Duration::from_secs(10);
 
     /// An [`App`] as `app.rs` builds it (full verification, an unpaced
@@ -468,7 +468,7 @@ mod tests {
         let core = Arc::new(Core::new(
             CoreConfig {
                 viewer_lead_frames: u64::MAX,
-                ..crate::core::tests::config()
+                ..crate::stream::core::tests::config()
             },
             Arc::clone(&stats),
             Arc::clone(&fanout),

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::limits::{CloseReason, POLICY, TRY_AGAIN_LATER};
+use crate::conn::limits::{CloseReason, POLICY, TRY_AGAIN_LATER};
 use crate::trust::reputation::{AddrKey, Reputation};
 
 /// The two kinds of connection.

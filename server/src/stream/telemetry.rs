@@ -12,10 +12,10 @@ use donut_shared::wire::Telemetry;
 use tokio::sync::watch;
 
 use crate::cluster::Node;
-use crate::core::Core;
-use crate::fleet::Fleet;
+use crate::conn::fleet::Fleet;
 use crate::metrics::Stats;
 use crate::p2p::hub::Hub;
+use crate::stream::core::Core;
 
 /// Interval between telemetry messages.
 pub const INTERVAL: Duration = Duration::from_secs(1);

@@ -9,8 +9,8 @@
 //!    with a bare 400; RFC 6455 §4.2.2 and §4.4 ask for
 //!    `426 Upgrade Required` with `Sec-WebSocket-Version: 13`, so a client
 //!    speaking another version learns which one to retry with.
-//! 3. The page's `Origin` is allowed ([`crate::origin`]; 403 otherwise).
-//! 4. The client's address is resolved ([`crate::client_addr`]).
+//! 3. The page's `Origin` is allowed ([`crate::edge::origin`]; 403 otherwise).
+//! 4. The client's address is resolved ([`crate::edge::client_addr`]).
 //!
 //! Everything after the upgrade (caps, bans) is admission, refused with a
 //! close frame and a reason instead (see `app::admit`), because a browser
@@ -26,7 +26,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::send_queue::Peer;
+use crate::edge::send_queue::Peer;
 use crate::state::App;
 
 /// The only WebSocket version there is (RFC 6455 §4.1).
@@ -37,7 +37,7 @@ pub struct Handshake {
     /// The upgrade, to configure and complete.
     pub upgrade: WebSocketUpgrade,
     /// The client's address: the TCP peer, or what a trusted proxy
-    /// forwarded ([`crate::client_addr`]). Admission is keyed on it.
+    /// forwarded ([`crate::edge::client_addr`]). Admission is keyed on it.
     pub client: IpAddr,
     /// The TCP connection.
     pub peer: Peer,
