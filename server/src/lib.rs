@@ -47,6 +47,27 @@
 //! ([`engine::Engine::Memory`]) or across a cluster), [`config`] (flags and
 //! environment variables), [`metrics`] (`/metrics` and `/api/stats`),
 //! [`native_worker`] (`donut work`).
+//!
+//! # Imports
+//!
+//! Imports point down this ladder, never up (a module may import its own
+//! rung or lower):
+//!
+//! ```text
+//!  app                     wires the parts
+//!  endpoint                a protocol over one connection, against the state
+//!  state, native_worker    the shared App; `donut work`
+//!  engine                  the seam: one node or a cluster
+//!  config                  flags, and every component config derived from them
+//!  cluster                 several nodes, given the parts it needs
+//!  stream trust p2p conn edge metrics    the domains
+//! ```
+//!
+//! So nothing below `state` imports `state`, and no domain imports
+//! `config` (each domain owns its config type and enums; `config` derives
+//! them). The domains may use each other, but no cycle of modules may cross
+//! a capability folder (a cycle inside one folder is that folder's
+//! business). `tests/layout.rs` checks both on the source.
 
 pub mod app;
 pub mod cluster;
