@@ -27,7 +27,7 @@ use tracing::{Instrument, Span, info};
 use crate::cluster::Node;
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::conn::connection;
-use crate::conn::fleet::{Admission, Caps, Fleet, Role};
+use crate::conn::fleet::{Admission, Fleet, Role};
 use crate::conn::limits::shutdown_reason;
 use crate::edge::client_addr::ClientAddr;
 use crate::edge::handshake::Handshake;
@@ -39,14 +39,12 @@ use crate::metrics::Stats;
 use crate::p2p::hub::Hub;
 use crate::state::App;
 use crate::stream::broadcaster;
-use crate::stream::core::{Core, CoreConfig};
+use crate::stream::core::Core;
 use crate::stream::fanout::Fanout;
-use crate::stream::scheduler::SchedulerConfig;
 use crate::stream::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
-use crate::trust::reputation::{Reputation, ReputationConfig};
+use crate::trust::reputation::Reputation;
 use crate::trust::sanction::Sanctions;
-use crate::trust::verifier::Verifier;
 
 /// The router over an [`App`].
 pub fn router(app: Arc<App>) -> Router {
@@ -225,7 +223,7 @@ impl Server {
         let addr = listener.local_addr().context("reading the bound address")?;
         let listener = crate::edge::send_queue::Listener(listener);
         let stats = Arc::new(Stats::default());
-        let fps = if cfg.paced() { cfg.fps } else { 0 };
+        let fps = cfg.stream_fps();
         let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
         // In a cluster the core publishes to a fan-out of its own, which no
         // viewer reads: the node passes each batch on to the viewers' once
@@ -237,47 +235,20 @@ impl Server {
             Arc::clone(&fanout)
         };
         let core = Arc::new(Core::new(
-            CoreConfig {
-                fps,
-                lead_frames: cfg.lead_frames(),
-                viewer_lead_frames: cfg.viewer_lead_frames(),
-                ring_frames: cfg.ring_capacity(),
-                start_frame: cfg.start_frame,
-                batch_frames: cfg.batch_frames,
-                codec: cfg.codec,
-                input_lead_frames: cfg.input_lead_frames,
-                input_lead_min_frames: cfg.input_lead_min_frames,
-                input_commit_interval: Duration::from_millis(cfg.input_commit_ms),
-                hot_quiet: Duration::from_millis(cfg.input_hot_ms),
-                scheduler: SchedulerConfig {
-                    task_target: Duration::from_millis(cfg.task_ms.max(1)),
-                    first_task_frames: cfg.first_task_frames,
-                    first_task_timeout: Duration::from_millis(cfg.first_task_timeout_ms.max(1)),
-                    min_new_frames: u32::try_from(cfg.lead_frames() / 4)
-                        .unwrap_or(u32::MAX)
-                        .clamp(1, donut_shared::wire::MAX_TASK_FRAMES),
-                    addr_cap_frames: (cfg.lead_frames() as f64 * cfg.addr_share).ceil() as u64,
-                    ..SchedulerConfig::default()
-                },
-            },
+            cfg.core_config(),
             Arc::clone(&stats),
             Arc::clone(&core_fanout),
             Instant::now(),
         ));
-        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
-        let caps = Caps {
-            workers: cfg.max_workers,
-            viewers: cfg.max_viewers,
-            per_ip: cfg.max_per_ip,
-        };
-        let fleet = Arc::new(Fleet::new(caps, Arc::clone(&reputation)));
-        let verifier = Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches);
+        let reputation = Arc::new(Reputation::new(cfg.reputation_config()));
+        let fleet = Arc::new(Fleet::new(cfg.caps(), Arc::clone(&reputation)));
+        let verifier = cfg.verifier();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (telemetry_tx, telemetry_rx) = watch::channel(TelemetryMsg::new(Telemetry {
             fps,
             ..Telemetry::default()
         }));
-        let (engine, commits) = match crate::cluster::ClusterConfig::from_serve(&cfg) {
+        let (engine, commits) = match cfg.cluster_config() {
             None => (Engine::Memory, None),
             Some(cluster) => {
                 let node = Node::connect(cluster, cfg.ring_capacity())
@@ -288,7 +259,7 @@ impl Server {
             }
         };
         let (commit_tx, commit_rx) = commits.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
-        let hub = Arc::new(Hub::new(&cfg, Arc::clone(&stats)));
+        let hub = Arc::new(Hub::new(cfg.hub_config(), Arc::clone(&stats)));
         let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats))
             .sharing(engine.ban_share());
         let referee = Referee::new(sanctions.clone());
@@ -339,8 +310,9 @@ impl Server {
             )));
         }
         if cfg.verify == VerifyPolicy::Quorum {
-            let wait = Duration::from_millis(cfg.quorum_wait_ms.max(1));
-            tasks.push(tokio::spawn(referee.run(wait, shutdown_rx.clone())));
+            tasks.push(tokio::spawn(
+                referee.run(cfg.quorum_wait(), shutdown_rx.clone()),
+            ));
         }
         let mut stop = shutdown_rx;
         let service = router(Arc::clone(&app))

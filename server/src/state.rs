@@ -10,13 +10,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::ws::WebSocket;
 use tokio::sync::watch;
 
 use crate::cluster::lease::Role;
 use crate::cluster::registry::ClusterTotals;
-use crate::config::{ServeConfig, VerifyPolicy};
+use crate::config::ServeConfig;
+use crate::conn::connection::Connection;
 use crate::conn::fleet::Fleet;
+use crate::conn::limits::CloseReason;
 use crate::edge::client_addr::ClientAddr;
+use crate::edge::handshake::Gatekeeper;
 use crate::edge::origin::OriginPolicy;
 use crate::engine::Engine;
 use crate::metrics::{Readings, Snapshot, Stats};
@@ -64,6 +68,18 @@ pub struct App {
 }
 
 impl App {
+    /// An upgraded socket as a [`Connection`] with the configured timings;
+    /// `oversize` is the endpoint's close for a message over its limit.
+    pub fn connection(&self, socket: WebSocket, oversize: CloseReason) -> Connection {
+        Connection::new(
+            socket,
+            self.cfg.conn_limits(),
+            Arc::clone(&self.stats),
+            self.shutdown.clone(),
+            oversize,
+        )
+    }
+
     /// Every figure now, for `/metrics` and `/api/stats`.
     pub fn snapshot(&self) -> Snapshot {
         let pos = self.core.position();
@@ -117,12 +133,7 @@ impl App {
             tasks_reassigned: pos.sched.reassigned,
             tasks_expired: pos.sched.expired,
             tasks_presumed_lost: pos.sched.presumed_lost,
-            verify_policy: match self.verifier.policy() {
-                VerifyPolicy::Full => "full",
-                VerifyPolicy::Quorum => "quorum",
-                VerifyPolicy::Sample => "sample",
-                VerifyPolicy::Off => "off-benchmark-only",
-            },
+            verify_policy: self.verifier.policy().name(),
         };
         Snapshot::new(read, &self.stats)
     }
@@ -138,5 +149,17 @@ impl App {
             Role::Leader { term } => (2, term),
         };
         (role, term, Some(node.totals()))
+    }
+}
+
+/// What the handshake checks before an upgrade (see
+/// [`crate::edge::handshake`]).
+impl Gatekeeper for App {
+    fn origins(&self) -> &OriginPolicy {
+        &self.origins
+    }
+
+    fn client_addr(&self) -> &ClientAddr {
+        &self.client_addr
     }
 }

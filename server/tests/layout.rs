@@ -53,31 +53,15 @@ const RANKS: &[(&str, u8)] = &[
 /// listed, and on a listed one that no longer exists (so the list only
 /// shrinks).
 const KNOWN: &[(&str, &str)] = &[
-    ("cluster", "config"),
     ("cluster::node", "state"),
-    ("cluster::tunnel", "config"),
     ("cluster::tunnel", "endpoint::worker"),
     ("cluster::tunnel", "state"),
-    ("config", "cluster"),
-    ("config", "p2p::tree"),
-    ("config", "trust::reputation"),
-    ("conn::connection", "state"),
-    ("edge::handshake", "state"),
-    ("endpoint::worker", "conn::connection"),
-    ("endpoint::worker", "conn::pipe"),
-    ("endpoint::worker", "conn::transport"),
     ("endpoint::worker", "engine"),
     ("endpoint::worker", "state"),
     ("engine", "endpoint::worker"),
     ("engine", "state"),
-    ("p2p::hub", "config"),
-    ("p2p::tree", "trust::reputation"),
     ("state", "engine"),
     ("stream::telemetry", "cluster"),
-    ("trust::quorum", "config"),
-    ("trust::reputation", "config"),
-    ("trust::sanction", "config"),
-    ("trust::verifier", "config"),
 ];
 
 type Module = Vec<String>;

@@ -46,7 +46,6 @@ use super::fence::Token;
 use super::node::{Leader, Node, viewer_key};
 use super::registry;
 use super::tunnel_log::{self, TunnelReader};
-use crate::config::VerifyPolicy;
 use crate::conn::connection::{Connection, End, Event};
 use crate::conn::fleet::{Admission, Role};
 use crate::conn::limits::{CloseReason, NORMAL, UNSUPPORTED};
@@ -54,6 +53,7 @@ use crate::conn::pipe::{Outbound, Pipe, PipeEnd};
 use crate::endpoint::worker;
 use crate::state::App;
 use crate::trust::reputation::AddrKey;
+use crate::trust::verifier::VerifyPolicy;
 
 /// Tasks a follower remembers per tunnelled worker (a worker has a few
 /// outstanding at once).
@@ -234,7 +234,15 @@ impl Tunnel<'_> {
             return None;
         }
         let frames = msg.slice(RESULT_HEADER_LEN..);
-        worker::check_answer(self.app, self.key, (task.start, task.scene), frames).await
+        crate::trust::check::check_answer(
+            &self.app.verifier,
+            self.app.fleet.reputation(),
+            &self.app.stats,
+            self.key,
+            (task.start, task.scene),
+            frames,
+        )
+        .await
     }
 
     /// Appends one message to the current leader's up stream. Without a
@@ -379,10 +387,7 @@ fn open(
             return;
         }
     };
-    let (pipe, far) = Pipe::new(
-        PIPE_CAPACITY,
-        Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
-    );
+    let (pipe, far) = Pipe::new(PIPE_CAPACITY, app.cfg.conn_limits().send_limit);
     lock(tunnels).insert(key, far.inbound.clone());
     let span = tracing::info_span!("conn", role = "worker", ip = %ip, id = admission.id, node = from, tunnel = conn);
     node.count_tunnel(true);

@@ -28,7 +28,6 @@ use tracing::debug;
 
 use crate::conn::limits::{CloseReason, NORMAL, shutdown_reason};
 use crate::metrics::Stats;
-use crate::state::App;
 
 /// What a connection received that its endpoint must handle. Pings and
 /// pongs are not events: they only show the peer is alive.
@@ -95,21 +94,39 @@ pub struct Connection {
     oversize: CloseReason,
 }
 
+/// A connection's keep-alive and send timings (`--ping-secs`,
+/// `--idle-secs`, `--send-timeout-secs`; derived in `config::derive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// How often the server pings a quiet peer.
+    pub ping: Duration,
+    /// A peer silent this long is reaped.
+    pub idle: Duration,
+    /// How long a send may wait for the peer to take bytes.
+    pub send_limit: Duration,
+}
+
 impl Connection {
-    /// Wraps an upgraded socket, with the timings of `app`'s configuration.
-    /// `oversize` is the close sent for a message over the limit the
-    /// upgrade set.
-    pub fn new(socket: WebSocket, app: &App, oversize: CloseReason) -> Self {
-        let mut ping = tokio::time::interval(Duration::from_secs(app.cfg.ping_secs.max(1)));
+    /// Wraps an upgraded socket with `limits`' timings, counting into
+    /// `stats` and ending when `shutdown` turns true. `oversize` is the
+    /// close sent for a message over the limit the upgrade set.
+    pub fn new(
+        socket: WebSocket,
+        limits: ConnLimits,
+        stats: Arc<Stats>,
+        shutdown: watch::Receiver<bool>,
+        oversize: CloseReason,
+    ) -> Self {
+        let mut ping = tokio::time::interval(limits.ping);
         ping.reset();
         Self {
             socket,
-            stats: Arc::clone(&app.stats),
-            shutdown: app.shutdown.clone(),
+            stats,
+            shutdown,
             ping,
             last_heard: Instant::now(),
-            idle: Duration::from_secs(app.cfg.idle_secs.max(1)),
-            send_limit: Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
+            idle: limits.idle,
+            send_limit: limits.send_limit,
             oversize,
         }
     }

@@ -104,7 +104,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
         "message exceeds the viewer limit: Input and relay signalling (at most 4 KiB of text)",
     );
     let mut session = Session::new(&app, admission.id, admission.key);
-    let mut ws = Connection::new(socket, &app, oversize);
+    let mut ws = app.connection(socket, oversize);
     // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
     // (benchmarks) the stream runs as fast as it can be rendered, kernel
     // buffering is part of the measured throughput, and the viewers are

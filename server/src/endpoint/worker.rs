@@ -29,7 +29,6 @@ use donut_shared::wire::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::VerifyPolicy;
 use crate::conn::connection::{Connection, End, Event};
 use crate::conn::fleet::Admission;
 use crate::conn::limits::{CloseReason, POLICY, UNSUPPORTED};
@@ -38,7 +37,8 @@ use crate::state::App;
 use crate::stream::core::{Candidate, Vote, WorkerEvent};
 use crate::stream::scheduler::Claim;
 use crate::stream::timeline::rate::TokenBucket;
-use crate::trust::reputation::AddrKey;
+use crate::trust::check::check_answer;
+use crate::trust::verifier::VerifyPolicy;
 
 /// Per-connection state.
 struct Conn {
@@ -68,29 +68,6 @@ pub const HELLO_BURST: u32 = 8;
 /// a flood (a hedged or expired task legitimately gets one late answer).
 const NEEDLESS_ALLOWANCE: u64 = 16;
 
-/// Checks the packed `frames` of an answer from `key` (the task's first
-/// frame and its scene) natively, at the positions the policy and the
-/// address's trust pick; counts what was checked, cleans the address on a
-/// pass. Returns the first wrong frame, if any (counted as rejected). Used
-/// where the worker's socket is: here, or a cluster follower's tunnel.
-pub async fn check_answer(
-    app: &App,
-    key: AddrKey,
-    (start, scene): (u64, Scene),
-    frames: Bytes,
-) -> Option<u64> {
-    let trust = app.fleet.reputation().trust(key);
-    let verdict = app.verifier.verify(trust, (start, scene), frames).await;
-    app.stats.frames_checked.add(u64::from(verdict.checked));
-    if verdict.bad_frame.is_some() {
-        app.stats.batches_rejected.inc();
-    } else if verdict.checked > 0 {
-        app.stats.batches_verified.inc();
-        app.fleet.reputation().clean(key, Instant::now());
-    }
-    verdict.bad_frame
-}
-
 /// Runs a worker connection on its upgraded socket to its end (inside its
 /// connection span, see `app.rs`).
 pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission) {
@@ -105,7 +82,7 @@ pub fn connection(socket: WebSocket, app: &App) -> Connection {
         len: MAX_WORKER_MESSAGE_LEN + 1,
         max: MAX_WORKER_MESSAGE_LEN,
     });
-    Connection::new(socket, app, oversize)
+    app.connection(socket, oversize)
 }
 
 /// Runs the worker protocol over `ws` to its end: registers the worker
@@ -273,7 +250,16 @@ impl Conn {
             // `Event::Rejected` instead.
             return self.take(r, scene);
         }
-        if let Some(bad) = check_answer(&app, key, (r.start, scene), frames).await {
+        if let Some(bad) = check_answer(
+            &app.verifier,
+            app.fleet.reputation(),
+            &app.stats,
+            key,
+            (r.start, scene),
+            frames,
+        )
+        .await
+        {
             app.core.reject(self.id, r.task_id, Instant::now());
             return self.strike(format!("frame {bad} failed verification"));
         }
@@ -444,9 +430,8 @@ mod tests {
     use crate::stream::fanout::Fanout;
     use crate::stream::telemetry::TelemetryMsg;
     use crate::trust::quorum::Referee;
-    use crate::trust::reputation::{Reputation, ReputationConfig};
+    use crate::trust::reputation::Reputation;
     use crate::trust::sanction::Sanctions;
-    use crate::trust::verifier::Verifier;
 
     use crate::stream::core::tests::START;
     const WAIT: Duration = Duration::from_secs(10);
@@ -474,7 +459,7 @@ mod tests {
             Arc::clone(&fanout),
             Instant::now(),
         ));
-        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
+        let reputation = Arc::new(Reputation::new(cfg.reputation_config()));
         let caps = Caps {
             workers: 8,
             viewers: 8,
@@ -486,12 +471,15 @@ mod tests {
         let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats));
         let app = Arc::new(App {
             engine: crate::engine::Engine::Memory,
-            verifier: Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches),
+            verifier: cfg.verifier(),
             referee: Referee::new(sanctions.clone()),
             sanctions,
             origins: OriginPolicy::new(&[]).expect("no origins is a valid policy"),
             client_addr: ClientAddr::new(Vec::new(), cfg.forwarded_header),
-            hub: Arc::new(crate::p2p::hub::Hub::new(&cfg, Arc::clone(&stats))),
+            hub: Arc::new(crate::p2p::hub::Hub::new(
+                cfg.hub_config(),
+                Arc::clone(&stats),
+            )),
             cfg,
             core,
             fanout,
