@@ -20,11 +20,11 @@ use axum::routing::get;
 use donut_shared::wire::p2p::MAX_FROM_VIEWER_LEN;
 use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info};
 
-use crate::cluster::Node;
+use crate::cluster::deps::{Checks, NodeDeps};
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::conn::connection;
 use crate::conn::fleet::{Admission, Fleet, Role};
@@ -33,8 +33,8 @@ use crate::edge::client_addr::ClientAddr;
 use crate::edge::handshake::Handshake;
 use crate::edge::origin::OriginPolicy;
 use crate::edge::send_queue::SendQueue;
-use crate::endpoint::viewer;
-use crate::engine::Engine;
+use crate::endpoint::{viewer, worker};
+use crate::engine::{Engine, Route};
 use crate::metrics::Stats;
 use crate::p2p::hub::Hub;
 use crate::state::App;
@@ -77,12 +77,30 @@ async fn worker_ws(
                         connection::close(&mut socket, &reason).await;
                         return;
                     }
-                    let engine = &app.engine;
-                    engine.serve_worker(socket, Arc::clone(&app), a).await;
+                    serve_worker(socket, app, a).await;
                 }
             }
             .instrument(span(Role::Worker, client))
         })
+}
+
+/// Runs an admitted worker's upgraded socket to its end, where the engine
+/// routes it: this node's core, or the leader's through a tunnel.
+async fn serve_worker(socket: WebSocket, app: Arc<App>, admission: Admission) {
+    let ws = worker::connection(socket, &app);
+    match app.engine.route_worker() {
+        Route::Local => worker::serve(ws, app, admission).await,
+        Route::Tunnel(tunnel) => tunnel.serve(ws, checks(&app), admission).await,
+    }
+}
+
+/// What a follower checks a worker's answers with before they go up.
+fn checks(app: &App) -> Checks {
+    Checks {
+        verifier: app.verifier.clone(),
+        reputation: Arc::clone(app.fleet.reputation()),
+        stats: Arc::clone(&app.stats),
+    }
 }
 
 async fn viewer_ws(
@@ -193,6 +211,31 @@ async fn page_config(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// The parts a cluster node drives, and the worker endpoint it runs a
+/// tunnelled worker with.
+fn node_deps(app: &Arc<App>) -> NodeDeps {
+    // Weak: the node's tasks must not keep the state alive past shutdown.
+    let state = Arc::downgrade(app);
+    NodeDeps {
+        core: Arc::clone(&app.core),
+        fanout: Arc::clone(&app.fanout),
+        stats: Arc::clone(&app.stats),
+        fleet: Arc::clone(&app.fleet),
+        telemetry: app.telemetry.clone(),
+        shutdown: app.shutdown.clone(),
+        start_frame: app.cfg.start_frame,
+        send_limit: app.cfg.conn_limits().send_limit,
+        serve_worker: Arc::new(move |pipe, admission| {
+            let state = state.clone();
+            Box::pin(async move {
+                if let Some(app) = state.upgrade() {
+                    worker::serve(pipe, app, admission).await;
+                }
+            })
+        }),
+    }
+}
+
 /// A running server.
 pub struct Server {
     /// The address it listens on.
@@ -248,17 +291,8 @@ impl Server {
             fps,
             ..Telemetry::default()
         }));
-        let (engine, commits) = match cfg.cluster_config() {
-            None => (Engine::Memory, None),
-            Some(cluster) => {
-                let node = Node::connect(cluster, cfg.ring_capacity())
-                    .await
-                    .context("joining the cluster")?;
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Engine::Cluster(node), Some((tx, rx)))
-            }
-        };
-        let (commit_tx, commit_rx) = commits.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
+        let (engine, commit_tx, commits) =
+            Engine::join(cfg.cluster_config(), cfg.ring_capacity()).await?;
         let hub = Arc::new(Hub::new(cfg.hub_config(), Arc::clone(&stats)));
         let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats))
             .sharing(engine.ban_share());
@@ -293,16 +327,17 @@ impl Server {
                     fleet,
                     stats,
                     fps,
-                    cluster: app.engine.node().cloned(),
+                    cluster: app.engine.cluster_view(),
                     hub: Arc::clone(&hub),
                 },
                 telemetry_tx,
                 shutdown_rx.clone(),
             )),
         ];
-        if let (Some(node), Some(rx)) = (app.engine.node(), commit_rx) {
-            tasks.extend(node.start(&app, rx, shutdown_rx.clone()));
-        }
+        tasks.extend(
+            app.engine
+                .start(|| node_deps(&app), commits, shutdown_rx.clone()),
+        );
         if hub.enabled() {
             tasks.push(tokio::spawn(crate::p2p::hub::tick(
                 hub,

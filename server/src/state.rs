@@ -14,7 +14,6 @@ use axum::extract::ws::WebSocket;
 use tokio::sync::watch;
 
 use crate::cluster::lease::Role;
-use crate::cluster::registry::ClusterTotals;
 use crate::config::ServeConfig;
 use crate::conn::connection::Connection;
 use crate::conn::fleet::Fleet;
@@ -84,7 +83,13 @@ impl App {
     pub fn snapshot(&self) -> Snapshot {
         let pos = self.core.position();
         let buffered = pos.contiguous.saturating_sub(pos.head);
-        let (cluster_role, cluster_term, totals) = self.cluster_figures();
+        let cluster = self.engine.figures(&self.fleet);
+        let (cluster_role, cluster_term) = match cluster.as_ref().map(|c| c.role) {
+            None => (0, 0),
+            Some(Role::Follower) => (1, 0),
+            Some(Role::Leader { term }) => (2, term),
+        };
+        let totals = cluster.as_ref().map(|c| c.totals);
         let tree = self.hub.counts();
         let offload = self.hub.offload(std::time::Instant::now());
         let read = Readings {
@@ -102,10 +107,9 @@ impl App {
             cluster_workers: totals.map_or(self.fleet.workers(), |t| t.workers),
             cluster_viewers: totals.map_or(self.fleet.viewers(), |t| t.viewers),
             uptime_secs: self.started.elapsed().as_secs_f64(),
-            workers: self
-                .engine
-                .node()
-                .map_or(self.fleet.workers(), |n| n.local_workers(self)),
+            workers: cluster
+                .as_ref()
+                .map_or(self.fleet.workers(), |c| c.local_workers),
             viewers: self.fleet.viewers(),
             fps: if self.cfg.paced() { self.cfg.fps } else { 0 },
             // A cluster follower's core idles: the leader's head is the one
@@ -136,19 +140,6 @@ impl App {
             verify_policy: self.verifier.policy().name(),
         };
         Snapshot::new(read, &self.stats)
-    }
-
-    /// Role (0 alone, 1 follower, 2 leader), term, and the cluster's
-    /// totals if in one.
-    fn cluster_figures(&self) -> (u64, u64, Option<ClusterTotals>) {
-        let Some(node) = self.engine.node() else {
-            return (0, 0, None);
-        };
-        let (role, term) = match node.role() {
-            Role::Follower => (1, 0),
-            Role::Leader { term } => (2, term),
-        };
-        (role, term, Some(node.totals()))
     }
 }
 

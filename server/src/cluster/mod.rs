@@ -44,6 +44,7 @@
 //! across failovers.
 
 pub mod bans;
+pub mod deps;
 pub mod fence;
 pub mod keys;
 pub mod lease;

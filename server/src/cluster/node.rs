@@ -4,7 +4,7 @@
 //! Every node runs the same tasks; the [`lease`] decides what
 //! they do:
 //!
-//! - **leader**: the node's own [`Core`](crate::stream::core::Core) runs the
+//! - **leader**: the node's own [`Core`] runs the
 //!   stream for the whole cluster. When a node becomes leader it first
 //!   reads the timeline stream to its end, then resumes the core where the
 //!   committed timeline ends (frame, version and scene: see
@@ -50,9 +50,13 @@ use super::relay::{Relay, ResumePoint, Verdict};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
 use super::{ClusterConfig, Link, bans, tunnel};
+use crate::cluster::deps::NodeDeps;
+use crate::conn::fleet::Fleet;
 use crate::conn::limits::{CloseReason, POLICY};
-use crate::state::App;
+use crate::metrics::Stats;
+use crate::stream::core::Core;
 use crate::stream::fanout::Batch;
+use crate::stream::telemetry::ClusterView;
 use crate::trust::reputation::AddrKey;
 
 /// Who leads the cluster, as last read from the lease key.
@@ -159,17 +163,18 @@ impl Node {
     /// stream, the heartbeat and the totals. They stop with `shutdown`.
     pub fn start(
         self: &Arc<Self>,
-        app: &Arc<App>,
+        deps: NodeDeps,
         commits: mpsc::UnboundedReceiver<Batch>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
+        let deps = &Arc::new(deps);
         let beat = Heartbeat::start(self.link.clone(), self.cfg.node_id.clone(), {
-            let (app, node) = (Arc::clone(app), Arc::downgrade(self));
-            move || figures(&app, node.upgrade().as_deref())
+            let (deps, node) = (Arc::clone(deps), Arc::downgrade(self));
+            move || figures(&deps, node.upgrade().as_deref())
         });
         let tasks = vec![
-            tokio::spawn(Arc::clone(self).roles(Arc::clone(app), shutdown.clone())),
-            tokio::spawn(Arc::clone(self).append(Arc::clone(app), commits)),
+            tokio::spawn(Arc::clone(self).roles(Arc::clone(deps), shutdown.clone())),
+            tokio::spawn(Arc::clone(self).append(Arc::clone(deps), commits)),
             tokio::spawn(Arc::clone(self).poll_leader()),
             tokio::spawn(Arc::clone(self).read_downs()),
             tokio::spawn(Arc::clone(self).poll_totals(beat)),
@@ -203,8 +208,8 @@ impl Node {
 
     /// Worker connections with a socket on this node: the fleet's, less
     /// the other nodes' workers tunnelled to this one while it leads.
-    pub fn local_workers(&self, app: &App) -> u64 {
-        app.fleet
+    pub fn local_workers(&self, fleet: &Fleet) -> u64 {
+        fleet
             .workers()
             .saturating_sub(self.tunnelled.load(Ordering::Relaxed))
     }
@@ -264,13 +269,13 @@ impl Node {
     /// carried to whichever node leads next, for up to [`INPUT_CARRY`].
     /// Counted as `cluster_inputs_forwarded` or, given up,
     /// `cluster_inputs_lost`.
-    pub fn input(self: &Arc<Self>, app: &App, viewer: u64, push: Impulse) {
+    pub fn input(self: &Arc<Self>, core: &Core, stats: &Arc<Stats>, viewer: u64, push: Impulse) {
         if self.is_leader() {
-            app.core.input(viewer_key(self.id(), viewer), push);
+            core.input(viewer_key(self.id(), viewer), push);
             return;
         }
         let (Ok(a), Ok(b)) = (i16::try_from(push.a), i16::try_from(push.b)) else {
-            app.stats.cluster_inputs_lost.inc();
+            stats.cluster_inputs_lost.inc();
             return;
         };
         let msg = Up::Input {
@@ -281,7 +286,7 @@ impl Node {
         }
         .to_vec();
         let node = Arc::clone(self);
-        let stats = Arc::clone(&app.stats);
+        let stats = Arc::clone(stats);
         tokio::spawn(async move {
             let give_up = tokio::time::Instant::now() + INPUT_CARRY;
             loop {
@@ -347,7 +352,7 @@ impl Node {
     }
 
     /// Runs the role the lease gives, switching as it changes.
-    async fn roles(self: Arc<Self>, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    async fn roles(self: Arc<Self>, deps: Arc<NodeDeps>, mut shutdown: watch::Receiver<bool>) {
         let mut role = self.role.clone();
         let mut current: Option<JoinHandle<()>> = None;
         loop {
@@ -357,26 +362,26 @@ impl Node {
             }
             current = Some(match now {
                 Role::Leader { term } => {
-                    self.catch_up(&app).await;
-                    let at = self.resume_point(&app);
+                    self.catch_up(&deps).await;
+                    let at = self.resume_point(&deps);
                     info!(
                         term,
                         frame = at.frame,
                         version = at.version,
                         "leading the cluster"
                     );
-                    app.core
+                    deps.core
                         .resume(at.frame, at.version, at.scene, Instant::now());
-                    tokio::spawn(tunnel::lead(Arc::clone(&self), Arc::clone(&app), term))
+                    tokio::spawn(tunnel::lead(Arc::clone(&self), Arc::clone(&deps), term))
                 }
                 Role::Follower => {
                     // Stop rendering and broadcasting: the leader's stream
                     // takes over from the last committed batch.
-                    let at = self.resume_point(&app);
-                    app.core
+                    let at = self.resume_point(&deps);
+                    deps.core
                         .resume(at.frame, at.version, at.scene, Instant::now());
                     info!("following the cluster's leader");
-                    tokio::spawn(Arc::clone(&self).follow(Arc::clone(&app)))
+                    tokio::spawn(Arc::clone(&self).follow(Arc::clone(&deps)))
                 }
             });
             tokio::select! {
@@ -390,18 +395,18 @@ impl Node {
     }
 
     /// Where the committed timeline ends, or the configured start.
-    fn resume_point(&self, app: &App) -> ResumePoint {
+    fn resume_point(&self, deps: &NodeDeps) -> ResumePoint {
         lock(&self.relay).resume_point().unwrap_or(ResumePoint {
-            frame: app.cfg.start_frame,
+            frame: deps.start_frame,
             version: 0,
-            scene: Scene::idle(app.cfg.start_frame),
+            scene: Scene::idle(deps.start_frame),
         })
     }
 
     /// Reads the timeline stream to its end (as a new leader, before
     /// resuming), passing what this node missed to its viewers. Redis away:
     /// resumes from what the node has.
-    async fn catch_up(&self, app: &App) {
+    async fn catch_up(&self, deps: &NodeDeps) {
         loop {
             let after = lock(&self.relay).last_id();
             let reply: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
@@ -421,7 +426,7 @@ impl Node {
                     return;
                 };
                 match TimelineEntry::from_fields(&raw.map) {
-                    Ok(entry) => self.relay_entry(app, id, entry),
+                    Ok(entry) => self.relay_entry(deps, id, entry),
                     Err(e) => warn!(%id, "garbled timeline entry skipped: {e:?}"),
                 }
             }
@@ -429,11 +434,11 @@ impl Node {
     }
 
     /// As a follower: passes each new timeline entry to the fan-out.
-    async fn follow(self: Arc<Self>, app: Arc<App>) {
+    async fn follow(self: Arc<Self>, deps: Arc<NodeDeps>) {
         let mut reader = self.log.reader(lock(&self.relay).last_id());
         loop {
             match reader.next().await {
-                Ok(ReadEvent::Entry { id, entry }) => self.relay_entry(&app, id, entry),
+                Ok(ReadEvent::Entry { id, entry }) => self.relay_entry(&deps, id, entry),
                 Ok(ReadEvent::Garbled { id, error }) => {
                     warn!(%id, "garbled timeline entry skipped: {error:?}");
                 }
@@ -450,7 +455,7 @@ impl Node {
     }
 
     /// One entry read from the stream: to the fan-out, if the relay takes it.
-    fn relay_entry(&self, app: &App, id: EntryId, entry: TimelineEntry) {
+    fn relay_entry(&self, deps: &NodeDeps, id: EntryId, entry: TimelineEntry) {
         match lock(&self.relay).offer(id, &entry) {
             Verdict::Drop => return,
             Verdict::TakeAfterGap { missing } => {
@@ -459,7 +464,7 @@ impl Node {
                     start = entry.start,
                     "frames lost from the timeline stream"
                 );
-                app.stats.cluster_frames_lost.add(missing);
+                deps.stats.cluster_frames_lost.add(missing);
             }
             Verdict::Take => {}
         }
@@ -467,7 +472,7 @@ impl Node {
         let Ok(scene) = Scene::from_bytes(&entry.scene) else {
             return;
         };
-        app.fanout.publish(Batch {
+        deps.fanout.publish(Batch {
             start: entry.start,
             count: entry.count,
             timeline: entry.version,
@@ -480,7 +485,11 @@ impl Node {
 
     /// Appends each batch the broadcaster published, in order, while this
     /// node leads; retries while Redis is away (and the lease holds).
-    async fn append(self: Arc<Self>, app: Arc<App>, mut commits: mpsc::UnboundedReceiver<Batch>) {
+    async fn append(
+        self: Arc<Self>,
+        deps: Arc<NodeDeps>,
+        mut commits: mpsc::UnboundedReceiver<Batch>,
+    ) {
         while let Some(batch) = commits.recv().await {
             let Role::Leader { term } = self.role() else {
                 continue;
@@ -505,7 +514,7 @@ impl Node {
                         // this node's viewers may see it.
                         if lock(&self.relay).offer(id, &entry) != Verdict::Drop {
                             self.note_head(&entry);
-                            app.fanout.publish(batch.clone());
+                            deps.fanout.publish(batch.clone());
                         }
                         break;
                     }
@@ -519,7 +528,7 @@ impl Node {
                             start = entry.start,
                             "append refused: the term no longer holds the lease"
                         );
-                        app.stats.cluster_appends_fenced.inc();
+                        deps.stats.cluster_appends_fenced.inc();
                         break;
                     }
                     Err(e) if self.is_leader() => {
@@ -599,20 +608,36 @@ impl Node {
     }
 }
 
+/// What telemetry reads of the cluster (the stream's side of the seam).
+impl ClusterView for Node {
+    fn is_leader(&self) -> bool {
+        Node::is_leader(self)
+    }
+
+    fn cluster_head(&self, now: Instant, fps: u16) -> Option<(u64, u64)> {
+        Node::cluster_head(self, now, fps)
+    }
+
+    fn totals(&self) -> (u64, u64, f64) {
+        let t = Node::totals(self);
+        (t.workers, t.viewers, t.fleet_fps)
+    }
+}
+
 /// This node's figures for its heartbeat.
-fn figures(app: &App, node: Option<&Node>) -> NodeFigures {
+fn figures(deps: &NodeDeps, node: Option<&Node>) -> NodeFigures {
     let role = node.map_or(Role::Follower, Node::role);
     NodeFigures {
         role,
-        workers: node.map_or(0, |n| n.local_workers(app)),
-        viewers: app.fleet.viewers(),
+        workers: node.map_or(0, |n| n.local_workers(&deps.fleet)),
+        viewers: deps.fleet.viewers(),
         // The leader's core accepts every frame of the cluster; a follower
         // shows the leader's rate and reports none of its own.
         fleet_fps: match role {
-            Role::Leader { .. } => f64::from(app.telemetry.borrow().telemetry.fleet_fps),
+            Role::Leader { .. } => f64::from(deps.telemetry.borrow().telemetry.fleet_fps),
             Role::Follower => 0.0,
         },
-        frames: app.stats.frames_accepted.get(),
+        frames: deps.stats.frames_accepted.get(),
     }
 }
 

@@ -383,7 +383,8 @@ impl Session {
             ));
         }
         app.stats.inputs_accepted.inc();
-        app.engine.input(app, self.id, input.impulse());
+        app.engine
+            .input(&app.core, &app.stats, self.id, input.impulse());
         Ok(())
     }
 
