@@ -20,7 +20,7 @@ use axum::routing::get;
 use donut_shared::wire::p2p::MAX_FROM_VIEWER_LEN;
 use donut_shared::wire::{MAX_WORKER_MESSAGE_LEN, Telemetry};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info};
 
@@ -34,13 +34,13 @@ use crate::edge::handshake::Handshake;
 use crate::edge::origin::OriginPolicy;
 use crate::edge::send_queue::SendQueue;
 use crate::endpoint::{viewer, worker};
-use crate::engine::{Engine, Route};
+use crate::engine::{Commits, Engine, Route};
 use crate::metrics::Stats;
 use crate::p2p::hub::Hub;
 use crate::state::App;
 use crate::stream::broadcaster;
 use crate::stream::core::Core;
-use crate::stream::fanout::Fanout;
+use crate::stream::fanout::{Batch, Fanout};
 use crate::stream::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
 use crate::trust::reputation::Reputation;
@@ -236,6 +236,138 @@ fn node_deps(app: &Arc<App>) -> NodeDeps {
     }
 }
 
+/// Raises the file-descriptor limit and lowers the connection caps to fit
+/// it (see [`crate::edge::fds`]).
+fn fit_descriptor_budget(cfg: &mut ServeConfig) -> anyhow::Result<()> {
+    let budget = crate::edge::fds::raise_nofile_limit().unwrap_or_else(|e| {
+        tracing::warn!("RLIMIT_NOFILE not read or raised ({e}); connection caps left as set");
+        u64::MAX
+    });
+    (cfg.max_workers, cfg.max_viewers) =
+        crate::edge::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
+            .map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+/// What the background tasks take that the state does not hold.
+struct Wiring {
+    /// The fan-out the core publishes to (the viewers', or in a cluster
+    /// one of its own).
+    core_fanout: Arc<Fanout>,
+    /// The broadcaster's batches up to the cluster node, if any.
+    commit_tx: Option<mpsc::UnboundedSender<Batch>>,
+    /// Their receiving end, for the node.
+    commits: Commits,
+    /// Where the telemetry task publishes.
+    telemetry_tx: watch::Sender<TelemetryMsg>,
+}
+
+/// The shared state for `cfg`, every part built from its derived config
+/// (joining the cluster if `--cluster`).
+async fn build(
+    cfg: &ServeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<App>, Wiring)> {
+    let stats = Arc::new(Stats::default());
+    let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
+    // In a cluster the core publishes to a fan-out of its own, which no
+    // viewer reads: the node passes each batch on to the viewers' once
+    // Redis has appended it (durability before visibility, see
+    // `cluster::node`).
+    let core_fanout = if cfg.cluster.is_some() {
+        Arc::new(Fanout::new(cfg.viewer_queue, Arc::new(Stats::default())))
+    } else {
+        Arc::clone(&fanout)
+    };
+    let core = Arc::new(Core::new(
+        cfg.core_config(),
+        Arc::clone(&stats),
+        Arc::clone(&core_fanout),
+        Instant::now(),
+    ));
+    let reputation = Arc::new(Reputation::new(cfg.reputation_config()));
+    let fleet = Arc::new(Fleet::new(cfg.caps(), Arc::clone(&reputation)));
+    let (telemetry_tx, telemetry) = watch::channel(TelemetryMsg::new(Telemetry {
+        fps: cfg.stream_fps(),
+        ..Telemetry::default()
+    }));
+    let (engine, commit_tx, commits) =
+        Engine::join(cfg.cluster_config(), cfg.ring_capacity()).await?;
+    let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats))
+        .sharing(engine.ban_share());
+    let app = Arc::new(App {
+        cfg: cfg.clone(),
+        engine,
+        hub: Arc::new(Hub::new(cfg.hub_config(), Arc::clone(&stats))),
+        core,
+        fanout,
+        fleet,
+        stats,
+        verifier: cfg.verifier(),
+        referee: Referee::new(sanctions.clone()),
+        sanctions,
+        telemetry,
+        shutdown,
+        started: Instant::now(),
+        origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
+        client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
+    });
+    let wiring = Wiring {
+        core_fanout,
+        commit_tx,
+        commits,
+        telemetry_tx,
+    };
+    Ok((app, wiring))
+}
+
+/// The background tasks: the broadcaster, the telemetry publisher, the
+/// cluster's, the relay tree's tick and the quorum referee's, as
+/// configured. They stop with `stop`.
+fn spawn_tasks(
+    app: &Arc<App>,
+    wiring: Wiring,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![
+        tokio::spawn(broadcaster::run(
+            Arc::clone(&app.core),
+            wiring.core_fanout,
+            wiring.commit_tx,
+            stop.clone(),
+        )),
+        tokio::spawn(telemetry::run(
+            telemetry::Sources {
+                core: Arc::clone(&app.core),
+                fleet: Arc::clone(&app.fleet),
+                stats: Arc::clone(&app.stats),
+                fps: app.cfg.stream_fps(),
+                cluster: app.engine.cluster_view(),
+                hub: Arc::clone(&app.hub),
+            },
+            wiring.telemetry_tx,
+            stop.clone(),
+        )),
+    ];
+    tasks.extend(
+        app.engine
+            .start(|| node_deps(app), wiring.commits, stop.clone()),
+    );
+    if app.hub.enabled() {
+        tasks.push(tokio::spawn(crate::p2p::hub::tick(
+            Arc::clone(&app.hub),
+            stop.clone(),
+        )));
+    }
+    if app.cfg.verify == VerifyPolicy::Quorum {
+        let referee = app.referee.clone();
+        tasks.push(tokio::spawn(
+            referee.run(app.cfg.quorum_wait(), stop.clone()),
+        ));
+    }
+    tasks
+}
+
 /// A running server.
 pub struct Server {
     /// The address it listens on.
@@ -253,107 +385,19 @@ impl Server {
     /// caps to fit it (see [`crate::edge::fds`]).
     pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Self> {
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let budget = crate::edge::fds::raise_nofile_limit().unwrap_or_else(|e| {
-            tracing::warn!("RLIMIT_NOFILE not read or raised ({e}); connection caps left as set");
-            u64::MAX
-        });
-        (cfg.max_workers, cfg.max_viewers) =
-            crate::edge::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
-                .map_err(anyhow::Error::msg)?;
+        fit_descriptor_budget(&mut cfg)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let listener = crate::edge::send_queue::Listener(listener);
-        let stats = Arc::new(Stats::default());
-        let fps = cfg.stream_fps();
-        let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
-        // In a cluster the core publishes to a fan-out of its own, which no
-        // viewer reads: the node passes each batch on to the viewers' once
-        // Redis has appended it (durability before visibility, see
-        // `cluster::node`).
-        let core_fanout = if cfg.cluster.is_some() {
-            Arc::new(Fanout::new(cfg.viewer_queue, Arc::new(Stats::default())))
-        } else {
-            Arc::clone(&fanout)
-        };
-        let core = Arc::new(Core::new(
-            cfg.core_config(),
-            Arc::clone(&stats),
-            Arc::clone(&core_fanout),
-            Instant::now(),
-        ));
-        let reputation = Arc::new(Reputation::new(cfg.reputation_config()));
-        let fleet = Arc::new(Fleet::new(cfg.caps(), Arc::clone(&reputation)));
-        let verifier = cfg.verifier();
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (telemetry_tx, telemetry_rx) = watch::channel(TelemetryMsg::new(Telemetry {
-            fps,
-            ..Telemetry::default()
-        }));
-        let (engine, commit_tx, commits) =
-            Engine::join(cfg.cluster_config(), cfg.ring_capacity()).await?;
-        let hub = Arc::new(Hub::new(cfg.hub_config(), Arc::clone(&stats)));
-        let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats))
-            .sharing(engine.ban_share());
-        let referee = Referee::new(sanctions.clone());
-        let app = Arc::new(App {
-            cfg: cfg.clone(),
-            engine,
-            core: Arc::clone(&core),
-            fanout: Arc::clone(&fanout),
-            fleet: Arc::clone(&fleet),
-            stats: Arc::clone(&stats),
-            verifier,
-            referee: referee.clone(),
-            sanctions,
-            telemetry: telemetry_rx,
-            shutdown: shutdown_rx.clone(),
-            started: Instant::now(),
-            origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
-            client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
-            hub: Arc::clone(&hub),
-        });
-        let mut tasks = vec![
-            tokio::spawn(broadcaster::run(
-                Arc::clone(&core),
-                core_fanout,
-                commit_tx,
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(telemetry::run(
-                telemetry::Sources {
-                    core,
-                    fleet,
-                    stats,
-                    fps,
-                    cluster: app.engine.cluster_view(),
-                    hub: Arc::clone(&hub),
-                },
-                telemetry_tx,
-                shutdown_rx.clone(),
-            )),
-        ];
-        tasks.extend(
-            app.engine
-                .start(|| node_deps(&app), commits, shutdown_rx.clone()),
-        );
-        if hub.enabled() {
-            tasks.push(tokio::spawn(crate::p2p::hub::tick(
-                hub,
-                shutdown_rx.clone(),
-            )));
-        }
-        if cfg.verify == VerifyPolicy::Quorum {
-            tasks.push(tokio::spawn(
-                referee.run(cfg.quorum_wait(), shutdown_rx.clone()),
-            ));
-        }
-        let mut stop = shutdown_rx;
+        let (shutdown, stop) = watch::channel(false);
+        let (app, wiring) = build(&cfg, stop.clone()).await?;
+        let tasks = spawn_tasks(&app, wiring, &stop);
         let service = router(Arc::clone(&app))
             .into_make_service_with_connect_info::<crate::edge::send_queue::Peer>();
         let http = tokio::spawn(async move {
-            axum::serve(listener, service)
+            let mut stop = stop;
+            axum::serve(crate::edge::send_queue::Listener(listener), service)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
@@ -361,7 +405,7 @@ impl Server {
         });
         info!(
             %addr,
-            fps,
+            fps = cfg.stream_fps(),
             ring_frames = cfg.ring_capacity(),
             verify = ?cfg.verify,
             trusted_proxies = ?cfg.trusted_proxies,
@@ -370,7 +414,7 @@ impl Server {
         Ok(Self {
             addr,
             app,
-            shutdown: shutdown_tx,
+            shutdown,
             http,
             tasks,
         })
