@@ -31,22 +31,27 @@
 //!   [`stream::fanout`] (encoded batches out, a joiner's catch-up),
 //!   [`stream::broadcaster`] and [`stream::telemetry`] (the two background
 //!   tasks), [`stream::timeline`] (the scene every frame is drawn at once
-//!   viewers steer).
+//!   viewers steer). The scheduler is a folder of its concerns: the
+//!   picking policy (`mod.rs`), per-worker and range bookkeeping.
 //! - [`trust`]: native re-rendering of results ([`trust::verifier`]),
-//!   reputation by address, the quorum referee, and the one sanctions rule
+//!   reputation by address, the check of an answer's glyphs
+//!   ([`trust::check`]), the quorum referee, and the one sanctions rule
 //!   both judges use ([`trust::sanction`]).
 //! - [`p2p`]: the peer relay: viewers feed viewers over WebRTC, the
 //!   server assigns the tree ([`p2p::tree`]), forwards signalling
 //!   ([`p2p::hub`]) and announces each batch by its digest.
 //! - [`cluster`]: several nodes sharing one timeline through Redis
-//!   (`--cluster`); absent, nothing of it runs.
+//!   (`--cluster`); absent, nothing of it runs. A node is handed the parts
+//!   it drives ([`cluster::deps::NodeDeps`]), never the state.
 //!
 //! At the top: [`app`] (router, start/stop: the one module that wires the
 //! parts), [`state`] (the shared state), [`engine`] (the one seam between
 //! the connections and what runs the stream, in this process
-//! ([`engine::Engine::Memory`]) or across a cluster), [`config`] (flags and
-//! environment variables), [`metrics`] (`/metrics` and `/api/stats`),
-//! [`native_worker`] (`donut work`).
+//! ([`engine::Engine::Memory`]) or across a cluster; nothing else names
+//! the cluster's node), [`config`] (flags and environment variables, and
+//! every component config derived from them in `config/derive.rs`),
+//! [`metrics`] (`/metrics` and `/api/stats`), [`native_worker`] (`donut
+//! work`).
 //!
 //! # Imports
 //!
