@@ -46,12 +46,12 @@
 pub mod bans;
 pub mod deps;
 pub mod fence;
+pub mod follow;
 pub mod keys;
 pub mod lease;
 pub mod node;
 pub mod redis_link;
 pub mod registry;
-pub mod relay;
 pub mod stream_log;
 pub mod tunnel;
 pub mod tunnel_log;
@@ -60,7 +60,7 @@ use std::time::Duration;
 
 pub use keys::Keys;
 pub use node::Node;
-pub use redis_link::Link;
+pub use redis_link::RedisLink;
 
 /// What a node needs to join a cluster (derived from the flags in
 /// `config::derive`).

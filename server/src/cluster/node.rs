@@ -8,7 +8,7 @@
 //!   stream for the whole cluster. When a node becomes leader it first
 //!   reads the timeline stream to its end, then resumes the core where the
 //!   committed timeline ends (frame, version and scene: see
-//!   [`Relay`]), so viewers everywhere see no gap and no repeat. Its
+//!   [`TimelineCursor`]), so viewers everywhere see no gap and no repeat. Its
 //!   broadcaster hands every batch to the appender, which adds it to
 //!   `{p}timeline` (encoded once for the whole cluster, through the
 //!   [`fence`](super::fence) script: Redis refuses it if this node's term
@@ -17,7 +17,7 @@
 //!   [`tunnel::lead`].
 //! - **follower**: the core idles (no workers: its own workers are
 //!   tunnelled to the leader); the timeline reader feeds each new entry of
-//!   `{p}timeline` to the node's fan-out, through the [`Relay`]'s rules.
+//!   `{p}timeline` to the node's fan-out, through the [`TimelineCursor`]'s rules.
 //!
 //! Whatever the role: a heartbeat with the node's figures, a poll of who
 //! leads (so tunnels follow a new leader), the reader of the node's own
@@ -44,12 +44,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::fence::{Appended, Token};
+use super::follow::{EntryVerdict, ResumePoint, TimelineCursor};
 use super::lease::{self, Lease, Role};
 use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
-use super::relay::{Relay, ResumePoint, Verdict};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
-use super::{ClusterConfig, Link, bans, tunnel};
+use super::{ClusterConfig, RedisLink, bans, tunnel};
 use crate::cluster::deps::NodeDeps;
 use crate::conn::fleet::Fleet;
 use crate::conn::limits::{CloseReason, POLICY};
@@ -85,12 +85,12 @@ const RETRY: Duration = Duration::from_millis(100);
 /// See the module docs.
 pub struct Node {
     cfg: ClusterConfig,
-    link: Link,
+    link: RedisLink,
     lease: Lease,
     role: watch::Receiver<Role>,
     leader: watch::Sender<Option<Leader>>,
     log: TimelineLog,
-    relay: Mutex<Relay>,
+    cursor: Mutex<TimelineCursor>,
     downs: Mutex<HashMap<u64, mpsc::Sender<(u64, Bytes)>>>,
     totals: Mutex<ClusterTotals>,
     /// Workers of other nodes this node's core runs (as leader).
@@ -137,7 +137,7 @@ impl Node {
     /// # Errors
     /// Redis unreachable at start.
     pub async fn connect(cfg: ClusterConfig, ring_batches: usize) -> anyhow::Result<Arc<Self>> {
-        let link = Link::connect(&cfg.url, &cfg.prefix).await?;
+        let link = RedisLink::connect(&cfg.url, &cfg.prefix).await?;
         tunnel_log::clear(&link, &link.keys().down(&cfg.node_id)).await?;
         let lease = Lease::start(link.clone(), cfg.node_id.clone(), cfg.lease);
         let role = lease.role();
@@ -148,7 +148,7 @@ impl Node {
             lease,
             role,
             leader: watch::channel(None).0,
-            relay: Mutex::new(Relay::default()),
+            cursor: Mutex::new(TimelineCursor::default()),
             downs: Mutex::new(HashMap::new()),
             totals: Mutex::new(ClusterTotals::default()),
             tunnelled: AtomicU64::new(0),
@@ -202,7 +202,7 @@ impl Node {
     }
 
     /// The link to the cluster's Redis.
-    pub fn link(&self) -> &Link {
+    pub fn link(&self) -> &RedisLink {
         &self.link
     }
 
@@ -396,7 +396,7 @@ impl Node {
 
     /// Where the committed timeline ends, or the configured start.
     fn resume_point(&self, deps: &NodeDeps) -> ResumePoint {
-        lock(&self.relay).resume_point().unwrap_or(ResumePoint {
+        lock(&self.cursor).resume_point().unwrap_or(ResumePoint {
             frame: deps.start_frame,
             version: 0,
             scene: Scene::idle(deps.start_frame),
@@ -408,7 +408,7 @@ impl Node {
     /// resumes from what the node has.
     async fn catch_up(&self, deps: &NodeDeps) {
         loop {
-            let after = lock(&self.relay).last_id();
+            let after = lock(&self.cursor).last_id();
             let reply: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
                 .arg(self.link.keys().timeline())
                 .arg(format!("({after}"))
@@ -435,7 +435,7 @@ impl Node {
 
     /// As a follower: passes each new timeline entry to the fan-out.
     async fn follow(self: Arc<Self>, deps: Arc<NodeDeps>) {
-        let mut reader = self.log.reader(lock(&self.relay).last_id());
+        let mut reader = self.log.reader(lock(&self.cursor).last_id());
         loop {
             match reader.next().await {
                 Ok(ReadEvent::Entry { id, entry }) => self.relay_entry(&deps, id, entry),
@@ -444,7 +444,7 @@ impl Node {
                 }
                 Ok(ReadEvent::Reset { last_seen }) => {
                     warn!(%last_seen, "the timeline stream lost entries (Redis lost its data?): reading it again");
-                    lock(&self.relay).reset();
+                    lock(&self.cursor).reset();
                 }
                 Err(e) => {
                     debug!("timeline read failed (retrying): {e}");
@@ -454,11 +454,11 @@ impl Node {
         }
     }
 
-    /// One entry read from the stream: to the fan-out, if the relay takes it.
+    /// One entry read from the stream: to the fan-out, if the cursor takes it.
     fn relay_entry(&self, deps: &NodeDeps, id: EntryId, entry: TimelineEntry) {
-        match lock(&self.relay).offer(id, &entry) {
-            Verdict::Drop => return,
-            Verdict::TakeAfterGap { missing } => {
+        match lock(&self.cursor).offer(id, &entry) {
+            EntryVerdict::Drop => return,
+            EntryVerdict::TakeAfterGap { missing } => {
                 warn!(
                     missing,
                     start = entry.start,
@@ -466,7 +466,7 @@ impl Node {
                 );
                 deps.stats.cluster_frames_lost.add(missing);
             }
-            Verdict::Take => {}
+            EntryVerdict::Take => {}
         }
         self.note_head(&entry);
         let Ok(scene) = Scene::from_bytes(&entry.scene) else {
@@ -512,7 +512,7 @@ impl Node {
                     Ok(Appended::Id(id)) => {
                         // Durable in the shared log: now, and only now,
                         // this node's viewers may see it.
-                        if lock(&self.relay).offer(id, &entry) != Verdict::Drop {
+                        if lock(&self.cursor).offer(id, &entry) != EntryVerdict::Drop {
                             self.note_head(&entry);
                             deps.fanout.publish(batch.clone());
                         }

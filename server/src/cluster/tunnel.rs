@@ -401,7 +401,7 @@ fn open(
 }
 
 /// Sends what the worker protocol says to the follower's down stream.
-async fn forward(link: super::Link, down: String, token: Token, conn: u64, far: PipeEnd) {
+async fn forward(link: super::RedisLink, down: String, token: Token, conn: u64, far: PipeEnd) {
     let PipeEnd {
         mut outbound,
         inbound,
