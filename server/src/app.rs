@@ -27,7 +27,7 @@ use tracing::{Instrument, Span, info};
 use crate::cluster::deps::{Checks, NodeDeps};
 use crate::config::{ServeConfig, VerifyPolicy};
 use crate::conn::connection;
-use crate::conn::fleet::{Admission, Fleet, Role};
+use crate::conn::fleet::{Admission, ConnKind, Fleet};
 use crate::conn::limits::shutdown_reason;
 use crate::edge::client_addr::ClientAddr;
 use crate::edge::handshake::Handshake;
@@ -70,7 +70,7 @@ async fn worker_ws(
         .max_frame_size(MAX_WORKER_MESSAGE_LEN)
         .on_upgrade(move |mut socket| {
             async move {
-                if let Some(a) = admit(&app, Role::Worker, client, &mut socket).await {
+                if let Some(a) = admit(&app, ConnKind::Worker, client, &mut socket).await {
                     if let Some(reason) = app.engine.refusal(a.key).await {
                         app.stats.connections_refused.inc();
                         info!(reason = %reason.reason, "connection refused");
@@ -80,7 +80,7 @@ async fn worker_ws(
                     serve_worker(socket, app, a).await;
                 }
             }
-            .instrument(span(Role::Worker, client))
+            .instrument(span(ConnKind::Worker, client))
         })
 }
 
@@ -125,17 +125,17 @@ async fn viewer_ws(
         .max_frame_size(MAX_FROM_VIEWER_LEN)
         .on_upgrade(move |mut socket| {
             async move {
-                if let Some(a) = admit(&app, Role::Viewer, client, &mut socket).await {
+                if let Some(a) = admit(&app, ConnKind::Viewer, client, &mut socket).await {
                     viewer::run(socket, app, a, SendQueue::of(peer)).await;
                 }
             }
-            .instrument(span(Role::Viewer, client))
+            .instrument(span(ConnKind::Viewer, client))
         })
 }
 
 /// The span a connection's task runs in for its whole life, so its log
 /// lines carry its role, its client address and (once admitted) its id.
-fn span(role: Role, client: IpAddr) -> Span {
+fn span(role: ConnKind, client: IpAddr) -> Span {
     tracing::info_span!(
         "conn",
         role = role.name(),
@@ -152,7 +152,7 @@ fn span(role: Role, client: IpAddr) -> Span {
 /// necessarily the TCP peer.
 async fn admit(
     app: &Arc<App>,
-    role: Role,
+    role: ConnKind,
     client: IpAddr,
     socket: &mut WebSocket,
 ) -> Option<Admission> {

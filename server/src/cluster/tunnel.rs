@@ -48,7 +48,7 @@ use super::registry;
 use super::tunnel_log::{self, TunnelReader};
 use crate::cluster::deps::{Checks, NodeDeps};
 use crate::conn::connection::{Connection, End, Event};
-use crate::conn::fleet::{Admission, Role};
+use crate::conn::fleet::{Admission, ConnKind};
 use crate::conn::limits::{CloseReason, NORMAL, UNSUPPORTED};
 use crate::conn::pipe::{Outbound, Pipe, PipeEnd};
 use crate::trust::reputation::AddrKey;
@@ -368,7 +368,7 @@ fn open(
         return;
     }
     let down = node.link().keys().down(from);
-    let admission = match deps.fleet.admit(Role::Worker, ip) {
+    let admission = match deps.fleet.admit(ConnKind::Worker, ip) {
         Ok(a) => a,
         Err(reason) => {
             deps.stats.connections_refused.inc();

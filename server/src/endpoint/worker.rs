@@ -419,7 +419,7 @@ mod tests {
 
     use super::*;
     use crate::config::ServeConfig;
-    use crate::conn::fleet::{Caps, Fleet, Role};
+    use crate::conn::fleet::{Caps, ConnKind, Fleet};
     use crate::conn::limits::PROTOCOL_ERROR;
     use crate::conn::pipe::{Outbound, Pipe, PipeEnd};
     use crate::edge::client_addr::ClientAddr;
@@ -501,7 +501,7 @@ mod tests {
     fn connect(app: &Arc<App>) -> (tokio::task::JoinHandle<()>, PipeEnd, u64) {
         let admission = app
             .fleet
-            .admit(Role::Worker, IpAddr::from([10, 0, 0, 1]))
+            .admit(ConnKind::Worker, IpAddr::from([10, 0, 0, 1]))
             .expect("admitted");
         let id = admission.id;
         let (pipe, far) = Pipe::new(8, WAIT);

@@ -29,7 +29,7 @@ use tracing::debug;
 use crate::metrics::Stats;
 use crate::p2p::P2pMode;
 use crate::p2p::filter::CandidateFilter;
-use crate::p2p::tree::{Command, Counts, RelayTree, TreeConfig, Verdict};
+use crate::p2p::tree::{Counts, Placement, RelayTree, TreeConfig, Verdict};
 use crate::stream::timeline::rate::TokenBucket;
 use crate::trust::reputation::AddrKey;
 
@@ -306,7 +306,7 @@ impl Hub {
 
 /// Sends each command's `Assign` to its viewer and updates its flag (a
 /// moved viewer is server-fed until its new link is up).
-fn dispatch(inner: &Inner, cmds: &[Command]) {
+fn dispatch(inner: &Inner, cmds: &[Placement]) {
     for c in cmds {
         if let Some(p) = inner.peers.get(&c.viewer) {
             p.fed
