@@ -14,6 +14,9 @@
 //!   units). A cycle inside one folder (`cluster/node` ↔ `cluster/tunnel`)
 //!   is that folder's own business.
 //!
+//! A second test fails if a module outside `engine.rs` and `cluster/` names
+//! the cluster's node type (`cluster::Node`): the engine is the one seam.
+//!
 //! Doc links (`[`x`](crate::y)`) are comments and name no dependency.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -179,6 +182,25 @@ fn named(
                     .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                     .map_or(0, |p| p + 1);
                 let word = &text[word_start..end];
+                let part_of_a_path = text[..word_start].ends_with("::");
+                let mut child = module.clone();
+                child.push(word.to_owned());
+                if !part_of_a_path && (word == "self" || mods.contains_key(&child)) {
+                    // `self::x` or a child module's path (`pub use node::Node`
+                    // in a `mod.rs`): a re-export is an import too.
+                    let from = if word == "self" { at } else { word_start };
+                    let mut found = Vec::new();
+                    paths(bytes, from, module, &mut found);
+                    for p in found {
+                        if let Some(dep) = resolve(&p)
+                            && &dep != module
+                        {
+                            deps.insert(dep);
+                        }
+                        names.insert(p);
+                    }
+                    continue;
+                }
                 if word != "crate" && word != "super" {
                     continue;
                 }
@@ -296,7 +318,18 @@ fn the_parser_reads_use_trees_and_inline_paths() {
     };
     assert!(has("app", "state"), "a plain `use crate::…` line");
     assert!(has("app", "stream::broadcaster"), "a `use crate::…` line");
-    assert!(has("cluster::node", "cluster::lease") || has("cluster::node", "cluster"));
+    assert!(
+        has("cluster::node", "cluster::lease"),
+        "a `use super::…` line"
+    );
+    assert!(
+        has("cluster", "cluster::node"),
+        "a re-export, `pub use node::Node`"
+    );
+    assert!(
+        has("stream::scheduler", "stream::scheduler::worker"),
+        "`use self::…`"
+    );
     assert!(mods.len() > 40, "every module file is read");
 }
 
