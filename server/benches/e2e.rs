@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 // The clock the server stamps its broadcasts with (same machine, same
 // clock, another process).
-use donut_server::broadcaster::unix_us;
 use donut_server::config::WorkConfig;
+use donut_server::stream::broadcaster::unix_us;
 use donut_shared::wire::ToViewer;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -223,7 +223,7 @@ fn loadavg() -> String {
 }
 
 /// `(start, unix_us)` from the server's `published` debug line (see
-/// `donut_server::broadcaster`), ANSI colours and all.
+/// `donut_server::stream::broadcaster`), ANSI colours and all.
 fn parse_published(line: &str) -> Option<(u64, u64)> {
     if !line.contains("published") {
         return None;
@@ -366,7 +366,7 @@ fn fanout(k: usize, secs: u64, threads: usize) {
                     "1",
                 ]);
             }
-            ServerProcess::start_logging(&args, "warn,donut_server::broadcaster=debug")
+            ServerProcess::start_logging(&args, "warn,donut_server::stream::broadcaster=debug")
         })
         .collect();
     if nodes > 0 {

@@ -18,7 +18,7 @@ mod redis_server;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use donut_server::cluster::Link;
+use donut_server::cluster::RedisLink;
 use donut_server::cluster::fence::{Appended, Token};
 use donut_server::cluster::lease::{self, Acquired};
 use donut_server::cluster::stream_log::{TimelineEntry, TimelineLog};
@@ -37,7 +37,7 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5_000);
     let redis = RedisServer::start();
-    let link = Link::connect(&redis.url(), "bench:")
+    let link = RedisLink::connect(&redis.url(), "bench:")
         .await
         .expect("connects to the bench's redis-server");
     let won = lease::acquire(&link, "bench", 600_000, 0)

@@ -1,7 +1,7 @@
 //! The HTTP application: the router, the operations endpoints, and
 //! starting and stopping the server. The shared state it builds is
 //! [`App`] ([`crate::state`]); the embedded web client is served by
-//! [`crate::assets`].
+//! [`crate::edge::assets`].
 //!
 //! Background work is two tasks: the [`broadcaster`]
 //! (the stream's clock) and the [`telemetry`] publisher.
@@ -24,27 +24,27 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{Instrument, Span, info};
 
-use crate::client_addr::ClientAddr;
-use crate::cluster::Node;
+use crate::cluster::deps::{Checks, NodeDeps};
 use crate::config::{ServeConfig, VerifyPolicy};
-use crate::core::{Core, CoreConfig};
-use crate::engine::Engine;
-use crate::fanout::Fanout;
-use crate::fleet::{Admission, Caps, Fleet, Role};
-use crate::handshake::Handshake;
-use crate::limits::shutdown_reason;
+use crate::conn::connection;
+use crate::conn::fleet::{Admission, ConnKind, Fleet};
+use crate::conn::limits::shutdown_reason;
+use crate::edge::client_addr::ClientAddr;
+use crate::edge::handshake::Handshake;
+use crate::edge::origin::OriginPolicy;
+use crate::edge::send_queue::SendQueue;
+use crate::endpoint::{viewer, worker};
+use crate::engine::{Commits, Engine, Route};
 use crate::metrics::Stats;
-use crate::origin::OriginPolicy;
 use crate::p2p::hub::Hub;
-use crate::scheduler::SchedulerConfig;
-use crate::send_queue::SendQueue;
 use crate::state::App;
-use crate::telemetry::{self, TelemetryMsg};
+use crate::stream::broadcaster;
+use crate::stream::core::Core;
+use crate::stream::fanout::{Batch, Fanout};
+use crate::stream::telemetry::{self, TelemetryMsg};
 use crate::trust::quorum::Referee;
-use crate::trust::reputation::{Reputation, ReputationConfig};
+use crate::trust::reputation::Reputation;
 use crate::trust::sanction::Sanctions;
-use crate::trust::verifier::Verifier;
-use crate::{broadcaster, connection, viewer_conn};
 
 /// The router over an [`App`].
 pub fn router(app: Arc<App>) -> Router {
@@ -55,7 +55,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/stats", get(stats))
         .route("/api/page", get(page_config))
-        .fallback(crate::assets::route())
+        .fallback(crate::edge::assets::route())
         .with_state(app)
 }
 
@@ -70,19 +70,37 @@ async fn worker_ws(
         .max_frame_size(MAX_WORKER_MESSAGE_LEN)
         .on_upgrade(move |mut socket| {
             async move {
-                if let Some(a) = admit(&app, Role::Worker, client, &mut socket).await {
+                if let Some(a) = admit(&app, ConnKind::Worker, client, &mut socket).await {
                     if let Some(reason) = app.engine.refusal(a.key).await {
                         app.stats.connections_refused.inc();
                         info!(reason = %reason.reason, "connection refused");
                         connection::close(&mut socket, &reason).await;
                         return;
                     }
-                    let engine = &app.engine;
-                    engine.serve_worker(socket, Arc::clone(&app), a).await;
+                    serve_worker(socket, app, a).await;
                 }
             }
-            .instrument(span(Role::Worker, client))
+            .instrument(span(ConnKind::Worker, client))
         })
+}
+
+/// Runs an admitted worker's upgraded socket to its end, where the engine
+/// routes it: this node's core, or the leader's through a tunnel.
+async fn serve_worker(socket: WebSocket, app: Arc<App>, admission: Admission) {
+    let ws = worker::connection(socket, &app);
+    match app.engine.route_worker() {
+        Route::Local => worker::serve(ws, app, admission).await,
+        Route::Tunnel(tunnel) => tunnel.serve(ws, checks(&app), admission).await,
+    }
+}
+
+/// What a follower checks a worker's answers with before they go up.
+fn checks(app: &App) -> Checks {
+    Checks {
+        verifier: app.verifier.clone(),
+        reputation: Arc::clone(app.fleet.reputation()),
+        stats: Arc::clone(&app.stats),
+    }
 }
 
 async fn viewer_ws(
@@ -98,7 +116,7 @@ async fn viewer_ws(
     // (the 128 KiB defaults cost about 140 KiB resident per viewer). The
     // write threshold is above a telemetry message (66 bytes framed) and
     // below a batch, so a held telemetry update and the batch it rides
-    // with go out in one write (see `viewer_conn`); a batch alone is
+    // with go out in one write (see `endpoint::viewer`); a batch alone is
     // written at once.
     upgrade
         .read_buffer_size(4096)
@@ -107,17 +125,17 @@ async fn viewer_ws(
         .max_frame_size(MAX_FROM_VIEWER_LEN)
         .on_upgrade(move |mut socket| {
             async move {
-                if let Some(a) = admit(&app, Role::Viewer, client, &mut socket).await {
-                    viewer_conn::run(socket, app, a, SendQueue::of(peer)).await;
+                if let Some(a) = admit(&app, ConnKind::Viewer, client, &mut socket).await {
+                    viewer::run(socket, app, a, SendQueue::of(peer)).await;
                 }
             }
-            .instrument(span(Role::Viewer, client))
+            .instrument(span(ConnKind::Viewer, client))
         })
 }
 
 /// The span a connection's task runs in for its whole life, so its log
 /// lines carry its role, its client address and (once admitted) its id.
-fn span(role: Role, client: IpAddr) -> Span {
+fn span(role: ConnKind, client: IpAddr) -> Span {
     tracing::info_span!(
         "conn",
         role = role.name(),
@@ -130,11 +148,11 @@ fn span(role: Role, client: IpAddr) -> Span {
 /// reason rather than a bare HTTP status: `None` once `socket` has been
 /// closed with it.
 ///
-/// `client` is the resolved client address (`crate::client_addr`), not
+/// `client` is the resolved client address (`crate::edge::client_addr`), not
 /// necessarily the TCP peer.
 async fn admit(
     app: &Arc<App>,
-    role: Role,
+    role: ConnKind,
     client: IpAddr,
     socket: &mut WebSocket,
 ) -> Option<Admission> {
@@ -193,6 +211,163 @@ async fn page_config(State(app): State<Arc<App>>) -> Response {
         .into_response()
 }
 
+/// The parts a cluster node drives, and the worker endpoint it runs a
+/// tunnelled worker with.
+fn node_deps(app: &Arc<App>) -> NodeDeps {
+    // Weak: the node's tasks must not keep the state alive past shutdown.
+    let state = Arc::downgrade(app);
+    NodeDeps {
+        core: Arc::clone(&app.core),
+        fanout: Arc::clone(&app.fanout),
+        stats: Arc::clone(&app.stats),
+        fleet: Arc::clone(&app.fleet),
+        telemetry: app.telemetry.clone(),
+        shutdown: app.shutdown.clone(),
+        start_frame: app.cfg.start_frame,
+        send_limit: app.cfg.conn_limits().send_limit,
+        serve_worker: Arc::new(move |pipe, admission| {
+            let state = state.clone();
+            Box::pin(async move {
+                if let Some(app) = state.upgrade() {
+                    worker::serve(pipe, app, admission).await;
+                }
+            })
+        }),
+    }
+}
+
+/// Raises the file-descriptor limit and lowers the connection caps to fit
+/// it (see [`crate::edge::fds`]).
+fn fit_descriptor_budget(cfg: &mut ServeConfig) -> anyhow::Result<()> {
+    let budget = crate::edge::fds::raise_nofile_limit().unwrap_or_else(|e| {
+        tracing::warn!("RLIMIT_NOFILE not read or raised ({e}); connection caps left as set");
+        u64::MAX
+    });
+    (cfg.max_workers, cfg.max_viewers) =
+        crate::edge::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
+            .map_err(anyhow::Error::msg)?;
+    Ok(())
+}
+
+/// What the background tasks take that the state does not hold.
+struct Wiring {
+    /// The fan-out the core publishes to (the viewers', or in a cluster
+    /// one of its own).
+    core_fanout: Arc<Fanout>,
+    /// The broadcaster's batches up to the cluster node, if any.
+    commit_tx: Option<mpsc::UnboundedSender<Batch>>,
+    /// Their receiving end, for the node.
+    commits: Commits,
+    /// Where the telemetry task publishes.
+    telemetry_tx: watch::Sender<TelemetryMsg>,
+}
+
+/// The shared state for `cfg`, every part built from its derived config
+/// (joining the cluster if `--cluster`).
+async fn build(
+    cfg: &ServeConfig,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<(Arc<App>, Wiring)> {
+    let stats = Arc::new(Stats::default());
+    let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
+    // In a cluster the core publishes to a fan-out of its own, which no
+    // viewer reads: the node passes each batch on to the viewers' once
+    // Redis has appended it (durability before visibility, see
+    // `cluster::node`).
+    let core_fanout = if cfg.cluster.is_some() {
+        Arc::new(Fanout::new(cfg.viewer_queue, Arc::new(Stats::default())))
+    } else {
+        Arc::clone(&fanout)
+    };
+    let core = Arc::new(Core::new(
+        cfg.core_config(),
+        Arc::clone(&stats),
+        Arc::clone(&core_fanout),
+        Instant::now(),
+    ));
+    let reputation = Arc::new(Reputation::new(cfg.reputation_config()));
+    let fleet = Arc::new(Fleet::new(cfg.caps(), Arc::clone(&reputation)));
+    let (telemetry_tx, telemetry) = watch::channel(TelemetryMsg::new(Telemetry {
+        fps: cfg.stream_fps(),
+        ..Telemetry::default()
+    }));
+    let (engine, commit_tx, commits) =
+        Engine::join(cfg.cluster_config(), cfg.ring_capacity()).await?;
+    let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats))
+        .sharing(engine.ban_share());
+    let app = Arc::new(App {
+        cfg: cfg.clone(),
+        engine,
+        hub: Arc::new(Hub::new(cfg.hub_config(), Arc::clone(&stats))),
+        core,
+        fanout,
+        fleet,
+        stats,
+        verifier: cfg.verifier(),
+        referee: Referee::new(sanctions.clone()),
+        sanctions,
+        telemetry,
+        shutdown,
+        started: Instant::now(),
+        origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
+        client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
+    });
+    let wiring = Wiring {
+        core_fanout,
+        commit_tx,
+        commits,
+        telemetry_tx,
+    };
+    Ok((app, wiring))
+}
+
+/// The background tasks: the broadcaster, the telemetry publisher, the
+/// cluster's, the relay tree's tick and the quorum referee's, as
+/// configured. They stop with `stop`.
+fn spawn_tasks(
+    app: &Arc<App>,
+    wiring: Wiring,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![
+        tokio::spawn(broadcaster::run(
+            Arc::clone(&app.core),
+            wiring.core_fanout,
+            wiring.commit_tx,
+            stop.clone(),
+        )),
+        tokio::spawn(telemetry::run(
+            telemetry::Sources {
+                core: Arc::clone(&app.core),
+                fleet: Arc::clone(&app.fleet),
+                stats: Arc::clone(&app.stats),
+                fps: app.cfg.stream_fps(),
+                cluster: app.engine.cluster_view(),
+                hub: Arc::clone(&app.hub),
+            },
+            wiring.telemetry_tx,
+            stop.clone(),
+        )),
+    ];
+    tasks.extend(
+        app.engine
+            .start(|| node_deps(app), wiring.commits, stop.clone()),
+    );
+    if app.hub.enabled() {
+        tasks.push(tokio::spawn(crate::p2p::hub::tick(
+            Arc::clone(&app.hub),
+            stop.clone(),
+        )));
+    }
+    if app.cfg.verify == VerifyPolicy::Quorum {
+        let referee = app.referee.clone();
+        tasks.push(tokio::spawn(
+            referee.run(app.cfg.quorum_wait(), stop.clone()),
+        ));
+    }
+    tasks
+}
+
 /// A running server.
 pub struct Server {
     /// The address it listens on.
@@ -207,144 +382,22 @@ impl Server {
     /// Binds `cfg.listen` and starts serving.
     ///
     /// Raises the file-descriptor limit first and lowers the connection
-    /// caps to fit it (see [`crate::fds`]).
+    /// caps to fit it (see [`crate::edge::fds`]).
     pub async fn start(mut cfg: ServeConfig) -> anyhow::Result<Self> {
         cfg.validate().map_err(anyhow::Error::msg)?;
-        let budget = crate::fds::raise_nofile_limit().unwrap_or_else(|e| {
-            tracing::warn!("RLIMIT_NOFILE not read or raised ({e}); connection caps left as set");
-            u64::MAX
-        });
-        (cfg.max_workers, cfg.max_viewers) =
-            crate::fds::fit_caps(cfg.max_workers, cfg.max_viewers, budget)
-                .map_err(anyhow::Error::msg)?;
+        fit_descriptor_budget(&mut cfg)?;
         let listener = TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("binding {}", cfg.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
-        let listener = crate::send_queue::Listener(listener);
-        let stats = Arc::new(Stats::default());
-        let fps = if cfg.paced() { cfg.fps } else { 0 };
-        let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
-        // In a cluster the core publishes to a fan-out of its own, which no
-        // viewer reads: the node passes each batch on to the viewers' once
-        // Redis has appended it (durability before visibility, see
-        // `cluster::node`).
-        let core_fanout = if cfg.cluster.is_some() {
-            Arc::new(Fanout::new(cfg.viewer_queue, Arc::new(Stats::default())))
-        } else {
-            Arc::clone(&fanout)
-        };
-        let core = Arc::new(Core::new(
-            CoreConfig {
-                fps,
-                lead_frames: cfg.lead_frames(),
-                viewer_lead_frames: cfg.viewer_lead_frames(),
-                ring_frames: cfg.ring_capacity(),
-                start_frame: cfg.start_frame,
-                batch_frames: cfg.batch_frames,
-                codec: cfg.codec,
-                input_lead_frames: cfg.input_lead_frames,
-                input_lead_min_frames: cfg.input_lead_min_frames,
-                input_commit_interval: Duration::from_millis(cfg.input_commit_ms),
-                hot_quiet: Duration::from_millis(cfg.input_hot_ms),
-                scheduler: SchedulerConfig {
-                    task_target: Duration::from_millis(cfg.task_ms.max(1)),
-                    first_task_frames: cfg.first_task_frames,
-                    first_task_timeout: Duration::from_millis(cfg.first_task_timeout_ms.max(1)),
-                    min_new_frames: u32::try_from(cfg.lead_frames() / 4)
-                        .unwrap_or(u32::MAX)
-                        .clamp(1, donut_shared::wire::MAX_TASK_FRAMES),
-                    addr_cap_frames: (cfg.lead_frames() as f64 * cfg.addr_share).ceil() as u64,
-                    ..SchedulerConfig::default()
-                },
-            },
-            Arc::clone(&stats),
-            Arc::clone(&core_fanout),
-            Instant::now(),
-        ));
-        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
-        let caps = Caps {
-            workers: cfg.max_workers,
-            viewers: cfg.max_viewers,
-            per_ip: cfg.max_per_ip,
-        };
-        let fleet = Arc::new(Fleet::new(caps, Arc::clone(&reputation)));
-        let verifier = Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (telemetry_tx, telemetry_rx) = watch::channel(TelemetryMsg::new(Telemetry {
-            fps,
-            ..Telemetry::default()
-        }));
-        let (engine, commits) = match crate::cluster::ClusterConfig::from_serve(&cfg) {
-            None => (Engine::Memory, None),
-            Some(cluster) => {
-                let node = Node::connect(cluster, cfg.ring_capacity())
-                    .await
-                    .context("joining the cluster")?;
-                let (tx, rx) = mpsc::unbounded_channel();
-                (Engine::Cluster(node), Some((tx, rx)))
-            }
-        };
-        let (commit_tx, commit_rx) = commits.map_or((None, None), |(tx, rx)| (Some(tx), Some(rx)));
-        let hub = Arc::new(Hub::new(&cfg, Arc::clone(&stats)));
-        let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats))
-            .sharing(engine.ban_share());
-        let referee = Referee::new(sanctions.clone());
-        let app = Arc::new(App {
-            cfg: cfg.clone(),
-            engine,
-            core: Arc::clone(&core),
-            fanout: Arc::clone(&fanout),
-            fleet: Arc::clone(&fleet),
-            stats: Arc::clone(&stats),
-            verifier,
-            referee: referee.clone(),
-            sanctions,
-            telemetry: telemetry_rx,
-            shutdown: shutdown_rx.clone(),
-            started: Instant::now(),
-            origins: OriginPolicy::new(&cfg.allowed_origins).map_err(anyhow::Error::msg)?,
-            client_addr: ClientAddr::new(cfg.trusted_proxies.clone(), cfg.forwarded_header),
-            hub: Arc::clone(&hub),
-        });
-        let mut tasks = vec![
-            tokio::spawn(broadcaster::run(
-                Arc::clone(&core),
-                core_fanout,
-                commit_tx,
-                shutdown_rx.clone(),
-            )),
-            tokio::spawn(telemetry::run(
-                telemetry::Sources {
-                    core,
-                    fleet,
-                    stats,
-                    fps,
-                    cluster: app.engine.node().cloned(),
-                    hub: Arc::clone(&hub),
-                },
-                telemetry_tx,
-                shutdown_rx.clone(),
-            )),
-        ];
-        if let (Some(node), Some(rx)) = (app.engine.node(), commit_rx) {
-            tasks.extend(node.start(&app, rx, shutdown_rx.clone()));
-        }
-        if hub.enabled() {
-            tasks.push(tokio::spawn(crate::p2p::hub::tick(
-                hub,
-                shutdown_rx.clone(),
-            )));
-        }
-        if cfg.verify == VerifyPolicy::Quorum {
-            let wait = Duration::from_millis(cfg.quorum_wait_ms.max(1));
-            tasks.push(tokio::spawn(referee.run(wait, shutdown_rx.clone())));
-        }
-        let mut stop = shutdown_rx;
+        let (shutdown, stop) = watch::channel(false);
+        let (app, wiring) = build(&cfg, stop.clone()).await?;
+        let tasks = spawn_tasks(&app, wiring, &stop);
         let service = router(Arc::clone(&app))
-            .into_make_service_with_connect_info::<crate::send_queue::Peer>();
+            .into_make_service_with_connect_info::<crate::edge::send_queue::Peer>();
         let http = tokio::spawn(async move {
-            axum::serve(listener, service)
+            let mut stop = stop;
+            axum::serve(crate::edge::send_queue::Listener(listener), service)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
@@ -352,7 +405,7 @@ impl Server {
         });
         info!(
             %addr,
-            fps,
+            fps = cfg.stream_fps(),
             ring_frames = cfg.ring_capacity(),
             verify = ?cfg.verify,
             trusted_proxies = ?cfg.trusted_proxies,
@@ -361,7 +414,7 @@ impl Server {
         Ok(Self {
             addr,
             app,
-            shutdown: shutdown_tx,
+            shutdown,
             http,
             tasks,
         })

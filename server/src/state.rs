@@ -10,20 +10,23 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::ws::WebSocket;
 use tokio::sync::watch;
 
-use crate::client_addr::ClientAddr;
 use crate::cluster::lease::Role;
-use crate::cluster::registry::ClusterTotals;
-use crate::config::{ServeConfig, VerifyPolicy};
-use crate::core::Core;
+use crate::config::ServeConfig;
+use crate::conn::connection::Connection;
+use crate::conn::fleet::Fleet;
+use crate::conn::limits::CloseReason;
+use crate::edge::client_addr::ClientAddr;
+use crate::edge::handshake::Gatekeeper;
+use crate::edge::origin::OriginPolicy;
 use crate::engine::Engine;
-use crate::fanout::Fanout;
-use crate::fleet::Fleet;
 use crate::metrics::{Readings, Snapshot, Stats};
-use crate::origin::OriginPolicy;
 use crate::p2p::hub::Hub;
-use crate::telemetry::TelemetryMsg;
+use crate::stream::core::Core;
+use crate::stream::fanout::Fanout;
+use crate::stream::telemetry::TelemetryMsg;
 use crate::trust::quorum::Referee;
 use crate::trust::sanction::Sanctions;
 use crate::trust::verifier::Verifier;
@@ -64,11 +67,29 @@ pub struct App {
 }
 
 impl App {
+    /// An upgraded socket as a [`Connection`] with the configured timings;
+    /// `oversize` is the endpoint's close for a message over its limit.
+    pub fn connection(&self, socket: WebSocket, oversize: CloseReason) -> Connection {
+        Connection::new(
+            socket,
+            self.cfg.conn_limits(),
+            Arc::clone(&self.stats),
+            self.shutdown.clone(),
+            oversize,
+        )
+    }
+
     /// Every figure now, for `/metrics` and `/api/stats`.
     pub fn snapshot(&self) -> Snapshot {
         let pos = self.core.position();
         let buffered = pos.contiguous.saturating_sub(pos.head);
-        let (cluster_role, cluster_term, totals) = self.cluster_figures();
+        let cluster = self.engine.figures(&self.fleet);
+        let (cluster_role, cluster_term) = match cluster.as_ref().map(|c| c.role) {
+            None => (0, 0),
+            Some(Role::Follower) => (1, 0),
+            Some(Role::Leader { term }) => (2, term),
+        };
+        let totals = cluster.as_ref().map(|c| c.totals);
         let tree = self.hub.counts();
         let offload = self.hub.offload(std::time::Instant::now());
         let read = Readings {
@@ -86,10 +107,9 @@ impl App {
             cluster_workers: totals.map_or(self.fleet.workers(), |t| t.workers),
             cluster_viewers: totals.map_or(self.fleet.viewers(), |t| t.viewers),
             uptime_secs: self.started.elapsed().as_secs_f64(),
-            workers: self
-                .engine
-                .node()
-                .map_or(self.fleet.workers(), |n| n.local_workers(self)),
+            workers: cluster
+                .as_ref()
+                .map_or(self.fleet.workers(), |c| c.local_workers),
             viewers: self.fleet.viewers(),
             fps: if self.cfg.paced() { self.cfg.fps } else { 0 },
             // A cluster follower's core idles: the leader's head is the one
@@ -117,26 +137,20 @@ impl App {
             tasks_reassigned: pos.sched.reassigned,
             tasks_expired: pos.sched.expired,
             tasks_presumed_lost: pos.sched.presumed_lost,
-            verify_policy: match self.verifier.policy() {
-                VerifyPolicy::Full => "full",
-                VerifyPolicy::Quorum => "quorum",
-                VerifyPolicy::Sample => "sample",
-                VerifyPolicy::Off => "off-benchmark-only",
-            },
+            verify_policy: self.verifier.policy().name(),
         };
         Snapshot::new(read, &self.stats)
     }
+}
 
-    /// Role (0 alone, 1 follower, 2 leader), term, and the cluster's
-    /// totals if in one.
-    fn cluster_figures(&self) -> (u64, u64, Option<ClusterTotals>) {
-        let Some(node) = self.engine.node() else {
-            return (0, 0, None);
-        };
-        let (role, term) = match node.role() {
-            Role::Follower => (1, 0),
-            Role::Leader { term } => (2, term),
-        };
-        (role, term, Some(node.totals()))
+/// What the handshake checks before an upgrade (see
+/// [`crate::edge::handshake`]).
+impl Gatekeeper for App {
+    fn origins(&self) -> &OriginPolicy {
+        &self.origins
+    }
+
+    fn client_addr(&self) -> &ClientAddr {
+        &self.client_addr
     }
 }

@@ -20,7 +20,7 @@ use donut_server::cluster::registry::{self, BEAT_TTL, Heartbeat, NodeFigures};
 use donut_server::cluster::stream_log::{
     DecodeError, EntryId, ReadEvent, TimelineEntry, TimelineLog, TimelineReader,
 };
-use donut_server::cluster::{Link, bans};
+use donut_server::cluster::{RedisLink, bans};
 use donut_server::trust::reputation::{AddrKey, BanScope};
 use tokio::time::Instant;
 
@@ -29,8 +29,8 @@ fn prefix(test: &str) -> String {
     format!("test-{}-{test}:", std::process::id())
 }
 
-async fn link(redis: &RedisServer, prefix: &str) -> Link {
-    Link::connect(&redis.url(), prefix)
+async fn link(redis: &RedisServer, prefix: &str) -> RedisLink {
+    RedisLink::connect(&redis.url(), prefix)
         .await
         .expect("connects to the test's redis-server")
 }
@@ -128,7 +128,7 @@ async fn two_drivers_elect_exactly_one_leader_and_the_survivor_takes_over() {
 }
 
 /// The node name in the leader key (whichever survived).
-async fn loser_name(link: &Link, term: u64) -> String {
+async fn loser_name(link: &RedisLink, term: u64) -> String {
     let (node, held) = lease::holder(link)
         .await
         .expect("GET leader")
@@ -391,7 +391,7 @@ async fn registry_totals_sum_live_nodes_and_drop_a_silent_one() {
 }
 
 async fn poll_totals(
-    link: &Link,
+    link: &RedisLink,
     what: &str,
     cond: impl Fn(&registry::ClusterTotals) -> bool,
 ) -> registry::ClusterTotals {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use donut_server::timeline::Timeline;
+use donut_server::stream::timeline::Timeline;
 use donut_shared::scene::Scene;
 use donut_shared::wire::{Input, PROTOCOL_VERSION, ToViewer};
 use donut_shared::{PACKED_LEN, render_pose_packed};

@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use redis::RedisResult;
 
-use super::Link;
+use super::RedisLink;
 use crate::trust::reputation::AddrKey;
 
 /// Bans `addr` on every node for `length` (at least 1 ms), keeping a
 /// longer ban already in force.
-pub async fn ban(link: &Link, addr: &AddrKey, length: Duration) -> RedisResult<()> {
+pub async fn ban(link: &RedisLink, addr: &AddrKey, length: Duration) -> RedisResult<()> {
     let key = link.keys().ban(addr);
     let ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX).max(1);
     redis::pipe()
@@ -41,7 +41,7 @@ pub async fn ban(link: &Link, addr: &AddrKey, length: Duration) -> RedisResult<(
 }
 
 /// How much longer `addr` is banned, or `None` if it is not.
-pub async fn banned(link: &Link, addr: &AddrKey) -> RedisResult<Option<Duration>> {
+pub async fn banned(link: &RedisLink, addr: &AddrKey) -> RedisResult<Option<Duration>> {
     let ms: i64 = redis::cmd("PTTL")
         .arg(link.keys().ban(addr))
         .query_async(&mut link.conn())
@@ -62,7 +62,7 @@ pub fn remaining(pttl_ms: i64) -> Option<Duration> {
 }
 
 /// Lifts a ban on `addr` at once (an operator's pardon).
-pub async fn pardon(link: &Link, addr: &AddrKey) -> RedisResult<()> {
+pub async fn pardon(link: &RedisLink, addr: &AddrKey) -> RedisResult<()> {
     redis::cmd("DEL")
         .arg(link.keys().ban(addr))
         .exec_async(&mut link.conn())

@@ -26,7 +26,7 @@
 
 use redis::{RedisResult, Script, Value};
 
-use super::Link;
+use super::RedisLink;
 use super::lease::parse_holder;
 use super::stream_log::EntryId;
 
@@ -127,7 +127,7 @@ fn script() -> &'static Script {
 /// Redis unreachable or the command timed out: the append may still run
 /// later, and is then fenced like any other (it carries its token).
 pub async fn append(
-    link: &Link,
+    link: &RedisLink,
     key: &str,
     token: &Token,
     maxlen: usize,

@@ -112,7 +112,7 @@ impl std::ops::Sub for Instant {
     }
 }
 
-use super::Link;
+use super::RedisLink;
 
 /// A node's role in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -357,7 +357,7 @@ pub fn parse_holder(value: &[u8]) -> Option<(&str, u64)> {
 }
 
 /// Who holds the lease now, as `(node, term)`; `None` if nobody.
-pub async fn holder(link: &Link) -> RedisResult<Option<(String, u64)>> {
+pub async fn holder(link: &RedisLink) -> RedisResult<Option<(String, u64)>> {
     let value: Option<Vec<u8>> = redis::cmd("GET")
         .arg(link.keys().leader())
         .query_async(&mut link.conn())
@@ -376,7 +376,7 @@ pub async fn holder(link: &Link) -> RedisResult<Option<(String, u64)>> {
 /// Redis unreachable or slow. A request that timed out may still run
 /// later: the script counts it once (see the `ACQUIRE` script).
 pub async fn acquire(
-    link: &Link,
+    link: &RedisLink,
     node: &str,
     ttl_ms: u64,
     floor: u64,
@@ -399,7 +399,7 @@ pub async fn acquire(
 /// [`Lease::resign`] releases it for a quick hand-over.
 #[derive(Debug)]
 pub struct Lease {
-    link: Link,
+    link: RedisLink,
     node: String,
     role: watch::Receiver<Role>,
     floor: Arc<AtomicU64>,
@@ -409,7 +409,7 @@ pub struct Lease {
 impl Lease {
     /// Starts competing for the lease as `node` (see [`super::check_node_id`])
     /// with leases of `ttl`.
-    pub fn start(link: Link, node: String, ttl: Duration) -> Self {
+    pub fn start(link: RedisLink, node: String, ttl: Duration) -> Self {
         let (tx, role) = watch::channel(Role::Follower);
         let floor = Arc::new(AtomicU64::new(0));
         let driver = Driver {
@@ -464,7 +464,7 @@ impl Drop for Lease {
 
 /// The task behind a [`Lease`].
 struct Driver {
-    link: Link,
+    link: RedisLink,
     /// `<node>:`, the start of our lease value.
     value_prefix: String,
     policy: LeasePolicy,

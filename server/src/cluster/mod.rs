@@ -44,13 +44,14 @@
 //! across failovers.
 
 pub mod bans;
+pub mod deps;
 pub mod fence;
+pub mod follow;
 pub mod keys;
 pub mod lease;
 pub mod node;
 pub mod redis_link;
 pub mod registry;
-pub mod relay;
 pub mod stream_log;
 pub mod tunnel;
 pub mod tunnel_log;
@@ -59,11 +60,10 @@ use std::time::Duration;
 
 pub use keys::Keys;
 pub use node::Node;
-pub use redis_link::Link;
+pub use redis_link::RedisLink;
 
-use crate::config::ServeConfig;
-
-/// What a node needs to join a cluster, from [`ServeConfig`].
+/// What a node needs to join a cluster (derived from the flags in
+/// `config::derive`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// The Redis to share (`redis://HOST:PORT`, or
@@ -75,18 +75,6 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// How long the leader's lease lasts without a renewal.
     pub lease: Duration,
-}
-
-impl ClusterConfig {
-    /// The cluster settings of `cfg`, or `None` for a single node.
-    pub fn from_serve(cfg: &ServeConfig) -> Option<Self> {
-        Some(Self {
-            url: cfg.cluster.clone()?,
-            prefix: cfg.cluster_prefix.clone(),
-            node_id: cfg.node_id.clone(),
-            lease: Duration::from_millis(cfg.leader_lease_ms),
-        })
-    }
 }
 
 /// Parses `--cluster`: a `redis://` (or `redis+unix://`, `unix://`) URL the
@@ -126,19 +114,5 @@ mod tests {
         for bad in ["", "a:b", "a b", "é", &"x".repeat(65)] {
             assert!(check_node_id(bad).is_err(), "{bad:?} accepted");
         }
-    }
-
-    #[test]
-    fn cluster_flags_parse_and_default_to_a_single_node() {
-        assert_eq!(ClusterConfig::from_serve(&ServeConfig::for_tests()), None);
-        let mut cfg = ServeConfig::for_tests();
-        cfg.cluster = Some(parse_redis_url("redis://127.0.0.1:6390").expect("a valid URL"));
-        let cluster = ClusterConfig::from_serve(&cfg).expect("cluster settings");
-        assert_eq!(cluster.prefix, "dd:");
-        assert_eq!(cluster.lease, Duration::from_millis(2000));
-        assert!(cfg.validate().is_ok());
-        assert!(parse_redis_url("http://127.0.0.1").is_err());
-        assert!(parse_redis_url("redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/donut").is_ok());
-        assert!(parse_redis_url("redis+sentinel://127.0.0.1:26379").is_err());
     }
 }

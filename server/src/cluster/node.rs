@@ -4,11 +4,11 @@
 //! Every node runs the same tasks; the [`lease`] decides what
 //! they do:
 //!
-//! - **leader**: the node's own [`Core`](crate::core::Core) runs the
+//! - **leader**: the node's own [`Core`] runs the
 //!   stream for the whole cluster. When a node becomes leader it first
 //!   reads the timeline stream to its end, then resumes the core where the
 //!   committed timeline ends (frame, version and scene: see
-//!   [`Relay`]), so viewers everywhere see no gap and no repeat. Its
+//!   [`TimelineCursor`]), so viewers everywhere see no gap and no repeat. Its
 //!   broadcaster hands every batch to the appender, which adds it to
 //!   `{p}timeline` (encoded once for the whole cluster, through the
 //!   [`fence`](super::fence) script: Redis refuses it if this node's term
@@ -17,7 +17,7 @@
 //!   [`tunnel::lead`].
 //! - **follower**: the core idles (no workers: its own workers are
 //!   tunnelled to the leader); the timeline reader feeds each new entry of
-//!   `{p}timeline` to the node's fan-out, through the [`Relay`]'s rules.
+//!   `{p}timeline` to the node's fan-out, through the [`TimelineCursor`]'s rules.
 //!
 //! Whatever the role: a heartbeat with the node's figures, a poll of who
 //! leads (so tunnels follow a new leader), the reader of the node's own
@@ -44,15 +44,19 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::fence::{Appended, Token};
+use super::follow::{EntryVerdict, ResumePoint, TimelineCursor};
 use super::lease::{self, Lease, Role};
 use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
-use super::relay::{Relay, ResumePoint, Verdict};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
-use super::{ClusterConfig, Link, bans, tunnel};
-use crate::fanout::Batch;
-use crate::limits::{CloseReason, POLICY};
-use crate::state::App;
+use super::{ClusterConfig, RedisLink, bans, tunnel};
+use crate::cluster::deps::NodeDeps;
+use crate::conn::fleet::Fleet;
+use crate::conn::limits::{CloseReason, POLICY};
+use crate::metrics::Stats;
+use crate::stream::core::Core;
+use crate::stream::fanout::Batch;
+use crate::stream::telemetry::ClusterView;
 use crate::trust::reputation::AddrKey;
 
 /// Who leads the cluster, as last read from the lease key.
@@ -81,12 +85,12 @@ const RETRY: Duration = Duration::from_millis(100);
 /// See the module docs.
 pub struct Node {
     cfg: ClusterConfig,
-    link: Link,
+    link: RedisLink,
     lease: Lease,
     role: watch::Receiver<Role>,
     leader: watch::Sender<Option<Leader>>,
     log: TimelineLog,
-    relay: Mutex<Relay>,
+    cursor: Mutex<TimelineCursor>,
     downs: Mutex<HashMap<u64, mpsc::Sender<(u64, Bytes)>>>,
     totals: Mutex<ClusterTotals>,
     /// Workers of other nodes this node's core runs (as leader).
@@ -133,7 +137,7 @@ impl Node {
     /// # Errors
     /// Redis unreachable at start.
     pub async fn connect(cfg: ClusterConfig, ring_batches: usize) -> anyhow::Result<Arc<Self>> {
-        let link = Link::connect(&cfg.url, &cfg.prefix).await?;
+        let link = RedisLink::connect(&cfg.url, &cfg.prefix).await?;
         tunnel_log::clear(&link, &link.keys().down(&cfg.node_id)).await?;
         let lease = Lease::start(link.clone(), cfg.node_id.clone(), cfg.lease);
         let role = lease.role();
@@ -144,7 +148,7 @@ impl Node {
             lease,
             role,
             leader: watch::channel(None).0,
-            relay: Mutex::new(Relay::default()),
+            cursor: Mutex::new(TimelineCursor::default()),
             downs: Mutex::new(HashMap::new()),
             totals: Mutex::new(ClusterTotals::default()),
             tunnelled: AtomicU64::new(0),
@@ -159,17 +163,18 @@ impl Node {
     /// stream, the heartbeat and the totals. They stop with `shutdown`.
     pub fn start(
         self: &Arc<Self>,
-        app: &Arc<App>,
+        deps: NodeDeps,
         commits: mpsc::UnboundedReceiver<Batch>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
+        let deps = &Arc::new(deps);
         let beat = Heartbeat::start(self.link.clone(), self.cfg.node_id.clone(), {
-            let (app, node) = (Arc::clone(app), Arc::downgrade(self));
-            move || figures(&app, node.upgrade().as_deref())
+            let (deps, node) = (Arc::clone(deps), Arc::downgrade(self));
+            move || figures(&deps, node.upgrade().as_deref())
         });
         let tasks = vec![
-            tokio::spawn(Arc::clone(self).roles(Arc::clone(app), shutdown.clone())),
-            tokio::spawn(Arc::clone(self).append(Arc::clone(app), commits)),
+            tokio::spawn(Arc::clone(self).roles(Arc::clone(deps), shutdown.clone())),
+            tokio::spawn(Arc::clone(self).append(Arc::clone(deps), commits)),
             tokio::spawn(Arc::clone(self).poll_leader()),
             tokio::spawn(Arc::clone(self).read_downs()),
             tokio::spawn(Arc::clone(self).poll_totals(beat)),
@@ -197,14 +202,14 @@ impl Node {
     }
 
     /// The link to the cluster's Redis.
-    pub fn link(&self) -> &Link {
+    pub fn link(&self) -> &RedisLink {
         &self.link
     }
 
     /// Worker connections with a socket on this node: the fleet's, less
     /// the other nodes' workers tunnelled to this one while it leads.
-    pub fn local_workers(&self, app: &App) -> u64 {
-        app.fleet
+    pub fn local_workers(&self, fleet: &Fleet) -> u64 {
+        fleet
             .workers()
             .saturating_sub(self.tunnelled.load(Ordering::Relaxed))
     }
@@ -264,13 +269,13 @@ impl Node {
     /// carried to whichever node leads next, for up to [`INPUT_CARRY`].
     /// Counted as `cluster_inputs_forwarded` or, given up,
     /// `cluster_inputs_lost`.
-    pub fn input(self: &Arc<Self>, app: &App, viewer: u64, push: Impulse) {
+    pub fn input(self: &Arc<Self>, core: &Core, stats: &Arc<Stats>, viewer: u64, push: Impulse) {
         if self.is_leader() {
-            app.core.input(viewer_key(self.id(), viewer), push);
+            core.input(viewer_key(self.id(), viewer), push);
             return;
         }
         let (Ok(a), Ok(b)) = (i16::try_from(push.a), i16::try_from(push.b)) else {
-            app.stats.cluster_inputs_lost.inc();
+            stats.cluster_inputs_lost.inc();
             return;
         };
         let msg = Up::Input {
@@ -281,7 +286,7 @@ impl Node {
         }
         .to_vec();
         let node = Arc::clone(self);
-        let stats = Arc::clone(&app.stats);
+        let stats = Arc::clone(stats);
         tokio::spawn(async move {
             let give_up = tokio::time::Instant::now() + INPUT_CARRY;
             loop {
@@ -347,7 +352,7 @@ impl Node {
     }
 
     /// Runs the role the lease gives, switching as it changes.
-    async fn roles(self: Arc<Self>, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    async fn roles(self: Arc<Self>, deps: Arc<NodeDeps>, mut shutdown: watch::Receiver<bool>) {
         let mut role = self.role.clone();
         let mut current: Option<JoinHandle<()>> = None;
         loop {
@@ -357,26 +362,26 @@ impl Node {
             }
             current = Some(match now {
                 Role::Leader { term } => {
-                    self.catch_up(&app).await;
-                    let at = self.resume_point(&app);
+                    self.catch_up(&deps).await;
+                    let at = self.resume_point(&deps);
                     info!(
                         term,
                         frame = at.frame,
                         version = at.version,
                         "leading the cluster"
                     );
-                    app.core
+                    deps.core
                         .resume(at.frame, at.version, at.scene, Instant::now());
-                    tokio::spawn(tunnel::lead(Arc::clone(&self), Arc::clone(&app), term))
+                    tokio::spawn(tunnel::lead(Arc::clone(&self), Arc::clone(&deps), term))
                 }
                 Role::Follower => {
                     // Stop rendering and broadcasting: the leader's stream
                     // takes over from the last committed batch.
-                    let at = self.resume_point(&app);
-                    app.core
+                    let at = self.resume_point(&deps);
+                    deps.core
                         .resume(at.frame, at.version, at.scene, Instant::now());
                     info!("following the cluster's leader");
-                    tokio::spawn(Arc::clone(&self).follow(Arc::clone(&app)))
+                    tokio::spawn(Arc::clone(&self).follow(Arc::clone(&deps)))
                 }
             });
             tokio::select! {
@@ -390,20 +395,20 @@ impl Node {
     }
 
     /// Where the committed timeline ends, or the configured start.
-    fn resume_point(&self, app: &App) -> ResumePoint {
-        lock(&self.relay).resume_point().unwrap_or(ResumePoint {
-            frame: app.cfg.start_frame,
+    fn resume_point(&self, deps: &NodeDeps) -> ResumePoint {
+        lock(&self.cursor).resume_point().unwrap_or(ResumePoint {
+            frame: deps.start_frame,
             version: 0,
-            scene: Scene::idle(app.cfg.start_frame),
+            scene: Scene::idle(deps.start_frame),
         })
     }
 
     /// Reads the timeline stream to its end (as a new leader, before
     /// resuming), passing what this node missed to its viewers. Redis away:
     /// resumes from what the node has.
-    async fn catch_up(&self, app: &App) {
+    async fn catch_up(&self, deps: &NodeDeps) {
         loop {
-            let after = lock(&self.relay).last_id();
+            let after = lock(&self.cursor).last_id();
             let reply: redis::RedisResult<StreamRangeReply> = redis::cmd("XRANGE")
                 .arg(self.link.keys().timeline())
                 .arg(format!("({after}"))
@@ -421,7 +426,7 @@ impl Node {
                     return;
                 };
                 match TimelineEntry::from_fields(&raw.map) {
-                    Ok(entry) => self.relay_entry(app, id, entry),
+                    Ok(entry) => self.relay_entry(deps, id, entry),
                     Err(e) => warn!(%id, "garbled timeline entry skipped: {e:?}"),
                 }
             }
@@ -429,17 +434,17 @@ impl Node {
     }
 
     /// As a follower: passes each new timeline entry to the fan-out.
-    async fn follow(self: Arc<Self>, app: Arc<App>) {
-        let mut reader = self.log.reader(lock(&self.relay).last_id());
+    async fn follow(self: Arc<Self>, deps: Arc<NodeDeps>) {
+        let mut reader = self.log.reader(lock(&self.cursor).last_id());
         loop {
             match reader.next().await {
-                Ok(ReadEvent::Entry { id, entry }) => self.relay_entry(&app, id, entry),
+                Ok(ReadEvent::Entry { id, entry }) => self.relay_entry(&deps, id, entry),
                 Ok(ReadEvent::Garbled { id, error }) => {
                     warn!(%id, "garbled timeline entry skipped: {error:?}");
                 }
                 Ok(ReadEvent::Reset { last_seen }) => {
                     warn!(%last_seen, "the timeline stream lost entries (Redis lost its data?): reading it again");
-                    lock(&self.relay).reset();
+                    lock(&self.cursor).reset();
                 }
                 Err(e) => {
                     debug!("timeline read failed (retrying): {e}");
@@ -449,25 +454,25 @@ impl Node {
         }
     }
 
-    /// One entry read from the stream: to the fan-out, if the relay takes it.
-    fn relay_entry(&self, app: &App, id: EntryId, entry: TimelineEntry) {
-        match lock(&self.relay).offer(id, &entry) {
-            Verdict::Drop => return,
-            Verdict::TakeAfterGap { missing } => {
+    /// One entry read from the stream: to the fan-out, if the cursor takes it.
+    fn relay_entry(&self, deps: &NodeDeps, id: EntryId, entry: TimelineEntry) {
+        match lock(&self.cursor).offer(id, &entry) {
+            EntryVerdict::Drop => return,
+            EntryVerdict::TakeAfterGap { missing } => {
                 warn!(
                     missing,
                     start = entry.start,
                     "frames lost from the timeline stream"
                 );
-                app.stats.cluster_frames_lost.add(missing);
+                deps.stats.cluster_frames_lost.add(missing);
             }
-            Verdict::Take => {}
+            EntryVerdict::Take => {}
         }
         self.note_head(&entry);
         let Ok(scene) = Scene::from_bytes(&entry.scene) else {
             return;
         };
-        app.fanout.publish(Batch {
+        deps.fanout.publish(Batch {
             start: entry.start,
             count: entry.count,
             timeline: entry.version,
@@ -480,7 +485,11 @@ impl Node {
 
     /// Appends each batch the broadcaster published, in order, while this
     /// node leads; retries while Redis is away (and the lease holds).
-    async fn append(self: Arc<Self>, app: Arc<App>, mut commits: mpsc::UnboundedReceiver<Batch>) {
+    async fn append(
+        self: Arc<Self>,
+        deps: Arc<NodeDeps>,
+        mut commits: mpsc::UnboundedReceiver<Batch>,
+    ) {
         while let Some(batch) = commits.recv().await {
             let Role::Leader { term } = self.role() else {
                 continue;
@@ -503,9 +512,9 @@ impl Node {
                     Ok(Appended::Id(id)) => {
                         // Durable in the shared log: now, and only now,
                         // this node's viewers may see it.
-                        if lock(&self.relay).offer(id, &entry) != Verdict::Drop {
+                        if lock(&self.cursor).offer(id, &entry) != EntryVerdict::Drop {
                             self.note_head(&entry);
-                            app.fanout.publish(batch.clone());
+                            deps.fanout.publish(batch.clone());
                         }
                         break;
                     }
@@ -519,7 +528,7 @@ impl Node {
                             start = entry.start,
                             "append refused: the term no longer holds the lease"
                         );
-                        app.stats.cluster_appends_fenced.inc();
+                        deps.stats.cluster_appends_fenced.inc();
                         break;
                     }
                     Err(e) if self.is_leader() => {
@@ -599,20 +608,36 @@ impl Node {
     }
 }
 
+/// What telemetry reads of the cluster (the stream's side of the seam).
+impl ClusterView for Node {
+    fn is_leader(&self) -> bool {
+        Node::is_leader(self)
+    }
+
+    fn cluster_head(&self, now: Instant, fps: u16) -> Option<(u64, u64)> {
+        Node::cluster_head(self, now, fps)
+    }
+
+    fn totals(&self) -> (u64, u64, f64) {
+        let t = Node::totals(self);
+        (t.workers, t.viewers, t.fleet_fps)
+    }
+}
+
 /// This node's figures for its heartbeat.
-fn figures(app: &App, node: Option<&Node>) -> NodeFigures {
+fn figures(deps: &NodeDeps, node: Option<&Node>) -> NodeFigures {
     let role = node.map_or(Role::Follower, Node::role);
     NodeFigures {
         role,
-        workers: node.map_or(0, |n| n.local_workers(app)),
-        viewers: app.fleet.viewers(),
+        workers: node.map_or(0, |n| n.local_workers(&deps.fleet)),
+        viewers: deps.fleet.viewers(),
         // The leader's core accepts every frame of the cluster; a follower
         // shows the leader's rate and reports none of its own.
         fleet_fps: match role {
-            Role::Leader { .. } => f64::from(app.telemetry.borrow().telemetry.fleet_fps),
+            Role::Leader { .. } => f64::from(deps.telemetry.borrow().telemetry.fleet_fps),
             Role::Follower => 0.0,
         },
-        frames: app.stats.frames_accepted.get(),
+        frames: deps.stats.frames_accepted.get(),
     }
 }
 

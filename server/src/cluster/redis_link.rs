@@ -9,7 +9,7 @@
 //! But Redis answers a connection's commands in order, so one
 //! `XREAD BLOCK` on it would hold up every lease renewal behind it for the
 //! whole block time. Blocking reads therefore get their own connection
-//! ([`Link::dedicated`]), whose response timeout outlasts the block, and
+//! ([`RedisLink::dedicated`]), whose response timeout outlasts the block, and
 //! whose owner reconnects it (and checks what it missed) after an error.
 //!
 //! # Sentinel
@@ -148,13 +148,13 @@ impl Shared {
 /// and the key names. Cheap to clone (every clone shares the connection,
 /// and follows the primary when it moves).
 #[derive(Clone)]
-pub struct Link {
+pub struct RedisLink {
     shared: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Link {
+impl std::fmt::Debug for RedisLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
+        f.debug_struct("RedisLink")
             .field("redis", &self.primary())
             .field("keys", &self.shared.keys)
             .finish_non_exhaustive()
@@ -194,7 +194,7 @@ async fn resolve(sentinel: &mut Sentinel, master: &str) -> RedisResult<Client> {
         })?
 }
 
-impl Link {
+impl RedisLink {
     /// Connects to `url` (see [`Target::parse`]) with keys under `prefix`.
     ///
     /// Errors: the URL does not parse, or Redis (or, behind Sentinels, any
@@ -275,7 +275,7 @@ impl Link {
 
 /// Behind Sentinels: every [`RESOLVE_PERIOD`], asks which Redis is the
 /// primary, and moves the link there when it changed. Ends when the last
-/// [`Link`] is dropped.
+/// [`RedisLink`] is dropped.
 async fn follow_primary(shared: Weak<Shared>, mut sentinel: Sentinel, master: String) {
     let mut tick = tokio::time::interval(RESOLVE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

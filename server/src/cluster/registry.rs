@@ -17,7 +17,7 @@ use std::time::Duration;
 use redis::{RedisResult, Script};
 use tokio::task::JoinHandle;
 
-use super::Link;
+use super::RedisLink;
 use super::lease::Role;
 
 /// How often a node writes its heartbeat.
@@ -99,7 +99,12 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 ";
 
 /// Writes one heartbeat of node `id`, valid for `ttl`.
-pub async fn beat(link: &Link, id: &str, figures: &NodeFigures, ttl: Duration) -> RedisResult<()> {
+pub async fn beat(
+    link: &RedisLink,
+    id: &str,
+    figures: &NodeFigures,
+    ttl: Duration,
+) -> RedisResult<()> {
     let (role, term) = match figures.role {
         Role::Follower => ("follower", 0),
         Role::Leader { term } => ("leader", term),
@@ -119,7 +124,7 @@ pub async fn beat(link: &Link, id: &str, figures: &NodeFigures, ttl: Duration) -
 }
 
 /// Removes node `id` from the registry at once (a clean shutdown).
-pub async fn leave(link: &Link, id: &str) -> RedisResult<()> {
+pub async fn leave(link: &RedisLink, id: &str) -> RedisResult<()> {
     redis::pipe()
         .atomic()
         .del(link.keys().node(id))
@@ -130,7 +135,7 @@ pub async fn leave(link: &Link, id: &str) -> RedisResult<()> {
 
 /// The live nodes and their last figures, by id. A node whose hash is
 /// gone or unreadable is left out.
-pub async fn live_nodes(link: &Link) -> RedisResult<Vec<NodeStatus>> {
+pub async fn live_nodes(link: &RedisLink) -> RedisResult<Vec<NodeStatus>> {
     let mut conn = link.conn();
     let ids: Vec<String> = Script::new(LIVE)
         .key(link.keys().nodes())
@@ -152,7 +157,7 @@ pub async fn live_nodes(link: &Link) -> RedisResult<Vec<NodeStatus>> {
 }
 
 /// The sum of [`live_nodes`].
-pub async fn cluster_totals(link: &Link) -> RedisResult<ClusterTotals> {
+pub async fn cluster_totals(link: &RedisLink) -> RedisResult<ClusterTotals> {
     Ok(ClusterTotals::sum(&live_nodes(link).await?))
 }
 
@@ -195,7 +200,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Starts beating for node `id` with the figures `figures` gives each
     /// time. A failed write (Redis away) is retried at the next beat.
-    pub fn start<F>(link: Link, id: String, mut figures: F) -> Self
+    pub fn start<F>(link: RedisLink, id: String, mut figures: F) -> Self
     where
         F: FnMut() -> NodeFigures + Send + 'static,
     {

@@ -38,7 +38,7 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 
-use super::Link;
+use super::RedisLink;
 
 /// Size of the scene-at-start field in bytes.
 pub const SCENE_LEN: usize = 32;
@@ -191,13 +191,13 @@ fn parse_id(id: &str) -> RedisResult<EntryId> {
 /// The timeline stream: append (the leader) and read (every node).
 #[derive(Debug, Clone)]
 pub struct TimelineLog {
-    link: Link,
+    link: RedisLink,
     maxlen: usize,
 }
 
 impl TimelineLog {
     /// The stream of `link`, kept to about `maxlen` entries.
-    pub fn new(link: Link, maxlen: usize) -> Self {
+    pub fn new(link: RedisLink, maxlen: usize) -> Self {
         Self { link, maxlen }
     }
 
@@ -312,7 +312,7 @@ pub type TimelineReader = StreamReader<TimelineEntry>;
 /// timeline's reader, and the tunnels' (`tunnel_log`).
 #[derive(Debug)]
 pub struct StreamReader<T> {
-    link: Link,
+    link: RedisLink,
     key: String,
     parse: fn(&HashMap<String, Value>) -> Result<T, DecodeError>,
     last: EntryId,
@@ -324,7 +324,7 @@ pub struct StreamReader<T> {
 
 impl TimelineReader {
     /// A reader of the timeline's entries after `after` on `link`'s Redis.
-    pub fn new(link: Link, after: EntryId) -> Self {
+    pub fn new(link: RedisLink, after: EntryId) -> Self {
         let key = link.keys().timeline();
         StreamReader::of(link, key, after, TimelineEntry::from_fields)
     }
@@ -334,7 +334,7 @@ impl<T> StreamReader<T> {
     /// A reader of stream `key`'s entries after `after`, decoding each
     /// entry's fields with `parse`.
     pub fn of(
-        link: Link,
+        link: RedisLink,
         key: String,
         after: EntryId,
         parse: fn(&HashMap<String, Value>) -> Result<T, DecodeError>,

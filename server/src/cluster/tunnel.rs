@@ -4,7 +4,7 @@
 //! The follower keeps the worker's socket (a [`Connection`]: keep-alive,
 //! size limit, timeouts) and forwards each binary message, unchanged, to
 //! the leader's up stream ([`serve`]); the leader runs the worker protocol
-//! ([`worker_conn::serve`]) over a [`Pipe`] whose far end is fed from that
+//! (the worker endpoint's `serve`, handed over in `NodeDeps`) over a [`Pipe`] whose far end is fed from that
 //! stream and answers on the follower's down stream ([`lead`]). So tasks,
 //! strikes and bans are decided once, by the one core that schedules, and
 //! a worker cannot tell which node it reached.
@@ -16,7 +16,7 @@
 //! a wrong one goes up as `Rejected` (task, frame) and never leaves the
 //! node; the leader strikes the worker for it as for a check of its own.
 //! The leader does not check tunnelled answers again
-//! ([`Transport::CHECKED_UPSTREAM`](crate::transport::Transport::CHECKED_UPSTREAM)).
+//! ([`Transport::CHECKED_UPSTREAM`](crate::conn::transport::Transport::CHECKED_UPSTREAM)).
 //! Under `quorum` the leader settles the votes, which need every address's
 //! answer in one place.
 //!
@@ -24,7 +24,7 @@
 //! it opens the tunnel again on the new leader's up stream and replays the
 //! worker's `Hello`, so the worker keeps its socket and simply gets tasks
 //! from the new core (answers to the old leader's tasks are needless
-//! there, within the allowance `worker_conn` gives late answers). Down
+//! there, within the allowance `endpoint::worker` gives late answers). Down
 //! messages of an older term are ignored.
 //!
 //! **A dead follower.** The leader checks the registry every second: the
@@ -46,14 +46,13 @@ use super::fence::Token;
 use super::node::{Leader, Node, viewer_key};
 use super::registry;
 use super::tunnel_log::{self, TunnelReader};
-use crate::config::VerifyPolicy;
-use crate::connection::{Connection, End, Event};
-use crate::fleet::{Admission, Role};
-use crate::limits::{CloseReason, NORMAL, UNSUPPORTED};
-use crate::pipe::{Outbound, Pipe, PipeEnd};
-use crate::state::App;
+use crate::cluster::deps::{Checks, NodeDeps};
+use crate::conn::connection::{Connection, End, Event};
+use crate::conn::fleet::{Admission, ConnKind};
+use crate::conn::limits::{CloseReason, NORMAL, UNSUPPORTED};
+use crate::conn::pipe::{Outbound, Pipe, PipeEnd};
 use crate::trust::reputation::AddrKey;
-use crate::worker_conn;
+use crate::trust::verifier::VerifyPolicy;
 
 /// Tasks a follower remembers per tunnelled worker (a worker has a few
 /// outstanding at once).
@@ -67,13 +66,13 @@ const NODE_CHECK: Duration = Duration::from_secs(1);
 
 /// Runs a worker admitted on this follower to its end, tunnelled to
 /// whichever node leads.
-pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission: Admission) {
+pub async fn serve(mut ws: Connection, checks: Checks, node: Arc<Node>, admission: Admission) {
     let conn = admission.id;
     let mut downs = node.open_down(conn);
     let mut leader = node.leader();
     let mut tunnel = Tunnel {
         node: &node,
-        app: &app,
+        checks: &checks,
         conn,
         ip: admission.ip,
         key: admission.key,
@@ -89,7 +88,7 @@ pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission
             event = ws.next() => match event {
                 Ok(Event::Binary(msg)) => tunnel.up(msg).await,
                 Ok(Event::Text | Event::Rejected { .. }) => {
-                    app.stats.protocol_errors.inc();
+                    checks.stats.protocol_errors.inc();
                     break End::Closed(CloseReason::new(UNSUPPORTED, "binary messages only"));
                 }
                 Err(end) => break end,
@@ -130,7 +129,7 @@ pub async fn serve(mut ws: Connection, app: Arc<App>, node: Arc<Node>, admission
 /// The follower's side of one tunnel.
 struct Tunnel<'a> {
     node: &'a Arc<Node>,
-    app: &'a Arc<App>,
+    checks: &'a Checks,
     conn: u64,
     ip: IpAddr,
     key: AddrKey,
@@ -191,7 +190,7 @@ impl Tunnel<'_> {
         let (node, conn) = (self.node.id(), self.conn);
         match FromWorker::decode(&msg) {
             Ok(FromWorker::Hello(_)) if self.hello.is_none() => self.hello = Some(msg.clone()),
-            Ok(FromWorker::Result(r)) if self.app.verifier.policy() != VerifyPolicy::Quorum => {
+            Ok(FromWorker::Result(r)) if self.checks.verifier.policy() != VerifyPolicy::Quorum => {
                 let Some(task) = self.tasks.remove(&r.task_id) else {
                     // Not a task of this tunnel's leader (a late answer
                     // across a change of leader): nothing to take.
@@ -234,7 +233,15 @@ impl Tunnel<'_> {
             return None;
         }
         let frames = msg.slice(RESULT_HEADER_LEN..);
-        worker_conn::check_answer(self.app, self.key, (task.start, task.scene), frames).await
+        crate::trust::check::check_answer(
+            &self.checks.verifier,
+            &self.checks.reputation,
+            &self.checks.stats,
+            self.key,
+            (task.start, task.scene),
+            frames,
+        )
+        .await
     }
 
     /// Appends one message to the current leader's up stream. Without a
@@ -256,12 +263,12 @@ type Tunnels = Arc<Mutex<HashMap<(String, u64), mpsc::Sender<Result<Event, End>>
 
 /// As leader under `term`: runs the tunnelled workers of every follower
 /// (and their viewers' pushes) until aborted (the term ended).
-pub async fn lead(node: Arc<Node>, app: Arc<App>, term: u64) {
+pub async fn lead(node: Arc<Node>, deps: Arc<NodeDeps>, term: u64) {
     let key = node.link().keys().up(term);
     let mut reader = TunnelReader::new(node.link().clone(), key);
     let tunnels: Tunnels = Arc::default();
     let mut check = tokio::time::interval(NODE_CHECK);
-    let mut shutdown = app.shutdown.clone();
+    let mut shutdown = deps.shutdown.clone();
     loop {
         tokio::select! {
             () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
@@ -273,7 +280,7 @@ pub async fn lead(node: Arc<Node>, app: Arc<App>, term: u64) {
                 return;
             }
             read = reader.next() => match read {
-                Ok((_, Ok(msg))) => on_up(&node, &app, term, &tunnels, &msg),
+                Ok((_, Ok(msg))) => on_up(&node, &deps, term, &tunnels, &msg),
                 Ok((_, Err(why))) => warn!("unreadable up message skipped: {why}"),
                 Err(e) => {
                     debug!("up stream read failed (retrying): {e}");
@@ -286,11 +293,11 @@ pub async fn lead(node: Arc<Node>, app: Arc<App>, term: u64) {
 }
 
 /// Handles one up message.
-fn on_up(node: &Arc<Node>, app: &Arc<App>, term: u64, tunnels: &Tunnels, msg: &Bytes) {
+fn on_up(node: &Arc<Node>, deps: &Arc<NodeDeps>, term: u64, tunnels: &Tunnels, msg: &Bytes) {
     let up = match Up::decode(msg) {
         Ok(up) => up,
         Err(e) => {
-            app.stats.protocol_errors.inc();
+            deps.stats.protocol_errors.inc();
             warn!("undecodable up message skipped: {e}");
             return;
         }
@@ -300,7 +307,7 @@ fn on_up(node: &Arc<Node>, app: &Arc<App>, term: u64, tunnels: &Tunnels, msg: &B
             node: from,
             conn,
             ip,
-        } => open(node, app, term, tunnels, from, conn, ip),
+        } => open(node, deps, term, tunnels, from, conn, ip),
         Up::Data {
             node: from,
             conn,
@@ -340,7 +347,7 @@ fn on_up(node: &Arc<Node>, app: &Arc<App>, term: u64, tunnels: &Tunnels, msg: &B
                 a: i32::from(a),
                 b: i32::from(b),
             };
-            app.core.input(viewer_key(from, viewer), push);
+            deps.core.input(viewer_key(from, viewer), push);
         }
     }
 }
@@ -349,7 +356,7 @@ fn on_up(node: &Arc<Node>, app: &Arc<App>, term: u64, tunnels: &Tunnels, msg: &B
 /// and bans) and runs the worker protocol over a pipe.
 fn open(
     node: &Arc<Node>,
-    app: &Arc<App>,
+    deps: &Arc<NodeDeps>,
     term: u64,
     tunnels: &Tunnels,
     from: &str,
@@ -361,10 +368,10 @@ fn open(
         return;
     }
     let down = node.link().keys().down(from);
-    let admission = match app.fleet.admit(Role::Worker, ip) {
+    let admission = match deps.fleet.admit(ConnKind::Worker, ip) {
         Ok(a) => a,
         Err(reason) => {
-            app.stats.connections_refused.inc();
+            deps.stats.connections_refused.inc();
             let msg = Down::Close {
                 conn,
                 code: reason.code,
@@ -379,16 +386,13 @@ fn open(
             return;
         }
     };
-    let (pipe, far) = Pipe::new(
-        PIPE_CAPACITY,
-        Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
-    );
+    let (pipe, far) = Pipe::new(PIPE_CAPACITY, deps.send_limit);
     lock(tunnels).insert(key, far.inbound.clone());
     let span = tracing::info_span!("conn", role = "worker", ip = %ip, id = admission.id, node = from, tunnel = conn);
     node.count_tunnel(true);
-    let (app, counted) = (Arc::clone(app), Arc::clone(node));
+    let (serve_worker, counted) = (Arc::clone(&deps.serve_worker), Arc::clone(node));
     let serve = async move {
-        worker_conn::serve(pipe, app, admission).await;
+        serve_worker(pipe, admission).await;
         counted.count_tunnel(false);
     };
     tokio::spawn(serve.instrument(span.clone()));
@@ -397,7 +401,7 @@ fn open(
 }
 
 /// Sends what the worker protocol says to the follower's down stream.
-async fn forward(link: super::Link, down: String, token: Token, conn: u64, far: PipeEnd) {
+async fn forward(link: super::RedisLink, down: String, token: Token, conn: u64, far: PipeEnd) {
     let PipeEnd {
         mut outbound,
         inbound,

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use redis::{RedisResult, Value};
 
-use super::Link;
+use super::RedisLink;
 use super::fence::{self, Appended, Token};
 use super::stream_log::{DecodeError, EntryId, ReadEvent, StreamReader, field, number};
 
@@ -37,7 +37,7 @@ const EXPIRE_SECS: u64 = 3600;
 /// # Errors
 /// Redis unreachable or slow; or [`Fenced`] when Redis refused the write
 /// because that term no longer leads.
-pub async fn append(link: &Link, key: &str, token: &Token, msg: &[u8]) -> RedisResult<()> {
+pub async fn append(link: &RedisLink, key: &str, token: &Token, msg: &[u8]) -> RedisResult<()> {
     let term = token.term.to_string();
     let fields: [(&str, &[u8]); 2] = [("t", term.as_bytes()), ("m", msg)];
     match fence::append(link, key, token, MAXLEN, EXPIRE_SECS, &fields).await? {
@@ -61,7 +61,7 @@ impl From<Fenced> for redis::RedisError {
 
 /// Empties stream `key` (a node's own down stream, at start: its id is
 /// new, but a restarted node may reuse one).
-pub async fn clear(link: &Link, key: &str) -> RedisResult<()> {
+pub async fn clear(link: &RedisLink, key: &str) -> RedisResult<()> {
     redis::cmd("DEL")
         .arg(key)
         .query_async(&mut link.conn())
@@ -85,7 +85,7 @@ pub struct TunnelReader(StreamReader<(u64, Bytes)>);
 
 impl TunnelReader {
     /// A reader of stream `key` from its first entry.
-    pub fn new(link: Link, key: String) -> Self {
+    pub fn new(link: RedisLink, key: String) -> Self {
         Self(StreamReader::of(link, key, EntryId::ZERO, parse))
     }
 

@@ -26,11 +26,11 @@ use donut_shared::wire::p2p::{Link, Report, SERVER, Signal, SignalKind, Welcome}
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use crate::config::{P2pMode, ServeConfig};
 use crate::metrics::Stats;
+use crate::p2p::P2pMode;
 use crate::p2p::filter::CandidateFilter;
-use crate::p2p::tree::{Command, Counts, RelayTree, Verdict};
-use crate::timeline::rate::TokenBucket;
+use crate::p2p::tree::{Counts, Placement, RelayTree, TreeConfig, Verdict};
+use crate::stream::timeline::rate::TokenBucket;
 use crate::trust::reputation::AddrKey;
 
 /// Control messages one member may have waiting (a viewer that leaves
@@ -43,6 +43,19 @@ pub const CONTROL_QUEUE: usize = 256;
 pub const PAIR_SIGNAL_RATE: f64 = 4.0;
 /// Signals one member may forward to one of its pair at once.
 pub const PAIR_SIGNAL_BURST: u32 = 24;
+
+/// The hub's settings (from `--p2p*`, derived in `config::derive`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubConfig {
+    /// Whether viewers relay at all, and from how many.
+    pub mode: P2pMode,
+    /// The ICE servers each `Welcome` names (JSON, or empty).
+    pub ice_servers: String,
+    /// Networks an ICE candidate may name (empty: any public address).
+    pub candidates: Vec<ipnet::IpNet>,
+    /// The tree's limits.
+    pub tree: TreeConfig,
+}
 
 /// A message for one member's connection task to write.
 #[derive(Debug, Clone)]
@@ -104,15 +117,15 @@ impl Drop for Member {
 }
 
 impl Hub {
-    /// A hub for `cfg`'s `--p2p*` settings.
-    pub fn new(cfg: &ServeConfig, stats: Arc<Stats>) -> Self {
+    /// A hub for the `--p2p*` settings.
+    pub fn new(cfg: HubConfig, stats: Arc<Stats>) -> Self {
         Self {
-            mode: cfg.p2p,
-            ice_servers: cfg.p2p_ice_servers.clone(),
-            filter: CandidateFilter::new(cfg.p2p_candidates.clone()),
+            mode: cfg.mode,
+            ice_servers: cfg.ice_servers,
+            filter: CandidateFilter::new(cfg.candidates),
             stats,
             inner: Mutex::new(Inner {
-                tree: RelayTree::new(cfg.tree_config(), cfg.p2p == P2pMode::On),
+                tree: RelayTree::new(cfg.tree, cfg.mode == P2pMode::On),
                 peers: HashMap::new(),
             }),
             offload: crate::p2p::OffloadWindow::default(),
@@ -293,7 +306,7 @@ impl Hub {
 
 /// Sends each command's `Assign` to its viewer and updates its flag (a
 /// moved viewer is server-fed until its new link is up).
-fn dispatch(inner: &Inner, cmds: &[Command]) {
+fn dispatch(inner: &Inner, cmds: &[Placement]) {
     for c in cmds {
         if let Some(p) = inner.peers.get(&c.viewer) {
             p.fed
@@ -325,15 +338,16 @@ mod tests {
     use donut_shared::wire::p2p::Assign;
 
     use super::*;
-    use crate::config::ServeConfig;
     use crate::p2p::tree::origin_of;
 
     fn hub(mode: P2pMode) -> Arc<Hub> {
-        let mut cfg = ServeConfig::for_tests();
-        cfg.p2p = mode;
-        cfg.p2p_ice_servers = "stun:s.example:3478".into();
-        cfg.p2p_candidates = vec!["127.0.0.1/32".parse().expect("cidr")];
-        Arc::new(Hub::new(&cfg, Arc::new(Stats::default())))
+        let cfg = HubConfig {
+            mode,
+            ice_servers: "stun:s.example:3478".into(),
+            candidates: vec!["127.0.0.1/32".parse().expect("cidr")],
+            tree: TreeConfig::default(),
+        };
+        Arc::new(Hub::new(cfg, Arc::new(Stats::default())))
     }
 
     /// Every control message waiting for `m`, decoded to owned values.

@@ -35,7 +35,7 @@
 //!   lock, each member's control channel (so a change reaches the other
 //!   viewers' tasks), signal forwarding and the ICE candidate filter.
 //!
-//! The viewer connection (`crate::viewer_conn`) decodes the messages and
+//! The viewer connection (`crate::endpoint::viewer`) decodes the messages and
 //! chooses, per batch, `Frames` or its `Digest`.
 
 pub mod filter;
@@ -47,6 +47,19 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::metrics::Stats;
+
+/// Whether viewers relay the broadcast to each other (`--p2p`, see
+/// [`crate::p2p`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum P2pMode {
+    /// Never: `Peering` goes unanswered and every viewer is served by the
+    /// server, exactly as without P2P.
+    Off,
+    /// Peers feed peers once `--p2p-min-viewers` viewers joined the tree.
+    Auto,
+    /// Peers feed peers whenever there are two.
+    On,
+}
 
 /// The offload ratios are measured over this recent window.
 pub const OFFLOAD_WINDOW: Duration = Duration::from_secs(60);

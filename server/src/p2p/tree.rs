@@ -3,7 +3,7 @@
 //! Every viewer that joined (`Peering { on: true }`) is a node. A node's
 //! parent is another node or [`SERVER`]; the server feeds the roots. The
 //! tree decides, the connections only carry out: every operation returns
-//! the [`Command`]s (an `Assign` for one viewer) that bring each affected
+//! the [`Placement`]s (an `Assign` for one viewer) that bring each affected
 //! viewer's view in line with the tree, and the tree remembers what it last
 //! told each viewer, so a viewer is told again exactly when its parent or
 //! backup changed.
@@ -121,7 +121,7 @@ impl Default for TreeConfig {
 
 /// Tell `viewer` its new parent and backup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Command {
+pub struct Placement {
     /// The viewer to send it to.
     pub viewer: u64,
     /// What to send.
@@ -307,14 +307,14 @@ impl RelayTree {
 
     /// Viewer `id` joins from a made-up address of its own (see
     /// [`RelayTree::join_from`]).
-    pub fn join(&mut self, id: u64, now: Instant) -> Vec<Command> {
+    pub fn join(&mut self, id: u64, now: Instant) -> Vec<Placement> {
         self.join_from(id, origin_of(id), now)
     }
 
     /// Viewer `id` joins (again: nothing changes) from `origin`. A viewer
     /// from a barred or suspect address starts barred or suspect. Returns
     /// the assigns, including the joiner's own.
-    pub fn join_from(&mut self, id: u64, origin: AddrKey, now: Instant) -> Vec<Command> {
+    pub fn join_from(&mut self, id: u64, origin: AddrKey, now: Instant) -> Vec<Placement> {
         if id == SERVER || self.nodes.contains_key(&id) {
             return Vec::new();
         }
@@ -359,7 +359,7 @@ impl RelayTree {
 
     /// Viewer `id` left (its socket ended, or `Peering { on: false }`):
     /// its children move at once.
-    pub fn leave(&mut self, id: u64) -> Vec<Command> {
+    pub fn leave(&mut self, id: u64) -> Vec<Placement> {
         let Some(node) = self.nodes.get(&id) else {
             return Vec::new();
         };
@@ -386,7 +386,7 @@ impl RelayTree {
     /// The data channel from `parent` to `child` opened (`up`) or was lost.
     /// Opened: `child` is peer-fed if `parent` is still its parent. Lost:
     /// the parent takes a strike and `child` moves elsewhere.
-    pub fn link(&mut self, child: u64, parent: u64, up: bool, now: Instant) -> Vec<Command> {
+    pub fn link(&mut self, child: u64, parent: u64, up: bool, now: Instant) -> Vec<Placement> {
         let Some(node) = self.nodes.get(&child) else {
             return Vec::new();
         };
@@ -413,7 +413,7 @@ impl RelayTree {
     /// between parents is what the old one owed, not the new one's fault),
     /// and at most one per child per [`LATE_SPACING`] (a stall makes a
     /// child fetch several batches at once).
-    pub fn late(&mut self, child: u64, now: Instant) -> Vec<Command> {
+    pub fn late(&mut self, child: u64, now: Instant) -> Vec<Placement> {
         let Some(parent) = self.parent(child).filter(|_| self.peer_fed(child)) else {
             return Vec::new();
         };
@@ -451,7 +451,12 @@ impl RelayTree {
     /// reporter is fed by the server and never placed under `peer` again,
     /// and the report is weighed (see the module docs): the reporter may
     /// become the suspect, or `peer` be barred on enough witnesses.
-    pub fn mismatch(&mut self, reporter: u64, peer: u64, now: Instant) -> (Verdict, Vec<Command>) {
+    pub fn mismatch(
+        &mut self,
+        reporter: u64,
+        peer: u64,
+        now: Instant,
+    ) -> (Verdict, Vec<Placement>) {
         if peer == SERVER || self.parent(reporter) != Some(peer) {
             return (Verdict::Stale, Vec::new());
         }
@@ -583,7 +588,7 @@ impl RelayTree {
 
     /// Time passes: relays that have done well gain a slot, and server-fed
     /// nodes move under peers with free slots.
-    pub fn tick(&mut self, now: Instant) -> Vec<Command> {
+    pub fn tick(&mut self, now: Instant) -> Vec<Placement> {
         self.now = Some(now);
         self.expire(now);
         self.grow(now);
@@ -946,7 +951,7 @@ impl RelayTree {
     /// Refreshes stale backups and returns an assign for every viewer
     /// whose parent or backup differs from what it was last told. Looks
     /// only at the changed nodes and those they back up.
-    fn sync(&mut self) -> Vec<Command> {
+    fn sync(&mut self) -> Vec<Placement> {
         let changed = std::mem::take(&mut self.changed);
         let dirty: Vec<u64> = self
             .nodes
@@ -968,7 +973,7 @@ impl RelayTree {
             let view = (n.parent, n.backup);
             if n.told != Some(view) {
                 n.told = Some(view);
-                out.push(Command {
+                out.push(Placement {
                     viewer: id,
                     assign: Assign {
                         parent: view.0,

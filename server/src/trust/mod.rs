@@ -2,10 +2,10 @@
 //! client, cheating or merely idle, can stall the show.
 //!
 //! A result passes four gates before it can reach a viewer (see
-//! [`crate::worker_conn`]): the decoder checks every frame's symbols *and
+//! [`crate::endpoint::worker`]): the decoder checks every frame's symbols *and
 //! layout* (`donut_shared::frame::validate_frame`) whatever the policy; the
 //! scheduler checks the header against the task it gave; then the
-//! [`VerifyPolicy`](crate::config::VerifyPolicy) decides how the glyphs are
+//! [`VerifyPolicy`](crate::trust::verifier::VerifyPolicy) decides how the glyphs are
 //! trusted:
 //!
 //! - `full` (the default): the [`verifier`] re-renders every frame natively.
@@ -25,6 +25,7 @@
 //! quorum referee) sanctions by one rule, [`sanction`]: strike, ban at the
 //! limit, evict the address's workers, share the ban with the cluster.
 
+pub mod check;
 pub mod quorum;
 pub mod reputation;
 pub mod sanction;

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::VerifyPolicy;
-use crate::core::{Candidate, Core};
 use crate::metrics::Stats;
+use crate::stream::core::{Candidate, Core};
 use crate::trust::reputation::{AddrKey, Reputation};
 use crate::trust::sanction::Sanctions;
+use crate::trust::verifier::VerifyPolicy;
 use crate::trust::verifier::{Trust, Verifier};
 
 /// Re-renders disputed and lone votes; strikes liars. Cheap to clone.

@@ -89,19 +89,6 @@ pub struct ReputationConfig {
     pub max_trust: u32,
 }
 
-impl ReputationConfig {
-    /// The tunables `donut serve` was given.
-    pub fn from_serve(cfg: &crate::config::ServeConfig) -> Self {
-        Self {
-            scope: cfg.ban_scope,
-            max_strikes: cfg.max_strikes,
-            ban: Duration::from_secs(cfg.ban_secs),
-            max_ban: Duration::from_secs(cfg.max_ban_secs.max(cfg.ban_secs)),
-            max_trust: cfg.sample_trust_batches,
-        }
-    }
-}
-
 /// What a strike led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Strike {

@@ -1,5 +1,5 @@
 //! The one sanctions rule: strike → ban → evict → share, for every judge of
-//! an address (the worker endpoint, `worker_conn`, for what a connection
+//! an address (the worker endpoint, `endpoint::worker`, for what a connection
 //! sends; the [`quorum`](super::quorum) referee for a vote it settled,
 //! whose connection may be gone).
 //!
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use crate::core::Core;
 use crate::metrics::Stats;
+use crate::stream::core::Core;
 use crate::trust::reputation::{AddrKey, Reputation};
 
 /// Shares a ban of an address, for a length, with the other nodes of a
@@ -119,9 +119,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::config::ServeConfig;
-    use crate::fanout::Fanout;
-    use crate::trust::reputation::ReputationConfig;
+    use crate::stream::fanout::Fanout;
+    use crate::trust::reputation::{BanScope, ReputationConfig};
 
     /// The bans shared so far.
     type Shared = Vec<(AddrKey, Duration)>;
@@ -129,18 +128,23 @@ mod tests {
     /// Sanctions with `max_strikes` 3 and bans of `ban_secs`, recording
     /// what they share.
     fn sanctions(ban_secs: u64) -> (Sanctions, Arc<Mutex<Shared>>) {
-        let mut cfg = ServeConfig::for_tests();
-        cfg.max_strikes = 3;
-        cfg.ban_secs = ban_secs;
+        // `donut serve`'s defaults but for the strikes and the ban.
+        let cfg = ReputationConfig {
+            scope: BanScope::Address,
+            max_strikes: 3,
+            ban: Duration::from_secs(ban_secs),
+            max_ban: Duration::from_secs(86_400_u64.max(ban_secs)),
+            max_trust: 20,
+        };
         let stats = Arc::new(Stats::default());
-        let fanout = Arc::new(Fanout::new(cfg.viewer_queue, Arc::clone(&stats)));
+        let fanout = Arc::new(Fanout::new(64, Arc::clone(&stats)));
         let core = Arc::new(Core::new(
-            crate::core::tests::config(),
+            crate::stream::core::tests::config(),
             Arc::clone(&stats),
             fanout,
             Instant::now(),
         ));
-        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
+        let reputation = Arc::new(Reputation::new(cfg));
         let shared = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&shared);
         let share: Share = Arc::new(move |key, length| {

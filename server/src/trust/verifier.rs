@@ -30,8 +30,6 @@ use donut_shared::scene::Scene;
 use rand::seq::index;
 use tokio::sync::Semaphore;
 
-use crate::config::VerifyPolicy;
-
 /// An address's verification record under `sample` (kept by
 /// [`super::reputation::Reputation`]).
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,6 +52,39 @@ impl Verdict {
     /// Whether every checked frame matched.
     pub fn passed(&self) -> bool {
         self.bad_frame.is_none()
+    }
+}
+
+/// How results are checked before they may enter the frame ring (see
+/// [`crate::trust`]). Every frame's symbols and layout are checked under
+/// every policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerifyPolicy {
+    /// Re-render every frame of every result natively: no forged frame
+    /// reaches a viewer, for ~0.1% of a core at 60 fps.
+    Full,
+    /// Broadcast a range once workers from two addresses returned the same
+    /// bytes; re-render only to settle a disagreement or a lone vote.
+    Quorum,
+    /// Re-render frames at positions the worker cannot predict, at a rate
+    /// that adapts to the address's record (never zero). A patient cheater
+    /// gets some forged frames through: for benchmarks and fleets far
+    /// faster than playback.
+    Sample,
+    /// Check nothing. For benchmarks only: one bad worker corrupts everyone's stream.
+    #[value(name = "off-benchmark-only", alias = "off")]
+    Off,
+}
+
+impl VerifyPolicy {
+    /// The policy's name as `--verify` spells it (and `/metrics` shows it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::Quorum => "quorum",
+            Self::Sample => "sample",
+            Self::Off => "off-benchmark-only",
+        }
     }
 }
 

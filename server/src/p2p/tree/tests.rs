@@ -11,7 +11,7 @@ fn tree(always: bool) -> RelayTree {
 }
 
 /// Applies `cmds` to a model of what each viewer was told.
-fn apply(told: &mut HashMap<u64, u64>, cmds: &[Command]) {
+fn apply(told: &mut HashMap<u64, u64>, cmds: &[Placement]) {
     for c in cmds {
         told.insert(c.viewer, c.assign.parent);
     }
@@ -24,7 +24,7 @@ fn joiners_fill_the_shallowest_relays_first() {
     let a = t.join(1, t0);
     assert_eq!(
         a,
-        [Command {
+        [Placement {
             viewer: 1,
             assign: Assign {
                 parent: SERVER,

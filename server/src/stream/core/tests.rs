@@ -20,7 +20,7 @@ use crate::trust::reputation::BanScope;
 pub(crate) const START: u64 = 1_000;
 
 /// An unpaced core: 90 frames rendered ahead, batches of at most 10 (also
-/// the `worker_conn` tests' core).
+/// the `endpoint::worker` tests' core).
 pub(crate) fn config() -> CoreConfig {
     CoreConfig {
         fps: 0,
@@ -686,7 +686,7 @@ fn pushes_within_the_commit_interval_fold_into_one_later_change() {
     assert_eq!(core.position().timeline, 2, "both pushes in one change");
     // No worker: the head stays at the start, so both changes land on the
     // same frame; a reference timeline given the same two commits agrees.
-    let mut reference = crate::timeline::Timeline::new(START);
+    let mut reference = crate::stream::timeline::Timeline::new(START);
     let at = START + paced().input_lead_frames;
     reference.input(1, push);
     reference.commit(at);
@@ -944,7 +944,7 @@ mod props {
                         b: i32::from(b),
                     };
                     self.core.input(u64::from(v), push);
-                    let max = crate::timeline::MAX_VIEWER_UNITS;
+                    let max = crate::stream::timeline::MAX_VIEWER_UNITS;
                     let sum = self.pushes.entry(u64::from(v)).or_default();
                     sum.a = (sum.a + push.a).clamp(-max, max);
                     sum.b = (sum.b + push.b).clamp(-max, max);
@@ -1106,7 +1106,7 @@ mod props {
             );
             let at = (head + lead).max(last);
             prop_assert_eq!(key, at);
-            let max = crate::timeline::MAX_TOTAL_UNITS;
+            let max = crate::stream::timeline::MAX_TOTAL_UNITS;
             let mut total = Impulse::default();
             for p in std::mem::take(&mut self.pushes).values() {
                 total.a += p.a;

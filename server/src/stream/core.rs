@@ -75,8 +75,8 @@
 //! cluster can run one core for many nodes: viewers read the committed
 //! stream from a [`Fanout`] (fed by this core's broadcaster, or on another
 //! node by batches read from the leader), and a worker connection drives a
-//! [`Transport`](crate::transport::Transport) (a local socket, or a
-//! [`Pipe`](crate::pipe::Pipe) whose other end is a tunnel to a worker on
+//! [`Transport`](crate::conn::transport::Transport) (a local socket, or a
+//! [`Pipe`](crate::conn::pipe::Pipe) whose other end is a tunnel to a worker on
 //! another node). The core itself reads no
 //! clock (as [`Scheduler`], after quinn-proto's sans-IO state machines):
 //! every call that may dispatch, expire or advance playback takes `now`,
@@ -96,11 +96,11 @@ use donut_shared::scene::{Impulse, Scene};
 use donut_shared::wire::{Codec, FRAMES_HEADER_LEN, Frames, Task};
 use tokio::sync::{Notify, mpsc};
 
-use crate::fanout::{Batch, Fanout};
 use crate::metrics::Stats;
-use crate::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
-use crate::timeline::Timeline;
-use crate::timeline::lead::LeadEstimator;
+use crate::stream::fanout::{Batch, Fanout};
+use crate::stream::scheduler::{Claim, Scheduler, SchedulerConfig, SchedulerStats, WorkerId};
+use crate::stream::timeline::Timeline;
+use crate::stream::timeline::lead::LeadEstimator;
 use crate::trust::reputation::AddrKey;
 
 /// What the core tells one worker's connection.
@@ -178,14 +178,14 @@ pub struct CoreConfig {
     pub scheduler: SchedulerConfig,
     /// A scene change applies at most this many frames past the playback
     /// head: the time workers get to render the changed frames before
-    /// playback needs them (see [`crate::timeline`]). The lead used is
-    /// measured ([`crate::timeline::lead`]) between this and
+    /// playback needs them (see [`crate::stream::timeline`]). The lead used is
+    /// measured ([`crate::stream::timeline::lead`]) between this and
     /// `input_lead_min_frames`.
     pub input_lead_frames: u64,
     /// The least input lead in frames (the measured lead's floor).
     pub input_lead_min_frames: u64,
     /// Least time between two scene changes: a throttle with a leading
-    /// edge (see [`crate::timeline`]).
+    /// edge (see [`crate::stream::timeline`]).
     pub input_commit_interval: Duration,
     /// How long the timeline stays *hot* after its last change (see
     /// "Hot and quiet" in the module docs): while hot, workers render and
@@ -217,7 +217,7 @@ pub struct Position {
     /// The scene timeline's version.
     pub timeline: u32,
     /// The input lead now, in frames (measured; see
-    /// [`crate::timeline::lead`]).
+    /// [`crate::stream::timeline::lead`]).
     pub input_lead: u64,
     /// The slowest of the last changes measured, commit → the broadcast of
     /// its first frame (what the lead is made of), if any was measured.
@@ -695,7 +695,7 @@ impl Core {
     }
 
     /// Queues viewer `viewer`'s push for the next tick (see
-    /// [`crate::timeline`]).
+    /// [`crate::stream::timeline`]).
     pub fn input(&self, viewer: u64, push: Impulse) {
         self.lock().timeline.input(viewer, push);
     }

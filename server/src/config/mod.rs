@@ -11,8 +11,13 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use donut_shared::wire::Codec;
 
-use crate::client_addr::ForwardedHeader;
-use crate::trust::reputation::BanScope;
+mod derive;
+
+use crate::edge::client_addr::ForwardedHeader;
+// The domains' own enums, read from flags (each lives in its domain).
+pub use crate::p2p::P2pMode;
+pub use crate::trust::reputation::BanScope;
+pub use crate::trust::verifier::VerifyPolicy;
 
 /// Distributed Donut: a browser render farm for a1k0n's spinning donut.
 #[derive(Parser, Debug)]
@@ -43,40 +48,6 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         count: u64,
     },
-}
-
-/// How results are checked before they may enter the frame ring (see
-/// [`crate::trust`]). Every frame's symbols and layout are checked under
-/// every policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum VerifyPolicy {
-    /// Re-render every frame of every result natively: no forged frame
-    /// reaches a viewer, for ~0.1% of a core at 60 fps.
-    Full,
-    /// Broadcast a range once workers from two addresses returned the same
-    /// bytes; re-render only to settle a disagreement or a lone vote.
-    Quorum,
-    /// Re-render frames at positions the worker cannot predict, at a rate
-    /// that adapts to the address's record (never zero). A patient cheater
-    /// gets some forged frames through: for benchmarks and fleets far
-    /// faster than playback.
-    Sample,
-    /// Check nothing. For benchmarks only: one bad worker corrupts everyone's stream.
-    #[value(name = "off-benchmark-only", alias = "off")]
-    Off,
-}
-
-/// Whether viewers relay the broadcast to each other (`--p2p`, see
-/// [`crate::p2p`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum P2pMode {
-    /// Never: `Peering` goes unanswered and every viewer is served by the
-    /// server, exactly as without P2P.
-    Off,
-    /// Peers feed peers once `--p2p-min-viewers` viewers joined the tree.
-    Auto,
-    /// Peers feed peers whenever there are two.
-    On,
 }
 
 /// What a first-time visitor's page does about contributing
@@ -278,7 +249,7 @@ pub struct ServeConfig {
         long,
         env = "DONUT_TRUSTED_PROXIES",
         value_delimiter = ',',
-        value_parser = crate::client_addr::parse_proxy
+        value_parser = crate::edge::client_addr::parse_proxy
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The header the trusted proxies write the client's address into.
@@ -431,7 +402,7 @@ impl ServeConfig {
         if !(self.addr_share > 0.0 && self.addr_share <= 1.0) {
             return Err("--addr-share must be within (0, 1]".into());
         }
-        crate::origin::OriginPolicy::new(&self.allowed_origins)?;
+        crate::edge::origin::OriginPolicy::new(&self.allowed_origins)?;
         crate::cluster::check_node_id(&self.node_id)?;
         if self.leader_lease_ms < 300 {
             return Err("--leader-lease-ms must be at least 300".into());
@@ -467,16 +438,6 @@ impl ServeConfig {
             return Err("--p2p-max-depth must be at least 2".into());
         }
         Ok(())
-    }
-
-    /// The relay tree's limits.
-    pub fn tree_config(&self) -> crate::p2p::tree::TreeConfig {
-        crate::p2p::tree::TreeConfig {
-            fanout: self.p2p_fanout,
-            max_fanout: self.p2p_max_fanout,
-            max_depth: self.p2p_max_depth,
-            min_viewers: self.p2p_min_viewers,
-        }
     }
 
     /// A configuration for tests and benchmarks: listen on an ephemeral

@@ -57,19 +57,31 @@
 //!
 //! No dispatch waits for a round: a worker is given its next range the moment
 //! it has a free slot, and the frames an unanswered range blocks are only
-//! its own. The playback head (in [`crate::core`]) advances as soon as the
+//! its own. The playback head (in [`crate::stream::core`]) advances as soon as the
 //! frames in front of it are in.
 //!
 //! The scheduler is plain synchronous code with the clock passed in, so its
 //! behaviour is unit-tested without sockets or sleeps.
+//!
+//! # Layout
+//!
+//! - this file: the config, the [`Scheduler`] and its picking policy
+//!   (`pick`, `dispatch`, `claim`, `complete`, `vote`);
+//! - `worker.rs`: per-worker bookkeeping (what each holds, its recent
+//!   tasks, pace, probation, misses) and adding, sizing and dropping workers;
+//! - `ranges.rs`: range bookkeeping (the ranges not yet accepted and their
+//!   holders, the frontier, new ranges, what a scene change supersedes);
+//! - `tests.rs`: unit and property tests.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use donut_shared::scene::Scene;
-use donut_shared::wire::{MAX_TASK_FRAMES, Task};
+use donut_shared::wire::Task;
 
-use crate::timeline::Timeline;
+use self::ranges::RangeEntry;
+use self::worker::{Assignment, WorkerState};
+use crate::stream::timeline::Timeline;
 use crate::trust::reputation::AddrKey;
 
 /// Identifies a worker connection for the life of the server.
@@ -124,190 +136,6 @@ impl Default for SchedulerConfig {
             min_new_frames: 1,
             addr_cap_frames: u64::MAX,
             miss_spacing: Duration::from_secs(1),
-        }
-    }
-}
-
-/// One task handed to one worker.
-#[derive(Debug, Clone, Copy)]
-struct Assignment {
-    start: u64,
-    count: u32,
-    /// The scene of `start` the task was sent with.
-    scene: Scene,
-    sent: Instant,
-    /// The worker's count of tasks given, this one included.
-    seq: u64,
-    /// Tasks given to the same worker after this one and answered.
-    overtaken_by: u16,
-    /// From then on an idle worker may get a copy (it is overdue).
-    hedge_at: Instant,
-    /// Then the holder is dropped even if its worker is silent.
-    expire_at: Instant,
-}
-
-/// Why a holder is dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Loss {
-    Expired,
-    PresumedLost,
-}
-
-impl Assignment {
-    /// Whether (and why) this holder of a worker with `slots` slots should
-    /// be dropped now.
-    fn loss(&self, now: Instant, slots: u16) -> Option<Loss> {
-        if self.overtaken_by >= slots || (self.overtaken_by > 0 && self.hedge_at <= now) {
-            Some(Loss::PresumedLost)
-        } else if self.expire_at <= now {
-            Some(Loss::Expired)
-        } else {
-            None
-        }
-    }
-}
-
-/// Tasks remembered after they were answered or expired, per worker, so a
-/// late or repeated answer is recognised as harmless.
-const RECENT_TASKS: usize = 256;
-
-/// A task answered, dropped or superseded, remembered so its answer is
-/// recognised.
-#[derive(Debug, Clone, Copy)]
-struct Recent {
-    task_id: u32,
-    start: u64,
-    count: u32,
-    scene: Scene,
-    /// A scene change reached its frames: its answer is stale.
-    superseded: bool,
-}
-
-/// A worker as the scheduler sees it.
-#[derive(Debug)]
-struct WorkerState {
-    addr: AddrKey,
-    /// Misses since its last verified answer (starting from its address's
-    /// count); see [`WorkerState::note_miss`].
-    misses: u32,
-    /// When it last answered anything, if ever.
-    last_heard: Option<Instant>,
-    /// When its last miss was counted.
-    last_miss: Option<Instant>,
-    slots: u16,
-    live: HashMap<u32, Assignment>,
-    recent: VecDeque<Recent>,
-    next_task_id: u32,
-    /// Measured seconds per frame, end to end (an EWMA).
-    spf: Option<f64>,
-    /// Tasks given to this worker so far.
-    given: u64,
-    /// The scheduler's dispatch count when it was last given a task.
-    last_given: Option<u64>,
-}
-
-impl WorkerState {
-    fn remember(&mut self, task_id: u32, a: &Assignment) {
-        self.remember_as(task_id, a, false);
-    }
-
-    fn remember_as(&mut self, task_id: u32, a: &Assignment, superseded: bool) {
-        if self.recent.len() == RECENT_TASKS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(Recent {
-            task_id,
-            start: a.start,
-            count: a.count,
-            scene: a.scene,
-            superseded,
-        });
-    }
-
-    fn recent(&self, task_id: u32) -> Option<Recent> {
-        self.recent
-            .iter()
-            .rev()
-            .find(|r| r.task_id == task_id)
-            .copied()
-    }
-
-    /// Counts a miss for task `a` dropped unanswered, unless the worker
-    /// has been heard from within `spacing` of now (since the task was
-    /// given), or a miss was counted within `spacing`: a pause, a GC, a lost
-    /// hedge race is not a zombie, and one silence is one miss however many
-    /// tasks it holds. Returns whether it counted.
-    fn note_miss(&mut self, a: &Assignment, now: Instant, spacing: Duration) -> bool {
-        let since = self.last_heard.map_or(a.sent, |h| h.max(a.sent));
-        let silent = now.saturating_duration_since(since) >= spacing;
-        let spaced = self
-            .last_miss
-            .is_none_or(|t| now.saturating_duration_since(t) >= spacing);
-        if !(silent && spaced) {
-            return false;
-        }
-        self.misses = self.misses.saturating_add(1);
-        self.last_miss = Some(now);
-        true
-    }
-
-    /// Whether it has answered a task and missed none since.
-    fn proven(&self) -> bool {
-        self.spf.is_some() && self.misses == 0
-    }
-
-    /// Tasks it may be given now: its free slots, or one probe when every
-    /// slot holds an overdue task, or on probation one task at a time (see
-    /// the module docs).
-    fn free_slots(&self, now: Instant) -> usize {
-        let slots = if self.misses > 0 {
-            1
-        } else {
-            usize::from(self.slots)
-        };
-        if self.live.len() == slots && self.live.values().all(|a| a.hedge_at <= now) {
-            return 1;
-        }
-        slots.saturating_sub(self.live.len())
-    }
-
-    /// Records this worker's own answer to a live task: frees the slot and
-    /// learns its pace from the round trip.
-    fn answered(&mut self, task_id: u32, a: &Assignment, now: Instant) {
-        self.last_heard = Some(now);
-        self.live.remove(&task_id);
-        self.remember(task_id, a);
-        let sample = now.saturating_duration_since(a.sent).as_secs_f64() / f64::from(a.count);
-        self.spf = Some(match self.spf {
-            Some(old) => old * 0.7 + sample * 0.3,
-            None => sample,
-        });
-        for earlier in self.live.values_mut().filter(|e| e.seq < a.seq) {
-            earlier.overtaken_by = earlier.overtaken_by.saturating_add(1);
-        }
-    }
-}
-
-/// A range of frames not yet accepted.
-#[derive(Debug)]
-struct RangeEntry {
-    count: u32,
-    /// The scene of its first frame when it was planned: only frames
-    /// rendered from it are accepted (a range planned again after a scene
-    /// change may have the same start and count as a superseded one).
-    scene: Scene,
-    holders: Vec<(WorkerId, u32)>,
-    /// Under `quorum`: the address whose answer waits for a second one.
-    voted: Option<AddrKey>,
-}
-
-impl RangeEntry {
-    fn new(count: u32, scene: Scene) -> Self {
-        Self {
-            count,
-            scene,
-            holders: Vec::new(),
-            voted: None,
         }
     }
 }
@@ -380,90 +208,6 @@ impl Scheduler {
     /// Counters for metrics.
     pub fn stats(&self) -> SchedulerStats {
         self.stats
-    }
-
-    /// The lowest frame never handed out.
-    pub fn frontier(&self) -> u64 {
-        self.frontier
-    }
-
-    /// Ranges not yet accepted.
-    pub fn outstanding_ranges(&self) -> usize {
-        self.ranges.len()
-    }
-
-    /// A worker's measured pace in frames per second, if known.
-    pub fn worker_fps(&self, id: WorkerId) -> Option<f64> {
-        self.workers
-            .get(&id)
-            .and_then(|w| w.spf)
-            .map(|spf| 1.0 / spf)
-    }
-
-    /// Registers a worker from `addr` with one slot (until it says hello),
-    /// starting with its address's `misses` in a row.
-    pub fn add_worker(&mut self, id: WorkerId, addr: AddrKey, misses: u32) {
-        self.workers.insert(
-            id,
-            WorkerState {
-                addr,
-                misses,
-                last_heard: None,
-                last_miss: None,
-                slots: 1,
-                live: HashMap::new(),
-                recent: VecDeque::new(),
-                next_task_id: 1,
-                spf: None,
-                given: 0,
-                last_given: None,
-            },
-        );
-    }
-
-    /// Sets how many tasks a worker may have outstanding.
-    pub fn set_slots(&mut self, id: WorkerId, slots: u16) {
-        if let Some(w) = self.workers.get_mut(&id) {
-            w.slots = slots.max(1);
-        }
-    }
-
-    /// Forgets a worker; the ranges only it held become unassigned.
-    pub fn remove_worker(&mut self, id: WorkerId) {
-        let Some(w) = self.workers.remove(&id) else {
-            return;
-        };
-        for (task_id, a) in w.live {
-            self.drop_holder(a.start, id, task_id);
-        }
-    }
-
-    /// Removes one holder from a range; orphans go to the unassigned set.
-    fn drop_holder(&mut self, start: u64, worker: WorkerId, task_id: u32) {
-        if let Some(entry) = self.ranges.get_mut(&start) {
-            entry.holders.retain(|&h| h != (worker, task_id));
-            if entry.holders.is_empty() {
-                self.unassigned.insert(start);
-            }
-        }
-    }
-
-    /// The range size this worker should get: sized by its pace, a quarter
-    /// as large per miss in a row.
-    fn want(&self, w: &WorkerState) -> u32 {
-        let shift = w.misses.saturating_mul(2).min(31);
-        (self.paced_want(w) >> shift).max(1)
-    }
-
-    fn paced_want(&self, w: &WorkerState) -> u32 {
-        match w.spf {
-            Some(spf) if spf > 0.0 => {
-                let n = (self.cfg.task_target.as_secs_f64() / spf).round();
-                (n as u32).clamp(1, MAX_TASK_FRAMES)
-            }
-            Some(_) => MAX_TASK_FRAMES,
-            None => self.cfg.first_task_frames.clamp(1, MAX_TASK_FRAMES),
-        }
     }
 
     /// When a task given now is overdue (hedged) and when it expires.
@@ -557,24 +301,6 @@ impl Scheduler {
         }
         // 3. New frames from the frontier, within the window.
         self.pick_new(want, limit, timeline)
-    }
-
-    /// New frames from the frontier, within the window below `limit`, and
-    /// ending at the next keyframe of `timeline` if one lies inside.
-    fn pick_new(&mut self, want: u32, limit: u64, timeline: &Timeline) -> Option<(u64, u32)> {
-        let room = limit.saturating_sub(self.frontier);
-        if room == 0 || room < u64::from(want.min(self.min_new)) {
-            return None;
-        }
-        let cut = timeline
-            .next_keyframe_after(self.frontier)
-            .map_or(room, |k| k - self.frontier);
-        let count = room.min(cut).min(u64::from(want)) as u32;
-        let start = self.frontier;
-        self.frontier += u64::from(count);
-        self.ranges
-            .insert(start, RangeEntry::new(count, timeline.scene_at(start)));
-        Some((start, count))
     }
 
     /// Fills every free slot of every worker, never creating frames at or
@@ -681,61 +407,12 @@ impl Scheduler {
         out
     }
 
-    /// Frames held by live tasks, summed per address.
-    fn frames_in_flight_by_addr(&self) -> HashMap<AddrKey, u64> {
-        let mut held: HashMap<AddrKey, u64> = HashMap::new();
-        for w in self.workers.values() {
-            let frames: u64 = w.live.values().map(|a| u64::from(a.count)).sum();
-            *held.entry(w.addr).or_insert(0) += frames;
-        }
-        held
-    }
-
     /// Drops holders far past their deadline or presumed lost (see the
     /// module docs), freeing their slots.
     pub fn expire(&mut self, now: Instant) {
         let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
         for id in ids {
             self.drop_lost(id, now);
-        }
-    }
-
-    /// The misses since the last call: each worker that missed, with its
-    /// misses in a row.
-    pub fn take_misses(&mut self) -> Vec<(WorkerId, u32)> {
-        std::mem::take(&mut self.missed)
-    }
-
-    /// Drops one worker's holders that are past their deadline or presumed
-    /// lost; an expiry is a miss.
-    fn drop_lost(&mut self, id: WorkerId, now: Instant) {
-        let Some(w) = self.workers.get_mut(&id) else {
-            return;
-        };
-        let lost: Vec<(u32, Loss)> = w
-            .live
-            .iter()
-            .filter_map(|(&t, a)| a.loss(now, w.slots).map(|l| (t, l)))
-            .collect();
-        let mut dropped = Vec::with_capacity(lost.len());
-        for (t, loss) in lost {
-            if let Some(a) = w.live.remove(&t) {
-                w.remember(t, &a);
-                dropped.push((a, t, loss));
-            }
-        }
-        let spacing = self.cfg.miss_spacing;
-        let expired = dropped.iter().filter(|d| d.2 == Loss::Expired);
-        if expired.fold(false, |m, d| w.note_miss(&d.0, now, spacing) | m) {
-            self.missed.push((id, w.misses));
-        }
-        for (a, t, loss) in dropped {
-            let start = a.start;
-            match loss {
-                Loss::Expired => self.stats.expired += 1,
-                Loss::PresumedLost => self.stats.presumed_lost += 1,
-            }
-            self.drop_holder(start, id, t);
         }
     }
 
@@ -800,63 +477,6 @@ impl Scheduler {
             .get(&id)
             .and_then(|w| w.recent(task_id))
             .is_some_and(|r| r.superseded)
-    }
-
-    /// A scene change committed at frame `n`: forgets every range at or
-    /// after `n`, cuts one straddling `n` back to end there (unassigned, to
-    /// be rendered again from its unchanged scene), drops every task
-    /// reaching `n` from its worker (not a miss; its answer will be
-    /// [`Claim::Stale`]) and moves the frontier back to `n`. Returns the
-    /// frames that had been handed out at or after `n` (to be rendered again).
-    pub fn supersede(&mut self, n: u64) -> u64 {
-        let handed = self.frontier.saturating_sub(n);
-        let gone: Vec<u64> = self.ranges.range(n..).map(|(&s, _)| s).collect();
-        for start in gone {
-            self.ranges.remove(&start);
-            self.unassigned.remove(&start);
-        }
-        if let Some((&start, entry)) = self.ranges.range_mut(..n).next_back()
-            && start.saturating_add(u64::from(entry.count)) > n
-        {
-            entry.count = (n - start) as u32;
-            entry.holders.clear();
-            entry.voted = None;
-            self.unassigned.insert(start);
-        }
-        let reaches = |start: u64, count: u32| start.saturating_add(u64::from(count)) > n;
-        for w in self.workers.values_mut() {
-            let cut: Vec<u32> = w
-                .live
-                .iter()
-                .filter(|(_, a)| reaches(a.start, a.count))
-                .map(|(&t, _)| t)
-                .collect();
-            for r in w.recent.iter_mut() {
-                if reaches(r.start, r.count) {
-                    r.superseded = true;
-                }
-            }
-            for t in cut {
-                if let Some(a) = w.live.remove(&t) {
-                    w.remember_as(t, &a, true);
-                }
-            }
-        }
-        self.frontier = self.frontier.min(n);
-        handed
-    }
-
-    /// Whether frames `start .. start + count` form a range still wanted
-    /// and rendered from `scene` (the scene its first frame has now).
-    pub fn wants(&self, start: u64, count: u32, scene: Scene) -> bool {
-        self.ranges
-            .get(&start)
-            .is_some_and(|e| e.count == count && e.scene == scene)
-    }
-
-    /// Whether frames `start .. start + count` form a range still wanted.
-    pub fn is_wanted(&self, start: u64, count: u32) -> bool {
-        self.ranges.get(&start).is_some_and(|e| e.count == count)
     }
 
     /// Records that `id`'s answer to `task_id` was accepted: the range is
@@ -944,11 +564,6 @@ impl Scheduler {
         }
     }
 
-    /// A worker's misses in a row now, if it is connected.
-    pub fn misses(&self, id: WorkerId) -> Option<u32> {
-        self.workers.get(&id).map(|w| w.misses)
-    }
-
     /// Drops `id`'s hold on `task_id` after a failed check or a mismatched
     /// header, freeing its slot; the range goes to someone else.
     pub fn reject(&mut self, id: WorkerId, task_id: u32) {
@@ -961,6 +576,9 @@ impl Scheduler {
         }
     }
 }
+
+mod ranges;
+mod worker;
 
 #[cfg(test)]
 mod tests;

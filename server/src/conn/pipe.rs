@@ -3,10 +3,10 @@
 //!
 //! In a cluster a worker may connect to a follower while its tasks come
 //! from the leader's core. The follower keeps the socket (a real
-//! [`Connection`](crate::connection::Connection), with its keep-alive,
+//! [`Connection`](crate::conn::connection::Connection), with its keep-alive,
 //! size limit and timeouts) and tunnels the messages; on the leader the
 //! tunnel holds a [`PipeEnd`] and feeds it what the worker sent, while
-//! [`worker_conn`](crate::worker_conn) runs unchanged over the [`Pipe`].
+//! [`endpoint::worker`](crate::endpoint::worker) runs unchanged over the [`Pipe`].
 //! Everything the protocol decides (tasks, strikes, misses, bans, the
 //! close and its reason) is decided once, on the leader; the pipe only
 //! carries it.
@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::connection::{End, Event};
-use crate::transport::Transport;
+use crate::conn::connection::{End, Event};
+use crate::conn::transport::Transport;
 
 /// What the connection sends the far end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Pipe {
     ///
     /// Messages are not size-checked here: the worker's own connection, on
     /// the node that holds its socket, enforced the size limit, and
-    /// `worker_conn`'s decoder checks every length again.
+    /// `endpoint::worker`'s decoder checks every length again.
     pub fn new(capacity: usize, send_limit: Duration) -> (Self, PipeEnd) {
         let (in_tx, in_rx) = mpsc::channel(capacity.max(1));
         let (out_tx, out_rx) = mpsc::channel(capacity.max(1));
@@ -110,7 +110,7 @@ impl Transport for Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::{CloseReason, POLICY};
+    use crate::conn::limits::{CloseReason, POLICY};
 
     const LIMIT: Duration = Duration::from_secs(5);
 

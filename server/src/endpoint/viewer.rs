@@ -2,7 +2,7 @@
 //! the viewer's pushes on the scene in.
 //!
 //! Inputs are decoded by `FromViewer` (length, tag and range caps); each is
-//! queued on the core's scene timeline (`crate::timeline`), where the next
+//! queued on the core's scene timeline (`crate::stream::timeline`), where the next
 //! tick folds it with everyone's into one change. A malformed or
 //! out-of-range input closes the viewer with the decoder's reason (1002), a
 //! viewer-bound or worker message with 1003, and a viewer over its input
@@ -10,7 +10,7 @@
 //! viewer's flood never reaches the timeline, and the others are untouched.
 //!
 //! On connect the viewer subscribes to the node's
-//! [`Fanout`](crate::fanout::Fanout) (not to the core: on a cluster
+//! [`Fanout`](crate::stream::fanout::Fanout) (not to the core: on a cluster
 //! follower the stream comes from the leader) and, atomically with that,
 //! receives the frames from the playback head to the broadcast cursor, so
 //! it can start playing at once. Afterwards it forwards each shared,
@@ -23,7 +23,7 @@
 //! bytes altogether is dropped when a send exceeds the send timeout, and
 //! one that leaves more than `--viewer-max-unsent` bytes unread in its
 //! socket is closed with a reason however it answers pings
-//! ([`crate::send_queue`]), so the memory it can pin is the channel's
+//! ([`crate::edge::send_queue`]), so the memory it can pin is the channel's
 //! bounded retention plus a fixed socket buffer.
 //!
 //! A viewer that joins the peer relay (`Peering { on: true }`, see
@@ -58,14 +58,14 @@ use donut_shared::wire::{DecodeError, FromViewer, Input};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
-use crate::connection::{Connection, End, Event};
-use crate::fanout::Batch;
-use crate::fleet::Admission;
-use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
+use crate::conn::connection::{Connection, End, Event};
+use crate::conn::fleet::Admission;
+use crate::conn::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
+use crate::edge::send_queue::SendQueue;
 use crate::p2p::hub::{Control, Member};
-use crate::send_queue::SendQueue;
 use crate::state::App;
-use crate::timeline::rate::TokenBucket;
+use crate::stream::fanout::Batch;
+use crate::stream::timeline::rate::TokenBucket;
 use crate::trust::reputation::AddrKey;
 
 /// Longest a telemetry update waits for a batch to ride with: a little more
@@ -104,7 +104,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
         "message exceeds the viewer limit: Input and relay signalling (at most 4 KiB of text)",
     );
     let mut session = Session::new(&app, admission.id, admission.key);
-    let mut ws = Connection::new(socket, &app, oversize);
+    let mut ws = app.connection(socket, oversize);
     // Paced (a real show), what a viewer leaves unread is bounded. Unpaced
     // (benchmarks) the stream runs as fast as it can be rendered, kernel
     // buffering is part of the measured throughput, and the viewers are
@@ -383,7 +383,8 @@ impl Session {
             ));
         }
         app.stats.inputs_accepted.inc();
-        app.engine.input(app, self.id, input.impulse());
+        app.engine
+            .input(&app.core, &app.stats, self.id, input.impulse());
         Ok(())
     }
 

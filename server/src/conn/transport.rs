@@ -1,12 +1,12 @@
 //! What a worker connection runs over: messages in, messages out, and a
 //! close, whatever carries them.
 //!
-//! [`worker_conn`](crate::worker_conn) holds a worker's whole protocol
+//! [`endpoint::worker`](crate::endpoint::worker) holds a worker's whole protocol
 //! (tasks out, results in, the trust gates, strikes and misses), but not
 //! how its bytes travel. On one node they travel on the worker's own
 //! WebSocket, a [`Connection`] (keep-alive, limits, timeouts). In a cluster
 //! every worker is a worker of the leader's core, and a worker connected to
-//! a follower is run on the leader over a [`Pipe`](crate::pipe::Pipe):
+//! a follower is run on the leader over a [`Pipe`](crate::conn::pipe::Pipe):
 //! channels whose far end is the tunnel through Redis to the follower, where
 //! the worker's real [`Connection`] lives. This trait is the little the
 //! protocol loop needs of either.
@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 
-use crate::connection::{Connection, End, Event};
+use crate::conn::connection::{Connection, End, Event};
 
 /// Messages to and from one peer, and how the exchange ends.
 pub trait Transport: Send {

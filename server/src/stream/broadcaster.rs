@@ -1,7 +1,7 @@
 //! The broadcaster task: the stream's clock.
 //!
 //! It wakes on a short tick, or at once when a result makes new frames
-//! contiguous, and calls [`Core::tick`](crate::core::Core::tick), which
+//! contiguous, and calls [`Core::tick`](crate::stream::core::Core::tick), which
 //! advances the playback head, takes the frames due for broadcast, expires
 //! overdue tasks and dispatches work. It then encodes each due batch once
 //! (on the blocking pool, outside the core's lock) and publishes it on the
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::core::Core;
-use crate::fanout::{Batch, Fanout};
+use crate::stream::core::Core;
+use crate::stream::fanout::{Batch, Fanout};
 
 /// How often the clock ticks without being woken.
 pub const TICK: Duration = Duration::from_millis(5);

@@ -26,9 +26,8 @@ use tokio::time::Interval;
 use tokio_tungstenite::tungstenite;
 use tracing::debug;
 
-use crate::limits::{CloseReason, NORMAL, shutdown_reason};
+use crate::conn::limits::{CloseReason, NORMAL, shutdown_reason};
 use crate::metrics::Stats;
-use crate::state::App;
 
 /// What a connection received that its endpoint must handle. Pings and
 /// pongs are not events: they only show the peer is alive.
@@ -40,7 +39,7 @@ pub enum Event {
     Text,
     /// The node holding a tunnelled worker's socket checked its answer to
     /// `task_id` natively and found frame `frame` wrong (a cluster's
-    /// [`Pipe`](crate::pipe::Pipe) only: a socket never yields it).
+    /// [`Pipe`](crate::conn::pipe::Pipe) only: a socket never yields it).
     Rejected {
         /// The task answered.
         task_id: u32,
@@ -95,21 +94,39 @@ pub struct Connection {
     oversize: CloseReason,
 }
 
+/// A connection's keep-alive and send timings (`--ping-secs`,
+/// `--idle-secs`, `--send-timeout-secs`; derived in `config::derive`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// How often the server pings a quiet peer.
+    pub ping: Duration,
+    /// A peer silent this long is reaped.
+    pub idle: Duration,
+    /// How long a send may wait for the peer to take bytes.
+    pub send_limit: Duration,
+}
+
 impl Connection {
-    /// Wraps an upgraded socket, with the timings of `app`'s configuration.
-    /// `oversize` is the close sent for a message over the limit the
-    /// upgrade set.
-    pub fn new(socket: WebSocket, app: &App, oversize: CloseReason) -> Self {
-        let mut ping = tokio::time::interval(Duration::from_secs(app.cfg.ping_secs.max(1)));
+    /// Wraps an upgraded socket with `limits`' timings, counting into
+    /// `stats` and ending when `shutdown` turns true. `oversize` is the
+    /// close sent for a message over the limit the upgrade set.
+    pub fn new(
+        socket: WebSocket,
+        limits: ConnLimits,
+        stats: Arc<Stats>,
+        shutdown: watch::Receiver<bool>,
+        oversize: CloseReason,
+    ) -> Self {
+        let mut ping = tokio::time::interval(limits.ping);
         ping.reset();
         Self {
             socket,
-            stats: Arc::clone(&app.stats),
-            shutdown: app.shutdown.clone(),
+            stats,
+            shutdown,
             ping,
             last_heard: Instant::now(),
-            idle: Duration::from_secs(app.cfg.idle_secs.max(1)),
-            send_limit: Duration::from_secs(app.cfg.send_timeout_secs.max(1)),
+            idle: limits.idle,
+            send_limit: limits.send_limit,
             oversize,
         }
     }
@@ -308,7 +325,7 @@ mod tests {
             Some(CloseReason::new(NORMAL, "idle timeout"))
         );
         assert_eq!(End::Shutdown.close_reason(), Some(shutdown_reason()));
-        let r = CloseReason::new(crate::limits::POLICY, "no");
+        let r = CloseReason::new(crate::conn::limits::POLICY, "no");
         assert_eq!(End::Closed(r.clone()).close_reason(), Some(r));
         for end in [
             End::PeerClosed(Some(1000)),

@@ -4,7 +4,7 @@
 //! spends one. A drag sends one input per animation frame at most, which
 //! the page coalesces to well under the default 30 a second, so a person
 //! never meets the limit while a script flooding the socket does at once
-//! and is closed with a reason (see `crate::viewer_conn`). Sans-IO: the
+//! and is closed with a reason (see `crate::endpoint::viewer`). Sans-IO: the
 //! clock is passed in.
 
 use std::time::Instant;

@@ -1,7 +1,7 @@
 //! What a node knows of the committed timeline, and which entries of the
 //! timeline stream it passes on to its viewers.
 //!
-//! Every node keeps a [`Relay`]: a follower feeds it each entry it reads
+//! Every node keeps a [`TimelineCursor`]: a follower feeds it each entry it reads
 //! from `{p}timeline`, the leader each entry it appends. It decides, by
 //! frame numbers and versions alone (sans-IO, no Redis, unit-tested), what
 //! goes to the node's fan-out:
@@ -38,7 +38,7 @@ pub struct ResumePoint {
 
 /// What to do with an entry (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum EntryVerdict {
     /// Pass it on.
     Take,
     /// Pass it on; frames were lost before it.
@@ -52,13 +52,13 @@ pub enum Verdict {
 
 /// See the module docs.
 #[derive(Debug, Clone, Default)]
-pub struct Relay {
+pub struct TimelineCursor {
     /// The last stream ID read or appended.
     last_id: EntryId,
     resume: Option<ResumePoint>,
 }
 
-impl Relay {
+impl TimelineCursor {
     /// The ID to read the stream after.
     pub fn last_id(&self) -> EntryId {
         self.last_id
@@ -71,22 +71,22 @@ impl Relay {
 
     /// Judges the entry `id`, and if taken, moves the resume point past it.
     /// An entry whose scene bytes do not decode is dropped.
-    pub fn offer(&mut self, id: EntryId, entry: &TimelineEntry) -> Verdict {
+    pub fn offer(&mut self, id: EntryId, entry: &TimelineEntry) -> EntryVerdict {
         self.last_id = self.last_id.max(id);
         let Ok(scene) = Scene::from_bytes(&entry.scene) else {
-            return Verdict::Drop;
+            return EntryVerdict::Drop;
         };
         let verdict = match self.resume {
-            None => Verdict::Take,
-            Some(at) if entry.version < at.version => Verdict::Drop,
-            Some(at) if entry.version > at.version => Verdict::Take,
-            Some(at) if entry.start < at.frame => Verdict::Drop,
-            Some(at) if entry.start > at.frame => Verdict::TakeAfterGap {
+            None => EntryVerdict::Take,
+            Some(at) if entry.version < at.version => EntryVerdict::Drop,
+            Some(at) if entry.version > at.version => EntryVerdict::Take,
+            Some(at) if entry.start < at.frame => EntryVerdict::Drop,
+            Some(at) if entry.start > at.frame => EntryVerdict::TakeAfterGap {
                 missing: entry.start - at.frame,
             },
-            Some(_) => Verdict::Take,
+            Some(_) => EntryVerdict::Take,
         };
-        if verdict != Verdict::Drop {
+        if verdict != EntryVerdict::Drop {
             let mut end = scene;
             end.advance(u64::from(entry.count));
             self.resume = Some(ResumePoint {
@@ -130,18 +130,18 @@ mod tests {
 
     #[test]
     fn entries_follow_each_other_repeats_and_stale_versions_drop() {
-        let mut r = Relay::default();
-        assert_eq!(r.offer(id(1), &entry(100, 15, 0)), Verdict::Take);
-        assert_eq!(r.offer(id(2), &entry(115, 15, 0)), Verdict::Take);
+        let mut r = TimelineCursor::default();
+        assert_eq!(r.offer(id(1), &entry(100, 15, 0)), EntryVerdict::Take);
+        assert_eq!(r.offer(id(2), &entry(115, 15, 0)), EntryVerdict::Take);
         // The same batch again (a deposed leader, a re-read): dropped.
-        assert_eq!(r.offer(id(3), &entry(115, 15, 0)), Verdict::Drop);
-        assert_eq!(r.offer(id(4), &entry(100, 15, 0)), Verdict::Drop);
+        assert_eq!(r.offer(id(3), &entry(115, 15, 0)), EntryVerdict::Drop);
+        assert_eq!(r.offer(id(4), &entry(100, 15, 0)), EntryVerdict::Drop);
         // A scene change: version 1 from 120 on replaces what followed.
-        assert_eq!(r.offer(id(5), &entry(120, 15, 1)), Verdict::Take);
-        assert_eq!(r.offer(id(6), &entry(130, 15, 0)), Verdict::Drop);
+        assert_eq!(r.offer(id(5), &entry(120, 15, 1)), EntryVerdict::Take);
+        assert_eq!(r.offer(id(6), &entry(130, 15, 0)), EntryVerdict::Drop);
         assert_eq!(
             r.offer(id(7), &entry(140, 15, 1)),
-            Verdict::TakeAfterGap { missing: 5 }
+            EntryVerdict::TakeAfterGap { missing: 5 }
         );
         assert_eq!(r.last_id(), id(7));
         let at = r.resume_point().expect("entries were taken");
@@ -150,12 +150,12 @@ mod tests {
 
     #[test]
     fn the_resume_point_carries_the_scene_to_the_end_of_the_last_entry() {
-        let mut r = Relay::default();
+        let mut r = TimelineCursor::default();
         let mut spun = Scene::idle(600);
         spun.push(donut_shared::scene::Impulse { a: 500, b: -200 });
         let mut e = entry(600, 30, 4);
         e.scene = spun.to_bytes();
-        assert_eq!(r.offer(id(9), &e), Verdict::Take);
+        assert_eq!(r.offer(id(9), &e), EntryVerdict::Take);
         let mut end = spun;
         end.advance(30);
         assert_eq!(
@@ -170,16 +170,16 @@ mod tests {
         // was already passed on is still a repeat.
         r.reset();
         assert_eq!(r.last_id(), EntryId::ZERO);
-        assert_eq!(r.offer(id(1), &e), Verdict::Drop);
+        assert_eq!(r.offer(id(1), &e), EntryVerdict::Drop);
     }
 
     #[test]
     fn an_entry_with_a_garbled_scene_is_dropped() {
-        let mut r = Relay::default();
+        let mut r = TimelineCursor::default();
         let mut e = entry(0, 10, 0);
         // Spin far beyond the bound: not a scene any server commits.
         e.scene[16..24].copy_from_slice(&i64::MAX.to_be_bytes());
-        assert_eq!(r.offer(id(1), &e), Verdict::Drop);
+        assert_eq!(r.offer(id(1), &e), EntryVerdict::Drop);
         assert_eq!(r.resume_point(), None);
     }
 }

@@ -14,7 +14,7 @@
 //! closed once its address has missed `--max-misses` in a row.
 //!
 //! The loop runs over any [`Transport`]: the worker's own socket
-//! ([`run`]), or a [`Pipe`](crate::pipe::Pipe) to a socket held by another
+//! ([`run`]), or a [`Pipe`](crate::conn::pipe::Pipe) to a socket held by another
 //! node of a cluster ([`serve`]); the protocol is the same.
 
 use std::sync::Arc;
@@ -29,16 +29,16 @@ use donut_shared::wire::{
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::config::VerifyPolicy;
-use crate::connection::{Connection, End, Event};
-use crate::core::{Candidate, Vote, WorkerEvent};
-use crate::fleet::Admission;
-use crate::limits::{CloseReason, POLICY, UNSUPPORTED};
-use crate::scheduler::Claim;
+use crate::conn::connection::{Connection, End, Event};
+use crate::conn::fleet::Admission;
+use crate::conn::limits::{CloseReason, POLICY, UNSUPPORTED};
+use crate::conn::transport::Transport;
 use crate::state::App;
-use crate::timeline::rate::TokenBucket;
-use crate::transport::Transport;
-use crate::trust::reputation::AddrKey;
+use crate::stream::core::{Candidate, Vote, WorkerEvent};
+use crate::stream::scheduler::Claim;
+use crate::stream::timeline::rate::TokenBucket;
+use crate::trust::check::check_answer;
+use crate::trust::verifier::VerifyPolicy;
 
 /// Per-connection state.
 struct Conn {
@@ -68,29 +68,6 @@ pub const HELLO_BURST: u32 = 8;
 /// a flood (a hedged or expired task legitimately gets one late answer).
 const NEEDLESS_ALLOWANCE: u64 = 16;
 
-/// Checks the packed `frames` of an answer from `key` (the task's first
-/// frame and its scene) natively, at the positions the policy and the
-/// address's trust pick; counts what was checked, cleans the address on a
-/// pass. Returns the first wrong frame, if any (counted as rejected). Used
-/// where the worker's socket is: here, or a cluster follower's tunnel.
-pub async fn check_answer(
-    app: &App,
-    key: AddrKey,
-    (start, scene): (u64, Scene),
-    frames: Bytes,
-) -> Option<u64> {
-    let trust = app.fleet.reputation().trust(key);
-    let verdict = app.verifier.verify(trust, (start, scene), frames).await;
-    app.stats.frames_checked.add(u64::from(verdict.checked));
-    if verdict.bad_frame.is_some() {
-        app.stats.batches_rejected.inc();
-    } else if verdict.checked > 0 {
-        app.stats.batches_verified.inc();
-        app.fleet.reputation().clean(key, Instant::now());
-    }
-    verdict.bad_frame
-}
-
 /// Runs a worker connection on its upgraded socket to its end (inside its
 /// connection span, see `app.rs`).
 pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission) {
@@ -105,7 +82,7 @@ pub fn connection(socket: WebSocket, app: &App) -> Connection {
         len: MAX_WORKER_MESSAGE_LEN + 1,
         max: MAX_WORKER_MESSAGE_LEN,
     });
-    Connection::new(socket, app, oversize)
+    app.connection(socket, oversize)
 }
 
 /// Runs the worker protocol over `ws` to its end: registers the worker
@@ -176,7 +153,7 @@ pub async fn serve<T: Transport>(mut ws: T, app: Arc<App>, admission: Admission)
                 WorkerEvent::Banned => {
                     break End::Closed(CloseReason::new(POLICY, "address banned for cheating"));
                 }
-                WorkerEvent::Handover => break End::Closed(crate::limits::handover_reason()),
+                WorkerEvent::Handover => break End::Closed(crate::conn::limits::handover_reason()),
             },
             Ok(()) = telemetry.changed() => {
                 let mut t = telemetry.borrow_and_update().telemetry;
@@ -273,7 +250,16 @@ impl Conn {
             // `Event::Rejected` instead.
             return self.take(r, scene);
         }
-        if let Some(bad) = check_answer(&app, key, (r.start, scene), frames).await {
+        if let Some(bad) = check_answer(
+            &app.verifier,
+            app.fleet.reputation(),
+            &app.stats,
+            key,
+            (r.start, scene),
+            frames,
+        )
+        .await
+        {
             app.core.reject(self.id, r.task_id, Instant::now());
             return self.strike(format!("frame {bad} failed verification"));
         }
@@ -432,23 +418,22 @@ mod tests {
     use tokio::sync::watch;
 
     use super::*;
-    use crate::client_addr::ClientAddr;
     use crate::config::ServeConfig;
-    use crate::core::{Core, CoreConfig};
-    use crate::fanout::Fanout;
-    use crate::fleet::{Caps, Fleet, Role};
-    use crate::limits::PROTOCOL_ERROR;
+    use crate::conn::fleet::{Caps, ConnKind, Fleet};
+    use crate::conn::limits::PROTOCOL_ERROR;
+    use crate::conn::pipe::{Outbound, Pipe, PipeEnd};
+    use crate::edge::client_addr::ClientAddr;
+    use crate::edge::origin::OriginPolicy;
     use crate::metrics::Stats;
     use crate::native_worker::render_result;
-    use crate::origin::OriginPolicy;
-    use crate::pipe::{Outbound, Pipe, PipeEnd};
-    use crate::telemetry::TelemetryMsg;
+    use crate::stream::core::{Core, CoreConfig};
+    use crate::stream::fanout::Fanout;
+    use crate::stream::telemetry::TelemetryMsg;
     use crate::trust::quorum::Referee;
-    use crate::trust::reputation::{Reputation, ReputationConfig};
+    use crate::trust::reputation::Reputation;
     use crate::trust::sanction::Sanctions;
-    use crate::trust::verifier::Verifier;
 
-    use crate::core::tests::START;
+    use crate::stream::core::tests::START;
     const WAIT: Duration = Duration::from_secs(10);
 
     /// An [`App`] as `app.rs` builds it (full verification, an unpaced
@@ -468,13 +453,13 @@ mod tests {
         let core = Arc::new(Core::new(
             CoreConfig {
                 viewer_lead_frames: u64::MAX,
-                ..crate::core::tests::config()
+                ..crate::stream::core::tests::config()
             },
             Arc::clone(&stats),
             Arc::clone(&fanout),
             Instant::now(),
         ));
-        let reputation = Arc::new(Reputation::new(ReputationConfig::from_serve(&cfg)));
+        let reputation = Arc::new(Reputation::new(cfg.reputation_config()));
         let caps = Caps {
             workers: 8,
             viewers: 8,
@@ -486,12 +471,15 @@ mod tests {
         let sanctions = Sanctions::new(Arc::clone(&core), reputation, Arc::clone(&stats));
         let app = Arc::new(App {
             engine: crate::engine::Engine::Memory,
-            verifier: Verifier::new(cfg.verify, cfg.sample_floor, cfg.sample_trust_batches),
+            verifier: cfg.verifier(),
             referee: Referee::new(sanctions.clone()),
             sanctions,
             origins: OriginPolicy::new(&[]).expect("no origins is a valid policy"),
             client_addr: ClientAddr::new(Vec::new(), cfg.forwarded_header),
-            hub: Arc::new(crate::p2p::hub::Hub::new(&cfg, Arc::clone(&stats))),
+            hub: Arc::new(crate::p2p::hub::Hub::new(
+                cfg.hub_config(),
+                Arc::clone(&stats),
+            )),
             cfg,
             core,
             fanout,
@@ -513,7 +501,7 @@ mod tests {
     fn connect(app: &Arc<App>) -> (tokio::task::JoinHandle<()>, PipeEnd, u64) {
         let admission = app
             .fleet
-            .admit(Role::Worker, IpAddr::from([10, 0, 0, 1]))
+            .admit(ConnKind::Worker, IpAddr::from([10, 0, 0, 1]))
             .expect("admitted");
         let id = admission.id;
         let (pipe, far) = Pipe::new(8, WAIT);

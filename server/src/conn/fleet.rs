@@ -19,19 +19,19 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
-use crate::limits::{CloseReason, POLICY, TRY_AGAIN_LATER};
+use crate::conn::limits::{CloseReason, POLICY, TRY_AGAIN_LATER};
 use crate::trust::reputation::{AddrKey, Reputation};
 
 /// The two kinds of connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub enum ConnKind {
     /// Receives tasks, returns results.
     Worker,
     /// Receives the frame stream and telemetry.
     Viewer,
 }
 
-impl Role {
+impl ConnKind {
     /// The role's name, as logs and refusals say it.
     pub fn name(self) -> &'static str {
         match self {
@@ -116,9 +116,9 @@ impl Fleet {
     }
 
     /// Admits a connection from `ip` or says why not.
-    pub fn admit(self: &Arc<Self>, role: Role, ip: IpAddr) -> Result<Admission, CloseReason> {
+    pub fn admit(self: &Arc<Self>, role: ConnKind, ip: IpAddr) -> Result<Admission, CloseReason> {
         let key = self.reputation.key(ip);
-        if role == Role::Worker
+        if role == ConnKind::Worker
             && let Some(left) = self.reputation.banned(key, Instant::now())
         {
             let secs = left.as_secs() + 1;
@@ -129,8 +129,8 @@ impl Fleet {
         }
         let mut inner = self.lock();
         let (count, cap) = match role {
-            Role::Worker => (inner.workers, self.caps.workers),
-            Role::Viewer => (inner.viewers, self.caps.viewers),
+            ConnKind::Worker => (inner.workers, self.caps.workers),
+            ConnKind::Viewer => (inner.viewers, self.caps.viewers),
         };
         let name = role.name();
         if count >= cap {
@@ -148,11 +148,11 @@ impl Fleet {
         }
         inner.per_ip.insert(key, from_ip + 1);
         match role {
-            Role::Worker => {
+            ConnKind::Worker => {
                 inner.workers += 1;
                 self.workers.fetch_add(1, Ordering::Relaxed);
             }
-            Role::Viewer => {
+            ConnKind::Viewer => {
                 inner.viewers += 1;
                 self.viewers.fetch_add(1, Ordering::Relaxed);
             }
@@ -167,14 +167,14 @@ impl Fleet {
         })
     }
 
-    fn release(&self, role: Role, key: AddrKey) {
+    fn release(&self, role: ConnKind, key: AddrKey) {
         let mut inner = self.lock();
         match role {
-            Role::Worker => {
+            ConnKind::Worker => {
                 inner.workers = inner.workers.saturating_sub(1);
                 self.workers.fetch_sub(1, Ordering::Relaxed);
             }
-            Role::Viewer => {
+            ConnKind::Viewer => {
                 inner.viewers = inner.viewers.saturating_sub(1);
                 self.viewers.fetch_sub(1, Ordering::Relaxed);
             }
@@ -192,7 +192,7 @@ impl Fleet {
 /// A place in the fleet, held for the life of one connection.
 pub struct Admission {
     fleet: Arc<Fleet>,
-    role: Role,
+    role: ConnKind,
     /// The peer's address.
     pub ip: IpAddr,
     /// The peer's address as reputation keys it.
@@ -235,26 +235,28 @@ mod tests {
         let f = fleet(Duration::ZERO);
         let a: IpAddr = [10, 0, 0, 1].into();
         let b: IpAddr = [10, 0, 0, 2].into();
-        let v = f.admit(Role::Viewer, a).expect("first viewer");
-        let refused = f.admit(Role::Viewer, b).err().expect("cap");
+        let v = f.admit(ConnKind::Viewer, a).expect("first viewer");
+        let refused = f.admit(ConnKind::Viewer, b).err().expect("cap");
         assert_eq!(refused.code, TRY_AGAIN_LATER);
-        let w = f.admit(Role::Worker, a).expect("worker");
+        let w = f.admit(ConnKind::Worker, a).expect("worker");
         // a has 2 connections: the per-IP cap.
-        assert!(f.admit(Role::Worker, a).is_err());
-        assert!(f.admit(Role::Worker, b).is_ok_and(|x| x.id > w.id));
+        assert!(f.admit(ConnKind::Worker, a).is_err());
+        assert!(f.admit(ConnKind::Worker, b).is_ok_and(|x| x.id > w.id));
         drop(v);
         assert_eq!(f.viewers(), 0);
-        assert!(f.admit(Role::Viewer, b).is_ok());
+        assert!(f.admit(ConnKind::Viewer, b).is_ok());
     }
 
     #[test]
     fn the_per_address_cap_covers_the_ban_scope() {
         let f = fleet(Duration::ZERO);
         let ip = |s: &str| s.parse::<IpAddr>().expect("address");
-        let _a = f.admit(Role::Worker, ip("2001:db8::1")).expect("first");
-        let _b = f.admit(Role::Viewer, ip("2001:db8::2")).expect("second");
+        let _a = f.admit(ConnKind::Worker, ip("2001:db8::1")).expect("first");
+        let _b = f
+            .admit(ConnKind::Viewer, ip("2001:db8::2"))
+            .expect("second");
         let r = f
-            .admit(Role::Worker, ip("2001:db8::3"))
+            .admit(ConnKind::Worker, ip("2001:db8::3"))
             .err()
             .expect("capped");
         assert_eq!(r.code, TRY_AGAIN_LATER);
@@ -264,8 +266,12 @@ mod tests {
     async fn emptied_wakes_when_the_last_connection_leaves() {
         let f = fleet(Duration::ZERO);
         f.emptied().await;
-        let a = f.admit(Role::Worker, [10, 0, 0, 1].into()).expect("worker");
-        let b = f.admit(Role::Viewer, [10, 0, 0, 2].into()).expect("viewer");
+        let a = f
+            .admit(ConnKind::Worker, [10, 0, 0, 1].into())
+            .expect("worker");
+        let b = f
+            .admit(ConnKind::Viewer, [10, 0, 0, 2].into())
+            .expect("viewer");
         let waiting = tokio::spawn({
             let f = Arc::clone(&f);
             async move { f.emptied().await }
@@ -286,9 +292,9 @@ mod tests {
         let a: IpAddr = [10, 0, 0, 1].into();
         let rep = f.reputation();
         rep.strike(rep.key(a), Instant::now());
-        let r = f.admit(Role::Worker, a).err().expect("banned");
+        let r = f.admit(ConnKind::Worker, a).err().expect("banned");
         assert_eq!(r.code, POLICY);
         assert!(r.reason.contains("banned"), "{}", r.reason);
-        assert!(f.admit(Role::Viewer, a).is_ok());
+        assert!(f.admit(ConnKind::Viewer, a).is_ok());
     }
 }

@@ -11,11 +11,10 @@ use bytes::Bytes;
 use donut_shared::wire::Telemetry;
 use tokio::sync::watch;
 
-use crate::cluster::Node;
-use crate::core::Core;
-use crate::fleet::Fleet;
+use crate::conn::fleet::Fleet;
 use crate::metrics::Stats;
 use crate::p2p::hub::Hub;
+use crate::stream::core::Core;
 
 /// Interval between telemetry messages.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -39,6 +38,19 @@ impl TelemetryMsg {
     }
 }
 
+/// What telemetry reads of the cluster this node is in (a cluster node;
+/// handed over by the engine, so the stream never names the node type).
+pub trait ClusterView: Send + Sync {
+    /// Whether this node leads now.
+    fn is_leader(&self) -> bool;
+    /// The cluster's playback head moved on to `now` at `fps`, and the end
+    /// of what the timeline stream committed (frame numbers); `None`
+    /// before any entry.
+    fn cluster_head(&self, now: Instant, fps: u16) -> Option<(u64, u64)>;
+    /// The cluster's workers, viewers and frames a second, as last read.
+    fn totals(&self) -> (u64, u64, f64);
+}
+
 /// Everything the telemetry task reads.
 pub struct Sources {
     /// The stream.
@@ -49,9 +61,9 @@ pub struct Sources {
     pub stats: Arc<Stats>,
     /// Playback rate.
     pub fps: u16,
-    /// The cluster node, if any: viewers and workers are then the
-    /// cluster's, and a follower shows the leader's render rate.
-    pub cluster: Option<Arc<Node>>,
+    /// The cluster, if any: viewers and workers are then the cluster's,
+    /// and a follower shows the leader's render rate.
+    pub cluster: Option<Arc<dyn ClusterView>>,
     /// The relay tree (this node's viewers).
     pub hub: Arc<Hub>,
 }
@@ -73,15 +85,15 @@ pub fn compute(src: &Sources, fleet_fps: u32) -> Telemetry {
     let (workers, viewers, fleet_fps) = match &src.cluster {
         None => (src.fleet.workers(), src.fleet.viewers(), fleet_fps),
         Some(node) => {
-            let t = node.totals();
+            let (workers, viewers, cluster_fps) = node.totals();
             // Only the leader's core accepts frames: its rate is the
             // cluster's (followers report 0, so nothing counts twice).
             let rate = if node.is_leader() {
                 fleet_fps
             } else {
-                t.fleet_fps as u32
+                cluster_fps as u32
             };
-            (t.workers, t.viewers, rate)
+            (workers, viewers, rate)
         }
     };
     Telemetry {

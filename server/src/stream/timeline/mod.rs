@@ -39,7 +39,7 @@
 //! change frame never precedes the last keyframe (a change lands on it
 //! instead), so keyframes only grow and a change never rewrites a frame
 //! before an earlier change. Everything at or after the change frame that was
-//! rendered, handed out or broadcast is superseded (see `crate::core`);
+//! rendered, handed out or broadcast is superseded (see `crate::stream::core`);
 //! frames before it are untouched.
 //!
 //! # A seam

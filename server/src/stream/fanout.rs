@@ -12,7 +12,7 @@
 //! # Why apart from the core
 //!
 //! Viewers need the committed stream, not the scheduler. On a single node
-//! (and on a cluster's leader) the [`Core`](crate::core::Core)'s
+//! (and on a cluster's leader) the [`Core`](crate::stream::core::Core)'s
 //! broadcaster feeds the fan-out; on a cluster follower nothing here runs a
 //! core, and the batches come from the leader through Redis. Both feed the
 //! same [`Fanout::publish`], so the rules a follower needs are the fan-out's
@@ -20,7 +20,7 @@
 //!
 //! - **Versions.** A batch of a newer timeline version than the last one
 //!   published replaces what was published from its start on (a scene
-//!   change superseded those frames; see [`crate::core`]), so joiners never
+//!   change superseded those frames; see [`crate::stream::core`]), so joiners never
 //!   get frames of an old timeline past the change. A batch of an older
 //!   version than the last one is stale and dropped.
 //! - **The head.** Each batch carries the playback head of the node that

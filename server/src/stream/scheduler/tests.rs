@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use donut_shared::wire::MAX_TASK_FRAMES;
+
 use super::*;
 use crate::trust::reputation::BanScope;
 
