@@ -415,3 +415,38 @@ fn only_the_engine_and_the_cluster_name_the_node() {
         .expect("engine.rs");
     assert!(engine.1.1.iter().any(node), "engine.rs names cluster::Node");
 }
+
+/// ARCHITECTURE.md's layout tree names every module file there is, and
+/// `lib.rs`'s module doc every capability unit.
+#[test]
+fn the_documented_layout_matches_the_tree() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let arch = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let start = arch.find("\nserver/src/\n").expect("the layout tree");
+    let end = start + arch[start..].find("\n```").expect("the tree's end");
+    let tree = &arch[start..end];
+    let lib = std::fs::read_to_string(src().join("lib.rs")).expect("lib.rs");
+    let word = |text: &str, w: &str| {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|t| t == w)
+    };
+    let mut missing = Vec::new();
+    for module in modules().keys() {
+        let last = module.last().expect("a module path");
+        if last == "tests" {
+            continue;
+        }
+        if !word(tree, last) {
+            missing.push(format!("ARCHITECTURE.md: {}", name(module)));
+        }
+    }
+    for &(unit, _) in RANKS {
+        if unit != "lib" && unit != "main" && !lib.contains(&format!("[`{unit}`]")) {
+            missing.push(format!("lib.rs: {unit}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules the layout docs do not name: {missing:?}"
+    );
+}

@@ -269,6 +269,17 @@ pub struct Core {
     pub frames_ready: Notify,
 }
 
+/// What an answer's range is to the core now (see `Core::gate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Rendered for a timeline since changed: dropped.
+    Stale,
+    /// No longer wanted: its task completed, nothing accepted.
+    Done,
+    /// Wanted: accept it (or cast it as a vote).
+    Wanted,
+}
+
 impl Core {
     /// A core with an empty ring starting at `cfg.start_frame`, its
     /// playback clock starting at `now`, whose batches are published on
@@ -494,6 +505,33 @@ impl Core {
         self.accept_locked(inner, (id, task_id, scene), start, frames, now)
     }
 
+    /// Whether an answer of `id` to `task_id` (`count` frames from
+    /// `start`, rendered at `scene`) is still wanted. [`Gate::Stale`]: it
+    /// was rendered for a timeline since changed (perhaps by a worker gone
+    /// since, judged by the referee), and its range, if wanted again, waits
+    /// for a task of the current one. [`Gate::Done`]: the range is no
+    /// longer wanted (another answer filled it); the task is completed and
+    /// the worker given more.
+    fn gate(
+        &self,
+        inner: &mut Inner,
+        (id, task_id, scene): (WorkerId, u32, Scene),
+        (start, count): (u64, u32),
+        now: Instant,
+    ) -> Gate {
+        let replanned =
+            inner.sched.is_wanted(start, count) && !inner.sched.wants(start, count, scene);
+        if replanned || inner.sched.is_superseded(id, task_id) {
+            return Gate::Stale;
+        }
+        if !inner.sched.is_wanted(start, count) {
+            inner.sched.complete(id, task_id, start, count, now);
+            self.dispatch(inner, now);
+            return Gate::Done;
+        }
+        Gate::Wanted
+    }
+
     /// [`Core::accept`] under the lock, which it releases.
     fn accept_locked(
         &self,
@@ -504,17 +542,7 @@ impl Core {
         now: Instant,
     ) -> bool {
         let count = (frames.len() / PACKED_LEN) as u32;
-        let replanned =
-            inner.sched.is_wanted(start, count) && !inner.sched.wants(start, count, scene);
-        if replanned || inner.sched.is_superseded(id, task_id) {
-            // Rendered for a timeline since changed (perhaps by a worker
-            // gone since, judged by the referee): its range, if wanted
-            // again, waits for a task of the current one.
-            return false;
-        }
-        if !inner.sched.is_wanted(start, count) {
-            inner.sched.complete(id, task_id, start, count, now);
-            self.dispatch(&mut inner, now);
+        if self.gate(&mut inner, (id, task_id, scene), (start, count), now) != Gate::Wanted {
             return false;
         }
         inner.votes.remove(&start);
@@ -554,14 +582,7 @@ impl Core {
     ) -> Vote {
         let count = (frames.len() / PACKED_LEN) as u32;
         let mut inner = self.lock();
-        let replanned =
-            inner.sched.is_wanted(start, count) && !inner.sched.wants(start, count, scene);
-        if replanned || inner.sched.is_superseded(id, task_id) {
-            return Vote::Done;
-        }
-        if !inner.sched.is_wanted(start, count) {
-            inner.sched.complete(id, task_id, start, count, now);
-            self.dispatch(&mut inner, now);
+        if self.gate(&mut inner, (id, task_id, scene), (start, count), now) != Gate::Wanted {
             return Vote::Done;
         }
         let first = inner

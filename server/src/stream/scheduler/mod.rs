@@ -535,14 +535,10 @@ impl Scheduler {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
-        let addr = w.addr;
         if vote && let Some(entry) = self.ranges.get_mut(&start) {
             // Also for a late answer (its task no longer live).
-            entry.voted = Some(addr);
+            entry.voted = Some(w.addr);
         }
-        let Some(w) = self.workers.get_mut(&id) else {
-            return;
-        };
         if let Some(a) = w.live.get(&task_id).copied() {
             w.answered(task_id, &a, now);
             if vote {
