@@ -4,14 +4,15 @@
 # native worker, opens it in a fresh headless Chromium at 1280x720, lets it
 # play WARMUP seconds, then sums utime+stime (/proc/<pid>/stat) of every
 # process of that Chromium over SECONDS seconds. Prints, per binary and page
-# (`/?contribute=0`: watch only; `/`: contributing), the % of one core used by
+# (`/?contribute=0`: watch only; `/?contribute=1`: contributing, where a bare
+# `/` first asks the visitor since issue 27), the % of one core used by
 # the renderer processes (the page's main thread, its Web Worker and its
 # compositor thread), by the GPU/viz process (the display compositor, in
 # software here) and by all of Chromium.
 #
 #   ./build.sh build && bench/tab-cpu.sh [target/release/donut ...]
 #   env: SECONDS_MEASURED=30 WARMUP=8 ROUNDS=1 DONUT_CHROMIUM=/usr/bin/chromium
-#        PAGES="/?contribute=0 /"
+#        PAGES="/?contribute=0 /?contribute=1"
 #
 # Several binaries alternate within each round (A B A B…), so a before/after
 # pair shares the machine's load.
@@ -23,7 +24,7 @@ chromium=${DONUT_CHROMIUM:-/usr/bin/chromium}
 measured=${SECONDS_MEASURED:-30}
 warmup=${WARMUP:-8}
 rounds=${ROUNDS:-1}
-read -r -a pages <<<"${PAGES:-/?contribute=0 /}"
+read -r -a pages <<<"${PAGES:-/?contribute=0 /?contribute=1}"
 tck=$(getconf CLK_TCK)
 cores=$(nproc)
 
@@ -90,7 +91,8 @@ print(f"{bin:32} {page:16} viewers={v} workers={w}  renderer {pct(render):5.1f}%
 PY
   kill "$chrome" "$worker" "$server" 2>/dev/null || true
   wait "$chrome" "$worker" "$server" 2>/dev/null || true
-  rm -rf "$profile"
+  # Chromium's last child may still be writing its profile.
+  rm -rf "$profile" 2>/dev/null || { sleep 1; rm -rf "$profile" 2>/dev/null || true; }
 }
 
 echo "# $(date -u +%FT%TZ) $(uname -m) ${cores} cores, load $(cut -d' ' -f1-3 /proc/loadavg); $("$chromium" --version 2>/dev/null); ${measured} s per measurement, % of one core"

@@ -11,7 +11,7 @@
 use donut_shared::frame::{ALPHABET, NEWLINE_CODE, symbol_code};
 use donut_shared::{FRAME_LEN, HEIGHT, WIDTH};
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement};
+use web_sys::{CanvasPattern, CanvasRenderingContext2d, HtmlCanvasElement};
 
 use crate::clock::History;
 
@@ -75,35 +75,52 @@ fn colour(code: u8) -> String {
     format!("hsl(38, 95%, {light:.0}%)")
 }
 
-/// Rows of the glyph atlas: one per symbol code (1 to 12) and column
-/// parity.
-const ATLAS_ROWS: usize = 2 * (NEWLINE_CODE as usize - 1);
+/// Glyph patterns: one per symbol code (1 to 12) and column parity.
+const PATTERNS: usize = 2 * (NEWLINE_CODE as usize - 1);
+
+/// The pattern of glyph `code` (1 to 12) in column `col`.
+fn pattern_index(code: u8, col: usize) -> usize {
+    2 * usize::from(code - 1) + col % 2
+}
 
 /// The donut canvas.
 ///
 /// Drawing is incremental: the screen remembers the symbol code on every
 /// cell of the canvas and a frame repaints only the cells whose code
 /// changed (a turning donut changes a few hundred of its 1,738 cells a
-/// frame). A cell is repainted by copying an opaque rectangle (background
-/// and glyph) from a prepared *atlas*: an offscreen canvas as wide as the
-/// screen, with, for each glyph and column parity, one row where that
-/// glyph is drawn in every other column at exactly the positions it has on
-/// the screen (same font, same origin, same run of text). The copy is
-/// pixel for pixel (whole device pixels, same x, no scaling), so a glyph
-/// is exactly as crisp as when it was drawn with `fillText`; the parity
-/// rows keep a neighbour's antialiased edge out of a cell's rectangle.
-/// Cells become blank with one `fillRect` per run of them. A resize, a
-/// new pixel ratio or a new font measure redraws the atlas and the whole
-/// grid.
+/// frame). A cell is repainted with an opaque rectangle (background and
+/// glyph) filled from a prepared *glyph pattern*: for each glyph and
+/// column parity, an offscreen canvas one row high and as wide as the
+/// screen where that glyph is drawn in every other column at exactly the
+/// positions it has on the screen (same font, same origin, same run of
+/// text), repeated down the rows (`createPattern(…, "repeat")`, the
+/// context translated to the grid's top so that the pattern's rows are
+/// the grid's). The fill is pixel for pixel (whole device pixels, an
+/// integer translation, no scaling), so a glyph is exactly as crisp as
+/// when it was drawn with `fillText`; the parity patterns keep a
+/// neighbour's antialiased edge out of a cell's rectangle. A frame costs
+/// one path and one `fill` per glyph pattern it uses (at most 24) and one
+/// for the cells that become blank: Chromium spends several microseconds
+/// on each `drawImage` of a cell (issue 26, BENCHMARKS.md §9), a `rect` on
+/// a path far less. A resize, a new pixel ratio or a new font measure
+/// redraws the patterns and the whole grid.
+///
+/// The canvas's context is opaque (`alpha: false`: the compositor need
+/// not blend it over the page) and low-latency where the engine has it
+/// (`desynchronized: true`); an engine that lacks either ignores it.
 pub struct Screen {
     canvas: HtmlCanvasElement,
     ctx: CanvasRenderingContext2d,
     layout: Layout,
     size: (u32, u32),
     colours: Vec<String>,
-    /// The glyph atlas (see the type's docs), `None` if it could not be
-    /// made (the screen then draws every frame with `fillText`).
-    atlas: Option<(HtmlCanvasElement, CanvasRenderingContext2d)>,
+    /// A scratch canvas the glyph patterns are drawn on (see the type's
+    /// docs), `None` if it could not be made.
+    scratch: Option<(HtmlCanvasElement, CanvasRenderingContext2d)>,
+    /// The glyph patterns, indexed by [`pattern_index`]; empty if they
+    /// could not be made (the screen then draws every frame with
+    /// `fillText`).
+    patterns: Vec<CanvasPattern>,
     /// Left edge of each column and the right edge of the last, in whole
     /// device pixels.
     edges: [f64; COLS + 1],
@@ -114,8 +131,24 @@ pub struct Screen {
 
 /// The 2D context of `canvas`.
 pub fn context(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d, JsValue> {
+    context_with(canvas, &JsValue::UNDEFINED)
+}
+
+/// The donut canvas's 2D context: opaque, and low-latency where the
+/// engine offers it (see [`Screen`]).
+fn screen_context(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d, JsValue> {
+    let options = js_sys::Object::new();
+    js_sys::Reflect::set(&options, &"alpha".into(), &false.into())?;
+    js_sys::Reflect::set(&options, &"desynchronized".into(), &true.into())?;
+    context_with(canvas, &options)
+}
+
+fn context_with(
+    canvas: &HtmlCanvasElement,
+    options: &JsValue,
+) -> Result<CanvasRenderingContext2d, JsValue> {
     canvas
-        .get_context("2d")?
+        .get_context_with_context_options("2d", options)?
         .ok_or_else(|| JsValue::from_str("no 2d context"))?
         .dyn_into::<CanvasRenderingContext2d>()
         .map_err(|_| JsValue::from_str("not a 2d context"))
@@ -178,8 +211,8 @@ pub fn changes(before: Option<&[u8; ROWS * COLS]>, now: &[u8; ROWS * COLS]) -> (
 impl Screen {
     /// Wraps the donut canvas.
     pub fn new(canvas: HtmlCanvasElement) -> Result<Self, JsValue> {
-        let ctx = context(&canvas)?;
-        let atlas = canvas
+        let ctx = screen_context(&canvas)?;
+        let scratch = canvas
             .owner_document()
             .and_then(|d| d.create_element("canvas").ok())
             .and_then(|e| e.dyn_into::<HtmlCanvasElement>().ok())
@@ -190,7 +223,8 @@ impl Screen {
             layout: Layout::default(),
             size: (0, 0),
             colours: (0..=12).map(colour).collect(),
-            atlas,
+            scratch,
+            patterns: Vec::new(),
             edges: [0.0; COLS + 1],
             shown: None,
         })
@@ -237,7 +271,7 @@ impl Screen {
         self.layout = layout;
         self.edges = column_edges(&layout);
         self.shown = None;
-        self.prepare_atlas();
+        self.prepare_patterns();
         true
     }
 
@@ -248,31 +282,38 @@ impl Screen {
         ctx.set_text_baseline("middle");
     }
 
-    /// Draws the atlas for the current layout: row `2 × (code − 1) +
-    /// parity` holds glyph `code` in the columns of that parity, each at
-    /// its place on the screen, on the background.
-    fn prepare_atlas(&mut self) {
-        let Some((atlas, actx)) = &self.atlas else {
+    /// Draws the glyph patterns for the current layout: pattern
+    /// [`pattern_index`]`(code, parity)` is one row of the grid, glyph
+    /// `code` in the columns of that parity, each at its place on the
+    /// screen, on the background.
+    fn prepare_patterns(&mut self) {
+        self.patterns.clear();
+        let Some((scratch, sctx)) = &self.scratch else {
             return;
         };
         let l = self.layout;
-        let (w, h) = (self.size.0, (ATLAS_ROWS as f64 * l.cell_h) as u32);
-        atlas.set_width(w);
-        atlas.set_height(h.max(1));
-        actx.set_fill_style_str(BACKGROUND);
-        actx.fill_rect(0.0, 0.0, f64::from(w), f64::from(h));
-        self.set_text_style(actx);
+        let (w, h) = (self.size.0, (l.cell_h as u32).max(1));
+        scratch.set_width(w);
+        scratch.set_height(h);
         let mut run = String::with_capacity(COLS);
         for code in 1..NEWLINE_CODE {
             let glyph = char::from(ALPHABET[usize::from(code)]);
-            actx.set_fill_style_str(&self.colours[usize::from(code)]);
             for parity in 0..2 {
+                sctx.set_fill_style_str(BACKGROUND);
+                sctx.fill_rect(0.0, 0.0, f64::from(w), f64::from(h));
+                self.set_text_style(sctx);
+                sctx.set_fill_style_str(&self.colours[usize::from(code)]);
                 run.clear();
                 run.extend((parity..COLS).map(|c| if c % 2 == parity { glyph } else { ' ' }));
-                let row = 2 * usize::from(code - 1) + parity;
                 let x = l.origin_x + parity as f64 * l.cell_w;
-                let y = (row as f64 + 0.5) * l.cell_h;
-                let _ = actx.fill_text(&run, x, y);
+                let _ = sctx.fill_text(&run, x, 0.5 * l.cell_h);
+                match sctx.create_pattern_with_html_canvas_element(scratch, "repeat") {
+                    Ok(Some(p)) => self.patterns.push(p),
+                    _ => {
+                        self.patterns.clear();
+                        return;
+                    }
+                }
             }
         }
     }
@@ -280,10 +321,10 @@ impl Screen {
     /// Draws a frame of ASCII text, repainting only the cells that differ
     /// from what the canvas shows (see the type's docs).
     pub fn draw(&mut self, text: &[u8; FRAME_LEN]) {
-        let Some((atlas, _)) = &self.atlas else {
+        if self.patterns.len() != PATTERNS {
             self.draw_text(text);
             return;
-        };
+        }
         let ctx = &self.ctx;
         let l = self.layout;
         let now = cell_codes(text);
@@ -291,39 +332,38 @@ impl Screen {
             ctx.set_fill_style_str(BACKGROUND);
             ctx.fill_rect(0.0, 0.0, f64::from(self.size.0), f64::from(self.size.1));
         }
-        let (blanks, glyphs) = changes(self.shown.as_ref(), &now);
+        let (blanks, mut glyphs) = changes(self.shown.as_ref(), &now);
+        // Row r's top is at y = r × cell_h from here, where each pattern's
+        // row starts over.
+        let _ = ctx.set_transform(1.0, 0.0, 0.0, 1.0, 0.0, l.origin_y);
         if !blanks.is_empty() {
-            ctx.set_fill_style_str(BACKGROUND);
+            ctx.begin_path();
             for (row, first, end) in blanks {
                 let (x0, x1) = (self.edges[first], self.edges[end]);
-                let y = l.origin_y + row as f64 * l.cell_h;
-                ctx.fill_rect(x0, y, x1 - x0, l.cell_h);
+                ctx.rect(x0, row as f64 * l.cell_h, x1 - x0, l.cell_h);
             }
+            ctx.set_fill_style_str(BACKGROUND);
+            ctx.fill();
         }
-        for (row, col, code) in glyphs {
-            let (x0, x1) = (self.edges[col], self.edges[col + 1]);
-            let sy = (2 * usize::from(code - 1) + col % 2) as f64 * l.cell_h;
-            let dy = l.origin_y + row as f64 * l.cell_h;
-            let _ = ctx
-                .draw_image_with_html_canvas_element_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(
-                    atlas,
-                    x0,
-                    sy,
-                    x1 - x0,
-                    l.cell_h,
-                    x0,
-                    dy,
-                    x1 - x0,
-                    l.cell_h,
-                );
+        glyphs.sort_unstable_by_key(|&(_, col, code)| pattern_index(code, col));
+        for group in glyphs.chunk_by(|a, b| pattern_index(a.2, a.1) == pattern_index(b.2, b.1)) {
+            ctx.begin_path();
+            for &(row, col, _) in group {
+                let (x0, x1) = (self.edges[col], self.edges[col + 1]);
+                ctx.rect(x0, row as f64 * l.cell_h, x1 - x0, l.cell_h);
+            }
+            let (_, col, code) = group[0];
+            ctx.set_fill_style_canvas_pattern(&self.patterns[pattern_index(code, col)]);
+            ctx.fill();
         }
+        let _ = ctx.set_transform(1.0, 0.0, 0.0, 1.0, 0.0, 0.0);
         self.shown = Some(now);
     }
 
     /// Draws a whole frame with text: one `fillText` per row and glyph
     /// colour, each a run with the other cells blanked, so every glyph
     /// lands on its cell because the cell width is the font's own advance
-    /// at this size. Only when there is no atlas.
+    /// at this size. Only when there are no glyph patterns.
     fn draw_text(&self, text: &[u8; FRAME_LEN]) {
         let ctx = &self.ctx;
         let l = self.layout;
