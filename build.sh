@@ -173,6 +173,12 @@ ensure_firefox() {
     have geckodriver || cargo_install geckodriver
 }
 
+# The cross-engine relay test (server/tests/p2p_browser.rs) puts Firefox in a
+# network namespace with a veth pair of its own: iproute2's `ip`, and root.
+ensure_iproute2() {
+    ensure_debian_binary "$(command -v ip || echo /usr/sbin/ip)" iproute2 "the cross-engine relay test"
+}
+
 # The WebKitGTK browser test (server/tests/browser.rs, tests/webkit) drives
 # Debian's MiniBrowser through WebKitWebDriver on a virtual X display.
 ensure_webkit() {
@@ -579,6 +585,7 @@ case "$cmd" in
         ensure_nginx
         ensure_redis
         ensure_firefox
+        ensure_iproute2
         ensure_webkit
         ensure_node
         ensure_test_tools

@@ -20,6 +20,7 @@ mod pages;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use firefox::netns::Netns;
 use pages::*;
 use serde_json::Value;
 
@@ -355,5 +356,151 @@ fn every_panel_row_of_every_relaying_tab_shows_a_figure() {
             );
         }
         browser.quit().await;
+    });
+}
+
+/// The server under test listening on the veth end of a [`Netns`], where
+/// Chromium (in the test's namespace) and Firefox (inside it) both reach
+/// it; the relay flags make a chain (one child per relay, three deep, peers
+/// from the second viewer on) and pass on only candidates on the pair.
+struct ServerOnVeth {
+    addr: std::net::SocketAddr,
+    _proc: chromium::Proc,
+}
+
+impl ServerOnVeth {
+    fn start(ns: &Netns) -> Self {
+        let addr = std::net::SocketAddr::from((ns.host, free_port()));
+        let net = ns.net();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_donut"))
+            .args(["serve", "--listen", &addr.to_string(), "--verify", "full"])
+            .args(["--p2p", "on", "--p2p-fanout", "1", "--p2p-max-fanout", "1"])
+            .args(["--p2p-max-depth", "3", "--p2p-min-viewers", "0"])
+            .args(["--p2p-candidates", &net])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the donut binary");
+        let proc = chromium::Proc(child);
+        chromium::wait_for_addr(addr, "the server", HANG).unwrap_or_else(|e| panic!("{e}"));
+        Self { addr, _proc: proc }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn stats(&self) -> Value {
+        let body =
+            chromium::http_get_at(self.addr, "/api/stats", HANG).unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_str(&body).expect("/api/stats is JSON")
+    }
+
+    fn native_worker(&self) -> chromium::Proc {
+        let server = format!("ws://{}", self.addr);
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_donut"))
+            .args(["work", "--server", &server, "--threads", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a native worker");
+        chromium::Proc(child)
+    }
+}
+
+/// Opens one watching tab on `url` in `browser` and waits until it plays.
+async fn open_playing(browser: &mut Browser, url: &str) -> usize {
+    let tab = browser.open(url).await;
+    let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+    browser.wait_playing_past(tab, f, 10).await;
+    tab
+}
+
+/// Cross-engine relay (issue 24): a Chromium page, a Firefox page and a
+/// second Chromium page in one chain (one child per relay), so the Firefox
+/// page is fed by a Chromium page and feeds the other. Firefox runs in a
+/// network namespace of the test's own (see `firefox::netns`): its only
+/// candidates are on the veth pair, and the server passes on only those.
+///
+/// What the server counts, not what pages claim: once Firefox joins, the
+/// server receives proofs (`p2p_bytes_confirmed`) while the Chromium root
+/// is the only other viewer, so a Chromium page fed the Firefox page; with
+/// the second Chromium page, over 10 s the bytes proven exceed 1.5× the
+/// bytes the server sent directly (one stream, the root's), so both peer-fed
+/// pages proved most batches, the last one's from its only assigned peer,
+/// the Firefox page. Every frame each page painted is the native render.
+#[test]
+fn a_firefox_page_relays_with_chromium_pages() {
+    serial(async {
+        require_prerequisites([firefox::firefox(), firefox::geckodriver()]);
+        let ns = Netns::create().unwrap_or_else(|e| panic!("the test's namespace: {e}"));
+        let server = ServerOnVeth::start(&ns);
+        let _worker = server.native_worker();
+        let url = server.url(WATCH);
+        let mut chromium = webrtc_browser().await;
+        open_playing(&mut chromium, &url).await;
+        let proven = |s: &Value| num(s, "p2p_bytes_confirmed");
+        assert_eq!(proven(&server.stats()), 0, "no peer yet");
+
+        // Firefox, the second viewer: the root's only child.
+        let prefs = [(
+            "media.peerconnection.ice.obfuscate_host_addresses",
+            serde_json::json!(false),
+        )];
+        let session = firefox::launch_in(&ns, &prefs, HANG)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {HOW_TO_FIX}"));
+        let mut firefox = Browser::with(session);
+        open_playing(&mut firefox, &url).await;
+        let s = eventually(
+            "the server to count the Firefox page's proofs",
+            async || {
+                let s = server.stats();
+                (proven(&s) > 0).then_some(s)
+            },
+        )
+        .await;
+        eprintln!("Chromium → Firefox: {} bytes proven", proven(&s));
+        let ff = relay(&firefox, 0).await;
+        let root = relay(&chromium, 0).await;
+        assert_eq!(num(&ff, "parent"), num(&root, "id"), "{ff} / {root}");
+
+        // The second Chromium page goes under the Firefox page.
+        open_playing(&mut chromium, &url).await;
+        let ff_id = num(&ff, "id");
+        eventually("the last page to be fed by the Firefox page", async || {
+            let r = relay(&chromium, 1).await;
+            (num(&r, "parent") == ff_id && num(&r, "parentOpen") == 1).then_some(())
+        })
+        .await;
+        let s0 = server.stats();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let s1 = server.stats();
+        let d = |k: &str| num(&s1, k) - num(&s0, k);
+        let (proved, direct) = (d("p2p_bytes_confirmed"), d("viewer_batch_bytes_direct"));
+        eprintln!("10 s: {proved} bytes proven by peer-fed pages, {direct} sent directly");
+        assert!(
+            2 * proved > 3 * direct,
+            "both peer-fed pages should prove most batches: {proved} proven, {direct} direct: {s1}"
+        );
+
+        let mut painted = 0;
+        for (browser, tabs) in [(&chromium, 2), (&firefox, 1)] {
+            for tab in 0..tabs {
+                painted += check_painted(browser, tab).await;
+                let p = player(browser, tab).await;
+                assert_eq!(num(&p, "gaps"), 0, "tab {tab} skipped frames: {p}");
+            }
+        }
+        assert!(painted > 600, "too few frames painted: {painted}");
+        for k in [
+            "p2p_digest_mismatches",
+            "protocol_errors",
+            "p2p_proofs_refused",
+        ] {
+            assert_eq!(num(&s1, k), 0, "{k}: {s1}");
+        }
+        firefox.quit().await;
+        chromium.quit().await;
     });
 }

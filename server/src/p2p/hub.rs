@@ -43,6 +43,48 @@ pub const CONTROL_QUEUE: usize = 256;
 pub const PAIR_SIGNAL_RATE: f64 = 4.0;
 /// Signals one member may forward to one of its pair at once.
 pub const PAIR_SIGNAL_BURST: u32 = 24;
+/// Bytes of signal text one member may forward to one of its pair a
+/// second, on average (issue 24): a link's setup is an SDP of a kilobyte
+/// or two and a few candidate lines, well within the burst; a sybil
+/// sending 4 KiB offers at the signal rate had the server forward about
+/// 16 KB/s to its relay (3× a viewer's own stream), now at most this.
+pub const PAIR_SIGNAL_BYTES_RATE: f64 = 1024.0;
+/// Bytes of signal text one member may forward to one of its pair at once.
+pub const PAIR_SIGNAL_BYTES_BURST: f64 = 16.0 * 1024.0;
+
+/// What one sender may still forward to one addressee: signals, and
+/// bytes of their text (each refilled over time, sans-IO).
+#[derive(Debug, Clone)]
+struct PairBudget {
+    signals: TokenBucket,
+    /// Bytes saved, at most [`PAIR_SIGNAL_BYTES_BURST`].
+    bytes: f64,
+    last: Instant,
+}
+
+impl PairBudget {
+    fn new(now: Instant) -> Self {
+        Self {
+            signals: TokenBucket::new(PAIR_SIGNAL_RATE, PAIR_SIGNAL_BURST, now),
+            bytes: PAIR_SIGNAL_BYTES_BURST,
+            last: now,
+        }
+    }
+
+    /// Spends one signal of `len` bytes at `now`, or nothing (false) if
+    /// either budget is short.
+    fn take(&mut self, len: usize, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = self.last.max(now);
+        self.bytes = (self.bytes + dt * PAIR_SIGNAL_BYTES_RATE).min(PAIR_SIGNAL_BYTES_BURST);
+        let len = len as f64;
+        if self.bytes < len || !self.signals.take(now) {
+            return false;
+        }
+        self.bytes -= len;
+        true
+    }
+}
 
 /// The hub's settings (from `--p2p*`, derived in `config::derive`).
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +113,7 @@ struct Peer {
     tx: mpsc::Sender<Control>,
     fed: Arc<AtomicBool>,
     /// Per sender: what it may still forward to this member.
-    inbound: HashMap<u64, TokenBucket>,
+    inbound: HashMap<u64, PairBudget>,
 }
 
 struct Inner {
@@ -187,7 +229,8 @@ impl Hub {
     }
 
     /// Forwards `signal` from `from` to its parent or child `signal.peer`,
-    /// filtered, within the pair's budget ([`PAIR_SIGNAL_RATE`]) and the
+    /// filtered, within the pair's budget ([`PAIR_SIGNAL_RATE`] signals and
+    /// [`PAIR_SIGNAL_BYTES_RATE`] bytes of text a second) and the
     /// addressee's control queue; drops (and counts) anything else.
     pub fn signal(&self, from: u64, signal: Signal<'_>, now: Instant) {
         let mut guard = self.lock();
@@ -206,8 +249,8 @@ impl Hub {
         let budget = peer
             .inbound
             .entry(from)
-            .or_insert_with(|| TokenBucket::new(PAIR_SIGNAL_RATE, PAIR_SIGNAL_BURST, now));
-        if !budget.take(now) {
+            .or_insert_with(|| PairBudget::new(now));
+        if !budget.take(signal.text.len(), now) {
             self.stats.p2p_signals_dropped.inc();
             self.stats.p2p_signals_throttled.inc();
             return;
@@ -362,6 +405,61 @@ mod tests {
 
     fn assign(parent: u64, backup: u64) -> String {
         format!("{:?}", ToViewer::Assign(Assign { parent, backup }))
+    }
+
+    /// 4 KiB offers, at the signal rate, to a paired peer: the burst's
+    /// bytes pass, then about [`PAIR_SIGNAL_BYTES_RATE`] a second; a link's
+    /// setup (an SDP and a few candidates) passes whole.
+    #[test]
+    fn a_pair_forwards_at_most_its_byte_budget() {
+        use std::time::Duration;
+        let t0 = Instant::now();
+        let h = hub(P2pMode::On);
+        let mut a = h.join(1, origin_of(1), t0).expect("joined");
+        let _b = h.join(2, origin_of(2), t0).expect("joined");
+        drain(&mut a);
+        let offer = format!("v=0\r\n{}", "a".repeat(4000));
+        let mut forwarded = 0;
+        for tick in 0..40u64 {
+            // Four offers a second for ten seconds (the signal rate).
+            let now = t0 + Duration::from_millis(250 * tick);
+            let signal = Signal {
+                peer: 1,
+                kind: SignalKind::Offer,
+                text: &offer,
+            };
+            h.signal(2, signal, now);
+            forwarded += drain(&mut a).len();
+        }
+        // 16 KiB at once, then 1 KiB a second: 4 + about 10 s × 1024 / 4006.
+        assert!((4..=7).contains(&forwarded), "{forwarded} forwarded");
+        // The other direction has its own budget: a whole setup passes.
+        let mut b2 = h.join(3, origin_of(3), t0).expect("joined");
+        drain(&mut b2);
+        let later = t0 + Duration::from_secs(11);
+        let sdp = format!("v=0\r\n{}", "a".repeat(1500));
+        h.signal(
+            1,
+            Signal {
+                peer: 2,
+                kind: SignalKind::Answer,
+                text: &sdp,
+            },
+            later,
+        );
+        for _ in 0..4 {
+            let text = "candidate:1 1 udp 1 127.0.0.1 5000 typ host";
+            h.signal(
+                1,
+                Signal {
+                    peer: 2,
+                    kind: SignalKind::Candidate,
+                    text,
+                },
+                later,
+            );
+        }
+        assert_eq!(h.stats.p2p_signals_forwarded.get() as usize, forwarded + 5);
     }
 
     #[test]

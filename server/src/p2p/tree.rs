@@ -263,7 +263,25 @@ struct Node {
     told: Option<(u64, u64)>,
     /// When a late fetch of this node's last struck its parent.
     last_late: Option<Instant>,
+    /// What the tree's indexes hold for it now (see [`Indexed`]).
+    indexed: Indexed,
 }
+
+/// A node's entries in the tree's indexes, kept so an update removes
+/// exactly what was inserted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Indexed {
+    /// In `free` under this key: it can take a child now.
+    free: Option<FreeKey>,
+    /// In `roots`: server-fed and not out.
+    root: bool,
+    /// In `loose`: a root, childless, not given up on (rebalance moves it).
+    loose: bool,
+}
+
+/// `free`'s order is placement's: shallowest, fewest children, oldest
+/// (then the id, for a total order).
+type FreeKey = (u32, usize, u64, u64);
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -282,6 +300,17 @@ pub struct RelayTree {
     standing: HashMap<AddrKey, Standing>,
     /// The latest clock reading seen.
     now: Option<Instant>,
+    /// Nodes that can take a child now (not out, not quarantined, a free
+    /// slot, above `max_depth`), in placement order: so placement is a
+    /// walk from the front, not a scan of every member.
+    free: BTreeSet<FreeKey>,
+    /// Server-fed nodes not out, as (join order, id).
+    roots: BTreeSet<(u64, u64)>,
+    /// Of those, the childless ones not given up on (what rebalance moves).
+    loose: BTreeSet<(u64, u64)>,
+    /// (backup, id) for every node with a peer backup: who to look at
+    /// again when a node changes.
+    backers: BTreeSet<(u64, u64)>,
 }
 
 impl RelayTree {
@@ -297,7 +326,70 @@ impl RelayTree {
             grown: None,
             standing: HashMap::new(),
             now: None,
+            free: BTreeSet::new(),
+            roots: BTreeSet::new(),
+            loose: BTreeSet::new(),
+            backers: BTreeSet::new(),
         }
+    }
+
+    /// Brings node `id`'s index entries in line with its state (call after
+    /// any change to its parent, depth, children, capacity, bar, suspicion,
+    /// quarantine or lost links). O(log n).
+    fn reindex(&mut self, id: u64) {
+        let Some(n) = self.nodes.get(&id) else {
+            return;
+        };
+        let free = (!n.out()
+            && n.quarantine.is_none()
+            && (n.children.len() as u32) < n.capacity
+            && n.depth < self.cfg.max_depth)
+            .then_some((n.depth, n.children.len(), n.seq, id));
+        let root = n.parent == SERVER && !n.out();
+        let want = Indexed {
+            free,
+            root,
+            loose: root && n.children.is_empty() && n.lost < MAX_LOST_LINKS,
+        };
+        let (had, seq) = (n.indexed, n.seq);
+        if had == want {
+            return;
+        }
+        if had.free != want.free {
+            if let Some(k) = had.free {
+                self.free.remove(&k);
+            }
+            if let Some(k) = want.free {
+                self.free.insert(k);
+            }
+        }
+        for (set, was, is) in [
+            (&mut self.roots, had.root, want.root),
+            (&mut self.loose, had.loose, want.loose),
+        ] {
+            if was && !is {
+                set.remove(&(seq, id));
+            } else if is && !was {
+                set.insert((seq, id));
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.indexed = want;
+        }
+    }
+
+    /// Removes node `id` from every index (before it leaves).
+    fn unindex(&mut self, id: u64) {
+        let Some(n) = self.nodes.get(&id) else {
+            return;
+        };
+        let (had, seq, backup) = (n.indexed, n.seq, n.backup);
+        if let Some(k) = had.free {
+            self.free.remove(&k);
+        }
+        self.roots.remove(&(seq, id));
+        self.loose.remove(&(seq, id));
+        self.backers.remove(&(backup, id));
     }
 
     /// Whether peers are used now.
@@ -347,8 +439,10 @@ impl RelayTree {
                 good_since: None,
                 told: None,
                 last_late: None,
+                indexed: Indexed::default(),
             },
         );
+        self.reindex(id);
         self.changed.insert(id);
         if self.active() {
             self.place(id, None);
@@ -367,6 +461,8 @@ impl RelayTree {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.remove(&id);
         }
+        self.reindex(parent);
+        self.unindex(id);
         self.nodes.remove(&id);
         self.changed.insert(id);
         if self.active() {
@@ -401,6 +497,7 @@ impl RelayTree {
         if let Some(n) = self.nodes.get_mut(&child) {
             n.lost += 1;
         }
+        self.reindex(child);
         if self.nodes.get(&child).is_some_and(|n| n.parent == parent) {
             self.detach(child);
             self.place(child, Some(parent));
@@ -481,11 +578,15 @@ impl RelayTree {
         } else if st.reports.len() >= REPORTS_ALLOWED {
             st.suspect_until = Some(now + escalate(SUSPECT, st.suspicions));
             st.suspicions += 1;
-            for n in self.nodes.values_mut() {
+            let mut freed = Vec::new();
+            for (&id, n) in &mut self.nodes {
                 n.accusers.retain(|&(_, by)| by != origin);
-                if n.accusers.is_empty() {
-                    n.quarantine = None;
+                if n.accusers.is_empty() && n.quarantine.take().is_some() {
+                    freed.push(id);
                 }
+            }
+            for id in freed {
+                self.reindex(id);
             }
             self.set_suspect(origin, true);
             Verdict::Suspected
@@ -501,6 +602,12 @@ impl RelayTree {
                 p.quarantine = Some(now + QUARANTINE);
             }
             let witnesses: HashSet<AddrKey> = p.accusers.iter().map(|&(_, by)| by).collect();
+            if witnesses.len() < WITNESSES {
+                self.reindex(peer);
+            }
+            let Some(p) = self.nodes.get_mut(&peer) else {
+                return (Verdict::Stale, self.sync());
+            };
             if witnesses.len() >= WITNESSES {
                 p.accusers.clear();
                 p.quarantine = None;
@@ -528,6 +635,7 @@ impl RelayTree {
         node.barred = true;
         node.capacity = 0;
         node.good_since = None;
+        self.reindex(id);
         self.changed.insert(id);
         self.detach(id);
         self.shed(id);
@@ -546,6 +654,7 @@ impl RelayTree {
             if let Some(n) = self.nodes.get_mut(&id) {
                 n.suspect = on;
             }
+            self.reindex(id);
             self.changed.insert(id);
             if on {
                 self.detach(id);
@@ -556,12 +665,17 @@ impl RelayTree {
 
     /// Lifts bars and suspicions that ran out; forgets idle standing.
     fn expire(&mut self, now: Instant) {
-        for n in self.nodes.values_mut() {
+        let mut freed = Vec::new();
+        for (&id, n) in &mut self.nodes {
             n.accusers
                 .retain(|&(t, _)| now.saturating_duration_since(t) <= REPORTER_MEMORY);
             if n.quarantine.is_some_and(|u| u <= now) {
                 n.quarantine = None;
+                freed.push(id);
             }
+        }
+        for id in freed {
+            self.reindex(id);
         }
         let mut lifted = Vec::new();
         for (&id, n) in &self.nodes {
@@ -581,6 +695,7 @@ impl RelayTree {
                 n.barred = barred;
                 n.suspect = suspect;
             }
+            self.reindex(id);
             self.changed.insert(id);
         }
         self.standing.retain(|_, s| !s.idle(now));
@@ -662,6 +777,7 @@ impl RelayTree {
             let n = self.nodes.get_mut(&at).expect("queued nodes exist");
             n.depth = depth;
             queue.extend(n.children.iter().copied());
+            self.reindex(at);
             self.changed.insert(at);
         }
     }
@@ -682,6 +798,7 @@ impl RelayTree {
     }
 
     /// Height of `id`'s subtree (1: no children).
+    #[cfg(test)]
     fn height(&self, id: u64) -> u32 {
         self.nodes.get(&id).map_or(0, |n| {
             1 + n
@@ -708,13 +825,30 @@ impl RelayTree {
     /// The best parent for `id` other than `avoid`: shallowest, fewest
     /// children, oldest. Prefers the subtree to fit whole within
     /// `max_depth`; else any (its deep descendants move again).
+    ///
+    /// A walk of `free` from the front (it holds exactly the nodes that
+    /// can take a child, in this order), skipping `avoid`, the node's
+    /// shunned peer and its own subtree: O(log n) plus the subtree's free
+    /// relays. The first taker is the answer whether it fits or not: any
+    /// later one is as deep or deeper, so fits no better.
     fn best_parent(&self, id: u64, avoid: Option<u64>) -> Option<u64> {
+        let shun = self.nodes.get(&id).and_then(|n| n.shun);
+        self.free
+            .iter()
+            .map(|&(_, _, _, c)| c)
+            .find(|&c| Some(c) != avoid && Some(c) != shun && !self.is_within(c, id))
+    }
+
+    /// [`RelayTree::best_parent`] by a scan of every member: the rule as
+    /// first written, which the index must agree with (tests and the
+    /// bench's before figure).
+    #[cfg(test)]
+    fn best_parent_by_scan(&self, id: u64, avoid: Option<u64>) -> Option<u64> {
         let height = self.height(id);
         let max = self.cfg.max_depth;
         let shun = self.nodes.get(&id).and_then(|n| n.shun);
         self.nodes
             .iter()
-            // The cheap tests first: most nodes fail them in a full tree.
             .filter(|&(&c, n)| {
                 Some(c) != avoid
                     && Some(c) != shun
@@ -738,6 +872,7 @@ impl RelayTree {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.remove(&id);
         }
+        self.reindex(parent);
         self.redepth(id);
     }
 
@@ -780,6 +915,7 @@ impl RelayTree {
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.insert(id);
         }
+        self.reindex(parent);
         self.redepth(id);
     }
 
@@ -834,6 +970,7 @@ impl RelayTree {
             n.capacity = 0;
             n.demoted = Some(now);
             n.strikes.clear();
+            self.reindex(id);
             self.changed.insert(id);
             self.shed(id);
         }
@@ -887,6 +1024,7 @@ impl RelayTree {
                 n.capacity += 1;
                 n.good_since = Some(now);
             }
+            self.reindex(id);
         }
     }
 
@@ -896,24 +1034,27 @@ impl RelayTree {
         if !self.active() {
             return;
         }
-        let mut roots: Vec<(u64, u64)> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.parent == SERVER && !n.out())
-            .map(|(&id, n)| (n.seq, id))
-            .collect();
-        roots.sort_unstable();
-        let keep = roots
+        // The oldest root that can relay stays a root (`roots` is in join
+        // order; demoted roots are few).
+        let keep = self
+            .roots
             .iter()
             .find(|(_, id)| self.nodes[id].capacity > 0)
             .map(|&(_, id)| id);
-        for (_, id) in roots {
-            // A childless node nobody can take means no free slot is left
-            // for any: stop (the scan stays linear when the tree is full).
-            let n = &self.nodes[&id];
-            if Some(id) == keep || !n.children.is_empty() || n.lost >= MAX_LOST_LINKS {
+        // The loose roots in join order, read live (a placement changes
+        // which roots are childless).
+        let mut after = (0, 0);
+        while let Some(&(seq, id)) = self
+            .loose
+            .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            .next()
+        {
+            after = (seq, id);
+            if Some(id) == keep {
                 continue;
             }
+            // A childless node nobody can take means no free slot is left
+            // for any: stop.
             if !self.place(id, None) {
                 break;
             }
@@ -927,6 +1068,10 @@ impl RelayTree {
             n.linked = false;
             n.children.clear();
             self.changed.insert(id);
+        }
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.reindex(id);
         }
     }
 
@@ -953,12 +1098,19 @@ impl RelayTree {
     /// only at the changed nodes and those they back up.
     fn sync(&mut self) -> Vec<Placement> {
         let changed = std::mem::take(&mut self.changed);
-        let dirty: Vec<u64> = self
-            .nodes
+        // The changed nodes and those they back up, in id order.
+        let mut dirty: BTreeSet<u64> = changed
             .iter()
-            .filter(|(id, n)| changed.contains(id) || changed.contains(&n.backup))
-            .map(|(&id, _)| id)
+            .copied()
+            .filter(|id| self.nodes.contains_key(id))
             .collect();
+        for &c in &changed {
+            dirty.extend(
+                self.backers
+                    .range((c, 0)..=(c, u64::MAX))
+                    .map(|&(_, id)| id),
+            );
+        }
         let mut out = Vec::new();
         for id in dirty {
             if !self.backup_valid(id) {
@@ -966,8 +1118,14 @@ impl RelayTree {
                 let backup = match parent {
                     SERVER => None,
                     p => self.best_parent(id, Some(p)),
-                };
-                self.nodes.get_mut(&id).expect("listed").backup = backup.unwrap_or(SERVER);
+                }
+                .unwrap_or(SERVER);
+                let old =
+                    std::mem::replace(&mut self.nodes.get_mut(&id).expect("listed").backup, backup);
+                self.backers.remove(&(old, id));
+                if backup != SERVER {
+                    self.backers.insert((backup, id));
+                }
             }
             let n = self.nodes.get_mut(&id).expect("listed");
             let view = (n.parent, n.backup);

@@ -8,7 +8,7 @@
 //! bench can report and stop.
 #![allow(dead_code)] // each user takes a part
 
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,10 +53,15 @@ pub fn free_port() -> Result<u16, String> {
 
 /// Waits until something accepts connections on `port`.
 pub fn wait_for_port(port: u16, what: &str, limit: Duration) -> Result<(), String> {
+    wait_for_addr(SocketAddr::from(([127, 0, 0, 1], port)), what, limit)
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_for_addr(addr: SocketAddr, what: &str, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(addr).is_err() {
         if Instant::now() > deadline {
-            return Err(format!("{what} never listened on port {port}"));
+            return Err(format!("{what} never listened on {addr}"));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -65,11 +70,16 @@ pub fn wait_for_port(port: u16, what: &str, limit: Duration) -> Result<(), Strin
 
 /// A minimal HTTP/1.0 GET on loopback; the body of a 200 response.
 pub fn http_get(port: u16, path: &str, limit: Duration) -> Result<String, String> {
+    http_get_at(SocketAddr::from(([127, 0, 0, 1], port)), path, limit)
+}
+
+/// A minimal HTTP/1.0 GET to `addr`; the body of a 200 response.
+pub fn http_get_at(addr: SocketAddr, path: &str, limit: Duration) -> Result<String, String> {
     use std::io::{Read, Write};
     let fail = |e: std::io::Error| format!("GET {path}: {e}");
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(fail)?;
+    let mut s = TcpStream::connect(addr).map_err(fail)?;
     s.set_read_timeout(Some(limit)).map_err(fail)?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").map_err(fail)?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(fail)?;
     let mut resp = String::new();
     s.read_to_string(&mut resp).map_err(fail)?;
     let (head, body) = resp
@@ -159,12 +169,23 @@ pub async fn open_session(
     profile: PathBuf,
     browser: &str,
 ) -> Result<Session, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    open_session_at(caps, (driver, addr), profile, browser).await
+}
+
+/// [`open_session`] with the WebDriver server listening on `addr`.
+pub async fn open_session_at(
+    caps: Value,
+    (driver, addr): (Proc, SocketAddr),
+    profile: PathBuf,
+    browser: &str,
+) -> Result<Session, String> {
     let Value::Object(caps) = caps else {
         return Err("capabilities are not an object".to_owned());
     };
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
+        .connect(&format!("http://{addr}"))
         .await
         .map_err(|e| format!("start headless {browser}: {e}"))?;
     Ok(Session {

@@ -13,7 +13,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::chromium::{Session, env_path, open_session, start_driver};
+use super::chromium::{
+    Proc, Session, env_path, free_port, open_session, open_session_at, start_driver, wait_for_addr,
+};
+
+pub mod netns;
+use netns::Netns;
 
 /// The Firefox binary: `DONUT_FIREFOX`, or Debian's `firefox-esr`.
 pub fn firefox() -> PathBuf {
@@ -77,10 +82,60 @@ fn prefs(extra: &[(&str, Value)]) -> Map<String, Value> {
 /// profile, a 1280x720 window and the quiet preferences plus `extra_prefs`.
 pub async fn launch(extra_prefs: &[(&str, Value)], limit: Duration) -> Result<Session, String> {
     let (driver, port) = start_driver(&geckodriver(), limit)?;
+    let profile = fresh_profile(port)?;
+    open_session(
+        caps(&profile, extra_prefs),
+        (driver, port),
+        profile,
+        "Firefox",
+    )
+    .await
+}
+
+/// [`launch`] inside the network namespace `ns`: geckodriver (and so the
+/// Firefox it starts) runs there, listening on the namespace's end of the
+/// veth pair, so the browser's only non-loopback interface, the one its
+/// ICE agent gathers host candidates on, is that end.
+pub async fn launch_in(
+    ns: &Netns,
+    extra_prefs: &[(&str, Value)],
+    limit: Duration,
+) -> Result<Session, String> {
+    let port = free_port()?;
+    let gecko = geckodriver();
+    let driver = Proc(
+        ns.command(&gecko)
+            .arg(format!("--host={}", ns.inner))
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {} in {}: {e}", gecko.display(), ns.name))?,
+    );
+    let addr = std::net::SocketAddr::from((ns.inner, port));
+    wait_for_addr(addr, "geckodriver in the namespace", limit)?;
+    let profile = fresh_profile(port)?;
+    open_session_at(
+        caps(&profile, extra_prefs),
+        (driver, addr),
+        profile,
+        "Firefox",
+    )
+    .await
+}
+
+/// A fresh, empty profile directory named after this process and `port`.
+fn fresh_profile(port: u16) -> Result<PathBuf, String> {
     let profile = std::env::temp_dir().join(format!("donut-firefox-{}-{port}", std::process::id()));
     let _ = std::fs::remove_dir_all(&profile);
     std::fs::create_dir_all(&profile).map_err(|e| format!("create {}: {e}", profile.display()))?;
-    let caps = json!({
+    Ok(profile)
+}
+
+/// The session's capabilities: headless, 1280x720, `profile`, the quiet
+/// preferences plus `extra_prefs`.
+fn caps(profile: &std::path::Path, extra_prefs: &[(&str, Value)]) -> Value {
+    json!({
         "browserName": "firefox",
         "moz:firefoxOptions": {
             "binary": firefox().display().to_string(),
@@ -92,6 +147,5 @@ pub async fn launch(extra_prefs: &[(&str, Value)], limit: Duration) -> Result<Se
             ],
             "prefs": prefs(extra_prefs),
         },
-    });
-    open_session(caps, (driver, port), profile, "Firefox").await
+    })
 }

@@ -437,6 +437,49 @@ fn check(t: &RelayTree, told: &HashMap<u64, u64>) -> Result<(), TestCaseError> {
         };
         prop_assert_eq!(n.depth, depth, "{}'s depth is stale", id);
     }
+    index_matches_scan(t)
+}
+
+/// The placement indexes hold exactly what a scan of every member finds,
+/// and placement through them picks what the scan picks.
+fn index_matches_scan(t: &RelayTree) -> Result<(), TestCaseError> {
+    let mut free = BTreeSet::new();
+    let mut roots = BTreeSet::new();
+    let mut loose = BTreeSet::new();
+    let mut backers = BTreeSet::new();
+    for (&id, n) in &t.nodes {
+        if !n.out()
+            && n.quarantine.is_none()
+            && (n.children.len() as u32) < n.capacity
+            && n.depth < t.cfg.max_depth
+        {
+            free.insert((n.depth, n.children.len(), n.seq, id));
+        }
+        if n.parent == SERVER && !n.out() {
+            roots.insert((n.seq, id));
+            if n.children.is_empty() && n.lost < MAX_LOST_LINKS {
+                loose.insert((n.seq, id));
+            }
+        }
+        if n.backup != SERVER {
+            backers.insert((n.backup, id));
+        }
+    }
+    prop_assert_eq!(&t.free, &free, "free slots");
+    prop_assert_eq!(&t.roots, &roots, "roots");
+    prop_assert_eq!(&t.loose, &loose, "loose roots");
+    prop_assert_eq!(&t.backers, &backers, "backups");
+    for (&id, n) in &t.nodes {
+        for avoid in [None, Some(n.parent), Some(n.backup)] {
+            prop_assert_eq!(
+                t.best_parent(id, avoid),
+                t.best_parent_by_scan(id, avoid),
+                "best parent of {} avoiding {:?}",
+                id,
+                avoid
+            );
+        }
+    }
     Ok(())
 }
 
@@ -575,5 +618,47 @@ proptest! {
             run.linked + 3 * run.bars as usize + 1 >= twin.linked,
             "{} linked with sybils, {} without", run.linked, twin.linked
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    /// The placement indexes (free slots, roots, loose roots, backups)
+    /// always match a full scan of the members, after every operation,
+    /// across shapes, with reports from few addresses (so bars,
+    /// quarantines and suspicions come and go).
+    #[test]
+    fn the_placement_index_always_matches_a_full_scan(
+        fanout in 1u32..=3,
+        extra in 0u32..=2,
+        max_depth in 2u32..=4,
+        ops in proptest::collection::vec((op(), 0u8..4), 1..160),
+    ) {
+        let cfg = TreeConfig { fanout, max_fanout: fanout + extra, max_depth, min_viewers: 3 };
+        let mut t = RelayTree::new(cfg, true);
+        let mut clock = Instant::now();
+        for (op, from) in ops {
+            clock += Duration::from_millis(900);
+            match op {
+                Op::Join(id) => drop(t.join_from(id, addr(from), clock)),
+                Op::Leave(id) => drop(t.leave(id)),
+                Op::Link(id, up) => {
+                    if let Some(p) = t.parent(id) {
+                        t.link(id, p, up, clock);
+                    }
+                }
+                Op::Late(id) => drop(t.late(id, clock)),
+                Op::Mismatch(id) => {
+                    if let Some(p) = t.parent(id) {
+                        t.mismatch(id, p, clock);
+                    }
+                }
+                Op::Tick(s) => {
+                    clock += Duration::from_secs(s * 4);
+                    t.tick(clock);
+                }
+            }
+            index_matches_scan(&t)?;
+        }
     }
 }
