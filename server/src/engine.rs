@@ -30,6 +30,10 @@ use crate::trust::reputation::AddrKey;
 use crate::trust::sanction::Share;
 use crate::worker_conn;
 
+/// Where a viewer's notices go (encoded `ToViewer` messages such as
+/// `InputRefused`), written by its connection between batches.
+pub type Notices = tokio::sync::mpsc::Sender<bytes::Bytes>;
+
 /// See the module docs.
 pub enum Engine {
     /// One process: today's single node, no Redis.
@@ -50,11 +54,13 @@ impl Engine {
         }
     }
 
-    /// Viewer `viewer` (this node's connection id) pushed the donut.
-    pub fn input(&self, app: &App, viewer: u64, push: Impulse) {
+    /// Viewer `viewer` (this node's connection id) pushed the donut; if
+    /// the push is refused (a cluster could not store it), the encoded
+    /// `InputRefused` goes to `notices` for the viewer.
+    pub fn input(&self, app: &App, viewer: u64, push: Impulse, notices: &Notices) {
         match self {
             Self::Memory => app.core.input(viewer, push),
-            Self::Cluster(node) => node.input(app, viewer, push),
+            Self::Cluster(node) => node.input(app, viewer, push, notices),
         }
     }
 

@@ -37,7 +37,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use donut_shared::scene::{Impulse, Scene};
-use donut_shared::wire::tunnel::{Down, Up};
+use donut_shared::wire::tunnel::Down;
+use donut_shared::wire::{InputRefused, Refusal};
 use redis::streams::StreamRangeReply;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -49,7 +50,7 @@ use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
 use super::relay::{Relay, ResumePoint, Verdict};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
-use super::{ClusterConfig, Link, bans, tunnel};
+use super::{ClusterConfig, Link, bans, inputs, tunnel};
 use crate::fanout::Batch;
 use crate::limits::{CloseReason, POLICY};
 use crate::state::App;
@@ -71,9 +72,14 @@ const LEADER_POLL: Duration = Duration::from_millis(200);
 /// before letting the worker in (this node's own bans still apply).
 const BAN_CHECK: Duration = Duration::from_millis(300);
 
-/// How long a follower keeps trying to hand a viewer's push to a leader
-/// (none known, Redis away, the term fenced) before it counts it lost.
+/// How long a node keeps trying to store a viewer's push in the cluster's
+/// input log (Redis away or frozen) before it refuses it.
 pub const INPUT_CARRY: Duration = Duration::from_secs(3);
+
+/// How much longer a node waits for Redis's answer about a push one of
+/// whose appends timed out (it may have been stored) before it refuses it
+/// all the same.
+pub const INPUT_UNSURE: Duration = Duration::from_secs(60);
 
 /// Pause before retrying a Redis call that failed.
 const RETRY: Duration = Duration::from_millis(100);
@@ -96,6 +102,13 @@ pub struct Node {
     /// The cluster's playback head as the last entry taken said it, when
     /// (see [`Node::cluster_head`]).
     relayed_head: Mutex<Option<RelayedHead>>,
+    /// Which version folded which pushes of the input log (as leader).
+    folded: Mutex<inputs::Folded>,
+    /// Random per process: pushes' once-only keys never collide with a
+    /// restarted node's of the same id.
+    nonce: u64,
+    /// Pushes taken from this node's viewers so far.
+    pushes: AtomicU64,
 }
 
 /// The leader's playback head as an entry of the timeline carried it.
@@ -150,6 +163,9 @@ impl Node {
             tunnelled: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             relayed_head: Mutex::new(None),
+            folded: Mutex::new(inputs::Folded::default()),
+            nonce: rand::random(),
+            pushes: AtomicU64::new(0),
             cfg,
         }))
     }
@@ -257,54 +273,73 @@ impl Node {
     }
 
     /// A viewer of this node (`viewer`, its connection id) pushed the
-    /// donut: into the core if this node leads, else up to the leader.
+    /// donut: the push goes to the cluster's input log
+    /// ([`inputs`](super::inputs)), whoever leads (or none), and the
+    /// leader folds it from there, so it survives a change of leader.
     ///
-    /// A push is not dropped for want of a leader: while none is known, or
-    /// the term it was sent to is over (Redis fences the write), it is
-    /// carried to whichever node leads next, for up to [`INPUT_CARRY`].
-    /// Counted as `cluster_inputs_forwarded` or, given up,
-    /// `cluster_inputs_lost`.
-    pub fn input(self: &Arc<Self>, app: &App, viewer: u64, push: Impulse) {
-        if self.is_leader() {
-            app.core.input(viewer_key(self.id(), viewer), push);
-            return;
-        }
-        let (Ok(a), Ok(b)) = (i16::try_from(push.a), i16::try_from(push.b)) else {
-            app.stats.cluster_inputs_lost.inc();
-            return;
-        };
-        let msg = Up::Input {
-            node: self.id(),
-            viewer,
-            a,
-            b,
-        }
-        .to_vec();
+    /// While Redis does not take it (away, frozen) it is retried for up to
+    /// [`INPUT_CARRY`]; then it is refused and the viewer is told why on
+    /// `notices` (an encoded `InputRefused`). Counted as
+    /// `cluster_inputs_forwarded` (stored) or `cluster_inputs_lost` and
+    /// `cluster_inputs_refused_unreachable` (refused).
+    pub fn input(
+        self: &Arc<Self>,
+        app: &App,
+        viewer: u64,
+        push: Impulse,
+        notices: &mpsc::Sender<Bytes>,
+    ) {
         let node = Arc::clone(self);
         let stats = Arc::clone(&app.stats);
+        let notices = notices.clone();
+        let seq = self.pushes.fetch_add(1, Ordering::Relaxed);
+        let once = format!("{}:{:x}:{seq}", self.id(), self.nonce);
+        let from = inputs::LoggedPush {
+            node: self.id().to_owned(),
+            viewer,
+            push,
+        };
         tokio::spawn(async move {
             let give_up = tokio::time::Instant::now() + INPUT_CARRY;
+            // Redis refuses the append past this (its clock), so a command
+            // stuck behind a frozen Redis never stores a refused push.
+            let carry = INPUT_CARRY.saturating_sub(inputs::CLOCK_MARGIN);
+            let deadline = inputs::unix_ms().saturating_add(carry.as_millis() as u64);
+            // Whether an attempt may have reached Redis (timed out): then
+            // only Redis's answer to a retry says whether it was stored.
+            let mut unsure = false;
+            let last_resort = give_up + INPUT_UNSURE;
             loop {
-                let leader = node.leader.borrow().clone();
-                if let Some(Leader { term, .. }) = leader {
-                    let key = node.link.keys().up(term);
-                    let token = Token::term(term);
-                    match tunnel_log::append(&node.link, &key, &token, &msg).await {
-                        Ok(()) => {
-                            stats.cluster_inputs_forwarded.inc();
-                            return;
-                        }
-                        Err(e) => debug!(term, "an input was not taken (retrying): {e}"),
+                match inputs::append(&node.link, &once, deadline, &from).await {
+                    Ok(inputs::Stored::Id(_)) => {
+                        stats.cluster_inputs_forwarded.inc();
+                        return;
+                    }
+                    Ok(inputs::Stored::TooLate) => break,
+                    Err(e) => {
+                        unsure |= e.is_timeout();
+                        debug!(unsure, "an input was not stored (retrying): {e}");
                     }
                 }
-                if tokio::time::Instant::now() >= give_up {
-                    warn!("an input was lost: no leader took it in {INPUT_CARRY:?}");
-                    stats.cluster_inputs_lost.inc();
-                    return;
+                let now = tokio::time::Instant::now();
+                if (now >= give_up && !unsure) || now >= last_resort {
+                    break;
                 }
                 tokio::time::sleep(RETRY).await;
             }
+            warn!("an input was refused: Redis did not take it in {INPUT_CARRY:?}");
+            stats.cluster_inputs_lost.inc();
+            stats.cluster_inputs_refused_unreachable.inc();
+            let refusal = InputRefused {
+                reason: Refusal::Unreachable,
+            };
+            let _ = notices.try_send(Bytes::copy_from_slice(&refusal.to_bytes()));
         });
+    }
+
+    /// Works on the record of which version folded which pushes.
+    pub(crate) fn folded<R>(&self, f: impl FnOnce(&mut inputs::Folded) -> R) -> R {
+        f(&mut lock(&self.folded))
     }
 
     /// `key` was banned here for `length`: every node refuses it too.
@@ -367,7 +402,13 @@ impl Node {
                     );
                     app.core
                         .resume(at.frame, at.version, at.scene, Instant::now());
-                    tokio::spawn(tunnel::lead(Arc::clone(&self), Arc::clone(&app), term))
+                    let (node, app) = (Arc::clone(&self), Arc::clone(&app));
+                    tokio::spawn(async move {
+                        tokio::join!(
+                            tunnel::lead(Arc::clone(&node), Arc::clone(&app), term),
+                            inputs::lead(node, app, at),
+                        );
+                    })
                 }
                 Role::Follower => {
                     // Stop rendering and broadcasting: the leader's stream
@@ -395,6 +436,7 @@ impl Node {
             frame: app.cfg.start_frame,
             version: 0,
             scene: Scene::idle(app.cfg.start_frame),
+            inputs: EntryId::ZERO,
         })
     }
 
@@ -496,6 +538,7 @@ impl Node {
                 head: batch.head,
                 scene: batch.scene.to_bytes(),
                 msg: batch.msg.clone(),
+                inputs: self.folded(|f| f.at(batch.timeline)),
             };
             let token = Token::leader(self.id(), term);
             loop {

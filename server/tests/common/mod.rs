@@ -20,6 +20,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub mod cluster;
 pub mod nginx;
+pub mod recorder;
 pub mod redis_server;
 
 /// A client socket.
