@@ -925,6 +925,10 @@ impl Inner {
                 self.socket.healthy();
                 return;
             }
+            Ok(ToViewer::InputRefused(r)) => {
+                crate::panel::show_refusal(&self.panel, r.reason);
+                return;
+            }
             Ok(ToViewer::Frames(_) | ToViewer::Telemetry(_)) | Err(_) => {}
             Ok(msg) => {
                 self.socket.healthy();

@@ -9,7 +9,7 @@
 use web_sys::{Document, Element};
 
 /// Every statistic the panel shows, by its `data-stat` name.
-pub const STATS: [&str; 13] = [
+pub const STATS: [&str; 14] = [
     "workers",
     "viewers",
     "fleet-fps",
@@ -19,6 +19,7 @@ pub const STATS: [&str; 13] = [
     "mine",
     "playback",
     "timeline",
+    "refused",
     "peers",
     "relay",
     "cost",
@@ -76,6 +77,22 @@ impl Panel {
             }
         }
     }
+}
+
+/// Pushes from this tab the server refused so far (`InputRefused`).
+static REFUSED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Shows on the panel (stat `refused`) that one of this tab's pushes was
+/// not applied, and why: the count so far and the latest reason.
+pub fn show_refusal(panel: &Panel, reason: donut_shared::wire::Refusal) {
+    let n = REFUSED.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
+    panel.set("refused", &refusal_text(n, reason));
+}
+
+/// The panel's text after `n` refused pushes, the latest for `reason`.
+pub fn refusal_text(n: u32, reason: donut_shared::wire::Refusal) -> String {
+    let pushes = if n == 1 { "push" } else { "pushes" };
+    format!("{n} {pushes} {}", reason.text())
 }
 
 /// A counter reported by a source that may start over from zero (this
@@ -153,6 +170,19 @@ mod tests {
         assert_eq!(t.total(), 290);
         t.update(40);
         assert_eq!(t.total(), 290);
+    }
+
+    #[test]
+    fn a_refused_push_says_so_and_why() {
+        use donut_shared::wire::Refusal;
+        assert_eq!(
+            refusal_text(1, Refusal::Unreachable),
+            "1 push not applied: the cluster's store is unreachable"
+        );
+        assert_eq!(
+            refusal_text(3, Refusal::Lost),
+            "3 pushes not applied: the cluster's store lost it"
+        );
     }
 
     #[test]

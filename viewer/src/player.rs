@@ -145,7 +145,9 @@ impl Player {
             ToViewer::Digest(_)
             | ToViewer::Welcome(_)
             | ToViewer::Assign(_)
-            | ToViewer::Signal(_) => Ok(Received::Relay),
+            | ToViewer::Signal(_)
+            // Not the player's either (the panel shows it).
+            | ToViewer::InputRefused(_) => Ok(Received::Relay),
         }
     }
 
