@@ -321,6 +321,8 @@ figures! {
         cluster_inputs_lost: "Viewer inputs refused, the viewer told why.";
         /// Of those, pushes Redis did not take within the carry time (3 s).
         cluster_inputs_refused_unreachable: "Viewer inputs refused: Redis did not take them in time.";
+        /// Of those, pushes stored but lost from the input log (Redis lost its data, a failover) before any leader folded them.
+        cluster_inputs_refused_lost: "Viewer inputs refused: lost from the input log before any leader folded them.";
         /// Pushes this node, leading, took from the input log into its timeline.
         cluster_inputs_taken: "Viewer inputs the leader took from the input log.";
         /// Of those, pushes stored before its term began (carried across a change of leader or a time without one).
@@ -476,6 +478,7 @@ mod tests {
             "donut_cluster_inputs_forwarded_total counter",
             "donut_cluster_inputs_lost_total counter",
             "donut_cluster_inputs_refused_unreachable_total counter",
+            "donut_cluster_inputs_refused_lost_total counter",
             "donut_cluster_inputs_taken_total counter",
             "donut_cluster_inputs_carried_total counter",
             "donut_frames_superseded_total counter",
@@ -594,6 +597,7 @@ mod tests {
             "cluster_inputs_forwarded",
             "cluster_inputs_lost",
             "cluster_inputs_refused_unreachable",
+            "cluster_inputs_refused_lost",
             "cluster_inputs_taken",
             "cluster_inputs_carried",
             "frames_superseded",

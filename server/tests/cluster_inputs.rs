@@ -201,3 +201,42 @@ async fn a_push_redis_cannot_take_is_refused_its_viewer_told_and_never_lands() {
         w.abort();
     }
 }
+
+/// A push stored in the input log while no node acts as leader (the
+/// leader frozen), then lost with Redis's data (killed, restarted empty)
+/// before any leader folded it: its viewer is told (`InputRefused { Lost
+/// }`) instead of the push vanishing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_lost_with_redis_before_any_leader_folded_it_is_refused_visibly() {
+    let mut redis = RedisServer::start();
+    let prefix = fresh_prefix("lost");
+    let nodes = start_nodes(&redis.url(), &prefix, 2, Duration::from_secs(6), &[]);
+    let lead = cluster_leader(&nodes).await;
+    let other = 1 - lead;
+    let pusher = Recorder::start(nodes[other].addr).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = nodes[lead].child.id();
+    signal(pid, "STOP");
+    pusher.push(-600, 400);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let stored = stats(nodes[other].addr).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let record = pusher.finish().await;
+    let s = stats(nodes[other].addr).await;
+    signal(pid, "CONT");
+    eprintln!("refusals told {:?}; {s}", record.refusals);
+    assert_eq!(
+        stored["cluster_inputs_forwarded"], 1,
+        "the push was not stored: {stored}"
+    );
+    assert_eq!(
+        record.refusals,
+        vec![Refusal::Lost],
+        "the pushing viewer was not told its push was lost"
+    );
+    assert_eq!(s["cluster_inputs_refused_lost"], 1, "{s}");
+    assert_eq!(s["scene_changes"], 0, "a lost push was applied: {s}");
+}

@@ -243,6 +243,17 @@ pub async fn last_id(link: &Link) -> RedisResult<EntryId> {
         .unwrap_or(EntryId::ZERO))
 }
 
+/// Whether the log still holds entry `id` (`XRANGE id id`).
+pub async fn holds(link: &Link, id: EntryId) -> RedisResult<bool> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(link.keys().inputs())
+        .arg(id)
+        .arg(id)
+        .query_async(&mut link.conn())
+        .await?;
+    Ok(!reply.ids.is_empty())
+}
+
 /// Which position in the log each timeline version folded (sans-IO; see
 /// the module docs): the leader's appender asks it for the position a
 /// batch carries.

@@ -30,7 +30,7 @@
 //! telemetry carries the cluster's head as the stream last told it
 //! ([`Node::cluster_head`]), so pages on every node play in step.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -51,6 +51,7 @@ use super::relay::{Relay, ResumePoint, Verdict};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
 use super::{ClusterConfig, Link, bans, inputs, tunnel};
+use crate::engine::Notices;
 use crate::fanout::Batch;
 use crate::limits::{CloseReason, POLICY};
 use crate::state::App;
@@ -81,6 +82,13 @@ pub const INPUT_CARRY: Duration = Duration::from_secs(3);
 /// all the same.
 pub const INPUT_UNSURE: Duration = Duration::from_secs(60);
 
+/// This node's pushes it follows until folded (more are stored but not
+/// followed: a loss of those would go untold).
+const UNFOLDED_HELD: usize = 4096;
+
+/// How often a node looks whether its stored pushes were folded or lost.
+const SWEEP: Duration = Duration::from_secs(1);
+
 /// Pause before retrying a Redis call that failed.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -109,6 +117,10 @@ pub struct Node {
     nonce: u64,
     /// Pushes taken from this node's viewers so far.
     pushes: AtomicU64,
+    /// This node's pushes stored in the input log and not yet folded
+    /// into the timeline as far as this node knows, with their viewer's
+    /// notices (see [`Node::sweep_inputs`]).
+    unfolded: Mutex<BTreeMap<EntryId, Notices>>,
 }
 
 /// The leader's playback head as an entry of the timeline carried it.
@@ -166,6 +178,7 @@ impl Node {
             folded: Mutex::new(inputs::Folded::default()),
             nonce: rand::random(),
             pushes: AtomicU64::new(0),
+            unfolded: Mutex::new(BTreeMap::new()),
             cfg,
         }))
     }
@@ -189,6 +202,7 @@ impl Node {
             tokio::spawn(Arc::clone(self).poll_leader()),
             tokio::spawn(Arc::clone(self).read_downs()),
             tokio::spawn(Arc::clone(self).poll_totals(beat)),
+            tokio::spawn(Arc::clone(self).sweep_inputs(Arc::clone(app))),
         ];
         let node = Arc::clone(self);
         let mut stop = shutdown;
@@ -282,13 +296,7 @@ impl Node {
     /// `notices` (an encoded `InputRefused`). Counted as
     /// `cluster_inputs_forwarded` (stored) or `cluster_inputs_lost` and
     /// `cluster_inputs_refused_unreachable` (refused).
-    pub fn input(
-        self: &Arc<Self>,
-        app: &App,
-        viewer: u64,
-        push: Impulse,
-        notices: &mpsc::Sender<Bytes>,
-    ) {
+    pub fn input(self: &Arc<Self>, app: &App, viewer: u64, push: Impulse, notices: &Notices) {
         let node = Arc::clone(self);
         let stats = Arc::clone(&app.stats);
         let notices = notices.clone();
@@ -311,8 +319,12 @@ impl Node {
             let last_resort = give_up + INPUT_UNSURE;
             loop {
                 match inputs::append(&node.link, &once, deadline, &from).await {
-                    Ok(inputs::Stored::Id(_)) => {
+                    Ok(inputs::Stored::Id(id)) => {
                         stats.cluster_inputs_forwarded.inc();
+                        let mut unfolded = lock(&node.unfolded);
+                        if unfolded.len() < UNFOLDED_HELD {
+                            unfolded.insert(id, notices);
+                        }
                         return;
                     }
                     Ok(inputs::Stored::TooLate) => break,
@@ -330,11 +342,53 @@ impl Node {
             warn!("an input was refused: Redis did not take it in {INPUT_CARRY:?}");
             stats.cluster_inputs_lost.inc();
             stats.cluster_inputs_refused_unreachable.inc();
-            let refusal = InputRefused {
-                reason: Refusal::Unreachable,
-            };
-            let _ = notices.try_send(Bytes::copy_from_slice(&refusal.to_bytes()));
+            refuse(&notices, Refusal::Unreachable);
         });
+    }
+
+    /// Every second: forgets this node's pushes the timeline has folded
+    /// (its entries' input position reached them), and refuses, oldest
+    /// first, those the input log no longer holds unfolded (Redis lost its
+    /// data, a failover lost the last writes, or the log was trimmed past
+    /// them while no node led): their viewers are told
+    /// (`InputRefused { Lost }`, `cluster_inputs_refused_lost`).
+    async fn sweep_inputs(self: Arc<Self>, app: Arc<App>) {
+        loop {
+            tokio::time::sleep(SWEEP).await;
+            let folded = lock(&self.relay)
+                .resume_point()
+                .map_or(EntryId::ZERO, |r| r.inputs);
+            let oldest = {
+                let mut unfolded = lock(&self.unfolded);
+                let kept = unfolded.split_off(&EntryId {
+                    ms: folded.ms,
+                    seq: folded.seq.saturating_add(1),
+                });
+                *unfolded = kept;
+                unfolded.retain(|_, n| !n.is_closed());
+                unfolded.keys().copied().collect::<Vec<_>>()
+            };
+            // A push just stored is not looked for yet: the leader folds
+            // it within milliseconds.
+            let young = inputs::unix_ms().saturating_sub(SWEEP.as_millis() as u64);
+            for id in oldest.into_iter().filter(|id| id.ms < young) {
+                match inputs::holds(&self.link, id).await {
+                    Ok(true) | Err(_) => break,
+                    Ok(false) => {}
+                }
+                // Folded meanwhile (a timeline entry read since)?
+                let folded = lock(&self.relay).resume_point().map(|r| r.inputs);
+                if folded.is_some_and(|f| f >= id) {
+                    continue;
+                }
+                if let Some(notices) = lock(&self.unfolded).remove(&id) {
+                    warn!(%id, "an input was lost from the input log before any leader folded it");
+                    app.stats.cluster_inputs_lost.inc();
+                    app.stats.cluster_inputs_refused_lost.inc();
+                    refuse(&notices, Refusal::Lost);
+                }
+            }
+        }
     }
 
     /// Works on the record of which version folded which pushes.
@@ -640,6 +694,13 @@ impl Node {
             tokio::time::sleep(registry::BEAT_PERIOD).await;
         }
     }
+}
+
+/// Tells a viewer (its `notices`) one of its pushes was refused, and why.
+fn refuse(notices: &Notices, reason: Refusal) {
+    let msg = InputRefused { reason }.to_bytes();
+    // Full: the viewer is not reading; the refusal is counted anyway.
+    let _ = notices.try_send(Bytes::copy_from_slice(&msg));
 }
 
 /// This node's figures for its heartbeat.
