@@ -48,8 +48,10 @@ fn longest_gap(r: &Record, from: Instant) -> Duration {
 }
 
 /// The longest stall of the model player (see the module docs) at a frame
-/// due from `from` on, and the frames it skipped (never received).
-fn longest_stall(r: &Record, from: Instant) -> (Duration, u64) {
+/// due from `from` on, the frames it skipped (never received), and how far
+/// ahead of it the frames received by `from` reached then (its buffer, in
+/// frames).
+fn longest_stall(r: &Record, from: Instant) -> (Duration, u64, u64) {
     let mut first: BTreeMap<u64, Instant> = BTreeMap::new();
     for &(at, start, count) in &r.arrivals {
         for n in start..start + u64::from(count) {
@@ -57,8 +59,16 @@ fn longest_stall(r: &Record, from: Instant) -> (Duration, u64) {
         }
     }
     let Some(&(t0, f0, _)) = r.arrivals.first() else {
-        return (Duration::ZERO, 0);
+        return (Duration::ZERO, 0, 0);
     };
+    let received_by = r
+        .arrivals
+        .iter()
+        .filter(|a| a.0 < from)
+        .map(|a| a.1 + u64::from(a.2))
+        .max()
+        .unwrap_or(f0);
+    let mut buffered = None;
     let step = Duration::from_secs_f64(1.0 / FPS);
     let (mut shown_at, mut frame) = (t0, f0);
     let (mut worst, mut skipped) = (Duration::ZERO, 0);
@@ -68,10 +78,11 @@ fn longest_stall(r: &Record, from: Instant) -> (Duration, u64) {
         let shown = due.max(arrived);
         if due >= from {
             worst = worst.max(shown - due);
+            buffered.get_or_insert(received_by.saturating_sub(frame));
         }
         (shown_at, frame) = (shown, next);
     }
-    (worst, skipped)
+    (worst, skipped, buffered.unwrap_or(0))
 }
 
 /// How the cluster fails.
@@ -158,12 +169,13 @@ async fn report(what: &str, lead: usize, recorders: Vec<Option<Recorder>>, at: I
             continue;
         };
         let rec = r.finish().await;
-        let (stall, skipped) = longest_stall(&rec, at);
+        let (stall, skipped, buffered) = longest_stall(&rec, at);
         line += &format!(
-            " | n{}: gap {} ms, stall {} ms, skipped {skipped}",
+            " | n{}: gap {} ms, stall {} ms, skipped {skipped}, buffer {} ms",
             k + 1,
             longest_gap(&rec, at).as_millis(),
-            stall.as_millis()
+            stall.as_millis(),
+            buffered * 1000 / 60
         );
         records.push(rec);
     }
