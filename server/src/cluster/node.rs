@@ -21,7 +21,11 @@
 //!
 //! Whatever the role: a heartbeat with the node's figures, a poll of who
 //! leads (so tunnels follow a new leader), the reader of the node's own
-//! down stream, and the cluster's totals for `/metrics`.
+//! down stream, and the cluster's totals for `/metrics`. Every viewer's
+//! push goes to the cluster's input log ([`inputs`]), which the leader
+//! folds from; the node follows its stored pushes until the timeline
+//! folds them, and tells a viewer whose push was refused or lost
+//! ([`Node::input`]).
 //!
 //! A node keeps serving what it has while Redis is away: the leader's core
 //! keeps rendering (appends wait and retry, in order) until its lease would
@@ -288,7 +292,7 @@ impl Node {
 
     /// A viewer of this node (`viewer`, its connection id) pushed the
     /// donut: the push goes to the cluster's input log
-    /// ([`inputs`](super::inputs)), whoever leads (or none), and the
+    /// ([`inputs`]), whoever leads (or none), and the
     /// leader folds it from there, so it survives a change of leader.
     ///
     /// While Redis does not take it (away, frozen) it is retried for up to

@@ -255,7 +255,9 @@ impl Tunnel<'_> {
 type Tunnels = Arc<Mutex<HashMap<(String, u64), mpsc::Sender<Result<Event, End>>>>>;
 
 /// As leader under `term`: runs the tunnelled workers of every follower
-/// (and their viewers' pushes) until aborted (the term ended).
+/// until aborted (the term ended). (Viewers' pushes come through the input
+/// log, [`super::inputs`]; an `Up::Input` from a follower of an earlier
+/// release is moved there.)
 pub async fn lead(node: Arc<Node>, app: Arc<App>, term: u64) {
     let key = node.link().keys().up(term);
     let mut reader = TunnelReader::new(node.link().clone(), key);
