@@ -51,6 +51,7 @@ digest = bytes([V, 0x21]) + struct.pack(">QIII", 1000, 15, 2, 1400) + bytes(rang
 welcome = bytes([V, 0x22]) + struct.pack(">Q", 5) + b"stun:stun.example.org:3478,turn:t.example.org"
 welcome_bare = bytes([V, 0x22]) + struct.pack(">Q", 5)
 assign = bytes([V, 0x23]) + struct.pack(">QQ", 1, 0)
+input_refused = bytes([V, 0x31, 1])
 assert len(digest) == 2 + 20 + 32 and len(assign) == 18 and len(report) == 22
 
 # Cluster tunnel messages (shared/src/wire/tunnel.rs): version 1, tag, then
@@ -98,6 +99,7 @@ seeds = {
         "welcome": welcome,
         "welcome_bare": welcome_bare,
         "assign": assign,
+        "input_refused": input_refused,
         "signal_answer": signal_answer,
         "signal_candidate": signal_candidate,
     },

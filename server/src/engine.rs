@@ -43,6 +43,8 @@ use crate::stream::telemetry::ClusterView;
 use crate::trust::reputation::AddrKey;
 use crate::trust::sanction::Share;
 
+pub use crate::cluster::inputs::Notices;
+
 /// See the module docs.
 pub enum Engine {
     /// One process: today's single node, no Redis.
@@ -120,11 +122,20 @@ impl Engine {
         }
     }
 
-    /// Viewer `viewer` (this node's connection id) pushed the donut.
-    pub fn input(&self, core: &Core, stats: &Arc<Stats>, viewer: u64, push: Impulse) {
+    /// Viewer `viewer` (this node's connection id) pushed the donut; if
+    /// the push is refused (a cluster could not store it), the encoded
+    /// `InputRefused` goes to `notices` for the viewer.
+    pub fn input(
+        &self,
+        core: &Core,
+        stats: &Arc<Stats>,
+        viewer: u64,
+        push: Impulse,
+        notices: &Notices,
+    ) {
         match self {
             Self::Memory => core.input(viewer, push),
-            Self::Cluster(node) => node.input(core, stats, viewer, push),
+            Self::Cluster(node) => node.input(stats, viewer, push, notices),
         }
     }
     /// How a ban made here is shared: in a cluster, every node learns

@@ -315,10 +315,18 @@ figures! {
         cluster_frames_lost: "Frames missing from the cluster timeline stream.";
         /// Timeline appends Redis refused because this node's term no longer held the lease (fencing).
         cluster_appends_fenced: "Cluster timeline appends refused by fencing.";
-        /// Viewer pushes a follower handed to the leader's up stream.
-        cluster_inputs_forwarded: "Viewer inputs forwarded to the cluster's leader.";
-        /// Viewer pushes a follower could not hand to any leader in time (or could not encode).
-        cluster_inputs_lost: "Viewer inputs no leader took.";
+        /// Viewer pushes this node stored in the cluster's input log (`{p}inputs`), for whichever node leads.
+        cluster_inputs_forwarded: "Viewer inputs stored in the cluster's input log.";
+        /// Viewer pushes this node refused (any reason; the viewer was sent `InputRefused`).
+        cluster_inputs_lost: "Viewer inputs refused, the viewer told why.";
+        /// Of those, pushes Redis did not take within the carry time (3 s).
+        cluster_inputs_refused_unreachable: "Viewer inputs refused: Redis did not take them in time.";
+        /// Of those, pushes stored but lost from the input log (Redis lost its data, a failover) before any leader folded them.
+        cluster_inputs_refused_lost: "Viewer inputs refused: lost from the input log before any leader folded them.";
+        /// Pushes this node, leading, took from the input log into its timeline.
+        cluster_inputs_taken: "Viewer inputs the leader took from the input log.";
+        /// Of those, pushes stored before its term began (carried across a change of leader or a time without one).
+        cluster_inputs_carried: "Viewer inputs carried over to a new leader.";
         /// Frames handed out at or after a change's frame, superseded and rendered again.
         frames_superseded: "Frames superseded by scene changes.";
         /// Connections closed for a malformed or wrong-role message.
@@ -469,6 +477,10 @@ mod tests {
             "donut_cluster_appends_fenced_total counter",
             "donut_cluster_inputs_forwarded_total counter",
             "donut_cluster_inputs_lost_total counter",
+            "donut_cluster_inputs_refused_unreachable_total counter",
+            "donut_cluster_inputs_refused_lost_total counter",
+            "donut_cluster_inputs_taken_total counter",
+            "donut_cluster_inputs_carried_total counter",
             "donut_frames_superseded_total counter",
             "donut_protocol_errors_total counter",
             "donut_connections_refused_total counter",
@@ -584,6 +596,10 @@ mod tests {
             "cluster_appends_fenced",
             "cluster_inputs_forwarded",
             "cluster_inputs_lost",
+            "cluster_inputs_refused_unreachable",
+            "cluster_inputs_refused_lost",
+            "cluster_inputs_taken",
+            "cluster_inputs_carried",
             "frames_superseded",
             "protocol_errors",
             "connections_refused",

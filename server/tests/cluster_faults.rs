@@ -12,17 +12,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::cluster::{Node, fresh_prefix, start_nodes};
+use common::recorder::{Recorder, assert_one_timeline};
 use common::redis_server::{RedisServer, signal};
 use common::{cluster_leader, connect, stats, worker_on_each};
-use donut_shared::PACKED_LEN;
-use donut_shared::wire::{Input, ToViewer};
+use donut_shared::wire::Input;
 use futures_util::{SinkExt, StreamExt};
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 /// `n` nodes under a fresh prefix (lease 1 s); returns them and the prefix.
@@ -32,71 +29,6 @@ fn cluster(redis: &RedisServer, n: usize) -> (Vec<Node>, String) {
         start_nodes(&redis.url(), &prefix, n, Duration::from_secs(1), &[]),
         prefix,
     )
-}
-
-/// What one viewer was sent.
-#[derive(Default)]
-struct Record {
-    /// (frame, version) → the frame's packed bytes.
-    frames: BTreeMap<(u64, u32), [u8; PACKED_LEN]>,
-    /// (frame, version) sent twice with different bytes.
-    conflicts: Vec<(u64, u32)>,
-    /// Telemetry heads, in order.
-    heads: Vec<u64>,
-    /// The newest version sent.
-    version: u32,
-}
-
-/// A viewer on one node recording everything it is sent.
-struct Recorder {
-    task: JoinHandle<Record>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Recorder {
-    async fn start(addr: SocketAddr) -> Self {
-        let mut ws = connect(addr, "/ws/viewer").await;
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(async move {
-            let mut r = Record::default();
-            loop {
-                tokio::select! {
-                    msg = ws.next() => match msg {
-                        Some(Ok(Message::Binary(b))) => match ToViewer::decode(&b) {
-                            Ok(ToViewer::Frames(f)) => {
-                                r.version = r.version.max(f.timeline);
-                                f.decode_frames(|n, packed| {
-                                    let key = (n, f.timeline);
-                                    match r.frames.get(&key) {
-                                        Some(old) if old != packed => r.conflicts.push(key),
-                                        Some(_) => {}
-                                        None => {
-                                            r.frames.insert(key, *packed);
-                                        }
-                                    }
-                                })
-                                .expect("batches decode");
-                            }
-                            Ok(ToViewer::Telemetry(t)) => r.heads.push(t.head),
-                            Ok(_) => {}
-                            Err(e) => panic!("undecodable viewer message: {e}"),
-                        },
-                        Some(Ok(Message::Close(f))) => panic!("viewer closed: {f:?}"),
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => panic!("viewer socket error: {e}"),
-                        None => panic!("viewer socket ended"),
-                    },
-                    _ = stopped.changed() => return r,
-                }
-            }
-        });
-        Self { task, stop }
-    }
-
-    async fn finish(self) -> Record {
-        let _ = self.stop.send(true);
-        self.task.await.expect("the recorder ran")
-    }
 }
 
 /// How Redis fails.
@@ -170,42 +102,6 @@ async fn a_push_during_a_redis_fault_is_on_every_node_or_none(fault: Fault) {
     for w in workers {
         w.abort();
     }
-}
-
-/// Checks what every node's viewer was sent: no two pictures for one
-/// (frame, version) anywhere, no head going back; returns the frames
-/// compared between nodes.
-fn assert_one_timeline(what: &str, records: &[Record]) -> u64 {
-    for (k, r) in records.iter().enumerate() {
-        assert!(
-            r.conflicts.is_empty(),
-            "{what}: node n{}'s viewer was sent two pictures for (frame, version) {:?}",
-            k + 1,
-            &r.conflicts[..r.conflicts.len().min(5)]
-        );
-        let back = r.heads.windows(2).find(|w| w[1] < w[0]);
-        assert!(
-            back.is_none(),
-            "{what}: node n{}'s head went back: {back:?}",
-            k + 1
-        );
-    }
-    let mut compared = 0;
-    for (a, ra) in records.iter().enumerate() {
-        for rb in &records[a + 1..] {
-            for (key, bytes) in &ra.frames {
-                if let Some(other) = rb.frames.get(key) {
-                    assert_eq!(
-                        other, bytes,
-                        "{what}: frame {} of version {} differs between nodes",
-                        key.0, key.1
-                    );
-                    compared += 1;
-                }
-            }
-        }
-    }
-    compared
 }
 
 /// The leader frozen (`SIGSTOP`) past its lease with pushes queued on its

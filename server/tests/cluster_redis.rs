@@ -236,6 +236,7 @@ fn entry(start: u64) -> TimelineEntry {
         head: start.saturating_sub(60),
         scene,
         msg: Bytes::from(start.to_be_bytes().repeat(20)),
+        inputs: EntryId { ms: start, seq: 1 },
     }
 }
 

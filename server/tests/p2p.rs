@@ -61,6 +61,7 @@ fn own(bytes: &[u8]) -> Got {
             kind: s.kind,
             text: s.text.to_owned(),
         },
+        ToViewer::InputRefused(r) => panic!("a single node refused a push: {r:?}"),
     }
 }
 

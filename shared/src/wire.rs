@@ -14,6 +14,7 @@
 //! | `0x20` | `Frames`    | server → viewer   | `start:u64 count:u32 timeline:u32 codec:u8` + payload |
 //! | `0x21`–`0x23`, `0x05` | the peer relay's | server → viewer | see [`p2p`]                   |
 //! | `0x30` | `Telemetry` | server → both     | fixed 80-byte body, see [`Telemetry`]             |
+//! | `0x31` | `InputRefused` | server → viewer | `reason:u8`: a push not applied, see [`refusal`] |
 //!
 //! A `Frames` payload is `codec` 0 (nibble: count × 880 packed bytes) or 1
 //! (context: [`crate::codec`], about 90 bytes a frame, what servers send).
@@ -39,15 +40,18 @@ use crate::frame::{FrameError, PACKED_LEN, validate_frame};
 use crate::scene::{Impulse, SCENE_LEN, Scene};
 
 pub mod p2p;
+pub mod refusal;
 pub mod tunnel;
 
 pub use p2p::{Assign, Digest, Fetch, Link, Peering, Proof, Report, Signal, SignalKind, Welcome};
+pub use refusal::{InputRefused, Refusal};
 
 /// The protocol version every message starts with. Version 2 added the
 /// scene and timeline version to `Task`, the timeline version to `Frames`
 /// and the viewer's `Input`; version 3 the peer relay's messages ([`p2p`])
 /// and its figures in `Telemetry`; version 4 the relay's `Proof` (a viewer
-/// proves it holds a batch a peer delivered).
+/// proves it holds a batch a peer delivered) and `InputRefused` (a push a
+/// cluster could not carry to its timeline, and why).
 pub const PROTOCOL_VERSION: u8 = 4;
 
 /// The most frames one task (and so one result) may cover.
@@ -114,6 +118,8 @@ pub mod tag {
     pub const WELCOME: u8 = 0x22;
     /// Server → viewer: the relay tree's parent and backup.
     pub const ASSIGN: u8 = 0x23;
+    /// Server → viewer: one of its pushes was not applied, and why.
+    pub const INPUT_REFUSED: u8 = 0x31;
 
     /// Whether `t` is a tag of this protocol version.
     pub fn is_known(t: u8) -> bool {
@@ -134,6 +140,7 @@ pub mod tag {
                 | WELCOME
                 | ASSIGN
                 | TELEMETRY
+                | INPUT_REFUSED
         )
     }
 }
@@ -459,6 +466,8 @@ pub enum ToViewer<'a> {
     Assign(Assign),
     /// Signalling from a peer.
     Signal(Signal<'a>),
+    /// One of its pushes was not applied, and why.
+    InputRefused(InputRefused),
 }
 
 /// A bounds-checked big-endian reader over a message.
@@ -962,6 +971,7 @@ impl ToViewer<'_> {
             Self::Welcome(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
             Self::Assign(m) => m.to_bytes().to_vec(),
             Self::Signal(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
+            Self::InputRefused(m) => m.to_bytes().to_vec(),
         }
     }
 }
@@ -1001,6 +1011,7 @@ impl<'a> ToViewer<'a> {
             tag::WELCOME => Welcome::decode_body(r).map(Self::Welcome),
             tag::ASSIGN => Assign::decode_body(r).map(Self::Assign),
             tag::SIGNAL => Signal::decode_body(r).map(Self::Signal),
+            tag::INPUT_REFUSED => InputRefused::decode_body(r).map(Self::InputRefused),
             other => Err(DecodeError::WrongDirection(other)),
         }
     }

@@ -452,6 +452,22 @@ proptest! {
     }
 
     #[test]
+    fn input_refusals_round_trip_and_unknown_reasons_are_refused(byte in any::<u8>()) {
+        use donut_shared::wire::{InputRefused, Refusal};
+        let bytes = [PROTOCOL_VERSION, tag::INPUT_REFUSED, byte];
+        match Refusal::ALL.into_iter().find(|r| *r as u8 == byte) {
+            Some(reason) => {
+                let m = InputRefused { reason };
+                prop_assert_eq!(m.to_bytes(), bytes);
+                prop_assert_eq!(ToViewer::decode(&bytes), Ok(ToViewer::InputRefused(m)));
+            }
+            None => prop_assert_eq!(ToViewer::decode(&bytes), Err(DecodeError::InvalidText)),
+        }
+        prop_assert_eq!(ToWorker::decode(&bytes), Err(DecodeError::WrongDirection(tag::INPUT_REFUSED)));
+        prop_assert_eq!(FromViewer::decode(&bytes), Err(DecodeError::WrongDirection(tag::INPUT_REFUSED)));
+    }
+
+    #[test]
     fn encoding_into_a_short_buffer_fails_cleanly(
         len in 0..TELEMETRY_LEN,
         t in any_telemetry(),

@@ -19,7 +19,7 @@ use donut_shared::wire::p2p::SERVER;
 use web_sys::{Document, Element};
 
 /// Every statistic the panel shows, by its `data-stat` name.
-pub const STATS: [&str; 13] = [
+pub const STATS: [&str; 14] = [
     "workers",
     "viewers",
     "fleet-fps",
@@ -29,6 +29,7 @@ pub const STATS: [&str; 13] = [
     "mine",
     "playback",
     "timeline",
+    "refused",
     "peers",
     "relay",
     "cost",
@@ -314,6 +315,13 @@ pub fn relay_text(r: &RelayPlace) -> String {
     format!("{from} · relaying to {}", r.children)
 }
 
+/// The `refused` row after `n` of this tab's pushes were refused, the
+/// latest for `reason` (`InputRefused`).
+pub fn refusal_text(n: u32, reason: donut_shared::wire::Refusal) -> String {
+    let pushes = if n == 1 { "push" } else { "pushes" };
+    format!("{n} {pushes} {}", reason.text())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,6 +459,19 @@ mod tests {
         assert_eq!(
             peers_text(&t),
             "2 fed by peers · 62.5% of bytes, proven, last min · 1,001 fallbacks · 4 bad"
+        );
+    }
+
+    #[test]
+    fn a_refused_push_says_so_and_why() {
+        use donut_shared::wire::Refusal;
+        assert_eq!(
+            refusal_text(1, Refusal::Unreachable),
+            "1 push not applied: the cluster's store is unreachable"
+        );
+        assert_eq!(
+            refusal_text(3, Refusal::Lost),
+            "3 pushes not applied: the cluster's store lost it"
         );
     }
 

@@ -34,6 +34,9 @@ pub struct ResumePoint {
     pub version: u32,
     /// The scene at `frame`.
     pub scene: Scene,
+    /// The last push of the input log folded into the timeline there (see
+    /// [`TimelineEntry::inputs`]): a new leader reads pushes after it.
+    pub inputs: EntryId,
 }
 
 /// What to do with an entry (see the module docs).
@@ -89,10 +92,14 @@ impl TimelineCursor {
         if verdict != EntryVerdict::Drop {
             let mut end = scene;
             end.advance(u64::from(entry.count));
+            let inputs = self
+                .resume
+                .map_or(entry.inputs, |r| r.inputs.max(entry.inputs));
             self.resume = Some(ResumePoint {
                 frame: entry.start.saturating_add(u64::from(entry.count)),
                 version: entry.version,
                 scene: end,
+                inputs,
             });
         }
         verdict
@@ -121,6 +128,7 @@ mod tests {
             head: start,
             scene: Scene::idle(start).to_bytes(),
             msg: Bytes::new(),
+            inputs: EntryId::ZERO,
         }
     }
 
@@ -155,6 +163,7 @@ mod tests {
         spun.push(donut_shared::scene::Impulse { a: 500, b: -200 });
         let mut e = entry(600, 30, 4);
         e.scene = spun.to_bytes();
+        e.inputs = id(77);
         assert_eq!(r.offer(id(9), &e), EntryVerdict::Take);
         let mut end = spun;
         end.advance(30);
@@ -163,7 +172,8 @@ mod tests {
             Some(ResumePoint {
                 frame: 630,
                 version: 4,
-                scene: end
+                scene: end,
+                inputs: id(77),
             })
         );
         // After a reset the stream is read from the start again, and what
@@ -171,6 +181,16 @@ mod tests {
         r.reset();
         assert_eq!(r.last_id(), EntryId::ZERO);
         assert_eq!(r.offer(id(1), &e), EntryVerdict::Drop);
+        // The input cursor never goes back (an entry of an older release
+        // carries none).
+        let mut next = entry(630, 30, 4);
+        next.scene = {
+            let mut s = spun;
+            s.advance(30);
+            s.to_bytes()
+        };
+        assert_eq!(r.offer(id(10), &next), EntryVerdict::Take);
+        assert_eq!(r.resume_point().map(|p| p.inputs), Some(id(77)));
     }
 
     #[test]

@@ -61,6 +61,18 @@ impl Keys {
         format!("{}down:{id}", self.prefix)
     }
 
+    /// `{p}inputs`: the cluster's input log, every viewer's push
+    /// ([`inputs`](super::inputs)).
+    pub fn inputs(&self) -> String {
+        format!("{}inputs", self.prefix)
+    }
+
+    /// `{p}push:<once>`: the once-only key of one push (`<node>:<nonce>:<seq>`),
+    /// so a retried append stores it at most once.
+    pub fn push_once(&self, once: &str) -> String {
+        format!("{}push:{once}", self.prefix)
+    }
+
     /// `{p}ban:<addr>`: a cluster-wide ban of one address key (its
     /// `Display` form, e.g. `203.0.113.7` or `2001:db8::/64`).
     pub fn ban(&self, addr: &AddrKey) -> String {

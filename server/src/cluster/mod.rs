@@ -32,7 +32,9 @@
 //! |---|---|---|---|
 //! | `{p}leader` | string `<node>:<term>`, `PX` lease | the leader | who orders the timeline ([`lease`]) |
 //! | `{p}term` | integer | a node acquiring the lease | the fencing epoch: strictly grows with each leader; every stream append checks it in Redis ([`fence`]) |
-//! | `{p}timeline` | stream, `MAXLEN ~` ring | the leader | committed batches, encoded once ([`stream_log`]) |
+//! | `{p}timeline` | stream, `MAXLEN ~` ring | the leader | committed batches, encoded once ([`stream_log`]); each carries its position in `{p}inputs` |
+//! | `{p}inputs` | stream, `MAXLEN ~` 10,000 | any node | every viewer's push, read by whichever node leads ([`inputs`]) |
+//! | `{p}push:<node>:<nonce>:<seq>` | string, `PX` 30 s | any node | one push's once-only key (a retried append stores it once) |
 //! | `{p}node:<id>` | hash, `PEXPIRE` | each node, every ~500 ms | its figures ([`registry`]) |
 //! | `{p}nodes` | sorted set, score = expiry (ms) | each node | index of live nodes ([`registry`]) |
 //! | `{p}ban:<addr>` | string, `PX` = ban length | the node that banned | cluster-wide bans ([`bans`]) |
@@ -47,6 +49,7 @@ pub mod bans;
 pub mod deps;
 pub mod fence;
 pub mod follow;
+pub mod inputs;
 pub mod keys;
 pub mod lease;
 pub mod node;

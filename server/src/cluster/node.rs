@@ -21,7 +21,11 @@
 //!
 //! Whatever the role: a heartbeat with the node's figures, a poll of who
 //! leads (so tunnels follow a new leader), the reader of the node's own
-//! down stream, and the cluster's totals for `/metrics`.
+//! down stream, and the cluster's totals for `/metrics`. Every viewer's
+//! push goes to the cluster's input log ([`inputs`]), which the leader
+//! folds from; the node follows its stored pushes until the timeline
+//! folds them, and tells a viewer whose push was refused or lost
+//! ([`Node::input`]).
 //!
 //! A node keeps serving what it has while Redis is away: the leader's core
 //! keeps rendering (appends wait and retry, in order) until its lease would
@@ -30,14 +34,15 @@
 //! telemetry carries the cluster's head as the stream last told it
 //! ([`Node::cluster_head`]), so pages on every node play in step.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use donut_shared::scene::{Impulse, Scene};
-use donut_shared::wire::tunnel::{Down, Up};
+use donut_shared::wire::tunnel::Down;
+use donut_shared::wire::{InputRefused, Refusal};
 use redis::streams::StreamRangeReply;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -49,12 +54,12 @@ use super::lease::{self, Lease, Role};
 use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
-use super::{ClusterConfig, RedisLink, bans, tunnel};
+use super::inputs::Notices;
+use super::{ClusterConfig, RedisLink, bans, inputs, tunnel};
 use crate::cluster::deps::NodeDeps;
 use crate::conn::fleet::Fleet;
 use crate::conn::limits::{CloseReason, POLICY};
 use crate::metrics::Stats;
-use crate::stream::core::Core;
 use crate::stream::fanout::Batch;
 use crate::stream::telemetry::ClusterView;
 use crate::trust::reputation::AddrKey;
@@ -75,9 +80,21 @@ const LEADER_POLL: Duration = Duration::from_millis(200);
 /// before letting the worker in (this node's own bans still apply).
 const BAN_CHECK: Duration = Duration::from_millis(300);
 
-/// How long a follower keeps trying to hand a viewer's push to a leader
-/// (none known, Redis away, the term fenced) before it counts it lost.
+/// How long a node keeps trying to store a viewer's push in the cluster's
+/// input log (Redis away or frozen) before it refuses it.
 pub const INPUT_CARRY: Duration = Duration::from_secs(3);
+
+/// How much longer a node waits for Redis's answer about a push one of
+/// whose appends timed out (it may have been stored) before it refuses it
+/// all the same.
+pub const INPUT_UNSURE: Duration = Duration::from_secs(60);
+
+/// This node's pushes it follows until folded (more are stored but not
+/// followed: a loss of those would go untold).
+const UNFOLDED_HELD: usize = 4096;
+
+/// How often a node looks whether its stored pushes were folded or lost.
+const SWEEP: Duration = Duration::from_secs(1);
 
 /// Pause before retrying a Redis call that failed.
 const RETRY: Duration = Duration::from_millis(100);
@@ -100,6 +117,17 @@ pub struct Node {
     /// The cluster's playback head as the last entry taken said it, when
     /// (see [`Node::cluster_head`]).
     relayed_head: Mutex<Option<RelayedHead>>,
+    /// Which version folded which pushes of the input log (as leader).
+    folded: Mutex<inputs::Folded>,
+    /// Random per process: pushes' once-only keys never collide with a
+    /// restarted node's of the same id.
+    nonce: u64,
+    /// Pushes taken from this node's viewers so far.
+    pushes: AtomicU64,
+    /// This node's pushes stored in the input log and not yet folded
+    /// into the timeline as far as this node knows, with their viewer's
+    /// notices (see [`Node::sweep_inputs`]).
+    unfolded: Mutex<BTreeMap<EntryId, Notices>>,
 }
 
 /// The leader's playback head as an entry of the timeline carried it.
@@ -154,6 +182,10 @@ impl Node {
             tunnelled: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             relayed_head: Mutex::new(None),
+            folded: Mutex::new(inputs::Folded::default()),
+            nonce: rand::random(),
+            pushes: AtomicU64::new(0),
+            unfolded: Mutex::new(BTreeMap::new()),
             cfg,
         }))
     }
@@ -178,6 +210,7 @@ impl Node {
             tokio::spawn(Arc::clone(self).poll_leader()),
             tokio::spawn(Arc::clone(self).read_downs()),
             tokio::spawn(Arc::clone(self).poll_totals(beat)),
+            tokio::spawn(Arc::clone(self).sweep_inputs(Arc::clone(deps))),
         ];
         let node = Arc::clone(self);
         let mut stop = shutdown;
@@ -262,54 +295,119 @@ impl Node {
     }
 
     /// A viewer of this node (`viewer`, its connection id) pushed the
-    /// donut: into the core if this node leads, else up to the leader.
+    /// donut: the push goes to the cluster's input log
+    /// ([`inputs`]), whoever leads (or none), and the
+    /// leader folds it from there, so it survives a change of leader.
     ///
-    /// A push is not dropped for want of a leader: while none is known, or
-    /// the term it was sent to is over (Redis fences the write), it is
-    /// carried to whichever node leads next, for up to [`INPUT_CARRY`].
-    /// Counted as `cluster_inputs_forwarded` or, given up,
-    /// `cluster_inputs_lost`.
-    pub fn input(self: &Arc<Self>, core: &Core, stats: &Arc<Stats>, viewer: u64, push: Impulse) {
-        if self.is_leader() {
-            core.input(viewer_key(self.id(), viewer), push);
-            return;
-        }
-        let (Ok(a), Ok(b)) = (i16::try_from(push.a), i16::try_from(push.b)) else {
-            stats.cluster_inputs_lost.inc();
-            return;
-        };
-        let msg = Up::Input {
-            node: self.id(),
-            viewer,
-            a,
-            b,
-        }
-        .to_vec();
+    /// While Redis does not take it (away, frozen) it is retried for up to
+    /// [`INPUT_CARRY`]; then it is refused and the viewer is told why on
+    /// `notices` (an encoded `InputRefused`). Counted as
+    /// `cluster_inputs_forwarded` (stored) or `cluster_inputs_lost` and
+    /// `cluster_inputs_refused_unreachable` (refused).
+    pub fn input(
+        self: &Arc<Self>,
+        stats: &Arc<Stats>,
+        viewer: u64,
+        push: Impulse,
+        notices: &Notices,
+    ) {
         let node = Arc::clone(self);
         let stats = Arc::clone(stats);
+        let notices = notices.clone();
+        let seq = self.pushes.fetch_add(1, Ordering::Relaxed);
+        let once = format!("{}:{:x}:{seq}", self.id(), self.nonce);
+        let from = inputs::LoggedPush {
+            node: self.id().to_owned(),
+            viewer,
+            push,
+        };
         tokio::spawn(async move {
             let give_up = tokio::time::Instant::now() + INPUT_CARRY;
+            // Redis refuses the append past this (its clock), so a command
+            // stuck behind a frozen Redis never stores a refused push.
+            let carry = INPUT_CARRY.saturating_sub(inputs::CLOCK_MARGIN);
+            let deadline = inputs::unix_ms().saturating_add(carry.as_millis() as u64);
+            // Whether an attempt may have reached Redis (timed out): then
+            // only Redis's answer to a retry says whether it was stored.
+            let mut unsure = false;
+            let last_resort = give_up + INPUT_UNSURE;
             loop {
-                let leader = node.leader.borrow().clone();
-                if let Some(Leader { term, .. }) = leader {
-                    let key = node.link.keys().up(term);
-                    let token = Token::term(term);
-                    match tunnel_log::append(&node.link, &key, &token, &msg).await {
-                        Ok(()) => {
-                            stats.cluster_inputs_forwarded.inc();
-                            return;
+                match inputs::append(&node.link, &once, deadline, &from).await {
+                    Ok(inputs::Stored::Id(id)) => {
+                        stats.cluster_inputs_forwarded.inc();
+                        let mut unfolded = lock(&node.unfolded);
+                        if unfolded.len() < UNFOLDED_HELD {
+                            unfolded.insert(id, notices);
                         }
-                        Err(e) => debug!(term, "an input was not taken (retrying): {e}"),
+                        return;
+                    }
+                    Ok(inputs::Stored::TooLate) => break,
+                    Err(e) => {
+                        unsure |= e.is_timeout();
+                        debug!(unsure, "an input was not stored (retrying): {e}");
                     }
                 }
-                if tokio::time::Instant::now() >= give_up {
-                    warn!("an input was lost: no leader took it in {INPUT_CARRY:?}");
-                    stats.cluster_inputs_lost.inc();
-                    return;
+                let now = tokio::time::Instant::now();
+                if (now >= give_up && !unsure) || now >= last_resort {
+                    break;
                 }
                 tokio::time::sleep(RETRY).await;
             }
+            warn!("an input was refused: Redis did not take it in {INPUT_CARRY:?}");
+            stats.cluster_inputs_lost.inc();
+            stats.cluster_inputs_refused_unreachable.inc();
+            refuse(&notices, Refusal::Unreachable);
         });
+    }
+
+    /// Every second: forgets this node's pushes the timeline has folded
+    /// (its entries' input position reached them), and refuses, oldest
+    /// first, those the input log no longer holds unfolded (Redis lost its
+    /// data, a failover lost the last writes, or the log was trimmed past
+    /// them while no node led): their viewers are told
+    /// (`InputRefused { Lost }`, `cluster_inputs_refused_lost`).
+    async fn sweep_inputs(self: Arc<Self>, deps: Arc<NodeDeps>) {
+        loop {
+            tokio::time::sleep(SWEEP).await;
+            let folded = lock(&self.cursor)
+                .resume_point()
+                .map_or(EntryId::ZERO, |r| r.inputs);
+            let oldest = {
+                let mut unfolded = lock(&self.unfolded);
+                let kept = unfolded.split_off(&EntryId {
+                    ms: folded.ms,
+                    seq: folded.seq.saturating_add(1),
+                });
+                *unfolded = kept;
+                unfolded.retain(|_, n| !n.is_closed());
+                unfolded.keys().copied().collect::<Vec<_>>()
+            };
+            // A push just stored is not looked for yet: the leader folds
+            // it within milliseconds.
+            let young = inputs::unix_ms().saturating_sub(SWEEP.as_millis() as u64);
+            for id in oldest.into_iter().filter(|id| id.ms < young) {
+                match inputs::holds(&self.link, id).await {
+                    Ok(true) | Err(_) => break,
+                    Ok(false) => {}
+                }
+                // Folded meanwhile (a timeline entry read since)?
+                let folded = lock(&self.cursor).resume_point().map(|r| r.inputs);
+                if folded.is_some_and(|f| f >= id) {
+                    continue;
+                }
+                if let Some(notices) = lock(&self.unfolded).remove(&id) {
+                    warn!(%id, "an input was lost from the input log before any leader folded it");
+                    deps.stats.cluster_inputs_lost.inc();
+                    deps.stats.cluster_inputs_refused_lost.inc();
+                    refuse(&notices, Refusal::Lost);
+                }
+            }
+        }
+    }
+
+    /// Works on the record of which version folded which pushes.
+    pub(crate) fn folded<R>(&self, f: impl FnOnce(&mut inputs::Folded) -> R) -> R {
+        f(&mut lock(&self.folded))
     }
 
     /// `key` was banned here for `length`: every node refuses it too.
@@ -372,7 +470,13 @@ impl Node {
                     );
                     deps.core
                         .resume(at.frame, at.version, at.scene, Instant::now());
-                    tokio::spawn(tunnel::lead(Arc::clone(&self), Arc::clone(&deps), term))
+                    let (node, deps) = (Arc::clone(&self), Arc::clone(&deps));
+                    tokio::spawn(async move {
+                        tokio::join!(
+                            tunnel::lead(Arc::clone(&node), Arc::clone(&deps), term),
+                            inputs::lead(node, deps, at),
+                        );
+                    })
                 }
                 Role::Follower => {
                     // Stop rendering and broadcasting: the leader's stream
@@ -400,6 +504,7 @@ impl Node {
             frame: deps.start_frame,
             version: 0,
             scene: Scene::idle(deps.start_frame),
+            inputs: EntryId::ZERO,
         })
     }
 
@@ -505,6 +610,7 @@ impl Node {
                 head: batch.head,
                 scene: batch.scene.to_bytes(),
                 msg: batch.msg.clone(),
+                inputs: self.folded(|f| f.at(batch.timeline)),
             };
             let token = Token::leader(self.id(), term);
             loop {
@@ -622,6 +728,13 @@ impl ClusterView for Node {
         let t = Node::totals(self);
         (t.workers, t.viewers, t.fleet_fps)
     }
+}
+
+/// Tells a viewer (its `notices`) one of its pushes was refused, and why.
+fn refuse(notices: &Notices, reason: Refusal) {
+    let msg = InputRefused { reason }.to_bytes();
+    // Full: the viewer is not reading; the refusal is counted anyway.
+    let _ = notices.try_send(Bytes::copy_from_slice(&msg));
 }
 
 /// This node's figures for its heartbeat.

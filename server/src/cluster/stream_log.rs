@@ -60,6 +60,12 @@ pub struct TimelineEntry {
     pub scene: [u8; SCENE_LEN],
     /// The exact encoded `Frames` message viewers receive.
     pub msg: Bytes,
+    /// The last entry of the cluster's input log (`{p}inputs`, see
+    /// [`inputs`](super::inputs)) folded into this entry's version or an
+    /// earlier one: where a new leader resumes reading pushes, so a push is
+    /// applied once whichever node commits it. Field `inputs`, absent in
+    /// entries of older releases (read as `0-0`).
+    pub inputs: EntryId,
 }
 
 /// Why a stream entry is not what it should be (a [`TimelineEntry`], a
@@ -115,7 +121,7 @@ pub(super) fn number<T: TryFrom<u64>>(
 impl TimelineEntry {
     /// The stream fields, in order: integers as decimal text (readable in
     /// `redis-cli`), `scene` and `msg` as raw bytes.
-    pub fn to_fields(&self) -> [(&'static str, Vec<u8>); 7] {
+    pub fn to_fields(&self) -> [(&'static str, Vec<u8>); 8] {
         let text = |n: u64| n.to_string().into_bytes();
         [
             ("term", text(self.term)),
@@ -125,6 +131,7 @@ impl TimelineEntry {
             ("head", text(self.head)),
             ("scene", self.scene.to_vec()),
             ("msg", self.msg.to_vec()),
+            ("inputs", self.inputs.to_string().into_bytes()),
         ]
     }
 
@@ -140,6 +147,13 @@ impl TimelineEntry {
                 .try_into()
                 .map_err(|_| DecodeError::Garbled("scene"))?,
             msg: Bytes::copy_from_slice(field(map, "msg")?),
+            inputs: match map.get("inputs") {
+                None => EntryId::ZERO,
+                Some(_) => std::str::from_utf8(field(map, "inputs")?)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(DecodeError::Garbled("inputs"))?,
+            },
         })
     }
 }
@@ -374,6 +388,12 @@ impl<T> StreamReader<T> {
         }
     }
 
+    /// The next event already read, without waiting (`None`: the next
+    /// one needs a read).
+    pub fn buffered(&mut self) -> Option<ReadEvent<T>> {
+        self.pop()
+    }
+
     /// The next buffered event, if any.
     fn pop(&mut self) -> Option<ReadEvent<T>> {
         if let Some(last_seen) = self.reset.take() {
@@ -450,6 +470,10 @@ mod tests {
             head: start.saturating_sub(60),
             scene: [7; SCENE_LEN],
             msg: Bytes::from_static(b"\x02frames"),
+            inputs: EntryId {
+                ms: 1_700_000_000_000,
+                seq: 4,
+            },
         }
     }
 
@@ -489,6 +513,18 @@ mod tests {
             Err(DecodeError::Garbled("count"))
         );
         map = as_read(&e);
+        map.insert("inputs".into(), Value::BulkString(b"12".to_vec()));
+        assert_eq!(
+            TimelineEntry::from_fields(&map),
+            Err(DecodeError::Garbled("inputs"))
+        );
+        // An entry of an older release: no input cursor.
+        map.remove("inputs");
+        assert_eq!(
+            TimelineEntry::from_fields(&map).map(|e| e.inputs),
+            Ok(EntryId::ZERO)
+        );
+        map = as_read(&e);
         map.insert("term".into(), Value::Int(-1));
         assert_eq!(
             TimelineEntry::from_fields(&map),
@@ -522,8 +558,8 @@ mod tests {
         }
     }
 
-    const NAMES: [&str; 8] = [
-        "term", "start", "count", "version", "head", "scene", "msg", "x",
+    const NAMES: [&str; 9] = [
+        "term", "start", "count", "version", "head", "scene", "msg", "inputs", "x",
     ];
 
     fn any_value() -> impl Strategy<Value = Value> {
@@ -562,8 +598,10 @@ mod tests {
             term in any::<u64>(), start in any::<u64>(), count in any::<u32>(),
             version in any::<u32>(), head in any::<u64>(), scene in any::<[u8; SCENE_LEN]>(),
             msg in proptest::collection::vec(any::<u8>(), 0..64),
+            (ms, seq) in (any::<u64>(), any::<u64>()),
         ) {
-            let e = TimelineEntry { term, start, count, version, head, scene, msg: msg.into() };
+            let inputs = EntryId { ms, seq };
+            let e = TimelineEntry { term, start, count, version, head, scene, msg: msg.into(), inputs };
             prop_assert_eq!(TimelineEntry::from_fields(&as_read(&e)), Ok(e));
         }
     }

@@ -43,7 +43,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, warn};
 
 use super::fence::Token;
-use super::node::{Leader, Node, viewer_key};
+use super::node::{Leader, Node};
 use super::registry;
 use super::tunnel_log::{self, TunnelReader};
 use crate::cluster::deps::{Checks, NodeDeps};
@@ -262,7 +262,9 @@ impl Tunnel<'_> {
 type Tunnels = Arc<Mutex<HashMap<(String, u64), mpsc::Sender<Result<Event, End>>>>>;
 
 /// As leader under `term`: runs the tunnelled workers of every follower
-/// (and their viewers' pushes) until aborted (the term ended).
+/// until aborted (the term ended). (Viewers' pushes come through the input
+/// log, [`super::inputs`]; an `Up::Input` from a follower of an earlier
+/// release is moved there.)
 pub async fn lead(node: Arc<Node>, deps: Arc<NodeDeps>, term: u64) {
     let key = node.link().keys().up(term);
     let mut reader = TunnelReader::new(node.link().clone(), key);
@@ -343,11 +345,24 @@ fn on_up(node: &Arc<Node>, deps: &Arc<NodeDeps>, term: u64, tunnels: &Tunnels, m
             a,
             b,
         } => {
-            let push = donut_shared::scene::Impulse {
-                a: i32::from(a),
-                b: i32::from(b),
+            // Sent by a follower of an earlier release: into the input
+            // log like every push, so it is folded once whoever leads.
+            let from = super::inputs::LoggedPush {
+                node: from.to_owned(),
+                viewer,
+                push: donut_shared::scene::Impulse {
+                    a: i32::from(a),
+                    b: i32::from(b),
+                },
             };
-            deps.core.input(viewer_key(from, viewer), push);
+            let (link, term) = (node.link().clone(), term);
+            tokio::spawn(async move {
+                let once = format!("up:{term}:{}:{:x}", from.node, rand::random::<u64>());
+                let deadline = super::inputs::unix_ms().saturating_add(2_000);
+                if let Err(e) = super::inputs::append(&link, &once, deadline, &from).await {
+                    debug!("a forwarded input was not stored: {e}");
+                }
+            });
         }
     }
 }

@@ -94,6 +94,10 @@ pub const PROOF_BURST: u32 = 240;
 /// batches at 60 fps; its jitter buffer is about a second).
 pub const OWED_KEPT: usize = 64;
 
+/// Notices (refused pushes) held for one viewer; more are dropped (they
+/// are rate-limited with its pushes, and counted where refused).
+pub const NOTICES_HELD: usize = 64;
+
 /// Runs a viewer connection to its end (inside its connection span, see
 /// `app.rs`). `queue` is its socket's send queue, bounded by
 /// `--viewer-max-unsent`.
@@ -186,6 +190,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                     }
                     Err(RecvError::Closed) => break End::Shutdown,
                 },
+                Some(msg) = session.notices.1.recv() => {
+                    if let Err(end) = out.send(&mut ws, None, msg).await {
+                        break end;
+                    }
+                }
                 Some(msg) = next_control(&mut session.member) => {
                     let sent = match msg {
                         Control::Must(msg) => out.send(&mut ws, None, msg).await,
@@ -262,6 +271,8 @@ struct Session {
     fetches: TokenBucket,
     proofs: TokenBucket,
     member: Option<Member>,
+    /// Notices for this viewer (a refused push), and where they are read.
+    notices: (crate::engine::Notices, tokio::sync::mpsc::Receiver<Bytes>),
     /// Whether the last batch went out as a digest.
     was_fed: bool,
     /// Batches announced to it by digest and not sent since (the newest
@@ -281,6 +292,7 @@ impl Session {
             fetches: TokenBucket::new(FETCH_RATE, FETCH_BURST, now),
             proofs: TokenBucket::new(PROOF_RATE, PROOF_BURST, now),
             member: None,
+            notices: tokio::sync::mpsc::channel(NOTICES_HELD),
             was_fed: false,
             owed: VecDeque::new(),
         }
@@ -384,7 +396,7 @@ impl Session {
         }
         app.stats.inputs_accepted.inc();
         app.engine
-            .input(&app.core, &app.stats, self.id, input.impulse());
+            .input(&app.core, &app.stats, self.id, input.impulse(), &self.notices.0);
         Ok(())
     }
 

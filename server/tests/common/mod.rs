@@ -21,6 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub mod cluster;
 pub mod nginx;
 pub mod p2p;
+pub mod recorder;
 pub mod redis_server;
 
 /// A client socket.

@@ -73,6 +73,8 @@ pub(super) struct Runner {
     pub(super) webrtc: bool,
     /// What the tests and benches read (see [`super::probes`]).
     pub(super) probes: Probes,
+    /// This tab's pushes the server refused so far (`InputRefused`).
+    refused: u32,
 }
 
 impl Runner {
@@ -119,6 +121,7 @@ impl Runner {
                 socket: Socket::new("donut viewer", url, me),
                 contribution: Contribution::default(),
                 last_panel_ms: f64::NEG_INFINITY,
+                refused: 0,
                 on_frame: Some(Closure::new(move |t: f64| {
                     if let Some(v) = weak.upgrade() {
                         v.update(move |v: &mut Runner| v.animate(t));
@@ -268,6 +271,13 @@ impl Runner {
                 self.socket.healthy();
                 self.player.on_telemetry(t, now);
                 self.show_telemetry(&t);
+            }
+            Ok(ToViewer::InputRefused(r)) => {
+                // A push that did nothing: the panel says so, and why.
+                self.socket.healthy();
+                self.refused = self.refused.saturating_add(1);
+                self.panel
+                    .set("refused", &panel::refusal_text(self.refused, r.reason));
             }
             Ok(msg) => {
                 self.socket.healthy();

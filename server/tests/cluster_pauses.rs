@@ -1,0 +1,272 @@
+//! A benchmark, not a check (run by hand; `#[ignore]`d): the longest pause
+//! at each node's viewer through each fault of the cluster (issue 23,
+//! BENCHMARKS.md section 11). Three real `donut serve` nodes (lease 1 s,
+//! `--viewer-lead-secs 3`), a native worker and a recording viewer on each
+//! node; 4 s of stream, then one fault, then 12 s more:
+//!
+//! - Redis `SIGSTOP` for 5 s; Redis `SIGKILL`, restarted empty 1 s later;
+//! - the leader `kill -9` (its own viewer goes with it: measured at the
+//!   survivors); the leader `SIGSTOP` for 3 s (past its lease), then
+//!   `SIGCONT`;
+//! - a Sentinel promotion: primary and replica under three
+//!   `redis-sentinel`s (`down-after-milliseconds` 1000), primary `SIGKILL`.
+//!
+//! Per node it prints the longest gap between two batch arrivals after the
+//! fault, and the longest *stall* of a model player fed by those arrivals:
+//! it starts at the first batch's first frame when that batch arrives and
+//! shows one frame every 1/60 s, waiting when the next frame has not
+//! arrived (the page's jitter buffer and clock re-anchoring are not
+//! modelled; with 3 s sent ahead, a stall is what a page shows as a
+//! frozen donut). It asserts only what the fault tests assert (one
+//! timeline: no two pictures for a (frame, version)).
+//!
+//! `cargo test -p donut-server --test cluster_pauses -- --ignored --nocapture --test-threads 1`
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Node, fresh_prefix, start_nodes};
+use common::recorder::{Record, Recorder, assert_one_timeline};
+use common::redis_server::{RedisSentinel, RedisServer, signal};
+use common::{cluster_leader, worker_on_each};
+
+const LEASE: Duration = Duration::from_secs(1);
+const FPS: f64 = 60.0;
+
+/// The longest gap between two batch arrivals from `from` on.
+fn longest_gap(r: &Record, from: Instant) -> Duration {
+    let times: Vec<Instant> = r.arrivals.iter().map(|a| a.0).collect();
+    let mut worst = Duration::ZERO;
+    for w in times.windows(2) {
+        if w[1] >= from {
+            worst = worst.max(w[1].saturating_duration_since(w[0].max(from)));
+        }
+    }
+    worst
+}
+
+/// The longest stall of the model player (see the module docs) at a frame
+/// due from `from` on, the frames it skipped (never received), and how far
+/// ahead of it the frames received by `from` reached then (its buffer, in
+/// frames).
+fn longest_stall(r: &Record, from: Instant) -> (Duration, u64, u64) {
+    let mut first: BTreeMap<u64, Instant> = BTreeMap::new();
+    for &(at, start, count) in &r.arrivals {
+        for n in start..start + u64::from(count) {
+            first.entry(n).or_insert(at);
+        }
+    }
+    let Some(&(t0, f0, _)) = r.arrivals.first() else {
+        return (Duration::ZERO, 0, 0);
+    };
+    let received_by = r
+        .arrivals
+        .iter()
+        .filter(|a| a.0 < from)
+        .map(|a| a.1 + u64::from(a.2))
+        .max()
+        .unwrap_or(f0);
+    let mut buffered = None;
+    let step = Duration::from_secs_f64(1.0 / FPS);
+    let (mut shown_at, mut frame) = (t0, f0);
+    let (mut worst, mut skipped) = (Duration::ZERO, 0);
+    while let Some((&next, &arrived)) = first.range(frame + 1..).next() {
+        skipped += next - frame - 1;
+        let due = shown_at + step;
+        let shown = due.max(arrived);
+        if due >= from {
+            worst = worst.max(shown - due);
+            buffered.get_or_insert(received_by.saturating_sub(frame));
+        }
+        (shown_at, frame) = (shown, next);
+    }
+    (worst, skipped, buffered.unwrap_or(0))
+}
+
+/// How the cluster fails.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    RedisFreeze,
+    RedisRestart,
+    LeaderKill,
+    LeaderFreeze,
+}
+
+async fn run(fault: Fault) {
+    let mut redis = RedisServer::start();
+    let prefix = fresh_prefix("pauses");
+    let mut nodes: Vec<Option<Node>> = start_nodes(&redis.url(), &prefix, 3, LEASE, &[])
+        .into_iter()
+        .map(Some)
+        .collect();
+    let lead = {
+        let refs: Vec<&Node> = nodes.iter().flatten().collect();
+        cluster_leader(&refs).await
+    };
+    let workers = {
+        let mut w = Vec::new();
+        for n in nodes.iter().flatten() {
+            w.push(common::worker(n.addr, 1));
+        }
+        // Every node counts the three workers (as `worker_on_each`).
+        for n in nodes.iter().flatten() {
+            common::wait_stats(n.addr, "3 workers cluster-wide", |s| {
+                s["cluster_workers"] == 3
+            })
+            .await;
+        }
+        w
+    };
+    let mut recorders = Vec::new();
+    for (k, n) in nodes.iter().flatten().enumerate() {
+        // A killed leader's viewer dies with it: watch the survivors.
+        if matches!(fault, Fault::LeaderKill) && k == lead {
+            recorders.push(None);
+        } else {
+            recorders.push(Some(Recorder::start(n.addr).await));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let at = Instant::now();
+    match fault {
+        Fault::RedisFreeze => {
+            redis.freeze();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            redis.thaw();
+        }
+        Fault::RedisRestart => {
+            redis.kill();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            redis.restart();
+        }
+        Fault::LeaderKill => {
+            if let Some(n) = nodes[lead].take() {
+                n.kill();
+            }
+        }
+        Fault::LeaderFreeze => {
+            let pid = nodes[lead].as_ref().map_or(0, |n| n.child.id());
+            signal(pid, "STOP");
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            signal(pid, "CONT");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    report(&format!("{fault:?}"), lead, recorders, at).await;
+    for w in workers {
+        w.abort();
+    }
+}
+
+async fn report(what: &str, lead: usize, recorders: Vec<Option<Recorder>>, at: Instant) {
+    let mut records = Vec::new();
+    let mut line = format!("{what}: leader n{}", lead + 1);
+    for (k, r) in recorders.into_iter().enumerate() {
+        let Some(r) = r else {
+            line += &format!(" | n{}: (killed)", k + 1);
+            continue;
+        };
+        let rec = r.finish().await;
+        let (stall, skipped, buffered) = longest_stall(&rec, at);
+        line += &format!(
+            " | n{}: gap {} ms, stall {} ms, skipped {skipped}, buffer {} ms",
+            k + 1,
+            longest_gap(&rec, at).as_millis(),
+            stall.as_millis(),
+            buffered * 1000 / 60
+        );
+        records.push(rec);
+    }
+    eprintln!("{line}");
+    assert_one_timeline(what, &records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
+async fn pause_through_a_redis_freeze() {
+    run(Fault::RedisFreeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
+async fn pause_through_a_redis_restart() {
+    run(Fault::RedisRestart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
+async fn pause_through_a_leader_kill() {
+    run(Fault::LeaderKill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
+async fn pause_through_a_leader_freeze() {
+    run(Fault::LeaderFreeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
+async fn pause_through_a_sentinel_promotion() {
+    const MASTER: &str = "donut";
+    let primary = RedisServer::start();
+    let _replica = RedisServer::replica_of(&primary);
+    let sentinels: Vec<RedisSentinel> = (0..3)
+        .map(|_| RedisSentinel::start(MASTER, &primary, 2, 1000))
+        .collect();
+    // Ready for a failover: each Sentinel knows the two others and the
+    // replica.
+    let deadline = Instant::now() + common::HANG;
+    for s in &sentinels {
+        let client = redis::Client::open(format!("redis://{}", s.addr())).expect("a URL");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("a Sentinel answers");
+        loop {
+            let others: Vec<redis::Value> = redis::cmd("SENTINEL")
+                .arg("sentinels")
+                .arg(MASTER)
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+                .arg("replicas")
+                .arg(MASTER)
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if others.len() == 2 && replicas.len() == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the Sentinels never met");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let url = format!(
+        "redis+sentinel://{}/{MASTER}",
+        sentinels
+            .iter()
+            .map(|s| s.addr().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let nodes = start_nodes(&url, &fresh_prefix("pauses"), 3, LEASE, &[]);
+    let lead = cluster_leader(&nodes).await;
+    let workers = worker_on_each(&nodes).await;
+    let mut recorders = Vec::new();
+    for n in &nodes {
+        recorders.push(Some(Recorder::start(n.addr).await));
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let at = Instant::now();
+    let mut primary = primary;
+    primary.kill();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    report("SentinelPromotion", lead, recorders, at).await;
+    for w in workers {
+        w.abort();
+    }
+}
