@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocket;
-use donut_shared::scene::Impulse;
+use donut_shared::scene::{Impulse, Scene};
 
 use crate::cluster::{self, Node};
 use crate::fleet::Admission;
@@ -50,11 +50,26 @@ impl Engine {
         }
     }
 
-    /// Viewer `viewer` (this node's connection id) pushed the donut.
-    pub fn input(&self, app: &App, viewer: u64, push: Impulse) {
+    /// Viewer `viewer` (this node's connection id) pushed the donut;
+    /// returns the timeline version it was queued under when this node's
+    /// core holds the timeline (one node), `None` on a cluster.
+    pub fn input(&self, app: &App, viewer: u64, push: Impulse) -> Option<u32> {
         match self {
-            Self::Memory => app.core.input(viewer, push),
-            Self::Cluster(node) => node.input(app, viewer, push),
+            Self::Memory => Some(app.core.input(viewer, push)),
+            Self::Cluster(node) => {
+                node.input(app, viewer, push);
+                None
+            }
+        }
+    }
+
+    /// The current version's change (frame, version, scene) for a steering
+    /// page's prediction; `None` on a cluster, whose timeline lives in the
+    /// leader's core (its pages do not predict).
+    pub fn keyframe(&self, app: &App) -> Option<(u64, u32, Scene)> {
+        match self {
+            Self::Memory => Some(app.core.keyframe()),
+            Self::Cluster(_) => None,
         }
     }
 

@@ -65,6 +65,7 @@ use crate::limits::{CloseReason, POLICY, TOO_BIG, UNSUPPORTED};
 use crate::p2p::hub::{Control, Member};
 use crate::send_queue::SendQueue;
 use crate::state::App;
+use crate::timeline::acks::Acks;
 use crate::timeline::rate::TokenBucket;
 use crate::trust::reputation::AddrKey;
 
@@ -156,6 +157,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                             rx = fresh;
                             out.send_catchup(&mut ws, held.take(), catchup).await
                         } else {
+                            if let Some(k) = session.keyframe()
+                                && let Err(end) = out.send(&mut ws, None, k).await
+                            {
+                                break end;
+                            }
                             let fed = session.peer_fed();
                             let sent = out.send_batch(&mut ws, held.take(), &b, fed).await;
                             if fed {
@@ -217,7 +223,13 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                                 break end;
                             }
                         }
-                        Ok(None) => {}
+                        Ok(None) => {
+                            if let Some(k) = session.keyframe()
+                                && let Err(end) = out.send(&mut ws, None, k).await
+                            {
+                                break end;
+                            }
+                        }
                     },
                     Ok(Event::Text | Event::Rejected { .. }) => {
                         app.stats.protocol_errors.inc();
@@ -267,6 +279,8 @@ struct Session {
     /// Batches announced to it by digest and not sent since (the newest
     /// [`OWED_KEPT`]): the only ones it may fetch, each once.
     owed: VecDeque<(u64, u32)>,
+    /// Its pushes folded in so far, told with each change once it steers.
+    acks: Acks,
 }
 
 impl Session {
@@ -283,6 +297,7 @@ impl Session {
             member: None,
             was_fed: false,
             owed: VecDeque::new(),
+            acks: Acks::default(),
         }
     }
 
@@ -303,6 +318,14 @@ impl Session {
             self.owed.clear();
         }
         fell
+    }
+
+    /// The `Keyframe` to send a steering viewer now, if the version or its
+    /// pushes folded in moved (issue 25; never for a watcher).
+    fn keyframe(&mut self) -> Option<Bytes> {
+        let change = self.app.engine.keyframe(&self.app);
+        let k = self.acks.update(change)?;
+        Some(Bytes::copy_from_slice(&k.to_bytes()))
     }
 
     /// `b` went out as a digest: the viewer may fetch it once.
@@ -383,7 +406,8 @@ impl Session {
             ));
         }
         app.stats.inputs_accepted.inc();
-        app.engine.input(app, self.id, input.impulse());
+        let under = app.engine.input(app, self.id, input.impulse());
+        self.acks.pushed(under);
         Ok(())
     }
 

@@ -13,6 +13,7 @@
 //! | `0x10` | `Task`      | server → worker   | `task:u32 start:u64 count:u32 timeline:u32` + scene (32 bytes) |
 //! | `0x20` | `Frames`    | server → viewer   | `start:u64 count:u32 timeline:u32 codec:u8` + payload |
 //! | `0x21`–`0x23`, `0x05` | the peer relay's | server → viewer | see [`p2p`]                   |
+//! | `0x24` | `Keyframe`  | server → viewer   | a version's change and the pushes acked, see [`steer`] |
 //! | `0x30` | `Telemetry` | server → both     | fixed 80-byte body, see [`Telemetry`]             |
 //!
 //! A `Frames` payload is `codec` 0 (nibble: count × 880 packed bytes) or 1
@@ -39,9 +40,11 @@ use crate::frame::{FrameError, PACKED_LEN, validate_frame};
 use crate::scene::{Impulse, SCENE_LEN, Scene};
 
 pub mod p2p;
+pub mod steer;
 pub mod tunnel;
 
 pub use p2p::{Assign, Digest, Fetch, Link, Peering, Proof, Report, Signal, SignalKind, Welcome};
+pub use steer::Keyframe;
 
 /// The protocol version every message starts with. Version 2 added the
 /// scene and timeline version to `Task`, the timeline version to `Frames`
@@ -114,6 +117,8 @@ pub mod tag {
     pub const WELCOME: u8 = 0x22;
     /// Server → viewer: the relay tree's parent and backup.
     pub const ASSIGN: u8 = 0x23;
+    /// Server → steering viewer: a version's change, its pushes acked.
+    pub const KEYFRAME: u8 = 0x24;
 
     /// Whether `t` is a tag of this protocol version.
     pub fn is_known(t: u8) -> bool {
@@ -133,6 +138,7 @@ pub mod tag {
                 | DIGEST
                 | WELCOME
                 | ASSIGN
+                | KEYFRAME
                 | TELEMETRY
         )
     }
@@ -278,7 +284,7 @@ impl fmt::Display for DecodeError {
             Self::InputOutOfRange { a, b } => {
                 write!(f, "input ({a}, {b}) outside ±{MAX_INPUT_UNITS}")
             }
-            Self::InvalidScene => write!(f, "task scene spins beyond the limit"),
+            Self::InvalidScene => write!(f, "scene spins beyond the limit"),
             Self::LengthMismatch { expected, got } => {
                 write!(f, "frame payload is {got} bytes, header implies {expected}")
             }
@@ -459,6 +465,9 @@ pub enum ToViewer<'a> {
     Assign(Assign),
     /// Signalling from a peer.
     Signal(Signal<'a>),
+    /// A version's change and this viewer's pushes it folded in (sent
+    /// only to a viewer that steers).
+    Keyframe(Keyframe),
 }
 
 /// A bounds-checked big-endian reader over a message.
@@ -962,6 +971,7 @@ impl ToViewer<'_> {
             Self::Welcome(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
             Self::Assign(m) => m.to_bytes().to_vec(),
             Self::Signal(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
+            Self::Keyframe(m) => m.to_bytes().to_vec(),
         }
     }
 }
@@ -1001,6 +1011,7 @@ impl<'a> ToViewer<'a> {
             tag::WELCOME => Welcome::decode_body(r).map(Self::Welcome),
             tag::ASSIGN => Assign::decode_body(r).map(Self::Assign),
             tag::SIGNAL => Signal::decode_body(r).map(Self::Signal),
+            tag::KEYFRAME => Keyframe::decode_body(r).map(Self::Keyframe),
             other => Err(DecodeError::WrongDirection(other)),
         }
     }

@@ -145,7 +145,8 @@ impl Player {
             ToViewer::Digest(_)
             | ToViewer::Welcome(_)
             | ToViewer::Assign(_)
-            | ToViewer::Signal(_) => Ok(Received::Relay),
+            | ToViewer::Signal(_)
+            | ToViewer::Keyframe(_) => Ok(Received::Relay),
         }
     }
 

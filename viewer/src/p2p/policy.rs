@@ -275,7 +275,7 @@ impl RelayPolicy {
                     self.on_verdict(verdict);
                 }
             }
-            ToViewer::Frames(_) | ToViewer::Telemetry(_) => {}
+            ToViewer::Frames(_) | ToViewer::Telemetry(_) | ToViewer::Keyframe(_) => {}
         }
     }
 
