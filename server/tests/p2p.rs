@@ -60,6 +60,7 @@ fn own(bytes: &[u8]) -> Got {
             kind: s.kind,
             text: s.text.to_owned(),
         },
+        ToViewer::Keyframe(k) => panic!("a relay peer that never pushed got {k:?}"),
     }
 }
 

@@ -49,7 +49,10 @@ use crate::p2p::Relay;
 use crate::p2p::link::{LinkEvent, Sink};
 use crate::panel::{Panel, RunningTotal, buffer_text, group};
 use crate::player::{Player, Received};
+use crate::predict::Predictor;
 use crate::screen::{Chart, Layout, Screen};
+
+mod prediction;
 
 /// How often the panel's playback numbers are refreshed.
 const PANEL_INTERVAL_MS: f64 = 500.0;
@@ -130,6 +133,10 @@ struct Inner {
     /// The last `Input` messages sent: (wall-clock ms of the first event
     /// they carry, wall-clock ms they were sent), oldest first.
     inputs: VecDeque<(f64, f64)>,
+    /// This page's own pushes drawn at once (issue 25, `prediction.rs`).
+    predict: Predictor,
+    /// The frame on screen, if the prediction drew it.
+    predicted: Option<u64>,
     /// The peer relay: batches from a parent viewer, passed on to children.
     relay: Relay,
     /// The engine has `RTCPeerConnection` (WebKitGTK, for one, has not):
@@ -210,6 +217,8 @@ impl DonutViewer {
                 painted: VecDeque::with_capacity(PAINTED_LOG),
                 input_since: None,
                 inputs: VecDeque::with_capacity(INPUT_LOG),
+                predict: Predictor::new(),
+                predicted: None,
                 relay: Relay::new(sink),
                 webrtc,
                 arrivals: VecDeque::with_capacity(ARRIVAL_LOG),
@@ -645,6 +654,7 @@ impl Client for Inner {
         match event {
             Event::Open => {
                 self.player.resubscribed();
+                self.predict.reset();
                 self.relay.on_open(&self.socket);
                 if self.milestones.socket_open.is_none() {
                     self.milestones.socket_open = Some(self.now());
@@ -789,6 +799,9 @@ impl Inner {
         let event = self.input_since.take();
         if self.socket.state() == State::Open {
             self.socket.send(&input.to_bytes());
+            let show = self.player.clock().frame_at(now).unwrap_or(0);
+            self.predict.pushed(input.impulse(), show);
+            self.player.set_ahead(self.predict.ahead());
             let sent = self.wall(now);
             if self.inputs.len() == INPUT_LOG {
                 self.inputs.pop_front();
@@ -814,11 +827,13 @@ impl Inner {
         let due = self.player.clock().frame_at(now);
         self.relay.poll(started, due, &self.socket);
         let resized = self.screen.fit(self.window.device_pixel_ratio());
-        if (!self.paused || self.text_frame.is_none())
+        if !self.paint_predicted(now, started)
+            && (!self.paused || self.text_frame.is_none())
             && let Some(frame) = self.player.tick(now)
             && self.player.frame_text(frame, &mut self.text)
         {
             self.text_frame = Some(frame);
+            self.predicted = None;
             if self.painted.len() == PAINTED_LOG {
                 self.painted.pop_front();
             }
@@ -923,6 +938,12 @@ impl Inner {
             Ok(ToViewer::Frames(f)) if !self.relay.server_batch((f.start, f.timeline)) => {
                 // Already played: its copy came from the parent first.
                 self.socket.healthy();
+                return;
+            }
+            Ok(ToViewer::Keyframe(k)) => {
+                self.socket.healthy();
+                self.predict.on_keyframe(&k);
+                self.player.set_ahead(self.predict.ahead());
                 return;
             }
             Ok(ToViewer::Frames(_) | ToViewer::Telemetry(_)) | Err(_) => {}

@@ -13,8 +13,19 @@
 //! is *confirmed*, different is a *misprediction* (counted, and replaced on
 //! screen from the next refresh, as the server's frames are painted again).
 //!
-//! Events in: the page's own pushes ([`Predictor::pushed`], with the frame on
-//! screen when it was sent), the server's [`Keyframe`]s (a version's change
+//! **Playing ahead.** The server lands a push at the show's frame plus its
+//! input lead (2–8 frames, measured). A page that steers therefore plays
+//! that lead ahead of the show's clock ([`Predictor::ahead`], applied by
+//! the player): its push then lands on the next frame it shows, and it
+//! draws the frames the server has not delivered yet itself, from the
+//! committed scene (every version's change is in a `Keyframe`) or with its
+//! pending pushes. On loopback the server's frames of a change arrive a
+//! few milliseconds after the push, so most predicted frames are the
+//! frames the fleet is still rendering, drawn a little early, and equal.
+//!
+//! Events in: the page's own pushes ([`Predictor::pushed`], with the
+//! show's frame, the server's clock without the page's lead, when it was
+//! sent), the server's [`Keyframe`]s (a version's change
 //! frame and scene, and how many of this page's pushes are folded in; sent
 //! only to a page that pushed), and each refresh ([`Predictor::overlay`],
 //! with the frame the player is about to paint and the version it holds).
@@ -23,9 +34,9 @@
 //! push, and the server sends it no `Keyframe`.
 //!
 //! What it predicts, and where it can be wrong:
-//! - the change frame: the frame on screen plus the lead measured on this
-//!   page's own earlier changes (the server's change frame minus the frame
-//!   on screen when the push was sent; the median of the last
+//! - the change frame: the show's frame plus the lead measured on this
+//!   page's own earlier changes (the server's change frame minus the show's
+//!   frame when the push was sent; the median of the last
 //!   [`LEAD_SAMPLES`], [`DEFAULT_LEAD`] before any), never before the
 //!   version's change (the server's rule, [`steer::change_frame`]);
 //! - the push: this page's pushes not yet folded in, each at its own
@@ -85,6 +96,7 @@ pub struct PredictStats {
 #[derive(Clone, Copy, Debug)]
 struct Push {
     ordinal: u32,
+    /// The show's frame when it was sent.
     on_screen: u64,
     impulse: Impulse,
 }
@@ -140,7 +152,8 @@ impl Predictor {
         };
     }
 
-    /// This page sent `impulse` while frame `on_screen` was shown.
+    /// This page sent `impulse` while the show's clock (without the
+    /// page's lead) was at frame `on_screen`.
     pub fn pushed(&mut self, impulse: Impulse, on_screen: u64) {
         if self.pending.len() == PENDING_KEPT {
             self.pending.pop_front();
@@ -194,6 +207,31 @@ impl Predictor {
         let mut l: Vec<u64> = self.leads.iter().copied().collect();
         l.sort_unstable();
         l[l.len() / 2]
+    }
+
+    /// The frames this page plays ahead of the show's clock: the lead, once
+    /// it pushed; 0 on a page that never did (a watch-only page plays the
+    /// show as everyone else).
+    pub fn ahead(&self) -> u64 {
+        if self.stats.pushes == 0 {
+            0
+        } else {
+            self.lead()
+        }
+    }
+
+    /// The committed scene of `frame` in version `held`, from the changes
+    /// told (`None` if one between is unknown). Version 0 is the idle donut.
+    pub fn committed(&self, frame: u64, held: u32) -> Option<Scene> {
+        let mut v = held;
+        while v > 0 {
+            let &(k, scene) = self.keys.get(&v)?;
+            if k <= frame {
+                return Some(steer::scene_after(k, scene, frame));
+            }
+            v -= 1;
+        }
+        Some(Scene::idle(frame))
     }
 
     /// What prediction did so far.
@@ -283,18 +321,25 @@ impl Predictor {
     }
 
     /// On a refresh that paints `frame` while the player holds version
-    /// `held`: if this page's pushes not yet folded in change it, draws the
+    /// `held`: if this page's pushes not yet folded in change it, or the
+    /// player does not hold it (`missing`) on a page that steers, draws the
     /// predicted frame into `text` (and logs it, painted at `wall_ms`) and
     /// returns `true`; otherwise leaves `text` (the server's frame) alone.
     pub fn overlay(
         &mut self,
         frame: u64,
         held: u32,
+        missing: bool,
         text: &mut [u8; FRAME_LEN],
         wall_ms: f64,
     ) -> bool {
-        let Some(scene) = self.scene_at(frame, held) else {
-            return false;
+        let scene = match self.scene_at(frame, held) {
+            Some(s) => s,
+            None if missing && self.stats.pushes > 0 => match self.committed(frame, held) {
+                Some(s) => s,
+                None => return false,
+            },
+            None => return false,
         };
         render_pose(scene.pose, text);
         let digest = fnv1a64(text);

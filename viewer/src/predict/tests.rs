@@ -101,7 +101,7 @@ fn a_page_that_never_pushes_never_predicts() {
     let mut p = Predictor::new();
     let mut text = [b'x'; FRAME_LEN];
     for f in 0..50 {
-        assert!(!p.overlay(f, 0, &mut text, 0.0));
+        assert!(!p.overlay(f, 0, false, &mut text, 0.0));
     }
     assert_eq!(text, [b'x'; FRAME_LEN], "the server's frame is left alone");
     assert_eq!(p.stats(), PredictStats::default());
@@ -118,11 +118,11 @@ fn a_lone_push_at_the_servers_lead_is_confirmed() {
     m.input(PAGE, PUSH);
     let mut text = [0u8; FRAME_LEN];
     // Up to the change frame the server's frames are right as they are.
-    assert!(!p.overlay(102, 0, &mut text, 0.0));
+    assert!(!p.overlay(102, 0, false, &mut text, 0.0));
     // Frames 103.. are predicted while the server has not answered.
     for f in 103..107 {
         text = m.text(f, 0);
-        assert!(p.overlay(f, 0, &mut text, f as f64), "frame {f} predicted");
+        assert!(p.overlay(f, 0, false, &mut text, f as f64), "frame {f} predicted");
         assert!(text != m.text(f, 0), "frame {f} shows the push");
     }
     assert!(m.commit(100 + DEFAULT_LEAD));
@@ -132,7 +132,7 @@ fn a_lone_push_at_the_servers_lead_is_confirmed() {
         *out = m.text(f, 1);
         true
     });
-    assert!(!p.overlay(107, 1, &mut text, 0.0));
+    assert!(!p.overlay(107, 1, false, &mut text, 0.0));
     let s = p.stats();
     assert_eq!((s.predicted, s.confirmed, s.mispredicted), (4, 4, 0), "{s:?}");
     assert_eq!(p.log().count(), 4);
@@ -148,7 +148,7 @@ fn a_push_landing_later_is_counted_and_the_lead_learned() {
     m.input(PAGE, PUSH);
     let mut text = [0u8; FRAME_LEN];
     for f in 103..107 {
-        assert!(p.overlay(f, 0, &mut text, 0.0));
+        assert!(p.overlay(f, 0, false, &mut text, 0.0));
     }
     assert!(m.commit(105));
     p.on_keyframe(&m.keyframe());
@@ -163,8 +163,8 @@ fn a_push_landing_later_is_counted_and_the_lead_learned() {
     // The next push is predicted at the lead learned, and is right.
     p.pushed(PUSH, 200);
     m.input(PAGE, PUSH);
-    assert!(!p.overlay(205, 1, &mut text, 0.0));
-    assert!(p.overlay(206, 1, &mut text, 0.0));
+    assert!(!p.overlay(205, 1, false, &mut text, 0.0));
+    assert!(p.overlay(206, 1, false, &mut text, 0.0));
     assert!(m.commit(205));
     p.on_keyframe(&m.keyframe());
     p.settle(2, 207, |f, out| {
@@ -185,9 +185,9 @@ fn the_prediction_stays_until_the_player_holds_the_committed_version() {
     assert!(m.commit(12));
     p.on_keyframe(&m.keyframe());
     let mut text = [0u8; FRAME_LEN];
-    assert!(p.overlay(13, 0, &mut text, 0.0), "still on version 0");
+    assert!(p.overlay(13, 0, false, &mut text, 0.0), "still on version 0");
     assert!(text == m.text(13, 1), "and the prediction is the server's frame");
-    assert!(!p.overlay(14, 1, &mut text, 0.0), "version 1 held");
+    assert!(!p.overlay(14, 1, false, &mut text, 0.0), "version 1 held");
 }
 
 /// A version whose change the page was never told (it joined after it,
@@ -198,9 +198,9 @@ fn an_unknown_version_is_not_predicted_from() {
     let mut p = Predictor::new();
     p.pushed(PUSH, 10);
     let mut text = [0u8; FRAME_LEN];
-    assert!(!p.overlay(20, 3, &mut text, 0.0));
+    assert!(!p.overlay(20, 3, false, &mut text, 0.0));
     p.reset();
-    assert!(!p.overlay(20, 0, &mut text, 0.0), "reset forgets the push");
+    assert!(!p.overlay(20, 0, false, &mut text, 0.0), "reset forgets the push");
     assert_eq!(p.stats().pushes, 1, "the figures stay");
 }
 
@@ -275,7 +275,7 @@ mod props {
             }
             let mut text = m.text(frame, held);
             let server = text;
-            if !p.overlay(frame, held, &mut text, 0.0) {
+            if !p.overlay(frame, held, false, &mut text, 0.0) {
                 prop_assert_eq!(text, server);
             }
             p.settle(held, frame, |f, out| {
@@ -308,7 +308,7 @@ mod props {
             prop_assert!(!p.pending(held), "every push folded in");
             for f in end + 1..end + 20 {
                 let mut text = m.text(f, held);
-                prop_assert!(!p.overlay(f, held, &mut text, 0.0));
+                prop_assert!(!p.overlay(f, held, false, &mut text, 0.0));
                 prop_assert_eq!(text, m.text(f, held));
             }
             p.settle(held, end + SETTLE_WITHIN + 1, |f, out| {
@@ -341,4 +341,33 @@ mod props {
             prop_assert_eq!(s.confirmed, s.predicted, "{:?}", s);
         }
     }
+}
+
+/// A page that steers plays its lead ahead and draws frames the server has
+/// not delivered from the committed scene; a watcher does neither.
+#[test]
+fn a_steering_page_plays_ahead_and_fills_from_the_committed_scene() {
+    let mut watcher = Predictor::new();
+    let mut text = [0u8; FRAME_LEN];
+    assert_eq!(watcher.ahead(), 0);
+    assert!(!watcher.overlay(50, 0, true, &mut text, 0.0), "a watcher never fills");
+
+    let mut p = Predictor::new();
+    let mut m = Model::new();
+    p.pushed(PUSH, 100);
+    assert_eq!(p.ahead(), DEFAULT_LEAD);
+    m.input(PAGE, PUSH);
+    assert!(m.commit(104));
+    p.on_keyframe(&m.keyframe());
+    assert_eq!(p.ahead(), 4, "the lead measured");
+    // Version 1 held, its frame 110 not yet delivered: drawn from the
+    // committed scene, and confirmed once the server's arrives.
+    assert!(p.overlay(110, 1, true, &mut text, 0.0));
+    assert!(text == m.text(110, 1));
+    assert!(!p.overlay(111, 1, false, &mut text, 0.0), "held: the server's");
+    p.settle(1, 111, |f, out| {
+        *out = m.text(f, 1);
+        true
+    });
+    assert_eq!(p.stats().confirmed, 1);
 }
