@@ -181,11 +181,14 @@ impl Predictor {
         }
         self.acks.push_back((k.timeline, k.acked));
         // The lead of this page's own change: its change frame against the
-        // frame on screen when the oldest push it folded in was sent.
+        // show's frame when the newest push it folded in was sent.
         if k.acked > self.sampled {
+            // The newest push it folded in: an older one may have waited
+            // out the commit throttle, which is not the lead.
             if let Some(p) = self
                 .pending
                 .iter()
+                .rev()
                 .find(|p| p.ordinal >= self.sampled && p.ordinal < k.acked)
                 && k.frame >= p.on_screen
                 && k.frame - p.on_screen <= MAX_LEAD

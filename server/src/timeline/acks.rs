@@ -113,6 +113,9 @@ mod tests {
             acks.pushed(Some(0));
         }
         assert_eq!(acks.update(change(0)).map(|k| k.acked), Some(10));
-        assert_eq!(acks.update(change(1)).map(|k| k.acked), Some(QUEUED_KEPT as u32 + 10));
+        assert_eq!(
+            acks.update(change(1)).map(|k| k.acked),
+            Some(QUEUED_KEPT as u32 + 10)
+        );
     }
 }

@@ -122,7 +122,10 @@ fn a_lone_push_at_the_servers_lead_is_confirmed() {
     // Frames 103.. are predicted while the server has not answered.
     for f in 103..107 {
         text = m.text(f, 0);
-        assert!(p.overlay(f, 0, false, &mut text, f as f64), "frame {f} predicted");
+        assert!(
+            p.overlay(f, 0, false, &mut text, f as f64),
+            "frame {f} predicted"
+        );
         assert!(text != m.text(f, 0), "frame {f} shows the push");
     }
     assert!(m.commit(100 + DEFAULT_LEAD));
@@ -134,7 +137,11 @@ fn a_lone_push_at_the_servers_lead_is_confirmed() {
     });
     assert!(!p.overlay(107, 1, false, &mut text, 0.0));
     let s = p.stats();
-    assert_eq!((s.predicted, s.confirmed, s.mispredicted), (4, 4, 0), "{s:?}");
+    assert_eq!(
+        (s.predicted, s.confirmed, s.mispredicted),
+        (4, 4, 0),
+        "{s:?}"
+    );
     assert_eq!(p.log().count(), 4);
 }
 
@@ -159,7 +166,11 @@ fn a_push_landing_later_is_counted_and_the_lead_learned() {
     });
     let s = p.stats();
     // Every one differs: the pose stays three frames of spin apart.
-    assert_eq!((s.predicted, s.mispredicted, s.confirmed), (4, 4, 0), "{s:?}");
+    assert_eq!(
+        (s.predicted, s.mispredicted, s.confirmed),
+        (4, 4, 0),
+        "{s:?}"
+    );
     // The next push is predicted at the lead learned, and is right.
     p.pushed(PUSH, 200);
     m.input(PAGE, PUSH);
@@ -185,8 +196,14 @@ fn the_prediction_stays_until_the_player_holds_the_committed_version() {
     assert!(m.commit(12));
     p.on_keyframe(&m.keyframe());
     let mut text = [0u8; FRAME_LEN];
-    assert!(p.overlay(13, 0, false, &mut text, 0.0), "still on version 0");
-    assert!(text == m.text(13, 1), "and the prediction is the server's frame");
+    assert!(
+        p.overlay(13, 0, false, &mut text, 0.0),
+        "still on version 0"
+    );
+    assert!(
+        text == m.text(13, 1),
+        "and the prediction is the server's frame"
+    );
     assert!(!p.overlay(14, 1, false, &mut text, 0.0), "version 1 held");
 }
 
@@ -200,7 +217,10 @@ fn an_unknown_version_is_not_predicted_from() {
     let mut text = [0u8; FRAME_LEN];
     assert!(!p.overlay(20, 3, false, &mut text, 0.0));
     p.reset();
-    assert!(!p.overlay(20, 0, false, &mut text, 0.0), "reset forgets the push");
+    assert!(
+        !p.overlay(20, 0, false, &mut text, 0.0),
+        "reset forgets the push"
+    );
     assert_eq!(p.stats().pushes, 1, "the figures stay");
 }
 
@@ -350,7 +370,10 @@ fn a_steering_page_plays_ahead_and_fills_from_the_committed_scene() {
     let mut watcher = Predictor::new();
     let mut text = [0u8; FRAME_LEN];
     assert_eq!(watcher.ahead(), 0);
-    assert!(!watcher.overlay(50, 0, true, &mut text, 0.0), "a watcher never fills");
+    assert!(
+        !watcher.overlay(50, 0, true, &mut text, 0.0),
+        "a watcher never fills"
+    );
 
     let mut p = Predictor::new();
     let mut m = Model::new();
@@ -364,7 +387,10 @@ fn a_steering_page_plays_ahead_and_fills_from_the_committed_scene() {
     // committed scene, and confirmed once the server's arrives.
     assert!(p.overlay(110, 1, true, &mut text, 0.0));
     assert!(text == m.text(110, 1));
-    assert!(!p.overlay(111, 1, false, &mut text, 0.0), "held: the server's");
+    assert!(
+        !p.overlay(111, 1, false, &mut text, 0.0),
+        "held: the server's"
+    );
     p.settle(1, 111, |f, out| {
         *out = m.text(f, 1);
         true
