@@ -19,6 +19,9 @@
 //!   frame at or after the estimated change frame: the frame tab B was
 //!   drawing when the `Input` left plus `--input-lead-frames`.
 //!
+//! - **own**: when tab A drew its first frame with the push (its own
+//!   screen: `donutViewer.prediction().log`, issue 25).
+//!
 //! Both clocks are `performance.timeOrigin + performance.now()` in the same
 //! browser, so they compare across tabs. "Painted" is the canvas draw; the
 //! compositor shows it at the next vsync (≤ 16.7 ms later).
@@ -117,6 +120,9 @@ async fn drag(client: &Client, tab: &WindowHandle) -> Result<()> {
 /// What one drag measured, in ms.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
+    /// Pointer event to tab A drawing its push (its own screen, from the
+    /// prediction: issue 25).
+    own: f64,
     /// Pointer event to tab A sending the `Input`.
     event_to_send: f64,
     /// Pointer event to tab B drawing its first frame of the new version.
@@ -252,7 +258,21 @@ async fn run() -> Result<()> {
         let t1 = seen[0][3].as_f64().unwrap_or(f64::NAN);
         let at = seen[1].as_f64().unwrap_or(f64::NAN);
         let reflect = seen[2][3].as_f64().unwrap_or(f64::NAN);
+        // Tab A's own screen: the first frame it drew with the push.
+        let own = js(
+            &client,
+            &a,
+            &format!(
+                "const l = window.donutViewer.prediction().log;
+                 const e = l.find((e) => e[3] >= {event} && e[4]);
+                 return e ? e[3] : null;"
+            ),
+        )
+        .await?
+        .as_f64()
+        .unwrap_or(f64::NAN);
         let s = Sample {
+            own: own - event,
             event_to_send: sent - event,
             first_new: t1 - event,
             reflecting: reflect - event,
@@ -264,9 +284,9 @@ async fn run() -> Result<()> {
             .unwrap_or(f64::NAN);
         fps_seen.push(fps);
         println!(
-            "drag {i:2}: event→send {:5.1} ms, event→B first new-version frame {:6.1} ms \
+            "drag {i:2}: event→A's own screen {:5.1} ms, event→send {:5.1} ms, event→B first new-version frame {:6.1} ms \
              (frame {:+} from B's when sent), event→B frame ≥ +{lead} {:6.1} ms; B at {fps} fps",
-            s.event_to_send, s.first_new, s.frames_ahead, s.reflecting
+            s.own, s.event_to_send, s.first_new, s.frames_ahead, s.reflecting
         );
         samples.push(s);
         tokio::time::sleep(SPACING).await;
@@ -287,6 +307,29 @@ async fn run() -> Result<()> {
         "{}",
         summary("event → tab A sends Input", col(|s| s.event_to_send))
     );
+    println!(
+        "{}",
+        summary(
+            "**event → tab A draws its push** (its own screen, predicted)",
+            col(|s| s.own)
+        )
+    );
+    for (name, f) in [
+        (
+            "tab A's own screen",
+            (|s: &Sample| s.own) as fn(&Sample) -> f64,
+        ),
+        ("tab B, frame ≥ the change frame", |s: &Sample| {
+            s.reflecting
+        }),
+    ] {
+        let mut xs: Vec<f64> = samples.iter().map(f).filter(|x| x.is_finite()).collect();
+        xs.sort_by(f64::total_cmp);
+        if !xs.is_empty() {
+            let p95 = xs[((xs.len() as f64 * 0.95).ceil() as usize).clamp(1, xs.len()) - 1];
+            println!("p95 {name}: {p95:.1} ms ({} drags)", xs.len());
+        }
+    }
     println!(
         "{}",
         summary(

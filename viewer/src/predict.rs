@@ -112,8 +112,10 @@ struct Shown {
 }
 
 /// One predicted frame painted: (frame, version held, FNV-1a of the text,
-/// wall-clock ms when painted).
-pub type LogEntry = (u64, u32, u64, f64);
+/// wall-clock ms when painted, whether pushes of this page not yet folded
+/// in were drawn: `false` for a frame drawn ahead of the stream from the
+/// committed scene).
+pub type LogEntry = (u64, u32, u64, f64, bool);
 
 /// See the module docs.
 #[derive(Debug, Default)]
@@ -336,10 +338,10 @@ impl Predictor {
         text: &mut [u8; FRAME_LEN],
         wall_ms: f64,
     ) -> bool {
-        let scene = match self.scene_at(frame, held) {
-            Some(s) => s,
+        let (scene, pushed) = match self.scene_at(frame, held) {
+            Some(s) => (s, true),
             None if missing && self.stats.pushes > 0 => match self.committed(frame, held) {
-                Some(s) => s,
+                Some(s) => (s, false),
                 None => return false,
             },
             None => return false,
@@ -354,7 +356,7 @@ impl Predictor {
         if self.log.len() == LOG_KEPT {
             self.log.pop_front();
         }
-        self.log.push_back((frame, held, digest, wall_ms));
+        self.log.push_back((frame, held, digest, wall_ms, pushed));
         self.stats.predicted += 1;
         true
     }

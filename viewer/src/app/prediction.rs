@@ -57,8 +57,9 @@ impl DonutViewer {
     /// different from the server's frame of the committed version, and
     /// those never compared; the change-frame lead assumed (frames); `log`
     /// the predicted frames painted (last 1,200) as `[frame,
-    /// versionHeld, digest, wallMs]` (as `painted()`; `wallMs` at the start
-    /// of the refresh that drew it). Predicted frames are not in
+    /// versionHeld, digest, wallMs, pushed]` (as `painted()`; `wallMs` at
+    /// the start of the refresh that drew it; `pushed`: drawn with this
+    /// page's pushes not yet folded in, not just ahead of the stream). Predicted frames are not in
     /// `painted()`, which lists the server's frames painted.
     pub fn prediction(&self) -> JsValue {
         self.inner
@@ -76,13 +77,15 @@ impl DonutViewer {
                 let log: Array = v
                     .predict
                     .log()
-                    .map(|(frame, held, digest, wall)| {
-                        Array::of4(
+                    .map(|(frame, held, digest, wall, pushed)| {
+                        let e = Array::of4(
                             &JsValue::from_f64(*frame as f64),
                             &JsValue::from_f64(f64::from(*held)),
                             &JsValue::from_str(&format!("{digest:016x}")),
                             &JsValue::from_f64(*wall),
-                        )
+                        );
+                        e.push(&JsValue::from_bool(*pushed));
+                        e
                     })
                     .collect();
                 let _ = Reflect::set(&o, &JsValue::from_str("log"), &log);
