@@ -215,10 +215,12 @@ impl Predictor {
     }
 
     /// The frames this page plays ahead of the show's clock: the lead, once
-    /// it pushed; 0 on a page that never did (a watch-only page plays the
-    /// show as everyone else).
+    /// it pushed and the server told it the changes (`Keyframe`); 0 on a
+    /// page that never pushed (a watch-only page plays the show as everyone
+    /// else) or is told nothing (a cluster follower's: it could not draw
+    /// the frames it would be ahead of).
     pub fn ahead(&self) -> u64 {
-        if self.stats.pushes == 0 {
+        if self.stats.pushes == 0 || self.stats.keyframes == 0 {
             0
         } else {
             self.lead()
@@ -340,7 +342,7 @@ impl Predictor {
     ) -> bool {
         let (scene, pushed) = match self.scene_at(frame, held) {
             Some(s) => (s, true),
-            None if missing && self.stats.pushes > 0 => match self.committed(frame, held) {
+            None if missing && self.ahead() > 0 => match self.committed(frame, held) {
                 Some(s) => (s, false),
                 None => return false,
             },

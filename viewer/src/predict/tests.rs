@@ -378,7 +378,7 @@ fn a_steering_page_plays_ahead_and_fills_from_the_committed_scene() {
     let mut p = Predictor::new();
     let mut m = Model::new();
     p.pushed(PUSH, 100);
-    assert_eq!(p.ahead(), DEFAULT_LEAD);
+    assert_eq!(p.ahead(), 0, "not before the server tells the changes");
     m.input(PAGE, PUSH);
     assert!(m.commit(104));
     p.on_keyframe(&m.keyframe());
