@@ -19,8 +19,10 @@
 //!   frame at or after the estimated change frame: the frame tab B was
 //!   drawing when the `Input` left plus `--input-lead-frames`.
 //!
-//! - **own**: when tab A drew its first frame with the push (its own
-//!   screen: `donutViewer.prediction().log`, issue 25).
+//! - **own**: when tab A drew its first frame past the change frame that
+//!   shows the change (its own screen, issue 25: `donutViewer.painted()`
+//!   and `prediction()`: the server's frames, those it drew ahead of the
+//!   stream, and those drawn with its pushes not yet folded in).
 //!
 //! Both clocks are `performance.timeOrigin + performance.now()` in the same
 //! browser, so they compare across tabs. "Painted" is the canvas draw; the
@@ -258,14 +260,22 @@ async fn run() -> Result<()> {
         let t1 = seen[0][3].as_f64().unwrap_or(f64::NAN);
         let at = seen[1].as_f64().unwrap_or(f64::NAN);
         let reflect = seen[2][3].as_f64().unwrap_or(f64::NAN);
-        // Tab A's own screen: the first frame it drew with the push.
+        // Tab A's own screen: the first frame it drew past the drag's
+        // first change frame showing the change: the server's or one drawn
+        // ahead of the stream, of the new version, or one drawn with its
+        // pushes not yet folded in.
         let own = js(
             &client,
             &a,
             &format!(
-                "const l = window.donutViewer.prediction().log;
-                 const e = l.find((e) => e[3] >= {event} && e[4]);
-                 return e ? e[3] : null;"
+                "const v = window.donutViewer, p = v.prediction();
+                 const k = p.changes.filter((c) => c[0] > {version}).sort((x, y) => x[0] - y[0])[0];
+                 if (!k) return null;
+                 const s = v.painted().map((e) => [e[0], e[1], e[3], false])
+                     .concat(p.log.map((e) => [e[0], e[1], e[3], e[4]]));
+                 const hit = s.filter((e) => e[2] >= {event} && e[0] > k[1] && (e[1] >= k[0] || e[3]))
+                     .sort((x, y) => x[2] - y[2])[0];
+                 return hit ? hit[2] : null;"
             ),
         )
         .await?

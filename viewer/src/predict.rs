@@ -241,6 +241,11 @@ impl Predictor {
         Some(Scene::idle(frame))
     }
 
+    /// The changes told, as (version, change frame), oldest first.
+    pub fn changes(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.keys.iter().map(|(&v, &(f, _))| (v, f))
+    }
+
     /// What prediction did so far.
     pub fn stats(&self) -> PredictStats {
         self.stats

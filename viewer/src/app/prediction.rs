@@ -59,7 +59,8 @@ impl DonutViewer {
     /// the predicted frames painted (last 1,200) as `[frame,
     /// versionHeld, digest, wallMs, pushed]` (as `painted()`; `wallMs` at
     /// the start of the refresh that drew it; `pushed`: drawn with this
-    /// page's pushes not yet folded in, not just ahead of the stream). Predicted frames are not in
+    /// page's pushes not yet folded in, not just ahead of the stream);
+    /// `changes` the last 16 changes told, as `[version, changeFrame]`. Predicted frames are not in
     /// `painted()`, which lists the server's frames painted.
     pub fn prediction(&self) -> JsValue {
         self.inner
@@ -89,6 +90,17 @@ impl DonutViewer {
                     })
                     .collect();
                 let _ = Reflect::set(&o, &JsValue::from_str("log"), &log);
+                let changes: Array = v
+                    .predict
+                    .changes()
+                    .map(|(version, frame)| {
+                        Array::of2(
+                            &JsValue::from_f64(f64::from(version)),
+                            &JsValue::from_f64(frame as f64),
+                        )
+                    })
+                    .collect();
+                let _ = Reflect::set(&o, &JsValue::from_str("changes"), &changes);
                 o
             })
             .unwrap_or(JsValue::NULL)
