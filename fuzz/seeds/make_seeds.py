@@ -45,6 +45,7 @@ signal_end = bytes([V, 0x05]) + struct.pack(">QB", 1, 3)
 link_up = bytes([V, 0x06]) + struct.pack(">QB", 1, 1)
 link_down = bytes([V, 0x06]) + struct.pack(">QB", 1, 0)
 fetch = bytes([V, 0x07]) + struct.pack(">QI", 1000, 2)
+keyframe = bytes([V, 0x24]) + struct.pack(">QII", 1000, 3, 12) + struct.pack(">QQqq", 1, 2, 5 << 48, -(7 << 48))
 report = bytes([V, 0x08]) + struct.pack(">QQI", 1, 1000, 2)
 proof = bytes([V, 0x09]) + struct.pack(">QI", 1000, 2) + bytes(range(16))
 digest = bytes([V, 0x21]) + struct.pack(">QIII", 1000, 15, 2, 1400) + bytes(range(32))
@@ -100,6 +101,7 @@ seeds = {
         "welcome_bare": welcome_bare,
         "assign": assign,
         "input_refused": input_refused,
+        "keyframe": keyframe,
         "signal_answer": signal_answer,
         "signal_candidate": signal_candidate,
     },

@@ -19,6 +19,11 @@
 //!   frame at or after the estimated change frame: the frame tab B was
 //!   drawing when the `Input` left plus `--input-lead-frames`.
 //!
+//! - **own**: when tab A drew its first frame past the change frame that
+//!   shows the change (its own screen, issue 25: `donutViewer.painted()`
+//!   and `prediction()`: the server's frames, those it drew ahead of the
+//!   stream, and those drawn with its pushes not yet folded in).
+//!
 //! Both clocks are `performance.timeOrigin + performance.now()` in the same
 //! browser, so they compare across tabs. "Painted" is the canvas draw; the
 //! compositor shows it at the next vsync (≤ 16.7 ms later).
@@ -117,6 +122,9 @@ async fn drag(client: &Client, tab: &WindowHandle) -> Result<()> {
 /// What one drag measured, in ms.
 #[derive(Clone, Copy, Debug)]
 struct Sample {
+    /// Pointer event to tab A drawing its push (its own screen, from the
+    /// prediction: issue 25).
+    own: f64,
     /// Pointer event to tab A sending the `Input`.
     event_to_send: f64,
     /// Pointer event to tab B drawing its first frame of the new version.
@@ -252,7 +260,29 @@ async fn run() -> Result<()> {
         let t1 = seen[0][3].as_f64().unwrap_or(f64::NAN);
         let at = seen[1].as_f64().unwrap_or(f64::NAN);
         let reflect = seen[2][3].as_f64().unwrap_or(f64::NAN);
+        // Tab A's own screen: the first frame it drew past the drag's
+        // first change frame showing the change: the server's or one drawn
+        // ahead of the stream, of the new version, or one drawn with its
+        // pushes not yet folded in.
+        let own = js(
+            &client,
+            &a,
+            &format!(
+                "const v = window.donutViewer, p = v.prediction();
+                 const k = p.changes.filter((c) => c[0] > {version}).sort((x, y) => x[0] - y[0])[0];
+                 if (!k) return null;
+                 const s = v.painted().map((e) => [e[0], e[1], e[3], false])
+                     .concat(p.log.map((e) => [e[0], e[1], e[3], e[4]]));
+                 const hit = s.filter((e) => e[2] >= {event} && e[0] > k[1] && (e[1] >= k[0] || e[3]))
+                     .sort((x, y) => x[2] - y[2])[0];
+                 return hit ? hit[2] : null;"
+            ),
+        )
+        .await?
+        .as_f64()
+        .unwrap_or(f64::NAN);
         let s = Sample {
+            own: own - event,
             event_to_send: sent - event,
             first_new: t1 - event,
             reflecting: reflect - event,
@@ -264,9 +294,9 @@ async fn run() -> Result<()> {
             .unwrap_or(f64::NAN);
         fps_seen.push(fps);
         println!(
-            "drag {i:2}: event→send {:5.1} ms, event→B first new-version frame {:6.1} ms \
+            "drag {i:2}: event→A's own screen {:5.1} ms, event→send {:5.1} ms, event→B first new-version frame {:6.1} ms \
              (frame {:+} from B's when sent), event→B frame ≥ +{lead} {:6.1} ms; B at {fps} fps",
-            s.event_to_send, s.first_new, s.frames_ahead, s.reflecting
+            s.own, s.event_to_send, s.first_new, s.frames_ahead, s.reflecting
         );
         samples.push(s);
         tokio::time::sleep(SPACING).await;
@@ -287,6 +317,29 @@ async fn run() -> Result<()> {
         "{}",
         summary("event → tab A sends Input", col(|s| s.event_to_send))
     );
+    println!(
+        "{}",
+        summary(
+            "**event → tab A draws its push** (its own screen, predicted)",
+            col(|s| s.own)
+        )
+    );
+    for (name, f) in [
+        (
+            "tab A's own screen",
+            (|s: &Sample| s.own) as fn(&Sample) -> f64,
+        ),
+        ("tab B, frame ≥ the change frame", |s: &Sample| {
+            s.reflecting
+        }),
+    ] {
+        let mut xs: Vec<f64> = samples.iter().map(f).filter(|x| x.is_finite()).collect();
+        xs.sort_by(f64::total_cmp);
+        if !xs.is_empty() {
+            let p95 = xs[((xs.len() as f64 * 0.95).ceil() as usize).clamp(1, xs.len()) - 1];
+            println!("p95 {name}: {p95:.1} ms ({} drags)", xs.len());
+        }
+    }
     println!(
         "{}",
         summary(

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use donut_shared::scene::Impulse;
+use donut_shared::scene::{Impulse, Scene};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -122,8 +122,20 @@ impl Engine {
         }
     }
 
-    /// Viewer `viewer` (this node's connection id) pushed the donut; if
-    /// the push is refused (a cluster could not store it), the encoded
+    /// The current version's change (frame, version, scene) for a steering
+    /// page's prediction; `None` on a cluster, whose timeline lives in the
+    /// leader's core (its pages do not predict).
+    pub fn keyframe(&self, core: &Core) -> Option<(u64, u32, Scene)> {
+        match self {
+            Self::Memory => Some(core.keyframe()),
+            Self::Cluster(_) => None,
+        }
+    }
+
+    /// Viewer `viewer` (this node's connection id) pushed the donut;
+    /// returns the timeline version it was queued under when this node's
+    /// core holds the timeline (one node), `None` on a cluster. If the push
+    /// is refused (a cluster could not store it), the encoded
     /// `InputRefused` goes to `notices` for the viewer.
     pub fn input(
         &self,
@@ -132,10 +144,13 @@ impl Engine {
         viewer: u64,
         push: Impulse,
         notices: &Notices,
-    ) {
+    ) -> Option<u32> {
         match self {
-            Self::Memory => core.input(viewer, push),
-            Self::Cluster(node) => node.input(stats, viewer, push, notices),
+            Self::Memory => Some(core.input(viewer, push)),
+            Self::Cluster(node) => {
+                node.input(stats, viewer, push, notices);
+                None
+            }
         }
     }
     /// How a ban made here is shared: in a cluster, every node learns

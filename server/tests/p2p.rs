@@ -62,6 +62,7 @@ fn own(bytes: &[u8]) -> Got {
             text: s.text.to_owned(),
         },
         ToViewer::InputRefused(r) => panic!("a single node refused a push: {r:?}"),
+        ToViewer::Keyframe(k) => panic!("a relay peer that never pushed got {k:?}"),
     }
 }
 

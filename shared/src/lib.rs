@@ -16,6 +16,7 @@
 //!   exchange, with allocation-free encode and zero-copy decode.
 //! - [`scene`]: what viewers steer: a pose, a spin, friction; the state a
 //!   task carries so that any worker can render any range.
+//! - [`steer`]: how pushes fold into a scene change (server and page).
 //! - [`codec`]: context-modelled range coding of frame batches for viewers.
 //! - [`digest`]: a small stable hash used by tests and the selftest export.
 //! - [`backoff`]: reconnect delays and endpoint URLs for the browser clients.
@@ -35,6 +36,7 @@ pub mod frame;
 pub mod ring;
 pub mod scene;
 mod simd;
+pub mod steer;
 pub mod wire;
 
 pub use donut::{

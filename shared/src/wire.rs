@@ -13,6 +13,7 @@
 //! | `0x10` | `Task`      | server → worker   | `task:u32 start:u64 count:u32 timeline:u32` + scene (32 bytes) |
 //! | `0x20` | `Frames`    | server → viewer   | `start:u64 count:u32 timeline:u32 codec:u8` + payload |
 //! | `0x21`–`0x23`, `0x05` | the peer relay's | server → viewer | see [`p2p`]                   |
+//! | `0x24` | `Keyframe`  | server → viewer   | a version's change and the pushes acked, see [`steer`] |
 //! | `0x30` | `Telemetry` | server → both     | fixed 80-byte body, see [`Telemetry`]             |
 //! | `0x31` | `InputRefused` | server → viewer | `reason:u8`: a push not applied, see [`refusal`] |
 //!
@@ -41,10 +42,12 @@ use crate::scene::{Impulse, SCENE_LEN, Scene};
 
 pub mod p2p;
 pub mod refusal;
+pub mod steer;
 pub mod tunnel;
 
 pub use p2p::{Assign, Digest, Fetch, Link, Peering, Proof, Report, Signal, SignalKind, Welcome};
 pub use refusal::{InputRefused, Refusal};
+pub use steer::Keyframe;
 
 /// The protocol version every message starts with. Version 2 added the
 /// scene and timeline version to `Task`, the timeline version to `Frames`
@@ -120,6 +123,8 @@ pub mod tag {
     pub const ASSIGN: u8 = 0x23;
     /// Server → viewer: one of its pushes was not applied, and why.
     pub const INPUT_REFUSED: u8 = 0x31;
+    /// Server → steering viewer: a version's change, its pushes acked.
+    pub const KEYFRAME: u8 = 0x24;
 
     /// Whether `t` is a tag of this protocol version.
     pub fn is_known(t: u8) -> bool {
@@ -139,6 +144,7 @@ pub mod tag {
                 | DIGEST
                 | WELCOME
                 | ASSIGN
+                | KEYFRAME
                 | TELEMETRY
                 | INPUT_REFUSED
         )
@@ -285,7 +291,7 @@ impl fmt::Display for DecodeError {
             Self::InputOutOfRange { a, b } => {
                 write!(f, "input ({a}, {b}) outside ±{MAX_INPUT_UNITS}")
             }
-            Self::InvalidScene => write!(f, "task scene spins beyond the limit"),
+            Self::InvalidScene => write!(f, "scene spins beyond the limit"),
             Self::LengthMismatch { expected, got } => {
                 write!(f, "frame payload is {got} bytes, header implies {expected}")
             }
@@ -468,6 +474,9 @@ pub enum ToViewer<'a> {
     Signal(Signal<'a>),
     /// One of its pushes was not applied, and why.
     InputRefused(InputRefused),
+    /// A version's change and this viewer's pushes it folded in (sent
+    /// only to a viewer that steers).
+    Keyframe(Keyframe),
 }
 
 /// A bounds-checked big-endian reader over a message.
@@ -972,6 +981,7 @@ impl ToViewer<'_> {
             Self::Assign(m) => m.to_bytes().to_vec(),
             Self::Signal(m) => encode_vec(m.encoded_len(), |out| m.encode(out)),
             Self::InputRefused(m) => m.to_bytes().to_vec(),
+            Self::Keyframe(m) => m.to_bytes().to_vec(),
         }
     }
 }
@@ -1012,6 +1022,7 @@ impl<'a> ToViewer<'a> {
             tag::ASSIGN => Assign::decode_body(r).map(Self::Assign),
             tag::SIGNAL => Signal::decode_body(r).map(Self::Signal),
             tag::INPUT_REFUSED => InputRefused::decode_body(r).map(Self::InputRefused),
+            tag::KEYFRAME => Keyframe::decode_body(r).map(Self::Keyframe),
             other => Err(DecodeError::WrongDirection(other)),
         }
     }

@@ -20,7 +20,7 @@ use donut_shared::scene::{Impulse, MAX_SPIN, Scene, Spin};
 use donut_shared::wire::p2p::MAX_FROM_VIEWER_LEN;
 use donut_shared::wire::{
     BufferTooSmall, Codec, DecodeError, FRAMES_HEADER_LEN, Frames, FromViewer, FromWorker,
-    HELLO_LEN, Hello, INPUT_LEN, Input, MAX_BATCH_FRAMES, MAX_INPUT_UNITS, MAX_SLOTS,
+    HELLO_LEN, Hello, INPUT_LEN, Input, Keyframe, MAX_BATCH_FRAMES, MAX_INPUT_UNITS, MAX_SLOTS,
     MAX_TASK_FRAMES, MAX_VIEWER_MESSAGE_LEN, MAX_WORKER_MESSAGE_LEN, PROTOCOL_VERSION,
     RESULT_HEADER_LEN, TASK_LEN, TELEMETRY_LEN, Task, TaskResult, Telemetry, ToViewer, ToWorker,
     tag,
@@ -438,6 +438,21 @@ proptest! {
         let mut task = Task::idle(task_id, start, 1);
         task.scene.spin.b = if negative { -over } else { over };
         prop_assert_eq!(ToWorker::decode(&task.to_bytes()), Err(DecodeError::InvalidScene));
+    }
+
+    #[test]
+    fn keyframes_round_trip_to_viewers_only(
+        frame in any::<u64>(),
+        timeline in any::<u32>(),
+        acked in any::<u32>(),
+        scene in any_scene(),
+    ) {
+        let k = Keyframe { frame, timeline, acked, scene };
+        let bytes = k.to_bytes();
+        prop_assert_eq!(ToViewer::decode(&bytes), Ok(ToViewer::Keyframe(k)));
+        prop_assert_eq!(ToViewer::Keyframe(k).to_vec(), bytes.to_vec());
+        prop_assert_eq!(FromViewer::decode(&bytes), Err(DecodeError::WrongDirection(tag::KEYFRAME)));
+        prop_assert_eq!(ToWorker::decode(&bytes), Err(DecodeError::WrongDirection(tag::KEYFRAME)));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   (plain Rust, tested natively and under wasm-bindgen-test).
 //! - [`player`]: which frame is due on each refresh (plain Rust, tested
 //!   natively and under wasm-bindgen-test).
+//! - [`predict`]: the steering page draws its own push at once (plain
+//!   Rust, tested natively and under wasm-bindgen-test).
 //! - [`p2p`]: the peer relay (batches from a parent viewer over WebRTC,
 //!   checked against the server's digests, passed on to children).
 //! - [`screen`]: canvas drawing.
@@ -32,6 +34,7 @@ pub mod jitter;
 pub mod p2p;
 pub mod panel;
 pub mod player;
+pub mod predict;
 pub mod screen;
 pub mod selftest;
 pub mod web;

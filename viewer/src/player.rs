@@ -72,6 +72,9 @@ pub struct Player {
     timeline_known: bool,
     telemetry: Option<Telemetry>,
     stats: PlayerStats,
+    /// Frames this page plays ahead of the show's clock (0 but on a page
+    /// that steers: see `crate::predict`).
+    ahead: u64,
 }
 
 impl Default for Player {
@@ -98,6 +101,7 @@ impl Player {
             timeline_known: false,
             telemetry: None,
             stats: PlayerStats::default(),
+            ahead: 0,
         }
     }
 
@@ -181,7 +185,7 @@ impl Player {
     }
 
     fn trim(&mut self, now_ms: f64) {
-        if let Some(due) = self.clock.frame_at(now_ms) {
+        if let Some(due) = self.due(now_ms) {
             self.buffer.advance(due.saturating_sub(KEEP_BEHIND));
         }
     }
@@ -189,7 +193,7 @@ impl Player {
     /// Called on every display refresh: the frame to draw now, if it differs
     /// from the one on screen.
     pub fn tick(&mut self, now_ms: f64) -> Option<u64> {
-        let due = self.clock.frame_at(now_ms)?;
+        let due = self.due(now_ms)?;
         self.trim(now_ms);
         if let Some(shown) = self.shown
             && due <= shown
@@ -216,6 +220,26 @@ impl Player {
         Some(frame)
     }
 
+    /// The frame due at `now_ms`: the show's clock plus the frames this
+    /// page plays ahead ([`Player::set_ahead`]).
+    pub fn due(&self, now_ms: f64) -> Option<u64> {
+        self.clock
+            .frame_at(now_ms)
+            .map(|f| f.saturating_add(self.ahead))
+    }
+
+    /// Plays `frames` ahead of the show's clock from now on: a steering
+    /// page plays its input lead ahead, so its pushes land on the next
+    /// frame it shows (`crate::predict`); 0 for every other page.
+    pub fn set_ahead(&mut self, frames: u64) {
+        self.ahead = frames;
+    }
+
+    /// Whether frame `frame` is buffered.
+    pub fn holds(&self, frame: u64) -> bool {
+        self.buffer.get(frame).is_some()
+    }
+
     /// The frame on screen.
     pub fn shown(&self) -> Option<u64> {
         self.shown
@@ -230,9 +254,7 @@ impl Player {
 
     /// Frames buffered from the due frame on, without a gap.
     pub fn buffered_ahead(&self, now_ms: f64) -> usize {
-        self.clock
-            .frame_at(now_ms)
-            .map_or(0, |due| self.buffer.run_from(due))
+        self.due(now_ms).map_or(0, |due| self.buffer.run_from(due))
     }
 
     /// The latest telemetry.

@@ -65,6 +65,7 @@ use crate::edge::send_queue::SendQueue;
 use crate::p2p::hub::{Control, Member};
 use crate::state::App;
 use crate::stream::fanout::Batch;
+use crate::stream::timeline::acks::Acks;
 use crate::stream::timeline::rate::TokenBucket;
 use crate::trust::reputation::AddrKey;
 
@@ -160,6 +161,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                             rx = fresh;
                             out.send_catchup(&mut ws, held.take(), catchup).await
                         } else {
+                            if let Some(k) = session.keyframe()
+                                && let Err(end) = out.send(&mut ws, None, k).await
+                            {
+                                break end;
+                            }
                             let fed = session.peer_fed();
                             let sent = out.send_batch(&mut ws, held.take(), &b, fed).await;
                             if fed {
@@ -226,7 +232,13 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                                 break end;
                             }
                         }
-                        Ok(None) => {}
+                        Ok(None) => {
+                            if let Some(k) = session.keyframe()
+                                && let Err(end) = out.send(&mut ws, None, k).await
+                            {
+                                break end;
+                            }
+                        }
                     },
                     Ok(Event::Text | Event::Rejected { .. }) => {
                         app.stats.protocol_errors.inc();
@@ -278,6 +290,8 @@ struct Session {
     /// Batches announced to it by digest and not sent since (the newest
     /// [`OWED_KEPT`]): the only ones it may fetch, each once.
     owed: VecDeque<(u64, u32)>,
+    /// Its pushes folded in so far, told with each change once it steers.
+    acks: Acks,
 }
 
 impl Session {
@@ -295,6 +309,7 @@ impl Session {
             notices: tokio::sync::mpsc::channel(NOTICES_HELD),
             was_fed: false,
             owed: VecDeque::new(),
+            acks: Acks::default(),
         }
     }
 
@@ -315,6 +330,14 @@ impl Session {
             self.owed.clear();
         }
         fell
+    }
+
+    /// The `Keyframe` to send a steering viewer now, if the version or its
+    /// pushes folded in moved (issue 25; never for a watcher).
+    fn keyframe(&mut self) -> Option<Bytes> {
+        let change = self.app.engine.keyframe(&self.app.core);
+        let k = self.acks.update(change)?;
+        Some(Bytes::copy_from_slice(&k.to_bytes()))
     }
 
     /// `b` went out as a digest: the viewer may fetch it once.
@@ -395,8 +418,14 @@ impl Session {
             ));
         }
         app.stats.inputs_accepted.inc();
-        app.engine
-            .input(&app.core, &app.stats, self.id, input.impulse(), &self.notices.0);
+        let under = app.engine.input(
+            &app.core,
+            &app.stats,
+            self.id,
+            input.impulse(),
+            &self.notices.0,
+        );
+        self.acks.pushed(under);
         Ok(())
     }
 

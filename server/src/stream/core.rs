@@ -716,9 +716,20 @@ impl Core {
     }
 
     /// Queues viewer `viewer`'s push for the next tick (see
-    /// [`crate::stream::timeline`]).
-    pub fn input(&self, viewer: u64, push: Impulse) {
-        self.lock().timeline.input(viewer, push);
+    /// [`crate::stream::timeline`]); returns the timeline's version now, so the push
+    /// is folded into the next version or lost in a change that cancels out.
+    pub fn input(&self, viewer: u64, push: Impulse) -> u32 {
+        let mut inner = self.lock();
+        inner.timeline.input(viewer, push);
+        inner.timeline.version()
+    }
+
+    /// The current version's change: (change frame, version, scene at the
+    /// change frame), what a steering page predicts from (issue 25).
+    pub fn keyframe(&self) -> (u64, u32, Scene) {
+        let inner = self.lock();
+        let (frame, scene) = inner.timeline.last_change();
+        (frame, inner.timeline.version(), scene)
     }
 
     /// Folds the pushes queued since the last change into one scene change

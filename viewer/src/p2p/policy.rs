@@ -276,7 +276,10 @@ impl RelayPolicy {
                     self.on_verdict(verdict);
                 }
             }
-            ToViewer::Frames(_) | ToViewer::Telemetry(_) | ToViewer::InputRefused(_) => {}
+            ToViewer::Frames(_)
+            | ToViewer::Telemetry(_)
+            | ToViewer::InputRefused(_)
+            | ToViewer::Keyframe(_) => {}
         }
     }
 

@@ -37,6 +37,7 @@
 
 mod events;
 mod handle;
+mod prediction;
 mod probes;
 mod runner;
 

@@ -399,6 +399,62 @@ impl DonutViewer {
         self.probe(|r| r.probes.arrivals.to_js())
     }
 
+    /// What prediction did on this page: `{keyframes, pushes, predicted,
+    /// confirmed, mispredicted, unsettled, lead, log}`: `Keyframe`
+    /// messages received (none unless the page pushed), pushes predicted,
+    /// frames painted from the prediction, of those the ones equal to and
+    /// different from the server's frame of the committed version, and
+    /// those never compared; the change-frame lead assumed (frames); `log`
+    /// the predicted frames painted (last 1,200) as `[frame,
+    /// versionHeld, digest, wallMs, pushed]` (as `painted()`; `wallMs` at
+    /// the start of the refresh that drew it; `pushed`: drawn with this
+    /// page's pushes not yet folded in, not just ahead of the stream);
+    /// `changes` the last 16 changes told, as `[version, changeFrame]`. Predicted frames are not in
+    /// `painted()`, which lists the server's frames painted.
+    pub fn prediction(&self) -> JsValue {
+        self.runner
+            .try_read(|v| {
+                let s = v.predict.stats();
+                let o = object(&[
+                    ("keyframes", s.keyframes as f64),
+                    ("pushes", s.pushes as f64),
+                    ("predicted", s.predicted as f64),
+                    ("confirmed", s.confirmed as f64),
+                    ("mispredicted", s.mispredicted as f64),
+                    ("unsettled", s.unsettled as f64),
+                    ("lead", v.predict.lead() as f64),
+                ]);
+                let log: Array = v
+                    .predict
+                    .log()
+                    .map(|(frame, held, digest, wall, pushed)| {
+                        let e = Array::of4(
+                            &JsValue::from_f64(*frame as f64),
+                            &JsValue::from_f64(f64::from(*held)),
+                            &JsValue::from_str(&format!("{digest:016x}")),
+                            &JsValue::from_f64(*wall),
+                        );
+                        e.push(&JsValue::from_bool(*pushed));
+                        e
+                    })
+                    .collect();
+                let _ = Reflect::set(&o, &JsValue::from_str("log"), &log);
+                let changes: Array = v
+                    .predict
+                    .changes()
+                    .map(|(version, frame)| {
+                        Array::of2(
+                            &JsValue::from_f64(f64::from(version)),
+                            &JsValue::from_f64(frame as f64),
+                        )
+                    })
+                    .collect();
+                let _ = Reflect::set(&o, &JsValue::from_str("changes"), &changes);
+                o
+            })
+            .unwrap_or(JsValue::NULL)
+    }
+
     /// The last frames painted (up to 1,200), oldest first, each as
     /// `[frame, timelineVersion, digest, wallMs]`: the digest is the FNV-1a
     /// 64 of the frame's 1,760 text bytes as 16 hex digits, the version the

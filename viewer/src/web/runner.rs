@@ -34,6 +34,7 @@ use crate::clock::{History, RateMeter};
 use crate::input::InputGate;
 use crate::p2p::Relay;
 use crate::p2p::link::{LinkEvent, Sink};
+use crate::predict::Predictor;
 use crate::panel::{self, Contribution, Panel, RelayPlace};
 use crate::player::Player;
 use crate::screen::{Chart, Screen};
@@ -75,6 +76,10 @@ pub(super) struct Runner {
     pub(super) probes: Probes,
     /// This tab's pushes the server refused so far (`InputRefused`).
     refused: u32,
+    /// This page's own pushes drawn at once (issue 25, `prediction.rs`).
+    pub(super) predict: Predictor,
+    /// The frame on screen, if the prediction drew it.
+    pub(super) predicted: Option<u64>,
 }
 
 impl Runner {
@@ -122,6 +127,8 @@ impl Runner {
                 contribution: Contribution::default(),
                 last_panel_ms: f64::NEG_INFINITY,
                 refused: 0,
+                predict: Predictor::new(),
+                predicted: None,
                 on_frame: Some(Closure::new(move |t: f64| {
                     if let Some(v) = weak.upgrade() {
                         v.update(move |v: &mut Runner| v.animate(t));
@@ -210,11 +217,13 @@ impl Runner {
         let due = self.player.clock().frame_at(now);
         self.relay.poll(started, due, &self.socket);
         let resized = self.screen.fit(self.window.device_pixel_ratio());
-        if (!self.paused || self.text_frame.is_none())
+        if !self.paint_predicted(now, started)
+            && (!self.paused || self.text_frame.is_none())
             && let Some(frame) = self.player.tick(now)
             && self.player.frame_text(frame, &mut self.text)
         {
             self.text_frame = Some(frame);
+            self.predicted = None;
             self.shown_meter.record(now);
             self.screen.draw(&self.text);
             let drawn = self.wall(self.now());
@@ -246,6 +255,9 @@ impl Runner {
         let event = self.input_since.take();
         if self.socket.state() == State::Open {
             self.socket.send(&input.to_bytes());
+            let show = self.player.clock().frame_at(now).unwrap_or(0);
+            self.predict.pushed(input.impulse(), show);
+            self.player.set_ahead(self.predict.ahead());
             let sent = self.wall(now);
             self.probes.input_sent(SentInput {
                 event_wall_ms: event.unwrap_or(sent),
@@ -271,6 +283,13 @@ impl Runner {
                 self.socket.healthy();
                 self.player.on_telemetry(t, now);
                 self.show_telemetry(&t);
+            }
+            Ok(ToViewer::Keyframe(k)) => {
+                // A change and this page's pushes it folded in: what the
+                // prediction settles against.
+                self.socket.healthy();
+                self.predict.on_keyframe(&k);
+                self.player.set_ahead(self.predict.ahead());
             }
             Ok(ToViewer::InputRefused(r)) => {
                 // A push that did nothing: the panel says so, and why.
@@ -409,6 +428,7 @@ impl Client for Runner {
         match event {
             Event::Open => {
                 self.player.resubscribed();
+                self.predict.reset();
                 self.relay.on_open(&self.socket);
                 let now = self.now();
                 self.probes.milestones.socket_open.get_or_insert(now);

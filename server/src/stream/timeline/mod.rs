@@ -50,20 +50,18 @@
 //! ([`Timeline::prune`]), so it holds only the changes still ahead of
 //! playback plus one.
 
+pub mod acks;
 pub mod lead;
 pub mod rate;
 
 use std::collections::BTreeMap;
 
 use donut_shared::scene::{Impulse, Scene};
+use donut_shared::steer;
 
-/// Most spin units one viewer adds on either axis in one commit (half of
-/// [`MAX_TOTAL_UNITS`]): a single player cannot drive the scene as hard as
-/// several together. Inputs are also rate-limited per connection.
-pub const MAX_VIEWER_UNITS: i32 = 1024;
-
-/// Most spin units all viewers together add on either axis in one commit.
-pub const MAX_TOTAL_UNITS: i32 = 2048;
+// The folding rules (per-viewer and crowd clamps, the change frame) are
+// `donut_shared::steer`'s: the steering page predicts with the same ones.
+pub use donut_shared::steer::{MAX_TOTAL_UNITS, MAX_VIEWER_UNITS};
 
 /// A change committed to the timeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +119,14 @@ impl Timeline {
         self.keys.keys().copied()
     }
 
+    /// The newest keyframe: its frame and scene (the change of the current
+    /// version; for version 0, where the timeline started).
+    pub fn last_change(&self) -> (u64, Scene) {
+        self.keys
+            .last_key_value()
+            .map_or((0, Scene::idle(0)), |(&f, &s)| (f, s))
+    }
+
     /// The frame of the newest keyframe.
     pub fn last_keyframe(&self) -> u64 {
         self.keys.last_key_value().map_or(0, |(&f, _)| f)
@@ -154,14 +160,7 @@ impl Timeline {
     /// last commit clamped to ±[`MAX_VIEWER_UNITS`] on each axis.
     pub fn input(&mut self, viewer: u64, push: Impulse) {
         let sum = self.pending.entry(viewer).or_default();
-        sum.a = sum
-            .a
-            .saturating_add(push.a)
-            .clamp(-MAX_VIEWER_UNITS, MAX_VIEWER_UNITS);
-        sum.b = sum
-            .b
-            .saturating_add(push.b)
-            .clamp(-MAX_VIEWER_UNITS, MAX_VIEWER_UNITS);
+        *sum = steer::add_viewer_push(*sum, push);
     }
 
     /// Whether pushes wait for a commit.
@@ -174,17 +173,8 @@ impl Timeline {
     /// nothing changes) when nothing was queued or the pushes cancel out.
     pub fn commit(&mut self, at: u64) -> Option<Change> {
         let pending = std::mem::take(&mut self.pending);
-        let mut total = Impulse::default();
-        for push in pending.values() {
-            total.a = total.a.saturating_add(push.a);
-            total.b = total.b.saturating_add(push.b);
-        }
-        total.a = total.a.clamp(-MAX_TOTAL_UNITS, MAX_TOTAL_UNITS);
-        total.b = total.b.clamp(-MAX_TOTAL_UNITS, MAX_TOTAL_UNITS);
-        if total == Impulse::default() {
-            return None;
-        }
-        let frame = at.max(self.last_keyframe());
+        let total = steer::fold(pending.into_values())?;
+        let frame = steer::change_frame(at, self.last_keyframe());
         let mut scene = self.scene_at(frame);
         scene.push(total);
         self.keys.insert(frame, scene);
