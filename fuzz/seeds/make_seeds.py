@@ -6,7 +6,7 @@ Run from fuzz/: python3 seeds/make_seeds.py. Layouts follow shared/src/wire.rs.
 import os
 import struct
 
-V = 4
+V = 5
 # A frame with a valid layout (shared/src/frame.rs: a newline, code 13, in
 # the last column of each of the 22 rows of 80, blanks elsewhere; what can
 # be drawn where is the fuzzer's to find): two codes a byte, the first in

@@ -53,9 +53,11 @@ pub use steer::Keyframe;
 /// scene and timeline version to `Task`, the timeline version to `Frames`
 /// and the viewer's `Input`; version 3 the peer relay's messages ([`p2p`])
 /// and its figures in `Telemetry`; version 4 the relay's `Proof` (a viewer
-/// proves it holds a batch a peer delivered) and `InputRefused` (a push a
-/// cluster could not carry to its timeline, and why).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// proves it holds a batch a peer delivered); version 5 `InputRefused` (a
+/// push a cluster could not carry to its timeline, and why) and
+/// `Keyframe` (a steering page's change and its pushes acked), so a page
+/// of version 4 is told to reload instead of closing on an unknown tag.
+pub const PROTOCOL_VERSION: u8 = 5;
 
 /// The most frames one task (and so one result) may cover.
 pub const MAX_TASK_FRAMES: u32 = 600;
