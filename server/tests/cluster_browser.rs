@@ -206,3 +206,76 @@ fn every_node_s_page_paints_the_same_frame_at_the_same_moment() {
         }
     });
 }
+
+/// A page on a cluster node steers while Redis is frozen (5 s): the node
+/// cannot store the pushes in the cluster's input log in time, refuses
+/// them, and the page's panel says so ("Pushes refused": how many and
+/// why). Before, such pushes were counted accepted and lost without a
+/// word.
+#[test]
+fn a_page_whose_pushes_are_refused_shows_why() {
+    serial(async {
+        let redis = RedisServer::start();
+        let prefix = format!("refused{}:", std::process::id());
+        let nodes = cluster::start_nodes(&redis.url(), &prefix, 1, Duration::from_secs(1), &[]);
+        let _worker = nodes[0].native_worker();
+        eventually("a leader", async || {
+            (nodes[0].stats()["cluster_role"] == 2).then_some(())
+        })
+        .await;
+        let mut browser = Browser::launch(1.0).await;
+        let tab = browser
+            .open(&format!("http://{}/?contribute=0", nodes[0].addr))
+            .await;
+        let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+        browser.wait_playing_past(tab, f, 60).await;
+        let refused = "return document.querySelector('[data-stat=refused]').textContent";
+        assert_eq!(browser.js(refused).await, "none", "nothing refused yet");
+
+        redis.freeze();
+        browser.focus(tab).await;
+        let canvas = browser
+            .client
+            .find(fantoccini::Locator::Id("donut"))
+            .await
+            .expect("the canvas");
+        browser
+            .client
+            .perform_actions(chromium::steering_drag(canvas))
+            .await
+            .expect("drag");
+        browser
+            .client
+            .release_actions()
+            .await
+            .expect("release the pointer");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        redis.thaw();
+        let shown = eventually("the page to show its pushes refused", async || {
+            let text = browser.js(refused).await;
+            let text = text.as_str().unwrap_or_default().to_owned();
+            text.contains("not applied").then_some(text)
+        })
+        .await;
+        let page = browser.viewer_stats(tab).await;
+        let s = nodes[0].stats();
+        browser.quit().await;
+        eprintln!("the panel says {shown:?}; page {page}; node {s}");
+        let sent = num(&page, "inputsSent");
+        assert!(sent > 0, "the drag sent no push: {page}");
+        assert_eq!(
+            shown,
+            format!(
+                "{sent} {} not applied: the cluster's store is unreachable",
+                if sent == 1 { "push" } else { "pushes" }
+            ),
+            "every push of the drag refused, and the page told why"
+        );
+        assert_eq!(num(&s, "cluster_inputs_refused_unreachable"), sent, "{s}");
+        assert_eq!(
+            num(&s, "scene_changes"),
+            0,
+            "a refused push was applied: {s}"
+        );
+    });
+}

@@ -270,3 +270,85 @@ async fn pause_through_a_sentinel_promotion() {
         w.abort();
     }
 }
+
+/// A `donut serve` process without `--cluster` (one node, pushes go to
+/// its core directly), as `Node::start` starts cluster nodes.
+fn single_node() -> Node {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_donut"))
+        .args(["serve", "--listen", &addr.to_string()])
+        .args(["--viewer-lead-secs", "3"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the donut binary starts");
+    let node = Node {
+        child,
+        addr,
+        id: "single".into(),
+    };
+    let deadline = Instant::now() + common::HANG;
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "the node never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    node
+}
+
+/// Push → the first batch of its version at the pushing viewer, `n`
+/// pushes 600 ms apart (each its own change), in ms, sorted.
+async fn push_to_batch(addr: std::net::SocketAddr, n: u32) -> Vec<f64> {
+    let worker = common::worker(addr, 1);
+    let viewer = Recorder::start(addr).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut sent = Vec::new();
+    for k in 0..n {
+        let a = if k % 2 == 0 { 300 } else { -300 };
+        sent.push(Instant::now());
+        viewer.push(a, 0);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let record = viewer.finish().await;
+    worker.abort();
+    let mut lags: Vec<f64> = record
+        .versions
+        .iter()
+        .filter_map(|&(at, v)| {
+            let k = usize::try_from(v).ok()?.checked_sub(1)?;
+            Some(at.saturating_duration_since(*sent.get(k)?).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    assert_eq!(lags.len(), n as usize, "every push made one version");
+    lags.sort_by(f64::total_cmp);
+    lags
+}
+
+/// What the input log costs a push on the leader's own viewer: push →
+/// the first batch of its version, on one node (no Redis) and on a
+/// one-node cluster (the push goes through `{p}inputs` and the batch
+/// through the fenced timeline append before the viewer gets it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
+async fn push_to_batch_on_one_node_and_on_a_cluster_leader() {
+    let n = 15;
+    let single = single_node();
+    let one = push_to_batch(single.addr, n).await;
+    drop(single);
+    let redis = RedisServer::start();
+    let nodes = start_nodes(&redis.url(), &fresh_prefix("lag"), 1, LEASE, &[]);
+    cluster_leader(&nodes).await;
+    let cluster = push_to_batch(nodes[0].addr, n).await;
+    let p = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    eprintln!(
+        "push -> first batch of its version, {n} pushes: one node p50 {:.1} ms, max {:.1} ms; \
+         cluster leader (input log + fenced append) p50 {:.1} ms, max {:.1} ms; ratio p50 {:.2}",
+        p(&one, 0.5),
+        p(&one, 1.0),
+        p(&cluster, 0.5),
+        p(&cluster, 1.0),
+        p(&cluster, 0.5) / p(&one, 0.5)
+    );
+}

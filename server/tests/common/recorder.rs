@@ -32,6 +32,8 @@ pub struct Record {
     pub refusals: Vec<Refusal>,
     /// Each batch as it arrived: when, its first frame, its frame count.
     pub arrivals: Vec<(Instant, u64, u32)>,
+    /// When the first batch of each newer version arrived.
+    pub versions: Vec<(Instant, u32)>,
 }
 
 /// A viewer on one node recording everything it is sent.
@@ -56,6 +58,9 @@ impl Recorder {
                         Some(Ok(Message::Binary(b))) => match ToViewer::decode(&b) {
                             Ok(ToViewer::Frames(f)) => {
                                 r.arrivals.push((Instant::now(), f.start, f.count));
+                                if f.timeline > r.version {
+                                    r.versions.push((Instant::now(), f.timeline));
+                                }
                                 r.version = r.version.max(f.timeline);
                                 f.decode_frames(|n, packed| {
                                     let key = (n, f.timeline);
