@@ -58,11 +58,10 @@ use donut_shared::scene::Impulse;
 use redis::{RedisResult, Script, Value};
 use tracing::{debug, warn};
 
-
 use super::RedisLink;
-use super::node::{Node, viewer_key};
 use super::deps::NodeDeps;
 use super::follow::ResumePoint;
+use super::node::{Node, viewer_key};
 use super::stream_log::{DecodeError, EntryId, ReadEvent, StreamReader, field, number};
 
 /// Entries the log keeps (about).

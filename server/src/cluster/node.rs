@@ -50,11 +50,11 @@ use tracing::{debug, info, warn};
 
 use super::fence::{Appended, Token};
 use super::follow::{EntryVerdict, ResumePoint, TimelineCursor};
+use super::inputs::Notices;
 use super::lease::{self, Lease, Role};
 use super::registry::{self, ClusterTotals, Heartbeat, NodeFigures};
 use super::stream_log::{EntryId, ReadEvent, TimelineEntry, TimelineLog};
 use super::tunnel_log::{self, TunnelReader};
-use super::inputs::Notices;
 use super::{ClusterConfig, RedisLink, bans, inputs, tunnel};
 use crate::cluster::deps::NodeDeps;
 use crate::conn::fleet::Fleet;

@@ -34,9 +34,9 @@ use crate::clock::{History, RateMeter};
 use crate::input::InputGate;
 use crate::p2p::Relay;
 use crate::p2p::link::{LinkEvent, Sink};
-use crate::predict::Predictor;
 use crate::panel::{self, Contribution, Panel, RelayPlace};
 use crate::player::Player;
+use crate::predict::Predictor;
 use crate::screen::{Chart, Screen};
 
 /// How often the panel's playback numbers are refreshed.
