@@ -4,7 +4,7 @@
 //! Every node runs the same tasks; the [`lease`] decides what
 //! they do:
 //!
-//! - **leader**: the node's own [`Core`] runs the
+//! - **leader**: the node's own [`Core`](crate::stream::core::Core) runs the
 //!   stream for the whole cluster. When a node becomes leader it first
 //!   reads the timeline stream to its end, then resumes the core where the
 //!   committed timeline ends (frame, version and scene: see
