@@ -3,7 +3,8 @@
 //! TV can afford, "crisp at every pixel ratio as today").
 //!
 //! The viewer draws only the cells that change, each filled from a
-//! prepared glyph pattern (viewer/src/screen.rs). These tests pause a real
+//! prepared glyph pattern where the context is low-latency (Chromium), else
+//! copied from an atlas (Firefox) (viewer/src/screen.rs): both are checked. These tests pause a real
 //! page on a frame, read its canvas back, and draw the same frame in the
 //! same page from scratch, one `fillText` per glyph at the place the
 //! viewer's reported layout gives it (the font, colours and background
@@ -75,7 +76,8 @@ requestAnimationFrame(() => requestAnimationFrame(() => {
     }
   }
   v.setPaused(false);
-  done({frame, dpr, w, h, cssW: c.clientWidth, cssH: c.clientHeight, lit, compared, differ, worst, inked, layout: l});
+  const attrs = c.getContext('2d').getContextAttributes();
+  done({lowLatency: !!(attrs && attrs.desynchronized && attrs.alpha === false), frame, dpr, w, h, cssW: c.clientWidth, cssH: c.clientHeight, lit, compared, differ, worst, inked, layout: l});
 }));
 "#;
 
@@ -95,9 +97,12 @@ async fn compare(browser: &mut Browser, server: &Server) -> Value {
         .expect("the comparison script")
 }
 
-/// Asserts the figures of [`compare`] at ratio `dpr` in `what`.
-fn assert_crisp(r: &Value, dpr: f64, what: &str) {
+/// Asserts the figures of [`compare`] at ratio `dpr` in `what`, whose
+/// screen draws from glyph patterns if `patterns`, else from the atlas
+/// (the viewer picks patterns where the context is low-latency).
+fn assert_crisp(r: &Value, dpr: f64, what: &str, patterns: bool) {
     eprintln!("{what} at ratio {dpr}: {r}");
+    assert_eq!(r["lowLatency"].as_bool(), Some(patterns), "{what}: {r}");
     assert_eq!(r["dpr"].as_f64(), Some(dpr), "{what}: {r}");
     // The backing store is the element's size × the ratio: one canvas
     // pixel a device pixel, nothing scaled.
@@ -143,7 +148,7 @@ fn the_canvas_paints_what_filltext_paints_at_every_ratio_in_chromium() {
             let mut browser = Browser::launch(dpr).await;
             let r = compare(&mut browser, &server).await;
             browser.quit().await;
-            assert_crisp(&r, dpr, "Chromium");
+            assert_crisp(&r, dpr, "Chromium", true);
         }
     });
 }
@@ -158,7 +163,7 @@ fn the_canvas_paints_what_filltext_paints_at_every_ratio_in_firefox() {
                 Browser::firefox(&[("layout.css.devPixelsPerPx", json!(dpr.to_string()))]).await;
             let r = compare(&mut browser, &server).await;
             browser.quit().await;
-            assert_crisp(&r, dpr, "Firefox");
+            assert_crisp(&r, dpr, "Firefox", false);
         }
     });
 }

@@ -89,37 +89,52 @@ fn pattern_index(code: u8, col: usize) -> usize {
 /// cell of the canvas and a frame repaints only the cells whose code
 /// changed (a turning donut changes a few hundred of its 1,738 cells a
 /// frame). A cell is repainted with an opaque rectangle (background and
-/// glyph) filled from a prepared *glyph pattern*: for each glyph and
-/// column parity, an offscreen canvas one row high and as wide as the
-/// screen where that glyph is drawn in every other column at exactly the
-/// positions it has on the screen (same font, same origin, same run of
-/// text), repeated down the rows (`createPattern(…, "repeat")`, the
-/// context translated to the grid's top so that the pattern's rows are
-/// the grid's). The fill is pixel for pixel (whole device pixels, an
-/// integer translation, no scaling), so a glyph is exactly as crisp as
-/// when it was drawn with `fillText`; the parity patterns keep a
-/// neighbour's antialiased edge out of a cell's rectangle. A frame costs
-/// one path and one `fill` per glyph pattern it uses (at most 24) and one
-/// for the cells that become blank: Chromium spends several microseconds
-/// on each `drawImage` of a cell (issue 26, BENCHMARKS.md §9), a `rect` on
-/// a path far less. A resize, a new pixel ratio or a new font measure
-/// redraws the patterns and the whole grid.
+/// glyph) in one of two ways:
 ///
-/// The canvas's context is opaque (`alpha: false`: the compositor need
-/// not blend it over the page) and low-latency where the engine has it
-/// (`desynchronized: true`); an engine that lacks either ignores it.
+/// - Where the engine reports the context opaque and low-latency
+///   (Chromium 75+), it is filled from a prepared *glyph pattern*: for each
+///   glyph and column parity, an offscreen canvas one row high and as wide
+///   as the screen where that glyph is drawn in every other column at
+///   exactly the positions it has on the screen (same font, same origin,
+///   same run of text), repeated down the rows (`createPattern(…,
+///   "repeat")`, the context translated to the grid's top so that the
+///   pattern's rows are the grid's). A frame costs one path and one `fill`
+///   per glyph pattern it uses (at most 24): Chromium spends several
+///   microseconds on each `drawImage` of a cell (issue 26, BENCHMARKS.md
+///   §9), a `rect` on a path far less.
+/// - Elsewhere (Firefox, WebKit: WebKitGTK paints pattern fills at about
+///   35 frames a second, `drawImage` at 60) it is copied with `drawImage`
+///   from a prepared *atlas*: one canvas as wide as the screen with a row
+///   per glyph and column parity, each laid out like a pattern.
+///
+/// Either way the copy is pixel for pixel (whole device pixels, an
+/// integer translation, no scaling), so a glyph is exactly as crisp as
+/// when it was drawn with `fillText`; the column parity keeps a
+/// neighbour's antialiased edge out of a cell's rectangle. Cells that
+/// become blank are filled with the background (one path a frame with
+/// the patterns, a `fillRect` per run of them with the atlas). A
+/// resize, a new pixel ratio or a new font measure redraws the patterns
+/// or the atlas and the whole grid.
+///
+/// With the patterns the canvas's context is opaque (`alpha: false`: the
+/// compositor need not blend it over the page) and low-latency
+/// (`desynchronized: true`); elsewhere it is a plain context, so that
+/// Firefox and WebKit draw exactly as before issue 26's patterns.
 pub struct Screen {
     canvas: HtmlCanvasElement,
     ctx: CanvasRenderingContext2d,
     layout: Layout,
     size: (u32, u32),
     colours: Vec<String>,
-    /// A scratch canvas the glyph patterns are drawn on (see the type's
-    /// docs), `None` if it could not be made.
+    /// A scratch canvas the glyph patterns are drawn on, or the atlas
+    /// (see the type's docs), `None` if it could not be made (the screen
+    /// then draws every frame with `fillText`).
     scratch: Option<(HtmlCanvasElement, CanvasRenderingContext2d)>,
+    /// Whether cells are filled from glyph patterns (else copied from the
+    /// atlas): the context is low-latency.
+    use_patterns: bool,
     /// The glyph patterns, indexed by [`pattern_index`]; empty if they
-    /// could not be made (the screen then draws every frame with
-    /// `fillText`).
+    /// are not used or could not be made.
     patterns: Vec<CanvasPattern>,
     /// Left edge of each column and the right edge of the last, in whole
     /// device pixels.
@@ -141,6 +156,26 @@ fn screen_context(canvas: &HtmlCanvasElement) -> Result<CanvasRenderingContext2d
     js_sys::Reflect::set(&options, &"alpha".into(), &false.into())?;
     js_sys::Reflect::set(&options, &"desynchronized".into(), &true.into())?;
     context_with(canvas, &options)
+}
+
+/// Whether the engine reports `ctx` as both opaque and low-latency
+/// (`getContextAttributes()` gives `alpha: false, desynchronized: true`:
+/// Chromium 75+; WebKit echoes `desynchronized` but reports no `alpha`,
+/// Firefox reports `desynchronized: false`); false where it lacks the
+/// method. It picks the glyph patterns (see [`Screen`]).
+fn low_latency(ctx: &CanvasRenderingContext2d) -> bool {
+    let Ok(get) = js_sys::Reflect::get(ctx, &"getContextAttributes".into()) else {
+        return false;
+    };
+    let Some(get) = get.dyn_ref::<js_sys::Function>() else {
+        return false;
+    };
+    let Ok(attrs) = get.call0(ctx) else {
+        return false;
+    };
+    let flag = |name: &str| js_sys::Reflect::get(&attrs, &name.into()).map(|v| v.as_bool());
+    flag("desynchronized").is_ok_and(|d| d == Some(true))
+        && flag("alpha").is_ok_and(|a| a == Some(false))
 }
 
 fn context_with(
@@ -211,7 +246,20 @@ pub fn changes(before: Option<&[u8; ROWS * COLS]>, now: &[u8; ROWS * COLS]) -> (
 impl Screen {
     /// Wraps the donut canvas.
     pub fn new(canvas: HtmlCanvasElement) -> Result<Self, JsValue> {
-        let ctx = screen_context(&canvas)?;
+        // A throwaway canvas tells whether the engine grants the options
+        // (a canvas's context cannot change once made): elsewhere the
+        // screen draws exactly as before them, with a plain context.
+        let use_patterns = canvas
+            .owner_document()
+            .and_then(|d| d.create_element("canvas").ok())
+            .and_then(|e| e.dyn_into::<HtmlCanvasElement>().ok())
+            .and_then(|c| screen_context(&c).ok())
+            .is_some_and(|probe| low_latency(&probe));
+        let ctx = if use_patterns {
+            screen_context(&canvas)?
+        } else {
+            context(&canvas)?
+        };
         let scratch = canvas
             .owner_document()
             .and_then(|d| d.create_element("canvas").ok())
@@ -224,6 +272,7 @@ impl Screen {
             size: (0, 0),
             colours: (0..=12).map(colour).collect(),
             scratch,
+            use_patterns,
             patterns: Vec::new(),
             edges: [0.0; COLS + 1],
             shown: None,
@@ -271,7 +320,11 @@ impl Screen {
         self.layout = layout;
         self.edges = column_edges(&layout);
         self.shown = None;
-        self.prepare_patterns();
+        if self.use_patterns {
+            self.prepare_patterns();
+        } else {
+            self.prepare_atlas();
+        }
         true
     }
 
@@ -321,30 +374,110 @@ impl Screen {
     /// Draws a frame of ASCII text, repainting only the cells that differ
     /// from what the canvas shows (see the type's docs).
     pub fn draw(&mut self, text: &[u8; FRAME_LEN]) {
-        if self.patterns.len() != PATTERNS {
+        if self.patterns.len() == PATTERNS {
+            self.draw_patterns(text);
+        } else if !self.use_patterns && self.scratch.is_some() {
+            self.draw_atlas(text);
+        } else {
             self.draw_text(text);
-            return;
         }
+    }
+
+    /// Draws the atlas for the current layout: row [`pattern_index`]`(code,
+    /// parity)` holds glyph `code` in the columns of that parity, each at
+    /// its place on the screen, on the background.
+    fn prepare_atlas(&mut self) {
+        let Some((atlas, actx)) = &self.scratch else {
+            return;
+        };
+        let l = self.layout;
+        let (w, h) = (self.size.0, (PATTERNS as f64 * l.cell_h) as u32);
+        atlas.set_width(w);
+        atlas.set_height(h.max(1));
+        actx.set_fill_style_str(BACKGROUND);
+        actx.fill_rect(0.0, 0.0, f64::from(w), f64::from(h));
+        self.set_text_style(actx);
+        let mut run = String::with_capacity(COLS);
+        for code in 1..NEWLINE_CODE {
+            let glyph = char::from(ALPHABET[usize::from(code)]);
+            actx.set_fill_style_str(&self.colours[usize::from(code)]);
+            for parity in 0..2 {
+                run.clear();
+                run.extend((parity..COLS).map(|c| if c % 2 == parity { glyph } else { ' ' }));
+                let row = pattern_index(code, parity);
+                let x = l.origin_x + parity as f64 * l.cell_w;
+                let y = (row as f64 + 0.5) * l.cell_h;
+                let _ = actx.fill_text(&run, x, y);
+            }
+        }
+    }
+
+    /// Fills the background where the canvas must be redrawn whole, and
+    /// the cells that become blank; returns the cells to draw.
+    fn blank(&self, now: &[u8; ROWS * COLS]) -> Glyphs {
+        let ctx = &self.ctx;
+        let l = self.layout;
+        ctx.set_fill_style_str(BACKGROUND);
+        if self.shown.is_none() {
+            ctx.fill_rect(0.0, 0.0, f64::from(self.size.0), f64::from(self.size.1));
+        }
+        let (blanks, glyphs) = changes(self.shown.as_ref(), now);
+        if self.use_patterns && !blanks.is_empty() {
+            ctx.begin_path();
+        }
+        for &(row, first, end) in &blanks {
+            let (x0, x1) = (self.edges[first], self.edges[end]);
+            let y = l.origin_y + row as f64 * l.cell_h;
+            if self.use_patterns {
+                ctx.rect(x0, y, x1 - x0, l.cell_h);
+            } else {
+                ctx.fill_rect(x0, y, x1 - x0, l.cell_h);
+            }
+        }
+        if self.use_patterns && !blanks.is_empty() {
+            ctx.fill();
+        }
+        glyphs
+    }
+
+    /// Copies each changed cell from the atlas.
+    fn draw_atlas(&mut self, text: &[u8; FRAME_LEN]) {
+        let Some((atlas, _)) = &self.scratch else {
+            return;
+        };
+        let l = self.layout;
+        let now = cell_codes(text);
+        for (row, col, code) in self.blank(&now) {
+            let (x0, x1) = (self.edges[col], self.edges[col + 1]);
+            let sy = pattern_index(code, col) as f64 * l.cell_h;
+            let dy = l.origin_y + row as f64 * l.cell_h;
+            let _ = self
+                .ctx
+                .draw_image_with_html_canvas_element_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(
+                    atlas,
+                    x0,
+                    sy,
+                    x1 - x0,
+                    l.cell_h,
+                    x0,
+                    dy,
+                    x1 - x0,
+                    l.cell_h,
+                );
+        }
+        self.shown = Some(now);
+    }
+
+    /// Fills the changed cells from the glyph patterns, one path and one
+    /// `fill` per pattern.
+    fn draw_patterns(&mut self, text: &[u8; FRAME_LEN]) {
         let ctx = &self.ctx;
         let l = self.layout;
         let now = cell_codes(text);
-        if self.shown.is_none() {
-            ctx.set_fill_style_str(BACKGROUND);
-            ctx.fill_rect(0.0, 0.0, f64::from(self.size.0), f64::from(self.size.1));
-        }
-        let (blanks, mut glyphs) = changes(self.shown.as_ref(), &now);
+        let mut glyphs = self.blank(&now);
         // Row r's top is at y = r × cell_h from here, where each pattern's
         // row starts over.
         let _ = ctx.set_transform(1.0, 0.0, 0.0, 1.0, 0.0, l.origin_y);
-        if !blanks.is_empty() {
-            ctx.begin_path();
-            for (row, first, end) in blanks {
-                let (x0, x1) = (self.edges[first], self.edges[end]);
-                ctx.rect(x0, row as f64 * l.cell_h, x1 - x0, l.cell_h);
-            }
-            ctx.set_fill_style_str(BACKGROUND);
-            ctx.fill();
-        }
         glyphs.sort_unstable_by_key(|&(_, col, code)| pattern_index(code, col));
         for group in glyphs.chunk_by(|a, b| pattern_index(a.2, a.1) == pattern_index(b.2, b.1)) {
             ctx.begin_path();
@@ -363,7 +496,8 @@ impl Screen {
     /// Draws a whole frame with text: one `fillText` per row and glyph
     /// colour, each a run with the other cells blanked, so every glyph
     /// lands on its cell because the cell width is the font's own advance
-    /// at this size. Only when there are no glyph patterns.
+    /// at this size. Only when there are neither glyph patterns nor an
+    /// atlas.
     fn draw_text(&self, text: &[u8; FRAME_LEN]) {
         let ctx = &self.ctx;
         let l = self.layout;
