@@ -50,7 +50,8 @@ pub use steer::Keyframe;
 /// scene and timeline version to `Task`, the timeline version to `Frames`
 /// and the viewer's `Input`; version 3 the peer relay's messages ([`p2p`])
 /// and its figures in `Telemetry`; version 4 the relay's `Proof` (a viewer
-/// proves it holds a batch a peer delivered).
+/// proves it holds a batch a peer delivered) and the steering page's
+/// `Keyframe` ([`steer`], issue 25).
 pub const PROTOCOL_VERSION: u8 = 4;
 
 /// The most frames one task (and so one result) may cover.
