@@ -335,6 +335,10 @@ impl Session {
     /// The `Keyframe` to send a steering viewer now, if the version or its
     /// pushes folded in moved (issue 25; never for a watcher).
     fn keyframe(&mut self) -> Option<Bytes> {
+        // A watcher costs no look at the core's lock.
+        if !self.acks.steering() {
+            return None;
+        }
         let change = self.app.engine.keyframe(&self.app.core);
         let k = self.acks.update(change)?;
         Some(Bytes::copy_from_slice(&k.to_bytes()))

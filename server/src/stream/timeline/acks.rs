@@ -44,6 +44,11 @@ impl Acks {
         self.queued.push_back(under);
     }
 
+    /// Whether the viewer ever pushed (only then is it told anything).
+    pub fn steering(&self) -> bool {
+        self.steering
+    }
+
     /// The core's current change `(frame, version, scene)` (`None` where
     /// this node does not hold the timeline): the `Keyframe` to send if
     /// the viewer steers and the version or its acked count moved.
