@@ -1001,6 +1001,7 @@ impl RelayTree {
                 .any(|c| self.nodes[c].linked);
             let (max, fanout) = (self.cfg.max_fanout, self.cfg.fanout);
             let n = self.nodes.get_mut(&id).expect("listed");
+            let capacity = n.capacity;
             if let Some(at) = n.demoted
                 && now.saturating_duration_since(at) >= DEMOTION
             {
@@ -1019,7 +1020,9 @@ impl RelayTree {
                 n.capacity += 1;
                 n.good_since = Some(now);
             }
-            self.reindex(id);
+            if n.capacity != capacity {
+                self.reindex(id);
+            }
         }
     }
 
