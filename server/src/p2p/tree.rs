@@ -253,8 +253,9 @@ struct Node {
     /// 1 if server-fed, else the parent's plus one (kept up to date).
     depth: u32,
     /// Strikes within [`STRIKE_WINDOW`]: (when, the striking child's
-    /// address).
-    strikes: VecDeque<(Instant, AddrKey)>,
+    /// address, whether a fetch: a fetch-strike is a report, weighed as
+    /// one).
+    strikes: VecDeque<(Instant, AddrKey, bool)>,
     /// When strikes took its slots (they come back after [`DEMOTION`]).
     demoted: Option<Instant>,
     /// Relaying to linked children without a strike since.
@@ -493,7 +494,7 @@ impl RelayTree {
             self.set_linked(child, now);
             return Vec::new();
         }
-        self.strike(parent, child, now);
+        self.strike(parent, child, false, now);
         if let Some(n) = self.nodes.get_mut(&child) {
             n.lost += 1;
         }
@@ -523,14 +524,14 @@ impl RelayTree {
             return Vec::new();
         }
         n.last_late = Some(now);
-        self.strike(parent, child, now);
+        self.strike(parent, child, true, now);
         // Late again and again under this parent, with no one else's
         // word: the child moves (never back under it).
         let origin = self.nodes.get(&child).map(|n| n.origin);
         let own = self.nodes.get(&parent).map_or(0, |p| {
             p.strikes
                 .iter()
-                .filter(|&&(_, by)| Some(by) == origin)
+                .filter(|&&(_, by, _)| Some(by) == origin)
                 .count()
         });
         if own >= STRIKES && self.parent(child) == Some(parent) {
@@ -538,6 +539,11 @@ impl RelayTree {
                 n.shun = Some(parent);
             }
             self.detach(child);
+            // Its word, weighed as a report's: the second within
+            // [`REPORTER_MEMORY`] makes its address the suspect.
+            if let Some(origin) = origin {
+                self.weigh(origin, now);
+            }
             self.place(child, Some(parent));
         }
         self.sync()
@@ -567,64 +573,80 @@ impl RelayTree {
         r.shun = Some(peer);
         let origin = r.origin;
         self.detach(reporter);
+        let verdict = match self.weigh(origin, now) {
+            Verdict::Accused => {
+                let Some(p) = self.nodes.get_mut(&peer) else {
+                    return (Verdict::Stale, self.sync());
+                };
+                p.accusers
+                    .retain(|&(t, _)| now.saturating_duration_since(t) <= REPORTER_MEMORY);
+                if origin != accused {
+                    p.accusers.push((now, origin));
+                    p.quarantine = Some(now + QUARANTINE);
+                }
+                let witnesses: HashSet<AddrKey> = p.accusers.iter().map(|&(_, by)| by).collect();
+                if witnesses.len() < WITNESSES {
+                    self.reindex(peer);
+                }
+                let Some(p) = self.nodes.get_mut(&peer) else {
+                    return (Verdict::Stale, self.sync());
+                };
+                if witnesses.len() >= WITNESSES {
+                    p.accusers.clear();
+                    p.quarantine = None;
+                    let ast = self
+                        .standing
+                        .entry(accused)
+                        .or_insert_with(|| Standing::new(now));
+                    ast.last = now;
+                    ast.barred_until = Some(now + escalate(BAR, ast.bars));
+                    ast.bars += 1;
+                    self.bar(peer);
+                    Verdict::Barred
+                } else {
+                    Verdict::Accused
+                }
+            }
+            v => v,
+        };
+        (verdict, self.sync())
+    }
+
+    /// Weighs one report (a `Report`, or fetch-strikes) from `origin`:
+    /// [`Verdict::Discounted`] if it is a suspect already,
+    /// [`Verdict::Suspected`] if this is one more than
+    /// [`REPORTS_ALLOWED`] within [`REPORTER_MEMORY`] (its accusations and
+    /// strikes are withdrawn, its viewers fed by the server), else
+    /// [`Verdict::Accused`]: believed, and counted.
+    fn weigh(&mut self, origin: AddrKey, now: Instant) -> Verdict {
         let st = self
             .standing
             .entry(origin)
             .or_insert_with(|| Standing::new(now));
         st.last = now;
         st.prune(now);
-        let verdict = if st.suspect(now) {
-            Verdict::Discounted
-        } else if st.reports.len() >= REPORTS_ALLOWED {
-            st.suspect_until = Some(now + escalate(SUSPECT, st.suspicions));
-            st.suspicions += 1;
-            let mut freed = Vec::new();
-            for (&id, n) in &mut self.nodes {
-                n.accusers.retain(|&(_, by)| by != origin);
-                if n.accusers.is_empty() && n.quarantine.take().is_some() {
-                    freed.push(id);
-                }
-            }
-            for id in freed {
-                self.reindex(id);
-            }
-            self.set_suspect(origin, true);
-            Verdict::Suspected
-        } else {
+        if st.suspect(now) {
+            return Verdict::Discounted;
+        }
+        if st.reports.len() < REPORTS_ALLOWED {
             st.reports.push_back(now);
-            let Some(p) = self.nodes.get_mut(&peer) else {
-                return (Verdict::Stale, self.sync());
-            };
-            p.accusers
-                .retain(|&(t, _)| now.saturating_duration_since(t) <= REPORTER_MEMORY);
-            if origin != accused {
-                p.accusers.push((now, origin));
-                p.quarantine = Some(now + QUARANTINE);
+            return Verdict::Accused;
+        }
+        st.suspect_until = Some(now + escalate(SUSPECT, st.suspicions));
+        st.suspicions += 1;
+        let mut freed = Vec::new();
+        for (&id, n) in &mut self.nodes {
+            n.accusers.retain(|&(_, by)| by != origin);
+            n.strikes.retain(|&(_, by, _)| by != origin);
+            if n.accusers.is_empty() && n.quarantine.take().is_some() {
+                freed.push(id);
             }
-            let witnesses: HashSet<AddrKey> = p.accusers.iter().map(|&(_, by)| by).collect();
-            if witnesses.len() < WITNESSES {
-                self.reindex(peer);
-            }
-            let Some(p) = self.nodes.get_mut(&peer) else {
-                return (Verdict::Stale, self.sync());
-            };
-            if witnesses.len() >= WITNESSES {
-                p.accusers.clear();
-                p.quarantine = None;
-                let ast = self
-                    .standing
-                    .entry(accused)
-                    .or_insert_with(|| Standing::new(now));
-                ast.last = now;
-                ast.barred_until = Some(now + escalate(BAR, ast.bars));
-                ast.bars += 1;
-                self.bar(peer);
-                Verdict::Barred
-            } else {
-                Verdict::Accused
-            }
-        };
-        (verdict, self.sync())
+        }
+        for id in freed {
+            self.reindex(id);
+        }
+        self.set_suspect(origin, true);
+        Verdict::Suspected
     }
 
     /// Bars node `id`: fed by the server, relaying nothing.
@@ -947,9 +969,14 @@ impl RelayTree {
         }
     }
 
-    /// A strike on `id` by its child `by`: [`STRIKES`] within the window,
-    /// from two addresses or more, demote it (no slots for [`DEMOTION`]).
-    fn strike(&mut self, id: u64, by: u64, now: Instant) {
+    /// A strike on `id` by its child `by` (`fetch`: a late fetch, else a
+    /// lost link): [`STRIKES`] within the window, from two addresses or
+    /// more, demote it (no slots for [`DEMOTION`]). Before it is demoted,
+    /// each address that fetch-struck it is weighed as a reporter: one
+    /// believed already (it struck another parent into demotion, or moved
+    /// itself off one, within [`REPORTER_MEMORY`]) becomes the suspect, its
+    /// strikes withdrawn, and the rest must still suffice.
+    fn strike(&mut self, id: u64, by: u64, fetch: bool, now: Instant) {
         let Some(by) = self.nodes.get(&by).map(|n| n.origin) else {
             return;
         };
@@ -957,16 +984,34 @@ impl RelayTree {
             return;
         };
         n.good_since = None;
-        n.strikes.push_back((now, by));
+        n.strikes.push_back((now, by, fetch));
         while n
             .strikes
             .front()
-            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > STRIKE_WINDOW)
+            .is_some_and(|&(t, _, _)| now.saturating_duration_since(t) > STRIKE_WINDOW)
         {
             n.strikes.pop_front();
         }
-        let distinct = n.strikes.iter().any(|&(_, o)| o != by);
-        if n.strikes.len() >= STRIKES && distinct {
+        let demotes = |n: &Node| {
+            n.strikes.len() >= STRIKES && n.strikes.iter().any(|&(_, o, _)| o != n.strikes[0].1)
+        };
+        if !demotes(n) {
+            return;
+        }
+        // In strike order (deterministic), once each.
+        let mut fetchers: Vec<AddrKey> = Vec::new();
+        for &(_, o, f) in &n.strikes {
+            if f && !fetchers.contains(&o) {
+                fetchers.push(o);
+            }
+        }
+        for origin in fetchers {
+            self.weigh(origin, now);
+        }
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if demotes(n) {
             n.capacity = 0;
             n.demoted = Some(now);
             n.strikes.clear();
@@ -1006,6 +1051,7 @@ impl RelayTree {
                 .any(|c| self.nodes[c].linked);
             let (max, fanout) = (self.cfg.max_fanout, self.cfg.fanout);
             let n = self.nodes.get_mut(&id).expect("listed");
+            let capacity = n.capacity;
             if let Some(at) = n.demoted
                 && now.saturating_duration_since(at) >= DEMOTION
             {
@@ -1024,7 +1070,9 @@ impl RelayTree {
                 n.capacity += 1;
                 n.good_since = Some(now);
             }
-            self.reindex(id);
+            if n.capacity != capacity {
+                self.reindex(id);
+            }
         }
     }
 

@@ -662,3 +662,66 @@ proptest! {
         }
     }
 }
+
+/// `honest` viewers that link to every parent they are given, with
+/// `sybils` (each from its own address) that link too and then fetch every
+/// second (a fetch-strike on each parent they are given), for ten minutes
+/// of 1 s steps. Returns the honest viewers peer-fed at the end, the
+/// fewest peer-fed at any step after the first minute, and the tree.
+fn fetch_flood_run(honest: u64, sybils: u64) -> (usize, usize, RelayTree) {
+    let t0 = Instant::now();
+    let mut t = tree(true);
+    for id in 1..=honest {
+        t.join(id, t0);
+    }
+    let sybil_ids: Vec<u64> = (1..=sybils).map(|i| 1000 + i).collect();
+    for (i, &id) in sybil_ids.iter().enumerate() {
+        t.join_from(id, addr(200 + i as u8), t0);
+    }
+    let mut fewest = usize::MAX;
+    let mut clock = t0;
+    for step in 0..600 {
+        clock += Duration::from_secs(1);
+        for id in 1..=honest {
+            if let Some(p) = t.parent(id).filter(|&p| p != SERVER) {
+                t.link(id, p, true, clock);
+            }
+        }
+        for &s in &sybil_ids {
+            if let Some(p) = t.parent(s).filter(|&p| p != SERVER) {
+                t.link(s, p, true, clock);
+                t.late(s, clock);
+            }
+        }
+        t.tick(clock);
+        if step >= 60 {
+            fewest = fewest.min((1..=honest).filter(|&id| t.peer_fed(id)).count());
+        }
+    }
+    let linked = (1..=honest).filter(|&id| t.peer_fed(id)).count();
+    (linked, fewest, t)
+}
+
+#[test]
+fn fetch_flooding_sybils_strike_every_parent_and_become_the_suspects() {
+    // Eight sybils at eight addresses, each striking every parent it is
+    // given once a second: each is believed once (one demotion per pair at
+    // most), then its strikes follow it to a second parent and it becomes
+    // the suspect, its strikes withdrawn. The honest viewers stay fed by
+    // peers as well as without them.
+    let (twin, _, _) = fetch_flood_run(12, 0);
+    let (linked, fewest, t) = fetch_flood_run(12, 8);
+    eprintln!(
+        "FIGS twin {twin} linked {linked} fewest {fewest} {:?}",
+        t.counts()
+    );
+    assert!(
+        linked >= twin,
+        "{linked} linked with sybils, {twin} without"
+    );
+    assert!(
+        fewest + 2 >= twin,
+        "as few as {fewest} linked after the first minute, {twin} without"
+    );
+    assert!(t.counts().suspects > 0, "{:?}", t.counts());
+}
