@@ -13,7 +13,8 @@
 //! own address too) and, after `$DONUT_SYBIL_SETTLE` seconds (default 5),
 //! measures the server's bytes to viewers (`viewer_bytes_sent`: frames,
 //! digests, telemetry, signalling, fallbacks) over `$DONUT_SYBIL_SECS`
-//! seconds (default 10). Prints, per run, the egress and the egress per
+//! seconds (default 10). `$DONUT_SYBIL_KINDS` (comma-separated name
+//! prefixes, e.g. `fetch`; default all) picks the kinds. Prints, per run, the egress and the egress per
 //! viewer (honest and sybil sockets alike), the ratio to the run with the
 //! same number of sockets watching plainly (`× plain`: what the sybils cost
 //! beyond their own streams), the viewers the server counts as linked, the
@@ -105,12 +106,16 @@ fn main() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let kinds = [
+    let only = std::env::var("DONUT_SYBIL_KINDS").unwrap_or_default();
+    let kinds: Vec<_> = [
         ("reporters", Role::Reporter),
         ("offer flooders", Role::OfferFlooder),
         ("fetch flooders", Role::Fetcher),
         ("link claimers", Role::Honest),
-    ];
+    ]
+    .into_iter()
+    .filter(|(name, _)| only.split(',').any(|k| name.starts_with(k.trim())))
+    .collect();
     println!(
         "| honest | sybils | egress B/s | per viewer B/s | × same count of plain viewers | linked | honest closed | figures |"
     );

@@ -898,6 +898,71 @@ async fn twenty_fetch_flooders_cost_no_more_than_their_own_streams() {
     assert!(counter(&s, "p2p_fetches_refused") > 0, "{s}");
 }
 
+/// One run of eight honest relaying peers (each at its own address), then
+/// eight more viewers at eight more addresses as `extra`, for 20 s: returns
+/// the fewest honest peers that had been told a peer parent (not the
+/// server) at any time after the first 5 s, and the server's figures.
+async fn eight_and_eight(extra: Role) -> (usize, serde_json::Value) {
+    let mut cfg = p2p_config(P2pMode::On);
+    cfg.p2p_max_depth = 4;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let _w = worker(addr, 1);
+    let mut honest = Vec::new();
+    for h in 2..10 {
+        honest.push(Driven::start(addr, host(0, h), Role::Honest).await);
+    }
+    wait_stats(addr, "eight peers, seven linked", |s| {
+        counter(s, "p2p_peering") == 8 && counter(s, "p2p_linked") == 7
+    })
+    .await;
+    let mut eight = Vec::new();
+    for h in 1..=8 {
+        eight.push(Driven::start(addr, host(3, h), extra).await);
+    }
+    let from = Instant::now() + Duration::from_secs(5);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let s = stats(addr).await;
+    // Read before any socket leaves (a leaving relay's children move).
+    let at = Instant::now();
+    for d in eight {
+        d.finish().await;
+    }
+    let mut logs = Vec::new();
+    for d in honest {
+        let log = d.finish().await;
+        assert!(log.closed.is_none(), "an honest peer was closed: {log:?}");
+        logs.push(log);
+    }
+    server.shutdown(Duration::from_secs(2)).await;
+    // The fewest, sampled every 100 ms after the first 5 s.
+    let fewest = (0..)
+        .map(|i| from + Duration::from_millis(100 * i))
+        .take_while(|&t| t <= at)
+        .map(|t| logs.iter().filter(|l| l.parent_at(t) != SERVER).count())
+        .min()
+        .unwrap_or(0);
+    (fewest, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_fetch_flooders_do_not_unlink_honest_peers() {
+    // Each fetch of a batch it is owed is a strike on the flooder's
+    // parent; weighed as reports, the flooders are believed once each and
+    // then become the suspects: the honest peers stay fed by peers as in
+    // the same run with eight plain viewers.
+    let (plain, _) = eight_and_eight(Role::Plain).await;
+    let (flooded, s) = eight_and_eight(Role::Fetcher).await;
+    println!(
+        "honest peers with a peer parent, at the fewest: {plain} beside plain viewers, {flooded} beside fetch flooders; {s}"
+    );
+    assert!(
+        flooded >= plain,
+        "{flooded} honest peers peer-fed beside fetch flooders, {plain} beside plain viewers: {s}"
+    );
+    assert!(counter(&s, "p2p_suspects") > 0, "{s}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sybils_claiming_links_to_each_other_do_not_move_the_offload_figure() {
     let server = start(p2p_config(P2pMode::On)).await;

@@ -17,7 +17,11 @@
 //!   [`STRIKES`] strikes (a child's fallback fetch or lost link) within
 //!   [`STRIKE_WINDOW`], from children at two addresses or more, demote it
 //!   to no slots for [`DEMOTION`]: its children move. A child alone that
-//!   strikes its parent that often moves itself instead.
+//!   strikes its parent that often moves itself instead. A late fetch is
+//!   a child's word too, weighed as a report is (see suspects): moving
+//!   itself, or fetch-striking a relay into demotion, is its address's
+//!   believed report; the next within [`REPORTER_MEMORY`] makes it the
+//!   suspect and withdraws its strikes before the demotion is decided.
 //! - **Barred, on evidence.** A `Report` (bytes failing their digest) is
 //!   one child's word: it moves the reporter to the server (its own
 //!   stream, at its own cost) and never back under the peer it accused,

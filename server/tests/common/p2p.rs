@@ -43,6 +43,8 @@ pub struct Log {
     pub closed: Option<String>,
     /// The last parent it was told.
     pub parent: u64,
+    /// Every parent it was told (the server too), with when.
+    pub told: Vec<(Instant, u64)>,
     /// `Frames` messages received, and when the last came.
     pub frames: u32,
     pub last_frames: Option<Instant>,
@@ -56,6 +58,17 @@ pub struct Log {
 pub struct Driven {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<Log>,
+}
+
+impl Log {
+    /// The parent it had been told last at `t` (the server before any).
+    pub fn parent_at(&self, t: Instant) -> u64 {
+        self.told
+            .iter()
+            .take_while(|&&(at, _)| at <= t)
+            .last()
+            .map_or(SERVER, |&(_, p)| p)
+    }
 }
 
 impl Driven {
@@ -155,6 +168,7 @@ impl Driven {
                     _ => continue,
                 };
                 log.parent = a.parent;
+                log.told.push((Instant::now(), a.parent));
                 if role == Role::OfferFlooder {
                     target = (a.parent != SERVER).then_some((a.parent, false));
                 }
