@@ -8,14 +8,23 @@
 //! workers (8 frames, 133 ms) is most of the input lag on a fast fleet, so
 //! the core measures instead: for each change, the time from its commit to
 //! the broadcast of a batch of its version holding its first frame. The
-//! lead is then the slowest of the last [`SAMPLES`] such times, in frames
-//! (rounded up), plus [`MARGIN_FRAMES`] for the viewer's side (network,
-//! decode, the next display refresh), clamped to the operator's floor and
-//! ceiling (`--input-lead-min-frames`, `--input-lead-frames`). Until a
-//! change has been measured, and whenever one's first frames are not
-//! broadcast before playback reaches them, the lead is the ceiling.
+//! lead is then the slowest of the last [`SAMPLES`] such times measured
+//! within [`MAX_AGE`], in frames (rounded up), plus [`MARGIN_FRAMES`] for
+//! the viewer's side (network, decode, the next display refresh), clamped
+//! to the operator's floor and ceiling (`--input-lead-min-frames`,
+//! `--input-lead-frames`). Until a change has been measured, and whenever
+//! one's first frames are not broadcast before playback reaches them, the
+//! lead is the ceiling.
 //!
-//! Sans-IO: the caller passes every instant.
+//! Samples age out by time as well as by count, so one slow change (a
+//! cold start, a worker's GC pause) holds the lead high for at most
+//! [`MAX_AGE`], not for the next [`SAMPLES`] changes however far apart
+//! they come. The newest sample is kept whatever its age: after a quiet
+//! spell the lead follows the last change measured rather than jumping
+//! back to the ceiling.
+//!
+//! Sans-IO: the caller passes every instant; ageing happens at those
+//! instants (each [`LeadEstimator::played`] tick and each new sample).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,6 +34,9 @@ pub const SAMPLES: usize = 8;
 /// Frames added to the measured time for the viewer's side: receiving,
 /// decoding and the display refresh after it.
 pub const MARGIN_FRAMES: u64 = 1;
+/// How long a sample counts: one measured longer ago than this is dropped
+/// (unless it is the newest).
+pub const MAX_AGE: Duration = Duration::from_secs(5);
 
 /// A change whose first frames are not broadcast yet.
 #[derive(Debug, Clone, Copy)]
@@ -40,8 +52,9 @@ pub struct LeadEstimator {
     floor: u64,
     ceiling: u64,
     fps: f64,
-    /// Commit → first broadcast of the last changes measured, newest last.
-    samples: VecDeque<Duration>,
+    /// Commit → first broadcast of the last changes measured, with the
+    /// instant each was measured, newest last.
+    samples: VecDeque<(Instant, Duration)>,
     waiting: Option<Waiting>,
 }
 
@@ -61,7 +74,7 @@ impl LeadEstimator {
 
     /// The lead now, in frames: within `[floor, ceiling]`.
     pub fn lead(&self) -> u64 {
-        let Some(slowest) = self.samples.iter().max() else {
+        let Some(slowest) = self.slowest() else {
             return self.ceiling;
         };
         if self.fps <= 0.0 {
@@ -76,7 +89,7 @@ impl LeadEstimator {
 
     /// The slowest commit → broadcast time among the last measured, if any.
     pub fn slowest(&self) -> Option<Duration> {
-        self.samples.iter().max().copied()
+        self.samples.iter().map(|&(_, d)| d).max()
     }
 
     /// A change of version `version` landing on `frame` was committed at
@@ -102,14 +115,17 @@ impl LeadEstimator {
             return;
         }
         self.waiting = None;
-        self.sample(now.saturating_duration_since(w.since));
+        self.sample(now.saturating_duration_since(w.since), now);
     }
 
     /// Playback reached frame `head` at `now`: a change at or before it
     /// whose first frames were not broadcast yet was too slow for the lead,
     /// and counts as taking at least the time since its commit plus one
     /// frame (so the lead grows).
+    /// Samples older than [`MAX_AGE`] at `now` (except the newest) are
+    /// dropped first.
     pub fn played(&mut self, head: u64, now: Instant) {
+        self.age(now);
         let Some(w) = self.waiting else {
             return;
         };
@@ -122,14 +138,28 @@ impl LeadEstimator {
         } else {
             Duration::ZERO
         };
-        self.sample(now.saturating_duration_since(w.since) + frame);
+        self.sample(now.saturating_duration_since(w.since) + frame, now);
     }
 
-    fn sample(&mut self, d: Duration) {
+    /// Drops the samples measured more than [`MAX_AGE`] before `now`,
+    /// keeping the newest.
+    fn age(&mut self, now: Instant) {
+        while self.samples.len() > 1
+            && self
+                .samples
+                .front()
+                .is_some_and(|&(at, _)| now.saturating_duration_since(at) > MAX_AGE)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn sample(&mut self, d: Duration, now: Instant) {
         if self.samples.len() == SAMPLES {
             self.samples.pop_front();
         }
-        self.samples.push_back(d);
+        self.samples.push_back((now, d));
+        self.age(now);
     }
 }
 
@@ -192,6 +222,41 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_change_ages_out_with_time_not_only_by_count() {
+        let t0 = Instant::now();
+        let mut l = LeadEstimator::new(2, 8, 60);
+        // A cold start: 60 ms = 3.6 frames → 4, plus the margin.
+        l.committed(100, 1, t0);
+        l.broadcast(100, 6, 1, t0 + ms(60));
+        assert_eq!(l.lead(), 5);
+        // Within MAX_AGE a fast change (1 ms) does not lower it.
+        let slow_at = t0 + ms(60);
+        l.committed(200, 2, t0 + ms(1_000));
+        l.broadcast(200, 6, 2, t0 + ms(1_001));
+        assert_eq!(l.lead(), 5);
+        l.played(150, slow_at + MAX_AGE - ms(10));
+        assert_eq!(l.lead(), 5);
+        // Once the slow sample is older than MAX_AGE the next tick drops
+        // it: one more change was enough, not SAMPLES more.
+        l.played(151, slow_at + MAX_AGE + ms(10));
+        assert_eq!(l.slowest(), Some(ms(1)));
+        assert_eq!(l.lead(), 2);
+        // The newest is kept however old: a quiet spell does not send the
+        // lead back to the ceiling.
+        l.played(152, slow_at + MAX_AGE * 10);
+        assert_eq!(l.slowest(), Some(ms(1)));
+        assert_eq!(l.lead(), 2);
+        // A new sample also ages the old ones out.
+        let mut l = LeadEstimator::new(2, 8, 60);
+        l.committed(100, 1, t0);
+        l.broadcast(100, 6, 1, t0 + ms(60));
+        let t2 = t0 + ms(60) + MAX_AGE + ms(1);
+        l.committed(300, 2, t2);
+        l.broadcast(300, 6, 2, t2 + ms(1));
+        assert_eq!(l.lead(), 2);
+    }
+
+    #[test]
     fn unpaced_or_a_floor_above_the_ceiling() {
         let t0 = Instant::now();
         let mut l = LeadEstimator::new(4, 8, 0);
@@ -203,6 +268,58 @@ mod tests {
     }
 
     proptest! {
+        /// Against a model that keeps every sample: after each playback
+        /// tick the lead follows the slowest of the last SAMPLES samples
+        /// measured within MAX_AGE, and the newest whatever its age.
+        #[test]
+        fn samples_age_out_by_count_and_by_time(
+            events in prop::collection::vec((0u8..3, 0u64..2_500, 0u64..30), 0..80),
+        ) {
+            let t0 = Instant::now();
+            let mut l = LeadEstimator::new(0, 1_000, 60);
+            let frame_time = Duration::from_secs_f64(1.0 / 60.0);
+            let mut model: Vec<(Instant, Duration)> = Vec::new();
+            let mut waiting: Option<(u64, u32, Instant)> = None;
+            let mut now = t0;
+            let mut version = 0u32;
+            let mut frame = 0u64;
+            for (kind, dt, df) in events {
+                now += ms(dt);
+                match kind {
+                    0 => {
+                        version += 1;
+                        frame += df;
+                        l.committed(frame, version, now);
+                        waiting = Some((frame, version, now));
+                    }
+                    1 => {
+                        l.broadcast(frame, 1, version, now);
+                        if let Some((_, v, since)) = waiting.take_if(|w| w.1 == version) {
+                            prop_assert_eq!(v, version);
+                            model.push((now, now - since));
+                        }
+                    }
+                    _ => {
+                        let head = (frame + df % 3).saturating_sub(1);
+                        l.played(head, now);
+                        if let Some((_, _, since)) = waiting.take_if(|w| head >= w.0) {
+                            model.push((now, now - since + frame_time));
+                        }
+                        let recent = &model[model.len().saturating_sub(SAMPLES)..];
+                        let expect = recent
+                            .iter()
+                            .enumerate()
+                            .filter(|&(i, &(at, _))| {
+                                i + 1 == recent.len() || now.duration_since(at) <= MAX_AGE
+                            })
+                            .map(|(_, &(_, d))| d)
+                            .max();
+                        prop_assert_eq!(l.slowest(), expect);
+                    }
+                }
+            }
+        }
+
         /// Whatever happens, the lead stays within the floor and the
         /// ceiling, and covers the slowest recent change (plus the margin)
         /// when the ceiling allows.
