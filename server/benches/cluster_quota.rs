@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use donut_server::broadcaster::unix_us;
+use donut_server::stream::broadcaster::unix_us;
 use donut_shared::wire::ToViewer;
 use futures_util::StreamExt;
 use support::ServerProcess;

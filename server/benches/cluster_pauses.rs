@@ -1,4 +1,4 @@
-//! A benchmark, not a check (run by hand; `#[ignore]`d): the longest pause
+//! A benchmark, not a check (run by hand): the longest pause
 //! at each node's viewer through each fault of the cluster (issue 23,
 //! BENCHMARKS.md section 11). Three real `donut serve` nodes (lease 1 s,
 //! `--viewer-lead-secs 3`), a native worker and a recording viewer on each
@@ -20,8 +20,12 @@
 //! frozen donut). It asserts only what the fault tests assert (one
 //! timeline: no two pictures for a (frame, version)).
 //!
-//! `cargo test -p donut-server --test cluster_pauses -- --ignored --nocapture --test-threads 1`
+//! `cargo bench -p donut-server --bench cluster_pauses [NAME…]`: each
+//! NAME picks the measurements whose name contains it (default: all, one
+//! after another): `redis_freeze`, `redis_restart`, `leader_kill`,
+//! `leader_freeze`, `sentinel_promotion`, `push_to_batch`.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -183,32 +187,22 @@ async fn report(what: &str, lead: usize, recorders: Vec<Option<Recorder>>, at: I
     assert_one_timeline(what, &records);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
 async fn pause_through_a_redis_freeze() {
     run(Fault::RedisFreeze).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
 async fn pause_through_a_redis_restart() {
     run(Fault::RedisRestart).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
 async fn pause_through_a_leader_kill() {
     run(Fault::LeaderKill).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
 async fn pause_through_a_leader_freeze() {
     run(Fault::LeaderFreeze).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
 async fn pause_through_a_sentinel_promotion() {
     const MASTER: &str = "donut";
     let primary = RedisServer::start();
@@ -330,8 +324,6 @@ async fn push_to_batch(addr: std::net::SocketAddr, n: u32) -> Vec<f64> {
 /// the first batch of its version, on one node (no Redis) and on a
 /// one-node cluster (the push goes through `{p}inputs` and the batch
 /// through the fenced timeline append before the viewer gets it).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a benchmark: run by hand with --ignored --nocapture"]
 async fn push_to_batch_on_one_node_and_on_a_cluster_leader() {
     let n = 15;
     let single = single_node();
@@ -351,4 +343,36 @@ async fn push_to_batch_on_one_node_and_on_a_cluster_leader() {
         p(&cluster, 1.0),
         p(&cluster, 0.5) / p(&one, 0.5)
     );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; every other argument picks by name.
+    let picks: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| picks.is_empty() || picks.iter().any(|p| name.contains(p.as_str()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if wanted("redis_freeze") {
+        runtime.block_on(pause_through_a_redis_freeze());
+    }
+    if wanted("redis_restart") {
+        runtime.block_on(pause_through_a_redis_restart());
+    }
+    if wanted("leader_kill") {
+        runtime.block_on(pause_through_a_leader_kill());
+    }
+    if wanted("leader_freeze") {
+        runtime.block_on(pause_through_a_leader_freeze());
+    }
+    if wanted("sentinel_promotion") {
+        runtime.block_on(pause_through_a_sentinel_promotion());
+    }
+    if wanted("push_to_batch") {
+        runtime.block_on(push_to_batch_on_one_node_and_on_a_cluster_leader());
+    }
 }
