@@ -250,7 +250,7 @@ impl Cluster {
                     "--viewer-lead-secs",
                     "1",
                 ],
-                "warn,donut_server::broadcaster=debug",
+                "warn,donut_server::stream::broadcaster=debug",
             );
             group.add(node.pid());
             if let Some(err) = node.take_log() {

@@ -70,8 +70,13 @@ pub const MAXLEN: usize = 10_000;
 /// Seconds the log outlives its last write.
 const EXPIRE_SECS: u64 = 3600;
 
-/// How long the once-only key of a push lives (well past the deadline).
-const ONCE_MS: u64 = 30_000;
+/// How long the once-only key of a push lives: past the last retry a node
+/// may make ([`INPUT_CARRY`](super::node::INPUT_CARRY) then
+/// [`INPUT_UNSURE`](super::node::INPUT_UNSURE)), with 10 s to spare, so a
+/// retry of a push that was stored always finds its key and is never told
+/// "too late".
+const ONCE_MS: u64 =
+    (super::node::INPUT_CARRY.as_millis() + super::node::INPUT_UNSURE.as_millis() + 10_000) as u64;
 
 /// How much earlier than the node gives up the append's deadline falls in
 /// Redis's clock: the skew between the two wall clocks this tolerates.
@@ -343,8 +348,15 @@ pub async fn lead(node: Arc<Node>, deps: Arc<NodeDeps>, from: ResumePoint) {
         // Noted first: the commit may come (and its batch be appended)
         // before this task runs again.
         node.folded(|f| f.fold(before.wrapping_add(1), end));
-        for (id, p) in &group {
-            deps.core.input(viewer_key(&p.node, p.viewer), p.push);
+        // The whole group under one lock: a commit between two of its
+        // pushes would fold part of it under a version noted with `end`,
+        // and a takeover before the next version would lose the rest.
+        deps.core.input_many(
+            group
+                .iter()
+                .map(|(_, p)| (viewer_key(&p.node, p.viewer), p.push)),
+        );
+        for (id, _) in &group {
             deps.stats.cluster_inputs_taken.inc();
             if *id <= carried_until {
                 deps.stats.cluster_inputs_carried.inc();

@@ -4,8 +4,11 @@
 //! `trust`, `P2pMode` in `p2p`) and never sees [`ServeConfig`]; this file
 //! turns `donut serve`'s flags into them, as centrifuge's engines each take
 //! their own `…Config`. The duration clamps are written once, here: a
-//! period or timeout flag of 0 means the shortest one (1 ms or 1 s), never
-//! a timer that spins. (`--ban-secs 0` is not a period: it disables bans.)
+//! period or timeout flag that drives a timer and is 0 means the shortest
+//! one (1 ms or 1 s), never a timer that spins. (`--ban-secs 0` is not a
+//! period: it disables bans. The timeline's `--input-commit-ms` and
+//! `--input-hot-ms` are not timers: 0 means "commit at once" and "never
+//! hot"; the cluster's lease is refused at 0 by `ServeConfig::validate`.)
 //!
 //! [`VerifyPolicy`]: crate::trust::verifier::VerifyPolicy
 

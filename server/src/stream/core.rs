@@ -724,6 +724,20 @@ impl Core {
         inner.timeline.version()
     }
 
+    /// Queues a group of pushes (`(viewer, push)`, in order) under one lock,
+    /// so no commit can fold part of the group (a cluster leader notes the
+    /// whole group's input-log position on the next version, in the
+    /// cluster's input log). Returns the timeline's version before
+    /// the group.
+    pub fn input_many(&self, pushes: impl IntoIterator<Item = (u64, Impulse)>) -> u32 {
+        let mut inner = self.lock();
+        let before = inner.timeline.version();
+        for (viewer, push) in pushes {
+            inner.timeline.input(viewer, push);
+        }
+        before
+    }
+
     /// The current version's change: (change frame, version, scene at the
     /// change frame), what a steering page predicts from (issue 25).
     pub fn keyframe(&self) -> (u64, u32, Scene) {

@@ -57,7 +57,11 @@ pub(super) fn steering_listeners(runner: &Rc<Shared<Runner>>) -> Result<Vec<JsCa
         let (Some(v), Some(arrow)) = (keys.upgrade(), Arrow::from_key(&e.key())) else {
             return;
         };
-        // The page scrolls no further on an arrow it steers with.
+        // The page scrolls no further on an arrow it steers with (and as
+        // ever with `?steer=0`, or in the instant the viewer is busy).
+        if v.try_read(|v| v.steering) == Some(false) {
+            return;
+        }
         e.prevent_default();
         v.update(move |v| {
             if v.steering {
