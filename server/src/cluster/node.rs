@@ -92,6 +92,11 @@ pub const INPUT_UNSURE: Duration = Duration::from_secs(60);
 /// This node's pushes it follows until folded (more are stored but not
 /// followed: a loss of those would go untold).
 const UNFOLDED_HELD: usize = 4096;
+/// Pushes a node carries to the input log at once (each a task retrying
+/// every [`RETRY`] while Redis is away): past it a push is refused at once
+/// as unreachable, so a Redis outage under a crowd of steerers costs a
+/// bounded number of tasks and retries, not one per push.
+const CARRIES_HELD: usize = 1024;
 
 /// How often a node looks whether its stored pushes were folded or lost.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -124,6 +129,8 @@ pub struct Node {
     nonce: u64,
     /// Pushes taken from this node's viewers so far.
     pushes: AtomicU64,
+    /// Pushes being carried now (at most [`CARRIES_HELD`]).
+    carrying: Arc<tokio::sync::Semaphore>,
     /// This node's pushes stored in the input log and not yet folded
     /// into the timeline as far as this node knows, with their viewer's
     /// notices (see [`Node::sweep_inputs`]).
@@ -185,6 +192,7 @@ impl Node {
             folded: Mutex::new(inputs::Folded::default()),
             nonce: rand::random(),
             pushes: AtomicU64::new(0),
+            carrying: Arc::new(tokio::sync::Semaphore::new(CARRIES_HELD)),
             unfolded: Mutex::new(BTreeMap::new()),
             cfg,
         }))
@@ -303,7 +311,9 @@ impl Node {
     /// [`INPUT_CARRY`]; then it is refused and the viewer is told why on
     /// `notices` (an encoded `InputRefused`). Counted as
     /// `cluster_inputs_forwarded` (stored) or `cluster_inputs_lost` and
-    /// `cluster_inputs_refused_unreachable` (refused).
+    /// `cluster_inputs_refused_unreachable` (refused). While
+    /// [`CARRIES_HELD`] pushes are being carried already, a push is refused
+    /// at once.
     pub fn input(
         self: &Arc<Self>,
         stats: &Arc<Stats>,
@@ -314,6 +324,13 @@ impl Node {
         let node = Arc::clone(self);
         let stats = Arc::clone(stats);
         let notices = notices.clone();
+        let Ok(carry_slot) = Arc::clone(&self.carrying).try_acquire_owned() else {
+            warn!("an input was refused: {CARRIES_HELD} pushes are being carried already");
+            stats.cluster_inputs_lost.inc();
+            stats.cluster_inputs_refused_unreachable.inc();
+            refuse(&notices, Refusal::Unreachable);
+            return;
+        };
         let seq = self.pushes.fetch_add(1, Ordering::Relaxed);
         let once = format!("{}:{:x}:{seq}", self.id(), self.nonce);
         let from = inputs::LoggedPush {
@@ -322,6 +339,7 @@ impl Node {
             push,
         };
         tokio::spawn(async move {
+            let _slot = carry_slot;
             let give_up = tokio::time::Instant::now() + INPUT_CARRY;
             // Redis refuses the append past this (its clock), so a command
             // stuck behind a frozen Redis never stores a refused push.
