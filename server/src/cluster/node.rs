@@ -312,7 +312,7 @@ impl Node {
     /// `notices` (an encoded `InputRefused`). Counted as
     /// `cluster_inputs_forwarded` (stored) or `cluster_inputs_lost` and
     /// `cluster_inputs_refused_unreachable` (refused). While
-    /// [`CARRIES_HELD`] pushes are being carried already, a push is refused
+    /// 1,024 pushes (`CARRIES_HELD`) are being carried already, a push is refused
     /// at once.
     pub fn input(
         self: &Arc<Self>,
