@@ -189,7 +189,10 @@ impl Scene {
                 b: i64::from_be_bytes(word(24)),
             },
         };
-        if scene.spin.a.abs() > MAX_SPIN || scene.spin.b.abs() > MAX_SPIN {
+        // `unsigned_abs`: `i64::MIN.abs()` overflows (a panic in debug, and
+        // in release a wrap to `i64::MIN`, which would pass the check).
+        let limit = MAX_SPIN.unsigned_abs();
+        if scene.spin.a.unsigned_abs() > limit || scene.spin.b.unsigned_abs() > limit {
             return Err(SceneError::SpinOutOfRange);
         }
         Ok(scene)
@@ -276,6 +279,12 @@ mod tests {
         assert_eq!(Scene::from_bytes(&bytes), Ok(scene));
         bytes[24..32].copy_from_slice(&(MAX_SPIN + 1).to_be_bytes());
         assert_eq!(Scene::from_bytes(&bytes), Err(SceneError::SpinOutOfRange));
+        // The one spin whose `abs` overflows, in either place.
+        for at in [16, 24] {
+            let mut bytes = Scene::idle(7).to_bytes();
+            bytes[at..at + 8].copy_from_slice(&i64::MIN.to_be_bytes());
+            assert_eq!(Scene::from_bytes(&bytes), Err(SceneError::SpinOutOfRange));
+        }
     }
 
     /// A push at frame n leaves frame n and every frame before it alone
