@@ -260,6 +260,14 @@ pub enum DecodeError {
     /// A text field is not what it must be (a node id's characters, a
     /// close reason's UTF-8).
     InvalidText,
+    /// A one-byte enumerated field (a refusal's reason, a flag) holds a
+    /// value this version does not define.
+    InvalidValue {
+        /// The field's name as the wire table spells it.
+        field: &'static str,
+        /// The byte received.
+        value: u8,
+    },
 }
 
 /// Whether a server's close (`code`, `reason`) refuses this client's
@@ -301,6 +309,7 @@ impl fmt::Display for DecodeError {
             Self::UnknownCodec(c) => write!(f, "unknown frame codec {c}"),
             Self::Codec(e) => write!(f, "{e}"),
             Self::InvalidText => write!(f, "invalid text field"),
+            Self::InvalidValue { field, value } => write!(f, "{field} {value} is not defined"),
         }
     }
 }

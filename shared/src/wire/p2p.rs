@@ -216,7 +216,10 @@ fn flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
     match r.u8()? {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(DecodeError::InvalidText),
+        value => Err(DecodeError::InvalidValue {
+            field: "flag",
+            value,
+        }),
     }
 }
 
@@ -254,7 +257,10 @@ impl SignalKind {
             1 => Ok(Self::Offer),
             2 => Ok(Self::Answer),
             3 => Ok(Self::Candidate),
-            _ => Err(DecodeError::InvalidText),
+            value => Err(DecodeError::InvalidValue {
+                field: "kind",
+                value,
+            }),
         }
     }
 }
@@ -561,7 +567,13 @@ mod tests {
         assert_eq!(FromViewer::decode(&bad), Err(DecodeError::InvalidText));
         let mut kind = signal_bytes(&Signal { text: "", ..s });
         kind[SIGNAL_HEADER_LEN - 1] = 9;
-        assert_eq!(FromViewer::decode(&kind), Err(DecodeError::InvalidText));
+        assert_eq!(
+            FromViewer::decode(&kind),
+            Err(DecodeError::InvalidValue {
+                field: "kind",
+                value: 9
+            })
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ impl InputRefused {
     pub(super) fn decode_body(mut r: Reader<'_>) -> Result<Self, DecodeError> {
         let byte = r.u8()?;
         r.finish()?;
-        let reason = Refusal::from_byte(byte).ok_or(DecodeError::InvalidText)?;
+        let reason = Refusal::from_byte(byte).ok_or(DecodeError::InvalidValue {
+            field: "reason",
+            value: byte,
+        })?;
         Ok(Self { reason })
     }
 }
@@ -89,7 +92,13 @@ mod tests {
         }
         .to_bytes();
         bad[2] = 0;
-        assert_eq!(ToViewer::decode(&bad), Err(DecodeError::InvalidText));
+        assert_eq!(
+            ToViewer::decode(&bad),
+            Err(DecodeError::InvalidValue {
+                field: "reason",
+                value: 0
+            })
+        );
         assert!(matches!(
             ToViewer::decode(&bad[..2]),
             Err(DecodeError::Truncated { .. })
