@@ -476,7 +476,10 @@ proptest! {
                 prop_assert_eq!(m.to_bytes(), bytes);
                 prop_assert_eq!(ToViewer::decode(&bytes), Ok(ToViewer::InputRefused(m)));
             }
-            None => prop_assert_eq!(ToViewer::decode(&bytes), Err(DecodeError::InvalidText)),
+            None => prop_assert_eq!(
+                ToViewer::decode(&bytes),
+                Err(DecodeError::InvalidValue { field: "reason", value: byte })
+            ),
         }
         prop_assert_eq!(ToWorker::decode(&bytes), Err(DecodeError::WrongDirection(tag::INPUT_REFUSED)));
         prop_assert_eq!(FromViewer::decode(&bytes), Err(DecodeError::WrongDirection(tag::INPUT_REFUSED)));
