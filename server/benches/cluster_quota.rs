@@ -52,11 +52,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use donut_server::stream::broadcaster::unix_us;
-use donut_shared::wire::ToViewer;
-use futures_util::StreamExt;
 use support::ServerProcess;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use support::fanout::{ViewerLog, fanout_viewer, loadavg, parse_published};
 
 /// cgroup v1's `cpu` hierarchy.
 const CPU_ROOT: &str = "/sys/fs/cgroup/cpu";
@@ -140,76 +137,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// `(start, unix_us)` from a node's `published` debug line.
-fn parse_published(line: &str) -> Option<(u64, u64)> {
-    if !line.contains("published") {
-        return None;
-    }
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k))
-            .and_then(|v| v.parse().ok())
-    };
-    Some((field("start=")?, field("unix_us=")?))
-}
-
-/// What one viewer saw.
-struct ViewerLog {
-    /// `(batch start, receive time µs)` of every `Frames` message.
-    recv: Vec<(u64, u64)>,
-    gaps: u32,
-    closed: bool,
-}
-
-/// One viewer, as §5's fan-out load generator's (`e2e.rs`,
-/// `fanout_viewer`): headers only, continuity checked, arrivals stamped.
-async fn viewer(
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    gate: Arc<tokio::sync::Semaphore>,
-    connected: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-) -> Option<ViewerLog> {
-    let permit = gate.acquire_owned().await.ok()?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0);
-    let url = format!("ws://{addr}/ws/viewer");
-    let Ok((mut ws, _)) =
-        tokio_tungstenite::connect_async_with_config(url, Some(config), true).await
-    else {
-        failed.fetch_add(1, Ordering::Relaxed);
-        return None;
-    };
-    drop(permit);
-    connected.fetch_add(1, Ordering::Relaxed);
-    let mut log = ViewerLog {
-        recv: Vec::with_capacity(128),
-        gaps: 0,
-        closed: false,
-    };
-    let mut next: Option<u64> = None;
-    while !stop.load(Ordering::Relaxed) {
-        match ws.next().await {
-            Some(Ok(Message::Binary(b))) => {
-                if let Ok(ToViewer::Frames(f)) = ToViewer::decode(&b) {
-                    if next.is_some_and(|n| n != f.start) {
-                        log.gaps += 1;
-                    }
-                    next = Some(f.start + u64::from(f.count));
-                    log.recv.push((f.start, unix_us()));
-                }
-            }
-            Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                log.closed = true;
-                break;
-            }
-            Some(Ok(_)) => {}
-        }
-    }
-    Some(log)
 }
 
 /// Batch start → earliest publish time (µs) over the nodes' logs.
@@ -347,12 +274,13 @@ fn trial(
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..k)
         .map(|i| {
-            rt.spawn(viewer(
+            rt.spawn(fanout_viewer(
                 addrs[i % addrs.len()],
                 Arc::clone(&stop),
                 Arc::clone(&gate),
                 Arc::clone(&connected),
                 Arc::clone(&failed),
+                128,
             ))
         })
         .collect();
@@ -444,12 +372,6 @@ fn trial(
     // Let the nodes drain the closed viewers before the next trial.
     std::thread::sleep(Duration::from_secs(3));
     t
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

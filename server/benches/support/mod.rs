@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod fanout;
+
 // Loopback HTTP for `/api/stats`, shared with the browser tests.
 #[path = "../../tests/chromium/mod.rs"]
 mod chromium;
