@@ -198,6 +198,21 @@ async fn one_address_opening_many_connections_is_capped() {
     server.shutdown(Duration::from_secs(3)).await;
 }
 
+/// A viewer socket with a 4 KiB receive buffer that the test does not read
+/// from (until it chooses to): the server's sends to it back up at once.
+async fn unread_viewer(
+    addr: std::net::SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let stream = socket.connect(addr).await.expect("connect");
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws/viewer"), stream)
+        .await
+        .expect("handshake");
+    ws
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_never_reads_does_not_hold_anyone_back() {
     let mut cfg = config();
@@ -209,12 +224,7 @@ async fn a_viewer_that_never_reads_does_not_hold_anyone_back() {
     let server = start(cfg).await;
     let addr = server.addr;
     // Connected with a tiny receive buffer, never read from again.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = socket.connect(addr).await.expect("connect");
-    let (stuck, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws/viewer"), stream)
-        .await
-        .expect("handshake");
+    let stuck = unread_viewer(addr).await;
     let mut viewer = Viewer::connect(addr).await;
     let workers: Vec<_> = (0..2).map(|_| worker(addr, 1)).collect();
     viewer.receive(3000).await;
@@ -255,13 +265,7 @@ async fn a_viewer_leaving_too_much_unread_is_closed_with_a_reason() {
     let server = start(cfg).await;
     let addr = server.addr;
     // A tiny receive window, and no reading for now.
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("rcvbuf");
-    let stream = socket.connect(addr).await.expect("connect");
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut stuck, _) = tokio_tungstenite::client_async(format!("ws://{addr}/ws/viewer"), stream)
-        .await
-        .expect("handshake");
+    let mut stuck = unread_viewer(addr).await;
     let mut viewer = Viewer::connect(addr).await;
     let workers: Vec<_> = (0..2).map(|_| worker(addr, 1)).collect();
     viewer.receive(3000).await;

@@ -691,24 +691,40 @@ async fn egress(addr: std::net::SocketAddr, settle: Duration, window: Duration) 
     (after - before) as f64 / t.elapsed().as_secs_f64()
 }
 
+/// A relay show: the server (`depth` levels of relay tree), one worker
+/// thread, and `n` honest relaying peers at `127.0.0.<2..n + 2>` of net 0,
+/// returned once all `n` are peering and `n - 1` are linked to a peer parent.
+async fn honest_relays(
+    depth: u32,
+    n: u8,
+) -> (
+    donut_server::app::Server,
+    tokio::task::JoinHandle<()>,
+    Vec<Driven>,
+) {
+    let mut cfg = p2p_config(P2pMode::On);
+    cfg.p2p_max_depth = depth;
+    let server = start(cfg).await;
+    let w = worker(server.addr, 1);
+    let mut honest = Vec::new();
+    for h in 2..n + 2 {
+        honest.push(Driven::start(server.addr, host(0, h), Role::Honest).await);
+    }
+    let (peering, linked) = (u64::from(n), u64::from(n) - 1);
+    wait_stats(server.addr, "the honest peers linked", |s| {
+        counter(s, "p2p_peering") == peering && counter(s, "p2p_linked") == linked
+    })
+    .await;
+    (server, w, honest)
+}
+
 /// One run of twelve honest relaying peers (each at its own address) and
 /// two more viewers at two more addresses, as `extra`: returns the
 /// server's egress, its figures at the end, and the extra viewers' logs.
 async fn twelve_and_two(extra: Role) -> (f64, serde_json::Value, Vec<Log>) {
-    let mut cfg = p2p_config(P2pMode::On);
     // Room for all fourteen (three levels hold thirteen).
-    cfg.p2p_max_depth = 4;
-    let server = start(cfg).await;
+    let (server, _w, honest) = honest_relays(4, 12).await;
     let addr = server.addr;
-    let _w = worker(addr, 1);
-    let mut honest = Vec::new();
-    for h in 2..14 {
-        honest.push(Driven::start(addr, host(0, h), Role::Honest).await);
-    }
-    wait_stats(addr, "twelve peers, eleven linked", |s| {
-        counter(s, "p2p_peering") == 12 && counter(s, "p2p_linked") == 11
-    })
-    .await;
     let mut two = Vec::new();
     for h in 1..=2 {
         two.push(Driven::start(addr, host(1, h), extra).await);
@@ -856,17 +872,8 @@ async fn an_offer_flood_never_closes_the_relay_it_is_aimed_at() {
 /// addresses, as `extra`: the server's egress (bytes a second) and its
 /// figures at the end.
 async fn four_and_twenty(extra: Role) -> (f64, serde_json::Value) {
-    let server = start(p2p_config(P2pMode::On)).await;
+    let (server, _w, mut all) = honest_relays(p2p_config(P2pMode::On).p2p_max_depth, 4).await;
     let addr = server.addr;
-    let _w = worker(addr, 1);
-    let mut all = Vec::new();
-    for h in 2..6 {
-        all.push(Driven::start(addr, host(0, h), Role::Honest).await);
-    }
-    wait_stats(addr, "four peers, three linked", |s| {
-        counter(s, "p2p_peering") == 4 && counter(s, "p2p_linked") == 3
-    })
-    .await;
     for h in 1..=20 {
         all.push(Driven::start(addr, host(1, h), extra).await);
     }
@@ -903,19 +910,8 @@ async fn twenty_fetch_flooders_cost_no_more_than_their_own_streams() {
 /// the fewest honest peers that had been told a peer parent (not the
 /// server) at any time after the first 5 s, and the server's figures.
 async fn eight_and_eight(extra: Role) -> (usize, serde_json::Value) {
-    let mut cfg = p2p_config(P2pMode::On);
-    cfg.p2p_max_depth = 4;
-    let server = start(cfg).await;
+    let (server, _w, honest) = honest_relays(4, 8).await;
     let addr = server.addr;
-    let _w = worker(addr, 1);
-    let mut honest = Vec::new();
-    for h in 2..10 {
-        honest.push(Driven::start(addr, host(0, h), Role::Honest).await);
-    }
-    wait_stats(addr, "eight peers, seven linked", |s| {
-        counter(s, "p2p_peering") == 8 && counter(s, "p2p_linked") == 7
-    })
-    .await;
     let mut eight = Vec::new();
     for h in 1..=8 {
         eight.push(Driven::start(addr, host(3, h), extra).await);

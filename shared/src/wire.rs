@@ -309,7 +309,9 @@ impl fmt::Display for DecodeError {
             Self::UnknownCodec(c) => write!(f, "unknown frame codec {c}"),
             Self::Codec(e) => write!(f, "{e}"),
             Self::InvalidText => write!(f, "invalid text field"),
-            Self::InvalidValue { field, value } => write!(f, "{field} {value} is not defined"),
+            Self::InvalidValue { field, value } => {
+                write!(f, "invalid {field} {value}: not defined in this version")
+            }
         }
     }
 }
