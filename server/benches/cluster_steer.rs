@@ -162,6 +162,17 @@ async fn range(
         .await?)
 }
 
+/// The leader's head at Unix ms `at`, from the nearest sample before it
+/// (within 100 ms) moved on at 60 fps.
+fn head_at(samples: &Heads, at: f64) -> f64 {
+    let s = samples.lock().unwrap_or_else(|e| e.into_inner());
+    s.iter()
+        .rev()
+        .find(|(t, _)| *t <= at)
+        .filter(|(t, _)| at - t < 100.0)
+        .map_or(f64::NAN, |&(t, h)| h as f64 + (at - t) * 60.0 / 1000.0)
+}
+
 /// One drag's times, ms from its pointer event.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
@@ -172,9 +183,11 @@ struct Sample {
     b_first: f64,
     b_change: f64,
     own: f64,
-    /// Frames tab B's screen was behind the leader's head before the drag.
+    /// Frames tab B's screen was behind the leader's head at the event
+    /// (B's last frame drawn by then; the head from 20 ms samples).
     b_behind: f64,
-    /// Frames from the leader's head before the drag to the change frame.
+    /// The change frame less the leader's head when the push was stored:
+    /// the input lead as the cluster applied it.
     change_ahead: f64,
 }
 
@@ -308,13 +321,6 @@ async fn run() -> Result<()> {
             &js(&client, &a, "return window.donutViewer.stats()").await?,
             "timeline",
         );
-        // How far tab B's screen is behind the leader's playback head
-        // just before the drag (frames; the two reads ~ms apart).
-        let head = num(&stats(&nodes[leader])?, "head");
-        let b_frame = js(&client, &b, "return window.donutViewer.currentFrame()")
-            .await?
-            .as_f64()
-            .unwrap_or(f64::NAN);
         let sent_before = js(&client, &a, "return window.donutViewer.inputs().length")
             .await?
             .as_u64()
@@ -356,7 +362,8 @@ async fn run() -> Result<()> {
         let probe = format!(
             "const p = window.donutViewer.painted().filter((e) => e[1] >= {v});
              const r = p.find((e) => e[0] >= {frame});
-             return r ? [p[0][3], r[3]] : null"
+             const at = window.donutViewer.painted().filter((e) => e[3] <= {event}).pop();
+             return r ? [p[0][3], r[3], at ? at[0] : null] : null"
         );
         let seen = until(&client, &b, "tab B to paint the change", &probe).await?;
         let own = js(
@@ -410,13 +417,13 @@ async fn run() -> Result<()> {
             b_first: seen[0].as_f64().unwrap_or(f64::NAN) - event,
             b_change: seen[1].as_f64().unwrap_or(f64::NAN) - event,
             own: own - event,
-            b_behind: head - b_frame,
-            change_ahead: frame - head,
+            b_behind: head_at(&leader_heads, event) - seen[2].as_f64().unwrap_or(f64::NAN),
+            change_ahead: push.map_or(f64::NAN, |p| frame - head_at(&leader_heads, p.ms as f64)),
         };
         println!(
             "drag {i:2} (version {v}, change frame {frame}): sent {:5.1}, stored {:5.1}, committed {:5.1}, \
              relayed {:5.1}, B first {:5.1}, B ≥ change frame {:5.1}, A's own screen {:5.1} ms; \
-             B {:+} frames behind the leader's head, change frame {:+} past it",
+             B {:+.1} frames behind the leader's head, change frame {:+.1} past it",
             s.sent, s.stored, s.committed, s.relayed, s.b_first, s.b_change, s.own, s.b_behind, s.change_ahead
         );
         samples.push(s);
@@ -476,11 +483,11 @@ async fn run() -> Result<()> {
             step(|s| s.b_change, |s| s.relayed),
         ),
         (
-            "frames tab B was behind the leader's head (before the drag)",
+            "frames tab B was behind the leader's head at the event",
             col(|s| s.b_behind),
         ),
         (
-            "frames from the leader's head (before the drag) to the change frame",
+            "frames from the leader's head at the push's store to the change frame",
             col(|s| s.change_ahead),
         ),
         (
