@@ -44,7 +44,6 @@
 
 #[path = "../tests/chromium/mod.rs"]
 mod chromium;
-#[allow(dead_code)]
 #[path = "../tests/common/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]
@@ -240,7 +239,8 @@ async fn run() -> Result<()> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let followers: Vec<&cluster::Node> = (0..3).filter(|&i| i != leader).map(|i| &nodes[i]).collect();
+    let followers: Vec<&cluster::Node> =
+        (0..3).filter(|&i| i != leader).map(|i| &nodes[i]).collect();
     let (f1, f2) = (followers[0], followers[1]);
     println!(
         "redis-server on {}; nodes {} (leader {}), {} and {}: {} --fps 60, lease 1 s; one native \
@@ -293,10 +293,14 @@ async fn run() -> Result<()> {
     // Two windows, not background tabs: headless Chromium does not run a
     // background tab's requestAnimationFrame.
     let a = client.window().await?;
-    client.goto(&format!("http://{}/?contribute=0", f1.addr)).await?;
+    client
+        .goto(&format!("http://{}/?contribute=0", f1.addr))
+        .await?;
     let b = client.new_window(false).await?.handle;
     client.switch_to_window(b.clone()).await?;
-    client.goto(&format!("http://{}/?contribute=0", f2.addr)).await?;
+    client
+        .goto(&format!("http://{}/?contribute=0", f2.addr))
+        .await?;
     for tab in [&a, &b] {
         until(
             &client,
@@ -424,7 +428,15 @@ async fn run() -> Result<()> {
             "drag {i:2} (version {v}, change frame {frame}): sent {:5.1}, stored {:5.1}, committed {:5.1}, \
              relayed {:5.1}, B first {:5.1}, B ≥ change frame {:5.1}, A's own screen {:5.1} ms; \
              B {:+.1} frames behind the leader's head, change frame {:+.1} past it",
-            s.sent, s.stored, s.committed, s.relayed, s.b_first, s.b_change, s.own, s.b_behind, s.change_ahead
+            s.sent,
+            s.stored,
+            s.committed,
+            s.relayed,
+            s.b_first,
+            s.b_change,
+            s.own,
+            s.b_behind,
+            s.change_ahead
         );
         samples.push(s);
         tokio::time::sleep(spacing).await;
@@ -434,7 +446,10 @@ async fn run() -> Result<()> {
     let _ = sampler.1.join();
     // Follower 2's telemetry head against the leader's head at the moment
     // it arrived (the nearest sample before it, moved on at 60 fps).
-    let lh = leader_heads.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let lh = leader_heads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let against = |heads: &Heads| -> Vec<f64> {
         heads
             .lock()
@@ -463,13 +478,22 @@ async fn run() -> Result<()> {
             "**event → tab B paints the change** (first new-version frame ≥ the change frame)",
             col(|s| s.b_change),
         ),
-        ("event → tab B's first frame of the new version", col(|s| s.b_first)),
+        (
+            "event → tab B's first frame of the new version",
+            col(|s| s.b_first),
+        ),
         ("**event → tab A's own screen**", col(|s| s.own)),
         ("event → tab A sends the Input", col(|s| s.sent)),
         ("event → stored in the input log", col(|s| s.stored)),
         ("event → timeline entry committed", col(|s| s.committed)),
-        ("event → follower 2's viewer receives it", col(|s| s.relayed)),
-        ("step: sent → stored (WS, follower 1, Lua append)", step(|s| s.stored, |s| s.sent)),
+        (
+            "event → follower 2's viewer receives it",
+            col(|s| s.relayed),
+        ),
+        (
+            "step: sent → stored (WS, follower 1, Lua append)",
+            step(|s| s.stored, |s| s.sent),
+        ),
         (
             "step: stored → committed (leader reads, commits, appends)",
             step(|s| s.committed, |s| s.stored),

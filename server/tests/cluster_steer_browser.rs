@@ -130,7 +130,9 @@ fn a_follower_s_steering_tab_predicts_and_another_follower_shows_the_change() {
         let prefix = cluster::fresh_prefix("steer");
         let nodes = cluster::start_nodes(&redis.url(), &prefix, 3, Duration::from_secs(1), &[]);
         let leader = eventually("a leader", async || {
-            nodes.iter().position(|n| node_stats(n)["cluster_role"] == 2)
+            nodes
+                .iter()
+                .position(|n| node_stats(n)["cluster_role"] == 2)
         })
         .await;
         let _worker = native_worker(&nodes[leader]);

@@ -267,7 +267,9 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
 /// The newest telemetry for a viewer, its head as of now (see
 /// `TelemetryMsg::viewer_msg_at`): a held update may be up to
 /// [`TELEMETRY_HOLD`] old when its batch comes.
-fn fresh_telemetry(telemetry: &tokio::sync::watch::Receiver<crate::stream::telemetry::TelemetryMsg>) -> Bytes {
+fn fresh_telemetry(
+    telemetry: &tokio::sync::watch::Receiver<crate::stream::telemetry::TelemetryMsg>,
+) -> Bytes {
     telemetry.borrow().viewer_msg_at(Instant::now())
 }
 

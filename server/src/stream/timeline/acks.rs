@@ -406,10 +406,8 @@ mod tests {
             let mut told = 0usize;
             for s in steps {
                 match s {
-                    Step::Push => {
-                        if pushes.len() < QUEUED_KEPT {
-                            pushes.push((acks.carry(), None));
-                        }
+                    Step::Push if pushes.len() < QUEUED_KEPT => {
+                        pushes.push((acks.carry(), None));
                     }
                     Step::Store(i) if !pushes.is_empty() => {
                         let at = i % pushes.len();
