@@ -39,8 +39,13 @@
 //! of the input log, its commit at the next tick, encoding, the fenced
 //! append), committed → relayed (follower 2's read, fan-out, WebSocket),
 //! relayed → B paints (the page's jitter buffer and its wait for the change
-//! frame's time, which the input lead sets). Reported with what the nodes
-//! counted (`/api/stats`). Needs `www/pkg` built (`./build.sh build`).
+//! frame's time, which the input lead sets). Also: how many frames tab B's
+//! screen was behind the leader's head at the event and how far past that
+//! head the change landed (the leader's `/api/stats` head, sampled every
+//! 20 ms), and how stale the telemetry heads were on arrival at a raw
+//! viewer on follower 2 and on the leader (pages anchor their clocks on
+//! them). Reported with what the nodes counted (`/api/stats`). Needs
+//! `www/pkg` built (`./build.sh build`).
 
 #[path = "../tests/chromium/mod.rs"]
 mod chromium;
