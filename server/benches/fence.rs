@@ -57,6 +57,7 @@ async fn main() {
         scene: Scene::idle(0).to_bytes(),
         msg: Bytes::from(vec![0x5a; 1_400]),
         inputs: donut_server::cluster::stream_log::EntryId::ZERO,
+        change: None,
     };
     // Warm up: the script loaded, the connection busy.
     for _ in 0..200 {

@@ -25,7 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use donut_shared::scene::{Impulse, Scene};
+use donut_shared::scene::Impulse;
+use donut_shared::wire::Keyframe;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -40,6 +41,7 @@ use crate::metrics::Stats;
 use crate::stream::core::Core;
 use crate::stream::fanout::Batch;
 use crate::stream::telemetry::ClusterView;
+use crate::stream::timeline::acks::Acks;
 use crate::trust::reputation::AddrKey;
 use crate::trust::sanction::Share;
 
@@ -122,35 +124,34 @@ impl Engine {
         }
     }
 
-    /// The current version's change (frame, version, scene) for a steering
-    /// page's prediction; `None` on a cluster, whose timeline lives in the
-    /// leader's core (its pages do not predict).
-    pub fn keyframe(&self, core: &Core) -> Option<(u64, u32, Scene)> {
+    /// The `Keyframe` for a steering viewer (`acks`, its pushes) now, if
+    /// the version or its pushes folded in moved: from the core's current
+    /// change (one node), or from the committed timeline this node read
+    /// and the input-log positions of the viewer's pushes (a cluster node,
+    /// leader or follower: every push goes through the input log).
+    pub fn keyframe(&self, core: &Core, acks: &mut Acks) -> Option<Keyframe> {
         match self {
-            Self::Memory => Some(core.keyframe()),
-            Self::Cluster(_) => None,
+            Self::Memory => acks.update(Some(core.keyframe())),
+            Self::Cluster(node) => acks.update_folded(node.keyframe()),
         }
     }
 
-    /// Viewer `viewer` (this node's connection id) pushed the donut;
-    /// returns the timeline version it was queued under when this node's
-    /// core holds the timeline (one node), `None` on a cluster. If the push
-    /// is refused (a cluster could not store it), the encoded
+    /// Viewer `viewer` (this node's connection id) pushed the donut; noted
+    /// on `acks` (its `Keyframe`s): the timeline version it was queued
+    /// under (one node), or where the cluster's input log stored it. If the
+    /// push is refused (a cluster could not store it), the encoded
     /// `InputRefused` goes to `notices` for the viewer.
     pub fn input(
         &self,
         core: &Core,
         stats: &Arc<Stats>,
-        viewer: u64,
-        push: Impulse,
+        (viewer, push): (u64, Impulse),
         notices: &Notices,
-    ) -> Option<u32> {
+        acks: &mut Acks,
+    ) {
         match self {
-            Self::Memory => Some(core.input(viewer, push)),
-            Self::Cluster(node) => {
-                node.input(stats, viewer, push, notices);
-                None
-            }
+            Self::Memory => acks.pushed(Some(core.input(viewer, push))),
+            Self::Cluster(node) => node.input(stats, viewer, push, notices, acks.carry()),
         }
     }
     /// How a ban made here is shared: in a cluster, every node learns

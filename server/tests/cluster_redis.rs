@@ -237,6 +237,7 @@ fn entry(start: u64) -> TimelineEntry {
         scene,
         msg: Bytes::from(start.to_be_bytes().repeat(20)),
         inputs: EntryId { ms: start, seq: 1 },
+        change: None,
     }
 }
 

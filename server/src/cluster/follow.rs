@@ -20,6 +20,14 @@
 //! node that becomes leader continues the stream from the end of the last
 //! entry (frame, version, scene there), so across a failover viewers see
 //! no gap and no repeat.
+//!
+//! And the current version's **change** (its first changed frame and the
+//! scene there, carried by the entries of that version): with the resume
+//! point's input-log position, what a steering page on this node is told
+//! in a `Keyframe` (issue 25, [`TimelineCursor::keyframe`]). The first
+//! entry of a version that carries its change sets it; a later one never
+//! moves it (a new leader resuming mid-version only knows where it
+//! resumed).
 
 use donut_shared::scene::Scene;
 
@@ -59,6 +67,9 @@ pub struct TimelineCursor {
     /// The last stream ID read or appended.
     last_id: EntryId,
     resume: Option<ResumePoint>,
+    /// The change of the resume point's version, if an entry told it:
+    /// (frame, version, scene there).
+    change: Option<(u64, u32, Scene)>,
 }
 
 impl TimelineCursor {
@@ -70,6 +81,16 @@ impl TimelineCursor {
     /// Where the timeline ends, if any entry was seen.
     pub fn resume_point(&self) -> Option<ResumePoint> {
         self.resume
+    }
+
+    /// The current version's change `(frame, version, scene)` and the
+    /// input-log position folded into it or before: what a steering page
+    /// is told (`None` until an entry of the current version told its
+    /// change).
+    pub fn keyframe(&self) -> Option<((u64, u32, Scene), EntryId)> {
+        let at = self.resume?;
+        let change = self.change.filter(|c| c.1 == at.version)?;
+        Some((change, at.inputs))
     }
 
     /// Judges the entry `id`, and if taken, moves the resume point past it.
@@ -90,6 +111,13 @@ impl TimelineCursor {
             Some(_) => EntryVerdict::Take,
         };
         if verdict != EntryVerdict::Drop {
+            if self.change.is_none_or(|c| c.1 != entry.version) {
+                self.change = entry.change.and_then(|(frame, bytes)| {
+                    Scene::from_bytes(&bytes)
+                        .ok()
+                        .map(|s| (frame, entry.version, s))
+                });
+            }
             let mut end = scene;
             end.advance(u64::from(entry.count));
             let inputs = self
@@ -129,6 +157,7 @@ mod tests {
             scene: Scene::idle(start).to_bytes(),
             msg: Bytes::new(),
             inputs: EntryId::ZERO,
+            change: None,
         }
     }
 
@@ -201,5 +230,36 @@ mod tests {
         e.scene[16..24].copy_from_slice(&i64::MAX.to_be_bytes());
         assert_eq!(r.offer(id(1), &e), EntryVerdict::Drop);
         assert_eq!(r.resume_point(), None);
+    }
+
+    #[test]
+    fn the_change_of_the_current_version_is_told_with_the_folded_position() {
+        let mut r = TimelineCursor::default();
+        let spun = Scene::idle(130);
+        let mut e = entry(120, 15, 1);
+        // The first batch of version 1 starts before its change (a batch
+        // straddling the change frame is sent again under the new version).
+        e.change = Some((130, spun.to_bytes()));
+        e.inputs = id(40);
+        assert_eq!(r.keyframe(), None);
+        assert_eq!(r.offer(id(1), &e), EntryVerdict::Take);
+        assert_eq!(r.keyframe(), Some(((130, 1, spun), id(40))));
+        // A later entry of the version moves the position, not the change
+        // (a new leader resuming mid-version tells where it resumed).
+        let mut next = entry(135, 15, 1);
+        next.change = Some((135, Scene::idle(135).to_bytes()));
+        next.inputs = id(41);
+        assert_eq!(r.offer(id(2), &next), EntryVerdict::Take);
+        assert_eq!(r.keyframe(), Some(((130, 1, spun), id(41))));
+        // A repeat of an older version changes nothing.
+        assert_eq!(r.offer(id(3), &e), EntryVerdict::Drop);
+        assert_eq!(r.keyframe(), Some(((130, 1, spun), id(41))));
+        // A version whose entries do not tell the change: nothing to tell.
+        assert_eq!(r.offer(id(4), &entry(150, 15, 2)), EntryVerdict::Take);
+        assert_eq!(r.keyframe(), None);
+        let mut told = entry(165, 15, 2);
+        told.change = Some((152, spun.to_bytes()));
+        assert_eq!(r.offer(id(5), &told), EntryVerdict::Take);
+        assert_eq!(r.keyframe().map(|k| k.0), Some((152, 2, spun)));
     }
 }

@@ -62,6 +62,7 @@ use crate::conn::limits::{CloseReason, POLICY};
 use crate::metrics::Stats;
 use crate::stream::fanout::Batch;
 use crate::stream::telemetry::ClusterView;
+use crate::stream::timeline::acks::{LogPosition, PushTicket};
 use crate::trust::reputation::AddrKey;
 
 /// Who leads the cluster, as last read from the lease key.
@@ -97,6 +98,10 @@ const UNFOLDED_HELD: usize = 4096;
 /// as unreachable, so a Redis outage under a crowd of steerers costs a
 /// bounded number of tasks and retries, not one per push.
 const CARRIES_HELD: usize = 1024;
+
+/// Versions whose change the appender remembers (a batch is appended
+/// milliseconds after its version's commit; changes are 100 ms apart).
+const CHANGES_KEPT: usize = 16;
 
 /// How often a node looks whether its stored pushes were folded or lost.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -134,7 +139,10 @@ pub struct Node {
     /// This node's pushes stored in the input log and not yet folded
     /// into the timeline as far as this node knows, with their viewer's
     /// notices (see [`Node::sweep_inputs`]).
-    unfolded: Mutex<BTreeMap<EntryId, Notices>>,
+    unfolded: Mutex<BTreeMap<EntryId, (Notices, PushTicket)>>,
+    /// As leader: the change (frame, scene there) of each recent version
+    /// of the core, by version, carried by the entries appended.
+    changes: Mutex<BTreeMap<u32, (u64, Scene)>>,
 }
 
 /// The leader's playback head as an entry of the timeline carried it.
@@ -194,6 +202,7 @@ impl Node {
             pushes: AtomicU64::new(0),
             carrying: Arc::new(tokio::sync::Semaphore::new(CARRIES_HELD)),
             unfolded: Mutex::new(BTreeMap::new()),
+            changes: Mutex::new(BTreeMap::new()),
             cfg,
         }))
     }
@@ -283,6 +292,17 @@ impl Node {
         lock(&self.relayed_head).map(|h| (h.at(now, fps), h.end.max(h.head)))
     }
 
+    /// The current version's change (frame, version, scene there) and the
+    /// input-log position the committed timeline folded, as the entries
+    /// this node took tell it: what its steering pages are told
+    /// (`Keyframe`, [`crate::stream::timeline::acks`]). `None` until an
+    /// entry of the current version carried its change.
+    pub fn keyframe(&self) -> Option<((u64, u32, Scene), LogPosition)> {
+        lock(&self.cursor)
+            .keyframe()
+            .map(|(change, at)| (change, (at.ms, at.seq)))
+    }
+
     /// Records the head carried by `entry`, taken now.
     fn note_head(&self, entry: &TimelineEntry) {
         *lock(&self.relayed_head) = Some(RelayedHead {
@@ -313,13 +333,15 @@ impl Node {
     /// `cluster_inputs_forwarded` (stored) or `cluster_inputs_lost` and
     /// `cluster_inputs_refused_unreachable` (refused). While
     /// 1,024 pushes (`CARRIES_HELD`) are being carried already, a push is refused
-    /// at once.
+    /// at once. What became of it (its position in the log, or refused)
+    /// is reported on `ticket`, for the viewer's `Keyframe`s.
     pub fn input(
         self: &Arc<Self>,
         stats: &Arc<Stats>,
         viewer: u64,
         push: Impulse,
         notices: &Notices,
+        ticket: PushTicket,
     ) {
         let node = Arc::clone(self);
         let stats = Arc::clone(stats);
@@ -328,6 +350,7 @@ impl Node {
             warn!("an input was refused: {CARRIES_HELD} pushes are being carried already");
             stats.cluster_inputs_lost.inc();
             stats.cluster_inputs_refused_unreachable.inc();
+            ticket.refused();
             refuse(&notices, Refusal::Unreachable);
             return;
         };
@@ -353,9 +376,10 @@ impl Node {
                 match inputs::append(&node.link, &once, deadline, &from).await {
                     Ok(inputs::Stored::Id(id)) => {
                         stats.cluster_inputs_forwarded.inc();
+                        ticket.stored((id.ms, id.seq));
                         let mut unfolded = lock(&node.unfolded);
                         if unfolded.len() < UNFOLDED_HELD {
-                            unfolded.insert(id, notices);
+                            unfolded.insert(id, (notices, ticket));
                         }
                         return;
                     }
@@ -374,6 +398,7 @@ impl Node {
             warn!("an input was refused: Redis did not take it in {INPUT_CARRY:?}");
             stats.cluster_inputs_lost.inc();
             stats.cluster_inputs_refused_unreachable.inc();
+            ticket.refused();
             refuse(&notices, Refusal::Unreachable);
         });
     }
@@ -397,7 +422,7 @@ impl Node {
                     seq: folded.seq.saturating_add(1),
                 });
                 *unfolded = kept;
-                unfolded.retain(|_, n| !n.is_closed());
+                unfolded.retain(|_, (n, _)| !n.is_closed());
                 unfolded.keys().copied().collect::<Vec<_>>()
             };
             // A push just stored is not looked for yet: the leader folds
@@ -413,10 +438,11 @@ impl Node {
                 if folded.is_some_and(|f| f >= id) {
                     continue;
                 }
-                if let Some(notices) = lock(&self.unfolded).remove(&id) {
+                if let Some((notices, ticket)) = lock(&self.unfolded).remove(&id) {
                     warn!(%id, "an input was lost from the input log before any leader folded it");
                     deps.stats.cluster_inputs_lost.inc();
                     deps.stats.cluster_inputs_refused_lost.inc();
+                    ticket.refused();
                     refuse(&notices, Refusal::Lost);
                 }
             }
@@ -620,6 +646,7 @@ impl Node {
             if self.stopping.load(Ordering::Relaxed) {
                 continue;
             }
+            let change = self.change_of(&deps, batch.timeline);
             let entry = TimelineEntry {
                 term,
                 start: batch.start,
@@ -629,6 +656,7 @@ impl Node {
                 scene: batch.scene.to_bytes(),
                 msg: batch.msg.clone(),
                 inputs: self.folded(|f| f.at(batch.timeline)),
+                change: change.map(|(frame, scene)| (frame, scene.to_bytes())),
             };
             let token = Token::leader(self.id(), term);
             loop {
@@ -666,6 +694,21 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// The change (frame, scene there) of `version` as this leader's core
+    /// told it: its current change is noted at every append, so every
+    /// version with a batch appended before the next change is known.
+    fn change_of(&self, deps: &NodeDeps, version: u32) -> Option<(u64, Scene)> {
+        let (frame, current, scene) = deps.core.keyframe();
+        let mut changes = lock(&self.changes);
+        // A new leader's first version is where it resumed (not the
+        // version's change: the entries before told that one).
+        changes.entry(current).or_insert((frame, scene));
+        while changes.len() > CHANGES_KEPT {
+            changes.pop_first();
+        }
+        changes.get(&version).copied()
     }
 
     /// Reads who leads, every [`LEADER_POLL`].

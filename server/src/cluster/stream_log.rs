@@ -66,6 +66,12 @@ pub struct TimelineEntry {
     /// applied once whichever node commits it. Field `inputs`, absent in
     /// entries of older releases (read as `0-0`).
     pub inputs: EntryId,
+    /// The change of this entry's version, as its leader knew it: the
+    /// first frame the version changed (absolute frame number) and the
+    /// scene there (encoded, 32 bytes), what a steering page predicts from
+    /// (`Keyframe`, issue 25). Fields `cf` and `cs`, both or neither;
+    /// absent when the leader no longer knew it or in older releases.
+    pub change: Option<(u64, [u8; SCENE_LEN])>,
 }
 
 /// Why a stream entry is not what it should be (a [`TimelineEntry`], a
@@ -121,9 +127,9 @@ pub(super) fn number<T: TryFrom<u64>>(
 impl TimelineEntry {
     /// The stream fields, in order: integers as decimal text (readable in
     /// `redis-cli`), `scene` and `msg` as raw bytes.
-    pub fn to_fields(&self) -> [(&'static str, Vec<u8>); 8] {
+    pub fn to_fields(&self) -> Vec<(&'static str, Vec<u8>)> {
         let text = |n: u64| n.to_string().into_bytes();
-        [
+        let mut fields = vec![
             ("term", text(self.term)),
             ("start", text(self.start)),
             ("count", text(u64::from(self.count))),
@@ -132,7 +138,12 @@ impl TimelineEntry {
             ("scene", self.scene.to_vec()),
             ("msg", self.msg.to_vec()),
             ("inputs", self.inputs.to_string().into_bytes()),
-        ]
+        ];
+        if let Some((frame, scene)) = self.change {
+            fields.push(("cf", text(frame)));
+            fields.push(("cs", scene.to_vec()));
+        }
+        fields
     }
 
     /// Reads an entry's fields (as `XREAD` returns them); never panics.
@@ -153,6 +164,15 @@ impl TimelineEntry {
                     .ok()
                     .and_then(|s| s.parse().ok())
                     .ok_or(DecodeError::Garbled("inputs"))?,
+            },
+            change: match (map.get("cf"), map.get("cs")) {
+                (None, None) => None,
+                _ => Some((
+                    number(map, "cf")?,
+                    field(map, "cs")?
+                        .try_into()
+                        .map_err(|_| DecodeError::Garbled("cs"))?,
+                )),
             },
         })
     }
@@ -474,6 +494,7 @@ mod tests {
                 ms: 1_700_000_000_000,
                 seq: 4,
             },
+            change: Some((start.saturating_sub(7), [9; SCENE_LEN])),
         }
     }
 
@@ -524,6 +545,22 @@ mod tests {
             TimelineEntry::from_fields(&map).map(|e| e.inputs),
             Ok(EntryId::ZERO)
         );
+        // The version's change: both fields or neither (older releases, a
+        // leader that no longer knew it).
+        map = as_read(&e);
+        map.remove("cs");
+        assert_eq!(
+            TimelineEntry::from_fields(&map),
+            Err(DecodeError::Missing("cs"))
+        );
+        map.remove("cf");
+        assert_eq!(TimelineEntry::from_fields(&map).map(|e| e.change), Ok(None));
+        map = as_read(&e);
+        map.insert("cs".into(), Value::BulkString(vec![1; 33]));
+        assert_eq!(
+            TimelineEntry::from_fields(&map),
+            Err(DecodeError::Garbled("cs"))
+        );
         map = as_read(&e);
         map.insert("term".into(), Value::Int(-1));
         assert_eq!(
@@ -558,8 +595,8 @@ mod tests {
         }
     }
 
-    const NAMES: [&str; 9] = [
-        "term", "start", "count", "version", "head", "scene", "msg", "inputs", "x",
+    const NAMES: [&str; 11] = [
+        "term", "start", "count", "version", "head", "scene", "msg", "inputs", "cf", "cs", "x",
     ];
 
     fn any_value() -> impl Strategy<Value = Value> {
@@ -599,9 +636,10 @@ mod tests {
             version in any::<u32>(), head in any::<u64>(), scene in any::<[u8; SCENE_LEN]>(),
             msg in proptest::collection::vec(any::<u8>(), 0..64),
             (ms, seq) in (any::<u64>(), any::<u64>()),
+            change in proptest::option::of((any::<u64>(), any::<[u8; SCENE_LEN]>())),
         ) {
             let inputs = EntryId { ms, seq };
-            let e = TimelineEntry { term, start, count, version, head, scene, msg: msg.into(), inputs };
+            let e = TimelineEntry { term, start, count, version, head, scene, msg: msg.into(), inputs, change };
             prop_assert_eq!(TimelineEntry::from_fields(&as_read(&e)), Ok(e));
         }
     }

@@ -339,8 +339,7 @@ impl Session {
         if !self.acks.steering() {
             return None;
         }
-        let change = self.app.engine.keyframe(&self.app.core);
-        let k = self.acks.update(change)?;
+        let k = self.app.engine.keyframe(&self.app.core, &mut self.acks)?;
         Some(Bytes::copy_from_slice(&k.to_bytes()))
     }
 
@@ -422,14 +421,13 @@ impl Session {
             ));
         }
         app.stats.inputs_accepted.inc();
-        let under = app.engine.input(
+        app.engine.input(
             &app.core,
             &app.stats,
-            self.id,
-            input.impulse(),
+            (self.id, input.impulse()),
             &self.notices.0,
+            &mut self.acks,
         );
-        self.acks.pushed(under);
         Ok(())
     }
 

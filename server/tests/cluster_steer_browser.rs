@@ -1,0 +1,312 @@
+//! Steering on a cluster follower (issue 25), in real headless Chromium
+//! against three real `donut serve` nodes sharing one timeline through a
+//! real `redis-server`.
+//!
+//! A push on a follower makes one more hop: the follower stores it in the
+//! cluster's input log, the leader folds it and appends the timeline
+//! entries, and every follower reads them back. The follower tells its
+//! steering pages each version's change and how many of their pushes are
+//! folded in (`Keyframe`), from the committed entries, so tab A on
+//! follower 1 predicts its drags exactly as on one node. Checked on what
+//! the screens paint: tab A is told the changes and paints its predicted
+//! push before the server's frames of it (and the prediction is compared
+//! with the server's frames), tab B on follower 2 shows the change, every
+//! server frame either tab painted is the native render of the committed
+//! timeline at its (frame, version) (the timeline as a raw viewer on
+//! follower 2 was told it), and a watch-only tab on follower 1 is sent no
+//! `Keyframe` and predicts nothing. Before, a follower's pages were told
+//! nothing: they never predicted, and only watched their pushes arrive.
+
+mod chromium;
+#[path = "common/cluster.rs"]
+mod cluster;
+mod firefox;
+mod pages;
+#[allow(dead_code)]
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chromium::Proc;
+use donut_shared::digest::fnv1a64;
+use donut_shared::scene::Scene;
+use donut_shared::steer::scene_after;
+use donut_shared::wire::{Input, ToViewer};
+use donut_shared::{FRAME_LEN, render_pose};
+use fantoccini::Locator;
+use futures_util::{SinkExt, StreamExt};
+use pages::*;
+use redis_server::RedisServer;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Version → (change frame, scene there), as a node told the observer.
+type Keys = Arc<Mutex<BTreeMap<u32, (u64, Scene)>>>;
+
+/// The committed scene of `frame` in `version`, if every version's change
+/// up to it is known (version 0 is the idle donut).
+fn committed(keys: &BTreeMap<u32, (u64, Scene)>, frame: u64, version: u32) -> Option<Scene> {
+    let mut v = version;
+    while v > 0 {
+        let &(k, scene) = keys.get(&v)?;
+        if k <= frame {
+            return Some(scene_after(k, scene, frame));
+        }
+        v -= 1;
+    }
+    Some(Scene::idle(frame))
+}
+
+/// The native render's digest of `scene` (what `donut render` draws).
+fn digest_of(scene: Scene) -> String {
+    let mut text = [0u8; FRAME_LEN];
+    render_pose(scene.pose, &mut text);
+    format!("{:016x}", fnv1a64(&text))
+}
+
+/// `[frame, version, digest, wallMs]` entries of a probe's log.
+fn entries(log: &Value) -> Vec<(u64, u32, String, f64)> {
+    log.as_array()
+        .unwrap_or_else(|| panic!("not a log: {log}"))
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_f64().expect("a frame") as u64,
+                e[1].as_f64().expect("a version") as u32,
+                e[2].as_str().expect("a digest").to_owned(),
+                e[3].as_f64().expect("a time"),
+            )
+        })
+        .collect()
+}
+
+fn node_stats(node: &cluster::Node) -> Value {
+    serde_json::from_str(&http_get(node.addr.port(), "/api/stats")).expect("/api/stats is JSON")
+}
+
+/// A native worker process (`donut work`) connected to `node`.
+fn native_worker(node: &cluster::Node) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_donut"))
+        .args(["work", "--server", &format!("ws://{}", node.addr)])
+        .args(["--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a native worker");
+    Proc(child)
+}
+
+/// A raw viewer on `addr` that pushes once (a zero push, which changes
+/// nothing, makes it a steerer) and records every change it is told.
+async fn observer(addr: std::net::SocketAddr, keys: Keys) -> tokio::task::JoinHandle<()> {
+    let url = format!("ws://{addr}/ws/viewer");
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("the observer connects");
+    ws.send(Message::binary(Input { a: 0, b: 0 }.to_bytes().to_vec()))
+        .await
+        .expect("the zero push is sent");
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Binary(b) = msg
+                && let Ok(ToViewer::Keyframe(k)) = ToViewer::decode(&b)
+            {
+                keys.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(k.timeline, (k.frame, k.scene));
+            }
+        }
+    })
+}
+
+#[test]
+fn a_follower_s_steering_tab_predicts_and_another_follower_shows_the_change() {
+    serial(async {
+        let redis = RedisServer::start();
+        let prefix = cluster::fresh_prefix("steer");
+        let nodes = cluster::start_nodes(&redis.url(), &prefix, 3, Duration::from_secs(1), &[]);
+        let leader = eventually("a leader", async || {
+            nodes
+                .iter()
+                .position(|n| node_stats(n)["cluster_role"] == 2)
+        })
+        .await;
+        let _worker = native_worker(&nodes[leader]);
+        let followers: Vec<&cluster::Node> = (0..nodes.len())
+            .filter(|&i| i != leader)
+            .map(|i| &nodes[i])
+            .collect();
+        let (f1, f2) = (followers[0], followers[1]);
+
+        let keys: Keys = Arc::default();
+        let watch = observer(f2.addr, Arc::clone(&keys)).await;
+
+        let mut browser = Browser::launch(1.0).await;
+        let a = browser
+            .open(&format!("http://{}/?contribute=0", f1.addr))
+            .await;
+        let b = browser
+            .open(&format!("http://{}/?contribute=0", f2.addr))
+            .await;
+        let tv = browser
+            .open(&format!("http://{}/?contribute=0&steer=0", f1.addr))
+            .await;
+        for tab in [a, b, tv] {
+            let f = eventually("a frame", async || browser.current_frame(tab).await).await;
+            browser.wait_playing_past(tab, f, 30).await;
+        }
+
+        // Tab A: three drags, a second and a half apart.
+        for _ in 0..3 {
+            browser.focus(a).await;
+            let canvas = browser
+                .client
+                .find(Locator::Id("donut"))
+                .await
+                .expect("the canvas");
+            browser
+                .client
+                .perform_actions(chromium::steering_drag(canvas))
+                .await
+                .expect("drag");
+            browser
+                .client
+                .release_actions()
+                .await
+                .expect("release the pointer");
+            let f = browser.current_frame(a).await.unwrap_or(0);
+            browser.wait_playing_past(a, f, 90).await;
+        }
+        let version = eventually("tabs A and B on one steered version", async || {
+            let va = num(&browser.viewer_stats(a).await, "timeline");
+            let vb = num(&browser.viewer_stats(b).await, "timeline");
+            (va >= 1 && va == vb).then_some(va)
+        })
+        .await;
+        for tab in [a, b] {
+            let f = browser.current_frame(tab).await.unwrap_or(0);
+            browser.wait_playing_past(tab, f, 120).await;
+        }
+
+        // Tab A was told the changes and predicted its pushes.
+        browser.focus(a).await;
+        let pa = browser.js("return window.donutViewer.prediction()").await;
+        let painted_a = entries(&browser.js("return window.donutViewer.painted()").await);
+        eprintln!(
+            "tab A (follower {}) prediction: {}",
+            f1.id,
+            serde_json::json!({
+                "keyframes": pa["keyframes"], "pushes": pa["pushes"],
+                "predicted": pa["predicted"], "confirmed": pa["confirmed"],
+                "mispredicted": pa["mispredicted"], "unsettled": pa["unsettled"],
+                "lead": pa["lead"],
+            })
+        );
+        assert!(num(&pa, "pushes") >= 3, "tab A's pushes predicted: {pa}");
+        assert!(
+            num(&pa, "keyframes") >= 1,
+            "tab A on a follower is told the changes: {pa}"
+        );
+        let predicted = entries(&pa["log"]);
+        assert!(
+            num(&pa, "predicted") >= 10 && !predicted.is_empty(),
+            "tab A painted predicted frames: {pa}"
+        );
+        assert_eq!(
+            num(&pa, "confirmed") + num(&pa, "mispredicted") + num(&pa, "unsettled"),
+            num(&pa, "predicted"),
+            "every predicted frame compared or given up, once: {pa}"
+        );
+        assert!(
+            num(&pa, "confirmed") >= 1,
+            "predicted frames confirmed by the server's: {pa}"
+        );
+        let keys = keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert!(
+            (1..=version as u32).all(|v| keys.contains_key(&v)),
+            "the observer on follower {} was told every change up to {version}: {:?}",
+            f2.id,
+            keys.keys().collect::<Vec<_>>()
+        );
+        browser.focus(b).await;
+        let painted_b = entries(&browser.js("return window.donutViewer.painted()").await);
+
+        // Tab A painted its push before the server's frames of it.
+        let mut early = 0usize;
+        for (frame, held, digest, wall) in &predicted {
+            let Some(now) = committed(&keys, *frame, *held) else {
+                continue;
+            };
+            if *digest == digest_of(now) {
+                continue;
+            }
+            let server_first = painted_a
+                .iter()
+                .filter(|e| {
+                    e.1 > *held && committed(&keys, e.0, *held).is_some_and(|s| e.2 != digest_of(s))
+                })
+                .map(|e| e.3)
+                .fold(f64::INFINITY, f64::min);
+            if *wall < server_first {
+                early += 1;
+            }
+        }
+        eprintln!(
+            "tab A: {early} predicted frames showed a change before the server's frames of it"
+        );
+        assert!(
+            early >= 1,
+            "tab A painted no change before the server's frames of it"
+        );
+
+        // Every server frame A and B painted is the native render of the
+        // committed timeline; B (another follower) shows the change.
+        for (tab, painted) in [("A", &painted_a), ("B", &painted_b)] {
+            let mut steered = 0usize;
+            for (frame, v, digest, _) in painted {
+                let scene = committed(&keys, *frame, *v).expect("a known version");
+                assert_eq!(
+                    *digest,
+                    digest_of(scene),
+                    "tab {tab}: frame {frame} of version {v} is not the committed render"
+                );
+                if *v >= 1 && scene != Scene::idle(*frame) {
+                    steered += 1;
+                }
+            }
+            eprintln!(
+                "tab {tab}: {} server frames painted, all the committed render; {steered} steered",
+                painted.len()
+            );
+            assert!(
+                steered >= 60,
+                "tab {tab} shows the change: {steered} steered frames"
+            );
+        }
+
+        // The watch-only tab on the same follower: told nothing.
+        browser.focus(tv).await;
+        let ptv = browser.js("return window.donutViewer.prediction()").await;
+        assert_eq!(num(&ptv, "keyframes"), 0, "a watch-only tab: {ptv}");
+        assert_eq!(num(&ptv, "predicted"), 0, "a watch-only tab: {ptv}");
+        assert_eq!(num(&ptv, "pushes"), 0, "a watch-only tab: {ptv}");
+        let stv = browser.viewer_stats(tv).await;
+        assert!(num(&stv, "timeline") >= 1, "it plays the change: {stv}");
+
+        for n in &nodes {
+            let s = node_stats(n);
+            assert_eq!(num(&s, "protocol_errors"), 0, "{}: {s}", n.id);
+        }
+        let s1 = node_stats(f1);
+        assert!(
+            num(&s1, "cluster_inputs_forwarded") >= 3,
+            "tab A's pushes went through the input log: {s1}"
+        );
+        watch.abort();
+        browser.quit().await;
+    });
+}
