@@ -7,16 +7,31 @@
 //! the display refreshed: a 144 Hz screen shows each frame on two or three
 //! refreshes, a 30 Hz one skips every other frame, and a tab that comes back
 //! from the background lands on the live frame instead of replaying what it
-//! missed. Small disagreements (a telemetry message delayed by the network)
-//! are ignored; a drift beyond [`SNAP_FRAMES`] re-anchors.
+//! missed.
+//!
+//! A telemetry `head` is a *lower bound* of the show's head when it arrives:
+//! the network delayed it, and the server may have held it for a batch to
+//! ride with (it moves a held message's head on by the frames played since,
+//! but a message is never ahead of the show). So a page behind a head it
+//! is told catches up to it at once (by more than [`CATCH_UP_FRAMES`]), and
+//! a page ahead of one by up to [`SNAP_FRAMES`] keeps its place: the next
+//! fresher message will agree. Every page so converges on the show's head
+//! less the smallest delay it has seen, and pages on any node agree with
+//! each other to about a frame (issue 25: a page that tolerated being up to
+//! four frames behind, anchored on a message held 300 ms, played up to 22
+//! frames late, and so showed every push that much later). Ahead by more
+//! than [`SNAP_FRAMES`] (the server stalled or restarted) re-anchors.
 
 use std::collections::VecDeque;
 
 /// Playback rate assumed until the server says otherwise.
 pub const DEFAULT_FPS: f64 = 60.0;
-/// Drift from the server's head, in frames, beyond which the clock
-/// re-anchors.
+/// How far ahead of the server's head, in frames, the clock may run before
+/// it re-anchors back (a stalled or restarted server).
 pub const SNAP_FRAMES: f64 = 4.0;
+/// How far behind the server's head, in frames, the clock may fall before
+/// it catches up: less than a frame of phase is not worth a step.
+pub const CATCH_UP_FRAMES: f64 = 0.5;
 
 /// Maps local time (milliseconds) to a fractional absolute frame number.
 #[derive(Clone, Copy, Debug, Default)]
@@ -79,7 +94,11 @@ impl PlaybackClock {
     }
 
     /// Applies the server's `head` and `fps` (0 = unpaced: keep the default
-    /// rate) received at `now_ms`. Returns whether the clock re-anchored.
+    /// rate) received at `now_ms`: catches up to `head` if behind it by more
+    /// than [`CATCH_UP_FRAMES`], re-anchors on it if ahead by more than
+    /// [`SNAP_FRAMES`] or at another rate. Returns whether the clock moved
+    /// by more than [`SNAP_FRAMES`] (re-anchored), as the player resets on a
+    /// stream that went back.
     pub fn sync(&mut self, head: u64, fps: u16, now_ms: f64) -> bool {
         let fps = if fps == 0 {
             DEFAULT_FPS
@@ -87,14 +106,14 @@ impl PlaybackClock {
             f64::from(fps)
         };
         let head = head as f64;
-        let drift = match self.position(now_ms) {
-            Some(p) if fps == self.fps => (p - head).abs(),
+        let ahead = match self.position(now_ms) {
+            Some(p) if fps == self.fps => p - head,
             _ => f64::INFINITY,
         };
         self.fps = fps;
-        if drift > SNAP_FRAMES {
+        if !(-CATCH_UP_FRAMES..=SNAP_FRAMES).contains(&ahead) {
             self.anchor = Some((head, now_ms));
-            return true;
+            return ahead.abs() > SNAP_FRAMES;
         }
         false
     }
@@ -191,17 +210,80 @@ mod tests {
     }
 
     #[test]
-    fn small_drift_is_ignored_large_drift_reanchors() {
+    fn behind_a_head_catches_up_ahead_of_one_keeps_its_place() {
         let mut c = PlaybackClock::new();
-        c.sync(0, 60, 0.0);
-        assert!(!c.sync(62, 60, 1_000.0), "2 frames late is jitter");
-        assert_eq!(c.frame_at(1_000.0), Some(60));
-        assert!(c.sync(30, 60, 1_000.0), "server stalled: follow it");
-        assert_eq!(c.frame_at(1_000.0), Some(30));
-        assert!(c.sync(30, 30, 1_000.0), "rate change re-anchors");
-        assert_eq!(c.frame_at(2_000.0), Some(60));
+        assert!(c.sync(0, 60, 0.0));
+        // A fresher head than the anchor's: 2 frames behind it is lag, not
+        // jitter (the message the clock anchored on was late).
+        assert!(!c.sync(62, 60, 1_000.0), "a catch-up is not a re-anchor");
+        assert_eq!(c.frame_at(1_000.0), Some(62));
+        // Less than half a frame behind: the phase is kept.
+        assert!(!c.sync(122, 60, 1_995.0));
+        assert_eq!(
+            c.position(1_995.0).map(|p| (p * 10.0).round()),
+            Some(1217.0)
+        );
+        // A staler head (held, delayed): ahead of it by up to 4 frames is
+        // where the show is; keep the place.
+        assert!(!c.sync(118, 60, 2_000.0));
+        assert_eq!(c.frame_at(2_000.0), Some(122));
+        // Far ahead of the head: the server stalled or went back; follow it.
+        assert!(c.sync(30, 60, 2_000.0), "server stalled: follow it");
+        assert_eq!(c.frame_at(2_000.0), Some(30));
+        assert!(c.sync(30, 30, 2_000.0), "rate change re-anchors");
+        assert_eq!(c.frame_at(3_000.0), Some(60));
         c.sync(0, 0, 0.0);
         assert_eq!(c.fps(), DEFAULT_FPS, "unpaced server: default rate");
+    }
+
+    /// Pages that get heads each late by its own amount (the server moves a
+    /// held head on by whole frames, so up to a frame; the network up to
+    /// 20 ms more) end within a frame of the show and of each other, never
+    /// ahead of it, whatever head they anchored on first.
+    #[test]
+    fn pages_fed_stale_heads_converge_on_the_show() {
+        // A small deterministic generator (no dependency for a test).
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let show = |t_ms: f64| 10_000.0 + t_ms * 60.0 / 1000.0;
+        let mut pages = vec![PlaybackClock::new(); 5];
+        for tick in 0..40 {
+            // Telemetry every 250 ms. The first a page gets was held for
+            // up to 4 frames (page 4: 3.6), within what the clock once
+            // tolerated, so such a page stayed that far behind for good.
+            let sent = 1_000.0 + f64::from(tick) * 250.0;
+            for (page, clock) in pages.iter_mut().enumerate() {
+                let stale = if tick == 0 {
+                    15.0 * page as f64
+                } else {
+                    (next() % 17) as f64
+                };
+                let computed = (sent - stale).max(0.0);
+                let arrives = sent + (next() % 20) as f64;
+                clock.sync(show(computed) as u64, 60, arrives);
+            }
+        }
+        let now = 11_500.0;
+        let at: Vec<f64> = pages
+            .iter()
+            .map(|c| c.position(now).unwrap_or(0.0))
+            .collect();
+        for p in &at {
+            assert!(
+                show(now) - p < 1.5,
+                "a page {:.1} frames behind the show",
+                show(now) - p
+            );
+            assert!(p - show(now) <= 0.0, "a page ahead of the show");
+        }
+        let spread = at.iter().cloned().fold(f64::MIN, f64::max)
+            - at.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(spread < 1.5, "pages {spread:.1} frames apart");
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     let mut telemetry = app.telemetry.clone();
 
     // Telemetry first, so the page can show the fleet before any frame.
-    let first = telemetry.borrow_and_update().viewer_msg.clone();
+    let first = telemetry.borrow_and_update().viewer_msg_at(Instant::now());
     let (mut rx, catchup) = app.fanout.subscribe();
     let mut ok = out.send(&mut ws, None, first).await;
     if ok.is_ok() {
@@ -159,7 +159,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                             // (the page drops batches it has).
                             let (fresh, catchup) = app.fanout.subscribe();
                             rx = fresh;
-                            out.send_catchup(&mut ws, held.take(), catchup).await
+                            let lead = held.take().map(|_| fresh_telemetry(&telemetry));
+                            out.send_catchup(&mut ws, lead, catchup).await
                         } else {
                             if let Some(k) = session.keyframe()
                                 && let Err(end) = out.send(&mut ws, None, k).await
@@ -167,7 +168,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                                 break end;
                             }
                             let fed = session.peer_fed();
-                            let sent = out.send_batch(&mut ws, held.take(), &b, fed).await;
+                            let lead = held.take().map(|_| fresh_telemetry(&telemetry));
+                            let sent = out.send_batch(&mut ws, lead, &b, fed).await;
                             if fed {
                                 session.owe(&b);
                             }
@@ -218,7 +220,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                     // No batch came along (the stream is stalled): send it alone,
                     // as fresh as it is now.
                     held = None;
-                    let msg = telemetry.borrow_and_update().viewer_msg.clone();
+                    let msg = telemetry.borrow_and_update().viewer_msg_at(Instant::now());
                     if let Err(end) = out.send(&mut ws, None, msg).await {
                         break end;
                     }
@@ -260,6 +262,15 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     ws.finish(&end).await;
     drop(admission);
     debug!(?end, "viewer disconnected");
+}
+
+/// The newest telemetry for a viewer, its head as of now (see
+/// `TelemetryMsg::viewer_msg_at`): a held update may be up to
+/// [`TELEMETRY_HOLD`] old when its batch comes.
+fn fresh_telemetry(
+    telemetry: &tokio::sync::watch::Receiver<crate::stream::telemetry::TelemetryMsg>,
+) -> Bytes {
+    telemetry.borrow().viewer_msg_at(Instant::now())
 }
 
 /// The next control message for a member; never, for a viewer that has

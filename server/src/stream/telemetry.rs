@@ -26,15 +26,44 @@ pub struct TelemetryMsg {
     pub telemetry: Telemetry,
     /// The encoded message for viewers (`contributed` is zero).
     pub viewer_msg: Bytes,
+    /// When the figures were computed.
+    pub at: Instant,
 }
 
 impl TelemetryMsg {
-    /// Wraps and encodes `telemetry`.
+    /// Wraps and encodes `telemetry`, computed now.
     pub fn new(telemetry: Telemetry) -> Self {
         Self {
             viewer_msg: Bytes::copy_from_slice(&telemetry.to_bytes()),
             telemetry,
+            at: Instant::now(),
         }
+    }
+
+    /// The viewer message as of `now`: the head moved on by the whole
+    /// frames played since the figures were computed (at `fps`; never past
+    /// the frames buffered then, so a stalled head is not moved; unpaced,
+    /// as computed). A viewer anchors its playback clock on the head, and a
+    /// message waits up to `TELEMETRY_HOLD` (300 ms, 18 frames) for a
+    /// batch to ride with: sent as computed, it set a page's clock up to
+    /// that far behind the show (issue 25: a push then showed that much
+    /// later on every other screen).
+    pub fn viewer_msg_at(&self, now: Instant) -> Bytes {
+        let t = self.telemetry;
+        if t.fps == 0 {
+            return self.viewer_msg.clone();
+        }
+        let played = now.saturating_duration_since(self.at).as_secs_f64() * f64::from(t.fps);
+        let moved = (played as u64).min(u64::from(t.buffered_frames));
+        if moved == 0 {
+            return self.viewer_msg.clone();
+        }
+        let fresh = Telemetry {
+            head: t.head.saturating_add(moved),
+            buffered_frames: t.buffered_frames - moved as u32,
+            ..t
+        };
+        Bytes::copy_from_slice(&fresh.to_bytes())
     }
 }
 
@@ -248,6 +277,35 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_message_carries_the_head_as_of_its_sending() {
+        let t = Telemetry {
+            head: 1_000,
+            fps: 60,
+            buffered_frames: 30,
+            ..Telemetry::default()
+        };
+        let msg = TelemetryMsg::new(t);
+        let head = |b: &Bytes| {
+            let Ok(donut_shared::wire::ToViewer::Telemetry(t)) =
+                donut_shared::wire::ToViewer::decode(b)
+            else {
+                panic!("a telemetry message");
+            };
+            (t.head, t.buffered_frames)
+        };
+        assert_eq!(head(&msg.viewer_msg_at(msg.at)), (1_000, 30));
+        // 300 ms later (the longest hold): 18 frames on.
+        let later = msg.at + Duration::from_millis(300);
+        assert_eq!(head(&msg.viewer_msg_at(later)), (1_018, 12));
+        // Never past what was buffered (a stalled head stays).
+        let much_later = msg.at + Duration::from_secs(5);
+        assert_eq!(head(&msg.viewer_msg_at(much_later)), (1_030, 0));
+        // Unpaced: as computed.
+        let unpaced = TelemetryMsg::new(Telemetry { fps: 0, ..t });
+        assert_eq!(head(&unpaced.viewer_msg_at(much_later)), (1_000, 30));
+    }
 
     /// Simulates workers delivering `(lump, period_ms, phase_ms)` each,
     /// the counter read every [`FLEET_FPS_SAMPLE`] and the rate published
