@@ -34,9 +34,9 @@
 //! push, and the server sends it no `Keyframe`.
 //!
 //! **How far ahead** ([`Predictor::ahead_at`]). The frames played ahead
-//! go *up* at once (on a `Keyframe`: to the lead, and to the lead of the
-//! push just told, so it shows on the next refresh; the screen jumps
-//! forward), and come *down* one frame at a time ([`LOWER_EVERY`]) and only
+//! go *up* at once (on a `Keyframe`: to one more than the lead, and than
+//! the lead of the push just told, so a push shows at the refresh that
+//! sends it or the next; the screen jumps forward), and come *down* one frame at a time ([`LOWER_EVERY`]) and only
 //! while no push of this page is in flight. Lowering them steps the frame
 //! due back, and the player holds the frame on screen until the clock
 //! passes it again: done at a push (as it was, applying a lower median at
@@ -253,15 +253,23 @@ impl Predictor {
                 self.leads.push_back(lead);
                 // This push shows on the next refresh: play at least its
                 // lead ahead at once (the screen jumps forward, never back).
-                self.ahead = self.ahead.max(lead);
+                self.ahead = self.ahead.max(lead + 1);
             }
             self.sampled = k.acked;
         }
         if self.stats.pushes > 0 {
             // A higher lead is played at once; a lower one only while
             // nothing is in flight (`ahead_at`).
-            self.ahead = self.ahead.max(self.lead());
+            self.ahead = self.ahead.max(self.target());
         }
+    }
+
+    /// The frames to play ahead: one more than the lead, so a push lands
+    /// on the frame due at its own refresh (a change's own frame looks as
+    /// the one before it: the push moves the frames after it), whatever
+    /// the phase of the refreshes against the show's frames.
+    fn target(&self) -> u64 {
+        self.lead() + 1
     }
 
     /// The server's commit throttle (`--input-commit-ms`, told by
@@ -303,8 +311,8 @@ impl Predictor {
     /// The frames this page plays ahead of the show's clock: 0 on a page
     /// that never pushed (a watch-only page plays the show as everyone
     /// else) or is told nothing (a cluster follower's: it could not draw
-    /// the frames it would be ahead of); else at least the lead since its
-    /// first `Keyframe` (see [`Predictor::ahead_at`]).
+    /// the frames it would be ahead of); else at least the lead plus one
+    /// since its first `Keyframe` (see [`Predictor::ahead_at`]).
     pub fn ahead(&self) -> u64 {
         if self.stats.pushes == 0 || self.stats.keyframes == 0 {
             0
@@ -326,10 +334,10 @@ impl Predictor {
         if self.ahead() == 0 {
             return 0;
         }
-        let lead = self.lead();
-        if self.ahead < lead {
-            self.ahead = lead;
-        } else if self.ahead > lead
+        let target = self.target();
+        if self.ahead < target {
+            self.ahead = target;
+        } else if self.ahead > target
             && !self.pending(held)
             && show >= self.lowered.saturating_add(LOWER_EVERY)
         {

@@ -410,7 +410,7 @@ fn a_steering_page_plays_ahead_and_fills_from_the_committed_scene() {
     m.input(PAGE, PUSH);
     assert!(m.commit(104));
     p.on_keyframe(&m.keyframe());
-    assert_eq!(p.ahead(), 4, "the lead measured");
+    assert_eq!(p.ahead(), 5, "the lead measured, plus one");
     // Version 1 held, its frame 110 not yet delivered: drawn from the
     // committed scene, and confirmed once the server's arrives.
     assert!(p.overlay(110, 1, true, &mut text, 0.0));
@@ -520,17 +520,17 @@ fn a_lower_lead_is_played_only_while_nothing_is_in_flight() {
     m.input(PAGE, PUSH);
     assert!(m.commit(108));
     p.on_keyframe(&m.keyframe());
-    assert_eq!((p.lead(), p.ahead()), (8, 8));
+    assert_eq!((p.lead(), p.ahead()), (8, 9));
     // Two quick ones: the lead learned falls to 2.
     for (n, at) in [(2u32, 200u64), (3, 300)] {
         p.pushed(PUSH, at);
         m.input(PAGE, PUSH);
-        assert_eq!(p.ahead_at(at + 1, n - 1), 8, "in flight");
+        assert_eq!(p.ahead_at(at + 1, n - 1), 9, "in flight");
         assert!(m.commit(at + 2));
         p.on_keyframe(&m.keyframe());
         assert_eq!(
             p.ahead_at(at + 2, n - 1),
-            8,
+            9,
             "told, not yet held: in flight"
         );
     }
@@ -541,8 +541,8 @@ fn a_lower_lead_is_played_only_while_nothing_is_in_flight() {
         ahead.push(p.ahead_at(show, 3));
     }
     assert!(ahead.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1));
-    assert_eq!(ahead.first(), Some(&7));
-    assert_eq!(ahead.last(), Some(&2));
+    assert_eq!(ahead.first(), Some(&8));
+    assert_eq!(ahead.last(), Some(&3));
     // A higher lead again is played at once, enough to show the push told
     // on the next refresh.
     p.pushed(PUSH, 400);
@@ -551,7 +551,7 @@ fn a_lower_lead_is_played_only_while_nothing_is_in_flight() {
     p.on_keyframe(&m.keyframe());
     assert_eq!(
         (p.lead(), p.ahead()),
-        (8, 20),
+        (8, 21),
         "the median for the next push, this push's own lead at once"
     );
 }
