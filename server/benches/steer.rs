@@ -208,13 +208,25 @@ async fn run() -> Result<()> {
     };
     let mut results = Vec::new();
     for (n, browser) in browsers.iter().enumerate() {
-        let session = match *browser {
-            "firefox" => firefox::launch(&[], HANG).await?,
-            _ => chromium::launch(&[], HANG).await?,
+        // Firefox runs only the focused window's animation frames at full
+        // rate: tab B gets a browser of its own there.
+        let (session, second) = match *browser {
+            "firefox" => (
+                firefox::launch(&[], HANG).await?,
+                Some(firefox::launch(&[], HANG).await?),
+            ),
+            _ => (chromium::launch(&[], HANG).await?, None),
         };
         // The continuous spin once, in the first browser.
         let spin_secs = if n == 0 { spin_secs } else { 0.0 };
-        let samples = drags(session, browser, (&listen, port, lead), steers, spin_secs).await?;
+        let samples = drags(
+            (session, second),
+            browser,
+            (&listen, port, lead),
+            steers,
+            spin_secs,
+        )
+        .await?;
         results.push((*browser, samples));
     }
     if results.len() > 1 {
@@ -256,7 +268,7 @@ fn median_p95(mut xs: Vec<f64>) -> (f64, f64) {
 /// The drags (and the spin, if `spin_secs` > 0) in one browser session
 /// against the server on `listen`; the session is closed at the end.
 async fn drags(
-    session: chromium::Session,
+    (session, second): (chromium::Session, Option<chromium::Session>),
     browser: &str,
     (listen, port, ceiling): (&str, u16, u64),
     steers: usize,
@@ -273,12 +285,19 @@ async fn drags(
     // background tab's requestAnimationFrame.
     let a = client.window().await?;
     client.goto(&url).await?;
-    let b = client.new_window(false).await?.handle;
-    client.switch_to_window(b.clone()).await?;
-    client.goto(&url).await?;
-    for tab in [&a, &b] {
+    // Tab B: a second window, or the second browser's (`cb` drives it).
+    let (cb, b, second_profile) = match second {
+        Some(s) => {
+            let b = s.client.window().await?;
+            (s.client, b, Some((s.driver, s.profile)))
+        }
+        None => (client.clone(), client.new_window(false).await?.handle, None),
+    };
+    cb.switch_to_window(b.clone()).await?;
+    cb.goto(&url).await?;
+    for (c, tab) in [(&client, &a), (&cb, &b)] {
         until(
-            &client,
+            c,
             tab,
             "a painted frame",
             "const v = window.donutViewer; return v && v.currentFrame() != null ? true : null",
@@ -288,7 +307,7 @@ async fn drags(
     // A second of playback before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let server0 = stats(port)?;
-    let b0 = js(&client, &b, "return window.donutViewer.stats()").await?;
+    let b0 = js(&cb, &b, "return window.donutViewer.stats()").await?;
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut fps_seen = Vec::new();
@@ -299,7 +318,7 @@ async fn drags(
         let lead = num(&stats(port)?, "input_lead_frames") as u64;
         leads.push(lead as f64);
         let version = num(
-            &js(&client, &b, "return window.donutViewer.stats()").await?,
+            &js(&cb, &b, "return window.donutViewer.stats()").await?,
             "timeline",
         );
         let sent_before = js(&client, &a, "return window.donutViewer.inputs().length")
@@ -307,7 +326,7 @@ async fn drags(
             .as_u64()
             .unwrap_or(0);
         drag(&client, &a).await?;
-        let first = until(
+        let first = match until(
             &client,
             &a,
             "tab A to send an Input",
@@ -315,7 +334,17 @@ async fn drags(
                 "const l = window.donutViewer.inputs(); return l.length > {sent_before} ? l[{sent_before}] : null"
             ),
         )
-        .await?;
+        .await
+        {
+            Ok(first) => first,
+            Err(e) => {
+                // A drag the browser dropped (seen in Firefox): counted
+                // out, not a reason to lose the run.
+                println!("drag {i:2}: skipped ({e})");
+                tokio::time::sleep(SPACING).await;
+                continue;
+            }
+        };
         let (event, sent) = (
             first[0].as_f64().unwrap_or(f64::NAN),
             first[1].as_f64().unwrap_or(f64::NAN),
@@ -329,10 +358,10 @@ async fn drags(
              const r = at == null ? null : n.find((e) => e[0] >= at + {lead});
              return [n[0], at, r ?? null];"
         );
-        let seen = until(&client, &b, "tab B to paint the new version", &probe).await?;
+        let seen = until(&cb, &b, "tab B to paint the new version", &probe).await?;
         // Let playback pass the change frame, then look again.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let again = js(&client, &b, &probe).await?;
+        let again = js(&cb, &b, &probe).await?;
         let seen = if again.is_null() { seen } else { again };
         let t1 = seen[0][3].as_f64().unwrap_or(f64::NAN);
         let at = seen[1].as_f64().unwrap_or(f64::NAN);
@@ -340,7 +369,7 @@ async fn drags(
         // Tab B's first batch of a newer version (from the server or a
         // peer; no relay here).
         let b_arrival = js(
-            &client,
+            &cb,
             &b,
             &format!(
                 "const a = window.donutViewer.arrivals().find((e) => e[3] > {version} && e[1] >= {sent} - 1);
@@ -401,7 +430,7 @@ async fn drags(
             b_arrival_to_paint: reflect - b_arrival,
             commit_to_broadcast: num(&stats(port)?, "change_broadcast_ms"),
         };
-        let fps = js(&client, &b, "return window.donutViewer.playbackFps()")
+        let fps = js(&cb, &b, "return window.donutViewer.playbackFps()")
             .await?
             .as_f64()
             .unwrap_or(f64::NAN);
@@ -416,7 +445,7 @@ async fn drags(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let server1 = stats(port)?;
-    let b1 = js(&client, &b, "return window.donutViewer.stats()").await?;
+    let b1 = js(&cb, &b, "return window.donutViewer.stats()").await?;
     let d = |k: &str| num(&b1, k) - num(&b0, k);
     let ds = |k: &str| num(&server1, k) - num(&server0, k);
     println!(
@@ -534,6 +563,10 @@ async fn drags(
     }
     let _ = client.close().await;
     let _ = std::fs::remove_dir_all(&profile);
+    if let Some((_driver, profile)) = second_profile {
+        let _ = cb.close().await;
+        let _ = std::fs::remove_dir_all(&profile);
+    }
     Ok(samples)
 }
 
