@@ -48,9 +48,23 @@
 //! (`--input-hot-ms 0 --input-lead-min-frames 8`) and as it is, in one
 //! run; `DONUT_CROWD_SECS` (default 30) a phase.
 //!
+//! **Browsers** (`DONUT_BROWSER`): `chromium` (default), `firefox`
+//! (headless `firefox-esr` through geckodriver; tab B in a second Firefox
+//! of its own, as Firefox animates only the focused window at full rate),
+//! or `both` (Chromium, then Firefox, against the same server, with a side
+//! by side table; the spin runs in the first only). A drag a browser
+//! drops (no `Input` within a minute) is skipped. Per drag it also
+//! measures the **breakdown**: tab A sends → tab B receives the new
+//! version's first batch (`arrivals()`), the server's
+//! `change_broadcast_ms`, and tab B receives → paints the change.
+//! `DONUT_STEER_TRACE=1` prints, per drag, what tab A painted around it
+//! (server's frames, predicted ones), its lead, the frames it plays ahead
+//! and the changes told: the predicted-frame log against the paints.
+//!
 //! Environment: `DONUT_BIN`, `DONUT_STEERS`, `DONUT_SPIN_SECS`,
 //! `DONUT_INPUT_LEAD_FRAMES` and `DONUT_INPUT_COMMIT_MS` (passed on to the
-//! server), `DONUT_CHROMIUM`, `DONUT_CHROMEDRIVER`. It
+//! server), `DONUT_BROWSER`, `DONUT_STEER_TRACE`, `DONUT_CHROMIUM`,
+//! `DONUT_CHROMEDRIVER`, `DONUT_FIREFOX`, `DONUT_GECKODRIVER`. It
 //! needs `www/pkg` built before the server binary (`./build.sh build`).
 
 #[path = "../tests/chromium/mod.rs"]
