@@ -27,6 +27,7 @@ async function fetchPageConfig() {
     return {
       contribute: ['ask', 'on', 'off'].indexOf(c.contribute) >= 0 ? c.contribute : 'ask',
       budget: c.budget >= 1 && c.budget <= 100 ? Number(c.budget) : fallback.budget,
+      inputCommitMs: c.inputCommitMs >= 0 && c.inputCommitMs <= 60000 ? Number(c.inputCommitMs) : null,
     };
   } catch (e) {
     return fallback;
@@ -152,6 +153,8 @@ async function start() {
   let suspended = false;
   const toggle = document.getElementById('contribute');
   const config = await pageConfig;
+  // The server's commit throttle, which the steering page predicts with.
+  if (config.inputCommitMs != null) viewer.setInputCommitMs(config.inputCommitMs);
   // The share of one core the worker may use (lower on a discharging battery).
   let share = config.budget / 100;
   watchBattery((discharging) => {

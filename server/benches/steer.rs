@@ -48,13 +48,29 @@
 //! (`--input-hot-ms 0 --input-lead-min-frames 8`) and as it is, in one
 //! run; `DONUT_CROWD_SECS` (default 30) a phase.
 //!
+//! **Browsers** (`DONUT_BROWSER`): `chromium` (default), `firefox`
+//! (headless `firefox-esr` through geckodriver; tab B in a second Firefox
+//! of its own, as Firefox animates only the focused window at full rate),
+//! or `both` (Chromium, then Firefox, against the same server, with a side
+//! by side table; the spin runs in the first only). A drag a browser
+//! drops (no `Input` within a minute) is skipped. Per drag it also
+//! measures the **breakdown**: tab A sends → tab B receives the new
+//! version's first batch (`arrivals()`), the server's
+//! `change_broadcast_ms`, and tab B receives → paints the change.
+//! `DONUT_STEER_TRACE=1` prints, per drag, what tab A painted around it
+//! (server's frames, predicted ones), its lead, the frames it plays ahead
+//! and the changes told: the predicted-frame log against the paints.
+//!
 //! Environment: `DONUT_BIN`, `DONUT_STEERS`, `DONUT_SPIN_SECS`,
 //! `DONUT_INPUT_LEAD_FRAMES` and `DONUT_INPUT_COMMIT_MS` (passed on to the
-//! server), `DONUT_CHROMIUM`, `DONUT_CHROMEDRIVER`. It
+//! server), `DONUT_BROWSER`, `DONUT_STEER_TRACE`, `DONUT_CHROMIUM`,
+//! `DONUT_CHROMEDRIVER`, `DONUT_FIREFOX`, `DONUT_GECKODRIVER`. It
 //! needs `www/pkg` built before the server binary (`./build.sh build`).
 
 #[path = "../tests/chromium/mod.rs"]
 mod chromium;
+#[path = "../tests/firefox/mod.rs"]
+mod firefox;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -135,6 +151,16 @@ struct Sample {
     /// Frames between the one B drew when the `Input` left and the first
     /// new-version frame it drew.
     frames_ahead: f64,
+    /// Tab A sending the `Input` to tab B receiving the first batch of the
+    /// new version (`arrivals()`): the server's read, commit and broadcast
+    /// plus loopback both ways.
+    send_to_b: f64,
+    /// Tab B receiving that batch to drawing the first new-version frame
+    /// at or after the change frame.
+    b_arrival_to_paint: f64,
+    /// The server's `change_broadcast_ms` after the drag (commit → the
+    /// change's first frame broadcast, slowest of the last 8 changes).
+    commit_to_broadcast: f64,
 }
 
 fn summary(name: &str, mut xs: Vec<f64>) -> String {
@@ -186,22 +212,106 @@ async fn run() -> Result<()> {
          (1 thread), stream live",
         bin.display()
     );
+    // `DONUT_BROWSER`: chromium (default), firefox, or both (Chromium
+    // then Firefox against the same server, in one run).
+    let browsers: Vec<&str> = match std::env::var("DONUT_BROWSER").as_deref() {
+        Ok("firefox") => vec!["firefox"],
+        Ok("both") => vec!["chromium", "firefox"],
+        Ok("chromium") | Err(_) => vec!["chromium"],
+        Ok(other) => return Err(format!("DONUT_BROWSER={other}: chromium, firefox or both").into()),
+    };
+    let mut results = Vec::new();
+    for (n, browser) in browsers.iter().enumerate() {
+        // Firefox runs only the focused window's animation frames at full
+        // rate: tab B gets a browser of its own there.
+        let (session, second) = match *browser {
+            "firefox" => (
+                firefox::launch(&[], HANG).await?,
+                Some(firefox::launch(&[], HANG).await?),
+            ),
+            _ => (chromium::launch(&[], HANG).await?, None),
+        };
+        // The continuous spin once, in the first browser.
+        let spin_secs = if n == 0 { spin_secs } else { 0.0 };
+        let samples = drags(
+            (session, second),
+            browser,
+            (&listen, port, lead),
+            steers,
+            spin_secs,
+        )
+        .await?;
+        results.push((*browser, samples));
+    }
+    if results.len() > 1 {
+        println!("\nSide by side, one server, ms (median / p95):\n");
+        println!(
+            "| browser | event → send | own screen | B's first new-version frame ≥ the change frame |"
+        );
+        println!("|---|---:|---:|---:|");
+        for (browser, samples) in &results {
+            let mp = |f: fn(&Sample) -> f64| {
+                let xs: Vec<f64> = samples.iter().map(f).collect();
+                let (m, p) = median_p95(xs);
+                format!("{m:.1} / {p:.1}")
+            };
+            println!(
+                "| {browser} | {} | {} | {} |",
+                mp(|s| s.event_to_send),
+                mp(|s| s.own),
+                mp(|s| s.reflecting)
+            );
+        }
+    }
+    println!("server stats at the end: {}", stats(port)?);
+    Ok(())
+}
+
+/// The median and p95 of the finite `xs` (NaN if none).
+fn median_p95(mut xs: Vec<f64>) -> (f64, f64) {
+    xs.retain(|x| x.is_finite());
+    xs.sort_by(f64::total_cmp);
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let median = xs[((xs.len() as f64 - 1.0) * 0.5).round() as usize];
+    let p95 = xs[((xs.len() as f64 * 0.95).ceil() as usize).clamp(1, xs.len()) - 1];
+    (median, p95)
+}
+
+/// The drags (and the spin, if `spin_secs` > 0) in one browser session
+/// against the server on `listen`; the session is closed at the end.
+async fn drags(
+    (session, second): (chromium::Session, Option<chromium::Session>),
+    browser: &str,
+    (listen, port, ceiling): (&str, u16, u64),
+    steers: usize,
+    spin_secs: f64,
+) -> Result<Vec<Sample>> {
     let chromium::Session {
         client,
         driver: _driver,
         profile,
-    } = chromium::launch(&[], HANG).await?;
+    } = session;
+    println!("\n== {browser} ==");
     let url = format!("http://{listen}/?contribute=0");
     // Two windows, not background tabs: headless Chromium does not run a
     // background tab's requestAnimationFrame.
     let a = client.window().await?;
     client.goto(&url).await?;
-    let b = client.new_window(false).await?.handle;
-    client.switch_to_window(b.clone()).await?;
-    client.goto(&url).await?;
-    for tab in [&a, &b] {
+    // Tab B: a second window, or the second browser's (`cb` drives it).
+    let (cb, b, second_profile) = match second {
+        Some(s) => {
+            let b = s.client.window().await?;
+            (s.client, b, Some((s.driver, s.profile)))
+        }
+        None => (client.clone(), client.new_window(false).await?.handle, None),
+    };
+    cb.switch_to_window(b.clone()).await?;
+    cb.goto(&url).await?;
+    for (c, tab) in [(&client, &a), (&cb, &b)] {
         until(
-            &client,
+            c,
             tab,
             "a painted frame",
             "const v = window.donutViewer; return v && v.currentFrame() != null ? true : null",
@@ -211,7 +321,7 @@ async fn run() -> Result<()> {
     // A second of playback before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let server0 = stats(port)?;
-    let b0 = js(&client, &b, "return window.donutViewer.stats()").await?;
+    let b0 = js(&cb, &b, "return window.donutViewer.stats()").await?;
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut fps_seen = Vec::new();
@@ -222,7 +332,7 @@ async fn run() -> Result<()> {
         let lead = num(&stats(port)?, "input_lead_frames") as u64;
         leads.push(lead as f64);
         let version = num(
-            &js(&client, &b, "return window.donutViewer.stats()").await?,
+            &js(&cb, &b, "return window.donutViewer.stats()").await?,
             "timeline",
         );
         let sent_before = js(&client, &a, "return window.donutViewer.inputs().length")
@@ -230,7 +340,7 @@ async fn run() -> Result<()> {
             .as_u64()
             .unwrap_or(0);
         drag(&client, &a).await?;
-        let first = until(
+        let first = match until(
             &client,
             &a,
             "tab A to send an Input",
@@ -238,7 +348,17 @@ async fn run() -> Result<()> {
                 "const l = window.donutViewer.inputs(); return l.length > {sent_before} ? l[{sent_before}] : null"
             ),
         )
-        .await?;
+        .await
+        {
+            Ok(first) => first,
+            Err(e) => {
+                // A drag the browser dropped (seen in Firefox): counted
+                // out, not a reason to lose the run.
+                println!("drag {i:2}: skipped ({e})");
+                tokio::time::sleep(SPACING).await;
+                continue;
+            }
+        };
         let (event, sent) = (
             first[0].as_f64().unwrap_or(f64::NAN),
             first[1].as_f64().unwrap_or(f64::NAN),
@@ -252,14 +372,27 @@ async fn run() -> Result<()> {
              const r = at == null ? null : n.find((e) => e[0] >= at + {lead});
              return [n[0], at, r ?? null];"
         );
-        let seen = until(&client, &b, "tab B to paint the new version", &probe).await?;
+        let seen = until(&cb, &b, "tab B to paint the new version", &probe).await?;
         // Let playback pass the change frame, then look again.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let again = js(&client, &b, &probe).await?;
+        let again = js(&cb, &b, &probe).await?;
         let seen = if again.is_null() { seen } else { again };
         let t1 = seen[0][3].as_f64().unwrap_or(f64::NAN);
         let at = seen[1].as_f64().unwrap_or(f64::NAN);
         let reflect = seen[2][3].as_f64().unwrap_or(f64::NAN);
+        // Tab B's first batch of a newer version (from the server or a
+        // peer; no relay here).
+        let b_arrival = js(
+            &cb,
+            &b,
+            &format!(
+                "const a = window.donutViewer.arrivals().find((e) => e[3] > {version} && e[1] >= {sent} - 1);
+                 return a ? a[1] : null;"
+            ),
+        )
+        .await?
+        .as_f64()
+        .unwrap_or(f64::NAN);
         // Tab A's own screen: the first frame it drew past the drag's
         // first change frame showing the change: the server's or one drawn
         // ahead of the stream, of the new version, or one drawn with its
@@ -281,14 +414,37 @@ async fn run() -> Result<()> {
         .await?
         .as_f64()
         .unwrap_or(f64::NAN);
+        if std::env::var_os("DONUT_STEER_TRACE").is_some() {
+            // What tab A drew around the drag: its inputs, the changes told
+            // and every frame painted (server's `S`, predicted `P`/`p`
+            // with/without pushes), times relative to the pointer event.
+            let trace = js(
+                &client,
+                &a,
+                &format!(
+                    "const v = window.donutViewer, p = v.prediction(), t0 = {event};
+                     const r = (x) => Math.round((x - t0) * 10) / 10;
+                     const ins = v.inputs().filter((e) => e[1] >= t0 - 50 && e[1] <= t0 + 400).map((e) => [r(e[0]), r(e[1])]);
+                     const s = v.painted().map((e) => [e[0], e[1], r(e[3]), 'S'])
+                         .concat(p.log.map((e) => [e[0], e[1], r(e[3]), e[4] ? 'P' : 'p']))
+                         .filter((e) => e[2] >= -60 && e[2] <= 260).sort((x, y) => x[2] - y[2]);
+                     return JSON.stringify({{lead: p.lead, ahead: p.ahead, throttle: p.throttle, rafLag: Math.round(performance.now() - document.timeline.currentTime), changes: p.changes.filter((c) => c[0] > {version}), ins, s: s.map((e) => e.join(':')).join(' ')}});"
+                ),
+            )
+            .await?;
+            println!("trace drag {i}: {trace}");
+        }
         let s = Sample {
             own: own - event,
             event_to_send: sent - event,
             first_new: t1 - event,
             reflecting: reflect - event,
             frames_ahead: seen[0][0].as_f64().unwrap_or(f64::NAN) - at,
+            send_to_b: b_arrival - sent,
+            b_arrival_to_paint: reflect - b_arrival,
+            commit_to_broadcast: num(&stats(port)?, "change_broadcast_ms"),
         };
-        let fps = js(&client, &b, "return window.donutViewer.playbackFps()")
+        let fps = js(&cb, &b, "return window.donutViewer.playbackFps()")
             .await?
             .as_f64()
             .unwrap_or(f64::NAN);
@@ -303,7 +459,7 @@ async fn run() -> Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let server1 = stats(port)?;
-    let b1 = js(&client, &b, "return window.donutViewer.stats()").await?;
+    let b1 = js(&cb, &b, "return window.donutViewer.stats()").await?;
     let d = |k: &str| num(&b1, k) - num(&b0, k);
     let ds = |k: &str| num(&server1, k) - num(&server0, k);
     println!(
@@ -358,6 +514,27 @@ async fn run() -> Result<()> {
     println!(
         "{}",
         summary(
+            "breakdown: tab A sends → tab B receives the new version's first batch",
+            col(|s| s.send_to_b)
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "breakdown: server commit → the change's first frame broadcast (change_broadcast_ms, slowest of 8)",
+            col(|s| s.commit_to_broadcast)
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "breakdown: tab B receives → draws the first new-version frame ≥ the change frame",
+            col(|s| s.b_arrival_to_paint)
+        )
+    );
+    println!(
+        "{}",
+        summary(
             "frames from B's frame at send to its first new-version frame",
             col(|s| s.frames_ahead)
         )
@@ -377,18 +554,34 @@ async fn run() -> Result<()> {
     let changes = ds("scene_changes");
     println!(
         "Server: {changes} scene changes, {} frames superseded ({:.1} a change), \
-         lead ceiling {lead} frames = {:.0} ms at {FPS} fps; batches rejected {}, protocol errors {}",
+         lead ceiling {ceiling} frames = {:.0} ms at {FPS} fps; batches rejected {}, protocol errors {}",
         ds("frames_superseded"),
         ds("frames_superseded") / changes,
-        lead as f64 * 1000.0 / FPS,
+        ceiling as f64 * 1000.0 / FPS,
         ds("batches_rejected"),
         ds("protocol_errors"),
     );
-    spin(&client, (&a, &b), port, spin_secs).await?;
-    println!("server stats at the end: {}", stats(port)?);
+    // What tab A's prediction did over the drags (issue 25).
+    let pa = js(
+        &client,
+        &a,
+        "const p = window.donutViewer.prediction(); return [p.pushes, p.keyframes, p.predicted, p.confirmed, p.mispredicted, p.unsettled, p.lead, p.throttle];",
+    )
+    .await?;
+    println!(
+        "Tab A's prediction over the drags: pushes, keyframes, frames predicted, confirmed, \
+         mispredicted, unsettled, lead, throttle (frames) = {pa}"
+    );
+    if spin_secs > 0.0 {
+        spin(&client, (&a, &b), port, spin_secs).await?;
+    }
     let _ = client.close().await;
     let _ = std::fs::remove_dir_all(&profile);
-    Ok(())
+    if let Some((_driver, profile)) = second_profile {
+        let _ = cb.close().await;
+        let _ = std::fs::remove_dir_all(&profile);
+    }
+    Ok(samples)
 }
 
 /// Samples of the server during the spin.

@@ -200,6 +200,8 @@ async fn page_config(State(app): State<Arc<App>>) -> Response {
     let body = serde_json::json!({
         "contribute": app.cfg.contribute_default.name(),
         "budget": app.cfg.contribute_budget,
+        // The commit throttle a steering page predicts with (issue 25).
+        "inputCommitMs": app.cfg.input_commit_ms,
     });
     (
         [

@@ -154,6 +154,12 @@ fn the_steering_tab_predicts_its_push_and_every_screen_converges() {
             })
         );
         assert!(num(&pa, "pushes") >= 3, "tab A's pushes predicted: {pa}");
+        // `/api/page` told the page the server's commit throttle (100 ms,
+        // the default), which it places folded pushes with.
+        assert!(
+            num(&pa, "throttle") >= 1,
+            "tab A knows the commit throttle: {pa}"
+        );
         assert!(num(&pa, "keyframes") >= 1, "tab A told the changes: {pa}");
         let predicted = entries(&pa["log"]);
         assert!(

@@ -33,19 +33,38 @@
 //! pushes (a watch-only TV, `?steer=0`) never predicts: it has no pending
 //! push, and the server sends it no `Keyframe`.
 //!
+//! **How far ahead** ([`Predictor::ahead_at`]). The frames played ahead
+//! go *up* at once (on a `Keyframe`: to one more than the lead, and than
+//! the lead of the push just told, so a push shows at the refresh that
+//! sends it or the next; the screen jumps forward), and come *down* one frame at a time ([`LOWER_EVERY`]) and only
+//! while no push of this page is in flight. Lowering them steps the frame
+//! due back, and the player holds the frame on screen until the clock
+//! passes it again: done at a push (as it was, applying a lower median at
+//! the push's `Keyframe`), that froze the screen for that many frames
+//! exactly when it should show the push (BENCHMARKS §12).
+//!
 //! What it predicts, and where it can be wrong:
-//! - the change frame: the show's frame plus the lead measured on this
-//!   page's own earlier changes (the server's change frame minus the show's
-//!   frame when the push was sent; the median of the last
-//!   [`LEAD_SAMPLES`], [`DEFAULT_LEAD`] before any), never before the
-//!   version's change (the server's rule, [`steer::change_frame`]);
-//! - the push: this page's pushes not yet folded in, each at its own
-//!   predicted frame (pushes predicted on one frame are summed with the
-//!   per-viewer clamp, [`steer::add_viewer_push`], and folded with
-//!   [`steer::fold`]);
-//! - not known: other viewers' pushes not yet committed, and the server's
-//!   commit throttle folding several of this page's pushes into one change
-//!   at one frame. Those are mispredictions, counted.
+//! - the change frame: the show's frame (on the animation-frame clock the
+//!   frame due is computed from) plus the lead measured on this page's own
+//!   earlier changes (the server's change frame minus the show's frame
+//!   when the push was sent; the median of the last [`LEAD_SAMPLES`],
+//!   [`DEFAULT_LEAD`] before any), never before the version's change (the
+//!   server's rule, [`steer::change_frame`]). Only changes committed on a
+//!   quiet timeline are lead samples (the push sent at least
+//!   [`QUIET_FRAMES`], or a commit throttle, after the change before):
+//!   one the throttle held back lands later by however long it waited;
+//! - the commit throttle (`--input-commit-ms`, told by `/api/page`,
+//!   [`Predictor::set_commit_interval`]): a push sent before the change it
+//!   would join commits folds into it; a later one waits a throttle after
+//!   the change before ([`Predictor::throttle`]). Pushes of one change are
+//!   summed with the per-viewer clamp ([`steer::add_viewer_push`]) and
+//!   folded with [`steer::fold`];
+//! - versions told but not yet held are drawn from what they committed
+//!   (their `Keyframe`s), the pushes they fold in where the server put
+//!   them;
+//! - not known: other viewers' pushes not yet committed, the lead moving
+//!   between two pushes, and a throttle not told (0 is assumed: each push
+//!   at its own frame). Those are mispredictions, counted.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -62,6 +81,17 @@ pub const DEFAULT_LEAD: u64 = 2;
 pub const LEAD_SAMPLES: usize = 5;
 /// A lead sample above this (a stalled server, a frozen tab) is not taken.
 const MAX_LEAD: u64 = 60;
+/// A change whose push was sent at least this many frames after the change
+/// before it (or a throttle, if longer) committed on a quiet timeline, at
+/// the lead: only those are lead samples (`--input-commit-ms`' default,
+/// 100 ms at 60 fps).
+pub const QUIET_FRAMES: u64 = 6;
+/// A commit throttle longer than this (frames) is taken as this.
+const MAX_THROTTLE: u64 = 600;
+/// While no push is in flight, the frames played ahead come down to the
+/// lead by one frame at most every this many frames of the show (a frame
+/// held once, while nobody steers), never at a push.
+pub const LOWER_EVERY: u64 = 15;
 /// Versions whose change is remembered.
 const KEYS_KEPT: usize = 16;
 /// Acknowledgements remembered (one a version at most).
@@ -130,6 +160,13 @@ pub struct Predictor {
     /// Pushes already sampled for the lead (ordinals below).
     sampled: u32,
     leads: VecDeque<u64>,
+    /// The frames played ahead of the show (see [`Predictor::ahead_at`]).
+    ahead: u64,
+    /// The show's frame when `ahead` last came down.
+    lowered: u64,
+    /// The server's commit throttle (ms) and playback rate, as told.
+    commit_ms: u32,
+    fps: f64,
     shown: VecDeque<Shown>,
     log: VecDeque<LogEntry>,
     stats: PredictStats,
@@ -150,6 +187,8 @@ impl Predictor {
         *self = Self {
             stats,
             log,
+            commit_ms: self.commit_ms,
+            fps: self.fps,
             ..Self::default()
         };
     }
@@ -174,6 +213,15 @@ impl Predictor {
     /// pushes.
     pub fn on_keyframe(&mut self, k: &Keyframe) {
         self.stats.keyframes += 1;
+        // The change before this one, if told: whether the commit throttle
+        // held this one back.
+        let before = self
+            .keys
+            .range(..k.timeline)
+            .next_back()
+            .filter(|(v, _)| v.wrapping_add(1) == k.timeline)
+            .map(|(_, &(f, _))| f);
+        let quiet = self.throttle().max(QUIET_FRAMES);
         self.keys.insert(k.timeline, (k.frame, k.scene));
         while self.keys.len() > KEYS_KEPT {
             self.keys.pop_first();
@@ -185,22 +233,68 @@ impl Predictor {
         // The lead of this page's own change: its change frame against the
         // show's frame when the newest push it folded in was sent.
         if k.acked > self.sampled {
-            // The newest push it folded in: an older one may have waited
-            // out the commit throttle, which is not the lead.
+            // The newest push it folded in, and only if it was sent a
+            // throttle past the change before (a change on a quiet
+            // timeline): a change held back by the commit throttle lands
+            // later than the lead, by however long its pushes waited.
             if let Some(p) = self
                 .pending
                 .iter()
                 .rev()
                 .find(|p| p.ordinal >= self.sampled && p.ordinal < k.acked)
+                && before.is_none_or(|b| p.on_screen >= b.saturating_add(quiet))
                 && k.frame >= p.on_screen
                 && k.frame - p.on_screen <= MAX_LEAD
             {
                 if self.leads.len() == LEAD_SAMPLES {
                     self.leads.pop_front();
                 }
-                self.leads.push_back(k.frame - p.on_screen);
+                let lead = k.frame - p.on_screen;
+                self.leads.push_back(lead);
+                // This push shows on the next refresh: play at least its
+                // lead ahead at once (the screen jumps forward, never back).
+                self.ahead = self.ahead.max(lead + 1);
             }
             self.sampled = k.acked;
+        }
+        if self.stats.pushes > 0 {
+            // A higher lead is played at once; a lower one only while
+            // nothing is in flight (`ahead_at`).
+            self.ahead = self.ahead.max(self.target());
+        }
+    }
+
+    /// The frames to play ahead: one more than the lead, so a push lands
+    /// on the frame due at its own refresh (a change's own frame looks as
+    /// the one before it: the push moves the frames after it), whatever
+    /// the phase of the refreshes against the show's frames.
+    fn target(&self) -> u64 {
+        self.lead() + 1
+    }
+
+    /// The server's commit throttle (`--input-commit-ms`, told by
+    /// `/api/page`) and playback rate: while viewers steer, the server
+    /// commits at most one change an interval, at its head then plus the
+    /// lead, so pushes made within one interval of a change fold into the
+    /// next one, that interval after it. `ms` 0: no throttle.
+    pub fn set_commit_interval(&mut self, ms: u32, fps: f64) {
+        self.commit_ms = ms;
+        self.fps = fps;
+    }
+
+    /// The show's playback rate (frames a second), from the telemetry.
+    pub fn set_fps(&mut self, fps: f64) {
+        self.fps = fps;
+    }
+
+    /// The server's commit throttle in frames of the show (0 until told).
+    pub fn throttle(&self) -> u64 {
+        let fps = if self.fps > 0.0 { self.fps } else { 60.0 };
+        let frames = (f64::from(self.commit_ms) * fps / 1000.0).round();
+        if frames.is_finite() && frames > 0.0 {
+            (frames as u64).min(MAX_THROTTLE)
+        } else {
+            0
         }
     }
 
@@ -214,17 +308,43 @@ impl Predictor {
         l[l.len() / 2]
     }
 
-    /// The frames this page plays ahead of the show's clock: the lead, once
-    /// it pushed and the server told it the changes (`Keyframe`); 0 on a
-    /// page that never pushed (a watch-only page plays the show as everyone
+    /// The frames this page plays ahead of the show's clock: 0 on a page
+    /// that never pushed (a watch-only page plays the show as everyone
     /// else) or is told nothing (a cluster follower's: it could not draw
-    /// the frames it would be ahead of).
+    /// the frames it would be ahead of); else at least the lead plus one
+    /// since its first `Keyframe` (see [`Predictor::ahead_at`]).
     pub fn ahead(&self) -> u64 {
         if self.stats.pushes == 0 || self.stats.keyframes == 0 {
             0
         } else {
-            self.lead()
+            self.ahead
         }
+    }
+
+    /// [`Predictor::ahead`] on a refresh where the show's clock (without
+    /// the page's lead) is at frame `show` and the player holds version
+    /// `held`. A higher lead is played at once (on a `Keyframe`); a lower
+    /// one comes down by one frame at most every [`LOWER_EVERY`] frames,
+    /// and only while no push of this page is in flight: lowering the
+    /// frames played ahead steps the frame due back, and the player holds
+    /// the frame on screen until the clock passes it again, which must not
+    /// happen at a push (the screen would freeze exactly when it should
+    /// show it).
+    pub fn ahead_at(&mut self, show: u64, held: u32) -> u64 {
+        if self.ahead() == 0 {
+            return 0;
+        }
+        let target = self.target();
+        if self.ahead < target {
+            self.ahead = target;
+        } else if self.ahead > target
+            && !self.pending(held)
+            && show >= self.lowered.saturating_add(LOWER_EVERY)
+        {
+            self.ahead -= 1;
+            self.lowered = show;
+        }
+        self.ahead
     }
 
     /// The committed scene of `frame` in version `held`, from the changes
@@ -289,37 +409,67 @@ impl Predictor {
     /// The scene of `frame` predicted on top of version `held`, or `None`
     /// if nothing this page pushed changes it (or the version's change is
     /// not known: then the server's frame is the best guess).
+    ///
+    /// The prediction starts from the newest version told (`base`: every
+    /// change from `held` to it known), which already folds in some of
+    /// the pushes pending against `held`; the rest are placed by the
+    /// server's rules: a push sent at show frame `s` lands at `s + lead`,
+    /// but never within a throttle of the change before it
+    /// ([`Predictor::throttle`]), and pushes sent before that change
+    /// commits (`s + lead` not past it) fold into it.
     pub fn scene_at(&mut self, frame: u64, held: u32) -> Option<Scene> {
         self.prune(held);
         if self.pending.is_empty() {
             return None;
         }
-        let (key_frame, key) = match self.keys.get(&held) {
-            Some(&k) => k,
-            None if held == 0 => (0, Scene::idle(0)),
+        let held_frame = match self.keys.get(&held) {
+            Some(&(f, _)) => f,
+            None if held == 0 => 0,
             None => return None,
         };
-        let lead = self.lead();
-        // The change frames, by the server's rule: never before the last
-        // change; pushes predicted on one frame are summed like one
-        // viewer's pushes in one commit.
+        let mut base = held;
+        while self.keys.contains_key(&base.wrapping_add(1)) {
+            base = base.wrapping_add(1);
+        }
+        // The first frame where `base` differs from `held`.
+        let (from, base_frame) = if base == held {
+            (u64::MAX, held_frame)
+        } else {
+            let next = self.keys.get(&held.wrapping_add(1))?.0;
+            (next, self.keys.get(&base)?.0)
+        };
+        let acked = self.acked(base);
+        let (lead, throttle) = (self.lead(), self.throttle());
         let mut groups: Vec<(u64, Impulse)> = Vec::new();
-        let mut last = key_frame;
+        let mut last = base_frame;
         for p in &self.pending {
-            let at = steer::change_frame(p.on_screen.saturating_add(lead), last);
-            match groups.last_mut() {
-                Some((f, sum)) if *f == at => *sum = steer::add_viewer_push(*sum, p.impulse),
-                _ => groups.push((at, steer::add_viewer_push(Impulse::default(), p.impulse))),
+            if (acked.wrapping_sub(p.ordinal) as i32) > 0 {
+                // Folded into `base` already.
+                continue;
             }
-            last = at;
+            let at = p.on_screen.saturating_add(lead);
+            match groups.last_mut() {
+                Some((f, sum)) if at <= *f => *sum = steer::add_viewer_push(*sum, p.impulse),
+                _ => {
+                    // The first group waits out the throttle after the
+                    // newest change told, each later one after the one
+                    // before; never before the last change.
+                    let f = steer::change_frame(at, last.saturating_add(throttle));
+                    groups.push((f, steer::add_viewer_push(Impulse::default(), p.impulse)));
+                    last = f;
+                }
+            }
         }
         // A change's own frame is drawn as before it (the push moves the
         // frames after it): the first frame to predict is the one after.
-        let first = groups.first().map(|g| g.0)?;
-        if frame <= first {
+        let first = groups.first().map_or(u64::MAX, |g| g.0);
+        if frame <= first.min(from) {
             return None;
         }
-        let mut scene = steer::scene_after(key_frame, key, first);
+        if frame <= first {
+            return self.committed(frame, base);
+        }
+        let mut scene = self.committed(first, base)?;
         let mut at = first;
         for (f, sum) in groups.iter().take_while(|g| g.0 <= frame) {
             scene.advance(f - at);

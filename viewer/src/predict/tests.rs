@@ -257,19 +257,28 @@ mod props {
 
     /// Runs the page against the model: the server commits every
     /// `throttle` frames at `lead` past the frame, keyframes reach the page
-    /// `delay` frames later with the frames of their version. Returns the
-    /// predictor, the model and the last frame.
+    /// `delay` frames later with the frames of their version; the page is
+    /// told the throttle if `told`. On every frame the page plays
+    /// [`Predictor::ahead_at`] ahead: the frame it shows then never steps
+    /// back or stands still while a push is in flight, and the frames
+    /// played ahead come down by one at most. Returns the predictor, the
+    /// model and the last frame.
     fn run(
         steps: &[Step],
         lead: u64,
-        throttle: u64,
+        (throttle, told): (u64, bool),
         delay: u64,
     ) -> Result<(Predictor, Model, u64), TestCaseError> {
         let mut p = Predictor::new();
+        if told {
+            p.set_commit_interval(((throttle * 1000 + 30) / 60) as u32, 60.0);
+            prop_assert_eq!(p.throttle(), throttle);
+        }
         let mut m = Model::new();
         let mut held = 0u32;
         let mut inflight: Vec<(u64, Keyframe)> = Vec::new();
         let mut last_commit = 0u64;
+        let mut last_due: Option<(u64, u64)> = None;
         let base = 1_000u64;
         let mut frame = base;
         for (i, step) in steps.iter().enumerate() {
@@ -293,6 +302,22 @@ mod props {
                 p.on_keyframe(&k);
                 held = k.timeline;
             }
+            let in_flight = p.pending(held);
+            let ahead = p.ahead_at(frame, held);
+            let due = frame + ahead;
+            if let Some((before, was)) = last_due {
+                prop_assert!(
+                    was <= ahead + 1,
+                    "ahead {was} -> {ahead}: one frame at most"
+                );
+                if in_flight {
+                    prop_assert!(
+                        due > before,
+                        "frame {before} -> {due} with a push in flight"
+                    );
+                }
+            }
+            last_due = Some((due, ahead));
             let mut text = m.text(frame, held);
             let server = text;
             if !p.overlay(frame, held, false, &mut text, 0.0) {
@@ -321,9 +346,10 @@ mod props {
             steps in steps(),
             lead in 1u64..8,
             throttle in 1u64..8,
+            told: bool,
             delay in 0u64..6,
         ) {
-            let (mut p, m, end) = run(&steps, lead, throttle, delay)?;
+            let (mut p, m, end) = run(&steps, lead, (throttle, told), delay)?;
             let held = m.version;
             prop_assert!(!p.pending(held), "every push folded in");
             for f in end + 1..end + 20 {
@@ -340,18 +366,20 @@ mod props {
             prop_assert_eq!(s.unsettled, 0, "{:?}", s);
         }
 
-        /// Alone, at the lead the page assumes, each push its own change:
+        /// Alone, at the lead the page assumes and the commit throttle it
+        /// was told, pushes folded into changes as the server folds them:
         /// every predicted frame is the server's.
         #[test]
         fn a_lone_steerer_at_the_known_lead_is_never_wrong(
             steps in steps(),
+            throttle in 1u64..10,
             delay in 0u64..6,
         ) {
             let alone: Vec<Step> = steps
                 .into_iter()
                 .map(|s| Step { other: None, ..s })
                 .collect();
-            let (mut p, m, end) = run(&alone, DEFAULT_LEAD, 1, delay)?;
+            let (mut p, m, end) = run(&alone, DEFAULT_LEAD, (throttle, true), delay)?;
             p.settle(m.version, end + 1, |f, out| {
                 *out = m.text(f, m.version);
                 true
@@ -382,7 +410,7 @@ fn a_steering_page_plays_ahead_and_fills_from_the_committed_scene() {
     m.input(PAGE, PUSH);
     assert!(m.commit(104));
     p.on_keyframe(&m.keyframe());
-    assert_eq!(p.ahead(), 4, "the lead measured");
+    assert_eq!(p.ahead(), 5, "the lead measured, plus one");
     // Version 1 held, its frame 110 not yet delivered: drawn from the
     // committed scene, and confirmed once the server's arrives.
     assert!(p.overlay(110, 1, true, &mut text, 0.0));
@@ -396,4 +424,134 @@ fn a_steering_page_plays_ahead_and_fills_from_the_committed_scene() {
         true
     });
     assert_eq!(p.stats().confirmed, 1);
+}
+
+const PUSH2: Impulse = Impulse { a: -200, b: 500 };
+
+/// A push made within the commit throttle of the change before it folds
+/// into the next change, a throttle after that one (the server's
+/// `--input-commit-ms`): the page predicts it there, so the frames it
+/// draws are the server's, and the throttled change is no lead sample.
+#[test]
+fn a_push_within_the_throttle_is_predicted_where_the_server_folds_it() {
+    let mut p = Predictor::new();
+    // `/api/page` tells the server's `--input-commit-ms`: 100 ms, 6 frames.
+    p.set_commit_interval(100, 60.0);
+    let mut m = Model::new();
+    p.pushed(PUSH, 100);
+    m.input(PAGE, PUSH);
+    assert!(m.commit(100 + DEFAULT_LEAD));
+    p.on_keyframe(&m.keyframe());
+    assert_eq!(p.lead(), DEFAULT_LEAD);
+    // One frame after the change: the throttle holds it until the head
+    // is at 100 + DEFAULT_THROTTLE, so it lands a throttle after 102.
+    p.pushed(PUSH2, 103);
+    m.input(PAGE, PUSH2);
+    let change = 100 + DEFAULT_LEAD + 6;
+    let mut text = [0u8; FRAME_LEN];
+    for f in 104..=change {
+        text = m.text(f, 1);
+        assert!(
+            !p.overlay(f, 1, false, &mut text, 0.0),
+            "frame {f}: version 1's"
+        );
+    }
+    for f in change + 1..change + 5 {
+        assert!(
+            p.overlay(f, 1, false, &mut text, 0.0),
+            "frame {f} predicted"
+        );
+    }
+    assert!(m.commit(change));
+    p.on_keyframe(&m.keyframe());
+    p.settle(2, change + 5, |f, out| {
+        *out = m.text(f, 2);
+        true
+    });
+    let s = p.stats();
+    assert_eq!(
+        (s.predicted, s.confirmed, s.mispredicted),
+        (4, 4, 0),
+        "{s:?}"
+    );
+    assert_eq!(
+        p.lead(),
+        DEFAULT_LEAD,
+        "a throttled change is no lead sample"
+    );
+}
+
+/// A `Keyframe` told before the player holds its version: the frames
+/// drawn meanwhile are the told version's (every push it folds in at the
+/// frame the server put it), not the page's guess.
+#[test]
+fn a_told_version_is_drawn_before_its_frames_arrive() {
+    let mut p = Predictor::new();
+    let mut m = Model::new();
+    p.pushed(PUSH, 100);
+    p.pushed(PUSH2, 101);
+    m.input(PAGE, PUSH);
+    m.input(PAGE, PUSH2);
+    // The server folded both into one change, later than either guess.
+    assert!(m.commit(107));
+    p.on_keyframe(&m.keyframe());
+    let mut text = [0u8; FRAME_LEN];
+    for f in [104, 107] {
+        assert!(
+            !p.overlay(f, 0, false, &mut text, 0.0),
+            "frame {f}: as before"
+        );
+    }
+    for f in 108..112 {
+        assert!(p.overlay(f, 0, false, &mut text, 0.0));
+        assert!(text == m.text(f, 1), "frame {f} is version 1's");
+    }
+}
+
+/// The frames played ahead go up at once, and come down one at a time,
+/// only while no push is in flight, so the screen never freezes or steps
+/// back at a push.
+#[test]
+fn a_lower_lead_is_played_only_while_nothing_is_in_flight() {
+    let mut p = Predictor::new();
+    let mut m = Model::new();
+    // A slow first change: 8 frames.
+    p.pushed(PUSH, 100);
+    m.input(PAGE, PUSH);
+    assert!(m.commit(108));
+    p.on_keyframe(&m.keyframe());
+    assert_eq!((p.lead(), p.ahead()), (8, 9));
+    // Two quick ones: the lead learned falls to 2.
+    for (n, at) in [(2u32, 200u64), (3, 300)] {
+        p.pushed(PUSH, at);
+        m.input(PAGE, PUSH);
+        assert_eq!(p.ahead_at(at + 1, n - 1), 9, "in flight");
+        assert!(m.commit(at + 2));
+        p.on_keyframe(&m.keyframe());
+        assert_eq!(
+            p.ahead_at(at + 2, n - 1),
+            9,
+            "told, not yet held: in flight"
+        );
+    }
+    assert_eq!(p.lead(), 2);
+    // Held: comes down one frame every LOWER_EVERY frames.
+    let mut ahead = Vec::new();
+    for show in 303..303 + 8 * LOWER_EVERY {
+        ahead.push(p.ahead_at(show, 3));
+    }
+    assert!(ahead.windows(2).all(|w| w[0] >= w[1] && w[0] - w[1] <= 1));
+    assert_eq!(ahead.first(), Some(&8));
+    assert_eq!(ahead.last(), Some(&3));
+    // A higher lead again is played at once, enough to show the push told
+    // on the next refresh.
+    p.pushed(PUSH, 400);
+    m.input(PAGE, PUSH);
+    assert!(m.commit(420));
+    p.on_keyframe(&m.keyframe());
+    assert_eq!(
+        (p.lead(), p.ahead()),
+        (8, 21),
+        "the median for the next push, this push's own lead at once"
+    );
 }

@@ -48,6 +48,17 @@ impl DonutViewer {
         self.runner.update(move |v| v.set_steering(on));
     }
 
+    /// The server's commit throttle (`--input-commit-ms`, from
+    /// `/api/page`): a steering page predicts where its pushes fold into
+    /// one change with it (issue 25, `crate::predict`).
+    #[wasm_bindgen(js_name = setInputCommitMs)]
+    pub fn set_input_commit_ms(&self, ms: u32) {
+        self.runner.update(move |v| {
+            let fps = v.player.clock().fps();
+            v.predict.set_commit_interval(ms, fps);
+        });
+    }
+
     /// Lets this tab take the stream from other viewers and relay it to
     /// them (the page's switch; `?p2p=0` turns it off). Relaying costs
     /// upload bandwidth and shows this tab's network address to its peers.

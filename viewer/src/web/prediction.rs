@@ -16,10 +16,16 @@ impl Runner {
     /// refresh (the player's frame is then not painted); the player still
     /// ticks, so its figures (misses included) stay the stream's.
     pub(super) fn paint_predicted(&mut self, now: f64, started: f64) -> bool {
+        let held = self.player.timeline();
+        if let Some(show) = self.player.clock().frame_at(now) {
+            // The frames played ahead come down only while nothing is in
+            // flight (`Predictor::ahead_at`).
+            let ahead = self.predict.ahead_at(show, held);
+            self.player.set_ahead(ahead);
+        }
         let Some(due) = self.player.due(now) else {
             return false;
         };
-        let held = self.player.timeline();
         let player = &self.player;
         self.predict
             .settle(held, due, |frame, out| player.frame_text(frame, out));

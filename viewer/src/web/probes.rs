@@ -125,7 +125,7 @@ impl ToJs for SentInput {
     }
 }
 
-/// A batch played: `[start, wallMs, fromPeer]`.
+/// A batch played: `[start, wallMs, fromPeer, timeline]`.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Arrival {
     /// Its first frame.
@@ -134,14 +134,17 @@ pub(super) struct Arrival {
     pub(super) wall_ms: f64,
     /// It came from the parent peer (not the server).
     pub(super) from_peer: bool,
+    /// Its timeline version.
+    pub(super) timeline: u32,
 }
 
 impl ToJs for Arrival {
     fn to_js(&self) -> JsValue {
-        Array::of3(
+        Array::of4(
             &JsValue::from_f64(self.start as f64),
             &JsValue::from_f64(self.wall_ms),
             &JsValue::from_f64(f64::from(u8::from(self.from_peer))),
+            &JsValue::from_f64(f64::from(self.timeline)),
         )
         .into()
     }
@@ -392,9 +395,10 @@ impl DonutViewer {
     }
 
     /// The last batches played (up to 600), oldest first, each as
-    /// `[start, wallMs, fromPeer]`: the batch's first frame, when it arrived
-    /// (ms since the Unix epoch, `performance.timeOrigin`-based, so tabs
-    /// compare), and 1 if it came from the parent peer (0: the server).
+    /// `[start, wallMs, fromPeer, timeline]`: the batch's first frame, when
+    /// it arrived (ms since the Unix epoch, `performance.timeOrigin`-based,
+    /// so tabs compare), 1 if it came from the parent peer (0: the server),
+    /// and its timeline version.
     pub fn arrivals(&self) -> JsValue {
         self.probe(|r| r.probes.arrivals.to_js())
     }
@@ -404,7 +408,8 @@ impl DonutViewer {
     /// messages received (none unless the page pushed), pushes predicted,
     /// frames painted from the prediction, of those the ones equal to and
     /// different from the server's frame of the committed version, and
-    /// those never compared; the change-frame lead assumed (frames); `log`
+    /// those never compared; the change-frame lead assumed, the frames
+    /// played ahead and the server's commit throttle (frames); `log`
     /// the predicted frames painted (last 1,200) as `[frame,
     /// versionHeld, digest, wallMs, pushed]` (as `painted()`; `wallMs` at
     /// the start of the refresh that drew it; `pushed`: drawn with this
@@ -423,6 +428,8 @@ impl DonutViewer {
                     ("mispredicted", s.mispredicted as f64),
                     ("unsettled", s.unsettled as f64),
                     ("lead", v.predict.lead() as f64),
+                    ("ahead", v.predict.ahead() as f64),
+                    ("throttle", v.predict.throttle() as f64),
                 ]);
                 let log: Array = v
                     .predict

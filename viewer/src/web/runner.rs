@@ -213,7 +213,7 @@ impl Runner {
         self.request_frame();
         let started = self.now();
         self.probes.milestones.first_refresh.get_or_insert(started);
-        self.send_input(started);
+        self.send_input(now, started);
         let due = self.player.clock().frame_at(now);
         self.relay.poll(started, due, &self.socket);
         let resized = self.screen.fit(self.window.device_pixel_ratio());
@@ -247,15 +247,19 @@ impl Runner {
     }
 
     /// Sends what the input gate releases now (a locally pushed `Input`),
-    /// if the socket is open.
-    fn send_input(&mut self, now: f64) {
+    /// if the socket is open. `frame_time` is the refresh's animation
+    /// frame time, the one the frame due is computed from.
+    fn send_input(&mut self, frame_time: f64, now: f64) {
         let Some(input) = self.input.poll(now) else {
             return;
         };
         let event = self.input_since.take();
         if self.socket.state() == State::Open {
             self.socket.send(&input.to_bytes());
-            let show = self.player.clock().frame_at(now).unwrap_or(0);
+            // The show's frame on the same clock as the frame due (the
+            // animation frame time, which may lag `performance.now()`), so
+            // the lead measured is the one the screen needs.
+            let show = self.player.clock().frame_at(frame_time).unwrap_or(0);
             self.predict.pushed(input.impulse(), show);
             self.player.set_ahead(self.predict.ahead());
             let sent = self.wall(now);
@@ -282,6 +286,7 @@ impl Runner {
             Ok(ToViewer::Telemetry(t)) => {
                 self.socket.healthy();
                 self.player.on_telemetry(t, now);
+                self.predict.set_fps(self.player.clock().fps());
                 self.show_telemetry(&t);
             }
             Ok(ToViewer::Keyframe(k)) => {
@@ -326,6 +331,7 @@ impl Runner {
             start: batch.start(),
             wall_ms: self.wall(now),
             from_peer,
+            timeline: batch.key().1,
         });
         self.relay.relay(batch.bytes());
         self.probes.keep_batch(batch);
