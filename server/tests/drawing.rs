@@ -3,12 +3,9 @@
 //! TV can afford, "crisp at every pixel ratio as today").
 //!
 //! The viewer draws only the cells that change, each filled from a
-//! prepared glyph pattern in the screen worker where the context is
-//! low-latency and the canvas can be handed to a worker (Chromium), else
-//! copied from an atlas on the page (Firefox) (viewer/src/screen.rs,
-//! viewer/src/offscreen.rs): both are checked. These tests pause a real
-//! page on a frame, read its canvas back where it is painted (the viewer's
-//! `canvasPixels()`), and draw the same frame in the
+//! prepared glyph pattern where the context is low-latency (Chromium), else
+//! copied from an atlas (Firefox) (viewer/src/screen.rs): both are checked. These tests pause a real
+//! page on a frame, read its canvas back, and draw the same frame in the
 //! same page from scratch, one `fillText` per glyph at the place the
 //! viewer's reported layout gives it (the font, colours and background
 //! are restated here from the viewer's docs, so a change there shows up).
@@ -37,15 +34,8 @@ v.setPaused(true);
 requestAnimationFrame(() => requestAnimationFrame(() => {
   const c = document.getElementById('donut');
   const l = v.layout(), text = v.currentText(), frame = v.currentFrame();
-  const drawing = v.drawing();
-  // Read back where it is painted (the screen worker, or this page).
-  v.canvasPixels().then((image) => compare(c, l, text, frame, drawing, image),
-    (e) => { v.setPaused(false); done({error: String(e)}); });
-}));
-function compare(c, l, text, frame, drawing, image) {
-  if (!image) { v.setPaused(false); done({error: 'no pixels', drawing}); return; }
-  const dpr = l.dpr, w = image.width, h = image.height;
-  const got = image.data;
+  const dpr = l.dpr, w = c.width, h = c.height;
+  const got = c.getContext('2d').getImageData(0, 0, w, h).data;
   const ref = document.createElement('canvas');
   ref.width = w; ref.height = h;
   const r = ref.getContext('2d');
@@ -86,8 +76,9 @@ function compare(c, l, text, frame, drawing, image) {
     }
   }
   v.setPaused(false);
-  done({drawing, frame, dpr, w, h, cssW: c.clientWidth, cssH: c.clientHeight, lit, compared, differ, worst, inked, layout: l});
-}
+  const attrs = c.getContext('2d').getContextAttributes();
+  done({lowLatency: !!(attrs && attrs.desynchronized && attrs.alpha === false), frame, dpr, w, h, cssW: c.clientWidth, cssH: c.clientHeight, lit, compared, differ, worst, inked, layout: l});
+}));
 "#;
 
 /// Opens a watch-only page, lets it play a second, and compares (see
@@ -107,12 +98,11 @@ async fn compare(browser: &mut Browser, server: &Server) -> Value {
 }
 
 /// Asserts the figures of [`compare`] at ratio `dpr` in `what`, whose
-/// screen paints the way `drawing` names (the viewer's `drawing()`:
-/// `"worker"`, glyph patterns in the screen worker, where the context is
-/// low-latency and the canvas can be handed to a worker; else `"atlas"`).
-fn assert_crisp(r: &Value, dpr: f64, what: &str, drawing: &str) {
+/// screen draws from glyph patterns if `patterns`, else from the atlas
+/// (the viewer picks patterns where the context is low-latency).
+fn assert_crisp(r: &Value, dpr: f64, what: &str, patterns: bool) {
     eprintln!("{what} at ratio {dpr}: {r}");
-    assert_eq!(r["drawing"].as_str(), Some(drawing), "{what}: {r}");
+    assert_eq!(r["lowLatency"].as_bool(), Some(patterns), "{what}: {r}");
     assert_eq!(r["dpr"].as_f64(), Some(dpr), "{what}: {r}");
     // The backing store is the element's size × the ratio: one canvas
     // pixel a device pixel, nothing scaled.
@@ -158,7 +148,7 @@ fn the_canvas_paints_what_filltext_paints_at_every_ratio_in_chromium() {
             let mut browser = Browser::launch(dpr).await;
             let r = compare(&mut browser, &server).await;
             browser.quit().await;
-            assert_crisp(&r, dpr, "Chromium", "worker");
+            assert_crisp(&r, dpr, "Chromium", true);
         }
     });
 }
@@ -173,7 +163,7 @@ fn the_canvas_paints_what_filltext_paints_at_every_ratio_in_firefox() {
                 Browser::firefox(&[("layout.css.devPixelsPerPx", json!(dpr.to_string()))]).await;
             let r = compare(&mut browser, &server).await;
             browser.quit().await;
-            assert_crisp(&r, dpr, "Firefox", "atlas");
+            assert_crisp(&r, dpr, "Firefox", false);
         }
     });
 }

@@ -31,7 +31,6 @@ pub mod batch;
 pub mod clock;
 pub mod input;
 pub mod jitter;
-pub mod offscreen;
 pub mod p2p;
 pub mod panel;
 pub mod player;

@@ -120,9 +120,7 @@ fn pattern_index(code: u8, col: usize) -> usize {
 /// compositor need not blend it over the page) and low-latency
 /// (`desynchronized: true`); elsewhere it is a plain context, so that
 /// Firefox and WebKit draw exactly as before issue 26's patterns.
-pub struct Painter {
-    /// The canvas drawn on: the page's element, or (in the screen worker)
-    /// its `OffscreenCanvas`, used through the same methods.
+pub struct Screen {
     canvas: HtmlCanvasElement,
     ctx: CanvasRenderingContext2d,
     layout: Layout,
@@ -135,10 +133,6 @@ pub struct Painter {
     /// Whether cells are filled from glyph patterns (else copied from the
     /// atlas): the context is low-latency.
     use_patterns: bool,
-    /// Whether the scratch canvas is an `OffscreenCanvas` whose drawing
-    /// becomes each pattern's `ImageBitmap` (`transferToImageBitmap`)
-    /// rather than a copy of the canvas (see [`crate::offscreen`]).
-    bitmaps: bool,
     /// The glyph patterns, indexed by [`pattern_index`]; empty if they
     /// are not used or could not be made.
     patterns: Vec<CanvasPattern>,
@@ -148,25 +142,6 @@ pub struct Painter {
     /// The symbol code on every cell of the canvas (0: blank), or `None`
     /// when the canvas must be redrawn whole.
     shown: Option<[u8; ROWS * COLS]>,
-}
-
-/// The donut canvas on the page: sizes it, lays the grid out, and has each
-/// frame painted by a [`Painter`], on this thread or, where the engine can
-/// hand the canvas to a worker (Chromium: `transferControlToOffscreen`),
-/// in the screen worker ([`crate::offscreen`]).
-pub struct Screen {
-    canvas: HtmlCanvasElement,
-    layout: Layout,
-    size: (u32, u32),
-    target: Target,
-}
-
-/// Where a [`Screen`]'s frames are painted.
-enum Target {
-    /// On this thread.
-    Here(Box<Painter>),
-    /// In the screen worker.
-    Worker(crate::offscreen::Remote),
 }
 
 /// The 2D context of `canvas`.
@@ -269,42 +244,38 @@ pub fn changes(before: Option<&[u8; ROWS * COLS]>, now: &[u8; ROWS * COLS]) -> (
 }
 
 impl Screen {
-    /// Wraps the donut canvas: hands it to the screen worker where the
-    /// engine grants an opaque, low-latency context (the glyph patterns)
-    /// and can transfer the canvas, else paints it here.
+    /// Wraps the donut canvas.
     pub fn new(canvas: HtmlCanvasElement) -> Result<Self, JsValue> {
         // A throwaway canvas tells whether the engine grants the options
         // (a canvas's context cannot change once made): elsewhere the
         // screen draws exactly as before them, with a plain context.
-        let use_patterns = new_canvas(&canvas)
+        let use_patterns = canvas
+            .owner_document()
+            .and_then(|d| d.create_element("canvas").ok())
+            .and_then(|e| e.dyn_into::<HtmlCanvasElement>().ok())
             .and_then(|c| screen_context(&c).ok())
             .is_some_and(|probe| low_latency(&probe));
-        let target = match use_patterns
-            .then(|| crate::offscreen::Remote::start(&canvas))
-            .flatten()
-        {
-            Some(remote) => Target::Worker(remote),
-            None => {
-                let ctx = if use_patterns {
-                    screen_context(&canvas)?
-                } else {
-                    context(&canvas)?
-                };
-                let scratch = new_canvas(&canvas).and_then(|c| context(&c).ok().map(|x| (c, x)));
-                Target::Here(Box::new(Painter::new(
-                    canvas.clone(),
-                    ctx,
-                    use_patterns,
-                    scratch,
-                    false,
-                )))
-            }
+        let ctx = if use_patterns {
+            screen_context(&canvas)?
+        } else {
+            context(&canvas)?
         };
+        let scratch = canvas
+            .owner_document()
+            .and_then(|d| d.create_element("canvas").ok())
+            .and_then(|e| e.dyn_into::<HtmlCanvasElement>().ok())
+            .and_then(|c| context(&c).ok().map(|x| (c, x)));
         Ok(Self {
             canvas,
+            ctx,
             layout: Layout::default(),
             size: (0, 0),
-            target,
+            colours: (0..=12).map(colour).collect(),
+            scratch,
+            use_patterns,
+            patterns: Vec::new(),
+            edges: [0.0; COLS + 1],
+            shown: None,
         })
     }
 
@@ -318,17 +289,6 @@ impl Screen {
         &self.canvas
     }
 
-    /// How frames are painted: `"worker"` (glyph patterns, in the screen
-    /// worker), `"patterns"`, `"atlas"` or `"text"` (on the page's thread).
-    pub fn drawing(&self) -> &'static str {
-        match &self.target {
-            Target::Worker(_) => "worker",
-            Target::Here(p) if p.patterns.len() == PATTERNS => "patterns",
-            Target::Here(p) if !p.use_patterns && p.scratch.is_some() => "atlas",
-            Target::Here(_) => "text",
-        }
-    }
-
     /// Resizes the backing store to the element's size × `dpr`. Returns
     /// whether anything changed (and so a redraw is needed).
     pub fn fit(&mut self, dpr: f64) -> bool {
@@ -337,111 +297,26 @@ impl Screen {
             return false;
         }
         self.size = (w, h);
-        self.layout = match &mut self.target {
-            Target::Here(p) => {
-                p.set_size(w, h);
-                let layout = measure(&p.ctx, w, h, dpr);
-                p.resize(layout);
-                layout
-            }
-            Target::Worker(r) => {
-                let layout = measure(r.measuring(), w, h, dpr);
-                r.resize(w, h, layout);
-                layout
-            }
-        };
-        true
-    }
-
-    /// Draws a frame of ASCII text (see [`Painter::draw`]).
-    pub fn draw(&mut self, text: &[u8; FRAME_LEN]) {
-        match &mut self.target {
-            Target::Here(p) => p.draw(text),
-            Target::Worker(r) => r.draw(text),
-        }
-    }
-
-    /// A promise of the canvas's pixels (an `ImageData` of the whole
-    /// backing store), read back where the frames are painted: what the
-    /// drawing tests compare.
-    pub fn pixels(&self) -> js_sys::Promise {
-        match &self.target {
-            Target::Here(p) => match p.pixels() {
-                Ok(data) => js_sys::Promise::resolve(&data),
-                Err(e) => js_sys::Promise::reject(&e),
-            },
-            Target::Worker(r) => r.pixels(),
-        }
-    }
-}
-
-/// A new, detached canvas element of `like`'s document, if there is one.
-fn new_canvas(like: &HtmlCanvasElement) -> Option<HtmlCanvasElement> {
-    like.owner_document()
-        .and_then(|d| d.create_element("canvas").ok())
-        .and_then(|e| e.dyn_into::<HtmlCanvasElement>().ok())
-}
-
-/// Lays the grid out on a `w × h` device-pixel canvas at ratio `dpr`,
-/// with the cell width the monospace font's advance measured on `ctx` at
-/// the size drawn (which sets `ctx`'s font).
-pub fn measure(ctx: &CanvasRenderingContext2d, w: u32, h: u32, dpr: f64) -> Layout {
-    ctx.set_font(&format!("100px {FONT_FAMILY}"));
-    let advance = ctx
-        .measure_text("M")
-        .map(|m| m.width() / 100.0)
-        .unwrap_or(0.6);
-    let mut layout = fit(f64::from(w), f64::from(h), advance, dpr);
-    // Fonts hint their advance at each size: use the advance at the
-    // size drawn, so runs of text keep to the grid.
-    ctx.set_font(&format!("{}px {FONT_FAMILY}", layout.font_px));
-    if let Ok(m) = ctx.measure_text("M")
-        && m.width() > 0.0
-        && m.width() * COLS as f64 <= f64::from(w)
-    {
-        layout.cell_w = m.width();
-        layout.origin_x = ((f64::from(w) - COLS as f64 * layout.cell_w) / 2.0).round();
-    }
-    layout
-}
-
-impl Painter {
-    /// Paints on `canvas` through `ctx` (see the type's docs), with glyph
-    /// patterns if `use_patterns` (else the atlas) prepared on `scratch`,
-    /// as `ImageBitmap`s if `bitmaps` (`scratch` is then an
-    /// `OffscreenCanvas`).
-    pub fn new(
-        canvas: HtmlCanvasElement,
-        ctx: CanvasRenderingContext2d,
-        use_patterns: bool,
-        scratch: Option<(HtmlCanvasElement, CanvasRenderingContext2d)>,
-        bitmaps: bool,
-    ) -> Self {
-        Self {
-            canvas,
-            ctx,
-            layout: Layout::default(),
-            size: (0, 0),
-            colours: (0..=12).map(colour).collect(),
-            scratch,
-            use_patterns,
-            bitmaps,
-            patterns: Vec::new(),
-            edges: [0.0; COLS + 1],
-            shown: None,
-        }
-    }
-
-    /// Sets the backing store's size in device pixels (clearing it).
-    pub fn set_size(&mut self, w: u32, h: u32) {
-        self.size = (w, h);
         self.canvas.set_width(w);
         self.canvas.set_height(h);
-    }
-
-    /// Takes `layout` (from [`measure`]) for the current size: prepares
-    /// the patterns or the atlas, and redraws the next frame whole.
-    pub fn resize(&mut self, layout: Layout) {
+        self.ctx.set_font(&format!("100px {FONT_FAMILY}"));
+        let advance = self
+            .ctx
+            .measure_text("M")
+            .map(|m| m.width() / 100.0)
+            .unwrap_or(0.6);
+        let mut layout = fit(f64::from(w), f64::from(h), advance, dpr);
+        // Fonts hint their advance at each size: use the advance at the
+        // size drawn, so runs of text keep to the grid.
+        self.ctx
+            .set_font(&format!("{}px {FONT_FAMILY}", layout.font_px));
+        if let Ok(m) = self.ctx.measure_text("M")
+            && m.width() > 0.0
+            && m.width() * COLS as f64 <= f64::from(w)
+        {
+            layout.cell_w = m.width();
+            layout.origin_x = ((f64::from(w) - COLS as f64 * layout.cell_w) / 2.0).round();
+        }
         self.layout = layout;
         self.edges = column_edges(&layout);
         self.shown = None;
@@ -450,14 +325,7 @@ impl Painter {
         } else {
             self.prepare_atlas();
         }
-    }
-
-    /// The whole backing store's pixels.
-    pub fn pixels(&self) -> Result<JsValue, JsValue> {
-        let (w, h) = self.size;
-        self.ctx
-            .get_image_data(0.0, 0.0, f64::from(w.max(1)), f64::from(h.max(1)))
-            .map(JsValue::from)
+        true
     }
 
     /// Sets the glyphs' font and alignment on `ctx`.
@@ -492,15 +360,7 @@ impl Painter {
                 run.extend((parity..COLS).map(|c| if c % 2 == parity { glyph } else { ' ' }));
                 let x = l.origin_x + parity as f64 * l.cell_w;
                 let _ = sctx.fill_text(&run, x, 0.5 * l.cell_h);
-                let pattern = if self.bitmaps {
-                    scratch
-                        .unchecked_ref::<web_sys::OffscreenCanvas>()
-                        .transfer_to_image_bitmap()
-                        .and_then(|b| sctx.create_pattern_with_image_bitmap(&b, "repeat"))
-                } else {
-                    sctx.create_pattern_with_html_canvas_element(scratch, "repeat")
-                };
-                match pattern {
+                match sctx.create_pattern_with_html_canvas_element(scratch, "repeat") {
                     Ok(Some(p)) => self.patterns.push(p),
                     _ => {
                         self.patterns.clear();

@@ -518,26 +518,6 @@ impl DonutViewer {
         self.probe(|r| r.screen.layout().to_js())
     }
 
-    /// How the donut canvas is painted: `"worker"` (glyph patterns, in the
-    /// screen worker: `viewer/src/offscreen.rs`), `"patterns"`, `"atlas"`
-    /// or `"text"` (on the page's thread); empty in the instant the viewer
-    /// is busy.
-    pub fn drawing(&self) -> String {
-        self.runner
-            .try_read(|v| v.screen.drawing().to_owned())
-            .unwrap_or_default()
-    }
-
-    /// A promise of the donut canvas's pixels: an `ImageData` of its whole
-    /// backing store, read where it is painted (in the screen worker after
-    /// every frame sent to it), or `null` if it cannot be read.
-    #[wasm_bindgen(js_name = canvasPixels)]
-    pub fn canvas_pixels(&self) -> js_sys::Promise {
-        self.runner
-            .try_read(|v| v.screen.pixels())
-            .unwrap_or_else(|| js_sys::Promise::resolve(&JsValue::NULL))
-    }
-
     /// Player counters: `{framesReceived, framesDropped, batches, misses,
     /// framesShown, gaps, head, workers, viewers, timeline, switches,
     /// superseded, inputsSent}` (the timeline version held, batches of a
