@@ -3,21 +3,22 @@
 # headless, software-composited Chromium at 1280x720 costs for throwaway
 # pages (bench/floor/*.html: a static page, an empty requestAnimationFrame
 # loop, a 20x20 canvas and a stage-sized 1048x680 canvas each changed once a
-# frame), measured in one interleaved run with the real watch-only page
+# frame; the viewer's own drawing of ~280 changed cells a frame without the
+# rest of the page), measured in one interleaved run with the real watch-only page
 # (`/?contribute=0`, one native worker) of each `donut` binary given
 # (default target/release/donut). Same measuring code as bench/tab-cpu.sh
 # (bench/lib/chromium-cpu.sh); each round measures every page once, in turn.
 #
 #   ./build.sh build && bench/canvas-floor.sh [target/release/donut ...]
 #   env: SECONDS_MEASURED=30 WARMUP=8 ROUNDS=1 DONUT_CHROMIUM=/usr/bin/chromium
-#        FLOOR="static raf tiny stage" (pages of bench/floor/, without .html)
+#        FLOOR="static raf tiny stage cells" (pages of bench/floor/, without .html)
 #        PAGE="/?contribute=0" (the real page's path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=("$@")
 [ ${#bins[@]} -gt 0 ] || bins=(target/release/donut)
 rounds=${ROUNDS:-1}
-read -r -a floor <<<"${FLOOR:-static raf tiny stage}"
+read -r -a floor <<<"${FLOOR:-static raf tiny stage cells}"
 page=${PAGE:-/?contribute=0}
 # shellcheck source=bench/lib/chromium-cpu.sh
 . bench/lib/chromium-cpu.sh

@@ -15,7 +15,8 @@
 #        PAGES="/?contribute=0 /?contribute=1"
 #
 # Several binaries alternate within each round (A B A B…), so a before/after
-# pair shares the machine's load.
+# pair shares the machine's load. The measuring code is bench/lib/chromium-cpu.sh,
+# shared with bench/canvas-floor.sh (the floor under any page, BENCHMARKS.md §9).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bins=("$@")
