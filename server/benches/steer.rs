@@ -17,7 +17,10 @@
 //!   (`donutViewer.painted()`), and — since the server re-sends the frames
 //!   before the change under the new version — when it drew the first such
 //!   frame at or after the estimated change frame: the frame tab B was
-//!   drawing when the `Input` left plus `--input-lead-frames`.
+//!   drawing when the `Input` left plus `--input-lead-frames`; and when it
+//!   drew its first frame at or after the change frame the server told
+//!   tab A in a `Keyframe` (exact: it also counts tab B's playback clock
+//!   running behind the show, which the estimate cannot see);
 //!
 //! - **own**: when tab A drew its first frame past the change frame that
 //!   shows the change (its own screen, issue 25: `donutViewer.painted()`
@@ -148,6 +151,11 @@ struct Sample {
     /// Pointer event to tab B drawing the first new-version frame at or
     /// after the estimated change frame.
     reflecting: f64,
+    /// Pointer event to tab B drawing the first frame at or after the change
+    /// frame the server told tab A (its `Keyframe`), of that version or
+    /// newer: the issue's method, exactly. Unlike `reflecting` it sees how
+    /// far tab B's clock is behind the show.
+    exact: f64,
     /// Frames between the one B drew when the `Input` left and the first
     /// new-version frame it drew.
     frames_ahead: f64,
@@ -414,6 +422,33 @@ async fn drags(
         .await?
         .as_f64()
         .unwrap_or(f64::NAN);
+        // The drag's first change as the server told tab A (version, change
+        // frame), then tab B's first frame of it at or after that frame.
+        let told = js(
+            &client,
+            &a,
+            &format!(
+                "const k = window.donutViewer.prediction().changes.filter((c) => c[0] > {version}).sort((x, y) => x[0] - y[0])[0];
+                 return k ? [k[0], k[1]] : null;"
+            ),
+        )
+        .await?;
+        let exact = if told.is_null() {
+            f64::NAN
+        } else {
+            js(
+                &cb,
+                &b,
+                &format!(
+                    "const e = window.donutViewer.painted().find((e) => e[1] >= {} && e[0] >= {});
+                     return e ? e[3] : null;",
+                    told[0], told[1]
+                ),
+            )
+            .await?
+            .as_f64()
+            .unwrap_or(f64::NAN)
+        };
         if std::env::var_os("DONUT_STEER_TRACE").is_some() {
             // What tab A drew around the drag: its inputs, the changes told
             // and every frame painted (server's `S`, predicted `P`/`p`
@@ -439,6 +474,7 @@ async fn drags(
             event_to_send: sent - event,
             first_new: t1 - event,
             reflecting: reflect - event,
+            exact: exact - event,
             frames_ahead: seen[0][0].as_f64().unwrap_or(f64::NAN) - at,
             send_to_b: b_arrival - sent,
             b_arrival_to_paint: reflect - b_arrival,
@@ -451,8 +487,8 @@ async fn drags(
         fps_seen.push(fps);
         println!(
             "drag {i:2}: event→A's own screen {:5.1} ms, event→send {:5.1} ms, event→B first new-version frame {:6.1} ms \
-             (frame {:+} from B's when sent), event→B frame ≥ +{lead} {:6.1} ms; B at {fps} fps",
-            s.own, s.event_to_send, s.first_new, s.frames_ahead, s.reflecting
+             (frame {:+} from B's when sent), event→B frame ≥ +{lead} {:6.1} ms, event→B frame ≥ the change told {:6.1} ms; B at {fps} fps",
+            s.own, s.event_to_send, s.first_new, s.frames_ahead, s.reflecting, s.exact
         );
         samples.push(s);
         tokio::time::sleep(SPACING).await;
@@ -488,6 +524,10 @@ async fn drags(
         ("tab B, frame ≥ the change frame", |s: &Sample| {
             s.reflecting
         }),
+        (
+            "tab B, frame ≥ the change frame told (Keyframe)",
+            |s: &Sample| s.exact,
+        ),
     ] {
         let mut xs: Vec<f64> = samples.iter().map(f).filter(|x| x.is_finite()).collect();
         xs.sort_by(f64::total_cmp);
@@ -508,6 +548,13 @@ async fn drags(
         summary(
             "**event → tab B draws first new-version frame ≥ + the lead** (the change frame, estimated)",
             col(|s| s.reflecting)
+        )
+    );
+    println!(
+        "{}",
+        summary(
+            "**event → tab B draws its first frame ≥ the change frame told** (the server's `Keyframe` to tab A: exact)",
+            col(|s| s.exact)
         )
     );
     println!("{}", summary("input lead at each drag, frames", leads));
