@@ -912,12 +912,15 @@ impl Due {
     pub fn encode(self) -> Option<Batch> {
         let header = Frames::header(self.start, self.count, self.timeline, self.codec);
         let msg = match self.codec {
-            Codec::Context => {
+            Codec::Context | Codec::Primed => {
                 let packed = self.packed();
                 let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + packed.len() / 8);
                 msg.extend_from_slice(&header);
                 // Ring frames were validated on the way in, so this cannot fail.
-                codec::encode(packed, &mut msg).ok()?;
+                match self.codec {
+                    Codec::Primed => codec::encode_primed(packed, &mut msg).ok()?,
+                    _ => codec::encode(packed, &mut msg).ok()?,
+                }
                 msg
             }
             Codec::Nibble => {
