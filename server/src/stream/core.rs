@@ -95,6 +95,7 @@ use donut_shared::ring::FrameRing;
 use donut_shared::scene::{Impulse, Scene};
 use donut_shared::wire::{Codec, FRAMES_HEADER_LEN, Frames, Task};
 use tokio::sync::{Notify, mpsc};
+use tracing::debug;
 
 use crate::metrics::Stats;
 use crate::stream::fanout::{Batch, Fanout};
@@ -680,6 +681,22 @@ impl Core {
                 if inner.head > self.cfg.start_frame {
                     let lost = target - inner.contiguous;
                     self.stats.playback_stall_frames.add(lost);
+                    // What was missing, for diagnosing stalls (issue 25):
+                    // a change's first frame or not, handed out or not,
+                    // and how late this tick came.
+                    debug!(
+                        lost,
+                        missing = inner.contiguous,
+                        head = inner.head,
+                        frontier = inner.sched.frontier(),
+                        keyframe = inner.timeline.last_keyframe(),
+                        lead = inner.input_lead,
+                        tick_gap_ms = dt * 1000.0,
+                        since_change_ms = inner
+                            .last_change
+                            .map(|t| now.saturating_duration_since(t).as_secs_f64() * 1000.0),
+                        "playback stalled"
+                    );
                 }
                 inner.head = inner.contiguous;
                 inner.carry = 0.0;
