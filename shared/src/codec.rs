@@ -355,7 +355,7 @@ pub fn decode(
     decode_with(Model::new(), payload, count, sink)
 }
 
-/// Decodes a `Codec::Primed` payload (see [`encode_primed`]) of exactly
+/// Decodes a `Codec::Primed` payload (see `encode_primed`, with the `alloc` feature) of exactly
 /// `count` frames, handing each packed frame to `sink` in order. The same
 /// contract as [`decode`]: no panic, no allocation, bounded work.
 pub fn decode_primed(
