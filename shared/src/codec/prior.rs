@@ -45,6 +45,7 @@ impl Model {
     /// The probabilities the prior covers, in a fixed order: "same",
     /// "one step", "two steps", "blank", direction, quiet run, the
     /// escape's tree.
+    #[cfg(feature = "alloc")]
     fn primed_probs(&mut self) -> impl Iterator<Item = &mut Prob> {
         self.same
             .iter_mut()
@@ -56,16 +57,71 @@ impl Model {
             .chain(self.tree.iter_mut())
     }
 
-    /// A model starting at the prior.
+    /// A model starting at the prior: a copy of [`PRIMED`], built at
+    /// compile time, so a primed batch starts as cheaply as one at ½.
     pub(super) fn primed() -> Self {
-        let mut model = Self::new();
-        for (prob, &p) in model.primed_probs().zip(PRIOR.iter()) {
-            // The 12-bit value's middle for these top 8 bits: within 8..4088.
-            let p12 = (u16::from(p) << (PROB_BITS - 8)) | (1 << (PROB_BITS - 9));
-            *prob = Prob((p12 << 4) | PRIOR_SEEN);
-        }
-        model
+        PRIMED
     }
+}
+
+/// The model at the prior, built from [`PRIOR`] at compile time.
+const PRIMED: Model = {
+    let mut model = Model {
+        same: [Prob::NEW; SAME_CONTEXTS],
+        one_step: [Prob::NEW; PAIR_CONTEXTS],
+        two_steps: [Prob::NEW; PAIR_CONTEXTS],
+        direction: [Prob::NEW; DIRECTION_CONTEXTS],
+        blank: [Prob::NEW; PAIR_CONTEXTS],
+        tree: [Prob::NEW; PAIR_CONTEXTS * 16],
+        run: [Prob::NEW; RUN_CONTEXTS],
+    };
+    // The order of `Model::primed_probs`.
+    let mut k = 0;
+    let mut i = 0;
+    while i < SAME_CONTEXTS {
+        model.same[i] = primed_prob(PRIOR[k]);
+        (i, k) = (i + 1, k + 1);
+    }
+    i = 0;
+    while i < PAIR_CONTEXTS {
+        model.one_step[i] = primed_prob(PRIOR[k]);
+        (i, k) = (i + 1, k + 1);
+    }
+    i = 0;
+    while i < PAIR_CONTEXTS {
+        model.two_steps[i] = primed_prob(PRIOR[k]);
+        (i, k) = (i + 1, k + 1);
+    }
+    i = 0;
+    while i < PAIR_CONTEXTS {
+        model.blank[i] = primed_prob(PRIOR[k]);
+        (i, k) = (i + 1, k + 1);
+    }
+    i = 0;
+    while i < DIRECTION_CONTEXTS {
+        model.direction[i] = primed_prob(PRIOR[k]);
+        (i, k) = (i + 1, k + 1);
+    }
+    i = 0;
+    while i < RUN_CONTEXTS {
+        model.run[i] = primed_prob(PRIOR[k]);
+        (i, k) = (i + 1, k + 1);
+    }
+    i = 0;
+    while i < PAIR_CONTEXTS * 16 {
+        model.tree[i] = primed_prob(PRIOR[k]);
+        (i, k) = (i + 1, k + 1);
+    }
+    assert!(k == PRIOR_LEN);
+    model
+};
+
+/// A probability of the prior: the top 8 bits `p` of its 12, the middle
+/// of what they stand for (within 8..4088), as having seen [`PRIOR_SEEN`]
+/// decisions.
+const fn primed_prob(p: u8) -> Prob {
+    let p12 = ((p as u16) << (PROB_BITS - 8)) | (1 << (PROB_BITS - 9));
+    Prob((p12 << 4) | PRIOR_SEEN)
 }
 
 /// The training (needs the `alloc` feature's frame unpacking: the unit
@@ -202,5 +258,21 @@ mod training {
             *o = (prob.get() >> (PROB_BITS - 8)) as u8;
         }
         out
+    }
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_primed_model_holds_the_prior_in_the_training_order() {
+        let mut model = Model::primed();
+        let mut n = 0;
+        for (prob, &p) in model.primed_probs().zip(PRIOR.iter()) {
+            assert_eq!(prob.0, primed_prob(p).0, "probability {n}");
+            n += 1;
+        }
+        assert_eq!(n, PRIOR_LEN);
     }
 }
