@@ -12,13 +12,15 @@
 //! batches of one length, each coded on its own; bytes include the 17-byte
 //! `Frames` header. Idle viewers get 15-frame batches, a hot timeline's
 //! ~6 (one a change). The frames differ from the prior's training set
-//! (`codec::prior`): other frame numbers, 3,600 of them.
+//! (`codec::prior`): other frame numbers, 3,600 of them. "50 across" is
+//! the crowd dragging the other way (`b` ±40, `a` 10..=14), a steering
+//! the prior was not trained on.
 
 use donut_shared::scene::{Impulse, Scene};
 use donut_shared::wire::FRAMES_HEADER_LEN;
 use donut_shared::{PACKED_LEN, codec, render_pose_packed, steer};
 
-fn frames(n: usize, start: u64, total: usize) -> Vec<u8> {
+fn frames(n: usize, start: u64, total: usize, across: bool) -> Vec<u8> {
     let mut scene = Scene::idle(start);
     let mut out = Vec::with_capacity(total * PACKED_LEN);
     let mut pending = vec![Impulse::default(); n];
@@ -32,9 +34,10 @@ fn frames(n: usize, start: u64, total: usize) -> Vec<u8> {
                 -1
             };
             for (i, p) in pending.iter_mut().enumerate() {
-                let push = Impulse {
-                    a: sign * 40,
-                    b: 10 + (i % 5) as i32,
+                let (main, side) = (sign * 40, 10 + (i % 5) as i32);
+                let push = match across {
+                    false => Impulse { a: main, b: side },
+                    true => Impulse { a: side, b: main },
                 };
                 *p = steer::add_viewer_push(*p, push);
             }
@@ -68,8 +71,13 @@ fn main() {
     println!("{total} frames a stream; bytes a frame with the header (lower is better)\n");
     println!("| steerers | batch (frames) | context | primed | primed / context |");
     println!("|---:|---:|---:|---:|---:|");
-    for n in [0usize, 5, 50] {
-        let packed = frames(n, 5_000, total);
+    for (n, across) in [(0usize, false), (5, false), (50, false), (50, true)] {
+        let packed = frames(n, 5_000, total, across);
+        let who = if across {
+            format!("{n} across")
+        } else {
+            n.to_string()
+        };
         for batch in [15usize, 6, 5] {
             let (mut plain, mut primed) = (0usize, 0usize);
             for chunk in packed.chunks(batch * PACKED_LEN) {
@@ -82,7 +90,7 @@ fn main() {
             }
             let per = |b: usize| b as f64 / total as f64;
             println!(
-                "| {n} | {batch} | {:.1} | {:.1} | {:.3} |",
+                "| {who} | {batch} | {:.1} | {:.1} | {:.3} |",
                 per(plain),
                 per(primed),
                 primed as f64 / plain as f64
