@@ -397,13 +397,16 @@ impl Core {
     ///
     /// The next change commits at a tick no sooner than the commit
     /// interval after the last one, at the head of that tick (moved
-    /// first) plus the input lead. The head moves only at ticks, by at
-    /// least `floor(elapsed × fps)` since the last tick unless playback
-    /// stalls (a stalled head lets a change land earlier: what was
-    /// rendered past it is superseded as ever, waste, not a wrong frame).
-    /// So no change can land before `head + lead + floor(wait × fps)`,
-    /// `wait` being the time from the last tick to the throttle opening,
-    /// nor before the last keyframe.
+    /// first) plus the input lead. The head moves only at ticks, by
+    /// `floor(carry + elapsed × fps)` since the last tick (`carry`: the
+    /// fraction of a frame its clock held then) unless playback stalls (a
+    /// stalled head lets a change land earlier: what was rendered past it
+    /// is superseded as ever, waste, not a wrong frame). So no change can
+    /// land before `head + lead + floor(carry + wait × fps)`, `wait` being
+    /// the time from the last tick to the throttle opening, nor before the
+    /// last keyframe. With the carry the end stays put between ticks (it
+    /// used to creep a frame at a time as the head's and the wait's
+    /// roundings took turns, each creep a one-frame batch).
     fn hot_limit(&self, inner: &Inner, now: Instant) -> Option<u64> {
         if self.cfg.hot_quiet.is_zero() || !self.paced() {
             return None;
@@ -414,12 +417,22 @@ impl Core {
         if !recent && !inner.timeline.has_pending() {
             return None;
         }
-        // The head moves only at ticks: count from the last one at most.
-        let now = now.max(inner.last_tick);
+        // The head moves only at ticks, by the whole frames of its clock
+        // (`carry` plus the time since the last tick): count from the
+        // last tick with the carry, so the window's end stays put between
+        // ticks instead of creeping a frame at a time (each creep a
+        // one-frame task and a one-frame batch to every watcher). A hair
+        // under, so rounding never puts it past where the head will be.
         let wait = inner.last_change.map_or(Duration::ZERO, |t| {
-            (t + self.cfg.input_commit_interval).saturating_duration_since(now)
+            (t + self.cfg.input_commit_interval).saturating_duration_since(inner.last_tick)
         });
-        let wait_frames = (wait.as_secs_f64() * f64::from(self.cfg.fps)).floor() as u64;
+        let wait_frames = if wait.is_zero() {
+            0
+        } else {
+            (inner.carry + wait.as_secs_f64() * f64::from(self.cfg.fps) - 1e-6)
+                .floor()
+                .max(0.0) as u64
+        };
         Some(
             inner
                 .head

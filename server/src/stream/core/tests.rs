@@ -1645,6 +1645,7 @@ mod hot {
             let mut rig = Rig::with(CoreConfig { codec, ..cfg() });
             let phase = |rig: &mut Rig, steer: bool, ms_total: u64| -> (u64, u64) {
                 let (h0, b0) = (rig.core.position().head, rig.screen.bytes);
+                let (n0, v0) = (rig.screen.batches, rig.version);
                 let mut next_push = 0;
                 let mut pushes = 0u64;
                 for t in (0..ms_total).step_by(5) {
@@ -1664,6 +1665,8 @@ mod hot {
                     rig.tick_once(5, None)
                         .expect("the screen takes every batch");
                 }
+                let (batches, changes) = (rig.screen.batches - n0, rig.version - v0);
+                println!("{}: {batches} batches, {changes} changes", codec.name());
                 (rig.core.position().head - h0, rig.screen.bytes - b0)
             };
             phase(&mut rig, false, 1_000);
