@@ -1,6 +1,7 @@
-//! Fuzzes `codec::decode`, the context decoder every viewer runs on every
-//! broadcast batch: it must never panic, and on success it must have handed
-//! over exactly `count` frames, each a valid packed frame.
+//! Fuzzes `codec::decode` and `codec::decode_primed`, the context decoders
+//! (from even odds and from the trained prior) every viewer runs on every
+//! broadcast batch: they must never panic, and on success they must have
+//! handed over exactly `count` frames, each a valid packed frame.
 #![no_main]
 
 use donut_shared::codec;
@@ -12,13 +13,19 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let count = u32::from(count % 16) + 1;
-    let mut seen = 0u32;
-    let result = codec::decode(payload, count, |i, frame| {
-        assert_eq!(i, seen, "frames out of order");
-        assert!(validate_packed(frame).is_ok(), "invalid frame handed over");
-        seen += 1;
-    });
-    if result.is_ok() {
-        assert_eq!(seen, count, "success with the wrong number of frames");
+    for primed in [false, true] {
+        let mut seen = 0u32;
+        let sink = |i: u32, frame: &[u8; donut_shared::PACKED_LEN]| {
+            assert_eq!(i, seen, "frames out of order");
+            assert!(validate_packed(frame).is_ok(), "invalid frame handed over");
+            seen += 1;
+        };
+        let result = match primed {
+            false => codec::decode(payload, count, sink),
+            true => codec::decode_primed(payload, count, sink),
+        };
+        if result.is_ok() {
+            assert_eq!(seen, count, "success with the wrong number of frames");
+        }
     }
 });

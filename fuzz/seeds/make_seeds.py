@@ -6,7 +6,7 @@ Run from fuzz/: python3 seeds/make_seeds.py. Layouts follow shared/src/wire.rs.
 import os
 import struct
 
-V = 5
+V = 6
 # A frame with a valid layout (shared/src/frame.rs: a newline, code 13, in
 # the last column of each of the 22 rows of 80, blanks elsewhere; what can
 # be drawn where is the fuzzer's to find): two codes a byte, the first in
@@ -28,6 +28,11 @@ result1 = bytes([V, 0x02]) + struct.pack(">IQI", 7, 1000, 1) + FRAME
 result2 = bytes([V, 0x02]) + struct.pack(">IQI", 8, 2**40, 2) + FRAME + FRAME
 frames1 = bytes([V, 0x20]) + struct.pack(">QIIB", 1000, 1, 0, 0) + FRAME
 frames2 = bytes([V, 0x20]) + struct.pack(">QIIB", 2**63, 2, 7, 0) + FRAME + FRAME
+# Codec 2 (primed, protocol 6): the codec seed's range-coded payload (its
+# first byte is the fuzzer's frame count), read as a primed batch.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "codec", "three_frames"), "rb") as f:
+    CODED = f.read()
+frames_primed = bytes([V, 0x20]) + struct.pack(">QIIB", 5000, CODED[0] % 16 + 1, 4, 2) + CODED[1:]
 telemetry = bytes([V, 0x30]) + struct.pack(
     ">QHIIIIQQQIQIHQI", 123456, 60, 3, 10, 600, 240, 99, 990, 1, 0, 5400, 7, 650, 3, 1
 )
@@ -95,6 +100,7 @@ seeds = {
     "to_viewer": {
         "frames1": frames1,
         "frames2": frames2,
+        "frames_primed": frames_primed,
         "telemetry": telemetry,
         "digest": digest,
         "welcome": welcome,

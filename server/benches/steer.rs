@@ -48,8 +48,9 @@
 //! and frames to one watching viewer (a WebSocket counting what it
 //! receives) and frames the fleet renders, idle and while 5, then 50,
 //! viewers push at the input rate limit, for the server as it was
-//! (`--input-hot-ms 0 --input-lead-min-frames 8`) and as it is, in one
-//! run; `DONUT_CROWD_SECS` (default 30) a phase.
+//! (`--input-hot-ms 0 --input-lead-min-frames 8 --codec context`), with
+//! the hot timeline and the protocol-5 codec (`--codec context`) and as it
+//! is, in one run; `DONUT_CROWD_SECS` (default 30) a phase.
 //!
 //! **Browsers** (`DONUT_BROWSER`): `chromium` (default), `firefox`
 //! (headless `firefox-esr` through geckodriver; tab B in a second Firefox
@@ -849,18 +850,28 @@ type Steerer = futures_util::stream::SplitSink<
 >;
 
 /// The crowd bench (`DONUT_CROWD=1`, issue 25): for the server as it was
-/// (`--input-hot-ms 0 --input-lead-min-frames 8`: every change supersedes
-/// the render-ahead) and as it is, one watching viewer is measured idle
+/// (`--input-hot-ms 0 --input-lead-min-frames 8 --codec context`: every
+/// change supersedes the render-ahead), with the hot timeline but the
+/// protocol-5 codec (`--codec context`), and as it is (the primed codec),
+/// one watching viewer is measured idle
 /// and while 5, then 50, viewers push at the input rate limit for
 /// `DONUT_CROWD_SECS` (default 30) each, with 3 s of quiet in between.
 async fn crowd(bin: &std::path::Path) -> Result<()> {
     let secs: f64 = env_or("DONUT_CROWD_SECS", 30.0);
-    let setups: [(&str, &[&str]); 2] = [
+    let setups: [(&str, &[&str]); 3] = [
         (
-            "before (never hot, fixed 8-frame lead)",
-            &["--input-hot-ms", "0", "--input-lead-min-frames", "8"],
+            "never hot, fixed 8-frame lead, context codec (main before issue 25)",
+            &[
+                "--input-hot-ms",
+                "0",
+                "--input-lead-min-frames",
+                "8",
+                "--codec",
+                "context",
+            ],
         ),
-        ("after (defaults)", &[]),
+        ("hot timeline, context codec", &["--codec", "context"]),
+        ("hot timeline, primed codec (defaults)", &[]),
     ];
     let mut rows = Vec::new();
     for (name, extra) in setups {

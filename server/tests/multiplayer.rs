@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use donut_server::stream::timeline::Timeline;
 use donut_shared::scene::Scene;
-use donut_shared::wire::{Input, PROTOCOL_VERSION, ToViewer};
+use donut_shared::wire::{Codec, Input, PROTOCOL_VERSION, ToViewer};
 use donut_shared::{PACKED_LEN, render_pose_packed};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -28,6 +28,9 @@ struct Holder {
     batches: BTreeMap<u32, u32>,
     /// Frames received in all.
     frames: u64,
+    /// `Frames` bytes received in all, and the codecs they came in.
+    bytes: u64,
+    codecs: Vec<Codec>,
 }
 
 impl Holder {
@@ -48,6 +51,10 @@ impl Holder {
             self.version = f.timeline;
         }
         *self.batches.entry(f.timeline).or_default() += 1;
+        self.bytes += bytes.len() as u64;
+        if !self.codecs.contains(&f.codec) {
+            self.codecs.push(f.codec);
+        }
         f.decode_frames(|n, packed| {
             if let Some((v, _)) = self.held.get(&n) {
                 // No frame of a superseded version after the newer one.
@@ -410,6 +417,16 @@ async fn steering_at_the_rate_limit_costs_watchers_no_more_than_playing() {
         steered += u64::from(committed.scene(n) != Scene::idle(n));
     }
     assert!(steered > 200, "steered frames held: {steered}");
+    // Through the real server and the shared decoder: the server's default
+    // codec (primed, protocol 6) carried every batch, the steered ones too.
+    assert_eq!(holder.codecs, [Codec::DEFAULT]);
+    println!(
+        "checker: {} bytes for {} frames ({:.1} a frame, {})",
+        holder.bytes,
+        holder.frames,
+        holder.bytes as f64 / holder.frames as f64,
+        Codec::DEFAULT.name()
+    );
     let s = stats(addr).await;
     assert_eq!(s["strikes"], 0, "{s}");
     assert_eq!(s["batches_rejected"], 0, "{s}");

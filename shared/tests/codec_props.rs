@@ -1,4 +1,5 @@
-//! Property tests for the context coder of viewer batches.
+//! Property tests for the context coder of viewer batches, from even odds
+//! (`Codec::Context`) and from the trained prior (`Codec::Primed`).
 
 use donut_shared::codec::{self, CodecError};
 use donut_shared::wire::{Codec, Frames, ToViewer};
@@ -79,6 +80,59 @@ proptest! {
         });
         if result.is_ok() {
             prop_assert_eq!(frames, count);
+        }
+    }
+
+    #[test]
+    fn primed_arbitrary_and_rendered_frames_round_trip(
+        packed in valid_frames(3),
+        start in any::<u64>(),
+        count in 1u32..40,
+    ) {
+        let mut enc = Vec::new();
+        codec::encode_primed(&packed, &mut enc).expect("valid frames encode");
+        let mut back = Vec::new();
+        codec::decode_primed(&enc, (packed.len() / PACKED_LEN) as u32, |_, f| back.extend_from_slice(f))
+            .expect("own output decodes");
+        prop_assert_eq!(back, packed);
+        let mut rendered = Vec::new();
+        for k in 0..u64::from(count) {
+            let mut p = [0u8; PACKED_LEN];
+            render_packed(start.wrapping_add(k), &mut p);
+            rendered.extend_from_slice(&p);
+        }
+        let mut enc = Vec::new();
+        codec::encode_primed(&rendered, &mut enc).expect("encodes");
+        // Through the wire, as a viewer decodes it.
+        let mut msg = Frames::header(start, count, 3, Codec::Primed).to_vec();
+        msg.extend_from_slice(&enc);
+        let Ok(ToViewer::Frames(f)) = ToViewer::decode(&msg) else {
+            return Err(TestCaseError::fail("a primed Frames message does not decode"));
+        };
+        prop_assert_eq!(f.codec, Codec::Primed);
+        let mut back = Vec::new();
+        f.decode_frames(|_, p| back.extend_from_slice(p)).expect("decodes");
+        prop_assert_eq!(back, rendered);
+    }
+
+    #[test]
+    fn primed_decoder_never_panics_and_only_yields_valid_frames(
+        payload in proptest::collection::vec(any::<u8>(), 0..2_000),
+        count in 1u32..8,
+    ) {
+        let mut frames = 0u32;
+        let result = codec::decode_primed(&payload, count, |i, f| {
+            assert_eq!(i, frames);
+            assert!(donut_shared::frame::validate_packed(f).is_ok());
+            frames += 1;
+        });
+        if result.is_ok() {
+            prop_assert_eq!(frames, count);
+        }
+        let mut msg = Frames::header(7, count, 0, Codec::Primed).to_vec();
+        msg.extend_from_slice(&payload);
+        if let Ok(ToViewer::Frames(f)) = ToViewer::decode(&msg) {
+            let _ = f.decode_frames(|_, _| {});
         }
     }
 

@@ -739,7 +739,7 @@ fn codec_names_round_trip() {
     for codec in Codec::ALL {
         assert_eq!(Codec::from_name(codec.name()), Some(codec));
     }
-    assert_eq!(Codec::ALL.map(Codec::name), ["nibble", "context"]);
+    assert_eq!(Codec::ALL.map(Codec::name), ["nibble", "context", "primed"]);
     assert_eq!(Codec::from_name("Context"), None);
     assert_eq!(Codec::from_name(""), None);
 }

@@ -6,7 +6,7 @@
 //! The shipped wasm files are run in Node through the viewer's i32-only
 //! selftest exports (`donut_viewer::selftest`: the player's decoding, then
 //! each frame's text): batches of real frames, idle and steered, of every
-//! size up to `MAX_BATCH_FRAMES`, in both codecs, plus damaged messages
+//! size up to `MAX_BATCH_FRAMES`, in every codec, plus damaged messages
 //! (which every build must refuse alike). The old Node binaries come from
 //! npm (`./build.sh test` installs them into `$DONUT_TOOLS`, default
 //! `~/.cache/donut-tools`); without them the test fails.
@@ -108,13 +108,14 @@ fn message(start: u64, timeline: u32, codec: Codec, packed: &[[u8; PACKED_LEN]])
     match codec {
         Codec::Nibble => msg.extend_from_slice(flat),
         Codec::Context => donut_shared::codec::encode(flat, &mut msg).expect("valid frames"),
+        Codec::Primed => donut_shared::codec::encode_primed(flat, &mut msg).expect("valid frames"),
     }
     msg
 }
 
 /// The batches under test: idle frames over the whole `u64` range and
 /// steered frames, every size from 1 to `MAX_BATCH_FRAMES` represented,
-/// both codecs; then damaged copies of some (cut short, a byte flipped).
+/// every codec; then damaged copies of some (cut short, a byte flipped).
 fn batches() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     // splitmix64, fixed seed.
@@ -137,11 +138,7 @@ fn batches() -> Vec<Vec<u8>> {
         u64::MAX - 2 * 600,
     ];
     for (i, &count) in sizes.iter().enumerate() {
-        let codec = if i % 2 == 0 {
-            Codec::Context
-        } else {
-            Codec::Nibble
-        };
+        let codec = Codec::ALL[(i + 1) % Codec::ALL.len()];
         let start = if i < starts.len() {
             starts[i]
         } else {

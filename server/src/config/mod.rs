@@ -122,14 +122,16 @@ pub struct ServeConfig {
     /// hedged to another worker (later tasks use the worker's own pace).
     #[arg(long, env = "DONUT_FIRST_TASK_TIMEOUT_MS", default_value_t = 2000)]
     pub first_task_timeout_ms: u64,
-    /// Encoding of viewer batches: `context` (context-modelled range
-    /// coding, about 90 bytes a frame, costs CPU) or `nibble` (plain
-    /// 880-byte packing, 10x the bytes, almost no CPU).
+    /// Encoding of viewer batches: `primed` (context-modelled range
+    /// coding from a trained prior, about 85 bytes a frame, costs CPU;
+    /// protocol 6), `context` (the same from even odds, a fifth more bytes
+    /// in the short batches of steering) or `nibble` (plain 880-byte
+    /// packing, 10x the bytes, almost no CPU).
     #[arg(
         long,
         env = "DONUT_CODEC",
         value_parser = codec_parser(),
-        default_value = Codec::Context.name()
+        default_value = Codec::DEFAULT.name()
     )]
     pub codec: Codec,
     /// Most frames in one viewer batch.
@@ -521,7 +523,7 @@ mod tests {
         let from_env = Cli::parse_from(["donut", "serve"]);
         unsafe { std::env::remove_var("DONUT_CODEC") };
         unsafe { std::env::remove_var("DONUT_THREADS") };
-        assert_eq!(serve.codec, Codec::Context);
+        assert_eq!(serve.codec, Codec::Primed);
         assert_eq!(work.threads, 0);
         assert_eq!(work.server, "ws://127.0.0.1:1");
         match from_env.command {

@@ -95,6 +95,7 @@ use donut_shared::ring::FrameRing;
 use donut_shared::scene::{Impulse, Scene};
 use donut_shared::wire::{Codec, FRAMES_HEADER_LEN, Frames, Task};
 use tokio::sync::{Notify, mpsc};
+use tracing::debug;
 
 use crate::metrics::Stats;
 use crate::stream::fanout::{Batch, Fanout};
@@ -396,13 +397,16 @@ impl Core {
     ///
     /// The next change commits at a tick no sooner than the commit
     /// interval after the last one, at the head of that tick (moved
-    /// first) plus the input lead. The head moves only at ticks, by at
-    /// least `floor(elapsed × fps)` since the last tick unless playback
-    /// stalls (a stalled head lets a change land earlier: what was
-    /// rendered past it is superseded as ever, waste, not a wrong frame).
-    /// So no change can land before `head + lead + floor(wait × fps)`,
-    /// `wait` being the time from the last tick to the throttle opening,
-    /// nor before the last keyframe.
+    /// first) plus the input lead. The head moves only at ticks, by
+    /// `floor(carry + elapsed × fps)` since the last tick (`carry`: the
+    /// fraction of a frame its clock held then) unless playback stalls (a
+    /// stalled head lets a change land earlier: what was rendered past it
+    /// is superseded as ever, waste, not a wrong frame). So no change can
+    /// land before `head + lead + floor(carry + wait × fps)`, `wait` being
+    /// the time from the last tick to the throttle opening, nor before the
+    /// last keyframe. With the carry the end stays put between ticks (it
+    /// used to creep a frame at a time as the head's and the wait's
+    /// roundings took turns, each creep a one-frame batch).
     fn hot_limit(&self, inner: &Inner, now: Instant) -> Option<u64> {
         if self.cfg.hot_quiet.is_zero() || !self.paced() {
             return None;
@@ -413,12 +417,22 @@ impl Core {
         if !recent && !inner.timeline.has_pending() {
             return None;
         }
-        // The head moves only at ticks: count from the last one at most.
-        let now = now.max(inner.last_tick);
+        // The head moves only at ticks, by the whole frames of its clock
+        // (`carry` plus the time since the last tick): count from the
+        // last tick with the carry, so the window's end stays put between
+        // ticks instead of creeping a frame at a time (each creep a
+        // one-frame task and a one-frame batch to every watcher). A hair
+        // under, so rounding never puts it past where the head will be.
         let wait = inner.last_change.map_or(Duration::ZERO, |t| {
-            (t + self.cfg.input_commit_interval).saturating_duration_since(now)
+            (t + self.cfg.input_commit_interval).saturating_duration_since(inner.last_tick)
         });
-        let wait_frames = (wait.as_secs_f64() * f64::from(self.cfg.fps)).floor() as u64;
+        let wait_frames = if wait.is_zero() {
+            0
+        } else {
+            (inner.carry + wait.as_secs_f64() * f64::from(self.cfg.fps) - 1e-6)
+                .floor()
+                .max(0.0) as u64
+        };
         Some(
             inner
                 .head
@@ -680,6 +694,22 @@ impl Core {
                 if inner.head > self.cfg.start_frame {
                     let lost = target - inner.contiguous;
                     self.stats.playback_stall_frames.add(lost);
+                    // What was missing, for diagnosing stalls (issue 25):
+                    // a change's first frame or not, handed out or not,
+                    // and how late this tick came.
+                    debug!(
+                        lost,
+                        missing = inner.contiguous,
+                        head = inner.head,
+                        frontier = inner.sched.frontier(),
+                        keyframe = inner.timeline.last_keyframe(),
+                        lead = inner.input_lead,
+                        tick_gap_ms = dt * 1000.0,
+                        since_change_ms = inner
+                            .last_change
+                            .map(|t| now.saturating_duration_since(t).as_secs_f64() * 1000.0),
+                        "playback stalled"
+                    );
                 }
                 inner.head = inner.contiguous;
                 inner.carry = 0.0;
@@ -912,12 +942,15 @@ impl Due {
     pub fn encode(self) -> Option<Batch> {
         let header = Frames::header(self.start, self.count, self.timeline, self.codec);
         let msg = match self.codec {
-            Codec::Context => {
+            Codec::Context | Codec::Primed => {
                 let packed = self.packed();
                 let mut msg = Vec::with_capacity(FRAMES_HEADER_LEN + packed.len() / 8);
                 msg.extend_from_slice(&header);
                 // Ring frames were validated on the way in, so this cannot fail.
-                codec::encode(packed, &mut msg).ok()?;
+                match self.codec {
+                    Codec::Primed => codec::encode_primed(packed, &mut msg).ok()?,
+                    _ => codec::encode(packed, &mut msg).ok()?,
+                }
                 msg
             }
             Codec::Nibble => {
