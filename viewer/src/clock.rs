@@ -251,7 +251,7 @@ mod tests {
             seed
         };
         let show = |t_ms: f64| 10_000.0 + t_ms * 60.0 / 1000.0;
-        let mut pages = vec![PlaybackClock::new(); 5];
+        let mut pages = [PlaybackClock::new(); 5];
         for tick in 0..40 {
             // Telemetry every 250 ms. The first a page gets was held for
             // up to 4 frames (page 4: 3.6), within what the clock once
