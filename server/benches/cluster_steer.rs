@@ -64,7 +64,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use donut_server::cluster::stream_log::{EntryId, TimelineEntry};
 use donut_shared::wire::{Input, ToViewer};
 use fantoccini::wd::WindowHandle;
-use fantoccini::{Client, Locator};
+use fantoccini::Client;
 use futures_util::{SinkExt, StreamExt};
 use redis::streams::StreamRangeReply;
 use redis_server::RedisServer;
@@ -94,23 +94,13 @@ fn unix_ms() -> f64 {
 }
 
 async fn js(client: &Client, tab: &WindowHandle, script: &str) -> Result<Value> {
-    client.switch_to_window(tab.clone()).await?;
-    Ok(client.execute(script, Vec::new()).await?)
+    Ok(chromium::js_in(client, tab, script).await?)
 }
 
 /// Waits until `probe` returns a non-null value.
 async fn until(client: &Client, tab: &WindowHandle, what: &str, probe: &str) -> Result<Value> {
-    let deadline = Instant::now() + HANG;
-    loop {
-        let v = js(client, tab, probe).await?;
-        if !v.is_null() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let every = Duration::from_millis(10);
+    Ok(chromium::until_in(client, tab, what, probe, every, HANG).await?)
 }
 
 fn stats(node: &cluster::Node) -> Result<Value> {
@@ -334,12 +324,7 @@ async fn run() -> Result<()> {
             .await?
             .as_u64()
             .unwrap_or(0);
-        client.switch_to_window(a.clone()).await?;
-        let canvas = client.find(Locator::Id("donut")).await?;
-        client
-            .perform_actions(chromium::steering_drag(canvas))
-            .await?;
-        client.release_actions().await?;
+        chromium::drag_in(&client, &a).await?;
         let first = until(
             &client,
             &a,

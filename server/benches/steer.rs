@@ -110,33 +110,18 @@ fn num(v: &Value, key: &str) -> f64 {
 }
 
 async fn js(client: &Client, tab: &WindowHandle, script: &str) -> Result<Value> {
-    client.switch_to_window(tab.clone()).await?;
-    Ok(client.execute(script, Vec::new()).await?)
+    Ok(chromium::js_in(client, tab, script).await?)
 }
 
 /// Waits until `probe` returns a non-null value.
 async fn until(client: &Client, tab: &WindowHandle, what: &str, probe: &str) -> Result<Value> {
-    let deadline = Instant::now() + HANG;
-    loop {
-        let v = js(client, tab, probe).await?;
-        if !v.is_null() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let every = Duration::from_millis(20);
+    Ok(chromium::until_in(client, tab, what, probe, every, HANG).await?)
 }
 
 /// One drag in tab A: right and a little down, 4 moves 50 ms apart.
 async fn drag(client: &Client, tab: &WindowHandle) -> Result<()> {
-    client.switch_to_window(tab.clone()).await?;
-    let canvas = client.find(Locator::Id("donut")).await?;
-    let d = chromium::steering_drag(canvas);
-    client.perform_actions(d).await?;
-    client.release_actions().await?;
-    Ok(())
+    Ok(chromium::drag_in(client, tab).await?)
 }
 
 /// What one drag measured, in ms.

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::wd::WindowHandle;
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 /// A child process killed when dropped.
@@ -285,6 +286,62 @@ impl LiveStream {
             _worker: worker,
         })
     }
+}
+
+/// Runs `script` in window `tab` (switching to it first): its value.
+pub async fn js_in(client: &Client, tab: &WindowHandle, script: &str) -> Result<Value, String> {
+    client
+        .switch_to_window(tab.clone())
+        .await
+        .map_err(|e| format!("switch to a window: {e}"))?;
+    client
+        .execute(script, Vec::new())
+        .await
+        .map_err(|e| format!("run a script: {e}"))
+}
+
+/// Runs `probe` in window `tab` every `every` until it returns non-null
+/// (that value), or fails after `limit` naming `what`.
+pub async fn until_in(
+    client: &Client,
+    tab: &WindowHandle,
+    what: &str,
+    probe: &str,
+    every: Duration,
+    limit: Duration,
+) -> Result<Value, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = js_in(client, tab, probe).await?;
+        if !v.is_null() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// One [`steering_drag`] across the donut canvas of window `tab`, the
+/// pointer released after it.
+pub async fn drag_in(client: &Client, tab: &WindowHandle) -> Result<(), String> {
+    client
+        .switch_to_window(tab.clone())
+        .await
+        .map_err(|e| format!("switch to a window: {e}"))?;
+    let canvas = client
+        .find(Locator::Id("donut"))
+        .await
+        .map_err(|e| format!("the canvas: {e}"))?;
+    client
+        .perform_actions(steering_drag(canvas))
+        .await
+        .map_err(|e| format!("drag: {e}"))?;
+    client
+        .release_actions()
+        .await
+        .map_err(|e| format!("release the pointer: {e}"))
 }
 
 /// The steering drag of the tests and the bench: from left of the canvas'
