@@ -27,7 +27,7 @@ async function fetchPageConfig() {
     return {
       contribute: ['ask', 'on', 'off'].indexOf(c.contribute) >= 0 ? c.contribute : 'ask',
       budget: c.budget >= 1 && c.budget <= 100 ? Number(c.budget) : fallback.budget,
-      inputCommitMs: c.inputCommitMs >= 0 && c.inputCommitMs <= 60000 ? Number(c.inputCommitMs) : null,
+      inputCommitMs: typeof c.inputCommitMs === 'number' && c.inputCommitMs >= 0 && c.inputCommitMs <= 60000 ? c.inputCommitMs : null,
     };
   } catch (e) {
     return fallback;

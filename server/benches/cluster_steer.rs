@@ -63,8 +63,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use donut_server::cluster::stream_log::{EntryId, TimelineEntry};
 use donut_shared::wire::{Input, ToViewer};
-use fantoccini::wd::WindowHandle;
 use fantoccini::Client;
+use fantoccini::wd::WindowHandle;
 use futures_util::{SinkExt, StreamExt};
 use redis::streams::StreamRangeReply;
 use redis_server::RedisServer;

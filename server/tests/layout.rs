@@ -158,10 +158,10 @@ fn code(text: &str) -> String {
         } else if b[i] == b'\'' {
             // A char literal ('x', '\n', '\u{..}') or a lifetime ('a).
             let end = if b.get(i + 1) == Some(&b'\\') {
-                b[i + 2..]
-                    .iter()
-                    .position(|&c| c == b'\'')
-                    .map(|n| i + 2 + n + 1)
+                // Past the escaped character, which may be a quote ('\'').
+                b.get(i + 3..)
+                    .and_then(|rest| rest.iter().position(|&c| c == b'\''))
+                    .map(|n| i + 3 + n + 1)
             } else {
                 let width = text[i + 1..].chars().next().map_or(1, char::len_utf8);
                 (b.get(i + 1 + width) == Some(&b'\'')).then_some(i + 2 + width)
@@ -445,6 +445,9 @@ fn comments_and_literals_name_no_path() {
                let r = r#\"crate::g \"# ; let c = '\\''; let l: &'static str = x::<'a>(); crate::h\n\
                let u = \"\\\"crate::i\"; let k = b\"crate::j\"; crate::k";
     let kept = code(src);
+    // An escaped quote ends its char literal where it should: all four
+    // bytes are blanked, and what follows is code again.
+    assert_eq!(code("'\\''x"), "    x");
     for gone in [
         "crate::b", "crate::c", "crate::e", "crate::f", "crate::g", "crate::i", "crate::j",
     ] {

@@ -165,7 +165,7 @@ pub enum Codec {
     /// The frames' 880-byte nibble packings, concatenated.
     Nibble = 0,
     /// Context-modelled range coding of the whole batch ([`crate::codec`]),
-    /// about 95 bytes a frame instead of 880.
+    /// about 90 bytes a frame instead of 880.
     Context = 1,
     /// The context coder with its probabilities starting at a prior trained
     /// on rendered frames instead of ½ ([`crate::codec::prior`], protocol

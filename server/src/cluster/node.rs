@@ -141,8 +141,10 @@ pub struct Node {
     /// notices (see [`Node::sweep_inputs`]).
     unfolded: Mutex<BTreeMap<EntryId, (Notices, PushTicket)>>,
     /// As leader: the change (frame, scene there) of each recent version
-    /// of the core, by version, carried by the entries appended.
-    changes: Mutex<BTreeMap<u32, (u64, Scene)>>,
+    /// of the core, by version, carried by the entries appended; `None`
+    /// for the version a new leader resumed at when no entry told it its
+    /// change (the core's last change is then the resume frame, not it).
+    changes: Mutex<BTreeMap<u32, Option<(u64, Scene)>>>,
 }
 
 /// The leader's playback head as an entry of the timeline carried it.
@@ -514,6 +516,12 @@ impl Node {
                     );
                     deps.core
                         .resume(at.frame, at.version, at.scene, Instant::now());
+                    // The resumed version's change is what the entries
+                    // told, if they did: never the resume frame.
+                    let told = lock(&self.cursor)
+                        .keyframe()
+                        .map(|((frame, _, scene), _)| (frame, scene));
+                    lock(&self.changes).insert(at.version, told);
                     let (node, deps) = (Arc::clone(&self), Arc::clone(&deps));
                     tokio::spawn(async move {
                         tokio::join!(
@@ -702,13 +710,14 @@ impl Node {
     fn change_of(&self, deps: &NodeDeps, version: u32) -> Option<(u64, Scene)> {
         let (frame, current, scene) = deps.core.keyframe();
         let mut changes = lock(&self.changes);
-        // A new leader's first version is where it resumed (not the
-        // version's change: the entries before told that one).
-        changes.entry(current).or_insert((frame, scene));
+        // The version a new leader resumed at is already there (what the
+        // entries told of its change, or nothing): the core's last change
+        // is then the resume frame, not the version's change.
+        changes.entry(current).or_insert(Some((frame, scene)));
         while changes.len() > CHANGES_KEPT {
             changes.pop_first();
         }
-        changes.get(&version).copied()
+        changes.get(&version).copied().flatten()
     }
 
     /// Reads who leads, every [`LEADER_POLL`].

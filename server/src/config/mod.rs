@@ -123,9 +123,9 @@ pub struct ServeConfig {
     #[arg(long, env = "DONUT_FIRST_TASK_TIMEOUT_MS", default_value_t = 2000)]
     pub first_task_timeout_ms: u64,
     /// Encoding of viewer batches: `primed` (context-modelled range
-    /// coding from a trained prior, about 85 bytes a frame, costs CPU;
-    /// protocol 6), `context` (the same from even odds, a fifth more bytes
-    /// in the short batches of steering) or `nibble` (plain 880-byte
+    /// coding from a trained prior, about 88 bytes a frame idle, costs CPU;
+    /// protocol 6), `context` (the same from even odds, about 90 idle and
+    /// up to a fifth more under a crowd of steerers) or `nibble` (plain 880-byte
     /// packing, 10x the bytes, almost no CPU).
     #[arg(
         long,

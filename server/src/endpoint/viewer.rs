@@ -141,7 +141,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
     }
 
     // A telemetry update waiting for the next batch, and its deadline.
-    let mut held: Option<Bytes> = None;
+    // Whether a telemetry update waits for a batch to ride with.
+    let mut held = false;
     let hold = tokio::time::sleep(TELEMETRY_HOLD);
     tokio::pin!(hold);
 
@@ -159,7 +160,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                             // (the page drops batches it has).
                             let (fresh, catchup) = app.fanout.subscribe();
                             rx = fresh;
-                            let lead = held.take().map(|_| fresh_telemetry(&telemetry));
+                            let lead = std::mem::take(&mut held).then(|| fresh_telemetry(&mut telemetry));
                             out.send_catchup(&mut ws, lead, catchup).await
                         } else {
                             if let Some(k) = session.keyframe()
@@ -168,7 +169,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                                 break end;
                             }
                             let fed = session.peer_fed();
-                            let lead = held.take().map(|_| fresh_telemetry(&telemetry));
+                            let lead = std::mem::take(&mut held).then(|| fresh_telemetry(&mut telemetry));
                             let sent = out.send_batch(&mut ws, lead, &b, fed).await;
                             if fed {
                                 session.owe(&b);
@@ -212,14 +213,14 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
                         break end;
                     }
                 }
-                Ok(()) = telemetry.changed(), if held.is_none() => {
-                    held = Some(telemetry.borrow_and_update().viewer_msg.clone());
+                Ok(()) = telemetry.changed(), if !held => {
+                    held = true;
                     hold.as_mut().reset(tokio::time::Instant::now() + TELEMETRY_HOLD);
                 }
-                () = &mut hold, if held.is_some() => {
+                () = &mut hold, if held => {
                     // No batch came along (the stream is stalled): send it alone,
                     // as fresh as it is now.
-                    held = None;
+                    held = false;
                     let msg = telemetry.borrow_and_update().viewer_msg_at(Instant::now());
                     if let Err(end) = out.send(&mut ws, None, msg).await {
                         break end;
@@ -266,11 +267,12 @@ pub async fn run(socket: WebSocket, app: Arc<App>, admission: Admission, queue: 
 
 /// The newest telemetry for a viewer, its head as of now (see
 /// `TelemetryMsg::viewer_msg_at`): a held update may be up to
-/// [`TELEMETRY_HOLD`] old when its batch comes.
+/// [`TELEMETRY_HOLD`] old when its batch comes. Marked seen: an update
+/// that came during the hold goes out now, not again after.
 fn fresh_telemetry(
-    telemetry: &tokio::sync::watch::Receiver<crate::stream::telemetry::TelemetryMsg>,
+    telemetry: &mut tokio::sync::watch::Receiver<crate::stream::telemetry::TelemetryMsg>,
 ) -> Bytes {
-    telemetry.borrow().viewer_msg_at(Instant::now())
+    telemetry.borrow_and_update().viewer_msg_at(Instant::now())
 }
 
 /// The next control message for a member; never, for a viewer that has

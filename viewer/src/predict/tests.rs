@@ -444,7 +444,8 @@ fn a_push_within_the_throttle_is_predicted_where_the_server_folds_it() {
     p.on_keyframe(&m.keyframe());
     assert_eq!(p.lead(), DEFAULT_LEAD);
     // One frame after the change: the throttle holds it until the head
-    // is at 100 + DEFAULT_THROTTLE, so it lands a throttle after 102.
+    // is at 100 + the throttle (6 frames, 100 ms), so it lands a throttle
+    // after 102.
     p.pushed(PUSH2, 103);
     m.input(PAGE, PUSH2);
     let change = 100 + DEFAULT_LEAD + 6;
