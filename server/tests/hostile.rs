@@ -154,11 +154,15 @@ async fn connections_beyond_the_caps_are_refused_with_a_reason() {
     let addr = server.addr;
     let _v1 = connect(addr, "/ws/viewer").await;
     let _v2 = connect(addr, "/ws/viewer").await;
+    // Admission runs after the upgrade, in each connection's own task: the
+    // third is the one refused only once the first two are counted.
+    wait_stats(addr, "two viewers admitted", |s| s["viewers"] == 2).await;
     let mut v3 = connect(addr, "/ws/viewer").await;
     let (code, reason) = expect_close(&mut v3).await;
     assert_eq!(code, 1013);
     assert!(reason.contains("viewer connection cap of 2"), "{reason}");
     let _w1 = connect(addr, "/ws/worker").await;
+    wait_stats(addr, "a worker admitted", |s| s["workers"] == 1).await;
     let mut w2 = connect(addr, "/ws/worker").await;
     let (code, reason) = expect_close(&mut w2).await;
     assert_eq!(code, 1013);
@@ -179,6 +183,7 @@ async fn one_address_opening_many_connections_is_capped() {
     for _ in 0..5 {
         held.push(connect(addr, "/ws/viewer").await);
     }
+    wait_stats(addr, "five viewers admitted", |s| s["viewers"] == 5).await;
     for _ in 0..3 {
         let mut extra = connect(addr, "/ws/viewer").await;
         let (code, reason) = expect_close(&mut extra).await;
