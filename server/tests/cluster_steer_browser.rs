@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chromium::Proc;
-use donut_shared::scene::Scene;
 use pages::*;
 use redis_server::RedisServer;
 use serde_json::Value;
@@ -134,66 +133,16 @@ fn a_follower_s_steering_tab_predicts_and_another_follower_shows_the_change() {
         let painted_b = entries(&browser.js("return window.donutViewer.painted()").await);
 
         // Tab A painted its push before the server's frames of it.
-        let mut early = 0usize;
-        for (frame, held, digest, wall) in &predicted {
-            let Some(now) = committed(&keys, *frame, *held) else {
-                continue;
-            };
-            if *digest == digest_of(now) {
-                continue;
-            }
-            let server_first = painted_a
-                .iter()
-                .filter(|e| {
-                    e.1 > *held && committed(&keys, e.0, *held).is_some_and(|s| e.2 != digest_of(s))
-                })
-                .map(|e| e.3)
-                .fold(f64::INFINITY, f64::min);
-            if *wall < server_first {
-                early += 1;
-            }
-        }
-        eprintln!(
-            "tab A: {early} predicted frames showed a change before the server's frames of it"
-        );
-        assert!(
-            early >= 1,
-            "tab A painted no change before the server's frames of it"
-        );
+        predicted_before_the_server(&keys, &predicted, &painted_a);
 
         // Every server frame A and B painted is the native render of the
         // committed timeline; B (another follower) shows the change.
         for (tab, painted) in [("A", &painted_a), ("B", &painted_b)] {
-            let mut steered = 0usize;
-            for (frame, v, digest, _) in painted {
-                let scene = committed(&keys, *frame, *v).expect("a known version");
-                assert_eq!(
-                    *digest,
-                    digest_of(scene),
-                    "tab {tab}: frame {frame} of version {v} is not the committed render"
-                );
-                if *v >= 1 && scene != Scene::idle(*frame) {
-                    steered += 1;
-                }
-            }
-            eprintln!(
-                "tab {tab}: {} server frames painted, all the committed render; {steered} steered",
-                painted.len()
-            );
-            assert!(
-                steered >= 60,
-                "tab {tab} shows the change: {steered} steered frames"
-            );
+            every_frame_committed_and_steered(&keys, tab, painted);
         }
 
         // The watch-only tab on the same follower: told nothing.
-        browser.focus(tv).await;
-        let ptv = browser.js("return window.donutViewer.prediction()").await;
-        assert_eq!(num(&ptv, "keyframes"), 0, "a watch-only tab: {ptv}");
-        assert_eq!(num(&ptv, "predicted"), 0, "a watch-only tab: {ptv}");
-        assert_eq!(num(&ptv, "pushes"), 0, "a watch-only tab: {ptv}");
-        let stv = browser.viewer_stats(tv).await;
-        assert!(num(&stv, "timeline") >= 1, "it plays the change: {stv}");
+        watch_only_told_nothing(&browser, tv).await;
 
         for n in &nodes {
             let s = node_stats(n);

@@ -19,7 +19,6 @@ mod steering;
 
 use std::sync::Arc;
 
-use donut_shared::scene::Scene;
 use pages::*;
 use serde_json::Value;
 use steering::*;
@@ -89,36 +88,8 @@ fn the_steering_tab_predicts_its_push_and_every_screen_converges() {
             keys.keys().collect::<Vec<_>>()
         );
         let painted_b = entries(&browser_painted(&browser, b).await);
-        // Tab A painted its push before the server's frames of it: a
-        // predicted frame that differs from the version it held, drawn
-        // before tab A painted any server frame of a later version that
-        // differs from that version.
-        let mut early = 0usize;
-        for (frame, held, digest, wall) in &predicted {
-            let Some(now) = committed(&keys, *frame, *held) else {
-                continue;
-            };
-            if *digest == digest_of(now) {
-                continue;
-            }
-            let server_first = painted_a
-                .iter()
-                .filter(|e| {
-                    e.1 > *held && committed(&keys, e.0, *held).is_some_and(|s| e.2 != digest_of(s))
-                })
-                .map(|e| e.3)
-                .fold(f64::INFINITY, f64::min);
-            if *wall < server_first {
-                early += 1;
-            }
-        }
-        eprintln!(
-            "tab A: {early} predicted frames showed a change before the server's frames of it"
-        );
-        assert!(
-            early >= 1,
-            "tab A painted no change before the server's frames of it"
-        );
+        // Tab A painted its push before the server's frames of it.
+        predicted_before_the_server(&keys, &predicted, &painted_a);
         // Input to tab A's own screen (a figure): from the first pointer
         // event of each drag to the first frame tab A drew (predicted or
         // the server's) that differs from what it would have drawn without
@@ -147,36 +118,11 @@ fn the_steering_tab_predicts_its_push_and_every_screen_converges() {
         }
         eprintln!("tab A input -> own screen (ms, per drag): {own:?}");
         for (tab, painted) in [("A", &painted_a), ("B", &painted_b)] {
-            let mut steered = 0usize;
-            for (frame, v, digest, _) in painted {
-                let scene = committed(&keys, *frame, *v).expect("a known version");
-                assert_eq!(
-                    *digest,
-                    digest_of(scene),
-                    "tab {tab}: frame {frame} of version {v} is not the committed render"
-                );
-                if *v >= 1 && scene != Scene::idle(*frame) {
-                    steered += 1;
-                }
-            }
-            eprintln!(
-                "tab {tab}: {} server frames painted, all the committed render; {steered} steered",
-                painted.len()
-            );
-            assert!(
-                steered >= 60,
-                "tab {tab} shows the change: {steered} steered frames"
-            );
+            every_frame_committed_and_steered(&keys, tab, painted);
         }
 
         // The watch-only tab predicts nothing and is told nothing.
-        browser.focus(tv).await;
-        let ptv = browser.js("return window.donutViewer.prediction()").await;
-        assert_eq!(num(&ptv, "predicted"), 0, "a watch-only tab: {ptv}");
-        assert_eq!(num(&ptv, "keyframes"), 0, "a watch-only tab: {ptv}");
-        assert_eq!(num(&ptv, "pushes"), 0, "a watch-only tab: {ptv}");
-        let stv = browser.viewer_stats(tv).await;
-        assert!(num(&stv, "timeline") >= 1, "it plays the change: {stv}");
+        watch_only_told_nothing(&browser, tv).await;
 
         let stats = server.stats();
         assert_eq!(num(&stats, "protocol_errors"), 0, "{stats}");

@@ -132,3 +132,79 @@ pub async fn settled_version(browser: &Browser, a: usize, b: usize) -> u64 {
     }
     version
 }
+
+/// Tab A painted its push before the server's frames of it: a predicted
+/// frame that differs from the version it held, drawn before tab A painted
+/// any server frame of a later version that differs from that version.
+/// Asserts at least one; `predicted` and `painted_a` are probe logs.
+pub fn predicted_before_the_server(
+    keys: &BTreeMap<u32, (u64, Scene)>,
+    predicted: &[(u64, u32, String, f64)],
+    painted_a: &[(u64, u32, String, f64)],
+) {
+    let mut early = 0usize;
+    for (frame, held, digest, wall) in predicted {
+        let Some(now) = committed(keys, *frame, *held) else {
+            continue;
+        };
+        if *digest == digest_of(now) {
+            continue;
+        }
+        let server_first = painted_a
+            .iter()
+            .filter(|e| {
+                e.1 > *held && committed(keys, e.0, *held).is_some_and(|s| e.2 != digest_of(s))
+            })
+            .map(|e| e.3)
+            .fold(f64::INFINITY, f64::min);
+        if *wall < server_first {
+            early += 1;
+        }
+    }
+    eprintln!("tab A: {early} predicted frames showed a change before the server's frames of it");
+    assert!(
+        early >= 1,
+        "tab A painted no change before the server's frames of it"
+    );
+}
+
+/// Every server frame `tab` painted is the native render of the committed
+/// timeline at its (frame, version), and at least 60 of them show a change.
+pub fn every_frame_committed_and_steered(
+    keys: &BTreeMap<u32, (u64, Scene)>,
+    tab: &str,
+    painted: &[(u64, u32, String, f64)],
+) {
+    let mut steered = 0usize;
+    for (frame, v, digest, _) in painted {
+        let scene = committed(keys, *frame, *v).expect("a known version");
+        assert_eq!(
+            *digest,
+            digest_of(scene),
+            "tab {tab}: frame {frame} of version {v} is not the committed render"
+        );
+        if *v >= 1 && scene != Scene::idle(*frame) {
+            steered += 1;
+        }
+    }
+    eprintln!(
+        "tab {tab}: {} server frames painted, all the committed render; {steered} steered",
+        painted.len()
+    );
+    assert!(
+        steered >= 60,
+        "tab {tab} shows the change: {steered} steered frames"
+    );
+}
+
+/// The watch-only tab `tv` predicts nothing, is told no change and pushed
+/// nothing, yet plays the steered timeline.
+pub async fn watch_only_told_nothing(browser: &Browser, tv: usize) {
+    browser.focus(tv).await;
+    let ptv = browser.js("return window.donutViewer.prediction()").await;
+    assert_eq!(num(&ptv, "predicted"), 0, "a watch-only tab: {ptv}");
+    assert_eq!(num(&ptv, "keyframes"), 0, "a watch-only tab: {ptv}");
+    assert_eq!(num(&ptv, "pushes"), 0, "a watch-only tab: {ptv}");
+    let stv = browser.viewer_stats(tv).await;
+    assert!(num(&stv, "timeline") >= 1, "it plays the change: {stv}");
+}
